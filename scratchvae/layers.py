@@ -1,0 +1,64 @@
+"""Dense and Dropout as forward/backward pairs.
+
+``dX`` always means dL/dX for the scalar loss L. Backward functions write parameter gradients
+into ``out_*`` buffers when given (the model passes views of its gradient store) and return
+them either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import get_xp
+
+Array = Any
+
+
+def dense_forward(W: Array, b: Array, x: Array) -> tuple[Array, Array]:
+    """y = x @ W + b.   x: (B, n_in)  W: (n_in, n_out)  b: (n_out,)  y: (B, n_out).  cache = x."""
+    y = x @ W
+    y += b
+    return y, x
+
+
+def dense_backward(
+    W: Array,
+    x: Array,
+    dy: Array,
+    out_dW: Array | None = None,
+    out_db: Array | None = None,
+    need_dx: bool = True,
+) -> tuple[Array | None, Array, Array]:
+    """Backward of y = x @ W + b. Returns (dx, dW, db); dx is None when not needed.
+
+    dL/dx = dy @ W^T        (B, n_in)
+    dL/dW = x^T @ dy        (n_in, n_out)   summed over the batch by the product
+    dL/db = sum_B dy        (n_out,)
+    """
+    xp = get_xp(x)
+    dW = xp.matmul(x.T, dy, out=out_dW)
+    db = xp.sum(dy, axis=0, out=out_db)
+    dx = dy @ W.T if need_dx else None
+    return dx, dW, db
+
+
+def dropout_mask(backend: Any, shape: tuple[int, ...], p: float) -> Array:
+    """An inverted-dropout mask: 1/(1-p) with probability 1-p, else 0. Drawn by the caller."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1), got {p}")
+    return backend.bernoulli(1.0 - p, shape) / (1.0 - p)
+
+
+def dropout_forward(x: Array, mask: Array | None) -> tuple[Array, Array | None]:
+    """Inverted dropout: y = x * mask in training (E[y] = x), y = x in evaluation (mask None).
+
+    The same mask must reach :func:`dropout_backward`; it is the cache.
+    """
+    if mask is None:
+        return x, None
+    return x * mask, mask
+
+
+def dropout_backward(mask: Array | None, dy: Array) -> Array:
+    """dL/dx = dy * mask  (dy itself in evaluation)."""
+    return dy if mask is None else dy * mask

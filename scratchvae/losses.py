@@ -1,0 +1,120 @@
+"""Losses, each a forward (value) and a hand-written backward (gradient).
+
+Reduction, everywhere: SUM over features, MEAN over the batch, so every value is in nats per
+example (as in the published VAE numbers). Backward returns dL/d(input) for that reduced L,
+hence the 1/B factors. Shapes: B examples, D features (pixels), L latent units, H hidden units.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .backend import get_special, get_xp
+
+Array = Any
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+# ---------------------------------------------------------------------------- Bernoulli NLL
+def bernoulli_nll(logits: Array, x: Array) -> Array:
+    """-log p(x | logits) for Bernoulli pixels, on LOGITS l (never on clipped probabilities).
+
+    -log p = -[x log s(l) + (1-x) log(1 - s(l))] = softplus(l) - x * l     (s = sigmoid)
+    logits, x: (B, D); x in [0, 1] (grey levels allowed). Returns a scalar: sum_D, mean_B.
+    """
+    B = logits.shape[0]
+    per_pixel = get_special(logits).softplus(logits) - x * logits
+    return per_pixel.sum() / B
+
+
+def bernoulli_nll_backward(logits: Array, x: Array) -> Array:
+    """dL/dlogits = (sigmoid(l) - x) / B      (d softplus(l)/dl = sigmoid(l)).  (B, D)"""
+    B = logits.shape[0]
+    return (get_special(logits).expit(logits) - x) / B
+
+
+# ---------------------------------------------------------------------------- Gaussian NLL
+def gaussian_nll(mean: Array, x: Array, logvar: Array | float) -> Array:
+    """-log N(x; mean, exp(logvar)), sum over D, mean over B.
+
+    -log p = 0.5 * [ (x - mean)^2 / exp(logvar) + logvar + log(2 pi) ]   per feature
+    mean, x: (B, D); logvar: (B, D) when learned, or a float for a fixed variance.
+    """
+    B, D = mean.shape
+    learned = hasattr(logvar, "shape")
+    sq = (x - mean) ** 2 * _inv_var(mean, logvar)
+    logvar_sum = logvar.sum() if learned else B * D * logvar
+    return 0.5 * (sq.sum() + logvar_sum) / B + 0.5 * D * LOG_2PI
+
+
+def _inv_var(mean: Array, logvar: Array | float) -> Array | float:
+    """exp(-logvar): an array for a learned variance, a Python float for a fixed one (a float
+    keeps float32 arrays float32)."""
+    return get_xp(mean).exp(-logvar) if hasattr(logvar, "shape") else math.exp(-logvar)
+
+
+def gaussian_nll_backward(
+    mean: Array, x: Array, logvar: Array | float
+) -> tuple[Array, Array | None]:
+    """Returns (dmean, dlogvar); dlogvar is None for a fixed variance.
+
+    dL/dmean   = (mean - x) / exp(logvar) / B
+    dL/dlogvar = 0.5 * (1 - (x - mean)^2 / exp(logvar)) / B
+    """
+    B = mean.shape[0]
+    inv_var = _inv_var(mean, logvar)
+    dmean = (mean - x) * inv_var / B
+    if not hasattr(logvar, "shape"):
+        return dmean, None
+    dlogvar = 0.5 * (1 - (x - mean) ** 2 * inv_var) / B
+    return dmean, dlogvar
+
+
+# ---------------------------------------------------------------------------- squared error
+def squared_error(y: Array, x: Array) -> Array:
+    """sum_D (y - x)^2, mean over B.  (The 'MSE' of an AE, reduced like every other loss.)"""
+    return ((y - x) ** 2).sum() / y.shape[0]
+
+
+def squared_error_backward(y: Array, x: Array) -> Array:
+    """dL/dy = 2 (y - x) / B.   (B, D)"""
+    return 2 * (y - x) / y.shape[0]
+
+
+# ---------------------------------------------------------------------------- Gaussian KL
+def gaussian_kl(mu: Array, logvar: Array) -> Array:
+    """KL( N(mu, diag(exp(logvar))) || N(0, I) ), sum over L, mean over B.
+
+    KL = 0.5 * sum_L ( mu^2 + exp(logvar) - logvar - 1 )         mu, logvar: (B, L)
+    """
+    xp = get_xp(mu)
+    return 0.5 * (mu * mu + xp.exp(logvar) - logvar - 1).sum() / mu.shape[0]
+
+
+def gaussian_kl_backward(mu: Array, logvar: Array) -> tuple[Array, Array]:
+    """dKL/dmu = mu / B,   dKL/dlogvar = 0.5 * (exp(logvar) - 1) / B.   Each (B, L)."""
+    xp = get_xp(mu)
+    B = mu.shape[0]
+    return mu / B, 0.5 * (xp.exp(logvar) - 1) / B
+
+
+# ---------------------------------------------------------------------------- sparsity KL
+def sparsity_kl(h: Array, rho: float = 0.05) -> Array:
+    """Sparse-AE penalty sum_j KL(rho || rho_hat_j), rho_hat_j = mean_B h_j (h in (0, 1)).
+
+    KL(rho || r) = rho log(rho / r) + (1 - rho) log((1 - rho) / (1 - r))     h: (B, H)
+    A batch-level penalty (not per example); multiply by the weight beta outside.
+    """
+    xp = get_xp(h)
+    r = h.mean(axis=0)  # (H,)
+    return (rho * xp.log(rho / r) + (1 - rho) * xp.log((1 - rho) / (1 - r))).sum()
+
+
+def sparsity_kl_backward(h: Array, rho: float = 0.05) -> Array:
+    """dP/dh_bj = (-rho / r_j + (1 - rho) / (1 - r_j)) / B  for every b.   (B, H)"""
+    B = h.shape[0]
+    r = h.mean(axis=0)
+    d_r = -rho / r + (1 - rho) / (1 - r)  # (H,)
+    return get_xp(h).broadcast_to(d_r / B, h.shape)

@@ -1,0 +1,122 @@
+"""A multilayer perceptron built from Dense, an activation and (optionally) Dropout.
+
+    h_0 = x
+    a_i = h_{i-1} @ W_i + b_i,   h_i = dropout(act(a_i))      for the hidden layers i < n
+    out = h_{n-1} @ W_n + b_n                                 (last layer linear)
+
+Parameters are named ``<prefix>.<i>.W`` / ``<prefix>.<i>.b``; the MLP only knows the names,
+the arrays live in the model's :class:`~scratchvae.params.ParamStore`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .activations import get_activation
+from .backend import Backend
+from .init import INITIALISERS, default_init
+from .layers import (
+    dense_backward,
+    dense_forward,
+    dropout_backward,
+    dropout_forward,
+    dropout_mask,
+)
+
+Array = Any
+
+
+class MLP:
+    """``sizes = (n_in, h_1, ..., n_out)``; ``activation`` between layers, none after the last."""
+
+    def __init__(
+        self,
+        prefix: str,
+        sizes: Sequence[int],
+        activation: str = "relu",
+        dropout: float = 0.0,
+        init: str | None = None,
+    ) -> None:
+        if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
+            raise ValueError(f"{prefix}: layer sizes must be >= 1 and at least two, got {sizes}")
+        self.prefix = prefix
+        self.sizes = tuple(int(s) for s in sizes)
+        self.act = get_activation(activation)
+        self.dropout = float(dropout)
+        self.init_name = init or default_init(activation)
+        if self.init_name not in INITIALISERS:
+            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITIALISERS)}")
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    def name(self, i: int, what: str) -> str:
+        return f"{self.prefix}.{i}.{what}"
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {}
+        for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True)):
+            shapes[self.name(i, "W")] = (n_in, n_out)
+            shapes[self.name(i, "b")] = (n_out,)
+        return shapes
+
+    def init_params(self, params: Mapping[str, Array], backend: Backend) -> None:
+        """Hidden layers: He (ReLU family) or Glorot; the linear output layer: Glorot."""
+        for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True)):
+            last = i == self.n_layers - 1
+            init = INITIALISERS["glorot" if last else self.init_name]
+            params[self.name(i, "W")][...] = init(backend, n_in, n_out)
+            params[self.name(i, "b")][...] = 0
+
+    def draw_masks(self, backend: Backend, batch_size: int) -> dict[str, Array]:
+        """Dropout masks for the hidden layers (empty without dropout)."""
+        if self.dropout == 0.0:
+            return {}
+        return {
+            self.name(i, "dropout"): dropout_mask(backend, (batch_size, n), self.dropout)
+            for i, n in enumerate(self.sizes[1:-1])
+        }
+
+    def forward(
+        self, params: Mapping[str, Array], x: Array, masks: Mapping[str, Array] | None = None
+    ) -> tuple[Array, list]:
+        """x: (B, sizes[0]) -> out: (B, sizes[-1]). ``masks`` None means evaluation (no dropout)."""
+        cache = []
+        h = x
+        for i in range(self.n_layers):
+            a, dense_cache = dense_forward(params[self.name(i, "W")], params[self.name(i, "b")], h)
+            if i == self.n_layers - 1:
+                cache.append((dense_cache, None, None))
+                return a, cache
+            h, act_cache = self.act.forward(a)
+            mask = masks.get(self.name(i, "dropout")) if masks else None
+            h, _ = dropout_forward(h, mask)
+            cache.append((dense_cache, act_cache, mask))
+        raise AssertionError("unreachable")
+
+    def backward(
+        self,
+        params: Mapping[str, Array],
+        grads: Mapping[str, Array],
+        cache: list,
+        dout: Array,
+        need_dx: bool = True,
+    ) -> Array | None:
+        """Writes dL/dW_i, dL/db_i into ``grads``; returns dL/dx (B, sizes[0]) or None."""
+        dh = dout
+        for i in reversed(range(self.n_layers)):
+            dense_cache, act_cache, mask = cache[i]
+            if i < self.n_layers - 1:  # undo dropout, then the activation: da = dh * act'(a)
+                dh = dropout_backward(mask, dh)
+                dh = self.act.backward(act_cache, dh)
+            dh, _, _ = dense_backward(
+                params[self.name(i, "W")],
+                dense_cache,
+                dh,
+                out_dW=grads[self.name(i, "W")],
+                out_db=grads[self.name(i, "b")],
+                need_dx=need_dx or i > 0,
+            )
+        return dh

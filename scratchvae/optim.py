@@ -1,0 +1,176 @@
+"""Optimizers: SGD (momentum, Nesterov) and Adam, with optional global-norm clipping.
+
+``opt.step(params, grads)`` updates ``params`` in place. ``params`` and ``grads`` are mappings
+with the same keys (a model's :class:`ParamStore` pair, or plain dicts of arrays). For a
+ParamStore the update runs on its one flat buffer: a few whole-buffer operations, whatever the
+number of layers. The optimizer's state (velocities, moments, step count) lives here, apart
+from the parameters, and is exported by :meth:`state_dict` for checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .backend import get_xp
+from .params import ParamStore
+
+Array = Any
+
+
+def _pairs(
+    params: Mapping[str, Array], grads: Mapping[str, Array]
+) -> list[tuple[str, Array, Array]]:
+    """(key, param, grad) triples; one 'flat' triple for a pair of ParamStores."""
+    if isinstance(params, ParamStore) and isinstance(grads, ParamStore):
+        return [("flat", params.flat, grads.flat)]
+    if params.keys() != grads.keys():
+        raise ValueError("params and grads must have the same keys")
+    return [(k, params[k], grads[k]) for k in params]
+
+
+def global_norm(grads: list[Array]) -> Array:
+    """sqrt(sum over all gradients of g^2), a 0-d array (no host sync)."""
+    xp = get_xp(grads[0])
+    return xp.sqrt(sum(xp.vdot(g.ravel(), g.ravel()) for g in grads))
+
+
+def clip_by_global_norm(grads: list[Array], max_norm: float) -> Array:
+    """Scale all gradients in place by min(1, max_norm / ||g||). Returns ||g|| before clipping.
+
+    The factor is computed on the device: no branch on its value, so no sync on GPU.
+    """
+    xp = get_xp(grads[0])
+    norm = global_norm(grads)
+    scale = xp.minimum(1.0, max_norm / (norm + 1e-12)).astype(grads[0].dtype)
+    for g in grads:
+        g *= scale
+    return norm
+
+
+class Optimizer:
+    """Base: step counting, clipping, state export."""
+
+    def __init__(self, lr: float, clip_norm: float | None = None) -> None:
+        if lr <= 0:
+            raise ValueError(f"learning rate must be > 0, got {lr}")
+        if clip_norm is not None and clip_norm <= 0:
+            raise ValueError(f"clip norm must be > 0, got {clip_norm}")
+        self.lr = float(lr)
+        self.clip_norm = clip_norm
+        self.t = 0  # number of steps taken
+        self.state: dict[str, Array] = {}
+        self.last_grad_norm: Array | None = None  # before clipping; set when clipping is on
+
+    def step(self, params: Mapping[str, Array], grads: Mapping[str, Array]) -> None:
+        pairs = _pairs(params, grads)
+        if self.clip_norm is not None:
+            self.last_grad_norm = clip_by_global_norm([g for _, _, g in pairs], self.clip_norm)
+        self.t += 1
+        for key, p, g in pairs:
+            self._update(key, p, g)
+
+    def _update(self, key: str, p: Array, g: Array) -> None:
+        raise NotImplementedError
+
+    def _buffer(self, name: str, like: Array) -> Array:
+        if name not in self.state:
+            self.state[name] = get_xp(like).zeros_like(like)
+        return self.state[name]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Step count and state arrays (backend arrays; convert at the saving boundary)."""
+        return {"t": self.t, **self.state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.t = int(state["t"])
+        self.state = {k: v for k, v in state.items() if k != "t"}
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with (Nesterov) momentum, in PyTorch's convention:
+
+    v = momentum * v + g
+    p = p - lr * v                       (plain momentum)
+    p = p - lr * (g + momentum * v)      (Nesterov)
+    """
+
+    def __init__(
+        self,
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        clip_norm: float | None = None,
+    ) -> None:
+        super().__init__(lr, clip_norm)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if nesterov and momentum == 0.0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        self.momentum = float(momentum)
+        self.nesterov = nesterov
+
+    def _update(self, key: str, p: Array, g: Array) -> None:
+        if self.momentum == 0.0:
+            p -= self.lr * g
+            return
+        v = self._buffer(f"v.{key}", p)
+        v *= self.momentum
+        v += g
+        if self.nesterov:
+            p -= self.lr * (g + self.momentum * v)
+        else:
+            p -= self.lr * v
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias correction:
+
+        m = b1 m + (1 - b1) g              first moment
+        v = b2 v + (1 - b2) g^2            second moment
+        m_hat = m / (1 - b1^t),  v_hat = v / (1 - b2^t)
+        p = p - lr * m_hat / (sqrt(v_hat) + eps)
+
+    The first step moves every parameter by lr * g / (|g| + eps) ~ lr in magnitude.
+    """
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        clip_norm: float | None = None,
+    ) -> None:
+        super().__init__(lr, clip_norm)
+        b1, b2 = betas
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ValueError(f"Adam betas must be in [0, 1), got {betas}")
+        self.b1, self.b2, self.eps = float(b1), float(b2), float(eps)
+
+    def _update(self, key: str, p: Array, g: Array) -> None:
+        xp = get_xp(p)
+        m = self._buffer(f"m.{key}", p)
+        v = self._buffer(f"v.{key}", p)
+        m *= self.b1
+        m += (1 - self.b1) * g
+        v *= self.b2
+        v += (1 - self.b2) * (g * g)
+        # lr * m_hat / (sqrt(v_hat) + eps) with the corrections folded into two scalars
+        step_size = self.lr / (1 - self.b1**self.t)
+        denom = xp.sqrt(v)
+        denom /= math.sqrt(1 - self.b2**self.t)
+        denom += self.eps
+        p -= step_size * m / denom
+
+
+OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+
+
+def build_optimizer(
+    name: str, lr: float, clip_norm: float | None = None, **kwargs: Any
+) -> Optimizer:
+    """``adam`` or ``sgd`` by name."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](lr=lr, clip_norm=clip_norm, **kwargs)

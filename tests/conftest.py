@@ -1,0 +1,41 @@
+"""Shared test configuration: Hypothesis profiles and the GPU marker.
+
+Profiles, chosen with the environment variable SCRATCHVAE_HYPOTHESIS_PROFILE:
+  ci (default)  few examples per property, so the whole suite stays fast on 2 cores
+  dev           a few more, printing statistics
+  thorough      many examples: `SCRATCHVAE_HYPOTHESIS_PROFILE=thorough pytest`
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=60, deadline=None)
+settings.register_profile(
+    "thorough", max_examples=500, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.load_profile(os.environ.get("SCRATCHVAE_HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked `gpu` cleanly when CuPy or a CUDA device is missing."""
+    from scratchvae.backend import cupy_available
+
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items or cupy_available():
+        return
+    skip = pytest.mark.skip(
+        reason="needs CuPy and a CUDA device (pip install 'scratchvae[cuda12]')"
+    )
+    for item in gpu_items:
+        item.add_marker(skip)
