@@ -1,0 +1,288 @@
+"""Evaluating a trained model: per-example log-densities, the test ELBO, the importance-weighted
+bound on log p(x), active units and bits per dimension.
+
+Every figure is in NATS PER EXAMPLE (sum over the D features, mean over the examples), like the
+training terms, unless its name says otherwise (``bits_per_dim``).
+
+For a VAE with encoder q(z|x) = N(mu(x), diag(exp(logvar(x)))), prior p(z) = N(0, I) and decoder
+p(x|z), and k draws z_i ~ q(z|x):
+
+    log w_i  = log p(x|z_i) + log p(z) - log q(z_i|x)            (an importance weight, in logs)
+    ELBO     = E_q[log p(x|z)] - KL(q(z|x) || p(z))              (k = 1: E[log w_1])
+    L_k      = E[ log (1/k) sum_i w_i ]                (Burda, Grosse & Salakhutdinov 2016)
+    ELBO = L_1 <= L_k <= L_{k+1} <= log p(x),    L_k -> log p(x) as k -> infinity.
+
+``iw_nll`` = -L_k (an upper bound on the negative log-likelihood); ``bits_per_dim`` =
+iw_nll / (D ln 2). The bound is computed in chunks of examples x samples whose size is set by a
+budget of floats, so k = 5000 on MNIST never allocates an (N, k, D) array; the chunks' partial
+sums are combined with a logsumexp, in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from .backend import Backend, get_special, get_xp, to_numpy
+from .models import VAE, Likelihood, Model
+
+Array = Any
+
+__all__ = [
+    "log_px_given_z",
+    "log_normal",
+    "log_standard_normal",
+    "kl_standard_normal",
+    "elbo_terms",
+    "iw_bound",
+    "active_units",
+    "bits_per_dim",
+    "evaluate",
+]
+
+LOG_2PI = math.log(2.0 * math.pi)
+ACTIVE_THRESHOLD = 0.01  # Burda et al.: unit u is active when Cov_x(E_q[z_u]) > 0.01
+DEFAULT_BUDGET = 1 << 22  # floats per chunk of the importance-weighted bound (16 MiB in float32)
+
+
+# ============================================================================ log-densities
+# Each returns one value per example: a sum over the last axis, leading axes kept.
+
+
+def log_px_given_z(lik: Likelihood, out: Array, x: Array) -> Array:
+    """log p(x|z) from the decoder output ``out`` (..., D or 2D) for data x (..., D) -> (...).
+
+    bernoulli (out = logits l):   log p = -sum_D [ softplus(l) - x l ]
+    gaussian, fixed std s:        log p = -0.5 sum_D [ (x - m)^2 / s^2 + log s^2 + log 2 pi ]
+    gaussian-learned [m | lv]:    log p = -0.5 sum_D [ (x - m)^2 / exp(lv) + lv + log 2 pi ]
+    """
+    if lik.kind == "bernoulli":
+        return -(get_special(out).softplus(out) - x * out).sum(axis=-1)
+    if lik.kind == "gaussian":
+        return log_normal(x, out, lik.fixed_logvar)
+    if lik.kind == "gaussian-learned":
+        D = out.shape[-1] // 2
+        return log_normal(x, out[..., :D], out[..., D:])
+    raise ValueError(
+        "likelihood 'mse' is a squared error, not a density: log p(x|z) is undefined; "
+        "train with likelihood 'bernoulli' or 'gaussian' to get a likelihood bound"
+    )
+
+
+def log_normal(z: Array, mu: Array, logvar: Array | float) -> Array:
+    """log N(z; mu, diag(exp(logvar))), summed over the last axis.   (..., L) -> (...)
+
+    log N = -0.5 sum_L [ (z - mu)^2 exp(-logvar) + logvar + log 2 pi ]
+    """
+    xp = get_xp(z, mu)
+    if hasattr(logvar, "shape"):
+        inv_var, lv_sum = xp.exp(-logvar), logvar.sum(axis=-1)
+    else:  # a fixed variance: a Python float keeps float32 arrays float32
+        inv_var, lv_sum = math.exp(-logvar), z.shape[-1] * logvar
+    return -0.5 * (((z - mu) ** 2 * inv_var).sum(axis=-1) + lv_sum + z.shape[-1] * LOG_2PI)
+
+
+def log_standard_normal(z: Array) -> Array:
+    """log N(z; 0, I) = -0.5 sum_L [ z^2 + log 2 pi ].   (..., L) -> (...)"""
+    return -0.5 * ((z * z).sum(axis=-1) + z.shape[-1] * LOG_2PI)
+
+
+def kl_standard_normal(mu: Array, logvar: Array) -> Array:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per example = 0.5 sum_L [mu^2 + e^lv - lv - 1]. (B,)"""
+    return 0.5 * (mu * mu + get_xp(mu).exp(logvar) - logvar - 1).sum(axis=-1)
+
+
+# ============================================================================ helpers
+def _decoder_out(model: VAE, z: Array) -> Array:
+    """The decoder's raw output (logits / means), evaluation mode.   z: (R, L) -> (R, D_out)"""
+    return model.decoder.forward(model.params, z)[0]
+
+
+def _noise_backend(model: Model, seed: int | None) -> Backend:
+    """The model's own backend, or a fresh one seeded ``seed`` (same array module and dtype)."""
+    if seed is None:
+        return model.backend
+    return Backend(model.backend.name, model.backend.dtype.name, seed=seed)
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _require_vae(model: Model, what: str) -> None:
+    if not isinstance(model, VAE):
+        raise ValueError(f"{what} needs a VAE (an encoder q(z|x)); got a {type(model).__name__}")
+
+
+# ============================================================================ the test ELBO
+def elbo_terms(
+    model: VAE,
+    x: Array,
+    batch_size: int = 500,
+    n_samples: int = 1,
+    backend: Backend | None = None,
+) -> dict[str, Array]:
+    """Per-example ELBO terms over a data set, in batches, each (N,) on the model's backend.
+
+    recon = -log p(x|z), z ~ q(z|x), averaged over ``n_samples`` draws of eps per example;
+    kl    = KL(q(z|x) || N(0, I)) in closed form;   neg_elbo = recon + kl.
+    These are the training terms (``model.loss``) without the mean over the batch.
+    """
+    _require_vae(model, "the ELBO")
+    bk = backend or model.backend
+    xp = bk.xp
+    recon, kl = [], []
+    for sl in _batches(x.shape[0], batch_size):
+        xb = model._prepare(x[sl])  # (B, D)
+        mu, logvar = model.encode(xb)  # (B, L) each
+        sigma = xp.exp(0.5 * logvar)
+        r = 0.0
+        for _ in range(n_samples):
+            z = mu + sigma * bk.normal(mu.shape)  # reparameterized draw, (B, L)
+            r = r - log_px_given_z(model.lik, _decoder_out(model, z), xb)
+        recon.append(r / n_samples)
+        kl.append(kl_standard_normal(mu, logvar))
+    recon_all, kl_all = xp.concatenate(recon), xp.concatenate(kl)
+    return {"recon": recon_all, "kl": kl_all, "neg_elbo": recon_all + kl_all}
+
+
+# ============================================================================ the IWAE bound
+def _chunk_sizes(model: VAE, batch_size: int, k: int, budget: int) -> tuple[int, int]:
+    """(examples, samples) per chunk so that examples * samples * width <= budget (>= 1 each).
+
+    width: the floats one (example, sample) row occupies: the decoder's activations, the data
+    broadcast against them and the per-pixel log terms."""
+    width = sum(model.decoder.sizes[1:]) + 2 * model.n_features + 4 * model.latent
+    rows = max(1, budget // width)
+    b = max(1, min(batch_size, rows))
+    return b, max(1, min(k, rows // b))
+
+
+def _log_weights(model: VAE, xb: Array, mu: Array, logvar: Array, eps: Array) -> Array:
+    """log w = log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps.
+
+    xb: (b, D); mu, logvar: (b, L); eps: (s, b, L) -> log w: (s, b)."""
+    s, b, L = eps.shape
+    z = mu + get_xp(mu).exp(0.5 * logvar) * eps  # (s, b, L), broadcast over samples
+    out = _decoder_out(model, z.reshape(s * b, L)).reshape(s, b, -1)  # (s, b, D_out)
+    return log_px_given_z(model.lik, out, xb) + log_standard_normal(z) - log_normal(z, mu, logvar)
+
+
+def iw_bound(
+    model: VAE,
+    x: Array,
+    k: int = 1000,
+    batch_size: int = 500,
+    budget: int = DEFAULT_BUDGET,
+    backend: Backend | None = None,
+    eps: Array | None = None,
+) -> Array:
+    """Per-example importance-weighted lower bound on log p(x) with k samples, (N,), float64.
+
+    L_k(x) = log (1/k) sum_{i=1..k} w_i = logsumexp_i(log w_i) - log k,   z_i ~ q(z|x)
+
+    Work is split into chunks of (examples, samples) of at most ``budget`` floats. For each block
+    of examples the samples are drawn chunk by chunk (sample-major, so the draws do not depend on
+    the chunk size for a given ``batch_size``); each chunk's logsumexp over its samples is kept,
+    and a last logsumexp over the chunks gives the total: logsumexp is associative,
+    lse(a ++ b) = lse([lse(a), lse(b)]), and each step subtracts its maximum, so nothing
+    overflows. ``eps`` (k, N, L), when given, is used instead of fresh draws (for tests).
+    k = 1 is the one-sample ELBO estimator log p(x|z) + log p(z) - log q(z|x).
+    """
+    _require_vae(model, "the importance-weighted bound")
+    if int(k) < 1:
+        raise ValueError(f"the number of importance samples k must be >= 1, got {k}")
+    k = int(k)
+    bk = backend or model.backend
+    xp, lse = bk.xp, get_special(model.params.flat).logsumexp
+    b_size, s_size = _chunk_sizes(model, batch_size, k, budget)
+    bounds = []
+    for sl in _batches(x.shape[0], b_size):
+        xb = model._prepare(x[sl])  # (b, D)
+        mu, logvar = model.encode(xb)  # (b, L)
+        parts = []  # logsumexp over each chunk of samples, (b,) each, float64
+        for ss in _batches(k, s_size):
+            e = bk.normal((ss.stop - ss.start, *mu.shape)) if eps is None else eps[ss, sl]
+            log_w = _log_weights(model, xb, mu, logvar, bk.asarray(e)).astype(xp.float64)
+            parts.append(lse(log_w, axis=0))
+        bounds.append(lse(xp.stack(parts), axis=0) - math.log(k))  # (b,)
+    return xp.concatenate(bounds)
+
+
+# ============================================================================ other summaries
+def active_units(
+    model: VAE, x: Array, batch_size: int = 500, threshold: float = ACTIVE_THRESHOLD
+) -> tuple[int, Array]:
+    """Burda et al.'s active units: A_u = Cov_x(E_q[z_u]) = Var over the data of mu_u(x).
+
+    Returns (number of units with A_u > threshold, A: (L,) variances). A unit whose mean does
+    not move with x carries no information about x (its q(z_u|x) is the prior)."""
+    _require_vae(model, "active units")
+    mus = [model.encode(x[sl])[0] for sl in _batches(x.shape[0], batch_size)]
+    mu = model.xp.concatenate(mus).astype(model.xp.float64)  # (N, L)
+    var = ((mu - mu.mean(axis=0)) ** 2).mean(axis=0)  # (L,)
+    return int((var > threshold).sum()), var
+
+
+def bits_per_dim(nll_nats: float, n_features: int) -> float:
+    """nats per example -> bits per dimension: nll / (D ln 2)."""
+    return float(nll_nats) / (n_features * math.log(2.0))
+
+
+def _mean(a: Array) -> float:
+    """Host-side mean of a backend array (evaluation is outside the training step)."""
+    return float(to_numpy(a.mean()))
+
+
+def _recon_only(model: Model, x: Array, batch_size: int) -> dict[str, Any]:
+    """A non-VAE: the reconstruction term only, as a mean over the data."""
+    total = 0.0
+    for sl in _batches(x.shape[0], batch_size):
+        total += _mean(model.loss(x[sl])["recon"]) * (sl.stop - sl.start)
+    unit = "squared error" if model.lik.kind == "mse" else "nats"
+    note = (
+        f"{type(model).__name__} has no prior or encoder distribution: only the reconstruction "
+        f"term ({unit} per example) is defined"
+    )
+    return {"recon": total / x.shape[0], "n": int(x.shape[0]), "note": note}
+
+
+def evaluate(
+    model: Model,
+    x: Array,
+    iw_samples: int = 1000,
+    batch_size: int = 500,
+    elbo_samples: int = 1,
+    seed: int | None = 0,
+    budget: int = DEFAULT_BUDGET,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on data ``x`` (N, D); every figure in nats per example.
+
+    VAE: ``neg_elbo``, ``recon``, ``kl`` (test ELBO, ``elbo_samples`` eps draws per example),
+    ``iw_bound`` (L_k, the lower bound on log p(x): negative), ``iw_nll`` (= -iw_bound),
+    ``iw_samples`` (k), ``active_units`` (of ``latent``), ``bits_per_dim`` (from iw_nll),
+    ``n``. ``iw_samples=0`` skips the bound (its entries are None). Other models: ``recon``,
+    ``n`` and a ``note``. Noise comes from a backend seeded ``seed`` (None: the model's own).
+    """
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"expected data of shape (N, D) with N >= 1, got {tuple(x.shape)}")
+    if not isinstance(model, VAE):
+        return _recon_only(model, x, batch_size)
+    if model.lik.kind == "mse":
+        raise ValueError("a VAE trained with likelihood 'mse' has no likelihood to evaluate")
+    bk = _noise_backend(model, seed)
+    say = progress or (lambda msg: None)
+    say("test ELBO")
+    terms = elbo_terms(model, x, batch_size, elbo_samples, bk)
+    out: dict[str, Any] = {k: _mean(v) for k, v in terms.items()}
+    out.update(iw_bound=None, iw_nll=None, iw_samples=int(iw_samples), bits_per_dim=None)
+    if iw_samples > 0:
+        say(f"importance-weighted bound, k={iw_samples}")
+        bound = _mean(iw_bound(model, x, iw_samples, batch_size, budget, bk))
+        out.update(iw_bound=bound, iw_nll=-bound, bits_per_dim=bits_per_dim(-bound, x.shape[1]))
+    out["active_units"], _ = active_units(model, x, batch_size)
+    out.update(latent=model.latent, n=int(x.shape[0]))
+    return out
