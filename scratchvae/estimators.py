@@ -1,0 +1,494 @@
+"""Gradient estimators for the ELBO: the reparameterization (pathwise) estimator against the
+score-function (REINFORCE) estimator, and a study of their bias and variance as S grows.
+
+The question: how does the gradient of an expectation E_{z ~ q(z|x)}[f(z)] reach the
+parameters (mu, logvar) of q = N(mu, diag(exp(logvar)))?
+
+pathwise        z = mu + sigma * eps, eps ~ N(0, I), sigma = exp(logvar / 2):
+                    d/dmu E[f] = E[ f'(z) ],   d/dlogvar E[f] = E[ f'(z) * eps * sigma / 2 ]
+                (the backward pass of ``reparam.py``; needs f'(z), i.e. a differentiable f)
+score function  d/dphi E[f] = E[ f(z) * d/dphi log q(z|x) ]     (the log-derivative trick)
+                    d/dmu     log N(z; mu, e^lv) = (z - mu) e^-lv
+                    d/dlogvar log N(z; mu, e^lv) = 0.5 ((z - mu)^2 e^-lv - 1)
+                (needs only values of f; E[score] = 0, so f may be shifted by a baseline c that
+                does not depend on z: E[(f - c) * score] is the same gradient, with less variance
+                when c is close to f)
+
+Both are unbiased; the pathwise one uses f's slope, the score function only f's value, and its
+variance is typically orders of magnitude higher. Two test beds:
+
+* :class:`LinearGaussianToy`: f(z) = -(x - a z - b)^2 / 2 elementwise, whose expectation and
+  gradient are known exactly (the bias of an estimator is measured against them);
+* a :class:`~scratchvae.models.VAE` and a batch x: per-sample estimates of dL/dmu, dL/dlogvar
+  (L = -ELBO, the model's loss) and of the encoder weights' gradients.
+
+Per-sample estimates have a leading axis S (one row per draw of eps); an estimate from S samples
+is their mean over that axis. :func:`estimator_study` measures, for each S, the mean and the
+variance of such S-sample estimates over independent repeats.
+
+Dropout is off throughout (eps is the only noise), so a pathwise sample equals
+``model.loss_and_grads(x, {"eps": eps})`` for the same eps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backend import Backend, get_xp, to_numpy
+from .losses import LOG_2PI, gaussian_kl_backward
+from .models import VAE, Likelihood
+from .reparam import reparam_backward, reparam_forward
+
+Array = Any
+Estimate = Callable[[int], dict[str, Array]]
+
+__all__ = [
+    "BASELINES",
+    "GradSamples",
+    "LinearGaussianToy",
+    "RunningBaseline",
+    "StudyRow",
+    "TooFewSamples",
+    "encoder_grads",
+    "estimator_study",
+    "format_study",
+    "leave_one_out",
+    "log_likelihood_per_example",
+    "pathwise_grads",
+    "score_function_grads",
+    "toy_estimators",
+    "toy_samples",
+    "vae_estimators",
+    "vae_gradient_samples",
+]
+
+BASELINES = ("none", "loo", "running")
+
+
+# ============================================================================ the two kernels
+def pathwise_grads(df_dz: Array, eps: Array, sigma: Array) -> tuple[Array, Array]:
+    """Per-sample pathwise gradients of f at z = mu + sigma * eps.  All shapes (S, ...).
+
+    dz/dmu = 1, dz/dlogvar = eps * sigma / 2: exactly :func:`~scratchvae.reparam.reparam_backward`
+    with the upstream gradient df/dz. Returns (d/dmu, d/dlogvar).
+    """
+    return reparam_backward((eps, sigma), df_dz)
+
+
+def score_function_grads(
+    f: Array, z: Array, mu: Array, logvar: Array, c: Array | float = 0.0
+) -> tuple[Array, Array]:
+    """Per-sample score-function gradients (f - c) * d/dphi log q(z), phi = (mu, logvar).
+
+    f, c: (S, *batch) values of f (c a baseline independent of this sample);
+    z: (S, *batch, L);  mu, logvar: (*batch, L).  Returns (d/dmu, d/dlogvar), each like z.
+
+        d/dmu     log N(z; mu, e^lv) = (z - mu) e^-lv
+        d/dlogvar log N(z; mu, e^lv) = 0.5 ((z - mu)^2 e^-lv - 1)
+    """
+    xp = get_xp(z)
+    inv_var = xp.exp(-logvar)  # (*batch, L)
+    diff = z - mu  # (S, *batch, L)
+    score_mu = diff * inv_var
+    score_lv = 0.5 * (diff * diff * inv_var - 1)
+    w = (f - c)[..., None]  # (S, *batch, 1): the same weight for every latent unit
+    return w * score_mu, w * score_lv
+
+
+class TooFewSamples(ValueError):
+    """An estimator that cannot work with this few samples (leave-one-out with S = 1)."""
+
+
+def _check_samples(n_samples: int, baseline: str) -> None:
+    if baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}")
+    if int(n_samples) < 1:
+        raise ValueError(f"the number of samples must be >= 1, got {n_samples}")
+    if baseline == "loo" and n_samples < 2:
+        raise TooFewSamples("the leave-one-out baseline needs n_samples >= 2; use more samples")
+
+
+def leave_one_out(f: Array) -> Array:
+    """The baseline of sample s: the mean of the other S - 1 values, (sum f - f_s) / (S - 1)."""
+    S = f.shape[0]
+    return (f.sum(axis=0, keepdims=True) - f) / (S - 1)
+
+
+class RunningBaseline:
+    """An exponential moving average of f over earlier calls (NVIL-style baseline).
+
+    ``value`` has the shape of one sample of f (one value per example of a fixed batch, as in
+    this lab's studies); the first call, before any update, uses c = 0. The value used by a call
+    is computed before that call's samples, so the estimate stays unbiased.
+    """
+
+    def __init__(self, decay: float = 0.9) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"baseline decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.value: Array | None = None
+
+    def current(self, f: Array) -> Array | float:
+        """The baseline for samples f (S, ...): the stored average, or 0 before any update."""
+        if self.value is None or self.value.shape != f.shape[1:]:
+            return 0.0
+        return self.value
+
+    def update(self, f: Array) -> None:
+        """value <- decay * value + (1 - decay) * mean_S f."""
+        m = f.mean(axis=0)
+        if self.value is None or self.value.shape != m.shape:
+            self.value = m
+        else:
+            self.value = self.decay * self.value + (1 - self.decay) * m
+
+
+def _baseline(f: Array, baseline: str, running: RunningBaseline | None) -> Array | float:
+    if baseline == "loo":
+        return leave_one_out(f)
+    if baseline == "running":
+        if running is None:
+            raise ValueError("baseline='running' needs a RunningBaseline (pass running=...)")
+        c = running.current(f)
+        running.update(f)
+        return c
+    return 0.0
+
+
+# ============================================================================ the toy problem
+@dataclass
+class LinearGaussianToy:
+    """f(z) = -(x - a z - b)^2 / 2 per coordinate, z ~ N(mu, e^lv); K independent coordinates.
+
+        E[f]          = -((x - a mu - b)^2 + a^2 e^lv) / 2     (E[z^2] = mu^2 + e^lv)
+        d E[f] / d mu = a (x - a mu - b)
+        d E[f] / d lv = -a^2 e^lv / 2
+        f'(z)         = a (x - a z - b)                         (for the pathwise estimator)
+
+    x, a, b: arrays of shape (K,) (or broadcastable). Gradients are of E[f] (to be maximised).
+    """
+
+    x: Array
+    a: Array
+    b: Array
+
+    def f(self, z: Array) -> Array:
+        r = self.x - self.a * z - self.b
+        return -0.5 * r * r
+
+    def df_dz(self, z: Array) -> Array:
+        return self.a * (self.x - self.a * z - self.b)
+
+    def expectation(self, mu: Array, logvar: Array) -> Array:
+        xp = get_xp(mu)
+        r = self.x - self.a * mu - self.b
+        return -0.5 * (r * r + self.a * self.a * xp.exp(logvar))
+
+    def exact_grad(self, mu: Array, logvar: Array) -> dict[str, Array]:
+        """{"mu": dE[f]/dmu, "logvar": dE[f]/dlogvar}, each shaped like mu."""
+        xp = get_xp(mu)
+        return {
+            "mu": self.a * (self.x - self.a * mu - self.b),
+            "logvar": -0.5 * self.a * self.a * xp.exp(logvar),
+        }
+
+
+def toy_samples(
+    toy: LinearGaussianToy,
+    mu: Array,
+    logvar: Array,
+    eps: Array,
+    estimator: str = "pathwise",
+    baseline: str = "none",
+    running: RunningBaseline | None = None,
+) -> dict[str, Array]:
+    """Per-sample estimates of dE[f]/dmu, dE[f]/dlogvar on the toy: each (S, K).
+
+    eps: (S, K) standard normal draws; z = mu + exp(lv/2) eps for both estimators.
+    """
+    _check_samples(eps.shape[0], baseline if estimator == "score" else "none")
+    z, (eps, sigma) = reparam_forward(mu, logvar, eps)  # (S, K)
+    if estimator == "pathwise":
+        gmu, glv = pathwise_grads(toy.df_dz(z), eps, sigma)
+    elif estimator == "score":
+        f = toy.f(z)  # (S, K): one "example" per coordinate, L = 1 latent unit each
+        c = _baseline(f, baseline, running)
+        gmu, glv = score_function_grads(f, z[..., None], mu[..., None], logvar[..., None], c)
+        gmu, glv = gmu[..., 0], glv[..., 0]
+    else:
+        raise ValueError(f"unknown estimator {estimator!r}; choose 'pathwise' or 'score'")
+    return {"mu": gmu, "logvar": glv}
+
+
+def toy_estimators(
+    toy: LinearGaussianToy, mu: Array, logvar: Array, backend: Backend
+) -> dict[str, Estimate]:
+    """S -> S-sample mean estimate, for pathwise, score, score+loo, score+running."""
+
+    def make(estimator: str, baseline: str) -> Estimate:
+        running = RunningBaseline() if baseline == "running" else None
+
+        def estimate(S: int) -> dict[str, Array]:
+            eps = backend.normal((S, *mu.shape))
+            g = toy_samples(toy, mu, logvar, eps, estimator, baseline, running)
+            return {k: v.mean(axis=0) for k, v in g.items()}
+
+        return estimate
+
+    return _named_estimators(make)
+
+
+def _named_estimators(make: Callable[[str, str], Estimate]) -> dict[str, Estimate]:
+    return {
+        "pathwise": make("pathwise", "none"),
+        "score": make("score", "none"),
+        "score+loo": make("score", "loo"),
+        "score+running": make("score", "running"),
+    }
+
+
+# ============================================================================ the VAE
+def log_likelihood_per_example(lik: Likelihood, out: Array, x: Array) -> Array:
+    """log p(x_b | z_b) for each row b: (N,). The sum over rows / N is -``lik.nll(out, x)``.
+
+    The same formulas as ``losses.py``, summed over features but not over the batch.
+    (For ``mse`` it is minus the squared error: the objective's term, not a log-likelihood.)
+    """
+    xp = get_xp(out)
+    if lik.kind == "bernoulli":  # log p = x l - softplus(l)
+        return (x * out - xp.logaddexp(0, out)).sum(axis=1)
+    if lik.kind == "mse":
+        return -((out - x) ** 2).sum(axis=1)
+    if lik.kind == "gaussian":
+        mean, logvar = out, lik.fixed_logvar
+        inv_var = math.exp(-logvar)
+    else:  # gaussian-learned: out = [mean | logvar]
+        D = out.shape[1] // 2
+        mean, logvar = out[:, :D], out[:, D:]
+        inv_var = xp.exp(-logvar)
+    per = (x - mean) ** 2 * inv_var + logvar + LOG_2PI  # broadcasts a fixed logvar
+    return -0.5 * per.sum(axis=1)
+
+
+@dataclass
+class GradSamples:
+    """Per-sample gradient estimates of the VAE loss L = -ELBO (batch mean, nats per example).
+
+    mu, logvar: (S, B, L) estimates of dL/dmu, dL/dlogvar; weights: name -> (S, *shape) for
+    the encoder's parameters (when asked for); f: (S, B) the values f(z) the score function used.
+    """
+
+    mu: Array
+    logvar: Array
+    weights: dict[str, Array] | None = None
+    f: Array | None = None
+
+
+def _encode(model: VAE, x: Array) -> tuple[Array, Array, Array, list]:
+    if not isinstance(model, VAE):
+        raise TypeError(f"gradient estimators need a VAE, got {type(model).__name__}")
+    x = model.backend.asarray(x)
+    if x.ndim != 2 or x.shape[1] != model.n_features:
+        raise ValueError(f"expected x of shape (batch, {model.n_features}), got {tuple(x.shape)}")
+    h, enc_cache = model.encoder.forward(model.params, x)  # (B, 2L), dropout off
+    L = model.latent
+    return x, h[:, :L], h[:, L:], enc_cache
+
+
+def _decode_samples(model: VAE, x: Array, z: Array, need_grad: bool) -> tuple[Array, Array]:
+    """f_s(b) = log p(x_b | z_sb) (S, B) and, if asked, dL/dz (S, B, L) of the recon term.
+
+    All S * B rows go through the decoder as one batch; the lik's gradient is divided by S * B,
+    so multiplying by S gives each sample's gradient of the B-example loss.
+    """
+    S, B, L = z.shape
+    zf = z.reshape(S * B, L)
+    xf = model.xp.broadcast_to(x, (S, *x.shape)).reshape(S * B, -1)
+    out, dec_cache = model.decoder.forward(model.params, zf)  # (S*B, D')
+    f = log_likelihood_per_example(model.lik, out, xf).reshape(S, B)
+    if not need_grad:
+        return f, None
+    dout = model.lik.backward(out, xf) * S  # d recon_s / d out  (1/B each)
+    scratch = model.params.like()  # decoder grads land here; only dz is used
+    dz = model.decoder.backward(model.params, scratch, dec_cache, dout)  # (S*B, L)
+    return f, dz.reshape(S, B, L)
+
+
+def _log_normal(z: Array, mu: Array | float, logvar: Array | float) -> Array:
+    """log N(z; mu, diag(e^lv)) summed over the last axis."""
+    xp = get_xp(z)
+    inv_var = xp.exp(-logvar) if hasattr(logvar, "shape") else math.exp(-logvar)
+    return -0.5 * ((z - mu) ** 2 * inv_var + logvar + LOG_2PI).sum(axis=-1)
+
+
+def vae_gradient_samples(
+    model: VAE,
+    x: Array,
+    n_samples: int,
+    estimator: str = "pathwise",
+    baseline: str = "none",
+    kl: str = "analytic",
+    running: RunningBaseline | None = None,
+    weights: bool = False,
+    eps: Array | None = None,
+) -> GradSamples:
+    """S per-sample estimates of dL/dmu, dL/dlogvar (and of the encoder weights' gradients).
+
+    pathwise  the model's own backward: recon through z (reparam_backward) + beta * dKL.
+    score     -(f - c) * score / B, with f = log p(x|z) and the KL's exact gradient added
+              (``kl="analytic"``), or f = log p(x|z) + beta (log p(z) - log q(z|x)) and no
+              separate KL term (``kl="mc"``). Baseline c: none, leave-one-out or running.
+    ``eps`` (S, B, L) may be given (then n_samples is ignored); otherwise drawn from the backend.
+    """
+    if estimator not in ("pathwise", "score"):
+        raise ValueError(f"unknown estimator {estimator!r}; choose 'pathwise' or 'score'")
+    if kl not in ("analytic", "mc"):
+        raise ValueError(f"unknown kl {kl!r}; choose 'analytic' or 'mc'")
+    x, mu, logvar, enc_cache = _encode(model, x)
+    B = x.shape[0]
+    if eps is None:
+        eps = model.backend.normal((int(n_samples), B, model.latent))
+    _check_samples(eps.shape[0], baseline if estimator == "score" else "none")
+    z, (eps, sigma) = reparam_forward(mu, logvar, eps)  # (S, B, L)
+    f, dz = _decode_samples(model, x, z, need_grad=estimator == "pathwise")
+    dmu_kl, dlv_kl = gaussian_kl_backward(mu, logvar)  # (B, L), already / B
+    beta = model.beta
+    if estimator == "pathwise":
+        gmu, glv = pathwise_grads(dz, eps, sigma)
+        gmu, glv = gmu + beta * dmu_kl, glv + beta * dlv_kl
+    else:
+        if kl == "mc":
+            f = f + beta * (_log_normal(z, 0.0, 0.0) - _log_normal(z, mu, logvar))
+        c = _baseline(f, baseline, running)
+        gmu, glv = score_function_grads(f, z, mu, logvar, c)  # gradients of E[f]
+        gmu, glv = -gmu / B, -glv / B  # of L = -(1/B) sum_b E[f_b]
+        if kl == "analytic":
+            gmu, glv = gmu + beta * dmu_kl, glv + beta * dlv_kl
+    w = None
+    if weights:
+        per = [encoder_grads(model, enc_cache, gmu[s], glv[s]) for s in range(gmu.shape[0])]
+        w = {name: model.xp.stack([p[name] for p in per]) for name in per[0]}
+    return GradSamples(mu=gmu, logvar=glv, weights=w, f=f)
+
+
+def encoder_grads(model: VAE, enc_cache: list, dmu: Array, dlogvar: Array) -> dict[str, Array]:
+    """The encoder weights' gradients for given dL/dmu, dL/dlogvar (B, L): a linear map.
+
+    Because the map is linear, the gradient of a mean of estimates is the mean of their
+    gradients: S-sample estimates need one call, not S.
+    """
+    grads = model.params.like()
+    dh = model.xp.concatenate([dmu, dlogvar], axis=1)  # (B, 2L)
+    model.encoder.backward(model.params, grads, enc_cache, dh, need_dx=False)
+    return {name: grads[name].copy() for name in grads if name.startswith("encoder.")}
+
+
+def vae_estimators(
+    model: VAE, x: Array, kl: str = "analytic", weights: bool = True
+) -> dict[str, Estimate]:
+    """S -> S-sample mean estimate {"mu", "logvar"[, "weights"]} for the four estimators.
+
+    "weights" is the encoder's gradient flattened to one vector (all encoder parameters).
+    """
+    _, _, _, enc_cache = _encode(model, x)
+
+    def make(estimator: str, baseline: str) -> Estimate:
+        running = RunningBaseline() if baseline == "running" else None
+
+        def estimate(S: int) -> dict[str, Array]:
+            g = vae_gradient_samples(model, x, S, estimator, baseline, kl, running)
+            out = {"mu": g.mu.mean(axis=0), "logvar": g.logvar.mean(axis=0)}
+            if weights:
+                w = encoder_grads(model, enc_cache, out["mu"], out["logvar"])
+                out["weights"] = model.xp.concatenate([v.ravel() for v in w.values()])
+            return out
+
+        return estimate
+
+    return _named_estimators(make)
+
+
+# ============================================================================ the study
+@dataclass
+class StudyRow:
+    """One estimator, one S, one group of parameters, over ``repeats`` independent estimates.
+
+    bias: ||mean estimate - reference|| (L2 over the group);  bias_z: max over parameters of
+    |mean - reference| / standard error (about 4 or less when unbiased; grows with a real bias);
+    variance: the S-sample estimate's variance summed over the group's parameters;
+    variance_per_param: per parameter (a NumPy array, flattened); rel_std: sqrt(variance) /
+    ||reference||, the estimate's noise relative to the gradient's size.
+    """
+
+    estimator: str
+    n_samples: int
+    group: str
+    repeats: int
+    bias: float
+    bias_z: float
+    variance: float
+    rel_std: float
+    variance_per_param: Any = field(repr=False, default=None)
+
+
+def estimator_study(
+    estimators: Mapping[str, Estimate],
+    reference: Mapping[str, Array],
+    sample_sizes: Sequence[int] = (1, 4, 16, 64),
+    repeats: int = 100,
+) -> list[StudyRow]:
+    """For each estimator and S: ``repeats`` independent S-sample estimates; their mean against
+    ``reference`` (exact, or a high-sample estimate) and their variance, per group.
+
+    A running baseline keeps learning across the repeats (its first few use c ~ 0).
+    """
+    if repeats < 2:
+        raise ValueError(f"the study needs repeats >= 2 to measure a variance, got {repeats}")
+    rows = []
+    for name, estimate in estimators.items():
+        for S in sample_sizes:
+            try:
+                runs = [estimate(int(S)) for _ in range(repeats)]
+            except TooFewSamples:
+                continue  # leave-one-out at S = 1: no row
+            for group, ref in reference.items():
+                rows.append(_summarise(name, int(S), group, [r[group] for r in runs], ref))
+    return rows
+
+
+def _summarise(name: str, S: int, group: str, values: list[Array], ref: Array) -> StudyRow:
+    xp = get_xp(ref)
+    v = xp.stack([xp.ravel(a) for a in values]).astype("float64")  # (R, P)
+    R = v.shape[0]
+    mean, var = v.mean(axis=0), v.var(axis=0, ddof=1)
+    diff = mean - xp.ravel(ref)
+    se = xp.sqrt(var / R)
+    z = xp.abs(diff) / xp.maximum(se, 1e-300)
+    ref_norm = float(to_numpy(xp.linalg.norm(ref)))
+    total = float(to_numpy(var.sum()))
+    return StudyRow(
+        estimator=name,
+        n_samples=S,
+        group=group,
+        repeats=R,
+        bias=float(to_numpy(xp.linalg.norm(diff))),
+        bias_z=float(to_numpy(z.max())),
+        variance=total,
+        rel_std=math.sqrt(total) / max(ref_norm, 1e-300),
+        variance_per_param=to_numpy(var),
+    )
+
+
+def format_study(rows: Sequence[StudyRow]) -> str:
+    """A plain-text table of a study, one line per row."""
+    head = f"{'estimator':<15}{'S':>6}  {'group':<8}{'variance':>12}{'rel.std':>10}{'bias':>11}"
+    lines = [head + f"{'bias/se':>9}", "-" * (len(head) + 9)]
+    for r in rows:
+        lines.append(
+            f"{r.estimator:<15}{r.n_samples:>6}  {r.group:<8}{r.variance:>12.4g}"
+            f"{r.rel_std:>10.3g}{r.bias:>11.3g}{r.bias_z:>9.2f}"
+        )
+    return "\n".join(lines)
