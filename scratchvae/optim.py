@@ -80,12 +80,13 @@ class Optimizer:
         return self.state[name]
 
     def state_dict(self) -> dict[str, Any]:
-        """Step count and state arrays (backend arrays; convert at the saving boundary)."""
-        return {"t": self.t, **self.state}
+        """Step count and COPIES of the state arrays (backend arrays; convert at the saving
+        boundary). Copies: a live reference would change under a restored optimizer's feet."""
+        return {"t": self.t, **{k: v.copy() for k, v in self.state.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.t = int(state["t"])
-        self.state = {k: v for k, v in state.items() if k != "t"}
+        self.state = {k: v.copy() for k, v in state.items() if k != "t"}  # own its buffers
 
 
 class SGD(Optimizer):
