@@ -3,7 +3,7 @@ seeds, 6-sigma bounds), and the variance ordering pathwise < score function on a
 
 import math
 
-import numpy as np
+import numpy as np  # numpy-boundary: host-side test arithmetic
 import pytest
 
 from scratchvae.backend import Backend
