@@ -1,0 +1,492 @@
+"""The ``scratchvae`` command: train, evaluate, sample, reconstruct, plot (+ trace, bench).
+
+``scratchvae`` with no arguments trains a VAE on the embedded UCI digits (a few seconds on a
+laptop CPU) and writes ``runs/digits-vae/``: ``checkpoint.npz``, ``metrics.jsonl`` and figures.
+
+Defaults that depend on the data set when not given on the command line:
+
+=================  =============  ======  ======  ======
+data               --hidden       latent  epochs  batch
+=================  =============  ======  ======  ======
+digits (8x8)       256            2       100     64
+anything else      400            20      10      128
+=================  =============  ======  ======  ======
+
+(the second row is the PyTorch VAE example's protocol for MNIST). All losses are printed in nats
+per example: summed over the features, averaged over the examples.
+
+Bad input ends with one line ``scratchvae: error: ...`` on stderr and exit status 2; Ctrl-C with
+exit status 130, leaving the last checkpoint intact (``--resume`` continues from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .backend import Backend, BackendError, get_backend
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, load_model
+from .data import BINARIZE_MODES, DataError, Dataset, binarize, check_n_features, load_dataset
+from .models import AE, MODELS, VAE
+from .train import METRICS_NAME, TrainConfig, TrainingDiverged, fit
+
+__all__ = ["build_parser", "main"]
+
+PROG = "scratchvae"
+_PLUGINS = {"trace": "trace the training step's time per op", "bench": "benchmarks"}
+
+# Defaults by data set (when not given): (hidden, latent, epochs, batch size).
+_SMALL_DEFAULTS = ([256], 2, 100, 64)  # the 8x8 digits: trains in seconds
+_LARGE_DEFAULTS = ([400], 20, 10, 128)  # MNIST-sized: the PyTorch VAE example's protocol
+
+
+class CLIError(ValueError):
+    """A bad command line or input (printed as one line, exit status 2)."""
+
+
+# ============================================================================ the parser
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The argument parser. ``trace``/``bench`` are imported only when ``argv`` names them."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Auto-encoders and VAEs with hand-written backward passes (NumPy/CuPy). "
+        "With no command: train a VAE on the embedded digits.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_sample(sub)
+    _add_reconstruct(sub)
+    _add_plot(sub)
+    for name, help_text in _PLUGINS.items():
+        _add_plugin(sub, name, help_text, load=name in argv)
+    return parser
+
+
+def _add_data_args(p: argparse.ArgumentParser, default_help: str) -> None:
+    p.add_argument(
+        "--data",
+        help=f"digits | mnist | fashion-mnist | PATH (.npy, .npz, folder); {default_help}",
+    )
+    p.add_argument(
+        "--data-dir", help="where mnist/ and fashion-mnist/ live (default ~/.cache/scratchvae)"
+    )
+
+
+def _add_backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["numpy", "cupy"], help="array backend (default numpy)")
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model (the default command)",
+        description="Train a model; writes checkpoint.npz, metrics.jsonl and PNG figures to "
+        "--out. Defaults marked * depend on the data: digits: hidden 256, latent 2, epochs 100, "
+        "batch 64; otherwise hidden 400, latent 20, epochs 10, batch 128.",
+    )
+    _add_data_args(p, "default digits")
+    p.add_argument("--model", choices=list(MODELS), default="vae", help="default vae")
+    p.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes*")
+    p.add_argument("--latent", type=int, help="latent dimensions*")
+    p.add_argument("--activation", default="relu", help="default relu")
+    p.add_argument(
+        "--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli", help="decoder"
+    )
+    p.add_argument("--epochs", type=int, help="epochs*")
+    p.add_argument("--batch-size", type=int, help="batch size*")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    p.add_argument("--momentum", type=float, default=0.0, help="sgd momentum (default 0)")
+    p.add_argument("--beta", type=float, default=1.0, help="VAE KL weight (default 1)")
+    p.add_argument("--warmup-epochs", type=float, default=0.0, help="KL warm-up 0 -> beta")
+    p.add_argument("--clip-norm", type=float, help="clip the global gradient norm")
+    p.add_argument("--patience", type=int, help="early stopping on the validation loss")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="default 0.1")
+    p.add_argument("--binarize", choices=BINARIZE_MODES, default="none", help="default none")
+    p.add_argument("--noise", choices=["gaussian", "mask"], default="gaussian", help="dae")
+    p.add_argument("--noise-level", type=float, default=0.3, help="dae (default 0.3)")
+    p.add_argument("--rho", type=float, default=0.05, help="sae target activation")
+    p.add_argument("--sparsity-weight", type=float, default=3.0, help="sae (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    _add_backend_args(p)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--out", help="run folder (default runs/<data>-<model>)")
+    p.add_argument("--save-every", type=int, default=1, help="checkpoint every N epochs")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint (its model and settings; "
+        "--epochs may raise the target)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_run_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="DIR", help="run folder (or its checkpoint.npz)")
+
+
+def _add_evaluate(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="test ELBO, importance-weighted bound, active units, bits/dim",
+        description="Evaluate a trained model on held-out data; every figure in nats per "
+        "example (sum over features, mean over examples).",
+    )
+    _add_run_dir(p)
+    _add_data_args(p, "default: the data it was trained on")
+    p.add_argument("--split", default="test", help="default test")
+    p.add_argument(
+        "--iw-samples", type=int, help="k for the IW bound (default 1000 on digits, else 100)"
+    )
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--binarize", choices=BINARIZE_MODES, help="default: as trained")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation noise")
+    _add_backend_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _add_sample(sub: Any) -> None:
+    p = sub.add_parser("sample", help="decode draws from the prior into a PNG grid")
+    _add_run_dir(p)
+    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--out", help="PNG path (default DIR/samples.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)
+
+
+def _add_reconstruct(sub: Any) -> None:
+    p = sub.add_parser("reconstruct", help="inputs and their reconstructions as a PNG")
+    _add_run_dir(p)
+    _add_data_args(p, "default: the data it was trained on")
+    p.add_argument("--split", default="test", help="default test")
+    p.add_argument("--n", type=int, default=10, help="number of examples (default 10)")
+    p.add_argument("--out", help="PNG path (default DIR/recon.png)")
+    p.set_defaults(func=cmd_reconstruct)
+
+
+def _add_plot(sub: Any) -> None:
+    p = sub.add_parser("plot", help="write the standard figures of a run again")
+    _add_run_dir(p)
+    _add_data_args(p, "default: the data it was trained on")
+    p.set_defaults(func=cmd_plot)
+
+
+def _add_plugin(sub: Any, name: str, help_text: str, load: bool) -> None:
+    """Register ``scratchvae.<name>`` (add_arguments/run_cli), importing it only if used."""
+    module = None
+    if load:
+        try:
+            module = importlib.import_module(f"scratchvae.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"scratchvae.{name}":
+                raise
+    p = sub.add_parser(name, help=help_text, add_help=module is not None or not load)
+    if module is None:
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_unavailable(name) if load else _lazy(name))
+        return
+    module.add_arguments(p)
+    p.set_defaults(func=module.run_cli)
+
+
+def _unavailable(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise CLIError(f"'{name}' is not available in this version of scratchvae")
+
+    return run
+
+
+def _lazy(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:  # reached only if argv did not name it
+        raise CLIError(f"'{name}' was not loaded; run `scratchvae {name} --help`")
+
+    return run
+
+
+# ============================================================================ helpers
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _dataset_defaults(spec: str) -> tuple[list[int], int, int, int]:
+    key = spec.strip().lower()
+    return _SMALL_DEFAULTS if key == "digits" else _LARGE_DEFAULTS
+
+
+def _run_name(spec: str) -> str:
+    key = spec.strip().lower()
+    return key if key in ("digits", "mnist", "fashion-mnist") else Path(spec).stem or "data"
+
+
+def _guess_shape(n_features: int) -> tuple[int, int] | None:
+    side = math.isqrt(n_features)
+    return (side, side) if side * side == n_features else None
+
+
+def _backend_for(args: argparse.Namespace, saved: dict[str, Any], seed: int) -> Backend:
+    name = getattr(args, "backend", None) or saved.get("name", "numpy")
+    return get_backend(name, saved.get("dtype", "float32"), seed)
+
+
+def _load_run(args: argparse.Namespace, seed: int | None = None) -> tuple[AE, Any]:
+    """The model and checkpoint of run folder ``args.run`` (missing folder: one-line error)."""
+    run = Path(args.run)
+    if not run.exists():
+        raise CLIError(f"no run folder or checkpoint at {run}; train first: scratchvae train")
+    ckpt = load_checkpoint(run)
+    bk = _backend_for(args, ckpt.backend, ckpt.backend.get("seed", 0) if seed is None else seed)
+    return load_model(ckpt, bk)
+
+
+def _run_data(args: argparse.Namespace, ckpt: Any, model: AE, split: str) -> Dataset:
+    """The data set named on the command line, else the one recorded in the checkpoint."""
+    spec = args.data or ckpt.train_config.get("data") or "digits"
+    data_dir = args.data_dir or ckpt.train_config.get("data_dir")
+    data = load_dataset(spec, split, data_dir, likelihood=_data_likelihood(model))
+    check_n_features(data, model.n_features)
+    return data
+
+
+def _data_likelihood(model: AE) -> str:
+    return "bernoulli" if model.lik.kind == "bernoulli" else "gaussian"
+
+
+def _out_dir(run: str) -> Path:
+    run_path = Path(run)
+    return run_path.parent if run_path.suffix == ".npz" else run_path
+
+
+# ============================================================================ train
+def _build_train_model(args: argparse.Namespace, n_features: int, bk: Backend) -> AE:
+    hidden, latent, _, _ = _dataset_defaults(args.data)
+    common = dict(
+        hidden=args.hidden or hidden,
+        latent=args.latent or latent,
+        activation=args.activation,
+        likelihood=args.likelihood,
+        backend=bk,
+    )
+    extra: dict[str, Any] = {
+        "vae": {"beta": args.beta},
+        "dae": {"noise": args.noise, "noise_level": args.noise_level},
+        "sae": {"rho": args.rho, "beta": args.sparsity_weight},
+        "ae": {},
+    }[args.model]
+    return MODELS[args.model](n_features, **common, **extra)
+
+
+def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
+    _, _, epochs, batch = _dataset_defaults(args.data)
+    return TrainConfig(
+        epochs=args.epochs or epochs,
+        batch_size=args.batch_size or batch,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
+        warmup_epochs=args.warmup_epochs,
+        clip_norm=args.clip_norm,
+        binarize=args.binarize,
+        val_fraction=args.val_fraction,
+        patience=args.patience,
+        seed=args.seed,
+        progress=not args.no_progress,
+        out_dir=str(out),
+        save_every=args.save_every,
+        data=args.data,
+        data_dir=args.data_dir,
+    )
+
+
+def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig]:
+    """Model and settings from the checkpoint in ``out``; --epochs may raise the target."""
+    if not (out / CHECKPOINT_NAME).exists():
+        raise CLIError(f"--resume: no checkpoint in {out}; train without --resume first")
+    ckpt = load_checkpoint(out)
+    model, _ = load_model(ckpt, _backend_for(args, ckpt.backend, ckpt.backend.get("seed", 0)))
+    overrides: dict[str, Any] = {"progress": not args.no_progress, "out_dir": str(out)}
+    if args.epochs:
+        overrides["epochs"] = args.epochs
+    return model, TrainConfig.from_dict(ckpt.train_config, **overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume:
+        out = Path(args.out) if args.out else _default_out(args.data or "digits", args.model)
+        args.out_dir = out  # for the Ctrl-C message
+        model, config = _resume_setup(args, out)
+        spec = args.data or config.data or "digits"
+        data = load_dataset(spec, "train", config.data_dir, likelihood=_data_likelihood(model))
+    else:
+        args.data = args.data or "digits"
+        out = Path(args.out) if args.out else _default_out(args.data, args.model)
+        args.out_dir = out
+        config = _train_config(args, out)
+        data = load_dataset(args.data, "train", args.data_dir, likelihood=args.likelihood)
+        bk = get_backend(args.backend or "numpy", args.dtype, args.seed)
+        model = _build_train_model(args, data.n_features, bk)
+        if (out / CHECKPOINT_NAME).exists():
+            _say(f"{PROG}: note: starting afresh in {out}, replacing its run (--resume continues)")
+    _say(f"{PROG}: training {model!r} on {data.description}; binarization {config.binarize}")
+    history = fit(model, data, config, resume=args.resume)
+    figures = [] if args.no_figures else _figures(model, data, history, out)
+    print(_summary(history, out, len(figures)))
+    return 0
+
+
+def _default_out(spec: str, model: str) -> Path:
+    return Path("runs") / f"{_run_name(spec)}-{model}"
+
+
+def _summary(history: Any, out: Path, n_figures: int) -> str:
+    last = history[-1] if len(history) else {}
+    key = "val_loss" if "val_loss" in last else "train_loss"
+    which = "validation" if key == "val_loss" else "training"
+    loss = last.get(key, float("nan"))
+    stop = " (early stop)" if history.stopped_early else ""
+    return (
+        f"{PROG}: {len(history)} epochs{stop}, {which} loss {loss:.2f} nats/example; wrote "
+        f"{out / CHECKPOINT_NAME}, {out / METRICS_NAME} and {n_figures} figures in {out}/"
+    )
+
+
+def _figures(model: AE, data: Dataset, history: Any, out: Path) -> list[Path]:
+    from .plots import save_standard_figures  # matplotlib: imported only when drawing
+
+    return save_standard_figures(model, data, history, out)
+
+
+# ============================================================================ evaluate
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    model, ckpt = _load_run(args)
+    data = _run_data(args, ckpt, model, args.split)
+    mode = args.binarize or ckpt.train_config.get("binarize", "none")
+    k = args.iw_samples if args.iw_samples is not None else 1000 if data.n < 5000 else 100
+    bk = model.backend
+    noise_bk = get_backend(bk.name, bk.dtype.name, args.seed)  # dynamic binarization draw
+    x = binarize(bk.asarray(data.get_batch(slice(None))), mode, noise_bk)
+    results = evaluate(model, x, iw_samples=k, batch_size=args.batch_size, seed=args.seed)
+    results.update(
+        checkpoint=str(ckpt.path), data=data.description, split=args.split, binarize=mode
+    )
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print(_report(results, model, ckpt.epoch, data.n_features))
+    return 0
+
+
+_BINARIZE_TEXT = {
+    "none": "none (grey levels in [0, 1] used as Bernoulli targets)",
+    "threshold": "threshold (x > 0.5)",
+    "dynamic": "dynamic (one seeded Bernoulli draw with P(1) = grey level)",
+}
+
+
+def _report(r: dict[str, Any], model: AE, epoch: int, n_features: int) -> str:
+    lines = [
+        f"checkpoint    {r['checkpoint']} ({type(model).__name__}, epoch {epoch})",
+        f"data          {r['data']}",
+        f"binarization  {_BINARIZE_TEXT.get(r['binarize'], r['binarize'])}",
+        f"units         nats per example (sum over {n_features} features, mean over "
+        f"{r['n']} examples)",
+    ]
+    if not isinstance(model, VAE):
+        lines.append(f"recon         {r['recon']:.3f}")
+        lines.append(f"note          {r.get('note', '')}")
+        return "\n".join(lines)
+    lines.append(f"-ELBO         {r['neg_elbo']:.3f}  (recon {r['recon']:.3f} + KL {r['kl']:.3f})")
+    if r.get("iw_bound") is not None:
+        lines.append(
+            f"IW bound      log p(x) >= {r['iw_bound']:.3f}  (k={r['iw_samples']}; "
+            f"ELBO {-r['neg_elbo']:.3f}): -log p(x) <= {r['iw_nll']:.3f}"
+        )
+        lines.append(f"bits/dim      {r['bits_per_dim']:.4f}  (from the IW bound)")
+    lines.append(f"active units  {r['active_units']} of {r['latent']}")
+    return "\n".join(lines)
+
+
+# ============================================================================ figures
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .plots import plot_samples
+
+    if args.n < 1:
+        raise CLIError(f"--n must be >= 1, got {args.n}")
+    model, _ = _load_run(args, seed=args.seed)
+    out = Path(args.out) if args.out else _out_dir(args.run) / "samples.png"
+    path = plot_samples(model.sample(args.n), _guess_shape(model.n_features), out)
+    print(f"{PROG}: wrote {path}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from .plots import plot_reconstructions
+
+    if args.n < 1:
+        raise CLIError(f"--n must be >= 1, got {args.n}")
+    model, ckpt = _load_run(args)
+    data = _run_data(args, ckpt, model, args.split)
+    x = data.get_batch(slice(0, min(args.n, data.n)))
+    out = Path(args.out) if args.out else _out_dir(args.run) / "recon.png"
+    path = plot_reconstructions(x, model.reconstruct(x), data.image_shape, out)
+    print(f"{PROG}: wrote {path}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    model, ckpt = _load_run(args)
+    data = _run_data(args, ckpt, model, "train")
+    paths = _figures(model, data, ckpt.history, _out_dir(args.run))
+    print(f"{PROG}: wrote {len(paths)} figures: {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+# ============================================================================ main
+_USER_ERRORS = (
+    CLIError,
+    DataError,
+    CheckpointError,
+    BackendError,
+    TrainingDiverged,
+    ValueError,
+    OSError,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["train", *argv]  # no command: train (the default)
+    try:
+        args = build_parser(argv).parse_args(argv)
+    except SystemExit as exc:  # --help (0) or an argparse error (2, message already printed)
+        return int(exc.code or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        out = getattr(args, "out_dir", None)
+        kept = f"; the last checkpoint in {out} is intact (--resume continues)" if out else ""
+        _say(f"{PROG}: interrupted{kept}")
+        return 130
+    except _USER_ERRORS as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
+            msg = f"{msg}: {exc.filename}"
+        _say(f"{PROG}: error: {msg}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

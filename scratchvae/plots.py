@@ -1,0 +1,261 @@
+"""Figures (PNG, matplotlib's Agg backend): what a trained auto-encoder has learned.
+
+Grids of images take host arrays of shape (N, D) with D = H * W and ``image_shape = (H, W)``;
+anything given as a backend array is copied to the host with ``to_numpy`` first. Rows that are
+not images (``image_shape`` None) are drawn as 1 x D strips.
+
+* :func:`plot_reconstructions`   inputs above their reconstructions
+* :func:`plot_samples`           decoded draws from the prior
+* :func:`plot_manifold`          the decoder over a grid of prior quantiles (2-D latent)
+* :func:`plot_latent`            encoder means coloured by label (PCA to 2-D when latent > 2)
+* :func:`plot_curves`            training curves from the history
+* :func:`plot_interpolation`     decoded points on the line between two codes
+* :func:`plot_denoising`         noisy input / output / clean, one row each
+* :func:`plot_imputation`        masked input / filled-in output / truth, one row each
+* :func:`save_standard_figures`  the set ``scratchvae train`` and ``scratchvae plot`` write
+
+This module is an I/O boundary (it hands host arrays to matplotlib), so it imports NumPy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed (and none on a server)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402  # numpy-boundary: plotting
+from scipy.stats import norm  # noqa: E402  # numpy-boundary: plotting (prior quantiles)
+
+from .backend import to_numpy  # noqa: E402
+from .models import AE, VAE  # noqa: E402
+
+__all__ = [
+    "plot_curves",
+    "plot_denoising",
+    "plot_imputation",
+    "plot_interpolation",
+    "plot_latent",
+    "plot_manifold",
+    "plot_reconstructions",
+    "plot_samples",
+    "save_standard_figures",
+]
+
+PathLike = str | os.PathLike
+Shape = tuple[int, int] | None
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _host(a: Any) -> np.ndarray:
+    return np.asarray(to_numpy(a), dtype=np.float64)
+
+
+def _images(rows: Any, image_shape: Shape) -> np.ndarray:
+    """(N, D) -> (N, H, W) host array (a 1 x D strip per row when there is no image shape)."""
+    rows = _host(rows)
+    rows = rows.reshape(len(rows), -1)
+    h, w = image_shape if image_shape is not None else (1, rows.shape[1])
+    return rows.reshape(len(rows), h, w)
+
+
+def _tile(images: np.ndarray, ncols: int, pad: int = 1) -> np.ndarray:
+    """(N, H, W) -> one (rows*(H+pad), ncols*(W+pad)) mosaic, empty cells left at 0."""
+    n, h, w = images.shape
+    nrows = math.ceil(n / ncols)
+    out = np.zeros((nrows * (h + pad) + pad, ncols * (w + pad) + pad))
+    for i, im in enumerate(images):
+        r, c = divmod(i, ncols)
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        out[top : top + h, left : left + w] = im
+    return out
+
+
+def _save(fig: Any, path: PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _rows_figure(rows: Sequence[tuple[str, Any]], image_shape: Shape, title: str, path: PathLike):
+    """One labelled mosaic row per (label, (N, D) array), all N the same."""
+    n = len(_host(rows[0][1]))
+    fig, axes = plt.subplots(len(rows), 1, figsize=(max(4.0, 0.6 * n), 1.0 + 0.8 * len(rows)))
+    for ax, (label, arr) in zip(np.atleast_1d(axes), rows, strict=True):
+        ax.imshow(_tile(_images(arr, image_shape), ncols=n), cmap="gray", vmin=0, vmax=1)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _grid_figure(images: np.ndarray, ncols: int, title: str, path: PathLike) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 6 * math.ceil(len(images) / ncols) / ncols + 0.4))
+    ax.imshow(_tile(images, ncols), cmap="gray", vmin=0, vmax=1)
+    ax.set_axis_off()
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def _code(model: AE, x: Any) -> np.ndarray:
+    """The encoder's output used as a point in latent space: mu for a VAE, the code otherwise."""
+    code = model.encode(x)
+    return _host(code[0] if isinstance(code, tuple) else code)
+
+
+# ------------------------------------------------------------------------------------ figures
+def plot_reconstructions(
+    x: Any, x_rec: Any, image_shape: Shape, path: PathLike, title: str = "input / reconstruction"
+) -> Path:
+    """Inputs (top row) above their reconstructions (bottom row). x, x_rec: (N, D)."""
+    return _rows_figure([("input", x), ("recon", x_rec)], image_shape, title, path)
+
+
+def plot_samples(
+    samples: Any, image_shape: Shape, path: PathLike, title: str = "samples from the prior"
+) -> Path:
+    """A square-ish grid of samples (N, D)."""
+    images = _images(samples, image_shape)
+    return _grid_figure(images, math.ceil(math.sqrt(len(images))), title, path)
+
+
+def plot_manifold(model: VAE, image_shape: Shape, path: PathLike, n: int = 15) -> Path:
+    """Decode an n x n grid of z = (Phi^-1(u1), Phi^-1(u2)) for u evenly spaced in (0, 1).
+
+    Equal-probability steps under the N(0, I) prior; a 2-D latent space only."""
+    if model.latent != 2:
+        raise ValueError(
+            f"the manifold plot needs a 2-D latent space, this model has {model.latent}"
+        )
+    q = norm.ppf(np.linspace(0.5 / n, 1 - 0.5 / n, n))  # (n,) prior quantiles
+    z1, z2 = np.meshgrid(q, q[::-1])  # z2 grows upwards in the figure
+    z = np.stack([z1.ravel(), z2.ravel()], axis=1)  # (n*n, 2)
+    images = _images(model.decode(model.backend.asarray(z)), image_shape)
+    return _grid_figure(images, n, "decoder over the prior's quantiles", path)
+
+
+def _pca2(codes: np.ndarray) -> tuple[np.ndarray, str]:
+    """Project (N, L) codes on their first two principal axes (SVD of the centred codes)."""
+    if codes.shape[1] <= 2:
+        return codes, "z"
+    centred = codes - codes.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T, "PC"
+
+
+def plot_latent(model: AE, x: Any, y: Any, path: PathLike) -> Path:
+    """Encoder means of x (N, D), coloured by label y (N,) or uncoloured when y is None."""
+    points, axis = _pca2(_code(model, x))
+    fig, ax = plt.subplots(figsize=(6, 5))
+    if points.shape[1] == 1:
+        points = np.concatenate([points, np.zeros_like(points)], axis=1)
+    colours = None if y is None else np.asarray(to_numpy(y))
+    sc = ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=6, alpha=0.8)
+    if colours is not None:
+        fig.colorbar(sc, ax=ax, label="label")
+    ax.set_xlabel(f"{axis}1")
+    ax.set_ylabel(f"{axis}2")
+    note = "" if axis == "z" else f" (PCA of {model.latent}-D)"
+    ax.set_title(f"encoder means{note}")
+    return _save(fig, path)
+
+
+def plot_curves(history: Sequence[Mapping[str, Any]] | Any, path: PathLike) -> Path:
+    """Training and validation loss terms per epoch, nats per example."""
+    records = list(history)
+    if not records:
+        raise ValueError("no training history to plot; train for at least one epoch")
+    epochs = [r["epoch"] for r in records]
+    terms = [t for t in ("loss", "recon", "kl", "sparsity") if f"train_{t}" in records[0]]
+    fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.5), squeeze=False)
+    for ax, term in zip(axes[0], terms, strict=True):
+        for split, style in (("train", "-"), ("val", "--")):
+            key = f"{split}_{term}"
+            if key in records[0]:
+                ax.plot(epochs, [r[key] for r in records], style, label=split)
+        ax.set_title(term)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    axes[0][0].set_ylabel("nats per example")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_interpolation(
+    model: AE, x_a: Any, x_b: Any, image_shape: Shape, path: PathLike, steps: int = 10
+) -> Path:
+    """Decode (1 - t) code(x_a) + t code(x_b) for t in [0, 1]; x_a, x_b: (D,) or (1, D)."""
+    bk = model.backend
+    za = _code(model, bk.asarray(x_a).reshape(1, -1))
+    zb = _code(model, bk.asarray(x_b).reshape(1, -1))
+    t = np.linspace(0.0, 1.0, steps)[:, None]  # (steps, 1)
+    decoded = _host(model.decode(bk.asarray((1 - t) * za + t * zb)))  # (steps, D)
+    row = np.concatenate([_host(x_a).reshape(1, -1), decoded, _host(x_b).reshape(1, -1)])
+    title = "interpolation in latent space (first and last: the two inputs)"
+    return _rows_figure([("", row)], image_shape, title, path)
+
+
+def plot_denoising(noisy: Any, output: Any, clean: Any, image_shape: Shape, path: PathLike) -> Path:
+    """Rows: the corrupted input, the model's output, the clean image. Each (N, D)."""
+    rows = [("noisy", noisy), ("output", output), ("clean", clean)]
+    return _rows_figure(rows, image_shape, "denoising", path)
+
+
+def plot_imputation(
+    masked: Any,
+    filled: Any,
+    truth: Any,
+    image_shape: Shape,
+    path: PathLike,
+    mask: Any = None,
+) -> Path:
+    """Rows: the input with missing pixels, the filled-in output, the truth. Each (N, D).
+
+    ``mask`` (N, D), 1 where a pixel is observed: missing pixels are drawn mid-grey."""
+    masked = _host(masked)
+    if mask is not None:
+        masked = np.where(_host(mask) > 0, masked, 0.5)
+    rows = [("masked", masked), ("filled", filled), ("truth", truth)]
+    return _rows_figure(rows, image_shape, "imputation", path)
+
+
+# ------------------------------------------------------------------------------------ the set
+def _spread(n_total: int, k: int) -> np.ndarray:
+    """min(k, n_total) distinct indices evenly spread over 0..n_total-1 (sorted)."""
+    return np.unique(np.linspace(0, n_total - 1, min(k, n_total)).astype(np.int64))
+
+
+def save_standard_figures(
+    model: AE, data: Any, history: Any, out_dir: PathLike, n: int = 10
+) -> list[Path]:
+    """Curves, reconstructions, samples, latent scatter, interpolation (+ manifold for a 2-D
+    VAE, denoising for a DenoisingAE) into ``out_dir``; returns the paths written."""
+    out = Path(out_dir)
+    bk = model.backend
+    shape = data.image_shape
+    x_show = data.get_batch(_spread(data.n, n))  # evenly spread examples: no random state
+    paths = []
+    if history is not None and len(history):
+        paths.append(plot_curves(history, out / "curves.png"))
+    paths.append(plot_reconstructions(x_show, model.reconstruct(x_show), shape, out / "recon.png"))
+    paths.append(plot_samples(model.sample(64), shape, out / "samples.png"))
+    many = _spread(data.n, 2000)
+    labels = None if data.y is None else data.y[many]
+    paths.append(plot_latent(model, data.get_batch(many), labels, out / "latent.png"))
+    paths.append(plot_interpolation(model, x_show[0], x_show[1], shape, out / "interp.png"))
+    if isinstance(model, VAE) and model.latent == 2:
+        paths.append(plot_manifold(model, shape, out / "manifold.png"))
+    if hasattr(model, "corrupt"):  # a DenoisingAE
+        noisy = model.corrupt(bk.asarray(x_show))
+        out_img = model.reconstruct(noisy)
+        paths.append(plot_denoising(noisy, out_img, x_show, shape, out / "denoise.png"))
+    return paths

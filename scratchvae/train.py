@@ -1,0 +1,364 @@
+"""The training loop: shuffled minibatches, one hand-written forward/backward per step, Adam/SGD.
+
+One step, for a batch of row indices ``idx`` drawn from the backend's seeded permutation::
+
+    x      = binarize(backend.asarray(data.get_batch(idx)))      (B, D) on the device
+    noise  = model.draw_noise(B)                                 eps, masks: from backend.rng
+    terms, cache = model.forward(x, noise, kl_weight=w)          w ramps 0 -> beta (warm-up)
+    grads  = model.backward(cache)
+    opt.step(model.params, grads)                                in place, on the flat buffer
+
+Epoch sums of the loss terms stay on the device; the host reads them every ``log_every`` steps
+(for the progress bar and the divergence check) and at the end of the epoch. Every random draw
+comes from ``model.backend.rng`` in a fixed order, and a checkpoint stores that generator's state
+at the epoch boundary, so on NumPy a resumed run equals an uninterrupted one bit for bit.
+Validation uses its own generator, reseeded every epoch: the same eps every epoch, and no draw
+taken from the training stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .backend import Backend, to_numpy
+from .checkpoint import (
+    _FILE_MODE,
+    CHECKPOINT_NAME,
+    CheckpointError,
+    load_checkpoint,
+    restore_optimizer,
+    save_checkpoint,
+)
+from .data import BINARIZE_MODES, Dataset, binarize, check_n_features, train_val_split
+from .models import AE, VAE
+from .optim import Optimizer, build_optimizer
+
+__all__ = ["History", "TrainConfig", "Trainer", "TrainingDiverged", "fit", "write_metrics"]
+
+METRICS_NAME = "metrics.jsonl"
+_VAL_SEED_OFFSET = 1_000_003  # the validation generator's seed is config.seed + this
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite (a one-line message naming the epoch and step)."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Every field is saved in the checkpoint (``to_dict``)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam | sgd
+    momentum: float = 0.0  # sgd only
+    warmup_epochs: float = 0.0  # KL weight 0 -> beta linearly over this many epochs (per step)
+    clip_norm: float | None = None  # global gradient-norm clipping
+    binarize: str = "none"  # none | threshold | dynamic (a fresh Bernoulli draw every batch)
+    val_fraction: float = 0.1  # held-out part of the training data (fixed by seed)
+    patience: int | None = None  # early stopping: epochs without a better validation loss
+    seed: int = 0  # the train/validation split and the validation noise
+    progress: bool = True  # tqdm progress bar
+    out_dir: str | None = None  # where checkpoint.npz and metrics.jsonl go (None: not saved)
+    save_every: int = 1  # checkpoint every this many epochs (and at the end)
+    log_every: int = 50  # steps between progress updates and divergence checks (a host sync)
+    data: str | None = None  # the data spec and folder, recorded for `scratchvae evaluate DIR`
+    data_dir: str | None = None  #   (not used by fit: it is given the data set itself)
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+        _check(self.lr > 0, f"learning rate must be > 0, got {self.lr}")
+        _check(self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}")
+        _check(
+            self.binarize in BINARIZE_MODES,
+            f"unknown binarization {self.binarize!r}; choose one of {', '.join(BINARIZE_MODES)}",
+        )
+        _check(
+            0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"
+        )
+        _check(
+            self.patience is None or (self.patience >= 1 and self.val_fraction > 0),
+            "early stopping needs patience >= 1 and a validation part (val_fraction > 0)",
+        )
+        _check(self.save_every >= 1, f"save_every must be >= 1, got {self.save_every}")
+        _check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> TrainConfig:
+        """Rebuild from ``to_dict`` output (unknown keys ignored), with ``overrides`` applied."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in d.items() if k in names}, **overrides})
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return None if self.out_dir is None else Path(self.out_dir) / CHECKPOINT_NAME
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass
+class History:
+    """Per-epoch metrics: a list of flat dicts (epoch, step, train_loss, train_recon, train_kl,
+    val_loss, ..., kl_weight, seconds, samples_per_s), all nats per example."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.records[i]
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The epoch with the lowest validation loss (None without validation)."""
+        scored = [r for r in self.records if "val_loss" in r]
+        return min(scored, key=lambda r: r["val_loss"])["epoch"] if scored else None
+
+    def epochs_since_best(self) -> int:
+        best = self.best_epoch
+        return 0 if best is None else self.records[-1]["epoch"] - best
+
+
+def write_metrics(path: str | os.PathLike, records: list[dict[str, Any]]) -> Path:
+    """Write ``records`` as JSON lines (one per epoch), atomically (temp file + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, _FILE_MODE)
+        with os.fdopen(fd, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` as ``config`` says. ``fit()`` runs (or resumes) it."""
+
+    def __init__(self, model: AE, data: Dataset, config: TrainConfig) -> None:
+        check_n_features(data, model.n_features, "the model")
+        self.model, self.data, self.config = model, data, config
+        self.bk: Backend = model.backend
+        self.train_idx, self.val_idx = train_val_split(data.n, config.val_fraction, config.seed)
+        self.steps_per_epoch = math.ceil(len(self.train_idx) / config.batch_size)
+        self.optimizer = self._build_optimizer()
+        self.history = History()
+        self.step = 0  # optimizer steps taken so far, over all epochs
+
+    def _build_optimizer(self) -> Optimizer:
+        c = self.config
+        extra = {"momentum": c.momentum} if c.optimizer == "sgd" else {}
+        return build_optimizer(c.optimizer, c.lr, c.clip_norm, **extra)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, resume: bool = False) -> History:
+        """Train until ``config.epochs`` (or early stopping). ``resume``: continue from the
+        checkpoint in ``config.out_dir``, bit for bit as if never interrupted (NumPy)."""
+        start = self._resume() if resume else 0
+        c, n = self.config, len(self.train_idx)
+        bar = tqdm(
+            total=(c.epochs - start) * n,
+            unit="ex",
+            disable=not c.progress,
+            bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]",
+        )
+        every = max(1, c.epochs // 10)  # epochs between summary lines
+        try:
+            for epoch in range(start + 1, c.epochs + 1):
+                bar.set_description(f"epoch {epoch}/{c.epochs}", refresh=False)
+                self.history.records.append(self._run_epoch(epoch, bar))
+                stop = self._should_stop()
+                self._save(epoch, last=stop or epoch == c.epochs)
+                if c.progress and (epoch % every == 0 or stop or epoch == c.epochs):
+                    bar.write(_summary_line(self.history.records[-1], c.epochs))
+                if stop:
+                    self.history.stopped_early = True
+                    break
+        finally:
+            bar.close()
+        return self.history
+
+    def _run_epoch(self, epoch: int, bar: Any) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        train = self._train_epoch(epoch, bar)
+        seconds_train = time.perf_counter() - t0
+        record: dict[str, Any] = {"epoch": epoch, "step": self.step}
+        record.update({f"train_{k}": v for k, v in train.items()})
+        if len(self.val_idx):
+            record.update({f"val_{k}": v for k, v in self.validate().items()})
+            if not math.isfinite(record["val_loss"]):
+                raise self._diverged(epoch, "the validation loss")
+        record["kl_weight"] = self.kl_weight(self.step - 1)
+        record["seconds"] = time.perf_counter() - t0
+        record["samples_per_s"] = len(self.train_idx) / max(seconds_train, 1e-9)
+        return record
+
+    def _train_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
+        """One pass over the shuffled training part; returns the epoch's mean terms (host)."""
+        c, n = self.config, len(self.train_idx)
+        order = self.train_idx[to_numpy(self.bk.permutation(n))]  # host indices, seeded
+        sums: dict[str, Any] = {}  # 0-d float64 device arrays: sum over examples of each term
+        seen, t0 = 0, time.perf_counter()
+        for i, start in enumerate(range(0, n, c.batch_size)):
+            idx = order[start : start + c.batch_size]
+            terms = self.train_step(self._batch(idx, self.bk), self.kl_weight(self.step))
+            self.step += 1
+            for k, v in terms.items():  # no host sync: device-side sums
+                sums[k] = sums.get(k, 0.0) + v.astype("float64") * len(idx)
+            seen += len(idx)
+            bar.update(len(idx))
+            if (i + 1) % c.log_every == 0 or start + c.batch_size >= n:
+                means = self._host_means(sums, seen, epoch)  # one sync every log_every steps
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(_postfix(means, rate), refresh=False)
+        return means
+
+    def train_step(self, x: Any, kl_weight: float) -> dict[str, Any]:
+        """forward + backward + optimizer step on one batch x (B, D); returns device terms."""
+        model = self.model
+        noise = model.draw_noise(x.shape[0])
+        if isinstance(model, VAE):
+            terms, cache = model.forward(x, noise, train=True, kl_weight=kl_weight)
+        else:
+            terms, cache = model.forward(x, noise, train=True)
+        grads = model.backward(cache)
+        self.optimizer.step(model.params, grads)
+        return terms
+
+    def _host_means(self, sums: dict[str, Any], seen: int, epoch: int) -> dict[str, float]:
+        means = {k: float(to_numpy(v)) / seen for k, v in sums.items()}
+        if not all(math.isfinite(v) for v in means.values()):
+            raise self._diverged(epoch, "the training loss")
+        return means
+
+    def _diverged(self, epoch: int, what: str) -> TrainingDiverged:
+        where = self.config.checkpoint_path
+        kept = f"; the last good checkpoint ({where}) is kept" if where else ""
+        return TrainingDiverged(
+            f"training diverged: {what} became NaN or infinite in epoch {epoch} "
+            f"(detected at step {self.step}); lower --lr, use --clip-norm, use --warmup-epochs, "
+            f"or check the data for extreme values{kept}"
+        )
+
+    # ------------------------------------------------------------------ pieces
+    def _batch(self, idx: Any, bk: Backend) -> Any:
+        """Rows idx as a (B, D) device array, binarized with ``bk``'s generator if dynamic."""
+        x = bk.asarray(self.data.get_batch(idx))
+        return binarize(x, self.config.binarize, bk)
+
+    def kl_weight(self, step: int) -> float:
+        """beta * min(1, step / warm-up steps): the KL weight used at optimizer step ``step``."""
+        beta = getattr(self.model, "beta", 1.0)
+        warmup_steps = self.config.warmup_epochs * self.steps_per_epoch
+        if warmup_steps <= 0:
+            return beta
+        return beta * min(1.0, max(step, 0) / warmup_steps)
+
+    def validate(self) -> dict[str, float]:
+        """Mean terms on the validation part (no dropout, no corruption), nats per example.
+
+        eps (VAE) and dynamic binarization come from a generator reseeded every call, so the
+        number is comparable from epoch to epoch and the training stream is not touched."""
+        bk = self.bk
+        vbk = Backend(bk.name, bk.dtype.name, seed=self.config.seed + _VAL_SEED_OFFSET)
+        sums: dict[str, Any] = {}
+        size = max(self.config.batch_size, 1000)
+        for start in range(0, len(self.val_idx), size):
+            idx = self.val_idx[start : start + size]
+            x = self._batch(idx, vbk)
+            noise = {"eps": vbk.normal((len(idx), self.model.latent))}
+            terms, _ = self.model.forward(x, noise, train=False)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v.astype("float64") * len(idx)
+        return {k: float(to_numpy(v)) / len(self.val_idx) for k, v in sums.items()}
+
+    def _should_stop(self) -> bool:
+        p = self.config.patience
+        return p is not None and self.history.epochs_since_best() >= p
+
+    # ------------------------------------------------------------------ saving and resuming
+    def _save(self, epoch: int, last: bool) -> None:
+        out = self.config.out_dir
+        if out is None:
+            return
+        write_metrics(Path(out) / METRICS_NAME, self.history.records)
+        if last or epoch % self.config.save_every == 0:
+            save_checkpoint(
+                Path(out) / CHECKPOINT_NAME,
+                self.model,
+                self.optimizer,
+                epoch=epoch,
+                step=self.step,
+                rng_state=self.bk.rng_state(),
+                train_config=self.config.to_dict(),
+                history=self.history.records,
+            )
+
+    def _resume(self) -> int:
+        """Load params, optimizer state, generator state and history; return the epoch done."""
+        path = self.config.checkpoint_path
+        if path is None:
+            raise ValueError("resuming needs the run folder: set out_dir (--out DIR)")
+        ckpt = load_checkpoint(path)
+        if ckpt.model_config != self.model.config:
+            raise CheckpointError(
+                f"{path} was trained with model {ckpt.model_config}, not {self.model.config}; "
+                "resume with the same model settings or use another --out folder"
+            )
+        for name, value in ckpt.params.items():
+            self.model.params[name] = value
+        restore_optimizer(ckpt, self.optimizer, self.bk)
+        self.bk.set_rng_state(ckpt.rng_state, reseed_offset=ckpt.epoch)
+        self.history = History(list(ckpt.history))
+        self.step = ckpt.step
+        return ckpt.epoch
+
+
+def _postfix(means: dict[str, float], rate: float) -> dict[str, str]:
+    shown = {k: f"{v:.2f}" for k, v in means.items() if k in ("loss", "recon", "kl", "sparsity")}
+    return {**shown, "samples/s": f"{rate:,.0f}"}
+
+
+def _summary_line(r: dict[str, Any], epochs: int) -> str:
+    """'epoch 10/100  train loss 27.04 (recon 25.25, kl 1.79)  val loss 27.5  ...' (nats/ex)."""
+
+    def terms(split: str) -> str:
+        parts = [f"{k.split('_', 1)[1]} {v:.2f}" for k, v in r.items() if k.startswith(split)]
+        return f"{split.rstrip('_')} " + ", ".join(parts) if parts else ""
+
+    return (
+        f"epoch {r['epoch']}/{epochs}  {terms('train_')}  {terms('val_')}  "
+        f"[{r['samples_per_s']:,.0f} samples/s, nats/example]"
+    ).replace("   ", "  ")
+
+
+def fit(model: AE, data: Dataset, config: TrainConfig, resume: bool = False) -> History:
+    """Train ``model`` on ``data``; see :class:`Trainer`. Returns the per-epoch :class:`History`."""
+    return Trainer(model, data, config).fit(resume=resume)

@@ -1,0 +1,184 @@
+"""Checkpoints: round trip, atomic writes, clear errors for damaged or foreign files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np  # numpy-boundary: writing foreign files, comparing host arrays
+import pytest
+
+from scratchvae.backend import Backend
+from scratchvae.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    restore_optimizer,
+    save_checkpoint,
+)
+from scratchvae.data import DataError, check_n_features, load_dataset
+from scratchvae.models import VAE, DenoisingAE
+from scratchvae.optim import Adam
+
+
+def _trained(seed=0):
+    bk = Backend("numpy", "float32", seed=seed)
+    model = VAE(12, hidden=[8], latent=3, beta=0.5, backend=bk)
+    opt = Adam(1e-2)
+    for _ in range(3):
+        _, grads = model.loss_and_grads(bk.uniform((5, 12)))
+        opt.step(model.params, grads)
+    return model, opt
+
+
+def _save(path, model, opt, **kw):
+    args = dict(epoch=2, step=6, train_config={"epochs": 5}, history=[{"epoch": 1}])
+    return save_checkpoint(path, model, opt, **{**args, **kw})
+
+
+def test_round_trip_restores_model_optimizer_generator_and_progress(tmp_path):
+    model, opt = _trained()
+    state = model.backend.rng_state()
+    path = _save(tmp_path / "checkpoint.npz", model, opt)
+    expected_draw = model.backend.normal((4,))
+
+    loaded, ckpt = load_model(tmp_path)  # a run folder means its checkpoint.npz
+    assert isinstance(loaded, VAE) and loaded.config == model.config
+    for name in model.params:
+        assert np.array_equal(loaded.params[name], model.params[name]), name
+    assert (ckpt.epoch, ckpt.step, ckpt.train_config, ckpt.history) == (
+        2,
+        6,
+        {"epochs": 5},
+        [{"epoch": 1}],
+    )
+    assert ckpt.backend == {"name": "numpy", "dtype": "float32", "seed": 0}
+    opt2 = Adam(1e-2)
+    restore_optimizer(ckpt, opt2, loaded.backend)
+    assert opt2.t == 3 and set(opt2.state) == set(opt.state)
+    for key in opt.state:
+        assert np.array_equal(opt2.state[key], opt.state[key])
+        assert opt2.state[key].dtype == np.float32
+    loaded.backend.set_rng_state(ckpt.rng_state)
+    assert ckpt.rng_state == state
+    assert np.array_equal(loaded.backend.normal((4,)), expected_draw)
+    with np.load(path, allow_pickle=False) as z:  # loads without pickle
+        assert str(z["__format__"]) == FORMAT
+
+
+def test_other_model_kinds_round_trip(tmp_path):
+    model = DenoisingAE(12, hidden=[8], latent=3, noise="mask", noise_level=0.2)
+    save_checkpoint(tmp_path / "c.npz", model)
+    loaded, ckpt = load_model(tmp_path / "c.npz")
+    assert isinstance(loaded, DenoisingAE) and loaded.noise == "mask"
+    assert np.array_equal(loaded.params.flat, model.params.flat)
+    with pytest.raises(CheckpointError, match="no optimizer state"):
+        restore_optimizer(ckpt, Adam(1e-3), loaded.backend)
+
+
+def test_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    model, opt = _trained()
+    path = _save(tmp_path / "checkpoint.npz", model, opt, epoch=1)
+    before = path.read_bytes()
+
+    def savez_that_dies(file, **arrays):
+        file.write(b"PK\x03\x04 half a zip file")  # part of the file is written, then ...
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", savez_that_dies)
+    model.params.flat[...] += 1.0
+    with pytest.raises(OSError, match="disk full"):
+        _save(path, model, opt, epoch=2)
+    assert path.read_bytes() == before
+    assert load_checkpoint(path).epoch == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]  # no temp file left
+
+
+def test_interrupt_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    model, opt = _trained()
+    path = _save(tmp_path / "checkpoint.npz", model, opt, epoch=1)
+    before = path.read_bytes()
+    real_savez = np.savez
+
+    def savez_then_ctrl_c(file, **arrays):
+        real_savez(file, **arrays)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", savez_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        _save(path, model, opt, epoch=2)
+    assert path.read_bytes() == before
+
+
+def test_refuses_to_save_non_finite_parameters(tmp_path):
+    model, opt = _trained()
+    path = _save(tmp_path / "checkpoint.npz", model, opt)
+    before = path.read_bytes()
+    model.params["encoder.0.W"][0, 0] = np.nan
+    with pytest.raises(CheckpointError, match="non-finite"):
+        _save(path, model, opt)
+    assert path.read_bytes() == before
+
+
+def test_truncated_file_gives_a_one_line_error(tmp_path):
+    model, opt = _trained()
+    path = _save(tmp_path / "checkpoint.npz", model, opt)
+    data = path.read_bytes()
+    for cut in (10, len(data) // 2, len(data) - 30):
+        path.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        assert "not a readable scratchvae checkpoint" in str(info.value)
+        assert "\n" not in str(info.value)
+
+
+def test_foreign_files_give_clear_errors(tmp_path):
+    random_bytes = tmp_path / "random.npz"
+    random_bytes.write_bytes(np.random.default_rng(0).bytes(2000))
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(random_bytes)
+
+    other_npz = tmp_path / "other.npz"
+    np.savez(other_npz, x=np.zeros(3))
+    with pytest.raises(CheckpointError, match="no format marker"):
+        load_checkpoint(other_npz)
+
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.npz")
+
+
+def test_missing_entries_and_wrong_versions_are_reported(tmp_path):
+    model, opt = _trained()
+    path = _save(tmp_path / "checkpoint.npz", model, opt)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+
+    def rewrite(name, **changes):
+        new = {**arrays, **changes}
+        new = {k: v for k, v in new.items() if v is not None}
+        np.savez(tmp_path / name, **new)
+        return tmp_path / name
+
+    with pytest.raises(CheckpointError, match="'meta' is missing"):
+        load_checkpoint(rewrite("a.npz", meta=None))
+    with pytest.raises(CheckpointError, match="'rng_state' is missing"):
+        load_checkpoint(rewrite("b.npz", rng_state=None))
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_checkpoint(rewrite("c.npz", __version__=np.array(99)))
+    with pytest.raises(CheckpointError, match="metadata is unreadable"):
+        load_checkpoint(rewrite("d.npz", meta=np.array("{not json")))
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_model(rewrite("e.npz", **{"param/decoder.1.b": None}))
+    meta = json.loads(str(arrays["meta"]))
+    meta["model_config"]["hidden"] = [9]
+    with pytest.raises(CheckpointError, match="has shape"):
+        load_model(rewrite("f.npz", meta=np.array(json.dumps(meta))))
+
+
+def test_feature_count_mismatch_between_data_and_checkpoint(tmp_path):
+    model, opt = _trained()  # 12 features
+    _save(tmp_path / "checkpoint.npz", model, opt)
+    loaded, _ = load_model(tmp_path)
+    digits = load_dataset("digits", "test")  # 64 features
+    with pytest.raises(DataError, match="64 features but the checkpoint's model expects 12"):
+        check_n_features(digits, loaded.n_features)

@@ -1,0 +1,193 @@
+"""The trainer: determinism, bit-exact resume, warm-up, early stopping, divergence."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np  # numpy-boundary: test assertions on host arrays
+import pytest
+
+from scratchvae.backend import Backend
+from scratchvae.checkpoint import load_checkpoint
+from scratchvae.data import DataError, dataset_from_array, load_dataset
+from scratchvae.models import AE, VAE, DenoisingAE, SparseAE
+from scratchvae.train import TrainConfig, Trainer, TrainingDiverged, fit
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    """300 digits: enough to learn something, fast enough for many tiny runs."""
+    return dataset_from_array(digits.x[:300], digits.y[:300], "digits-300")
+
+
+def _vae(seed=0, n_features=64, **kw):
+    bk = Backend("numpy", "float32", seed=seed)
+    return VAE(n_features, hidden=[32], latent=4, backend=bk, **kw)
+
+
+def _cfg(**kw):
+    return TrainConfig(**{"epochs": 2, "batch_size": 32, "progress": False, **kw})
+
+
+def _state(model, trainer):
+    params = {k: np.array(v) for k, v in model.params.items()}
+    opt = {k: np.array(v) for k, v in trainer.optimizer.state_dict().items()}
+    return params, opt, model.backend.rng_state()
+
+
+def test_training_lowers_the_loss_and_records_history(small):
+    model = _vae()
+    history = fit(model, small, _cfg(epochs=5, lr=3e-3))
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]
+    first, last = history[0], history[-1]
+    assert last["train_loss"] < first["train_loss"] - 2.0
+    assert last["val_loss"] < first["val_loss"]
+    steps_per_epoch = math.ceil(270 / 32)  # 300 minus 30 held out for validation
+    assert last["step"] == 5 * steps_per_epoch
+    for key in ("train_recon", "train_kl", "val_kl", "kl_weight", "seconds", "samples_per_s"):
+        assert key in last
+    assert last["train_loss"] == pytest.approx(last["train_recon"] + last["train_kl"], rel=1e-6)
+
+
+def test_same_seed_gives_bit_identical_parameters(small):
+    runs = []
+    for _ in range(2):
+        model = _vae(seed=3)
+        fit(model, small, _cfg(binarize="dynamic"))
+        runs.append(model.params.copy())
+    other = _vae(seed=4)
+    fit(other, small, _cfg(binarize="dynamic"))
+    for name in runs[0]:
+        assert np.array_equal(runs[0][name], runs[1][name]), name
+    assert not np.array_equal(runs[0]["decoder.0.W"], other.params["decoder.0.W"])
+
+
+@pytest.mark.parametrize("binarize", ["none", "dynamic"])
+def test_resume_equals_uninterrupted_training_bit_for_bit(small, tmp_path, binarize):
+    kw = dict(binarize=binarize, warmup_epochs=3, out_dir=str(tmp_path / "a"), batch_size=64)
+    model_a = _vae(seed=1)
+    trainer_a = Trainer(model_a, small, _cfg(epochs=4, **kw))
+    trainer_a.fit()
+
+    kw["out_dir"] = str(tmp_path / "b")
+    fit(_vae(seed=1), small, _cfg(epochs=2, **kw))  # interrupted after epoch 2 ...
+    model_b = _vae(seed=99)  # ... new objects, as in a new process (different init!)
+    trainer_b = Trainer(model_b, small, _cfg(epochs=4, **kw))
+    history_b = trainer_b.fit(resume=True)
+
+    params_a, opt_a, rng_a = _state(model_a, trainer_a)
+    params_b, opt_b, rng_b = _state(model_b, trainer_b)
+    for name in params_a:
+        assert np.array_equal(params_a[name], params_b[name]), name
+    assert opt_a.keys() == opt_b.keys() and opt_a["t"] == opt_b["t"] == trainer_a.step
+    for key in opt_a:
+        assert np.array_equal(opt_a[key], opt_b[key]), key
+    assert rng_a == rng_b
+    drop = ("seconds", "samples_per_s")
+    strip = [{k: v for k, v in r.items() if k not in drop} for r in trainer_a.history]
+    assert [{k: v for k, v in r.items() if k not in drop} for r in history_b] == strip
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_resume_refuses_a_different_model(small, tmp_path):
+    fit(_vae(), small, _cfg(epochs=1, out_dir=str(tmp_path)))
+    other = VAE(64, hidden=[16], latent=4, backend=Backend(seed=0))
+    with pytest.raises(ValueError, match="same model settings"):
+        fit(other, small, _cfg(epochs=2, out_dir=str(tmp_path)), resume=True)
+
+
+def test_kl_warmup_ramps_linearly_per_step(small):
+    model = _vae(beta=2.0)
+    trainer = Trainer(model, small, _cfg(epochs=3, warmup_epochs=2, batch_size=30))
+    per_epoch = trainer.steps_per_epoch  # 270 / 30 = 9
+    assert per_epoch == 9
+    assert trainer.kl_weight(0) == 0.0
+    assert trainer.kl_weight(9) == pytest.approx(1.0)  # half-way: beta / 2
+    assert trainer.kl_weight(18) == trainer.kl_weight(500) == 2.0
+    history = trainer.fit()
+    assert [r["kl_weight"] for r in history] == pytest.approx([2 * 8 / 18, 2 * 17 / 18, 2.0])
+
+
+def test_early_stopping_stops_after_patience_epochs(small):
+    # a learning rate so small that the validation loss cannot improve after epoch 1
+    cfg = _cfg(epochs=30, patience=2, optimizer="sgd", lr=1e-12)
+    history = fit(_vae(), small, cfg)
+    assert history.stopped_early
+    assert len(history) == 3 and history.best_epoch == 1
+    assert history.epochs_since_best() == 2
+
+
+def test_no_early_stop_while_improving(small):
+    history = fit(_vae(), small, _cfg(epochs=4, patience=2, lr=3e-3))
+    assert not history.stopped_early and len(history) == 4
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_non_finite_loss_raises_and_keeps_the_last_good_checkpoint(small, tmp_path):
+    fit(_vae(), small, _cfg(epochs=3, out_dir=str(tmp_path)))  # a good checkpoint at epoch 3
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    # resume with an absurd learning rate: Adam moves every weight by ~1e30, logits overflow
+    cfg = _cfg(epochs=6, out_dir=str(tmp_path), lr=1e30, log_every=2)
+    with pytest.raises(TrainingDiverged) as info:
+        fit(_vae(), small, cfg, resume=True)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "epoch 4" in message and "step" in message
+    assert "--lr" in message and "--clip-norm" in message
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+    assert load_checkpoint(tmp_path).epoch == 3
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda bk: AE(64, hidden=[16], latent=3, backend=bk),
+        lambda bk: DenoisingAE(64, hidden=[16], latent=3, noise="mask", backend=bk),
+        lambda bk: SparseAE(64, hidden=[], latent=16, backend=bk),
+    ],
+)
+def test_other_models_train(small, make):
+    model = make(Backend(seed=0))
+    history = fit(model, small, _cfg(epochs=3, lr=3e-3, optimizer="sgd", momentum=0.9))
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert "train_kl" not in history[-1]
+
+
+def test_clipping_is_applied(small):
+    trainer = Trainer(_vae(), small, _cfg(epochs=1, clip_norm=0.5))
+    trainer.fit()
+    assert trainer.optimizer.clip_norm == 0.5
+    assert trainer.optimizer.last_grad_norm is not None
+
+
+def test_bad_configuration_gives_one_line_errors(small):
+    with pytest.raises(ValueError, match="binarization"):
+        TrainConfig(binarize="sometimes")
+    with pytest.raises(ValueError, match="validation part"):
+        TrainConfig(patience=3, val_fraction=0.0)
+    with pytest.raises(ValueError, match="learning rate"):
+        TrainConfig(lr=0)
+    with pytest.raises(DataError, match="features"):
+        Trainer(_vae(n_features=10), small, _cfg())
+
+
+def test_memory_mapped_data_trains(tmp_path, digits):
+    path = tmp_path / "x.npy"
+    np.save(path, (digits.get_batch(slice(0, 200)) * 255).astype(np.uint8))
+    data = load_dataset(str(path))
+    assert data.memmapped
+    history = fit(_vae(), data, _cfg(epochs=1))
+    assert math.isfinite(history[-1]["train_loss"])
+
+
+def test_config_round_trips_through_a_dict():
+    cfg = _cfg(epochs=7, clip_norm=1.0, patience=3)
+    assert TrainConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
+    assert TrainConfig.from_dict(cfg.to_dict(), epochs=9).epochs == 9
