@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .backend import get_xp
+from .backend import cupy_kernel, get_xp, is_cupy, run_chunked
 from .params import ParamStore
 
 Array = Any
@@ -62,6 +62,7 @@ class Optimizer:
         self.t = 0  # number of steps taken
         self.state: dict[str, Array] = {}
         self.last_grad_norm: Array | None = None  # before clipping; set when clipping is on
+        self._scratch_buffers: dict[str, Array] = {}
 
     def step(self, params: Mapping[str, Array], grads: Mapping[str, Array]) -> None:
         pairs = _pairs(params, grads)
@@ -78,6 +79,13 @@ class Optimizer:
         if name not in self.state:
             self.state[name] = get_xp(like).zeros_like(like)
         return self.state[name]
+
+    def _scratch(self, name: str, like: Array) -> Array:
+        """A work buffer shaped like ``like``, kept between steps (not part of the state)."""
+        buf = self._scratch_buffers.get(name)
+        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+            buf = self._scratch_buffers[name] = get_xp(like).empty_like(like)
+        return buf
 
     def state_dict(self) -> dict[str, Any]:
         """Step count and COPIES of the state arrays (backend arrays; convert at the saving
@@ -142,17 +150,26 @@ class Adam(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         clip_norm: float | None = None,
+        fused: bool = True,
     ) -> None:
         super().__init__(lr, clip_norm)
         b1, b2 = betas
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
             raise ValueError(f"Adam betas must be in [0, 1), got {betas}")
         self.b1, self.b2, self.eps = float(b1), float(b2), float(eps)
+        self.fused = bool(fused)  # False: the readable reference update (same result to rounding)
 
     def _update(self, key: str, p: Array, g: Array) -> None:
-        xp = get_xp(p)
         m = self._buffer(f"m.{key}", p)
         v = self._buffer(f"v.{key}", p)
+        if self.fused:
+            self._update_fused(key, p, g, m, v)
+        else:
+            self._update_reference(p, g, m, v)
+
+    def _update_reference(self, p: Array, g: Array, m: Array, v: Array) -> None:
+        """The update as written in the paper (the readable version; temporaries allocated)."""
+        xp = get_xp(p)
         m *= self.b1
         m += (1 - self.b1) * g
         v *= self.b2
@@ -163,6 +180,79 @@ class Adam(Optimizer):
         denom /= math.sqrt(1 - self.b2**self.t)
         denom += self.eps
         p -= step_size * m / denom
+
+    def _update_fused(self, key: str, p: Array, g: Array, m: Array, v: Array) -> None:
+        """The same update with no allocation, in chunks run in parallel (see :func:`adam_chunk`).
+
+        Multiplying numerator and denominator by sqrt(1 - b2^t) moves both corrections into
+        scalars:  p -= lr sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps sqrt(1-b2^t)).
+        """
+        c2 = math.sqrt(1 - self.b2**self.t)
+        step = self.lr * c2 / (1 - self.b1**self.t)
+        eps = self.eps * c2
+        if _cupy_adam(p, g, m, v, self.b1, self.b2, step, eps):
+            return
+        tmp = self._scratch(key, p)
+        if p.ndim != 1:  # a dict of arrays rather than a ParamStore: one chunk per array
+            adam_chunk(p, g, m, v, tmp, self.b1, self.b2, step, eps)
+            return
+        run_chunked(
+            lambda s: adam_chunk(p[s], g[s], m[s], v[s], tmp[s], self.b1, self.b2, step, eps),
+            p.size,
+        )
+
+
+def adam_chunk(
+    p: Array,
+    g: Array,
+    m: Array,
+    v: Array,
+    tmp: Array,
+    b1: float,
+    b2: float,
+    step: float,
+    eps: float,
+) -> None:
+    """Adam on one slice, in place, ``tmp`` the only work buffer (10 passes, no allocation).
+
+    m += (1 - b1)(g - m)                    (= b1 m + (1 - b1) g)
+    v += (1 - b2)(g^2 - v)                  (= b2 v + (1 - b2) g^2)
+    p -= step * m / (sqrt(v) + eps)         (step, eps: bias corrections folded in)
+    """
+    xp = get_xp(p)
+    xp.subtract(g, m, out=tmp)
+    tmp *= 1 - b1
+    m += tmp
+    xp.multiply(g, g, out=tmp)
+    tmp -= v
+    tmp *= 1 - b2
+    v += tmp
+    xp.sqrt(v, out=tmp)
+    tmp += eps
+    xp.divide(m, tmp, out=tmp)
+    tmp *= step
+    p -= tmp
+
+
+_ADAM_CUDA = """
+    m += (1 - b1) * (g - m);
+    v += (1 - b2) * (g * g - v);
+    p -= step * m / (sqrt(v) + eps);
+"""
+
+
+def _cupy_adam(
+    p: Array, g: Array, m: Array, v: Array, b1: float, b2: float, step: float, eps: float
+) -> bool:
+    """On CuPy: :func:`adam_chunk` as one fused kernel (one pass over memory). False on NumPy."""
+    if not is_cupy(p):
+        return False
+    kernel = cupy_kernel(
+        "scratchvae_adam", "T g, T b1, T b2, T step, T eps", "T p, T m, T v", _ADAM_CUDA
+    )
+    t = p.dtype.type
+    kernel(g, t(b1), t(b2), t(step), t(eps), p, m, v)
+    return True
 
 
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}
