@@ -24,6 +24,8 @@ from .backend import Backend, get_backend, get_xp
 from .losses import (
     bernoulli_nll,
     bernoulli_nll_backward,
+    bernoulli_nll_backward_from_softplus,
+    bernoulli_nll_with_softplus,
     gaussian_kl,
     gaussian_kl_backward,
     gaussian_nll,
@@ -80,9 +82,17 @@ class Likelihood:
             return gaussian_nll(mean, x, logvar)
         return squared_error(out, x)
 
-    def backward(self, out: Array, x: Array) -> Array:
-        """dL/dout, the shape of ``out``."""
+    def nll_and_cache(self, out: Array, x: Array) -> tuple[Array, Array | None]:
+        """:meth:`nll` and what :meth:`backward` can reuse (Bernoulli: softplus of the logits)."""
         if self.kind == "bernoulli":
+            return bernoulli_nll_with_softplus(out, x)
+        return self.nll(out, x), None
+
+    def backward(self, out: Array, x: Array, cache: Array | None = None) -> Array:
+        """dL/dout, the shape of ``out``. ``cache`` from :meth:`nll_and_cache` saves a pass."""
+        if self.kind == "bernoulli":
+            if cache is not None:
+                return bernoulli_nll_backward_from_softplus(out, x, cache)
             return bernoulli_nll_backward(out, x)
         if self.kind == "gaussian":
             return gaussian_nll_backward(out, x, self.fixed_logvar)[0]
@@ -247,13 +257,13 @@ class AE(Model):
         x_in = self._corrupt(x, noise) if train else x
         code, enc_cache = self.encoder.forward(self.params, x_in, noise)
         out, dec_cache = self.decoder.forward(self.params, code, noise)
-        recon = self.lik.nll(out, x)  # the target is always the clean x
+        recon, lik_cache = self.lik.nll_and_cache(out, x)  # the target is always the clean x
         terms = {"loss": recon, "recon": recon}
-        return terms, (x, out, enc_cache, dec_cache)
+        return terms, (x, out, lik_cache, enc_cache, dec_cache)
 
     def backward(self, cache: Any) -> ParamStore:
-        x, out, enc_cache, dec_cache = cache
-        dout = self.lik.backward(out, x)  # (B, D) or (B, 2D)
+        x, out, lik_cache, enc_cache, dec_cache = cache
+        dout = self.lik.backward(out, x, lik_cache)  # (B, D) or (B, 2D)
         dcode = self.decoder.backward(self.params, self.grads, dec_cache, dout)  # (B, latent)
         self.encoder.backward(self.params, self.grads, enc_cache, dcode, need_dx=False)
         return self.grads
@@ -365,14 +375,14 @@ class SparseAE(AE):
         a, enc_cache = self.encoder.forward(self.params, x, noise)  # (B, latent) pre-activation
         h, _ = sigmoid_forward(a)  # the sparse code, in (0, 1)
         out, dec_cache = self.decoder.forward(self.params, h, noise)
-        recon = self.lik.nll(out, x)
+        recon, lik_cache = self.lik.nll_and_cache(out, x)
         sparsity = sparsity_kl(h, self.rho)
         terms = {"loss": recon + self.beta * sparsity, "recon": recon, "sparsity": sparsity}
-        return terms, (x, h, out, enc_cache, dec_cache)
+        return terms, (x, h, out, lik_cache, enc_cache, dec_cache)
 
     def backward(self, cache: Any) -> ParamStore:
-        x, h, out, enc_cache, dec_cache = cache
-        dout = self.lik.backward(out, x)
+        x, h, out, lik_cache, enc_cache, dec_cache = cache
+        dout = self.lik.backward(out, x, lik_cache)
         dh = self.decoder.backward(self.params, self.grads, dec_cache, dout)  # (B, latent)
         dh = dh + self.beta * sparsity_kl_backward(h, self.rho)
         da = sigmoid_backward(h, dh)  # dh * h (1 - h)
@@ -439,18 +449,25 @@ class VAE(AE):
         mu, logvar = h[:, :L], h[:, L:]  # (B, L) each
         z, rp_cache = reparam_forward(mu, logvar, noise["eps"])
         out, dec_cache = self.decoder.forward(self.params, z, noise if train else None)
-        recon = self.lik.nll(out, x)
+        recon, lik_cache = self.lik.nll_and_cache(out, x)
         kl = gaussian_kl(mu, logvar)
         terms = {"loss": recon + beta * kl, "recon": recon, "kl": kl}
-        return terms, (x, mu, logvar, out, beta, enc_cache, rp_cache, dec_cache)
+        return terms, (x, mu, logvar, out, lik_cache, beta, enc_cache, rp_cache, dec_cache)
 
     def backward(self, cache: Any) -> ParamStore:
-        x, mu, logvar, out, beta, enc_cache, rp_cache, dec_cache = cache
-        dout = self.lik.backward(out, x)  # (B, D): sigmoid(l) - x, over B
+        x, mu, logvar, out, lik_cache, beta, enc_cache, rp_cache, dec_cache = cache
+        dout = self.lik.backward(out, x, lik_cache)  # (B, D): sigmoid(l) - x, over B
         dz = self.decoder.backward(self.params, self.grads, dec_cache, dout)  # (B, L)
         dmu, dlogvar = reparam_backward(rp_cache, dz)  # through the sample
         dmu_kl, dlogvar_kl = gaussian_kl_backward(mu, logvar)  # through the KL
-        dh = self.xp.concatenate([dmu + beta * dmu_kl, dlogvar + beta * dlogvar_kl], axis=1)
+        # dL/d[mu | logvar] (B, 2L), each half written in place (no concatenate):
+        #   dL/dmu = dz + beta dKL/dmu,   dL/dlogvar = dz eps sigma/2 + beta dKL/dlogvar
+        L = self.latent
+        dh = self.xp.empty((mu.shape[0], 2 * L), dtype=mu.dtype)
+        self.xp.multiply(dmu_kl, beta, out=dh[:, :L])
+        dh[:, :L] += dmu
+        self.xp.multiply(dlogvar_kl, beta, out=dh[:, L:])
+        dh[:, L:] += dlogvar
         self.encoder.backward(self.params, self.grads, enc_cache, dh, need_dx=False)
         return self.grads
 
