@@ -37,8 +37,9 @@ KINKED = frozenset({"relu", "leaky_relu", "elu"})  # f or f' not smooth at x = 0
 
 # Gradient-check settings. float64: tight (a wrong factor of 2, or of 1.0001, fails).
 H64, RTOL64, ATOL64 = 1e-6, 1e-6, 1e-8
-# float32: ~7 significant digits, so a larger step and a loose-but-meaningful tolerance.
-H32, RTOL32, ATOL32 = 1e-2, 2e-2, 2e-3
+# float32: ~7 significant digits, so a larger step and a loose-but-meaningful tolerance; atol
+# is relative to the largest gradient entry (measured worst need: 3e-4 of it, at rtol 1e-2).
+H32, RTOL32, ATOL32 = 1e-2, 1e-2, 2e-3
 
 seeds = st.integers(0, 2**32 - 1)
 batch_sizes = st.integers(1, 5)
@@ -271,8 +272,12 @@ def check_op(
     h: float = H64,
     rtol: float = RTOL64,
     atol: float = ATOL64,
+    relative_atol: bool = False,
 ) -> None:
-    """Assert the hand-written backward equals the numerical VJP for every input in ``wrt``."""
+    """Assert the hand-written backward equals the numerical VJP for every input in ``wrt``.
+
+    ``relative_atol``: atol is multiplied by max(1, max |numerical gradient|) (for float32).
+    """
     analytic = case.backward(inputs, dout)
     for name in case.wrt:
 
@@ -281,7 +286,8 @@ def check_op(
 
         numerical = numerical_vjp(f, inputs[name], dout, h)
         assert analytic[name].dtype == inputs[name].dtype, f"{case.name}.{name}: dtype changed"
-        assert_close(analytic[name], numerical, rtol, atol, name=f"{case.name} d{name}")
+        tol = atol * max(1.0, float(np.abs(numerical).max())) if relative_atol else atol
+        assert_close(analytic[name], numerical, rtol, tol, name=f"{case.name} d{name}")
 
 
 @st.composite
