@@ -1,0 +1,116 @@
+"""What every example shares: its command line, the data, the output folder, training.
+
+Each example is ``python examples/NAME.py [--data digits|mnist|fashion-mnist] [--data-dir DIR]
+[--epochs N] [--out DIR] [--seed S] [--backend numpy|cupy] [--fast]``; figures go to
+``examples/out/NAME/`` unless ``--out`` says otherwise. ``--fast`` is a smoke-test setting (a few
+epochs on a few hundred examples): the figures are written, the numbers mean little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scratchvae.backend import Backend
+from scratchvae.data import Dataset, dataset_from_array, load_dataset
+from scratchvae.train import History, TrainConfig, fit
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Setup:
+    """Parsed arguments plus what they lead to: backend, train/test data, output folder."""
+
+    args: argparse.Namespace
+    backend: Backend
+    train: Dataset
+    test: Dataset
+    out: Path
+    epochs: int
+    t0: float
+
+    @property
+    def small(self) -> bool:
+        """True for the 8x8 digits (D = 64): smaller networks than for 28x28 images."""
+        return self.train.n_features <= 256
+
+    def x_test(self, n: int | None = None) -> Any:
+        """The first n test rows as a backend array (all when n is None)."""
+        rows = self.test.get_batch(slice(0, n))
+        return self.backend.asarray(rows)
+
+    def elapsed(self) -> str:
+        return f"{time.perf_counter() - self.t0:.1f} s"
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """The options every example takes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data", default="digits", help="digits, mnist, fashion-mnist (or a path)")
+    p.add_argument("--data-dir", default=None, help="folder holding mnist/ or fashion-mnist/")
+    p.add_argument("--epochs", type=int, default=None, help="default: per data set")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 64 digits, 128 else")
+    p.add_argument("--n-train", type=int, default=None, help="use only the first N training rows")
+    p.add_argument("--out", default=None, help="output folder (default examples/out/NAME)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
+    p.add_argument("--fast", action="store_true", help="a tiny run for smoke tests")
+    return p
+
+
+def _subset(ds: Dataset, rows: slice) -> Dataset:
+    """Some rows of a data set, loaded into memory."""
+    y = None if ds.y is None else ds.y[rows]
+    sub = dataset_from_array(ds.get_batch(rows), y, ds.name, "bernoulli")
+    sub.image_shape, sub.description = ds.image_shape, ds.description
+    return sub
+
+
+def setup(
+    name: str, argv: Sequence[str] | None, p: argparse.ArgumentParser, epochs: dict[str, int]
+) -> Setup:
+    """Parse ``argv``, load the data, pick the epochs (``epochs["digits"]`` or ``["other"]``)."""
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    train = load_dataset(args.data, "train", args.data_dir)
+    try:
+        test = load_dataset(args.data, "test", args.data_dir)
+    except ValueError:  # a single file or folder has no test split: hold out its last 10%
+        n_test = max(1, train.n // 10)
+        test = _subset(train, slice(train.n - n_test, None))
+        train = _subset(train, slice(0, train.n - n_test))
+    n_train = 300 if args.fast else args.n_train
+    if n_train is not None and n_train < train.n:
+        train = _subset(train, slice(0, n_train))
+    if args.fast and test.n > 200:
+        test = _subset(test, slice(0, 200))
+    for ds in (train, test):  # rows that are not images are drawn as 1 x D strips
+        ds.image_shape = ds.image_shape or (1, ds.n_features)
+    default = epochs["digits"] if train.n_features <= 256 else epochs["other"]
+    n_epochs = 2 if args.fast else (args.epochs or default)
+    out = Path(args.out) if args.out else HERE / "out" / name
+    out.mkdir(parents=True, exist_ok=True)
+    backend = Backend(args.backend, "float32", seed=args.seed)
+    print(f"{name}: {train.description}; {train.n} train / {test.n} test rows, {n_epochs} epochs")
+    return Setup(args, backend, train, test, out, n_epochs, t0)
+
+
+def train(model: Any, s: Setup, epochs: int | None = None, **config: Any) -> History:
+    """Train with the library's trainer (Adam, shuffled minibatches), quietly."""
+    batch = s.args.batch_size or (64 if s.small else 128)
+    cfg = dict(epochs=epochs or s.epochs, batch_size=batch, lr=1e-3, progress=False, seed=0)
+    cfg.update(config)
+    history = fit(model, s.train, TrainConfig(**cfg))
+    last = history[-1]
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.startswith(("train_", "val_")))
+    print(f"  {type(model).__name__}: {len(history)} epochs; last epoch: {shown}  [{s.elapsed()}]")
+    return history
+
+
+def show(path: Path) -> None:
+    print(f"  wrote {path}")

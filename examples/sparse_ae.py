@@ -1,0 +1,80 @@
+"""A sparse auto-encoder (target mean activation rho = 0.05): its activations and its features.
+
+    python examples/sparse_ae.py                       # digits, ~20 s
+    python examples/sparse_ae.py --data mnist --data-dir ~/data --epochs 10
+
+The code h = sigmoid(W_enc x + b) of a SparseAE is pushed towards a mean activation of rho per unit
+by the penalty beta * sum_j KL(rho || mean_batch h_j). The example prints the mean activation on
+the test set (it should come out near rho), how many units a typical image switches on, and draws
+each unit's decoder weights (the pattern it adds to the output) and encoder weights (the pattern
+it responds to) as images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import _common
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402  # numpy-boundary: example script (statistics, figures)
+
+from scratchvae.backend import to_numpy  # noqa: E402
+from scratchvae.models import SparseAE  # noqa: E402
+
+EPOCHS = {"digits": 300, "other": 10}
+
+
+def feature_grid(weights: np.ndarray, shape: tuple[int, int], title: str, path: Any) -> Any:
+    """One image per row of ``weights`` (H, D), each scaled to its own range."""
+    n = len(weights)
+    ncols = int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.8, nrows * 0.8 + 0.4))
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, w in zip(axes.ravel(), weights, strict=False):
+        lim = np.abs(w).max() + 1e-12
+        ax.imshow(w.reshape(shape), cmap="RdBu_r", vmin=-lim, vmax=lim)
+    fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = _common.parser(__doc__.splitlines()[0])
+    p.add_argument("--units", type=int, default=None, help="default: 64 digits, 196 else")
+    p.add_argument("--rho", type=float, default=0.05)
+    p.add_argument("--beta", type=float, default=3.0)
+    s = _common.setup("sparse_ae", argv, p, EPOCHS)
+    D, shape = s.train.n_features, s.train.image_shape
+    units = s.args.units or (64 if s.small else 196)
+    rho = s.args.rho
+    model = SparseAE(D, hidden=(), latent=units, rho=rho, beta=s.args.beta, backend=s.backend)
+    _common.train(model, s)
+
+    h = to_numpy(model.encode(s.x_test(None if s.small else 2000)))  # (N, units) in (0, 1)
+    per_unit = h.mean(axis=0)
+    on = (h > 0.5).sum(axis=1)  # units "on" per image
+    print(
+        f"  mean hidden activation {h.mean():.4f} (target rho = {rho}); per unit "
+        f"{per_unit.min():.3f}..{per_unit.max():.3f}; units above 0.5 per image: "
+        f"median {np.median(on):.0f} of {units}"
+    )
+    dec = to_numpy(model.params["decoder.0.W"])  # (units, D): what each unit adds
+    enc = to_numpy(model.params["encoder.0.W"]).T  # (units, D): what each unit responds to
+    title = "decoder weights per hidden unit (red +, blue -)"
+    _common.show(feature_grid(dec, shape, title, s.out / "decoder_features.png"))
+    title = "encoder weights per hidden unit (red +, blue -)"
+    _common.show(feature_grid(enc, shape, title, s.out / "encoder_features.png"))
+    print(f"done in {s.elapsed()}")
+    return {"mean_activation": float(h.mean()), "rho": rho, "out": s.out}
+
+
+if __name__ == "__main__":
+    main()
