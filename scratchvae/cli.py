@@ -192,8 +192,7 @@ def _add_plugin(sub: Any, name: str, help_text: str, load: bool) -> None:
                 raise
     p = sub.add_parser(name, help=help_text, add_help=module is not None or not load)
     if module is None:
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=_unavailable(name) if load else _lazy(name))
+        p.set_defaults(func=_unavailable(name) if load else _lazy(name), any_extra=True)
         return
     module.add_arguments(p)
     p.set_defaults(func=module.run_cli)
@@ -270,8 +269,8 @@ def _out_dir(run: str) -> Path:
 def _build_train_model(args: argparse.Namespace, n_features: int, bk: Backend) -> AE:
     hidden, latent, _, _ = _dataset_defaults(args.data)
     common = dict(
-        hidden=args.hidden or hidden,
-        latent=args.latent or latent,
+        hidden=hidden if args.hidden is None else args.hidden,
+        latent=latent if args.latent is None else args.latent,
         activation=args.activation,
         likelihood=args.likelihood,
         backend=bk,
@@ -288,8 +287,8 @@ def _build_train_model(args: argparse.Namespace, n_features: int, bk: Backend) -
 def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
     _, _, epochs, batch = _dataset_defaults(args.data)
     return TrainConfig(
-        epochs=args.epochs or epochs,
-        batch_size=args.batch_size or batch,
+        epochs=epochs if args.epochs is None else args.epochs,
+        batch_size=batch if args.batch_size is None else args.batch_size,
         lr=args.lr,
         optimizer=args.optimizer,
         momentum=args.momentum,
@@ -314,7 +313,7 @@ def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig]
     ckpt = load_checkpoint(out)
     model, _ = load_model(ckpt, _backend_for(args, ckpt.backend, ckpt.backend.get("seed", 0)))
     overrides: dict[str, Any] = {"progress": not args.no_progress, "out_dir": str(out)}
-    if args.epochs:
+    if args.epochs is not None:
         overrides["epochs"] = args.epochs
     return model, TrainConfig.from_dict(ckpt.train_config, **overrides)
 
@@ -469,8 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["train", *argv]  # no command: train (the default)
+    parser = build_parser(argv)
     try:
-        args = build_parser(argv).parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "any_extra", False):  # only a stub takes anything
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help (0) or an argparse error (2, message already printed)
         return int(exc.code or 0)
     try:

@@ -159,8 +159,10 @@ def plot_latent(model: AE, x: Any, y: Any, path: PathLike) -> Path:
     if points.shape[1] == 1:
         points = np.concatenate([points, np.zeros_like(points)], axis=1)
     colours = None if y is None else np.asarray(to_numpy(y))
-    sc = ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=6, alpha=0.8)
-    if colours is not None:
+    if colours is None:
+        ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.8)
+    else:
+        sc = ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=6, alpha=0.8)
         fig.colorbar(sc, ax=ax, label="label")
     ax.set_xlabel(f"{axis}1")
     ax.set_ylabel(f"{axis}2")

@@ -1,0 +1,208 @@
+"""The command line, called in-process through main([...]) (plus one real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np  # numpy-boundary: writing a user data file
+import pytest
+
+from scratchvae import cli
+from scratchvae.checkpoint import load_checkpoint
+from scratchvae.cli import main
+from scratchvae.train import TrainConfig
+
+TINY = ["--hidden", "16", "--latent", "2", "--epochs", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """One tiny VAE run on the digits, shared by the read-only tests."""
+    out = tmp_path_factory.mktemp("run") / "vae"
+    assert main(["train", "--out", str(out), *TINY, "--binarize", "dynamic"]) == 0
+    return out
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "expected an error message"
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_train_writes_checkpoint_metrics_and_figures(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"checkpoint.npz", "metrics.jsonl", "curves.png", "recon.png", "samples.png"} <= names
+    assert "manifold.png" in names  # a 2-D latent space
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in records] == [1, 2]
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt.epoch == 2 and ckpt.model_config["hidden"] == [16]
+    assert ckpt.train_config["binarize"] == "dynamic" and ckpt.train_config["data"] == "digits"
+    assert ckpt.train_config["batch_size"] == 64  # the digits default
+
+
+def test_no_arguments_trains_the_default_digits_vae(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_SMALL_DEFAULTS", ([8], 2, 2, 64))  # keep the test fast
+    assert main(["--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "runs/digits-vae/checkpoint.npz" in out and "nats/example" in out
+    ckpt = load_checkpoint(tmp_path / "runs" / "digits-vae")
+    assert ckpt.model_config["model"] == "vae" and ckpt.model_config["latent"] == 2
+
+
+def test_the_default_settings_for_digits():
+    hidden, latent, epochs, batch = cli._dataset_defaults("digits")
+    assert (hidden, latent, epochs, batch) == ([256], 2, 100, 64)
+    assert cli._dataset_defaults("mnist") == ([400], 20, 10, 128)
+
+
+def test_evaluate_prints_the_bound_above_the_elbo(run_dir, capsys):
+    assert main(["evaluate", str(run_dir), "--iw-samples", "20", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["iw_bound"] >= -r["neg_elbo"]
+    assert r["neg_elbo"] == pytest.approx(r["recon"] + r["kl"], rel=1e-5)
+    assert r["binarize"] == "dynamic" and r["split"] == "test" and r["n"] == 297
+    assert 0 <= r["active_units"] <= 2
+    assert main(["evaluate", str(run_dir), "--iw-samples", "20", "--binarize", "none"]) == 0
+    text = capsys.readouterr().out
+    for word in ("-ELBO", "IW bound", "active units", "bits/dim", "nats per example"):
+        assert word in text
+    assert "binarization  none" in text
+
+
+def test_sample_reconstruct_and_plot_write_pngs(run_dir, tmp_path, capsys):
+    assert main(["sample", str(run_dir), "--n", "9", "--out", str(tmp_path / "s.png")]) == 0
+    assert main(["reconstruct", str(run_dir), "--out", str(tmp_path / "r.png")]) == 0
+    for name in ("s.png", "r.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    for png in copy.glob("*.png"):
+        png.unlink()
+    assert main(["plot", str(copy)]) == 0
+    assert (copy / "latent.png").exists() and (copy / "curves.png").exists()
+
+
+def test_resume_continues_to_more_epochs(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert main(["train", "--out", out, *TINY, "--no-figures"]) == 0
+    args = ["train", "--out", out, "--epochs", "3", "--resume", "--no-progress", "--no-figures"]
+    assert main(args) == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt.epoch == 3 and len(ckpt.history) == 3
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "--data", "no-such-data", "--no-progress"], "unknown data set"),
+        (["train", "--latent", "0", "--no-progress", "--out", "{tmp}/x"], "sizes must be >= 1"),
+        (["train", "--backend", "cupy", "--no-progress", "--out", "{tmp}/x"], "cupy"),
+        (["train", "--patience", "2", "--val-fraction", "0", "--out", "{tmp}/x"], "patience"),
+        (["train", "--resume", "--out", "{tmp}/none"], "no checkpoint"),
+        (["evaluate", "{tmp}/missing"], "no run folder"),
+        (["evaluate", "{tmp}/foreign.npz"], "not a scratchvae checkpoint"),
+        (["evaluate", "{run}", "--data", "{tmp}/wide.npy", "--split", "train"], "features"),
+        (["sample", "{run}", "--n", "0"], "--n must be"),
+    ],
+)
+def test_bad_input_gives_one_line_error_and_status_2(argv, expected, run_dir, tmp_path, capsys):
+    np.savez(tmp_path / "foreign.npz", x=np.zeros(3))
+    np.save(tmp_path / "wide.npy", np.zeros((5, 10), dtype=np.float32))
+    argv = [a.format(tmp=tmp_path, run=run_dir) for a in argv]
+    if "cupy" in argv and _cupy_works():
+        pytest.skip("CuPy works here: no error to check")
+    assert main(argv) == 2
+    line = _error_line(capsys)
+    assert line.startswith("scratchvae: error: ")
+    assert expected.lower() in line.lower()
+
+
+def _cupy_works() -> bool:
+    from scratchvae.backend import cupy_available
+
+    return cupy_available()
+
+
+def test_diverging_training_is_a_one_line_error(tmp_path, capsys):
+    out = str(tmp_path / "d")
+    assert main(["train", "--out", out, *TINY, "--no-figures"]) == 0
+    before = (Path(out) / "checkpoint.npz").read_bytes()
+    argv = ["train", "--out", out, "--resume", "--epochs", "4", "--no-progress"]
+    # the resumed run keeps its saved settings; make it diverge with an absurd learning rate
+    real = TrainConfig.from_dict
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(
+            TrainConfig, "from_dict", classmethod(lambda c, d, **o: real({**d, "lr": 1e30}, **o))
+        )
+        with np.errstate(all="ignore"):
+            assert main(argv) == 2
+    line = _error_line(capsys)
+    assert "diverged" in line and "epoch 3" in line and "--lr" in line
+    assert (Path(out) / "checkpoint.npz").read_bytes() == before
+
+
+def test_ctrl_c_exits_130_with_the_checkpoint_intact(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "k"
+    assert main(["train", "--out", str(out), *TINY, "--no-figures"]) == 0
+    before = (out / "checkpoint.npz").read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "fit", interrupted)
+    assert main(["train", "--out", str(out), *TINY, "--resume"]) == 130
+    line = _error_line(capsys)
+    assert "interrupted" in line and "intact" in line
+    assert (out / "checkpoint.npz").read_bytes() == before
+
+
+def test_help_for_every_command(capsys):
+    for command in ("train", "evaluate", "sample", "reconstruct", "plot"):
+        assert main([command, "--help"]) == 0
+        assert "usage: scratchvae " + command in capsys.readouterr().out
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for command in ("train", "evaluate", "sample", "reconstruct", "plot", "trace", "bench"):
+        assert command in text
+
+
+def test_plugins_are_loaded_only_when_named(monkeypatch, capsys):
+    imported = []
+    real_import = cli.importlib.import_module
+
+    def spy(name, *args):
+        imported.append(name)
+        return real_import(name, *args)
+
+    monkeypatch.setattr(cli.importlib, "import_module", spy)
+    cli.build_parser(["train"])
+    assert imported == []
+    cli.build_parser(["bench"])
+    assert imported == ["scratchvae.bench"]
+
+
+def test_a_missing_plugin_says_not_available(monkeypatch, capsys):
+    def missing(name, *args):
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    monkeypatch.setattr(cli.importlib, "import_module", missing)
+    assert main(["bench", "--anything"]) == 2
+    assert "not available in this version" in _error_line(capsys)
+
+
+def test_installed_entry_point_help_and_bad_argument():
+    exe = Path(sys.executable).with_name("scratchvae")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "scratchvae.cli"]
+    ok = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "usage: scratchvae" in ok.stdout
+    bad = subprocess.run([*cmd, "train", "--epochs", "x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid int value" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -1,0 +1,104 @@
+"""Every plot writes a PNG; the standard set picks the figures that fit the model."""
+
+from __future__ import annotations
+
+import numpy as np  # numpy-boundary: building test inputs
+import pytest
+
+from scratchvae.backend import Backend
+from scratchvae.data import dataset_from_array, load_dataset
+from scratchvae.models import VAE, DenoisingAE
+from scratchvae.plots import (
+    _pca2,
+    plot_curves,
+    plot_denoising,
+    plot_imputation,
+    plot_interpolation,
+    plot_latent,
+    plot_manifold,
+    plot_reconstructions,
+    plot_samples,
+    save_standard_figures,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SHAPE = (8, 8)
+
+
+def _is_png(path) -> bool:
+    data = path.read_bytes()
+    return data[:8] == PNG and len(data) > 200
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_dataset("digits", "test")
+    return dataset_from_array(d.x[:40], d.y[:40], "digits-40")
+
+
+@pytest.fixture(scope="module")
+def vae2():
+    return VAE(64, hidden=[16], latent=2, backend=Backend(seed=0))
+
+
+HISTORY = [
+    {"epoch": e, "train_loss": 40 - e, "train_recon": 38 - e, "train_kl": 2.0, "val_loss": 41 - e}
+    for e in (1, 2, 3)
+]
+
+
+def test_each_plot_writes_a_png(tmp_path, digits, vae2):
+    x = digits.get_batch(slice(0, 6))
+    noisy = np.clip(x + 0.3, 0, 1)
+    mask = (np.arange(64) < 32).astype(np.float32)[None, :].repeat(6, axis=0)
+    paths = [
+        plot_reconstructions(x, vae2.reconstruct(x), SHAPE, tmp_path / "r.png"),
+        plot_samples(vae2.sample(9), SHAPE, tmp_path / "s.png"),
+        plot_manifold(vae2, SHAPE, tmp_path / "m.png", n=5),
+        plot_latent(vae2, digits.get_batch(slice(None)), digits.y, tmp_path / "l.png"),
+        plot_latent(vae2, x, None, tmp_path / "l2.png"),
+        plot_curves(HISTORY, tmp_path / "c.png"),
+        plot_interpolation(vae2, x[0], x[1], SHAPE, tmp_path / "i.png", steps=5),
+        plot_denoising(noisy, x, x, SHAPE, tmp_path / "d.png"),
+        plot_imputation(x * mask, x, x, SHAPE, tmp_path / "p.png", mask=mask),
+        plot_samples(vae2.sample(3), None, tmp_path / "strip.png"),  # not images: strips
+    ]
+    for path in paths:
+        assert _is_png(path), path
+
+
+def test_manifold_needs_two_latent_dimensions(tmp_path):
+    model = VAE(64, hidden=[8], latent=3, backend=Backend(seed=0))
+    with pytest.raises(ValueError, match="2-D latent"):
+        plot_manifold(model, SHAPE, tmp_path / "m.png")
+
+
+def test_curves_need_a_history(tmp_path):
+    with pytest.raises(ValueError, match="no training history"):
+        plot_curves([], tmp_path / "c.png")
+
+
+def test_pca_projects_on_the_directions_of_largest_variance():
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(500, 5)) * np.array([0.1, 5.0, 0.1, 2.0, 0.1])
+    points, axis = _pca2(codes)
+    assert axis == "PC" and points.shape == (500, 2)
+    assert np.var(points[:, 0]) == pytest.approx(np.var(codes[:, 1]), rel=0.05)
+    assert np.var(points[:, 1]) == pytest.approx(np.var(codes[:, 3]), rel=0.05)
+
+
+def test_standard_figures_fit_the_model(tmp_path, digits, vae2):
+    names = {p.name for p in save_standard_figures(vae2, digits, HISTORY, tmp_path / "v")}
+    assert names == {
+        "curves.png",
+        "recon.png",
+        "samples.png",
+        "latent.png",
+        "interp.png",
+        "manifold.png",
+    }
+    dae = DenoisingAE(64, hidden=[16], latent=4, backend=Backend(seed=0))
+    paths = save_standard_figures(dae, digits, None, tmp_path / "d")
+    names = {p.name for p in paths}
+    assert "denoise.png" in names and "manifold.png" not in names and "curves.png" not in names
+    assert all(_is_png(p) for p in paths)
