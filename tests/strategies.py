@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from scratchvae import activations as A
 from scratchvae import layers, losses, reparam
-from scratchvae.backend import Backend
+from scratchvae.backend import Backend, to_numpy
 from scratchvae.gradcheck import assert_close, numerical_vjp
 from scratchvae.models import AE, VAE, DenoisingAE, SparseAE
 
@@ -276,9 +276,12 @@ def check_op(
 ) -> None:
     """Assert the hand-written backward equals the numerical VJP for every input in ``wrt``.
 
-    ``relative_atol``: atol is multiplied by max(1, max |numerical gradient|) (for float32).
+    Central differences of s = sum(forward * dout) carry a roundoff error ~ machine eps * |s| / h,
+    so atol is multiplied by max(1, |s|) (1e-8 |s| in float64: 100x the expected roundoff);
+    with ``relative_atol`` (float32) by max(1, max |numerical gradient|) instead.
     """
     analytic = case.backward(inputs, dout)
+    s = abs(float(to_numpy((case.forward(**inputs) * dout).sum())))
     for name in case.wrt:
 
         def f(v: Array, name: str = name) -> Array:
@@ -286,7 +289,8 @@ def check_op(
 
         numerical = numerical_vjp(f, inputs[name], dout, h)
         assert analytic[name].dtype == inputs[name].dtype, f"{case.name}.{name}: dtype changed"
-        tol = atol * max(1.0, float(np.abs(numerical).max())) if relative_atol else atol
+        scale = float(to_numpy(abs(numerical)).max()) if relative_atol else s
+        tol = atol * max(1.0, scale)
         assert_close(analytic[name], numerical, rtol, tol, name=f"{case.name} d{name}")
 
 

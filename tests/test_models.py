@@ -60,6 +60,7 @@ def test_whole_model_gradient_float64(family: str, data: st.DataObject) -> None:
     case = data.draw(model_cases(family))
     ref, margin = reference_loss(case, kl_weight=case.kl_weight)
     assume(margin > 1e-4)  # no ReLU-family pre-activation within reach of its kink
+    assume(abs(ref) < 1e3)  # a bounded region: exp(logvar) of a deep identity net can reach 1e70
     loss = float(case.model.forward(case.x, case.noise, train=True, **_kw(case))[0]["loss"])
     assert loss == pytest.approx(ref, rel=1e-10, abs=1e-12)
     check_model_gradients(case)

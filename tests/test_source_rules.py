@@ -68,7 +68,10 @@ def scan_source(source: str, filename: str = "<source>") -> list[str]:
         elif isinstance(node, ast.Call) and not has_marker:
             root = _call_root(node)
             if root in ARRAY_ALIASES:
-                problems.append(f"{filename}:{node.lineno}: calls {root}.* (use get_xp / xp)")
+                problems.append(
+                    f"{filename}:{node.lineno}: calls {root}.* in a file with no {MARKER} import"
+                    " (name the module xp: get_xp(a) / Backend.xp)"
+                )
     return problems
 
 
