@@ -179,6 +179,22 @@ OP_CASES: tuple[OpCase, ...] = (
         ("logits",),
         scalar=True,
     ),
+    OpCase(  # the fast pair the models train with: one softplus pass shared with the gradient
+        "bernoulli_nll_fast",
+        "losses",
+        _make_bernoulli,
+        lambda logits, x: losses.bernoulli_nll_with_softplus(logits, x)[0],
+        lambda i, d: _scaled(
+            {
+                "logits": losses.bernoulli_nll_backward_from_softplus(
+                    i["logits"], i["x"], losses.bernoulli_nll_with_softplus(i["logits"], i["x"])[1]
+                )
+            },
+            d,
+        ),
+        ("logits",),
+        scalar=True,
+    ),
     OpCase(
         "gaussian_nll_fixed",
         "losses",

@@ -61,12 +61,13 @@ def test_sgd_update_rule_matches_the_formula(variant: str) -> None:
     np.testing.assert_allclose(p["w"], expected, rtol=1e-14, atol=1e-15)
 
 
-def test_adam_update_rule_matches_the_formula() -> None:
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference"])
+def test_adam_update_rule_matches_the_formula(fused: bool) -> None:
     bk = Backend("numpy", "float64", seed=2)
     p = {"w": bk.normal((6,))}
     expected, m, v = p["w"].copy(), np.zeros(6), np.zeros(6)
     lr, b1, b2, eps = 0.01, 0.8, 0.95, 1e-8
-    opt = Adam(lr, betas=(b1, b2), eps=eps)
+    opt = Adam(lr, betas=(b1, b2), eps=eps, fused=fused)
     for t in range(1, 6):
         g = bk.normal((6,))
         m = b1 * m + (1 - b1) * g
