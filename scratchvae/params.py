@@ -35,11 +35,12 @@ class ParamStore(Mapping):
         return self._views[name]
 
     def __setitem__(self, name: str, value: Array) -> None:
-        """Copy ``value`` into the named view (shape must match)."""
+        """Copy ``value`` (an array, or nested lists) into the named view (shape must match)."""
         view = self._views[name]
+        value = self.backend.asarray(value)  # lists and scalars get a .shape (and our dtype)
         if tuple(value.shape) != view.shape:
             raise ValueError(f"{name}: expected shape {view.shape}, got {tuple(value.shape)}")
-        view[...] = self.backend.asarray(value)
+        view[...] = value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._views)

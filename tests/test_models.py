@@ -133,6 +133,10 @@ def test_params_are_named_views_into_one_flat_buffer() -> None:
     assert model.params["encoder.0.W"][0, 0] == 0.0
     with pytest.raises(ValueError, match=r"encoder.0.W: expected shape \(5, 4\), got \(4, 5\)"):
         model.params["encoder.0.W"] = np.zeros((4, 5))
+    with pytest.raises(ValueError, match=r"encoder.0.b: expected shape \(4,\), got \(\)"):
+        model.params["encoder.0.b"] = 0.5  # a scalar is not broadcast: a clear error instead
+    model.params["encoder.0.b"] = [1.0, 2.0, 3.0, 4.0]  # nested lists are accepted
+    assert model.params["encoder.0.b"].tolist() == [1.0, 2.0, 3.0, 4.0]
     with pytest.raises(KeyError):
         model.params["encoder.9.W"]
 
