@@ -145,7 +145,10 @@ def _add_evaluate(sub: Any) -> None:
     _add_data_args(p, "default: the data it was trained on")
     p.add_argument("--split", default="test", help="default test")
     p.add_argument(
-        "--iw-samples", type=int, help="k for the IW bound (default 1000 on digits, else 100)"
+        "--iw-samples",
+        type=int,
+        help="k for the IW bound; 0 skips it (default 1000 below 5000 examples, e.g. "
+        "digits; else 100)",
     )
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--binarize", choices=BINARIZE_MODES, help="default: as trained")

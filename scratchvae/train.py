@@ -215,7 +215,8 @@ class Trainer:
             record.update({f"val_{k}": v for k, v in self.validate().items()})
             if not math.isfinite(record["val_loss"]):
                 raise self._diverged(epoch, "the validation loss")
-        record["kl_weight"] = self.kl_weight(self.step - 1)
+        if isinstance(self.model, VAE):
+            record["kl_weight"] = self.kl_weight(self.step - 1)
         record["seconds"] = time.perf_counter() - t0
         record["samples_per_s"] = len(self.train_idx) / max(seconds_train, 1e-9)
         return record
@@ -275,7 +276,7 @@ class Trainer:
 
     def kl_weight(self, step: int) -> float:
         """beta * min(1, step / warm-up steps): the KL weight used at optimizer step ``step``."""
-        beta = getattr(self.model, "beta", 1.0)
+        beta = self.model.beta if isinstance(self.model, VAE) else 0.0
         warmup_steps = self.config.warmup_epochs * self.steps_per_epoch
         if warmup_steps <= 0:
             return beta

@@ -191,3 +191,20 @@ def test_config_round_trips_through_a_dict():
     cfg = _cfg(epochs=7, clip_norm=1.0, patience=3)
     assert TrainConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
     assert TrainConfig.from_dict(cfg.to_dict(), epochs=9).epochs == 9
+
+
+@pytest.mark.gpu
+def test_training_on_cupy_runs_saves_and_resumes(small, tmp_path):
+    from scratchvae.checkpoint import load_model
+
+    bk = Backend("cupy", "float32", seed=0)
+    model = VAE(64, hidden=[32], latent=4, backend=bk)
+    kw = dict(out_dir=str(tmp_path), binarize="dynamic", lr=3e-3)
+    history = fit(model, small, _cfg(epochs=2, **kw))
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    host, _ = load_model(tmp_path)  # a CuPy run's checkpoint loads on NumPy
+    assert np.array_equal(host.params.flat, bk.to_numpy(model.params.flat))
+    model2 = VAE(64, hidden=[32], latent=4, backend=Backend("cupy", "float32", seed=0))
+    history = fit(model2, small, _cfg(epochs=3, **kw), resume=True)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert math.isfinite(history[-1]["train_loss"])
