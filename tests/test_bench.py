@@ -1,0 +1,79 @@
+"""The benchmark's quick subset runs (NumPy only, no PyTorch/JAX) and writes well-formed files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from scratchvae import bench
+
+
+def _args(tmp_path, *extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return parser.parse_args(
+        ["--quick", "--torch-device", "none", "--no-jax", "--out", str(tmp_path), *extra]
+    )
+
+
+def test_quick_run_writes_json_markdown_and_plot(tmp_path, capsys) -> None:
+    args = _args(
+        tmp_path,
+        *("--batch-sizes", "16", "48", "--reps", "2", "--target-seconds", "0.002"),
+        *("--memory-steps", "5", "--eval-n", "8", "--eval-k", "4", "--name", "t"),
+    )
+    assert bench.run_cli(args) == 0
+    res = json.loads((tmp_path / "t.json").read_text())
+    assert res["schema"] == bench.SCHEMA
+    assert {"cpu", "cores", "blas", "versions", "load_avg_start", "load_avg_end"} <= set(
+        res["machine"]
+    )
+    impls = {(r["batch"], r["impl"]) for r in res["throughput"]}
+    assert impls == {(b, i) for b in (16, 48) for i in ("scratchvae-numpy", "matmul-bound")}
+    for r in res["throughput"]:
+        t = r["step_s"]
+        assert 0 < t["min"] <= t["q1"] <= t["median"] <= t["q3"] <= t["max"] and t["reps"] == 2
+        assert r["samples_per_s"] == pytest.approx(r["batch"] / t["median"])
+    for row in res["summary"]:
+        assert row["matmul_fraction"] == pytest.approx(row["matmul_ms"] / row["scratch_step_ms"])
+        assert not any(k.startswith("speedup_vs_") for k in row)  # no reference was run
+    assert res["equivalence"] == []
+    (mem,) = res["memory"]
+    assert "error" not in mem, mem
+    assert mem["impl"] == "scratchvae-numpy" and mem["steps"] == 5 and mem["batch"] == 48
+    assert mem["tracemalloc_growth_mib"] < 0.5  # no memory kept from step to step
+    assert res["eval"]["n"] == 8 and res["eval"]["k"] == 4 and res["eval"]["iw_nll"] > 0
+    md = (tmp_path / "t.md").read_text()
+    assert "| mnist | float32 | 16 |" in md and "| mnist | float32 | 48 |" in md
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_summarize_orders_its_statistics() -> None:
+    s = bench.summarize([4.0, 1.0, 3.0, 2.0, 10.0])
+    assert (s["min"], s["q1"], s["median"], s["q3"], s["max"]) == (1.0, 2.0, 3.0, 4.0, 10.0)
+    assert bench.summarize([2.5])["median"] == 2.5
+
+
+def test_machine_name_is_a_safe_file_stem() -> None:
+    info = {"cpu": "AMD EPYC 7B13 64-Core Processor @ 2.4GHz", "cores": 2}
+    assert bench.machine_name(info, "numpy") == "cpu-amd-epyc-7b13-64-core-2c"
+    assert (
+        bench.machine_name({"gpu": "NVIDIA H100 80GB HBM3"}, "cupy") == "gpu-nvidia-h100-80gb-hbm3"
+    )
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--batch-sizes", "0"), "batch sizes must be >= 1"),
+        (("--eval-k", "-1"), "--eval-k >= 0"),
+        (("--torch-device", "tpu"), "--torch-device must be cpu, cuda"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tmp_path, capsys, extra, message) -> None:
+    assert bench.run_cli(_args(tmp_path, *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
