@@ -15,6 +15,8 @@ from scratchvae.backend import Backend
 from scratchvae.losses import (
     bernoulli_nll,
     bernoulli_nll_backward,
+    bernoulli_nll_backward_from_softplus,
+    bernoulli_nll_with_softplus,
     gaussian_kl,
     gaussian_nll,
     gaussian_nll_backward,
@@ -32,19 +34,35 @@ def test_loss_gradient_float64(case, data: st.DataObject) -> None:
 
 
 # ------------------------------------------------------------------ BCE on logits, stability
+def _fast_nll(logits, x):
+    return bernoulli_nll_with_softplus(logits, x)[0]
+
+
+def _fast_grad(logits, x):
+    return bernoulli_nll_backward_from_softplus(
+        logits, x, bernoulli_nll_with_softplus(logits, x)[1]
+    )
+
+
+@pytest.mark.parametrize(
+    "nll, nll_backward",
+    [(bernoulli_nll, bernoulli_nll_backward), (_fast_nll, _fast_grad)],
+    ids=["readable", "fast"],
+)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_bernoulli_nll_exact_at_logits_1000(dtype: str) -> None:
-    """softplus(l) - x l at l = +-1000: 1000 (1 - x) and 1000 x exactly; gradient s(l) - x."""
+def test_bernoulli_nll_exact_at_logits_1000(dtype: str, nll, nll_backward) -> None:
+    """softplus(l) - x l at l = +-1000: 1000 (1 - x) and 1000 x exactly; gradient s(l) - x.
+    Both the readable pair and the fast pair the models train with."""
     x = np.array([[0.0, 1.0, 0.25, 0.0, 1.0, 0.25]], dtype=dtype)
     logits = np.array([[1000.0, 1000.0, 1000.0, -1000.0, -1000.0, -1000.0]], dtype=dtype)
     expected = [1000.0, 0.0, 750.0, 0.0, 1000.0, 250.0]  # per pixel
     for j in range(6):
-        value = bernoulli_nll(logits[:, j : j + 1], x[:, j : j + 1])
+        value = nll(logits[:, j : j + 1], x[:, j : j + 1])
         assert np.isfinite(value) and value == pytest.approx(expected[j], abs=1e-3), j
-    grad = bernoulli_nll_backward(logits, x)
+    grad = nll_backward(logits, x)
     assert grad.dtype == np.dtype(dtype) and np.isfinite(grad).all()
     np.testing.assert_allclose(grad[0], [1.0, 0.0, 0.75, 0.0, -1.0, -0.25], atol=1e-7)
-    assert bernoulli_nll(logits, x) == pytest.approx(sum(expected), rel=1e-6)
+    assert nll(logits, x) == pytest.approx(sum(expected), rel=1e-6)
 
 
 def test_bernoulli_nll_equals_cross_entropy_of_probabilities() -> None:
