@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backend import Backend, get_xp, to_numpy
+from .layers import dropout_backward
 from .losses import LOG_2PI, gaussian_kl_backward
+from .mlp import MLP
 from .models import VAE, Likelihood
 from .reparam import reparam_backward, reparam_forward
 
@@ -312,9 +314,23 @@ def _decode_samples(model: VAE, x: Array, z: Array, need_grad: bool) -> tuple[Ar
     if not need_grad:
         return f, None
     dout = model.lik.backward(out, xf) * S  # d recon_s / d out  (1/B each)
-    scratch = model.params.like()  # decoder grads land here; only dz is used
-    dz = model.decoder.backward(model.params, scratch, dec_cache, dout)  # (S*B, L)
+    dz = _input_grad(model.decoder, model.params, dec_cache, dout)  # (S*B, L)
     return f, dz.reshape(S, B, L)
+
+
+def _input_grad(net: MLP, params: Mapping[str, Array], cache: list, dout: Array) -> Array:
+    """dL/d(input) of an MLP, without its weight gradients (MLP.backward's dx chain only).
+
+    Per layer, last to first: dx = dy @ W^T through the dense layer, then dropout (dy * mask)
+    and the activation's backward into the layer below.
+    """
+    dh = dout
+    for i in reversed(range(net.n_layers)):
+        _, act_cache, mask = cache[i]
+        if i < net.n_layers - 1:
+            dh = net.act.backward(act_cache, dropout_backward(mask, dh))
+        dh = dh @ params[net.name(i, "W")].T  # (N, n_in)
+    return dh
 
 
 def _log_normal(z: Array, mu: Array | float, logvar: Array | float) -> Array:

@@ -238,3 +238,40 @@ def test_bad_input_gives_clear_errors():
         vae_gradient_samples(AE(16, hidden=(4,), latent=2, backend=bk), x, 4)
     with pytest.raises(ValueError, match="repeats"):
         estimator_study({}, {}, repeats=1)
+
+
+def test_example_runs_and_writes_both_figures(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "estimator_variance.py"
+    spec = importlib.util.spec_from_file_location("estimator_variance", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--steps",
+            "5",
+            "--hidden",
+            "8",
+            "--latent",
+            "2",
+            "--batch",
+            "4",
+            "--repeats",
+            "3",
+            "--reference",
+            "500",
+            "--hist-groups",
+            "20",
+            "--sample-sizes",
+            "2",
+            "4",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "variance ratio score-function / pathwise" in out
+    for name in ("estimator_variance.png", "estimator_distribution.png"):
+        assert (tmp_path / name).stat().st_size > 1000
