@@ -84,13 +84,18 @@ def _run(fn: StepFn, sync: Callable[[], None], n: int) -> float:
 
 
 def time_interleaved(
-    fns: dict[str, tuple[StepFn, Callable[[], None]]], reps: int, target_s: float
+    fns: dict[str, tuple[StepFn, Callable[[], None]]],
+    reps: int,
+    target_s: float,
+    pause_s: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """Time each ``name -> (fn, sync)`` ``reps`` times, round-robin, ~``target_s`` per rep.
 
     Each function is warmed up (compilation, buffer caches) and its calls per repetition set
     from a first measurement; the repetitions of all functions alternate, so a change of load
-    on a shared machine shows in all of them rather than in one.
+    on a shared machine shows in all of them rather than in one. ``pause_s`` between
+    repetitions lets the previous library's worker threads (OpenBLAS, OpenMP, XLA spin a while
+    after their last call) go to sleep before the next library is timed.
     """
     calls = {}
     for name, (fn, sync) in fns.items():
@@ -99,6 +104,7 @@ def time_interleaved(
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, (fn, sync) in fns.items():
+            time.sleep(pause_s)
             times[name].append(_run(fn, sync, calls[name]))
     return {name: summarize(t) for name, t in times.items()}
 
@@ -602,6 +608,7 @@ def run_benchmarks(opts: argparse.Namespace, log: Callable[[str], None] = print)
             "batch_sizes": list(opts.batch_sizes),
             "reps": opts.reps,
             "target_seconds_per_rep": opts.target_seconds,
+            "pause_seconds_between_reps": opts.pause,
             "quick": opts.quick,
             "adam": ADAM,
             "step": "draw eps, forward, backward, Adam update (synthetic binary data)",
@@ -669,7 +676,7 @@ def _bench_cell(
     scratch = f"scratchvae-{opts.backend}"
     fns = {scratch: (step, step.sync), **fns}
     fns["matmul-bound"] = (matmul_bound_fn(step.model, batch), step.sync)
-    timed = time_interleaved(fns, opts.reps, opts.target_seconds)
+    timed = time_interleaved(fns, opts.reps, opts.target_seconds, opts.pause)
     for impl, t in timed.items():
         results["throughput"].append(
             {**key, "impl": impl, "step_s": t, "samples_per_s": batch / t["median"]}
@@ -862,6 +869,7 @@ QUICK = {
     "batch_sizes": [32, 128],
     "reps": 3,
     "target_seconds": 0.02,
+    "pause": 0.0,
     "memory_steps": 20,
     "eval_n": 64,
     "eval_k": 16,
@@ -886,6 +894,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--target-seconds", type=float, default=None, help="time per repetition (default 0.25)"
     )
     parser.add_argument(
+        "--pause",
+        type=float,
+        default=None,
+        help="seconds of rest before each repetition, so that other libraries' spinning "
+        "threads sleep (default 0.15; quick 0)",
+    )
+    parser.add_argument(
         "--memory-steps", type=int, default=None, help="steps for memory growth (default 1000)"
     )
     parser.add_argument("--eval-n", type=int, default=None, help="inputs (default 10000)")
@@ -905,6 +920,7 @@ def _fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
         "batch_sizes": list(BATCH_SIZES),
         "reps": 7,
         "target_seconds": 0.25,
+        "pause": 0.15,
         "memory_steps": 1000,
         "eval_n": 10_000,
         "eval_k": 5000,
@@ -919,8 +935,8 @@ def _fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
 def _validate(args: argparse.Namespace) -> str | None:
     if any(b < 1 for b in args.batch_sizes):
         return "batch sizes must be >= 1"
-    if args.reps < 1 or args.target_seconds <= 0 or args.memory_steps < 1:
-        return "--reps and --memory-steps must be >= 1 and --target-seconds > 0"
+    if args.reps < 1 or args.target_seconds <= 0 or args.memory_steps < 1 or args.pause < 0:
+        return "--reps and --memory-steps must be >= 1, --target-seconds > 0, --pause >= 0"
     if args.eval_n < 1 or args.eval_k < 0:
         return "--eval-n must be >= 1 and --eval-k >= 0 (0 skips the evaluation)"
     if args.torch_device not in ("none", "cpu") and not args.torch_device.startswith("cuda"):
