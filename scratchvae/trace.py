@@ -381,6 +381,13 @@ def trace_step(
         raise ValueError(f"expected x of shape (batch, {model.n_features}), got {tuple(x.shape)}")
     if noise is None:
         noise = model.draw_noise(x.shape[0])
+    if isinstance(model, VAE):
+        eps = noise.get("eps")
+        want = (x.shape[0], model.latent)
+        if eps is None or tuple(eps.shape) != want:
+            raise ValueError(
+                f"noise must hold 'eps' of shape {want}; draw it with model.draw_noise(batch)"
+            )
     tr = _Tracer(check)
     grads: dict[str, Array] = {}
     if isinstance(model, VAE):

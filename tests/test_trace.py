@@ -109,6 +109,9 @@ def test_plain_ae_is_traced_and_other_models_are_refused():
         trace_step(DenoisingAE(10, hidden=(6,), latent=2, backend=bk), bk.uniform((3, 10)))
     with pytest.raises(ValueError, match=r"shape \(batch, 10\)"):
         trace_step(ae, bk.uniform((3, 4)))
+    vae, x = _vae()
+    with pytest.raises(ValueError, match="'eps' of shape \\(4, 3\\)"):
+        trace_step(vae, x, {"eps": bk.normal((4, 2))})
 
 
 def test_format_trace_reads_from_loss_to_input():
@@ -167,3 +170,21 @@ def test_cli_traces_a_checkpoint(tmp_path, capsys):
     ckpt.save_checkpoint(tmp_path / "checkpoint.npz", model)
     assert run_cli(_cli("--checkpoint", str(tmp_path), "--batch-size", "2")) == 0
     assert "(2, 9)" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+def test_trace_on_cupy_matches_numpy():
+    """Same weights, batch and eps on both backends: the same rows, the same norms."""
+    model, x = _vae()
+    noise = model.draw_noise(4)
+    gpu = VAE(10, hidden=(7,), latent=3, backend=Backend("cupy", "float64", seed=0))
+    for name in model.params:
+        gpu.params[name] = model.params[name]
+    rows = trace_step(model, x, noise)
+    rows_gpu = trace_step(
+        gpu, gpu.backend.asarray(x), {"eps": gpu.backend.asarray(noise["eps"])}, check=True
+    )
+    assert [r.op for r in rows] == [r.op for r in rows_gpu]
+    for r, g in zip(rows, rows_gpu):
+        assert g.grad_norm == pytest.approx(r.grad_norm, rel=1e-10), r.op
+    assert max(r.rel_err for r in rows_gpu if r.rel_err is not None) < 1e-6
