@@ -571,6 +571,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, batch and noise (0)")
     parser.add_argument("--data", default="digits", help="data set or path (digits)")
     parser.add_argument(
+        "--data-dir", default=None, help="where mnist/ and fashion-mnist/ live (see data.py)"
+    )
+    parser.add_argument(
         "--hidden", type=int, nargs="*", default=[400], help="hidden layer sizes (400)"
     )
     parser.add_argument("--latent", type=int, default=20, help="latent units (20)")
@@ -606,7 +609,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     backend = get_backend(args.backend, args.dtype, args.seed)
-    ds = load_dataset(args.data, "train")
+    ds = load_dataset(args.data, "train", data_dir=getattr(args, "data_dir", None))
     model = _cli_model(args, backend, ds.n_features)
     idx = to_numpy(backend.permutation(ds.n))[: args.batch_size]
     x = backend.asarray(ds.get_batch(idx))

@@ -159,7 +159,7 @@ def test_cli_defaults_and_bad_input():
         [400],
         20,
     )
-    assert not args.check and args.checkpoint is None
+    assert not args.check and args.checkpoint is None and args.data_dir is None
     with pytest.raises(ValueError, match="--batch-size"):
         run_cli(_cli("--batch-size", "0"))
 
