@@ -9,7 +9,7 @@ score function (REINFORCE), plain and with baselines.
 Writes (to --out, default examples/out/estimator_variance/):
   estimator_variance.png      variance of the S-sample estimate against S, log-log
   estimator_distribution.png  histograms of the per-sample estimates of one gradient entry
-and prints the variance ratios score / pathwise. About a minute on 2 CPU cores.
+and prints the variance ratios score / pathwise. About 80 s of CPU time (1-3 minutes on 2 cores).
 
     python examples/estimator_variance.py [--out DIR] [--steps 1500] [--repeats 200]
 """
