@@ -55,6 +55,8 @@ def _softplus(xp: ModuleType):
     # The second form is the one computed: same value to rounding, and about 15x faster than
     # NumPy's logaddexp (five cheap vectorised ufuncs instead of one slow scalar loop).
     def softplus(x, out=None):
+        if xp is not np:  # on the GPU logaddexp is already one fused kernel
+            return xp.logaddexp(0, x, out=out)
         t = xp.abs(x, out=out)
         xp.negative(t, out=t)
         xp.exp(t, out=t)  # e^{-|x|}, in (0, 1]

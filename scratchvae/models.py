@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .activations import sigmoid_backward, sigmoid_forward
-from .backend import Backend, get_backend, get_xp
+from .backend import Backend, cupy_kernel, get_backend, get_xp, is_cupy
 from .losses import (
     bernoulli_nll,
     bernoulli_nll_backward,
@@ -458,16 +458,19 @@ class VAE(AE):
         x, mu, logvar, out, lik_cache, beta, enc_cache, rp_cache, dec_cache = cache
         dout = self.lik.backward(out, x, lik_cache)  # (B, D): sigmoid(l) - x, over B
         dz = self.decoder.backward(self.params, self.grads, dec_cache, dout)  # (B, L)
-        dmu, dlogvar = reparam_backward(rp_cache, dz)  # through the sample
-        dmu_kl, dlogvar_kl = gaussian_kl_backward(mu, logvar)  # through the KL
         # dL/d[mu | logvar] (B, 2L), each half written in place (no concatenate):
         #   dL/dmu = dz + beta dKL/dmu,   dL/dlogvar = dz eps sigma/2 + beta dKL/dlogvar
         L = self.latent
         dh = self.xp.empty((mu.shape[0], 2 * L), dtype=mu.dtype)
-        self.xp.multiply(dmu_kl, beta, out=dh[:, :L])
-        dh[:, :L] += dmu
-        self.xp.multiply(dlogvar_kl, beta, out=dh[:, L:])
-        dh[:, L:] += dlogvar
+        if is_cupy(dz):  # GPU: the lines below as one kernel (tests/test_fastpath.py, -m gpu)
+            _cupy_latent_backward(dz, rp_cache, mu, logvar, beta / mu.shape[0], dh)
+        else:
+            dmu, dlogvar = reparam_backward(rp_cache, dz)  # through the sample
+            dmu_kl, dlogvar_kl = gaussian_kl_backward(mu, logvar)  # through the KL
+            self.xp.multiply(dmu_kl, beta, out=dh[:, :L])
+            dh[:, :L] += dmu
+            self.xp.multiply(dlogvar_kl, beta, out=dh[:, L:])
+            dh[:, L:] += dlogvar
         self.encoder.backward(self.params, self.grads, enc_cache, dh, need_dx=False)
         return self.grads
 
@@ -486,6 +489,22 @@ class VAE(AE):
     def sample(self, n: int) -> Array:
         """n draws from the model: z ~ N(0, I), decoded to probabilities/means, (n, D)."""
         return self.decode(self.backend.normal((n, self.latent)))
+
+
+def _cupy_latent_backward(
+    dz: Array, rp_cache: tuple[Array, Array], mu: Array, logvar: Array, c: float, dh: Array
+) -> None:
+    """CuPy: reparam_backward + beta * gaussian_kl_backward in one kernel (c = beta / B),
+    written into the halves of dh (B, 2L)."""
+    eps, sigma = rp_cache
+    L = mu.shape[1]
+    kernel = cupy_kernel(
+        "scratchvae_latent_bwd",
+        "T dz, T eps, T sigma, T mu, T lv, T c",
+        "T dmu, T dlv",
+        "dmu = dz + c * mu; dlv = dz * eps * (T)0.5 * sigma + c * (T)0.5 * (exp(lv) - (T)1)",
+    )
+    kernel(dz, eps, sigma, mu, logvar, mu.dtype.type(c), dh[:, :L], dh[:, L:])
 
 
 # ============================================================================ factory

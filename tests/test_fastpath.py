@@ -233,3 +233,24 @@ def test_cupy_vae_step_matches_numpy() -> None:
     )
     np.testing.assert_allclose(to_numpy(t_cp["loss"]), t_np["loss"], rtol=1e-12)
     np.testing.assert_allclose(to_numpy(g_cp.flat), g_np.flat, rtol=1e-9, atol=1e-13)
+
+
+@pytest.mark.gpu
+def test_cupy_relu_backward_kernel_matches_numpy() -> None:
+    from scratchvae.activations import relu_backward, relu_forward
+
+    cp = Backend("cupy", "float64").xp
+    rng = np.random.default_rng(10)
+    x, dy = rng.standard_normal((9, 13)), rng.standard_normal((9, 13))
+    x[0, :3] = 0.0  # the kink: gradient 0 on both
+    y, _ = relu_forward(x)
+    got = relu_backward(cp.asarray(y), cp.asarray(dy))
+    np.testing.assert_array_equal(to_numpy(got), relu_backward(y, dy))
+
+
+@pytest.mark.gpu
+def test_cupy_softplus_matches_numpy() -> None:
+    cp = Backend("cupy", "float64").xp
+    x = np.concatenate([np.linspace(-60, 60, 1001), EXTREMES])
+    got = get_special(cp.asarray(x)).softplus(cp.asarray(x))
+    np.testing.assert_allclose(to_numpy(got), get_special(x).softplus(x), rtol=1e-14)
