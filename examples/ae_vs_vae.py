@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402  # numpy-boundary: example script (statistics, 
 from scratchvae.backend import to_numpy  # noqa: E402
 from scratchvae.models import AE, VAE  # noqa: E402
 
-EPOCHS = {"digits": 300, "other": 10}
+EPOCHS = {"digits": 300, "other": 5}
 
 
 def nearest_distance(rows: np.ndarray, train: np.ndarray, chunk: int = 256) -> np.ndarray:

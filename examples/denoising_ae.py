@@ -21,7 +21,7 @@ from scratchvae.backend import Backend
 from scratchvae.impute import denoise
 from scratchvae.models import AE, DenoisingAE
 
-EPOCHS = {"digits": 300, "other": 10}
+EPOCHS = {"digits": 300, "other": 3}
 SIGMA = 0.3  # Gaussian noise std
 MASKED = 0.3  # fraction of pixels zeroed
 

@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{variances[k - 1] / variances[k]:.2f}"
     )
     print(f"  principal angles to the top-{k} PCA subspace (degrees): {np.round(angles, 3)}")
-    print(f"  max angle {angles.max():.4f} degrees")
+    print(f"  max angle {angles.max():.2e} degrees")
 
     fig, axes = plt.subplots(2, k, figsize=(1.3 * k, 3.0), squeeze=False)
     basis = np.linalg.qr(W_d.T)[0]  # (D, k) orthonormal basis of the AE's subspace

@@ -18,7 +18,7 @@ from scratchvae import plots
 from scratchvae.evaluate import evaluate
 from scratchvae.models import VAE
 
-EPOCHS = {"digits": 300, "other": 10}
+EPOCHS = {"digits": 300, "other": 5}
 
 
 def report(name: str, r: dict[str, Any]) -> None:
@@ -32,12 +32,12 @@ def report(name: str, r: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--latent", type=int, default=None, help="default: 8 digits, 20 else")
-    p.add_argument("--iw-samples", type=int, default=1000)
+    p.add_argument("--iw-samples", type=int, default=None, help="default: 1000 digits, 200 else")
     s = _common.setup("vae_digits", argv, p, EPOCHS)
     D, shape = s.train.n_features, s.train.image_shape
     hidden = (128,) if s.small else (400,)
     latent = s.args.latent or (8 if s.small else 20)
-    k = 20 if s.args.fast else s.args.iw_samples
+    k = 20 if s.args.fast else (s.args.iw_samples or (1000 if s.small else 200))
     x_test = s.x_test(None if s.small else 2000)  # MNIST: the first 2,000 test digits
 
     model = VAE(D, hidden=hidden, latent=latent, backend=s.backend)

@@ -184,8 +184,9 @@ def iw_bound(
     L_k(x) = log (1/k) sum_{i=1..k} w_i = logsumexp_i(log w_i) - log k,   z_i ~ q(z|x)
 
     Work is split into chunks of (examples, samples) of at most ``budget`` floats. For each block
-    of examples the samples are drawn chunk by chunk (sample-major, so the draws do not depend on
-    the chunk size for a given ``batch_size``); each chunk's logsumexp over its samples is kept,
+    of examples the samples are drawn chunk by chunk, sample-major (so for a given block of
+    examples the draws do not depend on how the samples are chunked); each chunk's logsumexp
+    over its samples is kept,
     and a last logsumexp over the chunks gives the total: logsumexp is associative,
     lse(a ++ b) = lse([lse(a), lse(b)]), and each step subtracts its maximum, so nothing
     overflows. ``eps`` (k, N, L), when given, is used instead of fresh draws (for tests).

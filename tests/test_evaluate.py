@@ -174,3 +174,20 @@ def test_bad_input_is_rejected_with_a_clear_message():
         ev.evaluate(m, x[:, :5])
     with pytest.raises(ValueError, match="needs a VAE"):
         ev.iw_bound(AE(12, hidden=(), latent=2), x, 5)
+
+
+# ---------------------------------------------------------------------------- GPU (pytest -m gpu)
+@pytest.mark.gpu
+def test_bound_and_evaluate_agree_on_cupy():
+    m, x = random_bernoulli_vae(n=20)
+    g = VAE(12, hidden=(16,), latent=3, activation="tanh", backend=Backend("cupy", "float64"))
+    g.params.flat[...] = g.xp.asarray(m.params.flat)
+    eps = Backend("numpy", "float64", seed=9).normal((50, 20, 3))
+    a = ev.iw_bound(m, x, 50, batch_size=7, budget=2000, eps=eps)
+    b = ev.iw_bound(g, g.xp.asarray(x), 50, batch_size=7, budget=2000, eps=g.xp.asarray(eps))
+    assert type(b).__module__.startswith("cupy")
+    assert float(abs(to_numpy(b) - a).max()) < 1e-9
+    r = ev.evaluate(g, g.xp.asarray(x), iw_samples=30)
+    assert all(isinstance(r[k], float) for k in ("neg_elbo", "iw_bound", "bits_per_dim"))
+    n_active, _ = ev.active_units(g, g.xp.asarray(x))
+    assert n_active == ev.active_units(m, x)[0]

@@ -69,3 +69,19 @@ def test_bad_input_is_rejected(trained):
         im.make_mask(2, (8, 8), "diagonal")
     with pytest.raises(ValueError, match="hides no pixel"):
         im.masked_mse(x[:2], x[:2], x[:2] >= 0)
+
+
+@pytest.mark.gpu
+def test_imputation_agrees_on_cupy(trained):
+    model, mean_image, x = trained
+    gpu = Backend("cupy", "float32")
+    g = VAE(64, hidden=(64,), latent=8, backend=gpu)
+    g.params.flat[...] = gpu.xp.asarray(model.params.flat)
+    mask = im.make_mask(30, (8, 8), "random", backend=Backend(seed=3))
+    a = im.impute(model, x[:30], mask, n_iter=10, sample=False, fill=mean_image)
+    b = im.impute(g, gpu.xp.asarray(x[:30]), gpu.xp.asarray(mask), n_iter=10, sample=False,
+                  fill=gpu.xp.asarray(mean_image))  # fmt: skip
+    assert float(abs(b.get() - a).max()) < 1e-4
+    gmask = im.make_mask(30, (8, 8), "random", backend=gpu)
+    filled = im.impute(g, gpu.xp.asarray(x[:30]), gmask, n_iter=5, sample=True)
+    assert 0 < im.masked_mse(filled, gpu.xp.asarray(x[:30]), gmask) < 1
