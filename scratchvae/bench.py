@@ -551,7 +551,7 @@ def machine_info(backend: Backend, torch_device: str | None) -> dict[str, Any]:
             m: _available(m)
             for m in ("scratchvae", "numpy", "scipy", "torch", "jax", "jaxlib", "cupy-cuda12x")
         },
-        "scratchvae_threads": os.environ.get("SCRATCHVAE_THREADS"),
+        "thread_env": {v: os.environ.get(v) for v in THREAD_VARS if os.environ.get(v)},
     }
     if backend.name == "cupy":
         props = backend.xp.cuda.runtime.getDeviceProperties(0)
@@ -609,6 +609,7 @@ def run_benchmarks(opts: argparse.Namespace, log: Callable[[str], None] = print)
             "reps": opts.reps,
             "target_seconds_per_rep": opts.target_seconds,
             "pause_seconds_between_reps": opts.pause,
+            "threads": opts.threads,
             "quick": opts.quick,
             "adam": ADAM,
             "step": "draw eps, forward, backward, Adam update (synthetic binary data)",
@@ -853,6 +854,7 @@ def plot_throughput(results: dict, path: Path) -> None:
             style = ":" if impl == "matmul-bound" else "-"
             ax.errorbar(b, med, yerr=[lo, hi], fmt="o" + style, label=impl, capsize=3)
         ax.set(xscale="log", yscale="log", xlabel="batch size", title=f"{cfg} {dtype}")
+        ax.minorticks_off()  # only the batch sizes as x ticks
         ax.set_xticks([r for r in results["settings"]["batch_sizes"]])
         ax.set_xticklabels([str(r) for r in results["settings"]["batch_sizes"]])
     axes[0][0].set_ylabel("samples / s (training step)")
@@ -911,6 +913,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output folder (default $SCRATCHVAE_BENCH_OUT or benchmarks/results)",
     )
     parser.add_argument("--name", default=None, help="file name stem (default: the machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for every library (BLAS, OpenMP, scratchvae's pool, XLA): the run "
+        "restarts itself with these set; default: each library's own choice",
+    )
 
 
 def _fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
@@ -937,11 +946,30 @@ def _validate(args: argparse.Namespace) -> str | None:
         return "batch sizes must be >= 1"
     if args.reps < 1 or args.target_seconds <= 0 or args.memory_steps < 1 or args.pause < 0:
         return "--reps and --memory-steps must be >= 1, --target-seconds > 0, --pause >= 0"
+    if args.threads is not None and args.threads < 1:
+        return "--threads must be >= 1"
     if args.eval_n < 1 or args.eval_k < 0:
         return "--eval-n must be >= 1 and --eval-k >= 0 (0 skips the evaluation)"
     if args.torch_device not in ("none", "cpu") and not args.torch_device.startswith("cuda"):
         return f"--torch-device must be cpu, cuda[:N] or none, got {args.torch_device!r}"
     return None
+
+
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "SCRATCHVAE_THREADS")
+
+
+def _rerun_with_threads(n: int) -> int:
+    """Run this same command in a fresh process whose libraries all use ``n`` threads
+    (BLAS reads its thread count when it loads, so the variables must be set before that)."""
+    env = dict(os.environ, **{v: str(n) for v in THREAD_VARS}, SCRATCHVAE_BENCH_THREADS=str(n))
+    if n == 1:
+        env["XLA_FLAGS"] = (
+            env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+            " intra_op_parallelism_threads=1"
+        ).strip()
+    argv = sys.argv[1:]
+    argv = argv[1:] if argv[:1] == ["bench"] else argv  # `scratchvae bench ...`
+    return subprocess.run([sys.executable, "-m", "scratchvae.bench", *argv], env=env).returncode
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -951,13 +979,19 @@ def run_cli(args: argparse.Namespace) -> int:
     if problem:
         print(f"scratchvae bench: {problem}", file=sys.stderr)
         return 2
+    if args.threads and os.environ.get("SCRATCHVAE_BENCH_THREADS") != str(args.threads):
+        return _rerun_with_threads(args.threads)
+    if args.threads and _available("torch") and args.torch_device != "none":
+        _torch().set_num_threads(args.threads)
     try:
         results = run_benchmarks(args, log=lambda msg: print(msg, flush=True))
     except BackendError as exc:
         print(f"scratchvae bench: {exc}", file=sys.stderr)
         return 2
     name = args.name or machine_name(results["machine"], args.backend)
-    name += "-quick" if args.quick and not args.name else ""
+    if not args.name:
+        name += f"-{args.threads}thread" if args.threads else ""
+        name += "-quick" if args.quick else ""
     paths = write_outputs(results, Path(args.out), name)
     print("wrote " + ", ".join(str(p) for p in paths))
     bad = [e for e in results["equivalence"] if not e["ok"]]

@@ -71,6 +71,7 @@ def test_machine_name_is_a_safe_file_stem() -> None:
         (("--batch-sizes", "0"), "batch sizes must be >= 1"),
         (("--eval-k", "-1"), "--eval-k >= 0"),
         (("--torch-device", "tpu"), "--torch-device must be cpu, cuda"),
+        (("--threads", "0"), "--threads must be >= 1"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, capsys, extra, message) -> None:
