@@ -19,7 +19,7 @@ import _common
 
 from scratchvae import plots
 from scratchvae.backend import Backend
-from scratchvae.impute import impute, make_mask, masked_mse, mean_fill
+from scratchvae.impute import impute, impute_importance, make_mask, masked_mse, mean_fill
 from scratchvae.models import VAE
 
 EPOCHS = {"digits": 300, "other": 10}
@@ -29,6 +29,7 @@ KINDS = ("bottom-half", "random")
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--iters", type=int, default=50, help="encode/decode iterations")
+    p.add_argument("--k", type=int, default=200, help="importance samples per image")
     s = _common.setup("imputation", argv, p, EPOCHS)
     D, shape = s.train.n_features, s.train.image_shape
     model = VAE(
@@ -38,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     mean_image = s.backend.asarray(s.train.get_batch(slice(0, 10000)).mean(axis=0))  # (D,)
     x = s.x_test(None if s.small else 2000)
     n_iter = 5 if s.args.fast else s.args.iters
+    k = 10 if s.args.fast else s.args.k
 
     errors: dict[str, dict[str, float]] = {}
     for kind in KINDS:
@@ -46,10 +48,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         bk = Backend(s.backend.name, seed=s.args.seed + 2)  # the imputation's noise
         gibbs = impute(model, x, mask, n_iter, sample=True, fill=mean_image, backend=bk)
         mfield = impute(model, x, mask, n_iter, sample=False, fill=mean_image)
+        cmean = impute_importance(model, x, mask, k, fill=mean_image, backend=bk)
         errors[kind] = {
             "mean image": masked_mse(mean_fill(x, mask, mean_image), x, mask),
             "VAE pseudo-Gibbs": masked_mse(gibbs, x, mask),
             "VAE z = mu": masked_mse(mfield, x, mask),
+            f"VAE IS, K={k}": masked_mse(cmean, x, mask),
         }
         path = s.out / f"imputation_{kind}.png"
         _common.show(plots.plot_imputation(x[:12], gibbs[:12], x[:12], shape, path, mask[:12]))
