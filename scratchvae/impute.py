@@ -49,14 +49,12 @@ __all__ = [
 MASKS = ("bottom-half", "top-half", "left-half", "right-half", "random")
 
 
-def _fill_value(fill: float | Array, x: Array) -> Array | float:
-    """The first guess for missing pixels: a scalar (0.5) or an image (D,), e.g. the mean."""
-    if hasattr(fill, "shape"):
-        fill = get_xp(x).asarray(fill, dtype=x.dtype)
-        if fill.shape not in ((x.shape[1],), x.shape):
-            raise ValueError(
-                f"fill must be a scalar, ({x.shape[1]},) or {x.shape}, got {fill.shape}"
-            )
+def _fill_value(fill: float | Array, x: Array) -> Array:
+    """The first guess for missing pixels as an array of x's dtype: a scalar (0.5), or an image
+    (D,) such as the training set's mean, or one guess per example (B, D)."""
+    fill = get_xp(x).asarray(fill, dtype=x.dtype)
+    if fill.shape not in ((), (x.shape[1],), x.shape):
+        raise ValueError(f"fill must be a scalar, ({x.shape[1]},) or {x.shape}, got {fill.shape}")
     return fill
 
 

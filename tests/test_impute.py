@@ -6,7 +6,7 @@ from test_evaluate import linear_gaussian  # the exact linear-Gaussian VAE (test
 from scratchvae import impute as im
 from scratchvae.backend import Backend
 from scratchvae.data import load_dataset
-from scratchvae.models import VAE
+from scratchvae.models import AE, VAE
 from scratchvae.optim import Adam
 
 
@@ -38,6 +38,7 @@ def test_imputation_beats_the_mean_image(trained, kind, sample):
     # observed pixels are returned exactly as given; missing ones are probabilities
     assert bool((filled[mask] == x[mask]).all())
     assert 0.0 <= float(filled.min()) and float(filled.max()) <= 1.0
+    assert filled.dtype == x.dtype  # float32 in, float32 out
 
 
 def test_deterministic_variant_is_reproducible_and_sampling_follows_the_seed(trained):
@@ -68,6 +69,10 @@ def test_bad_input_is_rejected(trained):
         im.impute(model, x[:4], im.make_mask(5, (8, 8)))
     with pytest.raises(ValueError, match="unknown mask"):
         im.make_mask(2, (8, 8), "diagonal")
+    with pytest.raises(ValueError, match="fill must be a scalar"):
+        im.impute(model, x[:4], im.make_mask(4, (8, 8)), fill=x[0, :10])
+    with pytest.raises(ValueError, match="needs a VAE"):
+        im.impute_importance(AE(64, hidden=(), latent=2), x[:4], im.make_mask(4, (8, 8)))
     with pytest.raises(ValueError, match="hides no pixel"):
         im.masked_mse(x[:2], x[:2], x[:2] >= 0)
 
