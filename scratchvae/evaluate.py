@@ -21,7 +21,7 @@ sums are combined with a logsumexp, in float64.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .backend import Backend, get_special, get_xp, to_numpy
@@ -106,7 +106,10 @@ def _noise_backend(model: Model, seed: int | None) -> Backend:
     return Backend(model.backend.name, model.backend.dtype.name, seed=seed)
 
 
-def _batches(n: int, size: int):
+def _batches(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` rows covering 0..n-1."""
+    if size < 1:
+        raise ValueError(f"batch size must be >= 1, got {size}")
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
 
@@ -270,6 +273,11 @@ def evaluate(
     """
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"expected data of shape (N, D) with N >= 1, got {tuple(x.shape)}")
+    if iw_samples < 0 or elbo_samples < 1:
+        raise ValueError(
+            f"need iw_samples >= 0 (0: skip the bound) and elbo_samples >= 1, "
+            f"got {iw_samples} and {elbo_samples}"
+        )
     if not isinstance(model, VAE):
         return _recon_only(model, x, batch_size)
     if model.lik.kind == "mse":
