@@ -278,6 +278,7 @@ def check_torch(step: ScratchStep, device: str) -> dict[str, Any]:
     opt.step(model.params, grads)
     ref.opt.step()
     p_rel = _max_rel(model.params, ref.params_like_scratch(model))
+    loss_t = loss_t.detach()
     loss_rel = abs(loss_s - float(loss_t)) / abs(float(loss_t))
     tol = EQ_TOL[model.backend.dtype.name]
     return {
@@ -429,15 +430,24 @@ def memory_probe(impl: str, backend_name: str, batch: int, steps: int) -> dict[s
     within the steps and their growth. GPU: the allocators' own figures.
     """
     bk = Backend(backend_name, "float32", seed=0)
+    is_torch = impl.startswith("torch")
+    if is_torch:  # the library and the weights to copy are loaded before the baseline
+        _torch()
+        source = ScratchStep(CONFIGS["mnist"], batch, bk)
     gc.collect()
     rss0 = _proc_status_kib("VmRSS")
     resettable = _reset_peak_rss()
-    scratch = ScratchStep(CONFIGS["mnist"], batch, bk)
+    step: Any = (
+        TorchStep(source.model, source.x, impl.split("-", 1)[1])
+        if is_torch
+        else ScratchStep(CONFIGS["mnist"], batch, bk)
+    )
     out: dict[str, Any] = {"impl": impl, "batch": batch, "steps": steps}
-    out["params_grads_adam_mib"] = 4 * scratch.model.params.flat.nbytes / 2**20
-    step: Any = scratch
-    if impl.startswith("torch"):
-        step = TorchStep(scratch.model, scratch.x, impl.split("-", 1)[1])
+    out["params_grads_adam_mib"] = (
+        16 * sum(p.numel() for p in step.parameters()) / 2**20
+        if is_torch
+        else 4 * step.model.params.flat.nbytes / 2**20
+    )
     gpu = backend_name == "cupy" or impl == "torch-cuda"
     for _ in range(5):
         step()
