@@ -184,18 +184,29 @@ _KERNELS: dict[str, Any] = {}
 
 
 def cpu_threads() -> int:
-    """Threads for chunked elementwise work: $SCRATCHVAE_THREADS, else the usable cores (<= 8)."""
-    env = os.environ.get("SCRATCHVAE_THREADS", "")
-    if env.strip():
+    """Threads for chunked elementwise work: $SCRATCHVAE_THREADS ("auto": the usable cores,
+    at most 8), else 1.
+
+    Off by default: measured inside the whole training step (2 cores, OpenBLAS), the second
+    thread competes with BLAS's own worker threads, which spin for a while after each product,
+    and the step got no faster (benchmarks/results). On its own the threaded Adam is ~1.6x
+    faster, so try ``SCRATCHVAE_THREADS=auto`` where BLAS is single-threaded or cores are many.
+    """
+    env = os.environ.get("SCRATCHVAE_THREADS", "").strip()
+    if not env:
+        return 1
+    if env == "auto":
         try:
-            return max(1, int(env))
-        except ValueError:
-            raise BackendError(f"SCRATCHVAE_THREADS must be an integer, got {env!r}") from None
+            n = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            n = os.cpu_count() or 1
+        return max(1, min(n, 8))
     try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    return max(1, min(n, 8))
+        return max(1, int(env))
+    except ValueError:
+        raise BackendError(
+            f"SCRATCHVAE_THREADS must be an integer or 'auto', got {env!r}"
+        ) from None
 
 
 def run_chunked(fn: Callable[[slice], Any], n: int, min_chunk: int = 1 << 15) -> None:

@@ -182,7 +182,7 @@ class Adam(Optimizer):
         p -= step_size * m / denom
 
     def _update_fused(self, key: str, p: Array, g: Array, m: Array, v: Array) -> None:
-        """The same update with no allocation, in chunks run in parallel (see :func:`adam_chunk`).
+        """The same update with no allocation (:func:`adam_chunk`), chunked over cpu_threads().
 
         Multiplying numerator and denominator by sqrt(1 - b2^t) moves both corrections into
         scalars:  p -= lr sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps sqrt(1-b2^t)).

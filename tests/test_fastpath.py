@@ -187,6 +187,13 @@ def test_bad_thread_count_is_a_clear_error(monkeypatch) -> None:
         backend_mod.cpu_threads()
 
 
+def test_thread_count_defaults_to_one_and_auto_uses_the_cores(monkeypatch) -> None:
+    monkeypatch.delenv("SCRATCHVAE_THREADS", raising=False)
+    assert backend_mod.cpu_threads() == 1
+    monkeypatch.setenv("SCRATCHVAE_THREADS", "auto")
+    assert 1 <= backend_mod.cpu_threads() <= 8
+
+
 # ------------------------------------------------------------------------------- GPU kernels
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
