@@ -97,6 +97,12 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--latent", type=int, help="latent dimensions*")
     p.add_argument("--activation", default="relu", help="default relu")
     p.add_argument(
+        "--init",
+        choices=["he", "glorot", "uniform"],
+        help="weight init (default: he for the ReLU family, glorot otherwise; uniform = "
+        "PyTorch's nn.Linear default)",
+    )
+    p.add_argument(
         "--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli", help="decoder"
     )
     p.add_argument("--epochs", type=int, help="epochs*")
@@ -276,6 +282,7 @@ def _build_train_model(args: argparse.Namespace, n_features: int, bk: Backend) -
         latent=latent if args.latent is None else args.latent,
         activation=args.activation,
         likelihood=args.likelihood,
+        init=args.init,
         backend=bk,
     )
     extra: dict[str, Any] = {

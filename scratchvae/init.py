@@ -1,7 +1,8 @@
 """Weight initialisers, drawing from the backend's seeded generator.
 
-Both keep the variance of activations (Glorot: also of gradients) roughly constant across
-layers. Biases start at zero.
+Glorot and He keep the variance of activations (Glorot: also of gradients) roughly constant
+across layers; their biases start at zero. ``uniform`` is PyTorch's ``nn.Linear`` default
+(weights AND biases ~ U(-1/sqrt(n_in), 1/sqrt(n_in))), for comparisons with PyTorch code.
 """
 
 from __future__ import annotations
@@ -25,7 +26,18 @@ def he_normal(backend: Backend, n_in: int, n_out: int) -> Array:
     return backend.normal((n_in, n_out)) * math.sqrt(2.0 / n_in)
 
 
-INITIALISERS = {"glorot": glorot_uniform, "he": he_normal}
+def fan_in_uniform(backend: Backend, n_in: int, n_out: int) -> Array:
+    """W ~ U(-1/sqrt(n_in), 1/sqrt(n_in)): PyTorch's nn.Linear default
+    (kaiming_uniform with a = sqrt(5)). Shape (n_in, n_out)."""
+    return fan_in_uniform_bias(backend, n_in, (n_in, n_out))
+
+
+def fan_in_uniform_bias(backend: Backend, n_in: int, shape: Any) -> Array:
+    """U(-1/sqrt(n_in), 1/sqrt(n_in)) of any shape (PyTorch also draws biases this way)."""
+    return (2 * backend.uniform(shape) - 1) / math.sqrt(n_in)
+
+
+INITIALISERS = {"glorot": glorot_uniform, "he": he_normal, "uniform": fan_in_uniform}
 
 
 def default_init(activation: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .activations import get_activation
 from .backend import Backend
-from .init import INITIALISERS, default_init
+from .init import INITIALISERS, default_init, fan_in_uniform, fan_in_uniform_bias
 from .layers import (
     dense_backward,
     dense_forward,
@@ -63,12 +63,17 @@ class MLP:
         return shapes
 
     def init_params(self, params: Mapping[str, Array], backend: Backend) -> None:
-        """Hidden layers: He (ReLU family) or Glorot; the linear output layer: Glorot."""
+        """He (ReLU family) or Glorot for hidden layers, Glorot for the linear output layer,
+        zero biases; or ``uniform`` (PyTorch's default) for every weight and bias."""
         for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True)):
-            last = i == self.n_layers - 1
-            init = INITIALISERS["glorot" if last else self.init_name]
-            params[self.name(i, "W")][...] = init(backend, n_in, n_out)
-            params[self.name(i, "b")][...] = 0
+            W, b = self.name(i, "W"), self.name(i, "b")
+            if self.init_name == "uniform":
+                params[W][...] = fan_in_uniform(backend, n_in, n_out)
+                params[b][...] = fan_in_uniform_bias(backend, n_in, (n_out,))
+                continue
+            init = INITIALISERS["glorot" if i == self.n_layers - 1 else self.init_name]
+            params[W][...] = init(backend, n_in, n_out)
+            params[b][...] = 0
 
     def draw_masks(self, backend: Backend, batch_size: int) -> dict[str, Array]:
         """Dropout masks for the hidden layers (empty without dropout)."""

@@ -207,6 +207,7 @@ class AE(Model):
         likelihood: str = "bernoulli",
         decoder_std: float = 1.0,
         dropout: float = 0.0,
+        init: str | None = None,
         backend: Backend | None = None,
         seed: int | None = None,
     ) -> None:
@@ -215,13 +216,15 @@ class AE(Model):
         self.latent = int(latent)
         self.activation = activation
         self.dropout = float(dropout)
+        self.init = init
         self.lik = Likelihood(likelihood, decoder_std)
-        self.encoder = MLP("encoder", self._encoder_sizes(), activation, dropout)
+        self.encoder = MLP("encoder", self._encoder_sizes(), activation, dropout, init)
         self.decoder = MLP(
             "decoder",
             (self.latent, *reversed(self.hidden), self.lik.n_out(self.n_features)),
             activation,
             dropout,
+            init,
         )
         super().__init__(backend, seed)
 
@@ -242,6 +245,7 @@ class AE(Model):
             "likelihood": self.lik.kind,
             "decoder_std": self.lik.std,
             "dropout": self.dropout,
+            "init": self.init,
         }
 
     # -- the training objective -----------------------------------------------------------

@@ -279,3 +279,17 @@ def test_a_step_uses_only_the_noise_it_is_given() -> None:
     b = float(model.loss_and_grads(x)[0]["loss"])
     assert a != b  # fresh eps and masks each call...
     assert np.array_equal(np.random.get_state()[1], global_state)  # noqa: NPY002 - ...not global
+
+
+def test_uniform_init_is_pytorchs_linear_default():
+    """init="uniform": every W and b ~ U(-1/sqrt(n_in), 1/sqrt(n_in)), biases not zero."""
+    bk = Backend("numpy", "float64", seed=0)
+    model = VAE(50, hidden=(40,), latent=5, init="uniform", backend=bk)
+    for name, value in model.params.items():
+        n_in = model.params[name.rsplit(".", 1)[0] + ".W"].shape[0]
+        bound = 1 / np.sqrt(n_in)
+        assert np.abs(value).max() <= bound, name
+        assert np.abs(value).max() > 0.8 * bound, name  # really spread over the interval
+    assert build_model(model.config, Backend("numpy", "float64", seed=0)).init == "uniform"
+    with pytest.raises(ValueError, match="unknown init"):
+        VAE(50, init="orthogonal")
