@@ -5,14 +5,15 @@ laptop CPU) and writes ``runs/digits-vae/``: ``checkpoint.npz``, ``metrics.jsonl
 
 Defaults that depend on the data set when not given on the command line:
 
-=================  =============  ======  ======  ======
-data               --hidden       latent  epochs  batch
-=================  =============  ======  ======  ======
-digits (8x8)       256            2       100     64
-anything else      400            20      10      128
-=================  =============  ======  ======  ======
+=================  =============  ======  ======  ======  =========
+data               --hidden       latent  epochs  batch   --init
+=================  =============  ======  ======  ======  =========
+digits (8x8)       256            2       100     64      he
+anything else      400            20      10      128     uniform
+=================  =============  ======  ======  ======  =========
 
-(the second row is the PyTorch VAE example's protocol for MNIST). All losses are printed in nats
+(the second row is the PyTorch VAE example's protocol for MNIST, including PyTorch's default
+``nn.Linear`` initialisation). All losses are printed in nats
 per example: summed over the features, averaged over the examples.
 
 Bad input ends with one line ``scratchvae: error: ...`` on stderr and exit status 2; Ctrl-C with
@@ -39,11 +40,14 @@ from .train import METRICS_NAME, TrainConfig, TrainingDiverged, fit
 __all__ = ["build_parser", "main"]
 
 PROG = "scratchvae"
-_PLUGINS = {"trace": "trace the training step's time per op", "bench": "benchmarks"}
+_PLUGINS = {
+    "trace": "print one training step's backward pass op by op (--check: numerical check)",
+    "bench": "benchmarks: training-step throughput vs PyTorch/JAX and the matmul bound",
+}
 
-# Defaults by data set (when not given): (hidden, latent, epochs, batch size).
-_SMALL_DEFAULTS = ([256], 2, 100, 64)  # the 8x8 digits: trains in seconds
-_LARGE_DEFAULTS = ([400], 20, 10, 128)  # MNIST-sized: the PyTorch VAE example's protocol
+# Defaults by data set (when not given): (hidden, latent, epochs, batch size, init).
+_SMALL_DEFAULTS = ([256], 2, 100, 64, "he")  # the 8x8 digits: trains in seconds
+_LARGE_DEFAULTS = ([400], 20, 10, 128, "uniform")  # MNIST-sized: the PyTorch VAE example
 
 
 class CLIError(ValueError):
@@ -89,7 +93,7 @@ def _add_train(sub: Any) -> None:
         help="train a model (the default command)",
         description="Train a model; writes checkpoint.npz, metrics.jsonl and PNG figures to "
         "--out. Defaults marked * depend on the data: digits: hidden 256, latent 2, epochs 100, "
-        "batch 64; otherwise hidden 400, latent 20, epochs 10, batch 128.",
+        "batch 64; otherwise hidden 400, latent 20, epochs 10, batch 128, init uniform.",
     )
     _add_data_args(p, "default digits")
     p.add_argument("--model", choices=list(MODELS), default="vae", help="default vae")
@@ -99,8 +103,8 @@ def _add_train(sub: Any) -> None:
     p.add_argument(
         "--init",
         choices=["he", "glorot", "uniform"],
-        help="weight init (default: he for the ReLU family, glorot otherwise; uniform = "
-        "PyTorch's nn.Linear default)",
+        help="weight init* (he: ReLU family, glorot otherwise; uniform: PyTorch's "
+        "nn.Linear default, used for data other than digits)",
     )
     p.add_argument(
         "--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli", help="decoder"
@@ -226,7 +230,7 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _dataset_defaults(spec: str) -> tuple[list[int], int, int, int]:
+def _dataset_defaults(spec: str) -> tuple[list[int], int, int, int, str]:
     key = spec.strip().lower()
     return _SMALL_DEFAULTS if key == "digits" else _LARGE_DEFAULTS
 
@@ -276,13 +280,13 @@ def _out_dir(run: str) -> Path:
 
 # ============================================================================ train
 def _build_train_model(args: argparse.Namespace, n_features: int, bk: Backend) -> AE:
-    hidden, latent, _, _ = _dataset_defaults(args.data)
+    hidden, latent, _, _, init = _dataset_defaults(args.data)
     common = dict(
         hidden=hidden if args.hidden is None else args.hidden,
         latent=latent if args.latent is None else args.latent,
         activation=args.activation,
         likelihood=args.likelihood,
-        init=args.init,
+        init=init if args.init is None else args.init,
         backend=bk,
     )
     extra: dict[str, Any] = {
@@ -295,7 +299,7 @@ def _build_train_model(args: argparse.Namespace, n_features: int, bk: Backend) -
 
 
 def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
-    _, _, epochs, batch = _dataset_defaults(args.data)
+    _, _, epochs, batch, _ = _dataset_defaults(args.data)
     return TrainConfig(
         epochs=epochs if args.epochs is None else args.epochs,
         batch_size=batch if args.batch_size is None else args.batch_size,

@@ -49,7 +49,7 @@ def test_train_writes_checkpoint_metrics_and_figures(run_dir):
 
 def test_no_arguments_trains_the_default_digits_vae(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "_SMALL_DEFAULTS", ([8], 2, 2, 64))  # keep the test fast
+    monkeypatch.setattr(cli, "_SMALL_DEFAULTS", ([8], 2, 2, 64, "he"))  # keep the test fast
     assert main(["--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "runs/digits-vae/checkpoint.npz" in out and "nats/example" in out
@@ -58,9 +58,16 @@ def test_no_arguments_trains_the_default_digits_vae(tmp_path, monkeypatch, capsy
 
 
 def test_the_default_settings_for_digits():
-    hidden, latent, epochs, batch = cli._dataset_defaults("digits")
-    assert (hidden, latent, epochs, batch) == ([256], 2, 100, 64)
-    assert cli._dataset_defaults("mnist") == ([400], 20, 10, 128)
+    assert cli._dataset_defaults("digits") == ([256], 2, 100, 64, "he")
+    # MNIST-sized data: the PyTorch example's protocol, PyTorch's default init included
+    assert cli._dataset_defaults("mnist") == ([400], 20, 10, 128, "uniform")
+
+
+def test_init_option_reaches_the_model(tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "--hidden", "8", "--latent", "2", "--epochs", "1", "--no-progress"]
+    assert main([*argv, "--init", "uniform", "--out", str(out)]) == 0
+    assert load_checkpoint(out).model_config["init"] == "uniform"
 
 
 def test_evaluate_prints_the_bound_above_the_elbo(run_dir, capsys):
