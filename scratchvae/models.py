@@ -214,6 +214,11 @@ class AE(Model):
         self.n_features = int(n_features)
         self.hidden = tuple(int(h) for h in hidden)
         self.latent = int(latent)
+        if self.n_features < 1 or self.latent < 1 or any(h < 1 for h in self.hidden):
+            raise ValueError(
+                f"layer sizes must be >= 1 (features, hidden, latent); got "
+                f"n_features={self.n_features}, hidden={list(self.hidden)}, latent={self.latent}"
+            )
         self.activation = activation
         self.dropout = float(dropout)
         self.init = init

@@ -293,3 +293,9 @@ def test_uniform_init_is_pytorchs_linear_default():
     assert build_model(model.config, Backend("numpy", "float64", seed=0)).init == "uniform"
     with pytest.raises(ValueError, match="unknown init"):
         VAE(50, init="orthogonal")
+
+
+@pytest.mark.parametrize("kwargs", [{"latent": 0}, {"latent": -1}, {"hidden": (8, 0)}])
+def test_bad_layer_sizes_name_the_sizes(kwargs):
+    with pytest.raises(ValueError, match=r"layer sizes must be >= 1 \(features, hidden, latent\)"):
+        VAE(10, **kwargs)
