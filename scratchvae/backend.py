@@ -40,6 +40,14 @@ __all__ = [
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
+def _dtype_name(dtype: Any) -> str:
+    """'float32' for "float32", numpy.float32 or numpy.dtype('float32'); str(dtype) otherwise."""
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype)
+
+
 class BackendError(RuntimeError):
     """A backend was asked for that cannot be provided here (one-line, user-facing message)."""
 
@@ -254,12 +262,13 @@ class Backend:
     def __init__(self, name: str = "numpy", dtype: str = "float32", seed: int = 0) -> None:
         if name not in ("numpy", "cupy"):
             raise BackendError(f"unknown backend {name!r}; choose 'numpy' or 'cupy'")
-        if str(dtype) not in _DTYPES:
+        dtype = _dtype_name(dtype)
+        if dtype not in _DTYPES:
             raise BackendError(f"unknown dtype {dtype!r}; choose 'float32' or 'float64'")
         self.name = name
         self.xp: ModuleType = _import_cupy() if name == "cupy" else np
         self.special: SimpleNamespace = _CUPY_SPECIAL if name == "cupy" else _NUMPY_SPECIAL  # type: ignore[assignment]
-        self.dtype = np.dtype(_DTYPES[str(dtype)])
+        self.dtype = np.dtype(_DTYPES[dtype])
         self.seed = int(seed)
         self.rng = self.xp.random.default_rng(self.seed)
 

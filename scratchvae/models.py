@@ -456,6 +456,8 @@ class VAE(AE):
         L = self.latent
         h, enc_cache = self.encoder.forward(self.params, x, noise if train else None)
         mu, logvar = h[:, :L], h[:, L:]  # (B, L) each
+        if "eps" not in noise:
+            raise ValueError("VAE noise needs 'eps' of shape (batch, latent); use draw_noise(B)")
         z, rp_cache = reparam_forward(mu, logvar, noise["eps"])
         out, dec_cache = self.decoder.forward(self.params, z, noise if train else None)
         recon, lik_cache = self.lik.nll_and_cache(out, x)

@@ -158,3 +158,12 @@ def test_cupy_with_zero_devices_gives_one_line_error(fresh_cupy_import) -> None:
         Backend("cupy")
     _assert_one_line(str(info.value))
     assert "no CUDA device" in str(info.value)
+
+
+def test_dtype_may_be_given_as_a_numpy_type():
+    import numpy as np
+
+    assert Backend("numpy", np.float64).dtype == np.float64
+    assert Backend("numpy", np.dtype("float32")).dtype == np.float32
+    with pytest.raises(BackendError, match="unknown dtype 'int32'"):
+        Backend("numpy", np.int32)

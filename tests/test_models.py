@@ -299,3 +299,9 @@ def test_uniform_init_is_pytorchs_linear_default():
 def test_bad_layer_sizes_name_the_sizes(kwargs):
     with pytest.raises(ValueError, match=r"layer sizes must be >= 1 \(features, hidden, latent\)"):
         VAE(10, **kwargs)
+
+
+def test_vae_noise_without_eps_is_a_clear_error():
+    model = VAE(6, hidden=(4,), latent=2)
+    with pytest.raises(ValueError, match="needs 'eps'"):
+        model.loss_and_grads(np.zeros((3, 6), np.float32), {})
