@@ -114,3 +114,15 @@ def train(model: Any, s: Setup, epochs: int | None = None, **config: Any) -> His
 
 def show(path: Path) -> None:
     print(f"  wrote {path}")
+
+
+def save_figure(fig: Any, path: Path, title: str | None = None) -> Path:
+    """Title, save as PNG (creating the folder) and close ``fig``; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

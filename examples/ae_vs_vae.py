@@ -65,11 +65,9 @@ def side_by_side(grids: dict[str, np.ndarray], shape: tuple[int, int], path: Any
         ax.imshow(tile(samples, shape), cmap="gray", vmin=0, vmax=1)
         ax.set_title(title)
         ax.set_axis_off()
-    fig.suptitle("decoded z ~ N(0, I): same architecture, same training time")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _common.save_figure(
+        fig, path, "decoded z ~ N(0, I): same architecture, same training time"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -82,11 +82,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             lim = np.abs(img).max() + 1e-12
             axes[row][j].imshow(img.reshape(shape), cmap="RdBu_r", vmin=-lim, vmax=lim)
             axes[row][j].set_axis_off()
-    fig.suptitle(f"top: principal axes 1..{k};  bottom: their projection on the AE's subspace")
-    path = s.out / "pca_vs_linear_ae.png"
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    _common.show(path)
+    title = f"top: principal axes 1..{k};  bottom: their projection on the AE's subspace"
+    _common.show(_common.save_figure(fig, s.out / "pca_vs_linear_ae.png", title))
     print(f"done in {s.elapsed()}")
     return {"max_angle_deg": float(angles.max()), "loss": losses[-1], "pca_loss": float(best)}
 

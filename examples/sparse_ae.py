@@ -39,11 +39,7 @@ def feature_grid(weights: np.ndarray, shape: tuple[int, int], title: str, path: 
     for ax, w in zip(axes.ravel(), weights, strict=False):
         lim = np.abs(w).max() + 1e-12
         ax.imshow(w.reshape(shape), cmap="RdBu_r", vmin=-lim, vmax=lim)
-    fig.suptitle(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _common.save_figure(fig, path, title)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
