@@ -49,8 +49,8 @@ def train_scratch(model: VAE, x_train, epochs: int, batch: int, log) -> float:
         total = 0.0
         for i in range(0, n, batch):
             xb = x_train[perm[i : i + batch]]
-            terms, cache = model.forward(xb, model.draw_noise(xb.shape[0]))
-            opt.step(model.params, model.backward(cache))
+            terms, grads = model.loss_and_grads(xb)  # noise drawn inside
+            opt.step(model.params, grads)
             total = total + terms["loss"] * xb.shape[0]  # stays on the device: no sync
         log(f"scratchvae epoch {epoch + 1}: train -ELBO {float(to_numpy(total)) / n:.2f}")
     bk.synchronize()

@@ -2,7 +2,9 @@
 
 ``dX`` always means dL/dX for the scalar loss L. Backward functions write parameter gradients
 into ``out_*`` buffers when given (the model passes views of its gradient store) and return
-them either way.
+them either way. ``out=`` / ``out_dx=``, when given, receive the result instead of a new array
+(the training step passes buffers of its :class:`~scratchvae.params.Workspace`); they must
+not overlap the inputs.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from .backend import get_xp
 Array = Any
 
 
-def dense_forward(W: Array, b: Array, x: Array) -> tuple[Array, Array]:
+def dense_forward(W: Array, b: Array, x: Array, out: Array | None = None) -> tuple[Array, Array]:
     """y = x @ W + b.   x: (B, n_in)  W: (n_in, n_out)  b: (n_out,)  y: (B, n_out).  cache = x."""
-    y = x @ W
+    y = get_xp(x).matmul(x, W, out=out)
     y += b
     return y, x
 
@@ -28,6 +30,7 @@ def dense_backward(
     out_dW: Array | None = None,
     out_db: Array | None = None,
     need_dx: bool = True,
+    out_dx: Array | None = None,
 ) -> tuple[Array | None, Array, Array]:
     """Backward of y = x @ W + b. Returns (dx, dW, db); dx is None when not needed.
 
@@ -38,7 +41,7 @@ def dense_backward(
     xp = get_xp(x)
     dW = xp.matmul(x.T, dy, out=out_dW)
     db = xp.sum(dy, axis=0, out=out_db)
-    dx = dy @ W.T if need_dx else None
+    dx = xp.matmul(dy, W.T, out=out_dx) if need_dx else None
     return dx, dW, db
 
 
@@ -49,16 +52,18 @@ def dropout_mask(backend: Any, shape: tuple[int, ...], p: float) -> Array:
     return backend.bernoulli(1.0 - p, shape) / (1.0 - p)
 
 
-def dropout_forward(x: Array, mask: Array | None) -> tuple[Array, Array | None]:
+def dropout_forward(
+    x: Array, mask: Array | None, out: Array | None = None
+) -> tuple[Array, Array | None]:
     """Inverted dropout: y = x * mask in training (E[y] = x), y = x in evaluation (mask None).
 
     The same mask must reach :func:`dropout_backward`; it is the cache.
     """
     if mask is None:
         return x, None
-    return x * mask, mask
+    return get_xp(x).multiply(x, mask, out=out), mask
 
 
-def dropout_backward(mask: Array | None, dy: Array) -> Array:
+def dropout_backward(mask: Array | None, dy: Array, out: Array | None = None) -> Array:
     """dL/dx = dy * mask  (dy itself in evaluation)."""
-    return dy if mask is None else dy * mask
+    return dy if mask is None else get_xp(dy).multiply(dy, mask, out=out)

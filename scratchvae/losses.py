@@ -37,31 +37,37 @@ def bernoulli_nll_backward(logits: Array, x: Array) -> Array:
 
 # The same two functions, fast: one softplus pass shared by the value and the gradient.
 # Same numbers to rounding (tests/test_fastpath.py); the models' training step uses these.
-def bernoulli_nll_with_softplus(logits: Array, x: Array) -> tuple[Array, Array]:
+def bernoulli_nll_with_softplus(
+    logits: Array, x: Array, out: Array | None = None
+) -> tuple[Array, Array]:
     """:func:`bernoulli_nll` and softplus(l) (B, D), the cache of the fast backward.
 
     sum_{B,D} [softplus(l) - x l] / B = (sum softplus(l) - <x, l>) / B    (<,> a BLAS dot)
+    ``out`` (B, D), when given, receives softplus(l).
     """
     xp = get_xp(logits)
-    sp = get_special(logits).softplus(logits)  # (B, D)
+    sp = get_special(logits).softplus(logits, out=out)  # (B, D)
     return (sp.sum() - xp.vdot(x, logits)) / logits.shape[0], sp
 
 
-def bernoulli_nll_backward_from_softplus(logits: Array, x: Array, sp: Array) -> Array:
+def bernoulli_nll_backward_from_softplus(
+    logits: Array, x: Array, sp: Array, out: Array | None = None
+) -> Array:
     """dL/dlogits = (sigmoid(l) - x) / B with sigmoid(l) = exp(l - softplus(l)).  (B, D)
 
     One exp instead of expit, reusing the forward's softplus: l - softplus(l) = log sigmoid(l)
     <= 0, so the exp cannot overflow, and small sigmoids keep their relative precision.
-    On CuPy the whole chain is one fused kernel.
+    On CuPy the whole chain is one fused kernel. ``out`` (B, D) may be ``sp`` itself.
     """
     B = logits.shape[0]
     if is_cupy(logits):
         kernel = cupy_kernel(
             "scratchvae_bce_grad", "T l, T x, T sp, T inv_b", "T d", "d = (exp(l - sp) - x) * inv_b"
         )
-        return kernel(logits, x, sp, logits.dtype.type(1.0 / B))
+        inv_b = logits.dtype.type(1.0 / B)
+        return kernel(logits, x, sp, inv_b) if out is None else kernel(logits, x, sp, inv_b, out)
     xp = get_xp(logits)
-    d = xp.subtract(logits, sp)  # log sigmoid(l)
+    d = xp.subtract(logits, sp, out=out)  # log sigmoid(l)
     xp.exp(d, out=d)  # sigmoid(l)
     d -= x
     d *= 1.0 / B

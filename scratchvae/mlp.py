@@ -23,6 +23,7 @@ from .layers import (
     dropout_forward,
     dropout_mask,
 )
+from .params import Workspace, scratch
 
 Array = Any
 
@@ -85,19 +86,30 @@ class MLP:
         }
 
     def forward(
-        self, params: Mapping[str, Array], x: Array, masks: Mapping[str, Array] | None = None
+        self,
+        params: Mapping[str, Array],
+        x: Array,
+        masks: Mapping[str, Array] | None = None,
+        ws: Workspace | None = None,
     ) -> tuple[Array, list]:
-        """x: (B, sizes[0]) -> out: (B, sizes[-1]). ``masks`` None means evaluation (no dropout)."""
+        """x: (B, sizes[0]) -> out: (B, sizes[-1]). ``masks`` None means evaluation (no dropout).
+
+        With a workspace ``ws`` every result (and the returned ``out``) is one of its buffers,
+        overwritten by the next pass."""
         cache = []
         h = x
+        B = x.shape[0]
         for i in range(self.n_layers):
-            a, dense_cache = dense_forward(params[self.name(i, "W")], params[self.name(i, "b")], h)
+            W, b = params[self.name(i, "W")], params[self.name(i, "b")]
+            a, dense_cache = dense_forward(
+                W, b, h, out=scratch(ws, self.name(i, "a"), (B, W.shape[1]))
+            )
             if i == self.n_layers - 1:
                 cache.append((dense_cache, None, None))
                 return a, cache
-            h, act_cache = self.act.forward(a)
+            h, act_cache = self.act.forward(a, out=scratch(ws, self.name(i, "h"), a.shape))
             mask = masks.get(self.name(i, "dropout")) if masks else None
-            h, _ = dropout_forward(h, mask)
+            h, _ = dropout_forward(h, mask, out=scratch(ws, self.name(i, "h_drop"), a.shape))
             cache.append((dense_cache, act_cache, mask))
         raise AssertionError("unreachable")
 
@@ -108,20 +120,25 @@ class MLP:
         cache: list,
         dout: Array,
         need_dx: bool = True,
+        ws: Workspace | None = None,
     ) -> Array | None:
-        """Writes dL/dW_i, dL/db_i into ``grads``; returns dL/dx (B, sizes[0]) or None."""
+        """Writes dL/dW_i, dL/db_i into ``grads``; returns dL/dx (B, sizes[0]) or None.
+
+        With a workspace ``ws`` the intermediate gradients (and dL/dx) are its buffers."""
         dh = dout
         for i in reversed(range(self.n_layers)):
             dense_cache, act_cache, mask = cache[i]
             if i < self.n_layers - 1:  # undo dropout, then the activation: da = dh * act'(a)
-                dh = dropout_backward(mask, dh)
-                dh = self.act.backward(act_cache, dh)
+                dh = dropout_backward(mask, dh, out=scratch(ws, self.name(i, "dh_drop"), dh.shape))
+                dh = self.act.backward(act_cache, dh, out=scratch(ws, self.name(i, "da"), dh.shape))
+            want_dx = need_dx or i > 0
             dh, _, _ = dense_backward(
                 params[self.name(i, "W")],
                 dense_cache,
                 dh,
                 out_dW=grads[self.name(i, "W")],
                 out_db=grads[self.name(i, "b")],
-                need_dx=need_dx or i > 0,
+                need_dx=want_dx,
+                out_dx=scratch(ws, self.name(i, "dx"), dense_cache.shape) if want_dx else None,
             )
         return dh

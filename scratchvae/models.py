@@ -36,7 +36,7 @@ from .losses import (
     squared_error_backward,
 )
 from .mlp import MLP
-from .params import ParamStore
+from .params import ParamStore, Workspace, scratch
 from .reparam import reparam_backward, reparam_forward
 
 Array = Any
@@ -82,17 +82,22 @@ class Likelihood:
             return gaussian_nll(mean, x, logvar)
         return squared_error(out, x)
 
-    def nll_and_cache(self, out: Array, x: Array) -> tuple[Array, Array | None]:
+    def nll_and_cache(
+        self, out: Array, x: Array, ws: Workspace | None = None
+    ) -> tuple[Array, Array | None]:
         """:meth:`nll` and what :meth:`backward` can reuse (Bernoulli: softplus of the logits)."""
         if self.kind == "bernoulli":
-            return bernoulli_nll_with_softplus(out, x)
+            return bernoulli_nll_with_softplus(out, x, out=scratch(ws, "lik.softplus", out.shape))
         return self.nll(out, x), None
 
-    def backward(self, out: Array, x: Array, cache: Array | None = None) -> Array:
+    def backward(
+        self, out: Array, x: Array, cache: Array | None = None, ws: Workspace | None = None
+    ) -> Array:
         """dL/dout, the shape of ``out``. ``cache`` from :meth:`nll_and_cache` saves a pass."""
         if self.kind == "bernoulli":
             if cache is not None:
-                return bernoulli_nll_backward_from_softplus(out, x, cache)
+                dout = scratch(ws, "lik.dout", out.shape)
+                return bernoulli_nll_backward_from_softplus(out, x, cache, out=dout)
             return bernoulli_nll_backward(out, x)
         if self.kind == "gaussian":
             return gaussian_nll_backward(out, x, self.fixed_logvar)[0]
@@ -124,6 +129,7 @@ class Model:
         self.xp = backend.xp
         self.params = ParamStore(self._shapes(), backend)
         self.grads = self.params.like()
+        self.workspace = Workspace(backend)  # loss_and_grads' reused buffers
         for net in self._nets():
             net.init_params(self.params, backend)
 
@@ -131,7 +137,14 @@ class Model:
     def _nets(self) -> Sequence[MLP]:
         raise NotImplementedError
 
-    def forward(self, x: Array, noise: Mapping[str, Array] | None = None, train: bool = True):
+    def forward(
+        self,
+        x: Array,
+        noise: Mapping[str, Array] | None = None,
+        train: bool = True,
+        workspace: Workspace | None = None,
+    ):
+        """(terms, cache). With a ``workspace`` the cache's arrays are its reused buffers."""
         raise NotImplementedError
 
     def backward(self, cache: Any) -> ParamStore:
@@ -159,10 +172,16 @@ class Model:
         return self._masks(batch_size)
 
     def loss_and_grads(
-        self, x: Array, noise: Mapping[str, Array] | None = None
+        self, x: Array, noise: Mapping[str, Array] | None = None, **forward_options: Any
     ) -> tuple[Terms, ParamStore]:
-        """One training step's forward and backward. ``noise`` None: drawn from the backend."""
-        terms, cache = self.forward(x, noise, train=True)
+        """One training step's forward and backward. ``noise`` None: drawn from the backend.
+
+        The step's intermediate arrays live in ``self.workspace`` and are reused by the next
+        call (the cache never leaves this call, so nothing can see them change).
+        ``forward_options``: e.g. ``kl_weight`` for a VAE."""
+        terms, cache = self.forward(
+            x, noise, train=True, workspace=self.workspace, **forward_options
+        )
         return terms, self.backward(cache)
 
     def loss(
@@ -258,23 +277,32 @@ class AE(Model):
         """The encoder's input. A plain AE sees x itself (DenoisingAE overrides this)."""
         return x
 
-    def forward(self, x: Array, noise: Mapping[str, Array] | None = None, train: bool = True):
+    def forward(
+        self,
+        x: Array,
+        noise: Mapping[str, Array] | None = None,
+        train: bool = True,
+        workspace: Workspace | None = None,
+    ):
         x = self._prepare(x)
         if train and noise is None:
             noise = self.draw_noise(x.shape[0])
         noise = noise if train else {}
+        ws = workspace
         x_in = self._corrupt(x, noise) if train else x
-        code, enc_cache = self.encoder.forward(self.params, x_in, noise)
-        out, dec_cache = self.decoder.forward(self.params, code, noise)
-        recon, lik_cache = self.lik.nll_and_cache(out, x)  # the target is always the clean x
+        code, enc_cache = self.encoder.forward(self.params, x_in, noise, ws=ws)
+        out, dec_cache = self.decoder.forward(self.params, code, noise, ws=ws)
+        recon, lik_cache = self.lik.nll_and_cache(out, x, ws)  # the target is always the clean x
         terms = {"loss": recon, "recon": recon}
-        return terms, (x, out, lik_cache, enc_cache, dec_cache)
+        return terms, (x, out, lik_cache, enc_cache, dec_cache, ws)
 
     def backward(self, cache: Any) -> ParamStore:
-        x, out, lik_cache, enc_cache, dec_cache = cache
-        dout = self.lik.backward(out, x, lik_cache)  # (B, D) or (B, 2D)
-        dcode = self.decoder.backward(self.params, self.grads, dec_cache, dout)  # (B, latent)
-        self.encoder.backward(self.params, self.grads, enc_cache, dcode, need_dx=False)
+        x, out, lik_cache, enc_cache, dec_cache, ws = cache
+        dout = self.lik.backward(out, x, lik_cache, ws)  # (B, D) or (B, 2D)
+        dcode = self.decoder.backward(
+            self.params, self.grads, dec_cache, dout, ws=ws
+        )  # (B, latent)
+        self.encoder.backward(self.params, self.grads, enc_cache, dcode, need_dx=False, ws=ws)
         return self.grads
 
     # -- using a trained model ------------------------------------------------------------
@@ -376,26 +404,33 @@ class SparseAE(AE):
     def config(self) -> dict[str, Any]:
         return {**super().config, "rho": self.rho, "beta": self.beta}
 
-    def forward(self, x: Array, noise: Mapping[str, Array] | None = None, train: bool = True):
+    def forward(
+        self,
+        x: Array,
+        noise: Mapping[str, Array] | None = None,
+        train: bool = True,
+        workspace: Workspace | None = None,
+    ):
         x = self._prepare(x)
         if train and noise is None:
             noise = self.draw_noise(x.shape[0])
         noise = noise if train else {}
-        a, enc_cache = self.encoder.forward(self.params, x, noise)  # (B, latent) pre-activation
+        ws = workspace
+        a, enc_cache = self.encoder.forward(self.params, x, noise, ws=ws)  # (B, latent) pre-act.
         h, _ = sigmoid_forward(a)  # the sparse code, in (0, 1)
-        out, dec_cache = self.decoder.forward(self.params, h, noise)
-        recon, lik_cache = self.lik.nll_and_cache(out, x)
+        out, dec_cache = self.decoder.forward(self.params, h, noise, ws=ws)
+        recon, lik_cache = self.lik.nll_and_cache(out, x, ws)
         sparsity = sparsity_kl(h, self.rho)
         terms = {"loss": recon + self.beta * sparsity, "recon": recon, "sparsity": sparsity}
-        return terms, (x, h, out, lik_cache, enc_cache, dec_cache)
+        return terms, (x, h, out, lik_cache, enc_cache, dec_cache, ws)
 
     def backward(self, cache: Any) -> ParamStore:
-        x, h, out, lik_cache, enc_cache, dec_cache = cache
-        dout = self.lik.backward(out, x, lik_cache)
-        dh = self.decoder.backward(self.params, self.grads, dec_cache, dout)  # (B, latent)
+        x, h, out, lik_cache, enc_cache, dec_cache, ws = cache
+        dout = self.lik.backward(out, x, lik_cache, ws)
+        dh = self.decoder.backward(self.params, self.grads, dec_cache, dout, ws=ws)  # (B, latent)
         dh = dh + self.beta * sparsity_kl_backward(h, self.rho)
         da = sigmoid_backward(h, dh)  # dh * h (1 - h)
-        self.encoder.backward(self.params, self.grads, enc_cache, da, need_dx=False)
+        self.encoder.backward(self.params, self.grads, enc_cache, da, need_dx=False, ws=ws)
         return self.grads
 
     def encode(self, x: Array) -> Array:
@@ -446,6 +481,7 @@ class VAE(AE):
         noise: Mapping[str, Array] | None = None,
         train: bool = True,
         kl_weight: float | None = None,
+        workspace: Workspace | None = None,
     ):
         """-ELBO and its terms for one eps draw per example. ``kl_weight`` overrides beta
         (the trainer's warm-up). ``train=False`` turns dropout off, not the sampling."""
@@ -454,25 +490,28 @@ class VAE(AE):
             noise = self.draw_noise(x.shape[0])
         beta = self.beta if kl_weight is None else float(kl_weight)
         L = self.latent
-        h, enc_cache = self.encoder.forward(self.params, x, noise if train else None)
+        ws = workspace
+        h, enc_cache = self.encoder.forward(self.params, x, noise if train else None, ws=ws)
         mu, logvar = h[:, :L], h[:, L:]  # (B, L) each
         if "eps" not in noise:
             raise ValueError("VAE noise needs 'eps' of shape (batch, latent); use draw_noise(B)")
         z, rp_cache = reparam_forward(mu, logvar, noise["eps"])
-        out, dec_cache = self.decoder.forward(self.params, z, noise if train else None)
-        recon, lik_cache = self.lik.nll_and_cache(out, x)
+        out, dec_cache = self.decoder.forward(self.params, z, noise if train else None, ws=ws)
+        recon, lik_cache = self.lik.nll_and_cache(out, x, ws)
         kl = gaussian_kl(mu, logvar)
         terms = {"loss": recon + beta * kl, "recon": recon, "kl": kl}
-        return terms, (x, mu, logvar, out, lik_cache, beta, enc_cache, rp_cache, dec_cache)
+        cache = (x, mu, logvar, out, lik_cache, beta, enc_cache, rp_cache, dec_cache, ws)
+        return terms, cache
 
     def backward(self, cache: Any) -> ParamStore:
-        x, mu, logvar, out, lik_cache, beta, enc_cache, rp_cache, dec_cache = cache
-        dout = self.lik.backward(out, x, lik_cache)  # (B, D): sigmoid(l) - x, over B
-        dz = self.decoder.backward(self.params, self.grads, dec_cache, dout)  # (B, L)
+        x, mu, logvar, out, lik_cache, beta, enc_cache, rp_cache, dec_cache, ws = cache
+        dout = self.lik.backward(out, x, lik_cache, ws)  # (B, D): sigmoid(l) - x, over B
+        dz = self.decoder.backward(self.params, self.grads, dec_cache, dout, ws=ws)  # (B, L)
         # dL/d[mu | logvar] (B, 2L), each half written in place (no concatenate):
         #   dL/dmu = dz + beta dKL/dmu,   dL/dlogvar = dz eps sigma/2 + beta dKL/dlogvar
         L = self.latent
-        dh = self.xp.empty((mu.shape[0], 2 * L), dtype=mu.dtype)
+        dh = scratch(ws, "latent.dh", (mu.shape[0], 2 * L))
+        dh = self.xp.empty((mu.shape[0], 2 * L), dtype=mu.dtype) if dh is None else dh
         if is_cupy(dz):  # GPU: the lines below as one kernel (tests/test_fastpath.py, -m gpu)
             _cupy_latent_backward(dz, rp_cache, mu, logvar, beta / mu.shape[0], dh)
         else:
@@ -482,7 +521,7 @@ class VAE(AE):
             dh[:, :L] += dmu
             self.xp.multiply(dlogvar_kl, beta, out=dh[:, L:])
             dh[:, L:] += dlogvar
-        self.encoder.backward(self.params, self.grads, enc_cache, dh, need_dx=False)
+        self.encoder.backward(self.params, self.grads, enc_cache, dh, need_dx=False, ws=ws)
         return self.grads
 
     def encode(self, x: Array) -> tuple[Array, Array]:

@@ -64,3 +64,42 @@ class ParamStore(Mapping):
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}: {v}" for k, v in self.shapes.items())
         return f"ParamStore({self.size} scalars; {inner})"
+
+
+class Workspace:
+    """Named scratch arrays kept from one training step to the next.
+
+    ``ws("decoder.0.a", (B, 400))`` returns the same array every step (a new one only when the
+    shape or dtype changes, e.g. for a short last batch), so a step allocates nothing large.
+    Not allocating is not only the saved ``malloc``: large arrays come from ``mmap``, and
+    returning them to the system interrupts every core the process runs on, BLAS threads
+    included (``benchmarks/README.md`` has the measurement).
+
+    Whatever a forward pass writes here is valid until the next forward pass that uses the same
+    workspace: :meth:`~scratchvae.models.Model.loss_and_grads` uses it because its cache never
+    leaves the call; ``forward`` on its own allocates fresh arrays unless given one.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._arrays: dict[str, Array] = {}
+
+    def __call__(self, name: str, shape: tuple[int, ...], dtype: Any = None) -> Array:
+        dtype = self.backend.dtype if dtype is None else dtype
+        a = self._arrays.get(name)
+        if a is None or a.shape != tuple(shape) or a.dtype != dtype:
+            a = self.backend.xp.empty(shape, dtype=dtype)
+            self._arrays[name] = a
+        return a
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._arrays.values())
+
+
+def scratch(ws: Workspace | None, name: str, shape: tuple[int, ...]) -> Array | None:
+    """``ws(name, shape)``, or None (the op allocates its result) when there is no workspace."""
+    return None if ws is None else ws(name, shape)

@@ -4,8 +4,8 @@ One step, for a batch of row indices ``idx`` drawn from the backend's seeded per
 
     x      = binarize(backend.asarray(data.get_batch(idx)))      (B, D) on the device
     noise  = model.draw_noise(B)                                 eps, masks: from backend.rng
-    terms, cache = model.forward(x, noise, kl_weight=w)          w ramps 0 -> beta (warm-up)
-    grads  = model.backward(cache)
+    terms, grads = model.loss_and_grads(x, noise, kl_weight=w)   forward + backward; w ramps
+                                                                 0 -> beta (warm-up)
     opt.step(model.params, grads)                                in place, on the flat buffer
 
 Epoch sums of the loss terms stay on the device; the host reads them every ``log_every`` steps
@@ -245,11 +245,8 @@ class Trainer:
         """forward + backward + optimizer step on one batch x (B, D); returns device terms."""
         model = self.model
         noise = model.draw_noise(x.shape[0])
-        if isinstance(model, VAE):
-            terms, cache = model.forward(x, noise, train=True, kl_weight=kl_weight)
-        else:
-            terms, cache = model.forward(x, noise, train=True)
-        grads = model.backward(cache)
+        options = {"kl_weight": kl_weight} if isinstance(model, VAE) else {}
+        terms, grads = model.loss_and_grads(x, noise, **options)  # reuses model.workspace
         self.optimizer.step(model.params, grads)
         return terms
 

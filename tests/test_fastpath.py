@@ -19,7 +19,7 @@ from scratchvae.losses import (
     bernoulli_nll_backward_from_softplus,
     bernoulli_nll_with_softplus,
 )
-from scratchvae.models import VAE, Likelihood
+from scratchvae.models import VAE, Likelihood, build_model
 from scratchvae.optim import Adam, adam_chunk
 
 EXTREMES = [-1000.0, -80.0, -30.0, -1e-8, 0.0, 1e-8, 30.0, 80.0, 1000.0]
@@ -98,8 +98,11 @@ def test_vae_step_equals_the_reference_ops(monkeypatch) -> None:
     terms, grads = model.loss_and_grads(x, noise)
     fast_loss, fast = to_numpy(terms["loss"]), grads.flat.copy()
     # the reference: the likelihood without its cache -> bernoulli_nll(_backward), expit
-    monkeypatch.setattr(Likelihood, "nll_and_cache", lambda self, out, x: (self.nll(out, x), None))
-    terms, grads = model.loss_and_grads(x, noise)
+    monkeypatch.setattr(
+        Likelihood, "nll_and_cache", lambda self, out, x, ws=None: (self.nll(out, x), None)
+    )
+    terms, cache = model.forward(x, noise)  # and no workspace: every array freshly allocated
+    grads = model.backward(cache)
     np.testing.assert_allclose(fast_loss, to_numpy(terms["loss"]), rtol=1e-13)
     np.testing.assert_allclose(fast, grads.flat, rtol=1e-10, atol=1e-14)
 
@@ -261,3 +264,46 @@ def test_cupy_softplus_matches_numpy() -> None:
     x = np.concatenate([np.linspace(-60, 60, 1001), EXTREMES])
     got = get_special(cp.asarray(x)).softplus(cp.asarray(x))
     np.testing.assert_allclose(to_numpy(got), get_special(x).softplus(x), rtol=1e-14)
+
+
+# ------------------------------------------------------------------------------- workspace
+@pytest.mark.parametrize(
+    "kind, options",
+    [
+        ("vae", {"dropout": 0.2}),
+        ("vae", {"activation": "elu", "likelihood": "gaussian-learned"}),
+        ("ae", {"activation": "tanh", "likelihood": "mse"}),
+        ("dae", {"noise": "mask", "noise_level": 0.3, "activation": "leaky_relu"}),
+        ("sae", {"activation": "sigmoid"}),
+        ("vae", {"activation": "softplus"}),
+    ],
+)
+def test_loss_and_grads_with_workspace_equals_fresh_arrays(kind, options) -> None:
+    """The reused buffers change nothing: same terms and gradients as forward + backward with
+    fresh arrays, step after step, also when the batch size changes (a short last batch)."""
+    bk = Backend("numpy", "float64", seed=8)
+    model = build_model(
+        {"model": kind, "n_features": 10, "hidden": (7, 6), "latent": 3, **options}, bk
+    )
+    for B in (5, 5, 3, 5):
+        x = bk.uniform((B, 10))
+        noise = model.draw_noise(B)
+        terms, cache = model.forward(x, noise)
+        want_terms, want = terms, model.backward(cache).flat.copy()
+        got_terms, got = model.loss_and_grads(x, noise)
+        for name in want_terms:
+            assert float(got_terms[name]) == float(want_terms[name]), name
+        np.testing.assert_array_equal(got.flat, want)
+
+
+def test_workspace_buffers_are_reused_across_steps() -> None:
+    bk = Backend("numpy", "float32", seed=0)
+    model = VAE(20, hidden=(16,), latent=4, backend=bk)
+    x = bk.uniform((8, 20))
+    model.loss_and_grads(x)
+    buffers = {name: id(a) for name, a in model.workspace._arrays.items()}
+    assert len(buffers) >= 8 and model.workspace.nbytes > 0
+    model.loss_and_grads(x)
+    assert {name: id(a) for name, a in model.workspace._arrays.items()} == buffers
+    model.loss_and_grads(x[:3])  # another batch size: new buffers, same names
+    assert set(model.workspace._arrays) == set(buffers)
