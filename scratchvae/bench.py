@@ -40,6 +40,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from . import compiled
 from .backend import Backend, BackendError, to_numpy
 from .models import VAE
 from .optim import Adam
@@ -562,8 +563,19 @@ def machine_info(backend: Backend, torch_device: str | None) -> dict[str, Any]:
         "load_avg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "versions": {
             m: _available(m)
-            for m in ("scratchvae", "numpy", "scipy", "torch", "jax", "jaxlib", "cupy-cuda12x")
+            for m in (
+                "scratchvae",
+                "numpy",
+                "scipy",
+                "numba",
+                "torch",
+                "jax",
+                "jaxlib",
+                "cupy-cuda12x",
+            )
         },
+        # the optional Numba Adam kernel (scratchvae.compiled): on, or NumPy's ten passes
+        "compiled_adam": backend.name == "numpy" and compiled.enabled(),
         "thread_env": {v: os.environ.get(v) for v in THREAD_VARS if os.environ.get(v)},
     }
     if backend.name == "cupy":
@@ -767,7 +779,8 @@ def markdown_report(results: dict) -> str:
     lines = [
         f"# scratchvae benchmark: {m.get('gpu') or m['cpu']} ({m['cores']} cores)",
         "",
-        f"- backend `{s['backend']}`; BLAS {m['blas']}; Python {m['python']}",
+        f"- backend `{s['backend']}`; BLAS {m['blas']}; Python {m['python']}"
+        + ("; Adam: compiled (Numba)" if m.get("compiled_adam") else ""),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
         f"- load average at start {m.get('load_avg_start')}, end {m.get('load_avg_end')}",
         f"- step = {s['step']}; Adam lr {ADAM['lr']}; {s['reps']} repetitions, median "

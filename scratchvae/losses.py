@@ -38,15 +38,15 @@ def bernoulli_nll_backward(logits: Array, x: Array) -> Array:
 # The same two functions, fast: one softplus pass shared by the value and the gradient.
 # Same numbers to rounding (tests/test_fastpath.py); the models' training step uses these.
 def bernoulli_nll_with_softplus(
-    logits: Array, x: Array, out: Array | None = None
+    logits: Array, x: Array, out: Array | None = None, work: Array | None = None
 ) -> tuple[Array, Array]:
     """:func:`bernoulli_nll` and softplus(l) (B, D), the cache of the fast backward.
 
     sum_{B,D} [softplus(l) - x l] / B = (sum softplus(l) - <x, l>) / B    (<,> a BLAS dot)
-    ``out`` (B, D), when given, receives softplus(l).
+    ``out`` (B, D), when given, receives softplus(l); ``work`` (B, D) is scratch for it.
     """
     xp = get_xp(logits)
-    sp = get_special(logits).softplus(logits, out=out)  # (B, D)
+    sp = get_special(logits).softplus(logits, out=out, work=work)  # (B, D)
     return (sp.sum() - xp.vdot(x, logits)) / logits.shape[0], sp
 
 
@@ -72,6 +72,24 @@ def bernoulli_nll_backward_from_softplus(
     d -= x
     d *= 1.0 / B
     return d
+
+
+def bernoulli_nll_and_grad(
+    logits: Array, x: Array, out: Array | None = None, work: Array | None = None
+) -> tuple[Array, Array]:
+    """:func:`bernoulli_nll` and :func:`bernoulli_nll_backward` at once: the training step's
+    form (the gradient needs nothing from later in the network, so the forward computes it).
+
+    Returns (loss, dL/dlogits (B, D)): the two functions above, sharing their softplus.
+    ``out`` receives the gradient, ``work`` (B, D) is scratch; both allocated when not given.
+    (A Numba kernel doing this in one pass was no faster: its exp and log1p are scalar calls,
+    NumPy's are vectorised; benchmarks/README.md.)
+    """
+    xp = get_xp(logits)
+    out = xp.empty_like(logits) if out is None else out
+    work = xp.empty_like(logits) if work is None else work
+    loss, sp = bernoulli_nll_with_softplus(logits, x, out=out, work=work)
+    return loss, bernoulli_nll_backward_from_softplus(logits, x, sp, out=sp)
 
 
 # ---------------------------------------------------------------------------- Gaussian NLL

@@ -23,9 +23,8 @@ from .activations import sigmoid_backward, sigmoid_forward
 from .backend import Backend, cupy_kernel, get_backend, get_xp, is_cupy
 from .losses import (
     bernoulli_nll,
+    bernoulli_nll_and_grad,
     bernoulli_nll_backward,
-    bernoulli_nll_backward_from_softplus,
-    bernoulli_nll_with_softplus,
     gaussian_kl,
     gaussian_kl_backward,
     gaussian_nll,
@@ -85,9 +84,11 @@ class Likelihood:
     def nll_and_cache(
         self, out: Array, x: Array, ws: Workspace | None = None
     ) -> tuple[Array, Array | None]:
-        """:meth:`nll` and what :meth:`backward` can reuse (Bernoulli: softplus of the logits)."""
+        """:meth:`nll` and what :meth:`backward` can reuse (Bernoulli: the gradient itself,
+        computed in the same pass as the loss)."""
         if self.kind == "bernoulli":
-            return bernoulli_nll_with_softplus(out, x, out=scratch(ws, "lik.softplus", out.shape))
+            dout, work = scratch(ws, "lik.dout", out.shape), scratch(ws, "lik.work", out.shape)
+            return bernoulli_nll_and_grad(out, x, out=dout, work=work)
         return self.nll(out, x), None
 
     def backward(
@@ -95,10 +96,7 @@ class Likelihood:
     ) -> Array:
         """dL/dout, the shape of ``out``. ``cache`` from :meth:`nll_and_cache` saves a pass."""
         if self.kind == "bernoulli":
-            if cache is not None:
-                dout = scratch(ws, "lik.dout", out.shape)
-                return bernoulli_nll_backward_from_softplus(out, x, cache, out=dout)
-            return bernoulli_nll_backward(out, x)
+            return bernoulli_nll_backward(out, x) if cache is None else cache
         if self.kind == "gaussian":
             return gaussian_nll_backward(out, x, self.fixed_logvar)[0]
         if self.kind == "gaussian-learned":

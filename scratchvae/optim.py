@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from . import compiled
 from .backend import cupy_kernel, get_xp, is_cupy, run_chunked
 from .params import ParamStore
 
@@ -191,6 +192,9 @@ class Adam(Optimizer):
         step = self.lr * c2 / (1 - self.b1**self.t)
         eps = self.eps * c2
         if _cupy_adam(p, g, m, v, self.b1, self.b2, step, eps):
+            return
+        if p.ndim == 1 and compiled.applies(p, g, m, v):  # Numba: one pass over all cores
+            compiled.adam(p, g, m, v, self.b1, self.b2, step, eps)
             return
         tmp = self._scratch(key, p)
         if p.ndim != 1:  # a dict of arrays rather than a ParamStore: one chunk per array

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from scratchvae import backend as backend_mod
+from scratchvae import compiled
 from scratchvae.backend import Backend, get_special, run_chunked, to_numpy
 from scratchvae.losses import (
     bernoulli_nll,
@@ -111,6 +112,7 @@ def test_vae_step_equals_the_reference_ops(monkeypatch) -> None:
 @pytest.mark.parametrize("threads", ["1", "2", "3"])
 def test_fused_adam_matches_reference(monkeypatch, threads) -> None:
     monkeypatch.setenv("SCRATCHVAE_THREADS", threads)
+    monkeypatch.setattr(compiled, "ENABLED", False)  # the NumPy path (Numba's: test_compiled)
     rng = np.random.default_rng(5)
     n = 100_003  # odd size: uneven chunks
     p0, m0 = rng.standard_normal(n), rng.standard_normal(n) * 0.1
@@ -130,6 +132,7 @@ def test_fused_adam_matches_reference(monkeypatch, threads) -> None:
 
 def test_fused_adam_on_param_store_is_threaded_and_matches(monkeypatch) -> None:
     monkeypatch.setenv("SCRATCHVAE_THREADS", "2")
+    monkeypatch.setattr(compiled, "ENABLED", False)  # the NumPy path (Numba's: test_compiled)
     bk = Backend("numpy", "float64", seed=6)
     model = VAE(300, hidden=(120,), latent=8, backend=bk)  # 80k parameters: 2 chunks
     x = bk.uniform((16, 300))
