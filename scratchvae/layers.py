@@ -31,7 +31,8 @@ def dense_backward(
     out_db: Array | None = None,
     need_dx: bool = True,
     out_dx: Array | None = None,
-) -> tuple[Array | None, Array, Array]:
+    need_db: bool = True,
+) -> tuple[Array | None, Array, Array | None]:
     """Backward of y = x @ W + b. Returns (dx, dW, db); dx is None when not needed.
 
     dL/dx = dy @ W^T        (B, n_in)
@@ -40,7 +41,7 @@ def dense_backward(
     """
     xp = get_xp(x)
     dW = xp.matmul(x.T, dy, out=out_dW)
-    db = xp.sum(dy, axis=0, out=out_db)
+    db = xp.sum(dy, axis=0, out=out_db) if need_db else None  # False: the caller summed it
     dx = xp.matmul(dy, W.T, out=out_dx) if need_dx else None
     return dx, dW, db
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import compiled
 from .backend import cupy_kernel, get_special, get_xp, is_cupy
 
 Array = Any
@@ -82,12 +83,18 @@ def bernoulli_nll_and_grad(
 
     Returns (loss, dL/dlogits (B, D)): the two functions above, sharing their softplus.
     ``out`` receives the gradient, ``work`` (B, D) is scratch; both allocated when not given.
-    (A Numba kernel doing this in one pass was no faster: its exp and log1p are scalar calls,
-    NumPy's are vectorised; benchmarks/README.md.)
+    With Numba (:mod:`scratchvae.compiled`): NumPy's vectorised exp and log1p, then the rest of
+    the arithmetic in one compiled pass.
     """
     xp = get_xp(logits)
     out = xp.empty_like(logits) if out is None else out
     work = xp.empty_like(logits) if work is None else work
+    if compiled.applies(logits, x, out, work):
+        e = xp.abs(logits, out=work)
+        xp.negative(e, out=e)
+        xp.exp(e, out=e)  # e^{-|l|}, in (0, 1]
+        log1p_e = xp.log1p(e, out=out)  # softplus(l) - max(l, 0)
+        return compiled.bernoulli_nll_and_grad(logits, x, e, log1p_e, out), out
     loss, sp = bernoulli_nll_with_softplus(logits, x, out=out, work=work)
     return loss, bernoulli_nll_backward_from_softplus(logits, x, sp, out=sp)
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import compiled
 from .activations import get_activation
-from .backend import Backend
+from .backend import Backend, get_xp
 from .init import INITIALISERS, default_init, fan_in_uniform, fan_in_uniform_bias
 from .layers import (
     dense_backward,
@@ -101,17 +102,28 @@ class MLP:
         B = x.shape[0]
         for i in range(self.n_layers):
             W, b = params[self.name(i, "W")], params[self.name(i, "b")]
-            a, dense_cache = dense_forward(
-                W, b, h, out=scratch(ws, self.name(i, "a"), (B, W.shape[1]))
-            )
-            if i == self.n_layers - 1:
-                cache.append((dense_cache, None, None))
-                return a, cache
-            h, act_cache = self.act.forward(a, out=scratch(ws, self.name(i, "h"), a.shape))
+            a_out = scratch(ws, self.name(i, "a"), (B, W.shape[1]))
+            h_out = scratch(ws, self.name(i, "h"), (B, W.shape[1]))
+            if i < self.n_layers - 1 and self._compiled_relu(h, a_out, h_out):
+                # the same two ops, fast: x @ W by BLAS, then bias + ReLU in one compiled pass
+                a = get_xp(h).matmul(h, W, out=a_out)
+                dense_cache, h = h, compiled.bias_relu(a, b, out=h_out)
+                act_cache = h  # ReLU's cache: its output
+            else:
+                a, dense_cache = dense_forward(W, b, h, out=a_out)
+                if i == self.n_layers - 1:
+                    cache.append((dense_cache, None, None))
+                    return a, cache
+                h, act_cache = self.act.forward(a, out=h_out)
             mask = masks.get(self.name(i, "dropout")) if masks else None
-            h, _ = dropout_forward(h, mask, out=scratch(ws, self.name(i, "h_drop"), a.shape))
+            h, _ = dropout_forward(h, mask, out=scratch(ws, self.name(i, "h_drop"), h.shape))
             cache.append((dense_cache, act_cache, mask))
         raise AssertionError("unreachable")
+
+    def _compiled_relu(self, *arrays: Array) -> bool:
+        """Whether the fused bias + ReLU kernels apply (:mod:`scratchvae.compiled`): a ReLU
+        network, Numba on, NumPy arrays, and buffers from a workspace to write into."""
+        return self.act.name == "relu" and arrays[-1] is not None and compiled.applies(*arrays)
 
     def backward(
         self,
@@ -128,17 +140,25 @@ class MLP:
         dh = dout
         for i in reversed(range(self.n_layers)):
             dense_cache, act_cache, mask = cache[i]
+            db = grads[self.name(i, "b")]
+            bias_done = False
             if i < self.n_layers - 1:  # undo dropout, then the activation: da = dh * act'(a)
                 dh = dropout_backward(mask, dh, out=scratch(ws, self.name(i, "dh_drop"), dh.shape))
-                dh = self.act.backward(act_cache, dh, out=scratch(ws, self.name(i, "da"), dh.shape))
+                da = scratch(ws, self.name(i, "da"), dh.shape)
+                if self._compiled_relu(act_cache, dh, db, da):
+                    # the same two ops, fast: ReLU's backward and the bias gradient in one pass
+                    dh, bias_done = compiled.relu_backward_bias_grad(act_cache, dh, da, db), True
+                else:
+                    dh = self.act.backward(act_cache, dh, out=da)
             want_dx = need_dx or i > 0
             dh, _, _ = dense_backward(
                 params[self.name(i, "W")],
                 dense_cache,
                 dh,
                 out_dW=grads[self.name(i, "W")],
-                out_db=grads[self.name(i, "b")],
+                out_db=db,
                 need_dx=want_dx,
                 out_dx=scratch(ws, self.name(i, "dx"), dense_cache.shape) if want_dx else None,
+                need_db=not bias_done,
             )
         return dh

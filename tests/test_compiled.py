@@ -1,4 +1,4 @@
-"""The optional Numba kernel (scratchvae.compiled) against the NumPy reference it replaces.
+"""The optional Numba kernels (scratchvae.compiled) against the NumPy ops they replace.
 
 Skipped where Numba is not installed; ``pip install -e ".[test]"`` installs it, so CI runs
 both paths. The rest of the suite runs with the kernel on when Numba is present.
@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scratchvae import compiled
+from scratchvae.activations import relu_backward, relu_forward
 from scratchvae.backend import Backend
+from scratchvae.losses import bernoulli_nll_and_grad
 from scratchvae.models import VAE
 from scratchvae.optim import Adam, adam_chunk
 
@@ -78,3 +80,83 @@ def _counting(fn, calls):
         return fn(*args)
 
     return wrapped
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    B=st.integers(1, 40),
+    D=st.integers(1, 60),
+    dtype=st.sampled_from(["float32", "float64"]),
+    scale=st.sampled_from([0.1, 3.0, 40.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_bernoulli_kernel_equals_numpy(B, D, dtype, scale, seed) -> None:
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal((B, D)) * scale).astype(dtype)
+    x = rng.random((B, D)).astype(dtype)  # grey levels, not only 0/1
+    x[rng.random((B, D)) < 0.3] = 0
+    results = []
+    for on in (True, False):
+        compiled.ENABLED = on
+        try:
+            results.append(bernoulli_nll_and_grad(logits, x))
+        finally:
+            compiled.ENABLED = compiled.numba is not None
+    (loss_c, grad_c), (loss_n, grad_n) = results
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(float(loss_c), float(loss_n), rtol=rtol, atol=rtol)
+    assert grad_c.dtype == np.dtype(dtype) and np.asarray(loss_c).dtype == np.dtype(dtype)
+    np.testing.assert_allclose(grad_c, grad_n, rtol=10 * rtol, atol=rtol * np.abs(grad_n).max())
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    B=st.integers(1, 30),
+    H=st.integers(1, 50),
+    dtype=st.sampled_from(["float32", "float64"]),
+    seed=st.integers(0, 2**16),
+)
+def test_relu_kernels_equal_the_numpy_ops(B, H, dtype, seed) -> None:
+    rng = np.random.default_rng(seed)
+    a, dy = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
+    b = rng.standard_normal(H).astype(dtype)
+    a[0, 0], dy[-1, -1] = np.nan, np.nan  # NaN goes where NumPy sends it
+    want_h = relu_forward(a + b)[0]
+    got_h = compiled.bias_relu(a, b, out=np.empty_like(a))
+    np.testing.assert_array_equal(got_h, want_h)
+    want_da = relu_backward(want_h, dy)
+    want_db = want_da.sum(axis=0)
+    db = np.empty(H, dtype)
+    got_da = compiled.relu_backward_bias_grad(want_h, dy, np.empty_like(dy), db)
+    np.testing.assert_array_equal(got_da, want_da)
+    tol = 1e-5 if dtype == "float32" else 1e-13
+    np.testing.assert_allclose(db, want_db, rtol=tol, atol=tol * B)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_model_step_with_kernels_equals_numpy(activation, dropout, dtype) -> None:
+    """The whole step (workspace, fused bias + ReLU, loss kernel, Adam kernel) against NumPy:
+    same losses and parameters after a few Adam steps."""
+    finals = []
+    for on in (True, False):
+        compiled.ENABLED = on
+        try:
+            bk = Backend("numpy", dtype, seed=2)
+            model = VAE(
+                40, hidden=(24, 16), latent=4, activation=activation, dropout=dropout, backend=bk
+            )
+            opt = Adam(1e-2)
+            losses = []
+            for _ in range(4):
+                terms, grads = model.loss_and_grads(bk.uniform((9, 40)))
+                opt.step(model.params, grads)
+                losses.append(float(terms["loss"]))
+            finals.append((losses, model.params.flat.copy()))
+        finally:
+            compiled.ENABLED = compiled.numba is not None
+    (loss_c, p_c), (loss_n, p_n) = finals
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(loss_c, loss_n, rtol=rtol)
+    np.testing.assert_allclose(p_c, p_n, rtol=100 * rtol, atol=100 * rtol)
