@@ -43,12 +43,16 @@ def train_scratch(model: VAE, x_train, epochs: int, batch: int, log) -> float:
     opt = Adam(1e-3)
     x_train = bk.asarray(x_train)
     n = x_train.shape[0]
+    buffers: dict[int, object] = {}  # batch size -> a (B, 784) buffer the batches are copied into
     t0 = time.perf_counter()
     for epoch in range(epochs):
         perm = bk.permutation(n)
         total = 0.0
         for i in range(0, n, batch):
-            xb = x_train[perm[i : i + batch]]
+            idx = perm[i : i + batch]
+            if len(idx) not in buffers:
+                buffers[len(idx)] = bk.zeros((len(idx), x_train.shape[1]))
+            xb = bk.xp.take(x_train, idx, axis=0, out=buffers[len(idx)])
             terms, grads = model.loss_and_grads(xb)  # noise drawn inside
             opt.step(model.params, grads)
             total = total + terms["loss"] * xb.shape[0]  # stays on the device: no sync

@@ -22,7 +22,7 @@ import math
 import os
 from typing import Any
 
-from .backend import get_xp
+from .backend import Backend, get_xp
 
 Array = Any
 
@@ -137,3 +137,16 @@ def bernoulli_nll_and_grad(
     x = x.astype(logits.dtype, copy=False)
     total = _bernoulli_nll_and_grad(logits, x, e, log1p_e, dlogits, t(1.0 / logits.shape[0]))
     return get_xp(logits).asarray(total, dtype=logits.dtype)
+
+
+def warm_up(dtype: str = "float32") -> None:
+    """Compile (or load from the disk cache) every kernel for ``dtype`` now, instead of in the
+    first training step. A no-op without Numba."""
+    if not ENABLED:
+        return
+    bk = Backend("numpy", dtype)
+    a, b, v = bk.zeros((2, 3)), bk.zeros(3), bk.zeros(6)
+    adam(v, v.copy(), v.copy(), v.copy(), 0.9, 0.999, 1e-3, 1e-8)
+    bias_relu(a, b, out=a.copy())
+    relu_backward_bias_grad(a, a.copy(), a.copy(), b.copy())
+    bernoulli_nll_and_grad(a, a.copy(), a.copy(), a.copy(), a.copy())

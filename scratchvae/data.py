@@ -140,9 +140,17 @@ class Dataset:
         """True when ``x`` stays on disk and is read batch by batch."""
         return isinstance(self.x, (np.memmap, LazyScaled))
 
-    def get_batch(self, idx: Any) -> np.ndarray:
-        """Rows ``idx`` (a slice or a NumPy integer array) as a fresh float32 (B, D) array."""
-        return np.array(self.x[idx], dtype=np.float32)
+    def batch_buffer(self, rows: int) -> np.ndarray:
+        """An uninitialised float32 (rows, D) array for :meth:`get_batch`'s ``out``."""
+        return np.empty((rows, self.n_features), dtype=np.float32)
+
+    def get_batch(self, idx: Any, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``idx`` (a slice or a NumPy integer array) as a float32 (B, D) array: a fresh one,
+        or ``out`` (float32, (B, D)) overwritten, which a training loop reuses batch to batch."""
+        if out is None:
+            return np.array(self.x[idx], dtype=np.float32)
+        out[...] = self.x[idx]
+        return out
 
 
 def check_n_features(dataset: Dataset, expected: int, what: str = "the checkpoint's model") -> None:

@@ -171,6 +171,7 @@ class Trainer:
         self.optimizer = self._build_optimizer()
         self.history = History()
         self.step = 0  # optimizer steps taken so far, over all epochs
+        self._host_batches: dict[int, Any] = {}  # rows -> float32 (rows, D) host buffer
 
     def _build_optimizer(self) -> Optimizer:
         c = self.config
@@ -268,7 +269,10 @@ class Trainer:
     # ------------------------------------------------------------------ pieces
     def _batch(self, idx: Any, bk: Backend) -> Any:
         """Rows idx as a (B, D) device array, binarized with ``bk``'s generator if dynamic."""
-        x = bk.asarray(self.data.get_batch(idx))
+        rows = len(range(self.data.n)[idx]) if isinstance(idx, slice) else len(idx)
+        if rows not in self._host_batches:  # one per batch size (the last batch may be short)
+            self._host_batches[rows] = self.data.batch_buffer(rows)
+        x = bk.asarray(self.data.get_batch(idx, out=self._host_batches[rows]))  # reused
         return binarize(x, self.config.binarize, bk)
 
     def kl_weight(self, step: int) -> float:

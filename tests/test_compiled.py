@@ -160,3 +160,11 @@ def test_model_step_with_kernels_equals_numpy(activation, dropout, dtype) -> Non
     rtol = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(loss_c, loss_n, rtol=rtol)
     np.testing.assert_allclose(p_c, p_n, rtol=100 * rtol, atol=100 * rtol)
+
+
+def test_warm_up_compiles_every_kernel_for_the_dtype(kernels_on) -> None:
+    compiled.warm_up("float64")
+    for kernel in (compiled._adam, compiled._bias_relu, compiled._relu_backward_bias_grad):
+        assert any("float64" in str(sig) for sig in kernel.signatures)
+    compiled.ENABLED = False
+    compiled.warm_up("float32")  # a no-op, no error

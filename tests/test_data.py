@@ -461,3 +461,18 @@ def test_real_mnist_official_md5_and_contents(tmp_path, serve):
     # the same arrays as the shared .npz archives
     npz = load_dataset("mnist", "test", data_dir=SHARED / "data", download=False)
     np.testing.assert_array_equal(npz.x, test.x)
+
+
+@pytest.mark.parametrize("name", ["digits", "npy-uint8"])
+def test_get_batch_into_a_reused_buffer_equals_a_fresh_batch(name, tmp_path):
+    if name == "digits":
+        ds = load_dataset("digits")
+    else:
+        np.save(tmp_path / "x.npy", np.arange(200, dtype=np.uint8).reshape(8, 25))
+        ds = load_dataset(str(tmp_path / "x.npy"))
+    buf = ds.batch_buffer(3)
+    assert buf.shape == (3, ds.n_features) and buf.dtype == np.float32
+    for idx in (np.array([5, 0, 2]), slice(1, 4)):
+        got = ds.get_batch(idx, out=buf)
+        assert got is buf
+        np.testing.assert_array_equal(got, ds.get_batch(idx))
