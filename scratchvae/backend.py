@@ -35,6 +35,7 @@ __all__ = [
     "cpu_threads",
     "run_chunked",
     "cupy_kernel",
+    "cupy_sum_kernel",
 ]
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -243,6 +244,17 @@ def cupy_kernel(name: str, in_params: str, out_params: str, operation: str) -> A
     if name not in _KERNELS:
         cupy = _import_cupy()
         _KERNELS[name] = cupy.ElementwiseKernel(in_params, out_params, operation, name)
+    return _KERNELS[name]
+
+
+def cupy_sum_kernel(name: str, in_params: str, term: str, post: str) -> Any:
+    """A ``cupy.ReductionKernel`` summing ``term`` (an expression of the inputs) over every
+    element into ``T y`` with ``y = post`` (``a`` the sum): one launch for a whole loss."""
+    if name not in _KERNELS:
+        cupy = _import_cupy()
+        _KERNELS[name] = cupy.ReductionKernel(
+            in_params, "T y", term, "a + b", f"y = {post}", "0", name
+        )
     return _KERNELS[name]
 
 

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from . import compiled
-from .backend import cupy_kernel, get_special, get_xp, is_cupy
+from .backend import cupy_kernel, cupy_sum_kernel, get_special, get_xp, is_cupy
 
 Array = Any
 
@@ -88,6 +88,8 @@ def bernoulli_nll_and_grad(
     """
     xp = get_xp(logits)
     out = xp.empty_like(logits) if out is None else out
+    if is_cupy(logits):  # GPU: the loss as one reduction, the gradient as one kernel
+        return _cupy_bernoulli_nll_and_grad(logits, x, out)
     work = xp.empty_like(logits) if work is None else work
     if compiled.applies(logits, x, out, work):
         e = xp.abs(logits, out=work)
@@ -97,6 +99,26 @@ def bernoulli_nll_and_grad(
         return compiled.bernoulli_nll_and_grad(logits, x, e, log1p_e, out), out
     loss, sp = bernoulli_nll_with_softplus(logits, x, out=out, work=work)
     return loss, bernoulli_nll_backward_from_softplus(logits, x, sp, out=sp)
+
+
+def _cupy_bernoulli_nll_and_grad(logits: Array, x: Array, out: Array) -> tuple[Array, Array]:
+    """CuPy: sum [softplus(l) - x l] / B in one reduction, (sigmoid(l) - x) / B in one kernel.
+    softplus(l) = max(l, 0) + log1p(exp(-|l|)); sigmoid(l) = 1/(1 + e) or e/(1 + e), e = exp(-|l|)
+    (no overflow either way)."""
+    inv_b = logits.dtype.type(1.0 / logits.shape[0])
+    loss = cupy_sum_kernel(
+        "scratchvae_bernoulli_nll",
+        "T l, T x, T inv_b",
+        "max(l, (T)0) + log1p(exp(-fabs(l))) - x * l",
+        "a * inv_b",
+    )(logits, x, inv_b)
+    grad = cupy_kernel(
+        "scratchvae_bernoulli_grad",
+        "T l, T x, T inv_b",
+        "T d",
+        "T e = exp(-fabs(l)); d = ((l >= (T)0 ? (T)1 : e) / ((T)1 + e) - x) * inv_b",
+    )
+    return loss, grad(logits, x, inv_b, out)
 
 
 # ---------------------------------------------------------------------------- Gaussian NLL
@@ -153,6 +175,14 @@ def gaussian_kl(mu: Array, logvar: Array) -> Array:
 
     KL = 0.5 * sum_L ( mu^2 + exp(logvar) - logvar - 1 )         mu, logvar: (B, L)
     """
+    if is_cupy(mu):  # the same sum as one GPU reduction
+        kernel = cupy_sum_kernel(
+            "scratchvae_gaussian_kl",
+            "T mu, T lv, T scale",
+            "mu * mu + exp(lv) - lv - (T)1",
+            "a * scale",
+        )
+        return kernel(mu, logvar, mu.dtype.type(0.5 / mu.shape[0]))
     xp = get_xp(mu)
     return 0.5 * (mu * mu + xp.exp(logvar) - logvar - 1).sum() / mu.shape[0]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import compiled
 from .activations import get_activation
-from .backend import Backend, get_xp
+from .backend import Backend, cupy_kernel, get_xp, is_cupy
 from .init import INITIALISERS, default_init, fan_in_uniform, fan_in_uniform_bias
 from .layers import (
     dense_backward,
@@ -27,6 +27,16 @@ from .layers import (
 from .params import Workspace, scratch
 
 Array = Any
+
+
+def _bias_relu(a: Array, b: Array, out: Array) -> Array:
+    """relu(a + b) into ``out``: :func:`scratchvae.compiled.bias_relu`, or one CuPy kernel."""
+    if is_cupy(a):
+        kernel = cupy_kernel(
+            "scratchvae_bias_relu", "T a, T b", "T h", "T v = a + b; h = v <= (T)0 ? (T)0 : v"
+        )
+        return kernel(a, b, out)
+    return compiled.bias_relu(a, b, out=out)
 
 
 class MLP:
@@ -104,10 +114,10 @@ class MLP:
             W, b = params[self.name(i, "W")], params[self.name(i, "b")]
             a_out = scratch(ws, self.name(i, "a"), (B, W.shape[1]))
             h_out = scratch(ws, self.name(i, "h"), (B, W.shape[1]))
-            if i < self.n_layers - 1 and self._compiled_relu(h, a_out, h_out):
-                # the same two ops, fast: x @ W by BLAS, then bias + ReLU in one compiled pass
+            if i < self.n_layers - 1 and self._fused_relu(h, a_out, h_out):
+                # the same two ops, fast: x @ W by BLAS, then bias + ReLU in one pass
                 a = get_xp(h).matmul(h, W, out=a_out)
-                dense_cache, h = h, compiled.bias_relu(a, b, out=h_out)
+                dense_cache, h = h, _bias_relu(a, b, out=h_out)
                 act_cache = h  # ReLU's cache: its output
             else:
                 a, dense_cache = dense_forward(W, b, h, out=a_out)
@@ -124,6 +134,12 @@ class MLP:
         """Whether the fused bias + ReLU kernels apply (:mod:`scratchvae.compiled`): a ReLU
         network, Numba on, NumPy arrays, and buffers from a workspace to write into."""
         return self.act.name == "relu" and arrays[-1] is not None and compiled.applies(*arrays)
+
+    def _fused_relu(self, *arrays: Array) -> bool:
+        """The forward's fused bias + ReLU: with Numba on NumPy, or as a CuPy kernel on a GPU."""
+        if self.act.name == "relu" and arrays[-1] is not None and is_cupy(arrays[0]):
+            return True
+        return self._compiled_relu(*arrays)
 
     def backward(
         self,

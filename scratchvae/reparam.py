@@ -12,13 +12,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import get_xp
+from .backend import cupy_kernel, get_xp, is_cupy
 
 Array = Any
 
 
 def reparam_forward(mu: Array, logvar: Array, eps: Array) -> tuple[Array, tuple[Array, Array]]:
     """z = mu + exp(logvar/2) * eps.   mu, logvar, eps, z: (B, L).  cache = (eps, sigma)."""
+    if is_cupy(logvar):  # the same two lines as one GPU kernel
+        kernel = cupy_kernel(
+            "scratchvae_reparam",
+            "T mu, T logvar, T eps",
+            "T z, T sigma",
+            "sigma = exp((T)0.5 * logvar); z = mu + sigma * eps",
+        )
+        z, sigma = kernel(mu, logvar, eps)
+        return z, (eps, sigma)
     sigma = get_xp(logvar).exp(0.5 * logvar)
     z = mu + sigma * eps
     return z, (eps, sigma)

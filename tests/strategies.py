@@ -195,6 +195,15 @@ OP_CASES: tuple[OpCase, ...] = (
         ("logits",),
         scalar=True,
     ),
+    OpCase(  # what the training step calls: value and gradient together (Numba / CuPy kernels)
+        "bernoulli_nll_and_grad",
+        "losses",
+        _make_bernoulli,
+        lambda logits, x: losses.bernoulli_nll_and_grad(logits, x)[0],
+        lambda i, d: _scaled({"logits": losses.bernoulli_nll_and_grad(i["logits"], i["x"])[1]}, d),
+        ("logits",),
+        scalar=True,
+    ),
     OpCase(
         "gaussian_nll_fixed",
         "losses",
