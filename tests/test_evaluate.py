@@ -195,3 +195,16 @@ def test_bound_and_evaluate_agree_on_cupy():
     assert all(isinstance(r[k], float) for k in ("neg_elbo", "iw_bound", "bits_per_dim"))
     n_active, _ = ev.active_units(g, g.xp.asarray(x))
     assert n_active == ev.active_units(m, x)[0]
+
+
+def test_iw_bound_budget_defaults_to_the_backends(monkeypatch):
+    """None: the CPU budget on NumPy (GPU_BUDGET is for CuPy, where chunks cost launches)."""
+    seen = []
+    real = ev._chunk_sizes
+    monkeypatch.setattr(
+        ev, "_chunk_sizes", lambda m, b, k, budget: seen.append(budget) or real(m, b, k, budget)
+    )
+    m = VAE(6, hidden=(5,), latent=2, backend=Backend("numpy", "float64", seed=0))
+    ev.iw_bound(m, m.backend.uniform((3, 6)), 4)
+    ev.iw_bound(m, m.backend.uniform((3, 6)), 4, budget=1000)
+    assert seen == [ev.DEFAULT_BUDGET, 1000] and ev.GPU_BUDGET > ev.DEFAULT_BUDGET
