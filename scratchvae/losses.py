@@ -111,7 +111,7 @@ def _cupy_bernoulli_nll_and_grad(logits: Array, x: Array, out: Array) -> tuple[A
         "T l, T x, T inv_b",
         "max(l, (T)0) + log1p(exp(-fabs(l))) - x * l",
         "a * inv_b",
-    )(logits, x, inv_b)
+    )(logits, x, inv_b, axis=1).sum()  # per row, then the B row sums
     grad = cupy_kernel(
         "scratchvae_bernoulli_grad",
         "T l, T x, T inv_b",
@@ -182,7 +182,7 @@ def gaussian_kl(mu: Array, logvar: Array) -> Array:
             "mu * mu + exp(lv) - lv - (T)1",
             "a * scale",
         )
-        return kernel(mu, logvar, mu.dtype.type(0.5 / mu.shape[0]))
+        return kernel(mu, logvar, mu.dtype.type(0.5 / mu.shape[0]), axis=1).sum()
     xp = get_xp(mu)
     return 0.5 * (mu * mu + xp.exp(logvar) - logvar - 1).sum() / mu.shape[0]
 
