@@ -112,16 +112,17 @@ class MLP:
         B = x.shape[0]
         for i in range(self.n_layers):
             W, b = params[self.name(i, "W")], params[self.name(i, "b")]
+            hidden = i < self.n_layers - 1
             a_out = scratch(ws, self.name(i, "a"), (B, W.shape[1]))
-            h_out = scratch(ws, self.name(i, "h"), (B, W.shape[1]))
-            if i < self.n_layers - 1 and self._fused_relu(h, a_out, h_out):
+            h_out = scratch(ws, self.name(i, "h"), (B, W.shape[1])) if hidden else None
+            if hidden and self._fused_relu(h, a_out, h_out):
                 # the same two ops, fast: x @ W by BLAS, then bias + ReLU in one pass
                 a = get_xp(h).matmul(h, W, out=a_out)
                 dense_cache, h = h, _bias_relu(a, b, out=h_out)
                 act_cache = h  # ReLU's cache: its output
             else:
                 a, dense_cache = dense_forward(W, b, h, out=a_out)
-                if i == self.n_layers - 1:
+                if not hidden:
                     cache.append((dense_cache, None, None))
                     return a, cache
                 h, act_cache = self.act.forward(a, out=h_out)
