@@ -576,7 +576,7 @@ def machine_info(backend: Backend, torch_device: str | None) -> dict[str, Any]:
                 "cupy-cuda12x",
             )
         },
-        # the optional Numba Adam kernel (scratchvae.compiled): on, or NumPy's ten passes
+        # the optional Numba kernels (scratchvae.compiled: Adam and three fused passes) in use
         "compiled_adam": backend.name == "numpy" and compiled.enabled(),
         "thread_env": {v: os.environ.get(v) for v in THREAD_VARS if os.environ.get(v)},
     }
@@ -782,7 +782,7 @@ def markdown_report(results: dict) -> str:
         f"# scratchvae benchmark: {m.get('gpu') or m['cpu']} ({m['cores']} cores)",
         "",
         f"- backend `{s['backend']}`; BLAS {m['blas']}; Python {m['python']}"
-        + ("; Adam: compiled (Numba)" if m.get("compiled_adam") else ""),
+        + ("; compiled kernels (Numba)" if m.get("compiled_adam") else ""),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
         f"- load average at start {m.get('load_avg_start')}, end {m.get('load_avg_end')}",
         f"- step = {s['step']}; Adam lr {ADAM['lr']}; {s['reps']} repetitions, median "

@@ -1,19 +1,25 @@
-"""Optional compiled CPU kernel (Numba) for the optimizer: Adam in one pass over memory.
+"""Optional compiled CPU kernels (Numba) for the elementwise work of the training step.
 
-NumPy runs each ufunc as its own pass over memory, so Adam is ten passes over the parameters
-(:func:`scratchvae.optim.adam_chunk`, the readable reference kept next to its use). The kernel
-below does the same arithmetic per element in one loop that LLVM vectorises: about five times
-faster for float32 (0.19 vs 1.0 ms for the 650k parameters of the MNIST VAE, one core). It is
-used only when Numba is installed (``pip install 'scratchvae[fast]'``), the arrays are
-C-contiguous NumPy arrays, and ``SCRATCHVAE_NUMBA`` is not ``0``; otherwise NumPy runs.
-``tests/test_compiled.py`` checks that both give the same numbers.
+NumPy runs each ufunc as its own pass over memory: Adam is ten passes over the parameters
+(:func:`scratchvae.optim.adam_chunk`), the bias add and ReLU two, and so on. The kernels below do
+the same arithmetic per element in one loop that LLVM vectorises:
 
-One core on purpose. A ``parallel=True`` version was measured: waking Numba's threads costs about
-0.1 ms a call, and inside the training step they compete with OpenBLAS's threads, so it was no
-faster there. Only Adam is compiled because only Adam gained: a one-pass Bernoulli
-loss-and-gradient kernel was no faster than NumPy, since Numba calls a scalar ``exp`` and
-``log1p`` per element where NumPy's are vectorised (``benchmarks/README.md`` has the figures).
-The kernel compiles on first use (about a second) and is cached on disk.
+* :func:`adam`: about five times faster for float32 (0.19 vs 1.0 ms for the 650k parameters of
+  the MNIST VAE, one core);
+* :func:`bias_relu` and :func:`relu_backward_bias_grad`: a dense layer's bias with its ReLU,
+  forward and backward;
+* :func:`bernoulli_nll_and_grad`: the Bernoulli loss and its gradient, after NumPy has computed
+  the ``exp`` and ``log1p`` (NumPy's are vectorised; Numba calls a scalar libm function per
+  element, and a kernel doing those itself was 4x slower than NumPy).
+
+They are used only when Numba is installed (``pip install 'scratchvae[fast]'``), the arrays are
+C-contiguous NumPy arrays, and ``SCRATCHVAE_NUMBA`` is not ``0``; otherwise the NumPy ops they
+replace run. ``tests/test_compiled.py`` checks that both give the same numbers.
+
+One core on purpose. ``parallel=True`` versions were measured: waking Numba's threads costs about
+0.1 ms a call, and inside the training step they compete with OpenBLAS's threads, so they were
+no faster there (``benchmarks/README.md`` has the figures). The kernels compile on first use
+(about a second each; :func:`warm_up` does it ahead) and are cached on disk.
 """
 
 from __future__ import annotations

@@ -127,7 +127,8 @@ class MLP:
                     return a, cache
                 h, act_cache = self.act.forward(a, out=h_out)
             mask = masks.get(self.name(i, "dropout")) if masks else None
-            h, _ = dropout_forward(h, mask, out=scratch(ws, self.name(i, "h_drop"), h.shape))
+            if mask is not None:
+                h, _ = dropout_forward(h, mask, out=scratch(ws, self.name(i, "h_drop"), h.shape))
             cache.append((dense_cache, act_cache, mask))
         raise AssertionError("unreachable")
 
@@ -160,7 +161,9 @@ class MLP:
             db = grads[self.name(i, "b")]
             bias_done = False
             if i < self.n_layers - 1:  # undo dropout, then the activation: da = dh * act'(a)
-                dh = dropout_backward(mask, dh, out=scratch(ws, self.name(i, "dh_drop"), dh.shape))
+                if mask is not None:
+                    dh_drop = scratch(ws, self.name(i, "dh_drop"), dh.shape)
+                    dh = dropout_backward(mask, dh, out=dh_drop)
                 da = scratch(ws, self.name(i, "da"), dh.shape)
                 if self._compiled_relu(act_cache, dh, db, da):
                     # the same two ops, fast: ReLU's backward and the bias gradient in one pass
