@@ -82,22 +82,29 @@ def bernoulli_nll_and_grad(
     form (the gradient needs nothing from later in the network, so the forward computes it).
 
     Returns (loss, dL/dlogits (B, D)): the two functions above, sharing their softplus.
-    ``out`` receives the gradient, ``work`` (B, D) is scratch; both allocated when not given.
+    ``out`` receives the gradient, ``work`` (2, B, D) is scratch; both allocated when not given.
     With Numba (:mod:`scratchvae.compiled`): NumPy's vectorised exp and log1p, then the rest of
-    the arithmetic in one compiled pass.
+    the arithmetic in one compiled pass. The kernel's inputs and output are three different
+    arrays on purpose: had the gradient overwritten ``log1p(e)`` in place, LLVM could not prove
+    that the loop's reads and writes never overlap and would run it unvectorised (measured:
+    0.11 ms instead of 0.026 ms at 128 x 784 float32).
     """
     xp = get_xp(logits)
     out = xp.empty_like(logits) if out is None else out
     if is_cupy(logits):  # GPU: the loss as one reduction, the gradient as one kernel
         return _cupy_bernoulli_nll_and_grad(logits, x, out)
-    work = xp.empty_like(logits) if work is None else work
-    if compiled.applies(logits, x, out, work):
-        e = xp.abs(logits, out=work)
+    if work is not None and work.shape != (2, *logits.shape):
+        raise ValueError(f"work must have shape (2, *logits.shape), got {tuple(work.shape)}")
+    if compiled.applies(logits, x, out) and (work is None or compiled.applies(work)):
+        work = xp.empty((2, *logits.shape), dtype=logits.dtype) if work is None else work
+        e = xp.abs(logits, out=work[0])
         xp.negative(e, out=e)
         xp.exp(e, out=e)  # e^{-|l|}, in (0, 1]
-        log1p_e = xp.log1p(e, out=out)  # softplus(l) - max(l, 0)
+        log1p_e = xp.log1p(e, out=work[1])  # softplus(l) - max(l, 0)
         return compiled.bernoulli_nll_and_grad(logits, x, e, log1p_e, out), out
-    loss, sp = bernoulli_nll_with_softplus(logits, x, out=out, work=work)
+    loss, sp = bernoulli_nll_with_softplus(
+        logits, x, out=out, work=None if work is None else work[0]
+    )
     return loss, bernoulli_nll_backward_from_softplus(logits, x, sp, out=sp)
 
 

@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import compiled
 from .activations import sigmoid_backward, sigmoid_forward
 from .backend import Backend, cupy_kernel, get_backend, get_xp, is_cupy
 from .losses import (
@@ -87,7 +88,8 @@ class Likelihood:
         """:meth:`nll` and what :meth:`backward` can reuse (Bernoulli: the gradient itself,
         computed in the same pass as the loss)."""
         if self.kind == "bernoulli":
-            dout, work = scratch(ws, "lik.dout", out.shape), scratch(ws, "lik.work", out.shape)
+            dout = scratch(ws, "lik.dout", out.shape)
+            work = scratch(ws, "lik.work", (2, *out.shape))
             return bernoulli_nll_and_grad(out, x, out=dout, work=work)
         return self.nll(out, x), None
 
@@ -181,6 +183,11 @@ class Model:
             x, noise, train=True, workspace=self.workspace, **forward_options
         )
         return terms, self.backward(cache)
+
+    def _buffer(self, ws: Workspace | None, name: str, shape: tuple[int, ...]) -> Array:
+        """The workspace's array ``name`` (kept from step to step), or a new one without one."""
+        a = scratch(ws, name, shape)
+        return self.xp.empty(shape, dtype=self.backend.dtype) if a is None else a
 
     def loss(
         self, x: Array, noise: Mapping[str, Array] | None = None, train: bool = False
@@ -487,31 +494,44 @@ class VAE(AE):
         if noise is None:
             noise = self.draw_noise(x.shape[0])
         beta = self.beta if kl_weight is None else float(kl_weight)
-        L = self.latent
         ws = workspace
         h, enc_cache = self.encoder.forward(self.params, x, noise if train else None, ws=ws)
-        mu, logvar = h[:, :L], h[:, L:]  # (B, L) each
         if "eps" not in noise:
             raise ValueError("VAE noise needs 'eps' of shape (batch, latent); use draw_noise(B)")
-        z, rp_cache = reparam_forward(mu, logvar, noise["eps"])
+        z, rp_cache, kl = self._sample_and_kl(h, noise["eps"], ws)
         out, dec_cache = self.decoder.forward(self.params, z, noise if train else None, ws=ws)
         recon, lik_cache = self.lik.nll_and_cache(out, x, ws)
-        kl = gaussian_kl(mu, logvar)
         terms = {"loss": recon + beta * kl, "recon": recon, "kl": kl}
-        cache = (x, mu, logvar, out, lik_cache, beta, enc_cache, rp_cache, dec_cache, ws)
+        cache = (x, h, out, lik_cache, beta, enc_cache, rp_cache, dec_cache, ws)
         return terms, cache
 
+    def _sample_and_kl(
+        self, h: Array, eps: Array, ws: Workspace | None
+    ) -> tuple[Array, tuple[Array, Array], Array]:
+        """z = mu + sigma * eps, its cache (eps, sigma), and KL(q(z|x) || N(0, I)), from the
+        encoder's output h = [mu | logvar] (B, 2L)."""
+        L = self.latent
+        mu, logvar = h[:, :L], h[:, L:]  # (B, L) each
+        if compiled.applies(h, eps):  # the same two calls, one compiled pass
+            z = self._buffer(ws, "latent.z", eps.shape)
+            sigma = self._buffer(ws, "latent.sigma", eps.shape)
+            return z, (eps, sigma), compiled.latent_forward(h, eps, z, sigma)
+        z, rp_cache = reparam_forward(mu, logvar, eps)
+        return z, rp_cache, gaussian_kl(mu, logvar)
+
     def backward(self, cache: Any) -> ParamStore:
-        x, mu, logvar, out, lik_cache, beta, enc_cache, rp_cache, dec_cache, ws = cache
+        x, h, out, lik_cache, beta, enc_cache, rp_cache, dec_cache, ws = cache
         dout = self.lik.backward(out, x, lik_cache, ws)  # (B, D): sigmoid(l) - x, over B
         dz = self.decoder.backward(self.params, self.grads, dec_cache, dout, ws=ws)  # (B, L)
         # dL/d[mu | logvar] (B, 2L), each half written in place (no concatenate):
         #   dL/dmu = dz + beta dKL/dmu,   dL/dlogvar = dz eps sigma/2 + beta dKL/dlogvar
         L = self.latent
-        dh = scratch(ws, "latent.dh", (mu.shape[0], 2 * L))
-        dh = self.xp.empty((mu.shape[0], 2 * L), dtype=mu.dtype) if dh is None else dh
+        mu, logvar = h[:, :L], h[:, L:]
+        dh = self._buffer(ws, "latent.dh", h.shape)
         if is_cupy(dz):  # GPU: the lines below as one kernel (tests/test_fastpath.py, -m gpu)
             _cupy_latent_backward(dz, rp_cache, mu, logvar, beta / mu.shape[0], dh)
+        elif compiled.applies(dz, h, dh, *rp_cache):  # Numba: the same lines, one pass
+            compiled.latent_backward(dz, *rp_cache, h, beta, out=dh)
         else:
             dmu, dlogvar = reparam_backward(rp_cache, dz)  # through the sample
             dmu_kl, dlogvar_kl = gaussian_kl_backward(mu, logvar)  # through the KL

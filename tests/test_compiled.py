@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from scratchvae import compiled
 from scratchvae.activations import relu_backward, relu_forward
 from scratchvae.backend import Backend
-from scratchvae.losses import bernoulli_nll_and_grad
+from scratchvae.losses import bernoulli_nll_and_grad, gaussian_kl, gaussian_kl_backward
 from scratchvae.models import VAE
 from scratchvae.optim import Adam, adam_chunk
+from scratchvae.reparam import reparam_backward, reparam_forward
 
 pytestmark = pytest.mark.skipif(compiled.numba is None, reason="needs numba (scratchvae[fast])")
 
@@ -109,6 +110,19 @@ def test_bernoulli_kernel_equals_numpy(B, D, dtype, scale, seed) -> None:
     np.testing.assert_allclose(grad_c, grad_n, rtol=10 * rtol, atol=rtol * np.abs(grad_n).max())
 
 
+def test_bernoulli_loss_takes_its_buffers_and_refuses_a_wrong_work_shape() -> None:
+    rng = np.random.default_rng(0)
+    logits, x = rng.standard_normal((3, 5)), (rng.random((3, 5)) < 0.5).astype(float)
+    want_loss, want_grad = bernoulli_nll_and_grad(logits, x)
+    out, work = np.empty((3, 5)), np.empty((2, 3, 5))
+    loss, grad = bernoulli_nll_and_grad(logits, x, out=out, work=work)
+    assert grad is out
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-14)
+    np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-14)
+    with pytest.raises(ValueError, match=r"work must have shape \(2, \*logits.shape\)"):
+        bernoulli_nll_and_grad(logits, x, out=out, work=np.empty((3, 5)))
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     B=st.integers(1, 30),
@@ -133,11 +147,41 @@ def test_relu_kernels_equal_the_numpy_ops(B, H, dtype, seed) -> None:
     np.testing.assert_allclose(db, want_db, rtol=tol, atol=tol * B)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    B=st.integers(1, 40),
+    L=st.integers(1, 30),
+    dtype=st.sampled_from(["float32", "float64"]),
+    logvar_scale=st.sampled_from([0.1, 2.0, 20.0]),
+    kl_weight=st.sampled_from([0.0, 0.3, 1.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_latent_kernels_equal_the_numpy_ops(B, L, dtype, logvar_scale, kl_weight, seed) -> None:
+    rng = np.random.default_rng(seed)
+    mu, logvar, eps, dz = (rng.standard_normal((B, L)).astype(dtype) for _ in range(4))
+    logvar *= logvar_scale
+    h = np.concatenate([mu, logvar], axis=1)  # the encoder's output [mu | logvar]
+    want_z, (_, want_sigma) = reparam_forward(mu, logvar, eps)
+    want_kl = gaussian_kl(mu, logvar)
+    z, sigma = np.empty_like(mu), np.empty_like(mu)
+    kl = compiled.latent_forward(h, eps, z, sigma)
+    tol = 1e-6 if dtype == "float32" else 1e-14
+    assert kl.dtype == np.dtype(dtype) and z.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(sigma, want_sigma, rtol=tol)
+    np.testing.assert_allclose(z, want_z, rtol=tol, atol=tol * np.abs(want_z).max())
+    np.testing.assert_allclose(float(kl), float(want_kl), rtol=10 * tol)
+    dmu, dlogvar = reparam_backward((eps, want_sigma), dz)
+    dmu_kl, dlogvar_kl = gaussian_kl_backward(mu, logvar)
+    want = np.concatenate([dmu + kl_weight * dmu_kl, dlogvar + kl_weight * dlogvar_kl], axis=1)
+    got = compiled.latent_backward(dz, eps, want_sigma, h, kl_weight, out=np.empty_like(h))
+    np.testing.assert_allclose(got, want, rtol=10 * tol, atol=10 * tol * np.abs(want).max())
+
+
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_model_step_with_kernels_equals_numpy(activation, dropout, dtype) -> None:
-    """The whole step (workspace, fused bias + ReLU, loss kernel, Adam kernel) against NumPy:
+    """The whole step (workspace, fused bias + ReLU, loss, latent and Adam kernels) vs NumPy:
     same losses and parameters after a few Adam steps."""
     finals = []
     for on in (True, False):
@@ -164,7 +208,15 @@ def test_model_step_with_kernels_equals_numpy(activation, dropout, dtype) -> Non
 
 def test_warm_up_compiles_every_kernel_for_the_dtype(kernels_on) -> None:
     compiled.warm_up("float64")
-    for kernel in (compiled._adam, compiled._bias_relu, compiled._relu_backward_bias_grad):
+    kernels = (
+        compiled._adam,
+        compiled._bias_relu,
+        compiled._relu_backward_bias_grad,
+        compiled._bernoulli_nll_and_grad,
+        compiled._latent_forward,
+        compiled._latent_backward,
+    )
+    for kernel in kernels:
         assert any("float64" in str(sig) for sig in kernel.signatures)
     compiled.ENABLED = False
     compiled.warm_up("float32")  # a no-op, no error
