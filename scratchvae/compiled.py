@@ -31,6 +31,8 @@ import math
 import os
 from typing import Any
 
+from numpy import ndarray
+
 from .backend import Backend, get_xp
 
 Array = Any
@@ -53,7 +55,7 @@ def applies(*arrays: Array) -> bool:
     """True when the kernels are on and every array is a C-contiguous NumPy array."""
     if not ENABLED:
         return False
-    return all(type(a).__module__ == "numpy" and a.flags.c_contiguous for a in arrays)
+    return all(type(a) is ndarray and a.flags.c_contiguous for a in arrays)
 
 
 if numba is not None:
@@ -63,13 +65,17 @@ if numba is not None:
     _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
     @_jit
-    def _adam(p, g, m, v, one_minus_b1, one_minus_b2, step, eps):  # noqa: ANN001, ANN202
+    def _adam(p, g, m, v, one_minus_b1, one_minus_b2, step, eps, tiny):  # noqa: ANN001, ANN202
         # per element, as adam_chunk:  m += (1-b1)(g - m);  v += (1-b2)(g^2 - v);
         #                              p -= step * m / (sqrt(v) + eps)
+        # and moments below ``tiny`` (the smallest normal number) set to zero: see adam()
+        zero = p.dtype.type(0)
         for i in range(p.size):
             gi = g[i]
             mi = m[i] + one_minus_b1 * (gi - m[i])
             vi = v[i] + one_minus_b2 * (gi * gi - v[i])
+            mi = mi if abs(mi) >= tiny else zero
+            vi = vi if vi >= tiny else zero
             m[i] = mi
             v[i] = vi
             p[i] -= step * mi / (math.sqrt(vi) + eps)
@@ -146,9 +152,18 @@ if numba is not None:
 def adam(
     p: Array, g: Array, m: Array, v: Array, b1: float, b2: float, step: float, eps: float
 ) -> None:
-    """:func:`scratchvae.optim.adam_chunk` in one vectorised pass (1-d arrays, in place)."""
+    """:func:`scratchvae.optim.adam_chunk` in one vectorised pass (1-d arrays, in place).
+
+    One difference: a moment that falls below the smallest normal number (``finfo.tiny``,
+    1.2e-38 in float32) becomes zero. A weight whose gradient is always zero (a pixel that is
+    never on, a dead ReLU unit) has m = 0.9^t m_0, subnormal after about 800 steps in float32,
+    and arithmetic on subnormal numbers takes a slow path in the CPU: with 28% of m subnormal,
+    as in the benchmark's step, this loop took 0.30 ms instead of 0.19 ms. The parameter
+    moves by less than ``step * tiny / eps`` either way, far below its rounding.
+    """
     t = p.dtype.type  # scalars of the arrays' dtype: float32 arithmetic stays float32
-    _adam(p, g, m, v, t(1 - b1), t(1 - b2), t(step), t(eps))
+    tiny = t(get_xp(p).finfo(p.dtype).tiny)
+    _adam(p, g, m, v, t(1 - b1), t(1 - b2), t(step), t(eps), tiny)
 
 
 def bias_relu(a: Array, b: Array, out: Array) -> Array:

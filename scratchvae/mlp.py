@@ -28,6 +28,9 @@ from .params import Workspace, scratch
 
 Array = Any
 
+# per layer: parameters, dropout mask, and the workspace buffers of forward and backward
+_KEYS = ("W", "b", "dropout", "a", "h", "h_drop", "dh_drop", "da", "dx")
+
 
 def _bias_relu(a: Array, b: Array, out: Array) -> Array:
     """relu(a + b) into ``out``: :func:`scratchvae.compiled.bias_relu`, or one CuPy kernel."""
@@ -59,6 +62,8 @@ class MLP:
         self.init_name = init or default_init(activation)
         if self.init_name not in INITIALISERS:
             raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITIALISERS)}")
+        # the names forward and backward look up, built once: keys[i]["W"] == name(i, "W")
+        self.keys = [{what: self.name(i, what) for what in _KEYS} for i in range(self.n_layers)]
 
     @property
     def n_layers(self) -> int:
@@ -110,11 +115,11 @@ class MLP:
         cache = []
         h = x
         B = x.shape[0]
-        for i in range(self.n_layers):
-            W, b = params[self.name(i, "W")], params[self.name(i, "b")]
+        for i, key in enumerate(self.keys):
+            W, b = params[key["W"]], params[key["b"]]
             hidden = i < self.n_layers - 1
-            a_out = scratch(ws, self.name(i, "a"), (B, W.shape[1]))
-            h_out = scratch(ws, self.name(i, "h"), (B, W.shape[1])) if hidden else None
+            a_out = scratch(ws, key["a"], (B, W.shape[1]))
+            h_out = scratch(ws, key["h"], (B, W.shape[1])) if hidden else None
             if hidden and self._fused_relu(h, a_out, h_out):
                 # the same two ops, fast: x @ W by BLAS, then bias + ReLU in one pass
                 a = get_xp(h).matmul(h, W, out=a_out)
@@ -126,9 +131,9 @@ class MLP:
                     cache.append((dense_cache, None, None))
                     return a, cache
                 h, act_cache = self.act.forward(a, out=h_out)
-            mask = masks.get(self.name(i, "dropout")) if masks else None
+            mask = masks.get(key["dropout"]) if masks else None
             if mask is not None:
-                h, _ = dropout_forward(h, mask, out=scratch(ws, self.name(i, "h_drop"), h.shape))
+                h, _ = dropout_forward(h, mask, out=scratch(ws, key["h_drop"], h.shape))
             cache.append((dense_cache, act_cache, mask))
         raise AssertionError("unreachable")
 
@@ -158,13 +163,14 @@ class MLP:
         dh = dout
         for i in reversed(range(self.n_layers)):
             dense_cache, act_cache, mask = cache[i]
-            db = grads[self.name(i, "b")]
+            key = self.keys[i]
+            db = grads[key["b"]]
             bias_done = False
             if i < self.n_layers - 1:  # undo dropout, then the activation: da = dh * act'(a)
                 if mask is not None:
-                    dh_drop = scratch(ws, self.name(i, "dh_drop"), dh.shape)
+                    dh_drop = scratch(ws, key["dh_drop"], dh.shape)
                     dh = dropout_backward(mask, dh, out=dh_drop)
-                da = scratch(ws, self.name(i, "da"), dh.shape)
+                da = scratch(ws, key["da"], dh.shape)
                 if self._compiled_relu(act_cache, dh, db, da):
                     # the same two ops, fast: ReLU's backward and the bias gradient in one pass
                     dh, bias_done = compiled.relu_backward_bias_grad(act_cache, dh, da, db), True
@@ -172,13 +178,13 @@ class MLP:
                     dh = self.act.backward(act_cache, dh, out=da)
             want_dx = need_dx or i > 0
             dh, _, _ = dense_backward(
-                params[self.name(i, "W")],
+                params[key["W"]],
                 dense_cache,
                 dh,
-                out_dW=grads[self.name(i, "W")],
+                out_dW=grads[key["W"]],
                 out_db=db,
                 need_dx=want_dx,
-                out_dx=scratch(ws, self.name(i, "dx"), dense_cache.shape) if want_dx else None,
+                out_dx=scratch(ws, key["dx"], dense_cache.shape) if want_dx else None,
                 need_db=not bias_done,
             )
         return dh

@@ -50,6 +50,26 @@ def test_adam_kernel_equals_adam_chunk(n: int, dtype: str, t: int, seed: int) ->
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * 1e-3)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_adam_kernel_sets_subnormal_moments_to_zero(dtype: str) -> None:
+    """A zero gradient decays m geometrically into subnormal numbers (slow arithmetic); the
+    kernel stores zero instead, and the parameters move as NumPy's update moves them."""
+    tiny = np.finfo(dtype).tiny
+    p = np.ones(6, dtype)
+    g = np.array([0, 0, 0, 1e-3, -1e-3, 0], dtype)
+    m = np.array([tiny * 2, tiny / 4, -tiny / 4, 0, 0, 0.5], dtype)  # two subnormal, one normal
+    v = np.array([1e-6, tiny / 2, 1e-6, 0, 0, 1e-6], dtype)  # one subnormal
+    want = [a.copy() for a in (p, m, v)]
+    adam_chunk(want[0], g, want[1], want[2], np.empty_like(p), 0.9, 0.999, 1e-3, 1e-8)
+    compiled.adam(p, g, m, v, 0.9, 0.999, 1e-3, 1e-8)
+    assert not np.any((m != 0) & (np.abs(m) < tiny)) and not np.any((v != 0) & (v < tiny))
+    assert m[1] == m[2] == 0 and v[1] == 0  # were subnormal after the update
+    assert m[0] >= tiny  # 0.9 * 2 tiny = 1.8 tiny: still normal, kept
+    np.testing.assert_allclose(p, want[0], rtol=0, atol=np.finfo(dtype).eps)
+    np.testing.assert_allclose(m, want[1], rtol=0, atol=tiny)
+    np.testing.assert_allclose(v, want[2], rtol=0, atol=tiny)
+
+
 def test_adam_uses_the_kernel_on_a_param_store_and_matches_numpy(kernels_on, monkeypatch) -> None:
     calls = []
     monkeypatch.setattr(compiled, "_adam", _counting(compiled._adam, calls))
