@@ -178,6 +178,11 @@ def is_cupy(a: Any) -> bool:
     return _is_cupy_array(a)
 
 
+def is_numpy(a: Any) -> bool:
+    """True for a NumPy array (not a subclass such as a memmap or a matrix)."""
+    return type(a) is np.ndarray
+
+
 def to_numpy(a: Any) -> Any:
     """Copy a backend array (or scalar) to a NumPy array on the host. Boundaries only."""
     if _is_cupy_array(a):

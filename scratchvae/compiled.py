@@ -31,9 +31,7 @@ import math
 import os
 from typing import Any
 
-from numpy import ndarray
-
-from .backend import Backend, get_xp
+from .backend import Backend, get_xp, is_numpy
 
 Array = Any
 
@@ -55,7 +53,7 @@ def applies(*arrays: Array) -> bool:
     """True when the kernels are on and every array is a C-contiguous NumPy array."""
     if not ENABLED:
         return False
-    return all(type(a) is ndarray and a.flags.c_contiguous for a in arrays)
+    return all(is_numpy(a) and a.flags.c_contiguous for a in arrays)
 
 
 if numba is not None:
