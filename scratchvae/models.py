@@ -89,7 +89,7 @@ class Likelihood:
         computed in the same pass as the loss)."""
         if self.kind == "bernoulli":
             dout = scratch(ws, "lik.dout", out.shape)
-            work = scratch(ws, "lik.work", (2, *out.shape))
+            work = None if is_cupy(out) else scratch(ws, "lik.work", (2, *out.shape))  # GPU: none
             return bernoulli_nll_and_grad(out, x, out=dout, work=work)
         return self.nll(out, x), None
 
