@@ -7,7 +7,7 @@ the same arithmetic per element in one loop that LLVM vectorises:
 * :func:`adam`: about five times faster for float32 (0.19 vs 1.0 ms for the 650k parameters of
   the MNIST VAE, one core);
 * :func:`bias_relu` and :func:`relu_backward_bias_grad`: a dense layer's bias with its ReLU,
-  forward and backward;
+  forward and backward; :func:`column_sum`, the bias gradient of a layer without ReLU;
 * :func:`bernoulli_nll_and_grad`: the Bernoulli loss and its gradient, after NumPy has computed
   the ``exp`` and ``log1p`` (NumPy's are vectorised; Numba calls a scalar libm function per
   element, and a kernel doing those itself was 4x slower than NumPy);
@@ -98,6 +98,14 @@ if numba is not None:
                 da[r, c] = d
                 db[c] += d
 
+    @_jit
+    def _column_sum(a, out):  # noqa: ANN001, ANN202 - compiled
+        # out = sum_B a   (B, H) -> (H,): row after row, in NumPy's order for axis=0
+        out[:] = a.dtype.type(0)
+        for r in range(a.shape[0]):
+            for c in range(a.shape[1]):
+                out[c] += a[r, c]
+
     # reassociating the float sum (its only fast-math flag) lets LLVM vectorise the loop
     @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
     def _bernoulli_nll_and_grad(logits, x, e, log1p_e, dlogits, inv_b):  # noqa: ANN001, ANN202
@@ -178,6 +186,13 @@ def relu_backward_bias_grad(y: Array, dy: Array, out: Array, out_db: Array) -> A
     return out
 
 
+def column_sum(a: Array, out: Array) -> Array:
+    """``a.sum(axis=0)`` into ``out`` (a dense layer's bias gradient): the same additions in the
+    same order as NumPy's, without its reduction machinery (5.7 vs 12.4 us at 128 x 784)."""
+    _column_sum(a, out)
+    return out
+
+
 def bernoulli_nll_and_grad(
     logits: Array, x: Array, e: Array, log1p_e: Array, dlogits: Array
 ) -> Array:
@@ -220,6 +235,7 @@ def warm_up(dtype: str = "float32") -> None:
     adam(v, v.copy(), v.copy(), v.copy(), 0.9, 0.999, 1e-3, 1e-8)
     bias_relu(a, b, out=a.copy())
     relu_backward_bias_grad(a, a.copy(), a.copy(), b.copy())
+    column_sum(a, b.copy())
     bernoulli_nll_and_grad(a, a.copy(), a.copy(), a.copy(), a.copy())
     h, eps = bk.zeros((2, 4)), bk.zeros((2, 2))
     latent_forward(h, eps, eps.copy(), eps.copy())

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from scratchvae import compiled
 from scratchvae.activations import relu_backward, relu_forward
 from scratchvae.backend import Backend
+from scratchvae.layers import dense_backward
 from scratchvae.losses import bernoulli_nll_and_grad, gaussian_kl, gaussian_kl_backward
 from scratchvae.models import VAE
 from scratchvae.optim import Adam, adam_chunk
@@ -197,6 +198,32 @@ def test_latent_kernels_equal_the_numpy_ops(B, L, dtype, logvar_scale, kl_weight
     np.testing.assert_allclose(got, want, rtol=10 * tol, atol=10 * tol * np.abs(want).max())
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    B=st.integers(1, 40),
+    H=st.integers(1, 60),
+    dtype=st.sampled_from(["float32", "float64"]),
+    seed=st.integers(0, 2**16),
+)
+def test_column_sum_is_numpys_sum_over_rows_bit_for_bit(B, H, dtype, seed) -> None:
+    a = (np.random.default_rng(seed).standard_normal((B, H)) * 1e3).astype(dtype)
+    a[-1, 0] = np.nan
+    got = compiled.column_sum(a, np.empty(H, dtype))
+    np.testing.assert_array_equal(got, a.sum(axis=0))
+
+
+def test_dense_backward_uses_the_column_sum_for_its_bias(kernels_on, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(compiled, "_column_sum", _counting(compiled._column_sum, calls))
+    x, dy, W = np.ones((4, 3)), np.arange(8.0).reshape(4, 2), np.ones((3, 2))
+    _, _, db = dense_backward(W, x, dy, out_db=np.empty(2))
+    assert calls == [8]
+    np.testing.assert_array_equal(db, [12.0, 16.0])
+    _, _, db = dense_backward(W, x, dy)  # no buffer given: NumPy allocates it
+    assert calls == [8]
+    np.testing.assert_array_equal(db, [12.0, 16.0])
+
+
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -235,6 +262,7 @@ def test_warm_up_compiles_every_kernel_for_the_dtype(kernels_on) -> None:
         compiled._bernoulli_nll_and_grad,
         compiled._latent_forward,
         compiled._latent_backward,
+        compiled._column_sum,
     )
     for kernel in kernels:
         assert any("float64" in str(sig) for sig in kernel.signatures)
