@@ -1,4 +1,4 @@
-"""A backprop trace: one VAE training step written out op by op, from the loss back to the input.
+"""A backprop trace: one training step written out op by op, from the loss back to the input.
 
 :func:`trace_step` replays ``VAE.forward`` / ``VAE.backward`` with the op functions themselves
 (``dense_*``, the activations, ``dropout_*``, ``reparam_*``, the losses), in the same order and
@@ -13,6 +13,10 @@ on copies of its inputs, and its backward is compared with :func:`~scratchvae.gr
 numerical_vjp` (central differences) along the same upstream gradient; the row shows the
 maximum relative error (~1e-8 or less when the backward is right).
 
+Plain, denoising and sparse auto-encoders are traced the same way: the denoising AE's encoder
+reads the corrupted x~ while its loss compares with the clean x; the sparse AE adds the sigmoid
+code and its sparsity penalty's branch.
+
 :func:`format_trace` prints the rows as a table a student reads top to bottom: the loss first,
 the input last. ``scratchvae trace`` (see :func:`add_arguments`, :func:`run_cli`) prints it for
 the default VAE on the embedded digits.
@@ -25,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .activations import Activation
+from .activations import Activation, get_activation
 from .backend import Backend, get_backend, get_xp, to_numpy
 from .gradcheck import assert_close, numerical_vjp
 from .layers import dense_backward, dense_forward, dropout_backward, dropout_forward
@@ -36,11 +40,13 @@ from .losses import (
     gaussian_kl_backward,
     gaussian_nll,
     gaussian_nll_backward,
+    sparsity_kl,
+    sparsity_kl_backward,
     squared_error,
     squared_error_backward,
 )
 from .mlp import MLP
-from .models import AE, VAE
+from .models import AE, VAE, DenoisingAE, SparseAE
 from .reparam import reparam_backward, reparam_forward
 
 Array = Any
@@ -374,8 +380,8 @@ def trace_step(
     (drawn from the model's backend when None). Raises AssertionError if the replayed gradients
     differ from ``model.loss_and_grads(x, noise)``.
     """
-    if not (isinstance(model, VAE) or type(model) is AE):
-        raise TypeError(f"trace_step supports VAE and AE models, got {type(model).__name__}")
+    if type(model) not in (AE, DenoisingAE, SparseAE, VAE):
+        raise TypeError(f"trace_step supports AE, DAE, SAE and VAE, got {type(model).__name__}")
     x = model.backend.asarray(x)
     if x.ndim != 2 or x.shape[1] != model.n_features:
         raise ValueError(f"expected x of shape (batch, {model.n_features}), got {tuple(x.shape)}")
@@ -392,6 +398,8 @@ def trace_step(
     grads: dict[str, Array] = {}
     if isinstance(model, VAE):
         _trace_vae(tr, model, x, noise, grads)
+    elif isinstance(model, SparseAE):
+        _trace_sae(tr, model, x, noise, grads)
     else:
         _trace_ae(tr, model, x, noise, grads)
     _assert_matches_model(model, x, noise, grads)
@@ -496,16 +504,84 @@ def _trace_vae(tr: _Tracer, model: VAE, x: Array, noise: Mapping, grads: dict) -
 
 
 def _trace_ae(tr: _Tracer, model: AE, x: Array, noise: Mapping, grads: dict) -> None:
+    """A plain AE, or a denoising AE: the encoder reads the corrupted x~, the loss the clean x
+    (the corruption has no parameters, so the backward ends at x~)."""
     p = model.params
-    code, enc = _mlp_forward(model.encoder, p, x, noise)
+    denoising = isinstance(model, DenoisingAE)
+    x_in = model._corrupt(x, noise) if denoising else x  # x~ = x + s n, or x * mask
+    code, enc = _mlp_forward(model.encoder, p, x_in, noise)
     out, dec = _mlp_forward(model.decoder, p, code, noise)
     recon = model.lik.nll(out, x)
-    tr.add(
-        "loss = recon", "loss", [recon], recon, "dL/drecon", model.xp.asarray(1.0), "dL/drecon = 1"
-    )
+    rule = "dL/drecon = 1" + ("  (recon of the CLEAN x from the corrupted x~)" if denoising else "")
+    tr.add("loss = recon", "loss", [recon], recon, "dL/drecon", model.xp.asarray(1.0), rule)
     dout = _lik_backward(tr, model, out, x)
     dcode = _mlp_backward(tr, model.decoder, p, grads, dec, dout, "code")
-    _mlp_backward(tr, model.encoder, p, grads, enc, dcode, "x")
+    _mlp_backward(tr, model.encoder, p, grads, enc, dcode, "x~" if denoising else "x")
+
+
+def _trace_sae(tr: _Tracer, model: SparseAE, x: Array, noise: Mapping, grads: dict) -> None:
+    """The sparse AE: code h = sigmoid(encoder(x)), loss = recon + beta * sparsity_kl(h)."""
+    p, beta, rho, xp = model.params, model.beta, model.rho, model.xp
+    # ---- forward, as SparseAE.forward
+    a, enc = _mlp_forward(model.encoder, p, x, noise)  # (B, latent), pre-activation
+    sigmoid = get_activation("sigmoid")
+    h = sigmoid.forward(a)[0]  # the sparse code, in (0, 1)
+    out, dec = _mlp_forward(model.decoder, p, h, noise)
+    recon, sparsity = model.lik.nll(out, x), sparsity_kl(h, rho)
+    loss = recon + beta * sparsity
+    # ---- backward, loss first
+    tr.add(
+        "loss = recon + beta * sparsity",
+        "loss",
+        [recon, sparsity],
+        loss,
+        "dL/dloss",
+        xp.asarray(1.0),
+        f"dL/drecon = 1;  dL/dsparsity = beta = {beta:g}",
+    )
+    dout = _lik_backward(tr, model, out, x)
+    dh_dec = _mlp_backward(tr, model.decoder, p, grads, dec, dout, "h")
+    dh_sp = sparsity_kl_backward(h, rho)
+    tr.add(
+        "sparsity_kl_backward",
+        "sparsity -> h",
+        [h],
+        sparsity,
+        "dP/dh",
+        dh_sp,
+        f"dh = (-rho/r + (1-rho)/(1-r)) / B,  r = mean_B h, rho = {rho:g}  (times beta)",
+        checker=_sparsity_check(h, rho),
+    )
+    dh = dh_dec + beta * dh_sp
+    tr.add(
+        "sum of branches",
+        "h",
+        [dh_dec, dh_sp],
+        h,
+        "dL/dh",
+        dh,
+        "dL/dh = dh (via decoder) + beta dP/dh",
+    )
+    da = sigmoid.backward(h, dh)
+    tr.add(
+        "sigmoid_backward",
+        "h -> encoder out",
+        [a],
+        h,
+        "dL/da",
+        da,
+        "da = dh * h (1 - h)",
+        checker=_act_check(sigmoid, a, dh, da),
+    )
+    _mlp_backward(tr, model.encoder, p, grads, enc, da, "x")
+
+
+def _sparsity_check(h: Array, rho: float) -> Check:
+    def run() -> float:
+        h64 = _f64(h)
+        return _vjp_err(lambda v: sparsity_kl(v, rho), h64, 1.0, sparsity_kl_backward(h64, rho))
+
+    return run
 
 
 def _assert_matches_model(model: AE, x: Array, noise: Mapping, grads: dict) -> None:
@@ -539,7 +615,9 @@ def format_trace(rows: list[TraceRow]) -> str:
     """A table read top to bottom: the loss first, the input last; parameter gradients indented
     under the dense layer that produced them."""
     checked = any(r.rel_err is not None for r in rows)
-    head = f"{'#':>3}  {'op':<26}{'at':<17}{'forward in -> out':<26}{'gradient':<22}"
+    w_op = max([26, *(len(r.op) + 2 for r in rows)])  # the op column fits the longest op
+    w_at = max([17, *(len(r.at) + 2 for r in rows)])
+    head = f"{'#':>3}  {'op':<{w_op}}{'at':<{w_at}}{'forward in -> out':<26}{'gradient':<22}"
     head += f"{'shape':<12}{'norm':>10}" + (f"{'rel.err':>10}" if checked else "") + "   rule"
     lines = [head, "-" * len(head)]
     for i, r in enumerate(rows, 1):
@@ -550,11 +628,11 @@ def format_trace(rows: list[TraceRow]) -> str:
             else (f"{r.rel_err:>10.1e}" if r.rel_err is not None else " " * 9 + "-")
         )
         lines.append(
-            f"{i:>3}  {r.op:<26}{r.at:<17}{fwd:<26}{r.grad:<22}{_shape(r.grad_shape):<12}"
-            f"{r.grad_norm:>10.4g}{err}   {r.rule}"
+            f"{i:>3}  {r.op:<{w_op}}{r.at:<{w_at}}{fwd:<26}{r.grad:<22}"
+            f"{_shape(r.grad_shape):<12}{r.grad_norm:>10.4g}{err}   {r.rule}"
         )
         for name, (shape, norm) in r.params.items():
-            pad = " " * (5 + 26 + 17 + 26)
+            pad = " " * (5 + w_op + w_at + 26)
             lines.append(f"{pad}{'dL/d' + name:<22}{_shape(shape):<12}{norm:>10.4g}")
     return "\n".join(lines)
 

@@ -8,7 +8,7 @@ import pytest
 import scratchvae.trace as trace_mod
 from scratchvae.activations import Activation, relu_forward
 from scratchvae.backend import Backend
-from scratchvae.models import AE, VAE, DenoisingAE
+from scratchvae.models import AE, VAE, DenoisingAE, SparseAE
 from scratchvae.trace import _act_check, add_arguments, format_trace, run_cli, trace_step
 
 CHECKED_OPS = ("_backward",)  # every row whose op is a library backward function gets checked
@@ -105,13 +105,40 @@ def test_plain_ae_is_traced_and_other_models_are_refused():
     rows = trace_step(ae, bk.uniform((3, 10)), check=True)
     assert rows[0].op == "loss = recon" and rows[-1].grad == "dL/dx"
     assert [r.grad for r in rows if r.op == "dense_backward"][1] == "dL/dcode"
-    with pytest.raises(TypeError, match="supports VAE and AE"):
-        trace_step(DenoisingAE(10, hidden=(6,), latent=2, backend=bk), bk.uniform((3, 10)))
+
+    class CustomAE(AE):  # a model the trace does not know how to replay
+        pass
+
+    with pytest.raises(TypeError, match="supports AE, DAE, SAE and VAE, got CustomAE"):
+        trace_step(CustomAE(10, hidden=(6,), latent=2, backend=bk), bk.uniform((3, 10)))
     with pytest.raises(ValueError, match=r"shape \(batch, 10\)"):
         trace_step(ae, bk.uniform((3, 4)))
     vae, x = _vae()
     with pytest.raises(ValueError, match="'eps' of shape \\(4, 3\\)"):
         trace_step(vae, x, {"eps": bk.normal((4, 2))})
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "mask"])
+def test_denoising_ae_is_traced_from_the_clean_loss_to_the_corrupted_input(noise):
+    bk = Backend("numpy", "float64", seed=4)
+    dae = DenoisingAE(10, hidden=(6,), latent=3, noise=noise, dropout=0.2, backend=bk)
+    rows = trace_step(dae, bk.uniform((5, 10)), check=True)  # matches dae.loss_and_grads
+    assert "CLEAN x" in rows[0].rule and rows[-1].grad == "dL/dx~"
+    checked = [r for r in rows if r.op.endswith(CHECKED_OPS)]
+    assert checked and all(r.rel_err is not None and r.rel_err < 1e-6 for r in checked)
+
+
+def test_sparse_ae_trace_has_the_sparsity_and_sigmoid_rows():
+    bk = Backend("numpy", "float64", seed=5)
+    sae = SparseAE(10, hidden=(6,), latent=4, rho=0.1, beta=2.0, backend=bk)
+    rows = trace_step(sae, bk.uniform((6, 10)), check=True)  # matches sae.loss_and_grads
+    ops = [r.op for r in rows]
+    assert ops[0] == "loss = recon + beta * sparsity" and rows[-1].grad == "dL/dx"
+    i = ops.index("sparsity_kl_backward")
+    assert ops[i + 1 : i + 3] == ["sum of branches", "sigmoid_backward"]
+    assert rows[i - 1].grad == "dL/dh"  # the decoder's branch arrives first
+    checked = [r for r in rows if r.op.endswith(CHECKED_OPS)]
+    assert all(r.rel_err is not None and r.rel_err < 1e-6 for r in checked)
 
 
 def test_format_trace_reads_from_loss_to_input():
