@@ -26,6 +26,7 @@ from .losses import (
     bernoulli_nll,
     bernoulli_nll_and_grad,
     bernoulli_nll_backward,
+    bernoulli_work_needed,
     gaussian_kl,
     gaussian_kl_backward,
     gaussian_nll,
@@ -89,7 +90,8 @@ class Likelihood:
         computed in the same pass as the loss)."""
         if self.kind == "bernoulli":
             dout = scratch(ws, "lik.dout", out.shape)
-            work = None if is_cupy(out) else scratch(ws, "lik.work", (2, *out.shape))  # GPU: none
+            needed = bernoulli_work_needed(out)  # not on a GPU, nor for compiled float32
+            work = scratch(ws, "lik.work", (2, *out.shape)) if needed else None
             return bernoulli_nll_and_grad(out, x, out=dout, work=work)
         return self.nll(out, x), None
 

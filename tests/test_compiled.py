@@ -131,6 +131,69 @@ def test_bernoulli_kernel_equals_numpy(B, D, dtype, scale, seed) -> None:
     np.testing.assert_allclose(grad_c, grad_n, rtol=10 * rtol, atol=rtol * np.abs(grad_n).max())
 
 
+def _ulps(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """|got - exact| in units of the float32 spacing at the exact value."""
+    spacing = np.spacing(exact.astype(np.float32)).astype(np.float64)
+    return np.abs(got.astype(np.float64) - exact) / spacing
+
+
+def test_float32_exp_and_log1p_series_are_within_three_ulps() -> None:
+    """The kernel's own exp(-a) (range reduction + Taylor) and log1p(e) (atanh series), on a
+    grid of two million points against float64, as NumPy's own float32 functions are."""
+
+    @compiled.numba.njit
+    def series(a, e, lp):  # noqa: ANN001, ANN202
+        for i in range(a.size):
+            e[i] = compiled._exp_minus(a[i])
+            lp[i] = compiled._log1p_unit(e[i])
+
+    a = np.linspace(0, 87, 2_000_001, dtype=np.float32)
+    e, lp = np.empty_like(a), np.empty_like(a)
+    series(a, e, lp)
+    exact_e = np.exp(-a.astype(np.float64))
+    assert _ulps(e, exact_e).max() < 3
+    exact_lp = np.log1p(e.astype(np.float64))  # log1p of the float32 e it was given
+    assert _ulps(lp, exact_lp).max() < 3
+    assert e[0] == 1 and lp[0] == np.float32(np.log(2))
+
+
+def test_float32_bernoulli_kernel_at_the_edges_of_its_range() -> None:
+    """Past exp(-87) the kernel's e is 0 (NumPy's is subnormal, <= 1.2e-38, or 0); infinite
+    logits give the limits of the loss and gradient; NaN stays NaN."""
+    logits = np.array(
+        [[0.0, -0.0, 86.9, -86.9, 87.0, -87.0, 88.0, -88.0, 104.0, -104.0, 3e38, -3e38]],
+        dtype=np.float32,
+    )
+    x = np.array([[0, 1, 0, 1, 1, 0, 0, 1, 1, 0, 1, 0]], dtype=np.float32)
+    grad = np.empty_like(logits)
+    loss = compiled.bernoulli_nll_and_grad(logits, x, grad)
+    l64 = logits.astype(np.float64)
+    exact_loss = (np.logaddexp(0, l64) - x * l64).sum()
+    np.testing.assert_allclose(float(loss), exact_loss, rtol=1e-6)
+    with np.errstate(over="ignore"):
+        exact_grad = 1 / (1 + np.exp(-l64)) - x
+    np.testing.assert_allclose(grad, exact_grad, rtol=1e-6, atol=1e-44)  # atol: 88 and -88
+    for bad, loss_limit, grad_limit in ((np.inf, np.nan, 0), (-np.inf, np.inf, -1)):
+        logits[0, 3] = bad  # x = 1: softplus(l) - l is 0 - inf or inf - inf in the limit
+        loss = compiled.bernoulli_nll_and_grad(logits, x, grad)
+        np.testing.assert_equal(float(loss), loss_limit)
+        assert grad[0, 3] == grad_limit
+    logits[0, 3] = np.nan
+    loss = compiled.bernoulli_nll_and_grad(logits, x, grad)
+    assert np.isnan(float(loss)) and np.isnan(grad[0, 3]) and np.isfinite(np.delete(grad, 3)).all()
+
+
+def test_float32_bernoulli_needs_no_work_buffer(kernels_on) -> None:
+    from scratchvae.losses import bernoulli_work_needed
+
+    assert not bernoulli_work_needed(np.zeros((2, 3), np.float32))
+    assert bernoulli_work_needed(np.zeros((2, 3), np.float64))
+    assert bernoulli_work_needed(np.zeros((2, 3), np.float32)[:, :2])  # not contiguous: NumPy
+    vae = VAE(12, [8], 2, backend=Backend("numpy", "float32"))
+    vae.loss_and_grads(np.zeros((4, 12), np.float32))
+    assert "lik.work" not in vae.workspace._arrays
+
+
 def test_bernoulli_loss_takes_its_buffers_and_refuses_a_wrong_work_shape() -> None:
     rng = np.random.default_rng(0)
     logits, x = rng.standard_normal((3, 5)), (rng.random((3, 5)) < 0.5).astype(float)
@@ -266,5 +329,8 @@ def test_warm_up_compiles_every_kernel_for_the_dtype(kernels_on) -> None:
     )
     for kernel in kernels:
         assert any("float64" in str(sig) for sig in kernel.signatures)
+    compiled.warm_up("float32")
+    for kernel in (*kernels[:3], compiled._bernoulli_nll_and_grad_f32, *kernels[4:]):
+        assert any("float32" in str(sig) for sig in kernel.signatures)
     compiled.ENABLED = False
     compiled.warm_up("float32")  # a no-op, no error
