@@ -153,7 +153,8 @@ def cupy_available() -> bool:
 
 
 def _is_cupy_array(a: Any) -> bool:
-    return type(a).__module__.startswith("cupy")
+    t = type(a)
+    return t is not np.ndarray and t.__module__.startswith("cupy")  # the common case first
 
 
 def get_xp(*arrays: Any) -> ModuleType:

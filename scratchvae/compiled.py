@@ -60,7 +60,10 @@ def applies(*arrays: Array) -> bool:
     """True when the kernels are on and every array is a C-contiguous NumPy array."""
     if not ENABLED:
         return False
-    return all(is_numpy(a) and a.flags.c_contiguous for a in arrays)
+    for a in arrays:  # a loop, not all(...): called a dozen times a training step
+        if not (is_numpy(a) and a.flags.c_contiguous):
+            return False
+    return True
 
 
 if numba is not None:

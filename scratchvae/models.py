@@ -129,8 +129,7 @@ class Model:
             backend = get_backend("numpy", "float32", seed=0 if seed is None else seed)
         self.backend = backend
         self.xp = backend.xp
-        self.params = ParamStore(self._shapes(), backend)
-        self.grads = self.params.like()
+        self.params, self.grads = ParamStore.with_gradients(self._shapes(), backend)
         self.workspace = Workspace(backend)  # loss_and_grads' reused buffers
         for net in self._nets():
             net.init_params(self.params, backend)

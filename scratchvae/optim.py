@@ -161,12 +161,29 @@ class Adam(Optimizer):
         self.fused = bool(fused)  # False: the readable reference update (same result to rounding)
 
     def _update(self, key: str, p: Array, g: Array) -> None:
-        m = self._buffer(f"m.{key}", p)
-        v = self._buffer(f"v.{key}", p)
+        m, v = self._moments(key, p)
         if self.fused:
             self._update_fused(key, p, g, m, v)
         else:
             self._update_reference(p, g, m, v)
+
+    def _moments(self, key: str, p: Array) -> tuple[Array, Array]:
+        """(m, v) for the parameter ``key``, zero at first: the two rows of one allocation,
+        for the huge pages of :meth:`scratchvae.params.ParamStore.with_gradients`."""
+        m, v = self.state.get(f"m.{key}"), self.state.get(f"v.{key}")
+        if m is None or v is None:
+            both = get_xp(p).zeros((2, *p.shape), dtype=p.dtype)
+            m = self.state[f"m.{key}"] = both[0]
+            v = self.state[f"v.{key}"] = both[1]
+        return m, v
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        for key in [k[2:] for k in self.state if k.startswith("m.")]:
+            m, v = self.state[f"m.{key}"], self.state.get(f"v.{key}")
+            if v is not None and m.shape == v.shape and m.dtype == v.dtype:
+                both = get_xp(m).stack([m, v])  # one allocation again, as _moments makes
+                self.state[f"m.{key}"], self.state[f"v.{key}"] = both[0], both[1]
 
     def _update_reference(self, p: Array, g: Array, m: Array, v: Array) -> None:
         """The update as written in the paper (the readable version; temporaries allocated)."""

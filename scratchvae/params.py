@@ -19,11 +19,16 @@ Array = Any
 class ParamStore(Mapping):
     """An ordered mapping ``name -> array view`` over one contiguous buffer ``flat``."""
 
-    def __init__(self, shapes: Mapping[str, tuple[int, ...]], backend: Backend) -> None:
+    def __init__(
+        self, shapes: Mapping[str, tuple[int, ...]], backend: Backend, flat: Array | None = None
+    ) -> None:
+        """Zero-filled, or over ``flat`` (a 1-d array of the total size, used as it is)."""
         self.shapes = {name: tuple(int(s) for s in shape) for name, shape in shapes.items()}
         self.backend = backend
         size = sum(math.prod(s) for s in self.shapes.values())
-        self.flat = backend.zeros(size)
+        if flat is not None and tuple(flat.shape) != (size,):
+            raise ValueError(f"flat must have shape ({size},), got {tuple(flat.shape)}")
+        self.flat = backend.zeros(size) if flat is None else flat
         self._views: dict[str, Array] = {}
         offset = 0
         for name, shape in self.shapes.items():
@@ -56,6 +61,20 @@ class ParamStore(Mapping):
     def like(self) -> ParamStore:
         """A zero-filled store with the same names and shapes (for gradients or state)."""
         return ParamStore(self.shapes, self.backend)
+
+    @classmethod
+    def with_gradients(
+        cls, shapes: Mapping[str, tuple[int, ...]], backend: Backend
+    ) -> tuple[ParamStore, ParamStore]:
+        """A zero-filled (params, grads) pair whose flat buffers are the two rows of one
+        allocation. Why one: NumPy asks Linux for transparent huge pages (2 MB instead of
+        4 KB) for an allocation of 4 MB or more, and the training step streams through the
+        parameters, the gradients and the optimizer's moments (10 MB for the MNIST VAE in
+        float32) every step; with huge pages that takes far fewer TLB misses (measured: about
+        1% of the CPU step, benchmarks/README.md)."""
+        size = sum(math.prod(int(n) for n in shape) for shape in shapes.values())
+        both = backend.zeros((2, size))
+        return cls(shapes, backend, flat=both[0]), cls(shapes, backend, flat=both[1])
 
     def copy(self) -> dict[str, Array]:
         """A dict of independent copies (the store's views are overwritten by later steps)."""

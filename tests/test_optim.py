@@ -168,6 +168,30 @@ def test_state_dict_round_trip_continues_identically(make) -> None:
     np.testing.assert_array_equal(model.params.flat, twin.params.flat)
 
 
+def test_params_grads_and_adam_moments_are_pairs_of_rows_of_one_allocation() -> None:
+    """One allocation each (NumPy asks for huge pages from 4 MB on); the rows stay separate
+    arrays, and a restored Adam pairs its moments again."""
+    bk = Backend("numpy", "float32", seed=0)
+    params, grads = ParamStore.with_gradients({"W": (3, 2), "b": (2,)}, bk)
+    assert params.flat.base is grads.flat.base and params.flat.base.shape == (2, 8)
+    assert params.flat.flags.c_contiguous and not np.shares_memory(params.flat, grads.flat)
+    params.flat[...] = 1.0
+    assert not grads.flat.any() and (params["W"] == 1).all()
+    grads.flat[...] = bk.normal((8,))
+    opt = Adam(0.1)
+    opt.step(params, grads)
+    m, v = opt.state["m.flat"], opt.state["v.flat"]
+    assert m.base is v.base and m.base.shape == (2, 8)
+    restored = Adam(0.1)
+    restored.load_state_dict(opt.state_dict())
+    m2, v2 = restored.state["m.flat"], restored.state["v.flat"]
+    assert m2.base is v2.base and not np.shares_memory(m2, m)
+    np.testing.assert_array_equal(m2, m)
+    np.testing.assert_array_equal(v2, v)
+    with pytest.raises(ValueError, match=r"flat must have shape \(8,\)"):
+        ParamStore({"W": (3, 2), "b": (2,)}, bk, flat=bk.zeros(7))
+
+
 def test_bad_hyperparameters_raise() -> None:
     with pytest.raises(ValueError, match="learning rate must be > 0"):
         Adam(lr=0.0)
