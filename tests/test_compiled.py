@@ -137,7 +137,7 @@ def _ulps(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
     return np.abs(got.astype(np.float64) - exact) / spacing
 
 
-def test_float32_exp_and_log1p_series_are_within_three_ulps() -> None:
+def test_float32_exp_and_log1p_series_are_within_two_ulps() -> None:
     """The kernel's own exp(-a) (range reduction + Taylor) and log1p(e) (atanh series), on a
     grid of two million points against float64, as NumPy's own float32 functions are."""
 
@@ -151,9 +151,9 @@ def test_float32_exp_and_log1p_series_are_within_three_ulps() -> None:
     e, lp = np.empty_like(a), np.empty_like(a)
     series(a, e, lp)
     exact_e = np.exp(-a.astype(np.float64))
-    assert _ulps(e, exact_e).max() < 3
+    assert _ulps(e, exact_e).max() < 1.5  # measured 0.93; NumPy's float32 exp: 2.4
     exact_lp = np.log1p(e.astype(np.float64))  # log1p of the float32 e it was given
-    assert _ulps(lp, exact_lp).max() < 3
+    assert _ulps(lp, exact_lp).max() < 2.5  # measured 1.87; NumPy's float32 log1p: 2.0
     assert e[0] == 1 and lp[0] == np.float32(np.log(2))
 
 
