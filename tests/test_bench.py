@@ -38,6 +38,11 @@ def test_quick_run_writes_json_markdown_and_plot(tmp_path, capsys) -> None:
         assert r["samples_per_s"] == pytest.approx(r["batch"] / t["median"])
     for row in res["summary"]:
         assert row["matmul_fraction"] == pytest.approx(row["matmul_ms"] / row["scratch_step_ms"])
+        fastest = {
+            r["impl"]: r["step_s"]["min"] for r in res["throughput"] if r["batch"] == row["batch"]
+        }
+        want = fastest["matmul-bound"] / fastest["scratchvae-numpy"]
+        assert row["matmul_fraction_best"] == pytest.approx(want)
         assert not any(k.startswith("speedup_vs_") for k in row)  # no reference was run
     assert res["equivalence"] == []
     (mem,) = res["memory"]
