@@ -8,12 +8,12 @@ the same arithmetic per element in one loop that LLVM vectorises:
   the MNIST VAE, one core);
 * :func:`bias_relu` and :func:`relu_backward_bias_grad`: a dense layer's bias with its ReLU,
   forward and backward; :func:`column_sum`, the bias gradient of a layer without ReLU;
-* :func:`bernoulli_nll_and_grad`: the Bernoulli loss and its gradient. In float32 the whole
-  loss is one pass, ``exp`` and ``log1p`` included, written out as textbook series (see
-  :func:`_exp_minus`, :func:`_log1p_unit`): Numba has no vectorised ``exp``/``log1p`` of its
-  own (it calls a scalar libm function per element, 4x slower than NumPy's), but these are
-  plain multiply-adds, which LLVM vectorises (0.067 vs 0.13 ms at 128 x 784, and no scratch
-  memory). In float64 NumPy computes ``exp`` and ``log1p`` first and the kernel does the rest;
+* :func:`bernoulli_nll_and_grad`: the Bernoulli loss and its gradient in one pass, ``exp`` and
+  ``log1p`` included, written out as textbook series (:func:`_exp_minus`, :func:`_log1p_unit`):
+  Numba has no vectorised ``exp``/``log1p`` of its own (it calls a scalar libm function per
+  element, 4x slower than NumPy's), but the series are plain multiply-adds, which LLVM
+  vectorises. At 128 x 784: 0.07 ms in float32 and 0.21 ms in float64, against 0.13 and 0.27
+  ms with NumPy's exp and log1p followed by a kernel, and no scratch memory;
 * :func:`latent_forward` and :func:`latent_backward`: the VAE's latent layer (the
   reparameterised sample and the Gaussian KL, forward and backward), a dozen small NumPy calls
   each, whose cost at (B, L) = (128, 20) is mostly the calls themselves.
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np  # numpy-boundary: Numba's kernels take NumPy arrays only
 
@@ -49,6 +49,48 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 # Numba present and not switched off with SCRATCHVAE_NUMBA=0. Tests flip it to run both paths.
 ENABLED: bool = numba is not None and os.environ.get("SCRATCHVAE_NUMBA", "1") != "0"
+
+
+class SeriesConstants(NamedTuple):
+    """The numbers of the Bernoulli kernel's ``exp`` and ``log1p`` (:func:`_exp_minus`,
+    :func:`_log1p_unit`), all of the arrays' dtype so that float32 arithmetic stays float32."""
+
+    inv_ln2: Any
+    ln2_hi: Any  # ln 2 = ln2_hi + ln2_lo (Cody & Waite): ln2_hi has trailing zero bits, so
+    ln2_lo: Any  # n * ln2_hi is exact for every n used, and n ln2 - a cancels exactly
+    arg_max: Any  # exp(-arg_max) is still a normal number; beyond it exp(-a) is taken as 0
+    half: Any
+    two: Any
+    exp_taylor: tuple  # 1 / k!:  exp(y) = sum_k y^k / k!  for |y| <= ln2 / 2
+    atanh_tail: tuple  # 1 / (2k + 1), k >= 1:  atanh(s) / s - 1 = s^2 / 3 + s^4 / 5 + ...
+
+
+def _series_constants(
+    dtype: Any, ln2_hi: float, ln2_lo: float, arg_max: float, n_exp: int, n_atanh: int
+) -> SeriesConstants:
+    t = np.dtype(dtype).type
+    return SeriesConstants(
+        t(1 / math.log(2)),
+        t(ln2_hi),
+        t(ln2_lo),
+        t(arg_max),
+        t(0.5),
+        t(2),
+        tuple(t(1 / math.factorial(k)) for k in range(n_exp)),
+        tuple(t(1 / (2 * k + 1)) for k in range(1, n_atanh + 1)),
+    )
+
+
+# Terms kept: truncation errors below the dtype's rounding. float32: Taylor to y^7 leaves
+# < 0.347^8 / 8! = 5e-9, the atanh series to s^12 leaves < 9^-7 / 15 = 1.4e-8 (s <= 1/3).
+# float64: to y^13, < 0.347^14 / 14! = 4e-18; to s^30, < 9^-16 / 33 = 2e-17. The ln 2 splits
+# are Cephes' (float32) and fdlibm's (float64).
+SERIES = {
+    "float32": _series_constants("float32", 0.693359375, -2.12194440e-4, 87.0, 8, 6),
+    "float64": _series_constants(
+        "float64", 6.93147180369123816490e-01, 1.90821492927058770002e-10, 708.0, 14, 15
+    ),
+}
 
 
 def enabled() -> bool:
@@ -117,55 +159,26 @@ if numba is not None:
                 out[c] += a[r, c]
 
     # reassociating the float sum (its only fast-math flag) lets LLVM vectorise the loop
-    @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
-    def _bernoulli_nll_and_grad(logits, x, e, log1p_e, dlogits, inv_b):  # noqa: ANN001, ANN202
-        # from e = exp(-|l|) and log1p(e) (NumPy's vectorised transcendentals), per element:
-        #   softplus(l) = max(l, 0) + log1p(e)          loss += softplus(l) - x l
-        #   sigmoid(l)  = 1 / (1 + e) if l >= 0, else e / (1 + e)     (no overflow; a small
-        #   dL/dl       = (sigmoid(l) - x) / B           sigmoid keeps its relative precision)
-        zero, one = logits.dtype.type(0), logits.dtype.type(1)
-        total = 0.0  # float64 over rows; each row's D terms summed in the array dtype
-        for r in range(logits.shape[0]):
-            row = zero
-            for c in range(logits.shape[1]):
-                li, ei, xi = logits[r, c], e[r, c], x[r, c]
-                row += max(li, zero) + log1p_e[r, c] - xi * li
-                dlogits[r, c] = ((one if li >= zero else ei) / (one + ei) - xi) * inv_b
-            total += row
-        return total * inv_b
-
-    # ------------------------------------------------------------ exp and log1p in float32
-    # Constants of the two series below, as float32 (numbers of the arrays' dtype keep the
-    # arithmetic float32). ln 2 = LN2_HI + LN2_LO with LN2_HI = 0.693359375 (nine significant
-    # bits): n * LN2_HI is exact for every n used here (Cody & Waite's range reduction).
-    _F32 = numba.float32
-    _LOG2E = _F32(1 / math.log(2))
-    _LN2_HI = _F32(0.693359375)
-    _LN2_LO = _F32(math.log(2) - 0.693359375)
-    # exp(-87) = 1.6e-38 is the last normal result; beyond it exp(-a) is taken as 0
-    _EXP_ARG_MAX = _F32(87.0)
-    # Taylor: exp(y) = sum_k y^k / k!  for |y| <= ln2 / 2, truncation < 0.35^8 / 8! = 5e-9
-    _EXP_TAYLOR = tuple(_F32(1 / math.factorial(k)) for k in range(8))
-    # atanh(s) / s - 1 = s^2 / 3 + s^4 / 5 + ...  for s <= 1/3, truncation < 9^-7 / 15 = 1.4e-8
-    _ATANH_TAIL = tuple(_F32(1 / (2 * k + 1)) for k in range(1, 7))
-
+    # ------------------------------------------------------------ exp and log1p, as series
     # "contract": a multiply and an add may become one fused multiply-add (one rounding
     # instead of two; Horner's rule is a chain of them)
     _series_jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
     @intrinsic
     def _pow2(typingctx, n):  # noqa: ANN001, ANN202 - compiled
-        """2^n for a whole float32 n in [-126, 127], from its IEEE 754 bit pattern: the biased
-        exponent n + 127 in bits 23-30, a zero mantissa. (Plain integer and bit operations,
-        so the loop around it still vectorises; ``math.ldexp`` would be a libm call.)"""
+        """2^n for a whole float n in the normal range, from its IEEE 754 bit pattern: the
+        biased exponent (n + 127 in bits 23-30 of a float32, n + 1023 in bits 52-62 of a
+        float64) over a zero mantissa. Plain integer and bit operations, so the loop around it
+        still vectorises; ``math.ldexp`` would be a libm call per element."""
+        bits, bias, shift = (32, 127, 23) if n == numba.float32 else (64, 1023, 52)
 
         def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-            int32 = llvm_ir.IntType(32)
-            biased = builder.add(builder.fptosi(args[0], int32), llvm_ir.Constant(int32, 127))
-            bits = builder.shl(biased, llvm_ir.Constant(int32, 23))
-            return builder.bitcast(bits, llvm_ir.FloatType())
+            int_t = llvm_ir.IntType(bits)
+            biased = builder.add(builder.fptosi(args[0], int_t), llvm_ir.Constant(int_t, bias))
+            pattern = builder.shl(biased, llvm_ir.Constant(int_t, shift))
+            return builder.bitcast(pattern, context.get_value_type(n))
 
-        return numba.float32(numba.float32), codegen
+        return n(n), codegen
 
     @_series_jit
     def _horner(coeffs, y):  # noqa: ANN001, ANN202 - compiled
@@ -176,41 +189,43 @@ if numba is not None:
         return acc
 
     @_series_jit
-    def _exp_minus(a):  # noqa: ANN001, ANN202 - compiled
-        # exp(-a) for float32 a in [0, 87]. Write a = n ln2 - y with n = round(a / ln2), so
+    def _exp_minus(a, c):  # noqa: ANN001, ANN202 - compiled
+        # exp(-a) for a in [0, c.arg_max]. Write a = n ln2 - y with n = round(a / ln2), so
         # |y| <= ln2 / 2, and exp(-a) = 2^-n exp(y): a power of two times a short Taylor series.
-        n = np.floor(a * _LOG2E + _F32(0.5))
-        y = (n * _LN2_HI - a) + n * _LN2_LO  # n ln2 - a, the large part cancelling exactly
-        return _horner(_EXP_TAYLOR, y) * _pow2(-n)
+        n = np.floor(a * c.inv_ln2 + c.half)
+        y = (n * c.ln2_hi - a) + n * c.ln2_lo  # n ln2 - a, the large part cancelling exactly
+        return _horner(c.exp_taylor, y) * _pow2(-n)
 
     @_series_jit
-    def _log1p_unit(e):  # noqa: ANN001, ANN202 - compiled
-        # log(1 + e) for float32 e in [0, 1]: 1 + e = (1 + s) / (1 - s) with s = e / (2 + e)
-        # in [0, 1/3], and log((1 + s) / (1 - s)) = 2 atanh(s) = 2s (1 + s^2/3 + s^4/5 + ...).
+    def _log1p_unit(e, c):  # noqa: ANN001, ANN202 - compiled
+        # log(1 + e) for e in [0, 1]: 1 + e = (1 + s) / (1 - s) with s = e / (2 + e) in
+        # [0, 1/3], and log((1 + s) / (1 - s)) = 2 atanh(s) = 2s (1 + s^2/3 + s^4/5 + ...).
         # The leading 2s is added last, so the series' rounding is that of a small correction.
-        s = e / (_F32(2) + e)
+        s = e / (c.two + e)
         s2 = s * s
-        return _F32(2) * s + _F32(2) * s * (s2 * _horner(_ATANH_TAIL, s2))
+        return c.two * s + c.two * s * (s2 * _horner(c.atanh_tail, s2))
 
     # fast-math flags: "reassoc" lets LLVM reorder the float sum (and so vectorise the loop),
     # "contract" fuses multiply-adds; they apply to this function's own arithmetic, while the
     # series it calls keep only "contract" (their range reduction must not be reordered)
     @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
-    def _bernoulli_nll_and_grad_f32(logits, x, dlogits, inv_b):  # noqa: ANN001, ANN202
-        # the float32 loss in one pass. Per element, with a = |l| and e = exp(-a) in (0, 1]:
+    def _bernoulli_nll_and_grad(logits, x, dlogits, inv_b, series):  # noqa: ANN001, ANN202
+        # the loss in one pass. Per element, with a = |l| and e = exp(-a) in (0, 1]:
         #   softplus(l) = max(l, 0) + log1p(e)          loss += softplus(l) - x l
         #   dL/dl = (sigmoid(l) - x) / B,  sigmoid(l) = 1 / (1 + e) if l >= 0, else e / (1 + e)
-        zero, one = _F32(0), _F32(1)
-        total = 0.0  # float64 over rows; each row's D terms summed in float32
+        # (no overflow either way, and a small sigmoid keeps its relative precision)
+        zero, one = logits.dtype.type(0), logits.dtype.type(1)
+        arg_max = series.arg_max
+        total = 0.0  # float64 over rows; each row's D terms summed in the array dtype
         for r in range(logits.shape[0]):
             row = zero
             for c in range(logits.shape[1]):
                 li, xi = logits[r, c], x[r, c]
                 a = abs(li)
-                e = _exp_minus(a if a <= _EXP_ARG_MAX else _EXP_ARG_MAX)  # NaN: the max
-                if not a <= _EXP_ARG_MAX:
-                    e = zero if a > _EXP_ARG_MAX else a  # underflow to 0; NaN stays NaN
-                row += max(li, zero) + _log1p_unit(e) - xi * li
+                e = _exp_minus(a if a <= arg_max else arg_max, series)  # NaN: arg_max too
+                if not a <= arg_max:
+                    e = zero if a > arg_max else a  # underflow to 0; NaN stays NaN
+                row += max(li, zero) + _log1p_unit(e, series) - xi * li
                 dlogits[r, c] = ((one if li >= zero else e) / (one + e) - xi) * inv_b
             total += row
         return total * inv_b
@@ -284,41 +299,26 @@ def column_sum(a: Array, out: Array) -> Array:
     return out
 
 
-def fuses_bernoulli(dtype: Any) -> bool:
-    """Whether the Bernoulli kernel does the whole loss itself (float32: ``exp`` and ``log1p``
-    in the loop) and so needs no ``work`` buffer; in float64 NumPy computes those two first."""
-    return np.dtype(dtype) == np.float32
+def bernoulli_applies(logits: Array, *arrays: Array) -> bool:
+    """:func:`applies`, and the logits are float32 or float64 (the dtypes of :data:`SERIES`)."""
+    return applies(logits, *arrays) and logits.dtype.name in SERIES
 
 
-def bernoulli_nll_and_grad(
-    logits: Array, x: Array, dlogits: Array, work: Array | None = None
-) -> Array:
+def bernoulli_nll_and_grad(logits: Array, x: Array, dlogits: Array) -> Array:
     """The Bernoulli loss (sum over D, mean over B), with its gradient written into ``dlogits``
-    (B, D): the arithmetic of :func:`scratchvae.losses.bernoulli_nll_and_grad` in one pass.
-
-    float32: one kernel, ``exp(-|l|)`` and ``log1p`` computed in it (:func:`_exp_minus`,
-    :func:`_log1p_unit`; within 0.93 and 1.9 units in the last place of the exact values, where
-    NumPy's float32 ``exp`` and ``log1p`` are within 2.4 and 2.0). Other dtypes: NumPy's
-    vectorised ``exp`` and ``log1p`` into ``work`` (2, B, D; allocated when None), then the rest
-    in one pass. ``dlogits`` may not be one of
-    the inputs, nor ``work`` (it would still be right, but unvectorised: when two arguments
-    may overlap LLVM cannot reorder their reads and writes; measured 4x slower). Returns a 0-d
-    array of the logits' dtype.
+    (B, D): the arithmetic of :func:`scratchvae.losses.bernoulli_nll_and_grad` in one pass,
+    ``exp(-|l|)`` and ``log1p`` included (:func:`_exp_minus`, :func:`_log1p_unit`: within 0.93
+    and 1.9 units in the last place of the exact values in float32, where NumPy's are within 2.4
+    and 1.8; in float64 within 0.85 and 1.9, NumPy's within 0.7 and 0.6).
+    ``dlogits`` may not be one of the inputs (it would still be right, but unvectorised: when
+    two arguments may overlap LLVM cannot reorder their reads and writes; measured 4x slower).
+    Returns a 0-d array of the logits' dtype.
     """
-    xp = get_xp(logits)
     t = logits.dtype.type
     x = x.astype(logits.dtype, copy=False)
-    inv_b = t(1.0 / logits.shape[0])
-    if fuses_bernoulli(logits.dtype):
-        total = _bernoulli_nll_and_grad_f32(logits, x, dlogits, inv_b)
-        return xp.asarray(total, dtype=logits.dtype)
-    work = xp.empty((2, *logits.shape), dtype=logits.dtype) if work is None else work
-    e = xp.abs(logits, out=work[0])
-    xp.negative(e, out=e)
-    xp.exp(e, out=e)  # e^{-|l|}, in (0, 1]
-    log1p_e = xp.log1p(e, out=work[1])  # softplus(l) - max(l, 0)
-    total = _bernoulli_nll_and_grad(logits, x, e, log1p_e, dlogits, inv_b)
-    return xp.asarray(total, dtype=logits.dtype)
+    constants = SERIES[logits.dtype.name]
+    total = _bernoulli_nll_and_grad(logits, x, dlogits, t(1.0 / logits.shape[0]), constants)
+    return get_xp(logits).asarray(total, dtype=logits.dtype)
 
 
 def latent_forward(h: Array, eps: Array, z: Array, sigma: Array) -> Array:

@@ -83,9 +83,8 @@ def bernoulli_nll_and_grad(
 
     Returns (loss, dL/dlogits (B, D)): the two functions above, sharing their softplus.
     ``out`` receives the gradient, ``work`` (2, B, D) is scratch; both allocated when not given.
-    With Numba, :func:`scratchvae.compiled.bernoulli_nll_and_grad` does the arithmetic in one
-    compiled pass (in float32 the exp and log1p too, and ``work`` is not used:
-    :func:`bernoulli_work_needed`).
+    With Numba, :func:`scratchvae.compiled.bernoulli_nll_and_grad` does it all in one compiled
+    pass, exp and log1p included, and ``work`` is not used (:func:`bernoulli_work_needed`).
     """
     xp = get_xp(logits)
     out = xp.empty_like(logits) if out is None else out
@@ -93,8 +92,8 @@ def bernoulli_nll_and_grad(
         return _cupy_bernoulli_nll_and_grad(logits, x, out)
     if work is not None and work.shape != (2, *logits.shape):
         raise ValueError(f"work must have shape (2, *logits.shape), got {tuple(work.shape)}")
-    if compiled.applies(logits, x, out) and (work is None or compiled.applies(work)):
-        return compiled.bernoulli_nll_and_grad(logits, x, out, work), out
+    if compiled.bernoulli_applies(logits, x, out):
+        return compiled.bernoulli_nll_and_grad(logits, x, out), out
     loss, sp = bernoulli_nll_with_softplus(
         logits, x, out=out, work=None if work is None else work[0]
     )
@@ -103,10 +102,9 @@ def bernoulli_nll_and_grad(
 
 def bernoulli_work_needed(logits: Array) -> bool:
     """Whether :func:`bernoulli_nll_and_grad` would use a ``work`` buffer for these logits:
-    not on CuPy, not in float32 with the compiled kernel (it keeps exp and log1p in registers)."""
-    if is_cupy(logits):
-        return False
-    return not (compiled.applies(logits) and compiled.fuses_bernoulli(logits.dtype))
+    only NumPy's path does (not CuPy's kernels, nor the compiled one, which keeps exp and log1p
+    in registers)."""
+    return not is_cupy(logits) and not compiled.bernoulli_applies(logits)
 
 
 def _cupy_bernoulli_nll_and_grad(logits: Array, x: Array, out: Array) -> tuple[Array, Array]:

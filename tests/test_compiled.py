@@ -132,47 +132,65 @@ def test_bernoulli_kernel_equals_numpy(B, D, dtype, scale, seed) -> None:
 
 
 def _ulps(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
-    """|got - exact| in units of the float32 spacing at the exact value."""
-    spacing = np.spacing(exact.astype(np.float32)).astype(np.float64)
-    return np.abs(got.astype(np.float64) - exact) / spacing
+    """|got - exact| in units of the spacing of got's dtype at the exact value."""
+    spacing = np.spacing(exact.astype(got.dtype)).astype(exact.dtype)
+    return np.abs(got.astype(exact.dtype) - exact) / spacing
 
 
-def test_float32_exp_and_log1p_series_are_within_two_ulps() -> None:
+EXTENDED = np.longdouble if np.finfo(np.longdouble).nmant > 52 else None  # x86: 64-bit mantissa
+
+
+@pytest.mark.parametrize(
+    "dtype,exact_dtype,arg_max,max_ulps",
+    [
+        # measured 0.93 and 1.87 (NumPy's float32 exp and log1p: 2.37 and 1.82)
+        ("float32", np.float64, 87.0, (1.5, 2.5)),
+        # measured 0.85 and 1.92 (NumPy's float64 exp and log1p: 0.70 and 0.59)
+        ("float64", EXTENDED, 708.0, (1.5, 2.5)),
+    ],
+)
+def test_exp_and_log1p_series_are_within_two_and_a_half_ulps(
+    dtype, exact_dtype, arg_max, max_ulps
+) -> None:
     """The kernel's own exp(-a) (range reduction + Taylor) and log1p(e) (atanh series), on a
-    grid of two million points against float64, as NumPy's own float32 functions are."""
+    grid of two million points, against a wider float's exp and log1p."""
+    if exact_dtype is None:
+        pytest.skip("no extended precision to compare float64 with on this platform")
 
     @compiled.numba.njit
-    def series(a, e, lp):  # noqa: ANN001, ANN202
+    def series(a, e, lp, c):  # noqa: ANN001, ANN202
         for i in range(a.size):
-            e[i] = compiled._exp_minus(a[i])
-            lp[i] = compiled._log1p_unit(e[i])
+            e[i] = compiled._exp_minus(a[i], c)
+            lp[i] = compiled._log1p_unit(e[i], c)
 
-    a = np.linspace(0, 87, 2_000_001, dtype=np.float32)
+    a = np.linspace(0, arg_max, 2_000_001, dtype=dtype)
     e, lp = np.empty_like(a), np.empty_like(a)
-    series(a, e, lp)
-    exact_e = np.exp(-a.astype(np.float64))
-    assert _ulps(e, exact_e).max() < 1.5  # measured 0.93; NumPy's float32 exp: 2.4
-    exact_lp = np.log1p(e.astype(np.float64))  # log1p of the float32 e it was given
-    assert _ulps(lp, exact_lp).max() < 2.5  # measured 1.87; NumPy's float32 log1p: 2.0
-    assert e[0] == 1 and lp[0] == np.float32(np.log(2))
+    series(a, e, lp, compiled.SERIES[dtype])
+    exact_e = np.exp(-a.astype(exact_dtype))
+    exact_lp = np.log1p(e.astype(exact_dtype))  # log1p of the e it was given
+    assert _ulps(e, exact_e).max() < max_ulps[0]
+    assert _ulps(lp, exact_lp).max() < max_ulps[1]
+    assert e[0] == 1 and lp[0] == np.log(np.asarray(2, dtype))
 
 
-def test_float32_bernoulli_kernel_at_the_edges_of_its_range() -> None:
-    """Past exp(-87) the kernel's e is 0 (NumPy's is subnormal, <= 1.2e-38, or 0); infinite
-    logits give the limits of the loss and gradient; NaN stays NaN."""
-    logits = np.array(
-        [[0.0, -0.0, 86.9, -86.9, 87.0, -87.0, 88.0, -88.0, 104.0, -104.0, 3e38, -3e38]],
-        dtype=np.float32,
-    )
-    x = np.array([[0, 1, 0, 1, 1, 0, 0, 1, 1, 0, 1, 0]], dtype=np.float32)
+@pytest.mark.parametrize("dtype,arg_max", [("float32", 87.0), ("float64", 708.0)])
+def test_bernoulli_kernel_at_the_edges_of_its_range(dtype, arg_max) -> None:
+    """Past exp(-arg_max) the kernel's e is 0 (the exact value is below the smallest normal
+    number); infinite logits give the limits of the loss and gradient; NaN stays NaN."""
+    m, huge = arg_max, np.finfo(dtype).max / 2
+    row = [0.0, -0.0, m - 0.1, 0.1 - m, m, -m, m + 1, -m - 1, m + 17, -m - 17, huge, -huge]
+    logits = np.array([row], dtype=dtype)
+    x = np.array([[0, 1, 0, 1, 1, 0, 0, 1, 1, 0, 1, 0]], dtype=dtype)
     grad = np.empty_like(logits)
     loss = compiled.bernoulli_nll_and_grad(logits, x, grad)
-    l64 = logits.astype(np.float64)
-    exact_loss = (np.logaddexp(0, l64) - x * l64).sum()
-    np.testing.assert_allclose(float(loss), exact_loss, rtol=1e-6)
+    wide = logits.astype(np.longdouble)
+    exact_loss = (np.logaddexp(0, wide) - x * wide).sum()
+    rtol = 1e-6 if dtype == "float32" else 1e-14
+    np.testing.assert_allclose(float(loss), float(exact_loss), rtol=rtol)
     with np.errstate(over="ignore"):
-        exact_grad = 1 / (1 + np.exp(-l64)) - x
-    np.testing.assert_allclose(grad, exact_grad, rtol=1e-6, atol=1e-44)  # atol: 88 and -88
+        exact_grad = (1 / (1 + np.exp(-wide)) - x).astype(np.float64)
+    tiny = float(np.finfo(dtype).tiny)  # the cut-off's largest error: exp(-a) < tiny there
+    np.testing.assert_allclose(grad, exact_grad, rtol=rtol, atol=tiny)
     for bad, loss_limit, grad_limit in ((np.inf, np.nan, 0), (-np.inf, np.inf, -1)):
         logits[0, 3] = bad  # x = 1: softplus(l) - l is 0 - inf or inf - inf in the limit
         loss = compiled.bernoulli_nll_and_grad(logits, x, grad)
@@ -183,15 +201,15 @@ def test_float32_bernoulli_kernel_at_the_edges_of_its_range() -> None:
     assert np.isnan(float(loss)) and np.isnan(grad[0, 3]) and np.isfinite(np.delete(grad, 3)).all()
 
 
-def test_float32_bernoulli_needs_no_work_buffer(kernels_on) -> None:
+def test_compiled_bernoulli_needs_no_work_buffer(kernels_on) -> None:
     from scratchvae.losses import bernoulli_work_needed
 
-    assert not bernoulli_work_needed(np.zeros((2, 3), np.float32))
-    assert bernoulli_work_needed(np.zeros((2, 3), np.float64))
-    assert bernoulli_work_needed(np.zeros((2, 3), np.float32)[:, :2])  # not contiguous: NumPy
-    vae = VAE(12, [8], 2, backend=Backend("numpy", "float32"))
-    vae.loss_and_grads(np.zeros((4, 12), np.float32))
-    assert "lik.work" not in vae.workspace._arrays
+    for dtype in ("float32", "float64"):
+        assert not bernoulli_work_needed(np.zeros((2, 3), dtype))
+        assert bernoulli_work_needed(np.zeros((2, 3), dtype)[:, :2])  # not contiguous: NumPy
+        vae = VAE(12, [8], 2, backend=Backend("numpy", dtype))
+        vae.loss_and_grads(np.zeros((4, 12), dtype))
+        assert "lik.work" not in vae.workspace._arrays
 
 
 def test_bernoulli_loss_takes_its_buffers_and_refuses_a_wrong_work_shape() -> None:
@@ -330,7 +348,7 @@ def test_warm_up_compiles_every_kernel_for_the_dtype(kernels_on) -> None:
     for kernel in kernels:
         assert any("float64" in str(sig) for sig in kernel.signatures)
     compiled.warm_up("float32")
-    for kernel in (*kernels[:3], compiled._bernoulli_nll_and_grad_f32, *kernels[4:]):
+    for kernel in kernels:
         assert any("float32" in str(sig) for sig in kernel.signatures)
     compiled.ENABLED = False
     compiled.warm_up("float32")  # a no-op, no error
