@@ -14,6 +14,9 @@ the same arithmetic per element in one loop that LLVM vectorises:
   element, 4x slower than NumPy's), but the series are plain multiply-adds, which LLVM
   vectorises. At 128 x 784: 0.07 ms in float32 and 0.21 ms in float64, against 0.13 and 0.27
   ms with NumPy's exp and log1p followed by a kernel, and no scratch memory;
+* :func:`bernoulli_log_prob`: the evaluation's Bernoulli log-likelihood per row (the
+  importance-weighted bound computes it for every sample of every example), with the same
+  series: 0.43 vs 1.56 ms for 2 x 500 x 784 float32 logits;
 * :func:`latent_forward` and :func:`latent_backward`: the VAE's latent layer (the
   reparameterised sample and the Gaussian KL, forward and backward), a dozen small NumPy calls
   each, whose cost at (B, L) = (128, 20) is mostly the calls themselves.
@@ -230,6 +233,24 @@ if numba is not None:
             total += row
         return total * inv_b
 
+    @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+    def _bernoulli_log_prob(logits, x, out, series):  # noqa: ANN001, ANN202 - compiled
+        # log p(x | l) = -sum_D [softplus(l) - x l] per row, for logits (S, B, D) and the data
+        # x (B, D) they are all compared with: out (S, B). Per element as in the loss above.
+        zero = logits.dtype.type(0)
+        arg_max = series.arg_max
+        for i in range(logits.shape[0]):
+            for b in range(logits.shape[1]):
+                row = zero
+                for d in range(logits.shape[2]):
+                    li, xi = logits[i, b, d], x[b, d]
+                    a = abs(li)
+                    e = _exp_minus(a if a <= arg_max else arg_max, series)
+                    if not a <= arg_max:
+                        e = zero if a > arg_max else a
+                    row += max(li, zero) + _log1p_unit(e, series) - xi * li
+                out[i, b] = -row
+
     @_jit
     def _latent_forward(h, eps, z, sigma):  # noqa: ANN001, ANN202 - compiled
         # h = [mu | logvar] (B, 2L), the encoder's output; eps, z, sigma: (B, L). Per element:
@@ -321,6 +342,18 @@ def bernoulli_nll_and_grad(logits: Array, x: Array, dlogits: Array) -> Array:
     return get_xp(logits).asarray(total, dtype=logits.dtype)
 
 
+def bernoulli_log_prob(logits: Array, x: Array) -> Array:
+    """log p(x | logits) = -sum_D [softplus(l) - x l] for each row of ``logits`` (..., B, D)
+    against data x (B, D), shape (..., B): the evaluation's Bernoulli log-likelihood
+    (:func:`scratchvae.evaluate.log_px_given_z`) in one pass, with the loss's series for exp
+    and log1p. Each row is summed in the logits' dtype."""
+    B, D = x.shape
+    logits3 = logits.reshape(-1, B, D)
+    out = get_xp(logits).empty(logits3.shape[:2], dtype=logits.dtype)
+    _bernoulli_log_prob(logits3, x.astype(logits.dtype, copy=False), out, SERIES[logits.dtype.name])
+    return out.reshape(logits.shape[:-1])
+
+
 def latent_forward(h: Array, eps: Array, z: Array, sigma: Array) -> Array:
     """:func:`~scratchvae.reparam.reparam_forward` and :func:`~scratchvae.losses.gaussian_kl`
     in one pass over ``h = [mu | logvar]`` (B, 2L): writes z and sigma (B, L) and returns the
@@ -351,6 +384,7 @@ def warm_up(dtype: str = "float32") -> None:
     relu_backward_bias_grad(a, a.copy(), a.copy(), b.copy())
     column_sum(a, b.copy())
     bernoulli_nll_and_grad(a, a.copy(), a.copy())
+    bernoulli_log_prob(a, a.copy())
     h, eps = bk.zeros((2, 4)), bk.zeros((2, 2))
     latent_forward(h, eps, eps.copy(), eps.copy())
     latent_backward(eps, eps.copy(), eps.copy(), h, 1.0, h.copy())

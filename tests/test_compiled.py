@@ -201,6 +201,38 @@ def test_bernoulli_kernel_at_the_edges_of_its_range(dtype, arg_max) -> None:
     assert np.isnan(float(loss)) and np.isnan(grad[0, 3]) and np.isfinite(np.delete(grad, 3)).all()
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    S=st.integers(1, 4),
+    B=st.integers(1, 20),
+    D=st.integers(1, 60),
+    dtype=st.sampled_from(["float32", "float64"]),
+    scale=st.sampled_from([0.1, 3.0, 40.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_bernoulli_log_prob_kernel_equals_numpy(S, B, D, dtype, scale, seed) -> None:
+    """The evaluation's log p(x|z) for (S, B, D) logits against (B, D) data (the importance
+    samples of a block of examples), and for (B, D) logits: the kernel and NumPy agree."""
+    from scratchvae.evaluate import log_px_given_z
+    from scratchvae.models import Likelihood
+
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal((S, B, D)) * scale).astype(dtype)
+    x = rng.random((B, D)).astype(dtype)
+    x[rng.random((B, D)) < 0.3] = 0
+    lik = Likelihood("bernoulli")
+    for out in (logits, logits[0]):
+        got = log_px_given_z(lik, out, x)
+        compiled.ENABLED = False
+        try:
+            want = log_px_given_z(lik, out, x)
+        finally:
+            compiled.ENABLED = compiled.numba is not None
+        assert got.shape == want.shape == out.shape[:-1] and got.dtype == np.dtype(dtype)
+        rtol = 1e-5 if dtype == "float32" else 1e-12
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
 def test_compiled_bernoulli_needs_no_work_buffer(kernels_on) -> None:
     from scratchvae.losses import bernoulli_work_needed
 
@@ -344,6 +376,7 @@ def test_warm_up_compiles_every_kernel_for_the_dtype(kernels_on) -> None:
         compiled._latent_forward,
         compiled._latent_backward,
         compiled._column_sum,
+        compiled._bernoulli_log_prob,
     )
     for kernel in kernels:
         assert any("float64" in str(sig) for sig in kernel.signatures)
