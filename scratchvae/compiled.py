@@ -62,6 +62,7 @@ class SeriesConstants(NamedTuple):
     ln2_hi: Any  # ln 2 = ln2_hi + ln2_lo (Cody & Waite): ln2_hi has trailing zero bits, so
     ln2_lo: Any  # n * ln2_hi is exact for every n used, and n ln2 - a cancels exactly
     arg_max: Any  # exp(-arg_max) is still a normal number; beyond it exp(-a) is taken as 0
+    zero: Any
     half: Any
     two: Any
     exp_taylor: tuple  # 1 / k!:  exp(y) = sum_k y^k / k!  for |y| <= ln2 / 2
@@ -77,6 +78,7 @@ def _series_constants(
         t(ln2_hi),
         t(ln2_lo),
         t(arg_max),
+        t(0),
         t(0.5),
         t(2),
         tuple(t(1 / math.factorial(k)) for k in range(n_exp)),
@@ -161,7 +163,6 @@ if numba is not None:
             for c in range(a.shape[1]):
                 out[c] += a[r, c]
 
-    # reassociating the float sum (its only fast-math flag) lets LLVM vectorise the loop
     # ------------------------------------------------------------ exp and log1p, as series
     # "contract": a multiply and an add may become one fused multiply-add (one rounding
     # instead of two; Horner's rule is a chain of them)
@@ -200,6 +201,17 @@ if numba is not None:
         return _horner(c.exp_taylor, y) * _pow2(-n)
 
     @_series_jit
+    def _exp_minus_abs(x, c):  # noqa: ANN001, ANN202 - compiled
+        # exp(-|x|) for any x: 0 past c.arg_max (the exact value is below the smallest normal
+        # number there), NaN for NaN. NaN and the far tail take arg_max into _exp_minus, so its
+        # float-to-integer conversion always has a defined result.
+        a = abs(x)
+        e = _exp_minus(a if a <= c.arg_max else c.arg_max, c)
+        if not a <= c.arg_max:
+            e = c.zero if a > c.arg_max else a  # 0, or the NaN itself
+        return e
+
+    @_series_jit
     def _log1p_unit(e, c):  # noqa: ANN001, ANN202 - compiled
         # log(1 + e) for e in [0, 1]: 1 + e = (1 + s) / (1 - s) with s = e / (2 + e) in
         # [0, 1/3], and log((1 + s) / (1 - s)) = 2 atanh(s) = 2s (1 + s^2/3 + s^4/5 + ...).
@@ -218,16 +230,12 @@ if numba is not None:
         #   dL/dl = (sigmoid(l) - x) / B,  sigmoid(l) = 1 / (1 + e) if l >= 0, else e / (1 + e)
         # (no overflow either way, and a small sigmoid keeps its relative precision)
         zero, one = logits.dtype.type(0), logits.dtype.type(1)
-        arg_max = series.arg_max
         total = 0.0  # float64 over rows; each row's D terms summed in the array dtype
         for r in range(logits.shape[0]):
             row = zero
             for c in range(logits.shape[1]):
                 li, xi = logits[r, c], x[r, c]
-                a = abs(li)
-                e = _exp_minus(a if a <= arg_max else arg_max, series)  # NaN: arg_max too
-                if not a <= arg_max:
-                    e = zero if a > arg_max else a  # underflow to 0; NaN stays NaN
+                e = _exp_minus_abs(li, series)
                 row += max(li, zero) + _log1p_unit(e, series) - xi * li
                 dlogits[r, c] = ((one if li >= zero else e) / (one + e) - xi) * inv_b
             total += row
@@ -238,16 +246,12 @@ if numba is not None:
         # log p(x | l) = -sum_D [softplus(l) - x l] per row, for logits (S, B, D) and the data
         # x (B, D) they are all compared with: out (S, B). Per element as in the loss above.
         zero = logits.dtype.type(0)
-        arg_max = series.arg_max
         for i in range(logits.shape[0]):
             for b in range(logits.shape[1]):
                 row = zero
                 for d in range(logits.shape[2]):
                     li, xi = logits[i, b, d], x[b, d]
-                    a = abs(li)
-                    e = _exp_minus(a if a <= arg_max else arg_max, series)
-                    if not a <= arg_max:
-                        e = zero if a > arg_max else a
+                    e = _exp_minus_abs(li, series)
                     row += max(li, zero) + _log1p_unit(e, series) - xi * li
                 out[i, b] = -row
 
