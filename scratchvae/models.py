@@ -90,7 +90,7 @@ class Likelihood:
         computed in the same pass as the loss)."""
         if self.kind == "bernoulli":
             dout = scratch(ws, "lik.dout", out.shape)
-            needed = bernoulli_work_needed(out)  # not on a GPU, nor for compiled float32
+            needed = bernoulli_work_needed(out)  # NumPy's path only: not CuPy's, not Numba's
             work = scratch(ws, "lik.work", (2, *out.shape)) if needed else None
             return bernoulli_nll_and_grad(out, x, out=dout, work=work)
         return self.nll(out, x), None

@@ -16,6 +16,11 @@ from .backend import Backend
 Array = Any
 
 
+def _total_size(shapes: Mapping[str, tuple[int, ...]]) -> int:
+    """Scalars in all the named shapes together."""
+    return sum(math.prod(int(n) for n in shape) for shape in shapes.values())
+
+
 class ParamStore(Mapping):
     """An ordered mapping ``name -> array view`` over one contiguous buffer ``flat``."""
 
@@ -25,7 +30,7 @@ class ParamStore(Mapping):
         """Zero-filled, or over ``flat`` (a 1-d array of the total size, used as it is)."""
         self.shapes = {name: tuple(int(s) for s in shape) for name, shape in shapes.items()}
         self.backend = backend
-        size = sum(math.prod(s) for s in self.shapes.values())
+        size = _total_size(self.shapes)
         if flat is not None and tuple(flat.shape) != (size,):
             raise ValueError(f"flat must have shape ({size},), got {tuple(flat.shape)}")
         self.flat = backend.zeros(size) if flat is None else flat
@@ -72,8 +77,7 @@ class ParamStore(Mapping):
         parameters, the gradients and the optimizer's moments (10 MB for the MNIST VAE in
         float32) every step; with huge pages that takes far fewer TLB misses (measured: about
         1% of the CPU step, benchmarks/README.md)."""
-        size = sum(math.prod(int(n) for n in shape) for shape in shapes.values())
-        both = backend.zeros((2, size))
+        both = backend.zeros((2, _total_size(shapes)))
         return cls(shapes, backend, flat=both[0]), cls(shapes, backend, flat=both[1])
 
     def copy(self) -> dict[str, Array]:

@@ -6,6 +6,8 @@ both paths. The rest of the suite runs with the kernel on when Numba is present.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -26,6 +28,16 @@ pytestmark = pytest.mark.skipif(compiled.numba is None, reason="needs numba (scr
 @pytest.fixture
 def kernels_on(monkeypatch):
     monkeypatch.setattr(compiled, "ENABLED", True)
+
+
+@contextlib.contextmanager
+def kernels(on: bool):  # noqa: ANN201
+    """The kernels switched on or off inside the block, back to the default after it."""
+    compiled.ENABLED = on
+    try:
+        yield
+    finally:
+        compiled.ENABLED = compiled.numba is not None
 
 
 @settings(max_examples=25, deadline=None)
@@ -119,11 +131,8 @@ def test_bernoulli_kernel_equals_numpy(B, D, dtype, scale, seed) -> None:
     x[rng.random((B, D)) < 0.3] = 0
     results = []
     for on in (True, False):
-        compiled.ENABLED = on
-        try:
+        with kernels(on):
             results.append(bernoulli_nll_and_grad(logits, x))
-        finally:
-            compiled.ENABLED = compiled.numba is not None
     (loss_c, grad_c), (loss_n, grad_n) = results
     rtol = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(float(loss_c), float(loss_n), rtol=rtol, atol=rtol)
@@ -223,11 +232,8 @@ def test_bernoulli_log_prob_kernel_equals_numpy(S, B, D, dtype, scale, seed) -> 
     lik = Likelihood("bernoulli")
     for out in (logits, logits[0]):
         got = log_px_given_z(lik, out, x)
-        compiled.ENABLED = False
-        try:
+        with kernels(False):
             want = log_px_given_z(lik, out, x)
-        finally:
-            compiled.ENABLED = compiled.numba is not None
         assert got.shape == want.shape == out.shape[:-1] and got.dtype == np.dtype(dtype)
         rtol = 1e-5 if dtype == "float32" else 1e-12
         np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
@@ -345,8 +351,7 @@ def test_model_step_with_kernels_equals_numpy(activation, dropout, dtype) -> Non
     same losses and parameters after a few Adam steps."""
     finals = []
     for on in (True, False):
-        compiled.ENABLED = on
-        try:
+        with kernels(on):
             bk = Backend("numpy", dtype, seed=2)
             model = VAE(
                 40, hidden=(24, 16), latent=4, activation=activation, dropout=dropout, backend=bk
@@ -358,8 +363,6 @@ def test_model_step_with_kernels_equals_numpy(activation, dropout, dtype) -> Non
                 opt.step(model.params, grads)
                 losses.append(float(terms["loss"]))
             finals.append((losses, model.params.flat.copy()))
-        finally:
-            compiled.ENABLED = compiled.numba is not None
     (loss_c, p_c), (loss_n, p_n) = finals
     rtol = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(loss_c, loss_n, rtol=rtol)
