@@ -39,6 +39,7 @@ __all__ = [
     "FORMAT_VERSION",
     "Checkpoint",
     "CheckpointError",
+    "copy_params",
     "load_checkpoint",
     "load_model",
     "restore_optimizer",
@@ -243,6 +244,13 @@ def load_model(
         b = ckpt.backend
         backend = get_backend("numpy", b.get("dtype", "float32"), b.get("seed", 0))
     model = build_model(ckpt.model_config, backend)
+    copy_params(ckpt, model)
+    return model, ckpt
+
+
+def copy_params(ckpt: Checkpoint, model: AE) -> None:
+    """Copy the checkpoint's parameters into ``model`` after checking each one against it:
+    the same names, shapes, a floating dtype, finite values."""
     missing = set(model.params) ^ set(ckpt.params)
     if missing:
         raise CheckpointError(
@@ -255,19 +263,34 @@ def load_model(
                 f"{ckpt.path}: parameter {name} has shape {tuple(value.shape)}, its config "
                 f"says {model.params.shapes[name]}; the file is damaged, train again"
             )
+        if value.dtype.kind != "f" or not np.isfinite(value).all():
+            raise CheckpointError(
+                f"{ckpt.path}: parameter {name} is not finite floating point "
+                f"({value.dtype.name}); the file is damaged, train again"
+            )
+    for name, value in ckpt.params.items():
         model.params[name] = value
-    return model, ckpt
 
 
-def restore_optimizer(ckpt: Checkpoint, optimizer: Optimizer, backend: Backend) -> None:
-    """Load the optimizer state saved in ``ckpt`` into ``optimizer`` (arrays onto ``backend``)."""
+def restore_optimizer(ckpt: Checkpoint, optimizer: Optimizer, model: AE) -> None:
+    """Load the optimizer state saved in ``ckpt`` into ``optimizer`` for ``model``'s parameters.
+
+    Every array is checked against the model (keys, shapes, dtype, finiteness) on the host,
+    before anything moves to the device or reaches an update kernel."""
     if "t" not in ckpt.optim_state:
         raise CheckpointError(
             f"{ckpt.path} holds no optimizer state, so training cannot resume from it; "
             "train again without --resume"
         )
+    try:
+        optimizer.check_state(ckpt.optim_state, model.params)
+    except ValueError as exc:
+        raise CheckpointError(
+            f"{ckpt.path} is damaged: {exc}; train again without --resume"
+        ) from None
+    bk = model.backend
     state: dict[str, Any] = {"t": int(ckpt.optim_state["t"][()])}
     for key, value in ckpt.optim_state.items():
         if key != "t":
-            state[key] = backend.asarray(value, dtype=value.dtype)
+            state[key] = bk.asarray(value, dtype=value.dtype)
     optimizer.load_state_dict(state)

@@ -50,6 +50,14 @@ def clip_by_global_norm(grads: list[Array], max_norm: float) -> Array:
     return norm
 
 
+def _whole_number(t: Any) -> bool:
+    """Whether ``t`` is one whole number >= 0 (a Python int or a 0-d array)."""
+    try:
+        return t is not None and get_xp(t).ndim(t) == 0 and float(t) == int(t) >= 0
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 class Optimizer:
     """Base: step counting, clipping, state export."""
 
@@ -93,7 +101,42 @@ class Optimizer:
         boundary). Copies: a live reference would change under a restored optimizer's feet."""
         return {"t": self.t, **{k: v.copy() for k, v in self.state.items()}}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def state_shapes(self, params: Mapping[str, Array]) -> dict[str, tuple[int, ...]]:
+        """The state arrays a step on ``params`` keeps, by key, with their shapes (none here)."""
+        return {}
+
+    def check_state(self, state: Mapping[str, Any], params: Mapping[str, Array]) -> None:
+        """Raise ValueError (one line) unless ``state`` is a state this optimizer could have
+        made for ``params``: the step count a whole number >= 0, exactly the keys of
+        :meth:`state_shapes` (or none before the first step), each array of that shape, of the
+        parameters' dtype and finite. Run before anything is loaded: a state of the wrong size
+        would otherwise reach the compiled update, which indexes every array by the
+        parameters' size."""
+        t = state.get("t")
+        if not _whole_number(t):
+            raise ValueError(f"optimizer step count must be a whole number >= 0, got {t!r}")
+        expected = self.state_shapes(params)
+        given = {k for k in state if k != "t"}
+        if given != set(expected) and not (int(t) == 0 and not given):
+            missing, extra = sorted(set(expected) - given), sorted(given - set(expected))
+            raise ValueError(f"optimizer state keys differ: missing {missing}, unexpected {extra}")
+        dtype = next(iter(params.values())).dtype
+        for key in sorted(given):
+            a = state[key]
+            if tuple(a.shape) != expected[key] or a.dtype != dtype:
+                raise ValueError(
+                    f"optimizer state {key} is {a.dtype.name}{list(a.shape)}, "
+                    f"expected {dtype.name}{list(expected[key])}"
+                )
+            if not bool(get_xp(a).isfinite(a).all()):
+                raise ValueError(f"optimizer state {key} holds NaN or infinite values")
+
+    def load_state_dict(
+        self, state: Mapping[str, Any], params: Mapping[str, Array] | None = None
+    ) -> None:
+        """Restore :meth:`state_dict` output; with ``params``, first :meth:`check_state`."""
+        if params is not None:
+            self.check_state(state, params)
         self.t = int(state["t"])
         self.state = {k: v.copy() for k, v in state.items() if k != "t"}  # own its buffers
 
@@ -120,6 +163,11 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum needs momentum > 0")
         self.momentum = float(momentum)
         self.nesterov = nesterov
+
+    def state_shapes(self, params: Mapping[str, Array]) -> dict[str, tuple[int, ...]]:
+        if self.momentum == 0.0:
+            return {}
+        return {f"v.{key}": tuple(p.shape) for key, p, _ in _pairs(params, params)}
 
     def _update(self, key: str, p: Array, g: Array) -> None:
         if self.momentum == 0.0:
@@ -177,8 +225,22 @@ class Adam(Optimizer):
             v = self.state[f"v.{key}"] = both[1]
         return m, v
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
+    def state_shapes(self, params: Mapping[str, Array]) -> dict[str, tuple[int, ...]]:
+        shapes = {}
+        for key, p, _ in _pairs(params, params):
+            shapes[f"m.{key}"] = shapes[f"v.{key}"] = tuple(p.shape)
+        return shapes
+
+    def check_state(self, state: Mapping[str, Any], params: Mapping[str, Array]) -> None:
+        super().check_state(state, params)
+        for key, v in state.items():
+            if key.startswith("v.") and bool((v < 0).any()):
+                raise ValueError(f"optimizer state {key} (second moment) has negative values")
+
+    def load_state_dict(
+        self, state: Mapping[str, Any], params: Mapping[str, Array] | None = None
+    ) -> None:
+        super().load_state_dict(state, params)
         for key in [k[2:] for k in self.state if k.startswith("m.")]:
             m, v = self.state[f"m.{key}"], self.state.get(f"v.{key}")
             if v is not None and m.shape == v.shape and m.dtype == v.dtype:

@@ -36,6 +36,7 @@ from .checkpoint import (
     _FILE_MODE,
     CHECKPOINT_NAME,
     CheckpointError,
+    copy_params,
     load_checkpoint,
     restore_optimizer,
     save_checkpoint,
@@ -334,9 +335,8 @@ class Trainer:
                 f"{path} was trained with model {ckpt.model_config}, not {self.model.config}; "
                 "resume with the same model settings or use another --out folder"
             )
-        for name, value in ckpt.params.items():
-            self.model.params[name] = value
-        restore_optimizer(ckpt, self.optimizer, self.bk)
+        copy_params(ckpt, self.model)
+        restore_optimizer(ckpt, self.optimizer, self.model)
         self.bk.set_rng_state(ckpt.rng_state, reseed_offset=ckpt.epoch)
         self.history = History(list(ckpt.history))
         self.step = ckpt.step

@@ -54,7 +54,7 @@ def test_round_trip_restores_model_optimizer_generator_and_progress(tmp_path):
     )
     assert ckpt.backend == {"name": "numpy", "dtype": "float32", "seed": 0}
     opt2 = Adam(1e-2)
-    restore_optimizer(ckpt, opt2, loaded.backend)
+    restore_optimizer(ckpt, opt2, loaded)
     assert opt2.t == 3 and set(opt2.state) == set(opt.state)
     for key in opt.state:
         assert np.array_equal(opt2.state[key], opt.state[key])
@@ -73,7 +73,7 @@ def test_other_model_kinds_round_trip(tmp_path):
     assert isinstance(loaded, DenoisingAE) and loaded.noise == "mask"
     assert np.array_equal(loaded.params.flat, model.params.flat)
     with pytest.raises(CheckpointError, match="no optimizer state"):
-        restore_optimizer(ckpt, Adam(1e-3), loaded.backend)
+        restore_optimizer(ckpt, Adam(1e-3), loaded)
 
 
 def test_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
