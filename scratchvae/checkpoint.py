@@ -9,8 +9,7 @@ Layout of the file (every entry a plain array, so it loads with ``allow_pickle=F
     param/<name>      arrays     the model's parameters by name ("param/encoder.0.W", ...)
     optim/<key>       arrays     the optimizer's state_dict ("optim/t", "optim/m.flat", ...)
 
-Writing is atomic: the file is written to a temporary file in the same folder, flushed and
-fsync'ed, then renamed over the old one with ``os.replace``. A crash or Ctrl-C while saving
+Writing is atomic (:func:`scratchvae.atomic.atomic_write`): a crash or Ctrl-C while saving
 leaves the previous checkpoint as it was.
 
 This module is an I/O boundary: it uses NumPy to read and write the file, and moves arrays to
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 
 import numpy as np  # numpy-boundary: checkpoint file I/O
 
+from .atomic import atomic_write
 from .backend import Backend, get_backend, to_numpy
 from .models import AE, build_model
 from .optim import Optimizer
@@ -49,15 +48,6 @@ __all__ = [
 FORMAT = "scratchvae-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.npz"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()
 
 
 class CheckpointError(ValueError):
@@ -108,32 +98,6 @@ def _arrays(
     return arrays
 
 
-def _write_atomic(path: Path, arrays: dict[str, Any]) -> None:
-    """np.savez into a temporary file next to ``path``, fsync, then os.replace over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes it owner-only; a checkpoint is a normal file
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only still there when something failed
-    try:  # make the rename itself durable (not possible on every platform)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     model: AE,
@@ -163,7 +127,8 @@ def save_checkpoint(
         "backend": {"name": bk.name, "dtype": bk.dtype.name, "seed": bk.seed},
     }
     state = bk.rng_state() if rng_state is None else rng_state
-    _write_atomic(path, _arrays(model, optimizer, state, meta))
+    with atomic_write(path) as f:
+        np.savez(f, **_arrays(model, optimizer, state, meta))
     return path
 
 

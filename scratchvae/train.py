@@ -22,7 +22,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,9 +30,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from .atomic import atomic_write
 from .backend import Backend, to_numpy
 from .checkpoint import (
-    _FILE_MODE,
     CHECKPOINT_NAME,
     CheckpointError,
     copy_params,
@@ -144,20 +143,10 @@ class History:
 
 
 def write_metrics(path: str | os.PathLike, records: list[dict[str, Any]]) -> Path:
-    """Write ``records`` as JSON lines (one per epoch), atomically (temp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, _FILE_MODE)
-        with os.fdopen(fd, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    """Write ``records`` as JSON lines (one per epoch), atomically."""
+    with atomic_write(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    return Path(path)
 
 
 class Trainer:
