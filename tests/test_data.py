@@ -247,7 +247,7 @@ def test_digits_embedded():
 def test_digits_split_is_fixed_and_disjoint():
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
     assert (train.n, test.n) == (1500, 297)
-    rest, held = data._holdout(1797, 297, data.DIGITS_SPLIT_SEED)
+    rest, held = data.dataset.holdout(1797, 297, data.DIGITS_SPLIT_SEED)
     assert len(np.union1d(rest, held)) == 1797
     everything = load_dataset("digits", "all")
     np.testing.assert_array_equal(test.x, everything.x[held])
@@ -343,7 +343,7 @@ def test_nan_and_inf_found_in_chunks(tmp_path, monkeypatch):
     x = np.full((50, 4), 0.5, np.float32)
     x[37, 2] = np.nan
     np.save(tmp_path / "x.npy", x)
-    monkeypatch.setattr(data, "_CHUNK_ELEMENTS", 12)  # 3 rows a chunk
+    monkeypatch.setattr(data.dataset, "_CHUNK_ELEMENTS", 12)  # 3 rows a chunk
     with pytest.raises(DataError, match="contains NaN or Inf \\(first in row 37\\)"):
         load_dataset(str(tmp_path / "x.npy"))
     x[37, 2], x[3, 0] = 0.5, np.inf
@@ -360,7 +360,7 @@ def test_validation_reads_rows_in_chunks(monkeypatch):
             self.rows_read.append(idx.stop - idx.start)
             return np.zeros((min(idx.stop, 1000) - idx.start, 10), np.float32)
 
-    monkeypatch.setattr(data, "_CHUNK_ELEMENTS", 1000)
+    monkeypatch.setattr(data.dataset, "_CHUNK_ELEMENTS", 1000)
     assert data.validate_values(Spy()) == (0.0, 0.0)
     assert max(Spy.rows_read) == 100 and len(Spy.rows_read) == 10
 

@@ -1,0 +1,279 @@
+"""The data set type and the checks every array passes before it becomes one.
+
+A :class:`Dataset` holds N flattened images of D features in [0, 1] (float32 in memory, or a
+memory-mapped file read batch by batch) and optional labels. :func:`dataset_from_array`
+validates an array (rank, size, dtype, finite values, the likelihood's range) and wraps it;
+:func:`train_val_split` and :func:`binarize` are what a trainer does with one.
+
+This module is an I/O boundary, so it uses NumPy directly; the arrays it returns are NumPy arrays
+on the host. :func:`binarize` is the exception: it works on backend arrays through ``backend.xp``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np  # numpy-boundary: host arrays read from files
+
+if TYPE_CHECKING:
+    from scratchvae.backend import Backend
+
+__all__ = [
+    "BINARIZE_MODES",
+    "LIKELIHOODS",
+    "DataError",
+    "Dataset",
+    "LazyScaled",
+    "binarize",
+    "check_likelihood",
+    "check_n_features",
+    "check_split",
+    "dataset_from_array",
+    "holdout",
+    "train_val_split",
+    "validate_values",
+]
+
+
+class DataError(ValueError):
+    """Data that cannot be used as given (a one-line message: what is wrong, what to do)."""
+
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+BINARIZE_MODES = ("none", "threshold", "dynamic")
+
+# Rows are validated this many elements at a time, so a memory-mapped array is never read whole.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+# --------------------------------------------------------------------------------------------
+# The Dataset
+# --------------------------------------------------------------------------------------------
+
+
+class LazyScaled:
+    """A memory-mapped uint8 array of shape (N, D) that reads as float32 in [0, 1].
+
+    ``lazy[idx]`` reads only the rows asked for and divides them by ``divisor`` (255);
+    nothing is loaded whole. ``raw`` is the underlying ``np.memmap``.
+    """
+
+    def __init__(self, raw: np.ndarray, divisor: float = 255) -> None:
+        self.raw = raw
+        self.divisor = divisor
+        self.shape: tuple[int, ...] = raw.shape
+        self.ndim = raw.ndim
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        return np.divide(self.raw[idx], self.divisor, dtype=np.float32)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]  # reads everything: for small data only
+        return out if dtype is None else out.astype(dtype)
+
+
+@dataclass(eq=False)
+class Dataset:
+    """N examples of D features in [0, 1] (flattened images), with optional labels.
+
+    ``x`` is an (N, D) float32 array in [0, 1], or, for a memory-mapped file, an ``np.memmap``
+    (float data) or a :class:`LazyScaled` (uint8 data, scaled per read) that stays on disk.
+    Read it through :meth:`get_batch`. ``image_shape`` is (H, W) when the rows are images
+    (given, or guessed for a square D), else None.
+    """
+
+    x: Any
+    y: np.ndarray | None
+    image_shape: tuple[int, int] | None
+    name: str
+    description: str
+
+    @property
+    def n(self) -> int:
+        """Number of examples N."""
+        return int(self.x.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        """Number of features D per example."""
+        return int(self.x.shape[1])
+
+    @property
+    def memmapped(self) -> bool:
+        """True when ``x`` stays on disk and is read batch by batch."""
+        return isinstance(self.x, (np.memmap, LazyScaled))
+
+    def batch_buffer(self, rows: int) -> np.ndarray:
+        """An uninitialised float32 (rows, D) array for :meth:`get_batch`'s ``out``."""
+        return np.empty((rows, self.n_features), dtype=np.float32)
+
+    def get_batch(self, idx: Any, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``idx`` (a slice or a NumPy integer array) as a float32 (B, D) array: a fresh one,
+        or ``out`` (float32, (B, D)) overwritten, which a training loop reuses batch to batch."""
+        if out is None:
+            return np.array(self.x[idx], dtype=np.float32)
+        out[...] = self.x[idx]
+        return out
+
+
+def check_n_features(dataset: Dataset, expected: int, what: str = "the checkpoint's model") -> None:
+    """Raise :class:`DataError` unless the data has ``expected`` features per example."""
+    if dataset.n_features != expected:
+        raise DataError(
+            f"data has {dataset.n_features} features but {what} expects {expected}; "
+            "pass the data it was trained on"
+        )
+
+
+def check_likelihood(likelihood: str) -> None:
+    """Raise :class:`DataError` unless ``likelihood`` is one of :data:`LIKELIHOODS`."""
+    if likelihood not in LIKELIHOODS:
+        raise DataError(f"unknown likelihood {likelihood!r}; choose 'bernoulli' or 'gaussian'")
+
+
+def check_split(split: str, allowed: tuple[str, ...], what: str) -> None:
+    """Raise :class:`DataError` unless data set ``what`` has the split ``split``."""
+    if split not in allowed:
+        raise DataError(f"{what} has no split {split!r}; choose one of {', '.join(allowed)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Validation and wrapping of arrays
+# --------------------------------------------------------------------------------------------
+
+
+def _flatten(x: np.ndarray, name: str) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """Check rank and size; (N, H, W) -> (N, H*W) (a memmap stays a memmap); guess image shape."""
+    if x.ndim not in (2, 3):
+        raise DataError(
+            f"{name} has shape {x.shape} (rank {x.ndim}); expected (N, D) vectors or "
+            "(N, H, W) grayscale images"
+        )
+    if x.size == 0:
+        raise DataError(f"{name} is empty (shape {x.shape}); it needs at least one example")
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{name} has dtype {x.dtype}; expected numbers (uint8 or float)")
+    if x.ndim == 3:
+        return x.reshape(x.shape[0], -1), (int(x.shape[1]), int(x.shape[2]))
+    side = math.isqrt(x.shape[1])
+    return x, ((side, side) if side * side == x.shape[1] else None)
+
+
+def _scan(x: np.ndarray, name: str) -> tuple[float, float]:
+    """(min, max) of ``x``, read in chunks of rows; DataError at the first NaN or Inf."""
+    rows = max(1, _CHUNK_ELEMENTS // max(1, x.shape[1]))
+    lo, hi = math.inf, -math.inf
+    for start in range(0, x.shape[0], rows):
+        chunk = np.asarray(x[start : start + rows])
+        if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
+            row = start + int(np.argwhere(~np.isfinite(chunk))[0, 0])
+            raise DataError(
+                f"{name} contains NaN or Inf (first in row {row}); remove or replace it"
+            )
+        lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
+    return lo, hi
+
+
+def validate_values(
+    x: np.ndarray, likelihood: str = "bernoulli", name: str = "data"
+) -> tuple[float, float]:
+    """Check ``x`` is finite and, for a Bernoulli likelihood, in [0, 1]; return (min, max).
+
+    Works in chunks of rows, so a memory-mapped array is never loaded whole.
+    """
+    lo, hi = _scan(x, name)
+    if likelihood == "bernoulli" and (lo < 0 or hi > 1):
+        how = "divide by 255 if they are 8-bit grey levels, else " if lo >= 0 and hi <= 255 else ""
+        raise DataError(
+            f"{name} has values in [{lo:g}, {hi:g}] but the Bernoulli likelihood needs [0, 1]; "
+            f"{how}min-max scale to [0, 1], or use likelihood='gaussian'"
+        )
+    return lo, hi
+
+
+def _check_labels(y: Any, n: int, name: str) -> np.ndarray | None:
+    if y is None:
+        return None
+    y = np.asarray(y).reshape(-1)
+    if len(y) != n:
+        raise DataError(f"{name} has {n} examples but {len(y)} labels; pass matching x and y")
+    return y.astype(np.int64)
+
+
+def dataset_from_array(
+    x: np.ndarray,
+    y: Any = None,
+    name: str = "data",
+    likelihood: str = "bernoulli",
+    description: str | None = None,
+) -> Dataset:
+    """Validate an (N, D) or (N, H, W) array and wrap it as a :class:`Dataset`.
+
+    uint8 values are scaled by 1/255. An ``np.memmap`` stays on disk (uint8 through
+    :class:`LazyScaled`); any other array becomes float32 in memory.
+    """
+    check_likelihood(likelihood)
+    x, image_shape = _flatten(x, name)
+    y = _check_labels(y, x.shape[0], name)
+    lazy = isinstance(x, np.memmap)
+    if x.dtype == np.uint8:
+        data = LazyScaled(x) if lazy else np.divide(x, 255, dtype=np.float32)
+        values = "grey levels in [0, 1] (uint8 scaled by 1/255)"
+    else:
+        lo, hi = validate_values(x, likelihood, name)
+        data = x if lazy else x.astype(np.float32, copy=False)
+        values = "grey levels in [0, 1]" if 0 <= lo and hi <= 1 else f"values in [{lo:g}, {hi:g}]"
+    if description is None:
+        description = f"{name} ({x.shape[0]} x {x.shape[1]}), {values}"
+        description += ", memory-mapped" if lazy else ""
+    return Dataset(data, y, image_shape, name, description)
+
+
+# --------------------------------------------------------------------------------------------
+# Splits and binarization
+# --------------------------------------------------------------------------------------------
+
+
+def holdout(n: int, n_held: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held): the last ``n_held`` of a seeded permutation of 0..n-1, each sorted."""
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[: n - n_held]), np.sort(perm[n - n_held :])
+
+
+def train_val_split(
+    n: int, val_fraction: float = 0.1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx): sorted int arrays partitioning 0..n-1, the same for the same seed.
+
+    The validation part has round(n * val_fraction) examples (at least one if the fraction > 0).
+    """
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
+    if n - n_val < 1:
+        raise DataError(
+            f"cannot split {n} examples with val_fraction={val_fraction}: no train part"
+        )
+    return holdout(n, n_val, seed)
+
+
+def binarize(x: Any, mode: str, backend: Backend) -> Any:
+    """Bernoulli targets from grey levels ``x`` in [0, 1] (a backend array).
+
+    * ``none``       the grey levels themselves (x is returned as is);
+    * ``threshold``  1 where x > 0.5, else 0;
+    * ``dynamic``    a fresh draw with P(1) = x from ``backend.rng`` (call it again each epoch).
+    """
+    if mode == "none":
+        return x
+    if mode == "threshold":
+        return backend.xp.greater(x, 0.5).astype(backend.dtype)
+    if mode == "dynamic":
+        return backend.bernoulli(x)
+    raise DataError(f"unknown binarization {mode!r}; choose 'none', 'threshold' or 'dynamic'")

@@ -1,0 +1,273 @@
+"""IDX files (MNIST, Fashion-MNIST): parsing, md5 checks, where they live, and downloads.
+
+:func:`read_idx` parses an IDX file, gzipped or raw. :func:`fetch_idx` finds the official files of
+MNIST or Fashion-MNIST under :func:`data_root` and downloads the missing ones from the public
+mirrors (or ``base_url``, or ``$SCRATCHVAE_MNIST_MIRROR`` / ``$SCRATCHVAE_FASHION_MNIST_MIRROR``)
+with :func:`download_file`, which keeps a file only when its md5 matches :data:`CHECKSUMS`.
+
+This module is an I/O boundary, so it uses NumPy directly; the arrays it returns are NumPy arrays
+on the host.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import math
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np  # numpy-boundary: parsing IDX files
+from tqdm import tqdm
+
+from .dataset import DataError, check_split
+
+__all__ = [
+    "CHECKSUMS",
+    "IDX_IMAGES_MAGIC",
+    "IDX_LABELS_MAGIC",
+    "IDX_SETS",
+    "IDX_STEMS",
+    "data_root",
+    "download_file",
+    "fetch_idx",
+    "local_idx",
+    "read_idx",
+]
+
+IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
+IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+#: The two official files of each split, (images, labels), without ``.gz``.
+IDX_STEMS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+#: The IDX data sets: name -> (title, public mirror, environment variable naming another).
+IDX_SETS = {
+    "mnist": ("MNIST", "https://ossci-datasets.s3.amazonaws.com/mnist/", "SCRATCHVAE_MNIST_MIRROR"),
+    "fashion-mnist": (
+        "Fashion-MNIST",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "SCRATCHVAE_FASHION_MNIST_MIRROR",
+    ),
+}
+
+#: md5 of the official files, gzipped (as published) and raw (decompressed). Tests replace it.
+CHECKSUMS: dict[str, dict[str, str]] = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+}
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, decompressed when it is gzipped (told by its first two bytes)."""
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    if not gzipped:
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (EOFError, OSError, zlib.error) as exc:
+        raise DataError(
+            f"{path} is a damaged gzip file ({exc}); delete it and fetch it again"
+        ) from None
+
+
+def read_idx(path: str | os.PathLike, magic: int | None = None) -> np.ndarray:
+    """Parse an IDX file (gzipped or raw) into a read-only array of its declared shape.
+
+    Header: a big-endian uint32 magic (0, 0, dtype code, ndim), then ndim big-endian uint32
+    sizes, then the data. ``magic`` (2051 images, 2049 labels) is required when given.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    code = int.from_bytes(data[:4], "big") if len(data) >= 4 else -1
+    dtype_code, ndim = (code >> 8) & 0xFF, code & 0xFF
+    valid = code >> 16 == 0 and dtype_code in _IDX_DTYPES and ndim > 0
+    if not valid or (magic is not None and code != magic):
+        want = magic if magic is not None else "2051 (images) or 2049 (labels)"
+        raise DataError(
+            f"{path} is not an IDX file of the expected kind: magic number {code}, expected "
+            f"{want}; delete it and fetch it again"
+        )
+    header = 4 + 4 * ndim
+    dims = struct.unpack(f">{ndim}I", data[4:header]) if len(data) >= header else None
+    dtype = np.dtype(_IDX_DTYPES[dtype_code])
+    need = header + math.prod(dims or ()) * dtype.itemsize
+    if dims is None or len(data) != need:
+        announced = (
+            f"its header announces shape {dims} ({need} bytes)" if dims else "no full header"
+        )
+        raise DataError(
+            f"{path} is truncated or damaged: {len(data)} bytes, {announced}; "
+            "delete it and fetch it again"
+        )
+    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=False)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify_local(path: Path, checksums: Mapping[str, str]) -> None:
+    """DataError unless ``path`` matches its md5 in ``checksums`` (no entry: not checked).
+
+    A ``.gz`` passes when its own md5 matches, or when its decompressed bytes match the raw
+    file's md5 (a re-compressed copy holds the same data).
+    """
+    expected = checksums.get(path.name)
+    got = _md5(path) if expected else None
+    if expected and got == expected:
+        return
+    raw_name = path.name.removesuffix(".gz")
+    if raw_name != path.name and checksums.get(raw_name):
+        expected = checksums[raw_name]
+        got = hashlib.md5(_read_bytes(path), usedforsecurity=False).hexdigest()
+    if expected and got != expected:
+        raise DataError(
+            f"{path} is not the official file (md5 {got}, expected {expected}); "
+            "delete it so it is downloaded again"
+        )
+
+
+def data_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data root: ``data_dir``, else $SCRATCHVAE_DATA, else the user cache folder.
+
+    The cache folder is $XDG_CACHE_HOME/scratchvae, or ~/.cache/scratchvae.
+    """
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    if os.environ.get("SCRATCHVAE_DATA"):
+        return Path(os.environ["SCRATCHVAE_DATA"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "scratchvae"
+
+
+def local_idx(folder: Path, stem: str) -> Path | None:
+    """The raw or gzipped IDX file ``stem`` in ``folder``, raw first; None when neither is there."""
+    for path in (folder / stem, folder / f"{stem}.gz"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _stream(url: str, out: Any, desc: str, progress: bool) -> str:
+    """Copy ``url`` into the open file ``out`` with a progress bar; return the md5 of the bytes."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with urllib.request.urlopen(url, timeout=60) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def download_file(url: str, dest: Path, md5: str | None = None, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest``, through a temporary file renamed only once md5 matches.
+
+    On a mismatch or a failed download nothing is left behind and :class:`DataError` is raised.
+    """
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as exc:
+        raise DataError(
+            f"cannot write to {dest.parent} ({exc.strerror}); pass data_dir= or set "
+            "SCRATCHVAE_DATA to a writable folder"
+        ) from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            got = _stream(url, out, dest.name, progress)
+        if md5 is not None and got != md5:
+            raise DataError(
+                f"downloaded {dest.name} from {url} has md5 {got}, expected {md5}; the mirror "
+                "may be damaged, try again or use another (base_url=...)"
+            )
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        http_error = isinstance(exc, urllib.error.HTTPError)
+        reason = exc if http_error else getattr(exc, "reason", None) or exc
+        raise DataError(
+            f"could not download {url} ({reason}); check the network, use another mirror "
+            f"(base_url=...), or put the file in {dest.parent}"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def fetch_idx(
+    name: str,
+    split: str = "train",
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    base_url: str | None = None,
+    checksums: Mapping[str, str] | None = None,
+    progress: bool = True,
+) -> tuple[Path, Path]:
+    """(images, labels) IDX paths of ``name`` (mnist, fashion-mnist) and ``split`` (train, test).
+
+    Files already in ``<data_root>/<name>/`` are checked against ``checksums`` (default
+    :data:`CHECKSUMS` [name]); missing ones are downloaded from ``base_url``, else the
+    mirror's environment variable, else the public mirror.
+    """
+    if name not in IDX_SETS:
+        raise DataError(f"no IDX download for {name!r}; choose 'mnist' or 'fashion-mnist'")
+    title, default_url, env = IDX_SETS[name]
+    check_split(split, ("train", "test"), title)
+    folder = data_root(data_dir) / name
+    table = CHECKSUMS[name] if checksums is None else checksums
+    url = (base_url or os.environ.get(env) or default_url).rstrip("/") + "/"
+    paths = []
+    for stem in IDX_STEMS[split]:
+        path = local_idx(folder, stem)
+        if path is not None:
+            _verify_local(path, table)
+        elif not download:
+            raise DataError(
+                f"{title} file {stem}.gz not found in {folder}; put the official IDX files "
+                "there, or allow downloading"
+            )
+        else:
+            path = download_file(
+                url + f"{stem}.gz", folder / f"{stem}.gz", table.get(f"{stem}.gz"), progress
+            )
+        paths.append(path)
+    return paths[0], paths[1]

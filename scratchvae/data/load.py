@@ -1,0 +1,219 @@
+"""Loading a data set by name or path: :func:`load_dataset`, the one entry point.
+
+``spec`` is ``"digits"`` (the UCI digits embedded in the package, ``scratchvae/_data/digits.npz``),
+``"mnist"`` / ``"fashion-mnist"`` (local IDX files or ``<name>-<split>.npz`` archives under the
+data root, else downloaded: :mod:`scratchvae.data.idx`), or a path: a ``.npy`` file
+(memory-mapped), a ``.npz`` file, a folder of IDX files, or a folder of images. Every one
+becomes a :class:`~scratchvae.data.dataset.Dataset` through
+:func:`~scratchvae.data.dataset.dataset_from_array`.
+
+This module is an I/O boundary, so it uses NumPy directly; the arrays it returns are NumPy arrays
+on the host.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np  # numpy-boundary: reading .npy/.npz files and images
+
+from .dataset import (
+    DataError,
+    Dataset,
+    check_likelihood,
+    check_n_features,
+    check_split,
+    dataset_from_array,
+    holdout,
+)
+from .idx import (
+    IDX_IMAGES_MAGIC,
+    IDX_LABELS_MAGIC,
+    IDX_SETS,
+    IDX_STEMS,
+    data_root,
+    fetch_idx,
+    local_idx,
+    read_idx,
+)
+
+__all__ = ["DIGITS_SPLIT_SEED", "DIGITS_TEST_SIZE", "load_dataset"]
+
+# --------------------------------------------------------------------------------------------
+# The embedded digits
+# --------------------------------------------------------------------------------------------
+
+DIGITS_TEST_SIZE = 297
+DIGITS_SPLIT_SEED = 0
+
+
+def _load_digits(split: str, likelihood: str) -> Dataset:
+    """The UCI digits: 1,797 images of 8x8, grey levels 0..16 scaled by 1/16.
+
+    There is no official test set: ``test`` is a fixed held-out part, the last 297 of the
+    permutation of seed 0 (:func:`holdout`), ``train`` the other 1,500, ``all`` all 1,797.
+    """
+    check_split(split, ("train", "test", "all"), "digits")
+    with (resources.files("scratchvae") / "_data" / "digits.npz").open("rb") as f:
+        with np.load(f) as z:
+            x, y = z["x"], z["y"]
+    if split != "all":
+        train, test = holdout(len(x), DIGITS_TEST_SIZE, DIGITS_SPLIT_SEED)
+        keep = train if split == "train" else test
+        x, y = x[keep], y[keep]
+    ds = dataset_from_array(np.divide(x, 16, dtype=np.float32), y, "digits", likelihood)
+    ds.description = f"UCI digits {split} ({ds.n} x 64), grey levels in [0, 1] (0..16 / 16)"
+    return ds
+
+
+# --------------------------------------------------------------------------------------------
+# MNIST and Fashion-MNIST: local archives, else IDX files
+# --------------------------------------------------------------------------------------------
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(x, y) from an .npz: key ``x`` (else its single array) and optional ``y``; loaded whole."""
+    try:
+        with np.load(path) as z:
+            arrays = {key: z[key] for key in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"could not read {path} as a NumPy .npz file ({exc})") from None
+    key = "x" if "x" in arrays else (next(iter(arrays)) if len(arrays) == 1 else None)
+    if key is None:
+        raise DataError(f"{path} holds arrays {list(arrays)}; name the data array 'x' (labels 'y')")
+    return arrays[key], (arrays.get("y") if key == "x" else None)
+
+
+def _load_standard(
+    name: str, split: str, data_dir: Any, download: bool, likelihood: str, base_url: str | None
+) -> Dataset:
+    """MNIST or Fashion-MNIST: local IDX files, else a local <name>-<split>.npz, else download."""
+    title = IDX_SETS[name][0]
+    check_split(split, ("train", "test"), title)
+    root = data_root(data_dir)
+    if not all(local_idx(root / name, stem) for stem in IDX_STEMS[split]):
+        for npz in (root / name / f"{name}-{split}.npz", root / f"{name}-{split}.npz"):
+            if npz.is_file():
+                x, y = _read_npz(npz)
+                return _standard_dataset(x, y, name, title, split, likelihood)
+    images, labels = fetch_idx(name, split, data_dir, download, base_url)
+    x, y = read_idx(images, IDX_IMAGES_MAGIC), read_idx(labels, IDX_LABELS_MAGIC)
+    return _standard_dataset(x, y, name, title, split, likelihood)
+
+
+def _standard_dataset(
+    x: np.ndarray, y: Any, name: str, title: str, split: str, likelihood: str
+) -> Dataset:
+    if y is not None and len(y) != len(x):
+        raise DataError(f"{title} {split}: {len(x)} images but {len(y)} labels; fetch it again")
+    ds = dataset_from_array(x, y, f"{title} {split}", likelihood)
+    ds.name = name
+    ds.description = f"{title} {split} ({ds.n} x {ds.n_features}), grey levels in [0, 1]"
+    return ds
+
+
+# --------------------------------------------------------------------------------------------
+# The user's own files
+# --------------------------------------------------------------------------------------------
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".tif", ".tiff")
+
+
+def _read_gray(path: Path) -> np.ndarray:
+    """One image as a uint8 (H, W) grayscale array (Pillow, which matplotlib depends on)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L"))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"could not read image {path} ({exc})") from None
+
+
+def _load_image_folder(folder: Path, likelihood: str) -> Dataset:
+    """Every image in ``folder`` (sorted by name), grayscale, all the same size, loaded whole."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(
+            f"{folder} holds no IDX files and no images ({', '.join(_IMAGE_SUFFIXES)}); "
+            "point at a .npy/.npz file or a folder of images"
+        )
+    images = [_read_gray(p) for p in files]
+    for path, image in zip(files, images, strict=True):
+        if image.shape != images[0].shape:
+            raise DataError(
+                f"images in {folder} differ in size: {files[0].name} is {images[0].shape} but "
+                f"{path.name} is {image.shape}; resize them to one size"
+            )
+    return dataset_from_array(np.stack(images), None, folder.name, likelihood)
+
+
+def _load_path(path: Path, split: str, likelihood: str) -> Dataset:
+    """A .npy (memory-mapped), .npz, a folder of IDX files, or a folder of images."""
+    stems = IDX_STEMS.get(split)
+    if path.is_dir() and stems and all(local_idx(path, stem) for stem in stems):
+        images, labels = (local_idx(path, stem) for stem in stems)
+        x, y = read_idx(images, IDX_IMAGES_MAGIC), read_idx(labels, IDX_LABELS_MAGIC)
+        return _standard_dataset(x, y, path.name, path.name, split, likelihood)
+    if split not in ("train", "all"):
+        raise DataError(
+            f"{path} is one data set with no {split!r} split; load it with split='train' and "
+            "pass the other part as its own file"
+        )
+    if path.is_dir():
+        return _load_image_folder(path, likelihood)
+    if path.suffix == ".npz":
+        x, y = _read_npz(path)
+        return dataset_from_array(x, y, path.name, likelihood)
+    if path.suffix != ".npy":
+        raise DataError(f"cannot read {path}: expected a .npy or .npz file or a folder of images")
+    try:
+        x = np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"could not read {path} as a NumPy .npy file ({exc})") from None
+    return dataset_from_array(x, None, path.name, likelihood)
+
+
+# --------------------------------------------------------------------------------------------
+# The entry point
+# --------------------------------------------------------------------------------------------
+
+
+def load_dataset(
+    spec: str,
+    split: str = "train",
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    likelihood: str = "bernoulli",
+    *,
+    base_url: str | None = None,
+    expected_features: int | None = None,
+) -> Dataset:
+    """Load ``spec``: ``digits``, ``mnist``, ``fashion-mnist``, or a path (file or folder).
+
+    ``split``: ``train`` or ``test`` (digits: a fixed held-out 297 of the 1,797, see
+    :func:`_load_digits`; also ``all``). A single file or image folder has no test split.
+    ``.npy`` files are memory-mapped (``np.load(mmap_mode="r")``) and read batch by batch;
+    ``.npz`` files cannot be memory-mapped when compressed, so they are loaded whole (key ``x``,
+    else the single array; optional ``y``). uint8 data is scaled by 1/255. With the Bernoulli
+    likelihood, values must lie in [0, 1]. ``expected_features``, when given, must match D.
+    """
+    check_likelihood(likelihood)
+    key = spec.strip().lower().replace("_", "-")
+    if key == "digits":
+        ds = _load_digits(split, likelihood)
+    elif key in IDX_SETS:
+        ds = _load_standard(key, split, data_dir, download, likelihood, base_url)
+    elif Path(spec).expanduser().exists():
+        ds = _load_path(Path(spec).expanduser(), split, likelihood)
+    else:
+        raise DataError(
+            f"unknown data set {spec!r} and no such file or folder; choose digits, mnist, "
+            "fashion-mnist, or a path to a .npy/.npz file or a folder of images"
+        )
+    if expected_features is not None:
+        check_n_features(ds, expected_features, "the model")
+    return ds
