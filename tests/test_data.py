@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from scratchvae import data
+from scratchvae.atomic import FILE_MODE, temp_files
 from scratchvae.backend import Backend
 from scratchvae.data import DataError, load_dataset
 
@@ -140,6 +141,32 @@ def test_failed_download_raises_and_leaves_no_file(tmp_path, tiny, tiny_checksum
     with pytest.raises(DataError, match="could not download"):
         load_dataset("mnist", data_dir=tmp_path / "cache", base_url=DEAD_URL)
     assert files_under(tmp_path / "cache") == []
+
+
+def test_download_file_through_atomic_write(tmp_path, serve):
+    payload = b"IDX bytes" * 1000
+    url = serve(write(tmp_path / "mirror", {"f.gz": payload})) + "f.gz"
+    dest = tmp_path / "cache" / "new" / "f.gz"  # the folders are created
+    assert data.download_file(url, dest, md5(payload), progress=False) == dest
+    assert dest.read_bytes() == payload and temp_files(dest) == []
+    assert dest.stat().st_mode & 0o777 == FILE_MODE  # as open() would make it, not mkstemp's 0600
+    # a wrong md5 is raised inside the write: the file already there is left as it was
+    dest.write_bytes(b"old")
+    with pytest.raises(DataError, match=f"f.gz from .* has md5 {md5(payload)}, expected 0+;"):
+        data.download_file(url, dest, "0" * 32, progress=False)
+    assert dest.read_bytes() == b"old" and temp_files(dest) == []
+
+
+def test_download_file_folder_errors(tmp_path, serve):
+    url = serve(write(tmp_path / "mirror", {"f.gz": b"x"})) + "f.gz"
+    (tmp_path / "a-file").write_bytes(b"")
+    with pytest.raises(DataError, match="cannot write to .*a-file .*writable folder"):
+        data.download_file(url, tmp_path / "a-file" / "f.gz", progress=False)
+    taken = tmp_path / "cache" / "f.gz"
+    taken.mkdir(parents=True)  # the rename over it fails after the download
+    with pytest.raises(DataError, match="could not download .*put the file in"):
+        data.download_file(url, taken, progress=False)
+    assert taken.is_dir() and files_under(tmp_path / "cache") == []
 
 
 def test_mirror_env_var(tmp_path, tiny, tiny_checksums, serve, monkeypatch):

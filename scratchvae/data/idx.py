@@ -17,7 +17,6 @@ import http.client
 import math
 import os
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np  # numpy-boundary: parsing IDX files
 from tqdm import tqdm
 
+from ..atomic import atomic_write
 from .dataset import DataError, check_split
 
 __all__ = [
@@ -201,35 +201,31 @@ def _stream(url: str, out: Any, desc: str, progress: bool) -> str:
 def download_file(url: str, dest: Path, md5: str | None = None, progress: bool = True) -> Path:
     """Download ``url`` to ``dest``, through a temporary file renamed only once md5 matches.
 
-    On a mismatch or a failed download nothing is left behind and :class:`DataError` is raised.
+    On a mismatch or a failed download nothing is left behind (``dest`` is as it was) and
+    :class:`DataError` is raised. The file is written by :func:`~scratchvae.atomic.atomic_write`.
     """
+    opened = False  # an OSError before the block is the folder's, inside or after it the download's
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    except OSError as exc:
-        raise DataError(
-            f"cannot write to {dest.parent} ({exc.strerror}); pass data_dir= or set "
-            "SCRATCHVAE_DATA to a writable folder"
-        ) from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_write(dest, "wb") as out:
+            opened = True
             got = _stream(url, out, dest.name, progress)
-        if md5 is not None and got != md5:
-            raise DataError(
-                f"downloaded {dest.name} from {url} has md5 {got}, expected {md5}; the mirror "
-                "may be damaged, try again or use another (base_url=...)"
-            )
-        os.replace(tmp, dest)
+            if md5 is not None and got != md5:  # raised inside the block: the temp file goes
+                raise DataError(
+                    f"downloaded {dest.name} from {url} has md5 {got}, expected {md5}; the "
+                    "mirror may be damaged, try again or use another (base_url=...)"
+                )
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        if not opened:
+            raise DataError(
+                f"cannot write to {dest.parent} ({getattr(exc, 'strerror', None) or exc}); pass "
+                "data_dir= or set SCRATCHVAE_DATA to a writable folder"
+            ) from None
         http_error = isinstance(exc, urllib.error.HTTPError)
         reason = exc if http_error else getattr(exc, "reason", None) or exc
         raise DataError(
             f"could not download {url} ({reason}); check the network, use another mirror "
             f"(base_url=...), or put the file in {dest.parent}"
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 
