@@ -3,9 +3,10 @@
 1. Only scratchvae/backend.py imports numpy / cupy / cupyx / scipy. Anywhere else such an
    import needs the marker comment ``# numpy-boundary: <reason>`` on its line (I/O boundaries),
    and a file without any marker must not call ``np.xxx(...)`` / ``cupy.xxx(...)`` either.
-2. Every test-looking function in tests/ is collected: a top-level ``check_*`` / ``verify_*``
-   function (or one full of asserts without the ``test_`` prefix) that nothing calls is a
-   whole test silently never run.
+2. Every test-looking function in tests/ and its folders is collected: a top-level
+   ``check_*`` / ``verify_*`` function (or one full of asserts without the ``test_`` prefix)
+   that nothing calls is a whole test silently never run. Test file names are unique across
+   the folders (pytest imports them by base name).
 
 Each scanner is first shown a synthetic offending source, so these tests can fail.
 """
@@ -179,3 +180,11 @@ def test_every_test_function_is_collected() -> None:
     assert len(files) >= 10 and any(p.parent != TESTS for p in files)
     sources = {str(p.relative_to(TESTS)): p.read_text() for p in files}
     assert uncollected_tests(sources) == []
+
+
+def test_test_file_names_are_unique_across_folders() -> None:
+    # pytest's default "prepend" import mode, with no __init__.py in tests/, imports each test
+    # file by its base name: two tests/**/test_x.py would collide at collection
+    names = [p.name for p in TESTS.rglob("test_*.py")]
+    assert len(names) >= 10
+    assert sorted(names) == sorted(set(names))

@@ -1,9 +1,12 @@
-"""The benchmark's quick subset runs (NumPy only, no PyTorch/JAX) and writes well-formed files."""
+"""scratchvae bench: the quick subset runs (NumPy only, no PyTorch/JAX) and writes well-formed
+files; bad options are one-line errors."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -56,20 +59,6 @@ def test_quick_run_writes_json_markdown_and_plot(tmp_path, capsys) -> None:
     assert "wrote" in capsys.readouterr().out
 
 
-def test_summarize_orders_its_statistics() -> None:
-    s = bench.summarize([4.0, 1.0, 3.0, 2.0, 10.0])
-    assert (s["min"], s["q1"], s["median"], s["q3"], s["max"]) == (1.0, 2.0, 3.0, 4.0, 10.0)
-    assert bench.summarize([2.5])["median"] == 2.5
-
-
-def test_machine_name_is_a_safe_file_stem() -> None:
-    info = {"cpu": "AMD EPYC 7B13 64-Core Processor @ 2.4GHz", "cores": 2}
-    assert bench.machine_name(info, "numpy") == "cpu-amd-epyc-7b13-64-core-2c"
-    assert (
-        bench.machine_name({"gpu": "NVIDIA H100 80GB HBM3"}, "cupy") == "gpu-nvidia-h100-80gb-hbm3"
-    )
-
-
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -83,3 +72,21 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, extra, message) -> No
     assert bench.run_cli(_args(tmp_path, *extra)) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_quick_fills_the_quick_defaults_and_keeps_what_was_given(tmp_path) -> None:
+    args = bench.cli._fill_defaults(_args(tmp_path, "--reps", "5"))
+    assert args.reps == 5 and args.batch_sizes == [32, 128] and args.configs == ["mnist"]
+
+
+def test_python_dash_m_scratchvae_bench_and_no_reference_library_imported() -> None:
+    code = (
+        "import sys, runpy; sys.argv = ['scratchvae.bench', '--help']\n"
+        "try:\n    runpy.run_module('scratchvae.bench', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "print(sorted(m for m in ('torch', 'jax', 'matplotlib') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: scratchvae bench" in proc.stdout and "--quick" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "[]"  # imported only when a reference runs

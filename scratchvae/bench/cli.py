@@ -1,0 +1,287 @@
+"""``scratchvae bench``: its options, their checks, and the whole run.
+
+:func:`add_arguments` adds the options to a parser (``scratchvae bench``,
+``benchmarks/run.py``); :func:`run_cli` fills the defaults (``--quick`` or the full suite),
+checks them, runs :func:`run_benchmarks` and writes the results. :func:`run_benchmarks` checks
+and times every (config, dtype, batch) cell, then measures memory and the evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..backend import Backend, BackendError
+from .memory import eval_cost, measure_memory
+from .references import JaxStep, TorchStep, check_jax, check_torch, import_torch, installed_version
+from .report import THREAD_VARS, load_average, machine_info, machine_name, write_outputs
+from .timing import ADAM, CONFIGS, ScratchStep, StepFn, matmul_bound_fn, time_interleaved
+
+__all__ = ["SCHEMA", "add_arguments", "main", "run_benchmarks", "run_cli"]
+
+SCHEMA = "scratchvae-bench/1"
+DESCRIPTION = "Benchmarks: scratchvae's training step against PyTorch and JAX, the matmul bound."
+BATCH_SIZES = (32, 128, 512, 2048)
+DTYPES = ("float32", "float64")
+FULL = {
+    "configs": list(CONFIGS),
+    "dtypes": list(DTYPES),
+    "batch_sizes": list(BATCH_SIZES),
+    "reps": 7,
+    "target_seconds": 0.25,
+    "pause": 0.15,
+    "memory_steps": 1000,
+    "eval_n": 10_000,
+    "eval_k": 5000,
+}
+QUICK = {
+    "configs": ["mnist"],
+    "dtypes": ["float32"],
+    "batch_sizes": [32, 128],
+    "reps": 3,
+    "target_seconds": 0.02,
+    "pause": 0.0,
+    "memory_steps": 20,
+    "eval_n": 64,
+    "eval_k": 16,
+}
+
+
+# ============================================================================ options
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``scratchvae bench`` (also used by ``benchmarks/run.py``)."""
+    parser.add_argument("--quick", action="store_true", help="a fast subset (seconds)")
+    parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
+    parser.add_argument(
+        "--torch-device",
+        default="cpu",
+        help="device of the PyTorch reference: cpu, cuda, or none to skip it (default cpu)",
+    )
+    parser.add_argument("--no-jax", action="store_true", help="skip the JAX reference")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=None)
+    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None)
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=None)
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 7)")
+    parser.add_argument(
+        "--target-seconds", type=float, default=None, help="time per repetition (default 0.25)"
+    )
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=None,
+        help="seconds of rest before each repetition, so that other libraries' spinning "
+        "threads sleep (default 0.15; quick 0)",
+    )
+    parser.add_argument(
+        "--memory-steps", type=int, default=None, help="steps for memory growth (default 1000)"
+    )
+    parser.add_argument("--eval-n", type=int, default=None, help="inputs (default 10000)")
+    parser.add_argument("--eval-k", type=int, default=None, help="iw samples, 0 skips (5000)")
+    parser.add_argument(
+        "--out",
+        default=os.environ.get("SCRATCHVAE_BENCH_OUT", "benchmarks/results"),
+        help="output folder (default $SCRATCHVAE_BENCH_OUT or benchmarks/results)",
+    )
+    parser.add_argument("--name", default=None, help="file name stem (default: the machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for every library (BLAS, OpenMP, scratchvae's pool, XLA): the run "
+        "restarts itself with these set; default: each library's own choice",
+    )
+
+
+def _fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    for k, v in (QUICK if args.quick else FULL).items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    return args
+
+
+def _validate(args: argparse.Namespace) -> str | None:
+    if any(b < 1 for b in args.batch_sizes):
+        return "batch sizes must be >= 1"
+    if args.reps < 1 or args.target_seconds <= 0 or args.memory_steps < 1 or args.pause < 0:
+        return "--reps and --memory-steps must be >= 1, --target-seconds > 0, --pause >= 0"
+    if args.threads is not None and args.threads < 1:
+        return "--threads must be >= 1"
+    if args.eval_n < 1 or args.eval_k < 0:
+        return "--eval-n must be >= 1 and --eval-k >= 0 (0 skips the evaluation)"
+    if args.torch_device not in ("none", "cpu") and not args.torch_device.startswith("cuda"):
+        return f"--torch-device must be cpu, cuda[:N] or none, got {args.torch_device!r}"
+    return None
+
+
+# ============================================================================ the whole run
+def run_benchmarks(opts: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
+    """Everything ``scratchvae bench`` measures, as one JSON-ready dict."""
+    torch_device = _resolve_torch(opts.torch_device, log)
+    use_jax = not opts.no_jax and installed_version("jax") is not None
+    if not opts.no_jax and not use_jax:
+        log("JAX not installed: skipping the JAX reference (pip install 'scratchvae[bench]')")
+    Backend(opts.backend)  # fail early, in one line, if the backend is not available
+    results: dict[str, Any] = {
+        "schema": SCHEMA,
+        "machine": machine_info(Backend(opts.backend), torch_device),
+        "settings": {
+            "backend": opts.backend,
+            "torch_device": torch_device,
+            "jax": use_jax,
+            "configs": list(opts.configs),
+            "dtypes": list(opts.dtypes),
+            "batch_sizes": list(opts.batch_sizes),
+            "reps": opts.reps,
+            "target_seconds_per_rep": opts.target_seconds,
+            "pause_seconds_between_reps": opts.pause,
+            "threads": opts.threads,
+            "quick": opts.quick,
+            "adam": ADAM,
+            "step": "draw eps, forward, backward, Adam update (synthetic binary data)",
+        },
+        "throughput": [],
+        "summary": [],
+        "equivalence": [],
+        "memory": [],
+        "eval": None,
+    }
+    for cfg_name in opts.configs:
+        for dtype in opts.dtypes:
+            for batch in opts.batch_sizes:
+                _bench_cell(results, cfg_name, dtype, batch, opts, torch_device, use_jax, log)
+    results["memory"] = measure_memory(opts, torch_device, log)
+    if opts.eval_k > 0:
+        log(f"evaluation: iw bound k={opts.eval_k} on {opts.eval_n} inputs")
+        results["eval"] = eval_cost(Backend(opts.backend, "float32", 0), opts.eval_n, opts.eval_k)
+    results["machine"]["load_avg_end"] = load_average()
+    return results
+
+
+def _resolve_torch(device: str, log: Callable[[str], None]) -> str | None:
+    if device == "none":
+        return None
+    if installed_version("torch") is None:
+        log(
+            "PyTorch not installed: skipping the PyTorch reference "
+            "(pip install 'scratchvae[bench]')"
+        )
+        return None
+    if device.startswith("cuda") and not import_torch().cuda.is_available():
+        log("PyTorch sees no CUDA device: skipping the PyTorch reference")
+        return None
+    return device
+
+
+def _bench_cell(
+    results: dict,
+    cfg_name: str,
+    dtype: str,
+    batch: int,
+    opts: argparse.Namespace,
+    torch_device: str | None,
+    use_jax: bool,
+    log: Callable[[str], None],
+) -> None:
+    """Check and time one (config, dtype, batch) cell: scratchvae, references, matmul bound."""
+    config = CONFIGS[cfg_name]
+    step = ScratchStep(config, batch, Backend(opts.backend, dtype, seed=0))
+    key = {"config": cfg_name, "dtype": dtype, "batch": batch}
+    fns: dict[str, tuple[StepFn, Callable[[], None]]] = {}
+    if torch_device:
+        if batch == opts.batch_sizes[0]:
+            results["equivalence"].append({**key, **check_torch(step, torch_device)})
+        ref = TorchStep(step.model, step.x, torch_device)
+        fns[f"torch-{torch_device}"] = (ref, ref.sync)
+    if use_jax:
+        if batch == opts.batch_sizes[0]:
+            results["equivalence"].append({**key, **check_jax(step)})
+        jstep = JaxStep(step.model, step.x)
+        fns["jax-cpu"] = (jstep, jstep.sync)
+    scratch = f"scratchvae-{opts.backend}"
+    fns = {scratch: (step, step.sync), **fns}
+    fns["matmul-bound"] = (matmul_bound_fn(step.model, batch), step.sync)
+    timed = time_interleaved(fns, opts.reps, opts.target_seconds, opts.pause)
+    for impl, t in timed.items():
+        results["throughput"].append(
+            {**key, "impl": impl, "step_s": t, "samples_per_s": batch / t["median"]}
+        )
+    results["summary"].append(_summary_row(key, timed, scratch))
+    row = results["summary"][-1]
+    log(
+        f"{cfg_name:6s} {dtype} B={batch:5d}  scratchvae {batch / timed[scratch]['median']:9.0f}/s"
+        + "".join(f"  x{row[k]:.2f} {k[11:]}" for k in row if k.startswith("speedup_vs_"))
+        + f"  matmul fraction {row['matmul_fraction']:.2f}"
+        + f" (best reps {row['matmul_fraction_best']:.2f})"
+    )
+
+
+def _summary_row(key: dict, timed: dict[str, dict[str, float]], scratch: str) -> dict[str, Any]:
+    s = timed[scratch]["median"]
+    row: dict[str, Any] = {**key, "scratch_step_ms": 1e3 * s}
+    for impl, t in timed.items():
+        if impl not in (scratch, "matmul-bound"):
+            row[f"{impl}_step_ms"] = 1e3 * t["median"]
+            row[f"speedup_vs_{impl}"] = t["median"] / s
+    row["matmul_ms"] = 1e3 * timed["matmul-bound"]["median"]
+    row["matmul_fraction"] = timed["matmul-bound"]["median"] / s
+    # the same ratio from each one's fastest repetition: the quiet-machine figure. On a shared
+    # host, other tenants slow the step's memory-bound part (Adam) far more than the products,
+    # so the ratio of medians depends on how busy the host was during the run
+    row["matmul_fraction_best"] = timed["matmul-bound"]["min"] / timed[scratch]["min"]
+    return row
+
+
+# ============================================================================ entry points
+def _rerun_with_threads(n: int) -> int:
+    """Run this same command in a fresh process whose libraries all use ``n`` threads
+    (BLAS reads its thread count when it loads, so the variables must be set before that)."""
+    env = dict(os.environ, **{v: str(n) for v in THREAD_VARS}, SCRATCHVAE_BENCH_THREADS=str(n))
+    if n == 1:
+        env["XLA_FLAGS"] = (
+            env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+            " intra_op_parallelism_threads=1"
+        ).strip()
+    argv = sys.argv[1:]
+    argv = argv[1:] if argv[:1] == ["bench"] else argv  # `scratchvae bench ...`
+    return subprocess.run([sys.executable, "-m", "scratchvae.bench", *argv], env=env).returncode
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run the benchmarks and write the results. Returns the exit status."""
+    args = _fill_defaults(args)
+    problem = _validate(args)
+    if problem:
+        print(f"scratchvae bench: {problem}", file=sys.stderr)
+        return 2
+    if args.threads and os.environ.get("SCRATCHVAE_BENCH_THREADS") != str(args.threads):
+        return _rerun_with_threads(args.threads)
+    if args.threads and installed_version("torch") and args.torch_device != "none":
+        import_torch().set_num_threads(args.threads)
+    try:
+        results = run_benchmarks(args, log=lambda msg: print(msg, flush=True))
+    except BackendError as exc:
+        print(f"scratchvae bench: {exc}", file=sys.stderr)
+        return 2
+    name = args.name or machine_name(results["machine"], args.backend)
+    if not args.name:
+        name += f"-{args.threads}thread" if args.threads else ""
+        name += "-quick" if args.quick else ""
+    paths = write_outputs(results, Path(args.out), name)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    bad = [e for e in results["equivalence"] if not e["ok"]]
+    if bad:
+        print(f"scratchvae bench: {len(bad)} reference check(s) disagree: see {paths[1]}")
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m scratchvae.bench`` and ``benchmarks/run.py``."""
+    parser = argparse.ArgumentParser(prog="scratchvae bench", description=DESCRIPTION)
+    add_arguments(parser)
+    return run_cli(parser.parse_args(argv))

@@ -1,0 +1,242 @@
+"""What a benchmark run writes: the machine it ran on, and the results as JSON, Markdown and a
+throughput plot.
+
+:func:`machine_info` records what the figures depend on (CPU, cores, BLAS, GPU, library
+versions, thread settings, load average); :func:`machine_name` turns it into a file stem.
+:func:`write_outputs` writes ``<name>.json``, ``<name>.md`` (:func:`markdown_report`) and
+``<name>.png`` (:func:`plot_throughput`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+from .. import compiled
+from ..backend import Backend, to_numpy
+from .references import import_torch, installed_version
+from .timing import ADAM
+
+__all__ = [
+    "THREAD_VARS",
+    "load_average",
+    "machine_info",
+    "machine_name",
+    "markdown_report",
+    "plot_throughput",
+    "write_outputs",
+]
+
+# the environment variables that set the CPU threads of BLAS, OpenMP and scratchvae's pool
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "SCRATCHVAE_THREADS")
+_VERSIONS_OF = ("scratchvae", "numpy", "scipy", "numba", "torch", "jax", "jaxlib", "cupy-cuda12x")
+
+
+# ============================================================================ machine
+def machine_info(backend: Backend, torch_device: str | None) -> dict[str, Any]:
+    """CPU model, cores, BLAS, GPU, library versions, load: what the figures depend on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": cores,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "blas": _blas_info(backend),
+        "load_avg_start": load_average(),
+        "versions": {m: installed_version(m) for m in _VERSIONS_OF},
+        # the optional Numba kernels (scratchvae.compiled: Adam and three fused passes) in use
+        "compiled_adam": backend.name == "numpy" and compiled.enabled(),
+        "thread_env": {v: os.environ.get(v) for v in THREAD_VARS if os.environ.get(v)},
+    }
+    if backend.name == "cupy":
+        props = backend.xp.cuda.runtime.getDeviceProperties(0)
+        info["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        info["versions"]["cupy"] = backend.xp.__version__
+    if torch_device:
+        torch = import_torch()
+        info["torch_threads"] = torch.get_num_threads()
+        if torch_device.startswith("cuda"):
+            info["torch_gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the platform has none)."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def _blas_info(backend: Backend) -> str:
+    """NumPy's BLAS, from its build configuration (``numpy.show_config``)."""
+    xp = Backend("numpy").xp  # named xp: code outside backend.py never calls np.*
+    try:
+        cfg = xp.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]
+        return f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # older NumPy: no dict mode
+        return "unknown"
+
+
+def machine_name(info: dict[str, Any], backend: str) -> str:
+    """A file name for the results: ``cpu-<model>-<cores>c`` or ``gpu-<model>``."""
+
+    def slug(s: str) -> str:
+        s = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*", "", s.lower())
+        return re.sub(r"[^a-z0-9]+", "-", s).strip("-")[:40] or "unknown"
+
+    if backend == "cupy":
+        return f"gpu-{slug(info.get('gpu', 'unknown'))}"
+    return f"cpu-{slug(info['cpu'])}-{info['cores']}c"
+
+
+# ============================================================================ files
+def write_outputs(results: dict, out_dir: Path, name: str) -> list[Path]:
+    """``name``.json, ``name``.md and ``name``.png under ``out_dir``. Returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png"]
+    paths[0].write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
+    paths[1].write_text(markdown_report(results))
+    plot_throughput(results, paths[2])
+    return paths
+
+
+def _json_default(o: Any) -> Any:
+    try:
+        return to_numpy(o).tolist()
+    except Exception:
+        return str(o)
+
+
+def markdown_report(results: dict) -> str:
+    """The results as Markdown: machine, throughput table, equivalence, memory, evaluation."""
+    m, s = results["machine"], results["settings"]
+    lines = [
+        f"# scratchvae benchmark: {m.get('gpu') or m['cpu']} ({m['cores']} cores)",
+        "",
+        f"- backend `{s['backend']}`; BLAS {m['blas']}; Python {m['python']}"
+        + ("; compiled kernels (Numba)" if m.get("compiled_adam") else ""),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
+        f"- load average at start {m.get('load_avg_start')}, end {m.get('load_avg_end')}",
+        f"- step = {s['step']}; Adam lr {ADAM['lr']}; {s['reps']} repetitions, median "
+        "(interquartile range); repetitions of all implementations interleaved",
+        "",
+        "## Training-step throughput (samples/s)",
+        "",
+    ]
+    impls = list(dict.fromkeys(r["impl"] for r in results["throughput"]))
+    head = ["config", "dtype", "batch", *impls, *[f"x vs {i}" for i in impls[1:-1]]]
+    head += ["matmul frac.", "(best reps)"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    by_key: dict[tuple, dict[str, Any]] = {}
+    for r in results["throughput"]:
+        by_key.setdefault((r["config"], r["dtype"], r["batch"]), {})[r["impl"]] = r
+    for row in results["summary"]:
+        cells = by_key[(row["config"], row["dtype"], row["batch"])]
+        vals = [row["config"], row["dtype"], str(row["batch"])]
+        for impl in impls:
+            r = cells.get(impl)
+            vals.append(_fmt_rate(r) if r else "-")
+        vals += [f"{row.get(f'speedup_vs_{i}', float('nan')):.2f}" for i in impls[1:-1]]
+        vals.append(f"{row['matmul_fraction']:.2f}")
+        vals.append(f"{row['matmul_fraction_best']:.2f}" if "matmul_fraction_best" in row else "-")
+        lines.append("| " + " | ".join(vals) + " |")
+    lines += [
+        "",
+        "`matmul-bound`: the step's matrix products alone; `matmul frac.` = matmul time / "
+        "scratchvae step time, from the medians; `(best reps)`: the same from each one's "
+        "fastest repetition (what a quiet machine gives: other tenants of a shared host slow "
+        "the step's memory-bound part more than the products). "
+        "`x vs R` = R's step time / scratchvae's (> 1: scratchvae faster).",
+        "",
+    ]
+    lines += _md_equivalence(results["equivalence"])
+    lines += _md_memory(results["memory"])
+    if results.get("eval"):
+        e = results["eval"]
+        lines += [
+            "## Evaluation",
+            "",
+            f"Importance-weighted bound, k = {e['k']}, {e['n']} inputs, {e['dtype']} on "
+            f"{e['backend']}: {e['seconds']:.1f} s, peak {e['peak_mib']:.0f} MiB "
+            f"({e['peak_measure']}).",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _fmt_rate(r: dict[str, Any]) -> str:
+    t, b = r["step_s"], r["batch"]
+    return f"{b / t['median']:.0f} ({b / t['q3']:.0f}-{b / t['q1']:.0f})"
+
+
+def _md_equivalence(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    out = [
+        "## Same numbers before timing",
+        "",
+        "| config | dtype | reference | loss rel. diff | grad max rel. diff | after Adam | ok |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        adam = r.get("params_after_adam_max_rel_diff")
+        out.append(
+            f"| {r['config']} | {r['dtype']} | {r['reference']} | {r['loss_rel_diff']:.1e} | "
+            f"{r['grad_max_rel_diff']:.1e} | {'-' if adam is None else f'{adam:.1e}'} | "
+            f"{'yes' if r['ok'] else 'NO'} |"
+        )
+    return [*out, ""]
+
+
+def _md_memory(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    out = ["## Memory (MNIST VAE, float32)", ""]
+    for r in rows:
+        parts = [f"{k} {v:.1f}" for k, v in r.items() if k.endswith("_mib") and v is not None]
+        parts += [f"error: {r['error']}"] if "error" in r else []
+        out.append(f"- {r['impl']}, batch {r['batch']}, {r['steps']} steps: " + ", ".join(parts))
+    return [*out, ""]
+
+
+def plot_throughput(results: dict, path: Path) -> None:
+    """Samples/s against batch size, one panel per (config, dtype), one line per implementation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys((r["config"], r["dtype"]) for r in results["throughput"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (cfg, dtype) in zip(axes[0], panels, strict=True):
+        rows = [r for r in results["throughput"] if (r["config"], r["dtype"]) == (cfg, dtype)]
+        for impl in dict.fromkeys(r["impl"] for r in rows):
+            pts = sorted((r["batch"], r) for r in rows if r["impl"] == impl)
+            b = [p[0] for p in pts]
+            med = [p[0] / p[1]["step_s"]["median"] for p in pts]
+            lo = [m - p[0] / p[1]["step_s"]["q3"] for m, p in zip(med, pts, strict=True)]
+            hi = [p[0] / p[1]["step_s"]["q1"] - m for m, p in zip(med, pts, strict=True)]
+            style = ":" if impl == "matmul-bound" else "-"
+            ax.errorbar(b, med, yerr=[lo, hi], fmt="o" + style, label=impl, capsize=3)
+        ax.set(xscale="log", yscale="log", xlabel="batch size", title=f"{cfg} {dtype}")
+        ax.minorticks_off()  # only the batch sizes as x ticks
+        ax.set_xticks([r for r in results["settings"]["batch_sizes"]])
+        ax.set_xticklabels([str(r) for r in results["settings"]["batch_sizes"]])
+    axes[0][0].set_ylabel("samples / s (training step)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,72 @@
+"""scratchvae.bench.report: machine names and the Markdown report."""
+
+from __future__ import annotations
+
+from scratchvae.bench import report
+
+
+def test_machine_name_is_a_safe_file_stem() -> None:
+    info = {"cpu": "AMD EPYC 7B13 64-Core Processor @ 2.4GHz", "cores": 2}
+    assert report.machine_name(info, "numpy") == "cpu-amd-epyc-7b13-64-core-2c"
+    assert (
+        report.machine_name({"gpu": "NVIDIA H100 80GB HBM3"}, "cupy") == "gpu-nvidia-h100-80gb-hbm3"
+    )
+
+
+def _results() -> dict:
+    step = {"median": 0.01, "q1": 0.009, "q3": 0.011, "min": 0.008, "max": 0.02, "reps": 3}
+    key = {"config": "mnist", "dtype": "float32", "batch": 32}
+    return {
+        "machine": {
+            "cpu": "Some CPU",
+            "cores": 2,
+            "blas": "openblas 0.3",
+            "python": "3.11",
+            "versions": {"numpy": "2.0", "torch": None},
+        },
+        "settings": {"backend": "numpy", "step": "the step", "reps": 3, "batch_sizes": [32]},
+        "throughput": [
+            {**key, "impl": impl, "step_s": step, "samples_per_s": 3200.0}
+            for impl in ("scratchvae-numpy", "torch-cpu", "matmul-bound")
+        ],
+        "summary": [
+            {
+                **key,
+                "speedup_vs_torch-cpu": 1.5,
+                "matmul_fraction": 0.8,
+                "matmul_fraction_best": 0.9,
+            }
+        ],
+        "equivalence": [
+            {
+                **key,
+                "reference": "torch-cpu",
+                "loss_rel_diff": 1e-7,
+                "grad_max_rel_diff": 2e-6,
+                "params_after_adam_max_rel_diff": None,
+                "ok": False,
+            }
+        ],
+        "memory": [{"impl": "torch-cpu", "batch": 32, "steps": 5, "error": "boom"}],
+        "eval": {
+            "n": 8,
+            "k": 4,
+            "dtype": "float32",
+            "backend": "numpy",
+            "seconds": 0.5,
+            "peak_mib": 3.0,
+            "peak_measure": "tracemalloc",
+            "iw_nll": 90.0,
+        },
+    }
+
+
+def test_markdown_report_has_every_section() -> None:
+    md = report.markdown_report(_results())
+    assert md.startswith("# scratchvae benchmark: Some CPU (2 cores)")
+    assert "versions: numpy 2.0\n" in md  # missing libraries are left out
+    assert "| mnist | float32 | 32 | 3200 (2909-3556) | 3200 (2909-3556) | 3200 (2909-3556) |" in md
+    assert "| 1.50 | 0.80 | 0.90 |" in md
+    assert "| 1.0e-07 | 2.0e-06 | - | NO |" in md
+    assert "- torch-cpu, batch 32, 5 steps: error: boom" in md
+    assert "k = 4, 8 inputs, float32 on numpy: 0.5 s, peak 3 MiB (tracemalloc)" in md
