@@ -4,7 +4,8 @@ throughput plot.
 :func:`machine_info` records what the figures depend on (CPU, cores, BLAS, GPU, library
 versions, thread settings, load average); :func:`machine_name` turns it into a file stem.
 :func:`write_outputs` writes ``<name>.json``, ``<name>.md`` (:func:`markdown_report`) and
-``<name>.png`` (:func:`plot_throughput`).
+``<name>.png`` (:func:`plot_throughput`), each atomically (:func:`~scratchvae.atomic.
+atomic_write`): a reader sees the previous file or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import compiled
+from ..atomic import atomic_write
 from ..backend import Backend, to_numpy
 from .references import import_torch, installed_version
 from .timing import ADAM
@@ -104,11 +106,15 @@ def machine_name(info: dict[str, Any], backend: str) -> str:
 
 # ============================================================================ files
 def write_outputs(results: dict, out_dir: Path, name: str) -> list[Path]:
-    """``name``.json, ``name``.md and ``name``.png under ``out_dir``. Returns the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """``name``.json, ``name``.md and ``name``.png under ``out_dir`` (created if needed), each
+    written atomically. Returns the paths."""
     paths = [out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png"]
-    paths[0].write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
-    paths[1].write_text(markdown_report(results))
+    text = json.dumps(results, indent=1, default=_json_default) + "\n"
+    with atomic_write(paths[0], "w") as f:
+        f.write(text)
+    text = markdown_report(results)
+    with atomic_write(paths[1], "w") as f:
+        f.write(text)
     plot_throughput(results, paths[2])
     return paths
 
@@ -238,5 +244,8 @@ def plot_throughput(results: dict, path: Path) -> None:
     axes[0][0].set_ylabel("samples / s (training step)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=110)
+    finally:
+        plt.close(fig)

@@ -1,7 +1,10 @@
-"""scratchvae.bench.report: machine names and the Markdown report."""
+"""scratchvae.bench.report: machine names, the Markdown report, files written atomically."""
 
 from __future__ import annotations
 
+import json
+
+from scratchvae.atomic import temp_files
 from scratchvae.bench import report
 
 
@@ -70,3 +73,15 @@ def test_markdown_report_has_every_section() -> None:
     assert "| 1.0e-07 | 2.0e-06 | - | NO |" in md
     assert "- torch-cpu, batch 32, 5 steps: error: boom" in md
     assert "k = 4, 8 inputs, float32 on numpy: 0.5 s, peak 3 MiB (tracemalloc)" in md
+
+
+def test_write_outputs_replaces_the_files_and_leaves_no_temporaries(tmp_path) -> None:
+    out = tmp_path / "new" / "folder"
+    for _ in range(2):  # the second run replaces the first run's files
+        paths = report.write_outputs(_results(), out, "r")
+    assert [p.name for p in paths] == ["r.json", "r.md", "r.png"]
+    assert json.loads(paths[0].read_text())["machine"]["cores"] == 2
+    assert paths[1].read_text() == report.markdown_report(_results())
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(temp_files(p) == [] for p in paths)
+    assert sorted(p.name for p in out.iterdir()) == ["r.json", "r.md", "r.png"]
