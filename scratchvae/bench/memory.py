@@ -64,7 +64,7 @@ def memory_probe(impl: str, backend_name: str, batch: int, steps: int) -> dict[s
     if is_torch:  # the library and the weights to copy are loaded before the baseline
         import_torch()
         source = ScratchStep(CONFIGS["mnist"], batch, bk)
-    else:  # likewise Numba's compiled kernels (LLVM alone is ~50 MiB), when installed
+    else:  # likewise Numba's compiled kernels, when installed (benchmarks/README.md: Memory)
         compiled.warm_up("float32")
     gc.collect()
     rss0 = _proc_status_kib("VmRSS")
