@@ -23,15 +23,16 @@ exit status 130, leaving the last checkpoint intact (``--resume`` continues from
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import trace  # `scratchvae trace`; when it moves to lab/: from .lab import trace
 from .backend import Backend, BackendError, get_backend
+from .bench import cli as bench  # `scratchvae bench`
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, load_model
 from .data import BINARIZE_MODES, DataError, Dataset, binarize, check_n_features, load_dataset
 from .models import AE, MODELS, VAE
@@ -40,9 +41,10 @@ from .train import METRICS_NAME, TrainConfig, TrainingDiverged, fit
 __all__ = ["build_parser", "main"]
 
 PROG = "scratchvae"
-_PLUGINS = {
-    "trace": "print one training step's backward pass op by op (--check: numerical check)",
-    "bench": "benchmarks: training-step throughput vs PyTorch/JAX and the matmul bound",
+# commands whose options and run_cli live in their own module: (module, help)
+_TOOLS = {
+    "trace": (trace, "print one training step's backward pass op by op (--check: numerical check)"),
+    "bench": (bench, "benchmarks: training-step throughput vs PyTorch/JAX and the matmul bound"),
 }
 
 # Defaults by data set (when not given): (hidden, latent, epochs, batch size, init).
@@ -55,8 +57,8 @@ class CLIError(ValueError):
 
 
 # ============================================================================ the parser
-def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    """The argument parser. ``trace``/``bench`` are imported only when ``argv`` names them."""
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: one subcommand per ``cmd_*`` function here, plus ``_TOOLS``."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Auto-encoders and VAEs with hand-written backward passes (NumPy/CuPy). "
@@ -68,8 +70,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_reconstruct(sub)
     _add_plot(sub)
-    for name, help_text in _PLUGINS.items():
-        _add_plugin(sub, name, help_text, load=name in argv)
+    for name, (module, help_text) in _TOOLS.items():
+        p = sub.add_parser(name, help=help_text)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run_cli)
     return parser
 
 
@@ -192,37 +196,6 @@ def _add_plot(sub: Any) -> None:
     _add_run_dir(p)
     _add_data_args(p, "default: the data it was trained on")
     p.set_defaults(func=cmd_plot)
-
-
-def _add_plugin(sub: Any, name: str, help_text: str, load: bool) -> None:
-    """Register ``scratchvae.<name>`` (add_arguments/run_cli), importing it only if used."""
-    module = None
-    if load:
-        try:
-            module = importlib.import_module(f"scratchvae.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"scratchvae.{name}":
-                raise
-    p = sub.add_parser(name, help=help_text, add_help=module is not None or not load)
-    if module is None:
-        p.set_defaults(func=_unavailable(name) if load else _lazy(name), any_extra=True)
-        return
-    module.add_arguments(p)
-    p.set_defaults(func=module.run_cli)
-
-
-def _unavailable(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise CLIError(f"'{name}' is not available in this version of scratchvae")
-
-    return run
-
-
-def _lazy(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:  # reached only if argv did not name it
-        raise CLIError(f"'{name}' was not loaded; run `scratchvae {name} --help`")
-
-    return run
 
 
 # ============================================================================ helpers
@@ -482,11 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["train", *argv]  # no command: train (the default)
-    parser = build_parser(argv)
     try:
-        args, extra = parser.parse_known_args(argv)
-        if extra and not getattr(args, "any_extra", False):  # only a stub takes anything
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or an argparse error (2, message already printed)
         return int(exc.code or 0)
     try:

@@ -181,28 +181,26 @@ def test_help_for_every_command(capsys):
         assert command in text
 
 
-def test_plugins_are_loaded_only_when_named(monkeypatch, capsys):
-    imported = []
-    real_import = cli.importlib.import_module
-
-    def spy(name, *args):
-        imported.append(name)
-        return real_import(name, *args)
-
-    monkeypatch.setattr(cli.importlib, "import_module", spy)
-    cli.build_parser(["train"])
-    assert imported == []
-    cli.build_parser(["bench"])
-    assert imported == ["scratchvae.bench"]
+def test_trace_and_bench_are_ordinary_subcommands(capsys):
+    assert main(["bench", "--quick", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: scratchvae bench" in out and "--torch-device" in out
+    assert main(["trace", "--help"]) == 0
+    assert "usage: scratchvae trace" in capsys.readouterr().out
+    assert main(["trace", "--batch-size", "2", "--hidden", "8", "--latent", "2"]) == 0
+    assert "backward pass, from the loss" in capsys.readouterr().out
+    assert main(["bench", "--no-such-option"]) == 2
+    line = _error_line(capsys)
+    assert line == "scratchvae: error: unrecognized arguments: --no-such-option"
 
 
-def test_a_missing_plugin_says_not_available(monkeypatch, capsys):
-    def missing(name, *args):
-        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-    monkeypatch.setattr(cli.importlib, "import_module", missing)
-    assert main(["bench", "--anything"]) == 2
-    assert "not available in this version" in _error_line(capsys)
+def test_importing_the_cli_imports_no_reference_or_plotting_library():
+    code = (
+        "import sys, scratchvae.cli; "
+        "print(sorted(m for m in ('torch', 'jax', 'matplotlib') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
 
 
 def test_installed_entry_point_help_and_bad_argument():
