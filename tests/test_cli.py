@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np  # numpy-boundary: writing a user data file
 import pytest
 
-from scratchvae import cli
+from scratchvae import commands
 from scratchvae.checkpoint import load_checkpoint
 from scratchvae.cli import main
 from scratchvae.train import TrainConfig
@@ -49,18 +49,12 @@ def test_train_writes_checkpoint_metrics_and_figures(run_dir):
 
 def test_no_arguments_trains_the_default_digits_vae(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "_SMALL_DEFAULTS", ([8], 2, 2, 64, "he"))  # keep the test fast
+    monkeypatch.setattr(commands, "_SMALL_DEFAULTS", ([8], 2, 2, 64, "he"))  # keep the test fast
     assert main(["--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "runs/digits-vae/checkpoint.npz" in out and "nats/example" in out
     ckpt = load_checkpoint(tmp_path / "runs" / "digits-vae")
     assert ckpt.model_config["model"] == "vae" and ckpt.model_config["latent"] == 2
-
-
-def test_the_default_settings_for_digits():
-    assert cli._dataset_defaults("digits") == ([256], 2, 100, 64, "he")
-    # MNIST-sized data: the PyTorch example's protocol, PyTorch's default init included
-    assert cli._dataset_defaults("mnist") == ([400], 20, 10, 128, "uniform")
 
 
 def test_init_option_reaches_the_model(tmp_path):
@@ -164,7 +158,7 @@ def test_ctrl_c_exits_130_with_the_checkpoint_intact(tmp_path, monkeypatch, caps
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "fit", interrupted)
+    monkeypatch.setattr(commands, "fit", interrupted)
     assert main(["train", "--out", str(out), *TINY, "--resume"]) == 130
     line = _error_line(capsys)
     assert "interrupted" in line and "intact" in line

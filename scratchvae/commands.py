@@ -1,0 +1,295 @@
+"""What each ``scratchvae`` command does with its parsed options (the parser and ``main`` are
+in :mod:`scratchvae.cli`): train, evaluate, sample, reconstruct, plot.
+
+``scratchvae`` with no arguments trains a VAE on the embedded UCI digits and writes
+``runs/digits-vae/``: ``checkpoint.npz``, ``metrics.jsonl`` and figures.
+
+Defaults that depend on the data set when not given on the command line:
+
+=================  =============  ======  ======  ======  =========
+data               --hidden       latent  epochs  batch   --init
+=================  =============  ======  ======  ======  =========
+digits (8x8)       256            2       100     64      he
+anything else      400            20      10      128     uniform
+=================  =============  ======  ======  ======  =========
+
+(the second row is the PyTorch VAE example's protocol for MNIST, including PyTorch's default
+``nn.Linear`` initialisation). All losses are printed in nats per example: summed over the
+features, averaged over the examples. Bad input raises :class:`CLIError` (or the data,
+checkpoint, backend or training error), which ``main`` prints as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from .backend import Backend, get_backend
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
+from .data import Dataset, binarize, check_n_features, load_dataset
+from .models import AE, MODELS, VAE
+from .train import METRICS_NAME, TrainConfig, fit
+
+__all__ = [
+    "PROG",
+    "CLIError",
+    "cmd_evaluate",
+    "cmd_plot",
+    "cmd_reconstruct",
+    "cmd_sample",
+    "cmd_train",
+]
+
+PROG = "scratchvae"
+
+# Defaults by data set (when not given): (hidden, latent, epochs, batch size, init).
+_SMALL_DEFAULTS = ([256], 2, 100, 64, "he")  # the 8x8 digits
+_LARGE_DEFAULTS = ([400], 20, 10, 128, "uniform")  # MNIST-sized: the PyTorch VAE example
+
+
+class CLIError(ValueError):
+    """A bad command line or input (printed as one line, exit status 2)."""
+
+
+# ============================================================================ helpers
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _dataset_defaults(spec: str) -> tuple[list[int], int, int, int, str]:
+    key = spec.strip().lower()
+    return _SMALL_DEFAULTS if key == "digits" else _LARGE_DEFAULTS
+
+
+def _run_name(spec: str) -> str:
+    key = spec.strip().lower()
+    return key if key in ("digits", "mnist", "fashion-mnist") else Path(spec).stem or "data"
+
+
+def _guess_shape(n_features: int) -> tuple[int, int] | None:
+    side = math.isqrt(n_features)
+    return (side, side) if side * side == n_features else None
+
+
+def _backend_for(args: argparse.Namespace, saved: dict[str, Any], seed: int) -> Backend:
+    name = getattr(args, "backend", None) or saved.get("name", "numpy")
+    return get_backend(name, saved.get("dtype", "float32"), seed)
+
+
+def _load_run(args: argparse.Namespace, seed: int | None = None) -> tuple[AE, Any]:
+    """The model and checkpoint of run folder ``args.run`` (missing folder: one-line error)."""
+    run = Path(args.run)
+    if not run.exists():
+        raise CLIError(f"no run folder or checkpoint at {run}; train first: scratchvae train")
+    ckpt = load_checkpoint(run)
+    bk = _backend_for(args, ckpt.backend, ckpt.backend.get("seed", 0) if seed is None else seed)
+    return load_model(ckpt, bk)
+
+
+def _run_data(args: argparse.Namespace, ckpt: Any, model: AE, split: str) -> Dataset:
+    """The data set named on the command line, else the one recorded in the checkpoint."""
+    spec = args.data or ckpt.train_config.get("data") or "digits"
+    data_dir = args.data_dir or ckpt.train_config.get("data_dir")
+    data = load_dataset(spec, split, data_dir, likelihood=_data_likelihood(model))
+    check_n_features(data, model.n_features)
+    return data
+
+
+def _data_likelihood(model: AE) -> str:
+    return "bernoulli" if model.lik.kind == "bernoulli" else "gaussian"
+
+
+def _out_dir(run: str) -> Path:
+    run_path = Path(run)
+    return run_path.parent if run_path.suffix == ".npz" else run_path
+
+
+# ============================================================================ train
+def _build_train_model(args: argparse.Namespace, n_features: int, bk: Backend) -> AE:
+    hidden, latent, _, _, init = _dataset_defaults(args.data)
+    common = dict(
+        hidden=hidden if args.hidden is None else args.hidden,
+        latent=latent if args.latent is None else args.latent,
+        activation=args.activation,
+        likelihood=args.likelihood,
+        init=init if args.init is None else args.init,
+        backend=bk,
+    )
+    extra: dict[str, Any] = {
+        "vae": {"beta": args.beta},
+        "dae": {"noise": args.noise, "noise_level": args.noise_level},
+        "sae": {"rho": args.rho, "beta": args.sparsity_weight},
+        "ae": {},
+    }[args.model]
+    return MODELS[args.model](n_features, **common, **extra)
+
+
+def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
+    _, _, epochs, batch, _ = _dataset_defaults(args.data)
+    return TrainConfig(
+        epochs=epochs if args.epochs is None else args.epochs,
+        batch_size=batch if args.batch_size is None else args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
+        warmup_epochs=args.warmup_epochs,
+        clip_norm=args.clip_norm,
+        binarize=args.binarize,
+        val_fraction=args.val_fraction,
+        patience=args.patience,
+        seed=args.seed,
+        progress=not args.no_progress,
+        out_dir=str(out),
+        save_every=args.save_every,
+        data=args.data,
+        data_dir=args.data_dir,
+    )
+
+
+def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig]:
+    """Model and settings from the checkpoint in ``out``; --epochs may raise the target."""
+    if not (out / CHECKPOINT_NAME).exists():
+        raise CLIError(f"--resume: no checkpoint in {out}; train without --resume first")
+    ckpt = load_checkpoint(out)
+    model, _ = load_model(ckpt, _backend_for(args, ckpt.backend, ckpt.backend.get("seed", 0)))
+    overrides: dict[str, Any] = {"progress": not args.no_progress, "out_dir": str(out)}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    return model, TrainConfig.from_dict(ckpt.train_config, **overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume:
+        out = Path(args.out) if args.out else _default_out(args.data or "digits", args.model)
+        args.out_dir = out  # for the Ctrl-C message
+        model, config = _resume_setup(args, out)
+        spec = args.data or config.data or "digits"
+        data = load_dataset(spec, "train", config.data_dir, likelihood=_data_likelihood(model))
+    else:
+        args.data = args.data or "digits"
+        out = Path(args.out) if args.out else _default_out(args.data, args.model)
+        args.out_dir = out
+        config = _train_config(args, out)
+        data = load_dataset(args.data, "train", args.data_dir, likelihood=args.likelihood)
+        bk = get_backend(args.backend or "numpy", args.dtype, args.seed)
+        model = _build_train_model(args, data.n_features, bk)
+        if (out / CHECKPOINT_NAME).exists():
+            _say(f"{PROG}: note: starting afresh in {out}, replacing its run (--resume continues)")
+    _say(f"{PROG}: training {model!r} on {data.description}; binarization {config.binarize}")
+    history = fit(model, data, config, resume=args.resume)
+    figures = [] if args.no_figures else _figures(model, data, history, out)
+    print(_summary(history, out, len(figures)))
+    return 0
+
+
+def _default_out(spec: str, model: str) -> Path:
+    return Path("runs") / f"{_run_name(spec)}-{model}"
+
+
+def _summary(history: Any, out: Path, n_figures: int) -> str:
+    last = history[-1] if len(history) else {}
+    key = "val_loss" if "val_loss" in last else "train_loss"
+    which = "validation" if key == "val_loss" else "training"
+    loss = last.get(key, float("nan"))
+    stop = " (early stop)" if history.stopped_early else ""
+    return (
+        f"{PROG}: {len(history)} epochs{stop}, {which} loss {loss:.2f} nats/example; wrote "
+        f"{out / CHECKPOINT_NAME}, {out / METRICS_NAME} and {n_figures} figures in {out}/"
+    )
+
+
+def _figures(model: AE, data: Dataset, history: Any, out: Path) -> list[Path]:
+    from .plots import save_standard_figures  # matplotlib: imported only when drawing
+
+    return save_standard_figures(model, data, history, out)
+
+
+# ============================================================================ evaluate
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    model, ckpt = _load_run(args)
+    data = _run_data(args, ckpt, model, args.split)
+    mode = args.binarize or ckpt.train_config.get("binarize", "none")
+    k = args.iw_samples if args.iw_samples is not None else 1000 if data.n < 5000 else 100
+    bk = model.backend
+    noise_bk = get_backend(bk.name, bk.dtype.name, args.seed)  # dynamic binarization draw
+    x = binarize(bk.asarray(data.get_batch(slice(None))), mode, noise_bk)
+    results = evaluate(model, x, iw_samples=k, batch_size=args.batch_size, seed=args.seed)
+    results.update(
+        checkpoint=str(ckpt.path), data=data.description, split=args.split, binarize=mode
+    )
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print(_report(results, model, ckpt.epoch, data.n_features))
+    return 0
+
+
+_BINARIZE_TEXT = {
+    "none": "none (grey levels in [0, 1] used as Bernoulli targets)",
+    "threshold": "threshold (x > 0.5)",
+    "dynamic": "dynamic (one seeded Bernoulli draw with P(1) = grey level)",
+}
+
+
+def _report(r: dict[str, Any], model: AE, epoch: int, n_features: int) -> str:
+    lines = [
+        f"checkpoint    {r['checkpoint']} ({type(model).__name__}, epoch {epoch})",
+        f"data          {r['data']}",
+        f"binarization  {_BINARIZE_TEXT.get(r['binarize'], r['binarize'])}",
+        f"units         nats per example (sum over {n_features} features, mean over "
+        f"{r['n']} examples)",
+    ]
+    if not isinstance(model, VAE):
+        lines.append(f"recon         {r['recon']:.3f}")
+        lines.append(f"note          {r.get('note', '')}")
+        return "\n".join(lines)
+    lines.append(f"-ELBO         {r['neg_elbo']:.3f}  (recon {r['recon']:.3f} + KL {r['kl']:.3f})")
+    if r.get("iw_bound") is not None:
+        lines.append(
+            f"IW bound      log p(x) >= {r['iw_bound']:.3f}  (k={r['iw_samples']}; "
+            f"ELBO {-r['neg_elbo']:.3f}): -log p(x) <= {r['iw_nll']:.3f}"
+        )
+        lines.append(f"bits/dim      {r['bits_per_dim']:.4f}  (from the IW bound)")
+    lines.append(f"active units  {r['active_units']} of {r['latent']}")
+    return "\n".join(lines)
+
+
+# ============================================================================ figures
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .plots import plot_samples
+
+    if args.n < 1:
+        raise CLIError(f"--n must be >= 1, got {args.n}")
+    model, _ = _load_run(args, seed=args.seed)
+    out = Path(args.out) if args.out else _out_dir(args.run) / "samples.png"
+    path = plot_samples(model.sample(args.n), _guess_shape(model.n_features), out)
+    print(f"{PROG}: wrote {path}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from .plots import plot_reconstructions
+
+    if args.n < 1:
+        raise CLIError(f"--n must be >= 1, got {args.n}")
+    model, ckpt = _load_run(args)
+    data = _run_data(args, ckpt, model, args.split)
+    x = data.get_batch(slice(0, min(args.n, data.n)))
+    out = Path(args.out) if args.out else _out_dir(args.run) / "recon.png"
+    path = plot_reconstructions(x, model.reconstruct(x), data.image_shape, out)
+    print(f"{PROG}: wrote {path}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    model, ckpt = _load_run(args)
+    data = _run_data(args, ckpt, model, "train")
+    paths = _figures(model, data, ckpt.history, _out_dir(args.run))
+    print(f"{PROG}: wrote {len(paths)} figures: {', '.join(str(p) for p in paths)}")
+    return 0
