@@ -2,7 +2,8 @@
 
 :func:`build_parser` declares every command and its options; what a command does is in
 :mod:`scratchvae.commands` (``trace`` and ``bench`` bring their own options and ``run_cli``).
-``scratchvae`` with no command trains a VAE on the embedded digits.
+``scratchvae`` with no command trains a VAE on the embedded digits; ``python -m scratchvae``
+is the same program; ``scratchvae --version`` prints the version.
 
 Bad input ends with one line ``scratchvae: error: ...`` on stderr and exit status 2; Ctrl-C with
 exit status 130, leaving the last checkpoint intact (``--resume`` continues from it).
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from typing import Any
 
 from . import trace  # `scratchvae trace`; when it moves to lab/: from .lab import trace
@@ -32,7 +34,7 @@ from .data import BINARIZE_MODES, DataError
 from .models import MODELS
 from .train import TrainingDiverged
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "version"]
 
 # commands whose options and run_cli live in their own module: (module, help)
 _TOOLS = {
@@ -42,6 +44,16 @@ _TOOLS = {
 
 
 # ============================================================================ the parser
+def version() -> str:
+    """scratchvae's version: the installed distribution's, else the package's ``__version__``."""
+    try:
+        return metadata.version(PROG)
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        from . import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: one subcommand per ``commands.cmd_*``, plus ``_TOOLS``."""
     parser = argparse.ArgumentParser(
@@ -49,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Auto-encoders and VAEs with hand-written backward passes (NumPy/CuPy). "
         "With no command: train a VAE on the embedded digits.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
     _add_evaluate(sub)
@@ -198,11 +211,11 @@ _USER_ERRORS = (
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv = ["train", *argv]  # no command: train (the default)
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or an argparse error (2, message already printed)
+    except SystemExit as exc:  # --help, --version (0) or an argparse error (2, already printed)
         return int(exc.code or 0)
     try:
         return int(args.func(args) or 0)

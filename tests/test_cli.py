@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np  # numpy-boundary: writing a user data file
 import pytest
 
-from scratchvae import commands
+from scratchvae import cli, commands
 from scratchvae.checkpoint import load_checkpoint
 from scratchvae.cli import main
 from scratchvae.train import TrainConfig
@@ -205,3 +205,28 @@ def test_installed_entry_point_help_and_bad_argument():
     bad = subprocess.run([*cmd, "train", "--epochs", "x"], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid int value" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_version_from_the_installed_distribution_or_the_package(monkeypatch, capsys):
+    import scratchvae
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"scratchvae {cli.version()}\n"
+
+    def not_installed(name):
+        raise cli.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(cli.metadata, "version", not_installed)
+    assert cli.version() == scratchvae.__version__
+
+
+def test_python_dash_m_scratchvae_is_the_same_program():
+    run = [sys.executable, "-m", "scratchvae"]
+    version = subprocess.run([*run, "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout == f"scratchvae {cli.version()}\n"
+    bad = subprocess.run([*run, "sample", "no-such-run"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == [
+        "scratchvae: error: no run folder or checkpoint at "
+        "no-such-run; train first: scratchvae train"
+    ]
