@@ -16,10 +16,9 @@ from typing import Any
 
 import _common
 
-from scratchvae import plots
+from scratchvae import AE, DenoisingAE, plots
 from scratchvae.backend import Backend
-from scratchvae.impute import denoise
-from scratchvae.models import AE, DenoisingAE
+from scratchvae.lab.impute import denoise
 
 EPOCHS = {"digits": 300, "other": 3}
 SIGMA = 0.3  # Gaussian noise std

@@ -27,15 +27,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from scratchvae.backend import Backend, to_numpy  # noqa: E402
 from scratchvae.data import load_dataset  # noqa: E402
-from scratchvae.estimators import (  # noqa: E402
+from scratchvae.lab.estimators import (  # noqa: E402
     LinearGaussianToy,
-    StudyRow,
-    estimator_study,
-    format_study,
     toy_estimators,
     vae_estimators,
     vae_gradient_samples,
 )
+from scratchvae.lab.study import StudyRow, estimator_study, format_study  # noqa: E402
 from scratchvae.models import VAE  # noqa: E402
 from scratchvae.optim import Adam  # noqa: E402
 

@@ -5,7 +5,7 @@
 
 Two kinds of missing data on the test set: the bottom half of every image, and 50% of the pixels
 at random. The VAE fills them by iterating encode / decode on the observed pixels
-(:func:`scratchvae.impute.impute`): pseudo-Gibbs (z ~ q(z|x) each step, the last steps'
+(:func:`scratchvae.lab.impute.impute`): pseudo-Gibbs (z ~ q(z|x) each step, the last steps'
 decodings averaged) and the deterministic variant (z = mu). The score is the mean squared error
 per MISSING pixel against the truth; the baseline sets every missing pixel to the mean image.
 """
@@ -19,7 +19,7 @@ import _common
 
 from scratchvae import plots
 from scratchvae.backend import Backend
-from scratchvae.impute import impute, impute_importance, make_mask, masked_mse, mean_fill
+from scratchvae.lab.impute import impute, impute_importance, make_mask, masked_mse, mean_fill
 from scratchvae.models import VAE
 
 EPOCHS = {"digits": 300, "other": 10}

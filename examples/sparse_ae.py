@@ -22,8 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402  # numpy-boundary: example script (statistics, figures)
 
+from scratchvae import SparseAE  # noqa: E402
 from scratchvae.backend import to_numpy  # noqa: E402
-from scratchvae.models import SparseAE  # noqa: E402
 
 EPOCHS = {"digits": 300, "other": 10}
 

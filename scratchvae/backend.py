@@ -13,10 +13,11 @@ functions that match the arrays they were given, so the same code runs on NumPy 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -31,11 +32,11 @@ __all__ = [
     "get_special",
     "cupy_available",
     "to_numpy",
-    "is_cupy",
-    "cpu_threads",
-    "run_chunked",
-    "cupy_kernel",
-    "cupy_sum_kernel",
+    "import_cupy",
+    "op",
+    "kernels",
+    "kernels_enabled",
+    "tracing",
 ]
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -76,28 +77,17 @@ def _softplus(xp: ModuleType):
     return softplus
 
 
-def _log_expit(xp: ModuleType):
-    # log sigmoid(x) = -softplus(-x)
-    softplus = _softplus(xp)
-
-    def log_expit(x):
-        return -softplus(-x)
-
-    return log_expit
-
-
 _NUMPY_SPECIAL = SimpleNamespace(
     name="numpy",
     expit=_sp_special.expit,
     softplus=_softplus(np),
-    log_expit=_log_expit(np),
     logsumexp=_sp_special.logsumexp,
 )
 _CUPY_SPECIAL: SimpleNamespace | None = None
 _cupy: ModuleType | None = None
 
 
-def _import_cupy() -> ModuleType:
+def import_cupy() -> ModuleType:
     """Import cupy on first use; raise BackendError (one line) when it cannot work here."""
     global _cupy, _CUPY_SPECIAL
     if _cupy is not None:
@@ -127,7 +117,6 @@ def _import_cupy() -> ModuleType:
         name="cupy",
         expit=cupy_special.expit,
         softplus=_softplus(cupy),
-        log_expit=_log_expit(cupy),
         logsumexp=getattr(cupy_special, "logsumexp", None) or _logsumexp_fallback(cupy),
     )
     return cupy
@@ -146,7 +135,7 @@ def _logsumexp_fallback(xp: ModuleType):
 def cupy_available() -> bool:
     """True when CuPy imports and sees at least one CUDA device."""
     try:
-        _import_cupy()
+        import_cupy()
     except BackendError:
         return False
     return True
@@ -161,27 +150,17 @@ def get_xp(*arrays: Any) -> ModuleType:
     """The array module of the given arrays: ``cupy`` if any is a CuPy array, else ``numpy``."""
     for a in arrays:
         if _is_cupy_array(a):
-            return _import_cupy()
+            return import_cupy()
     return np
 
 
 def get_special(*arrays: Any) -> SimpleNamespace:
-    """expit, softplus, log_expit, logsumexp for the array module of ``arrays``."""
+    """expit, softplus, logsumexp for the array module of ``arrays``."""
     for a in arrays:
         if _is_cupy_array(a):
-            _import_cupy()
+            import_cupy()
             return _CUPY_SPECIAL  # type: ignore[return-value]
     return _NUMPY_SPECIAL
-
-
-def is_cupy(a: Any) -> bool:
-    """True for a CuPy array (without importing CuPy)."""
-    return _is_cupy_array(a)
-
-
-def is_numpy(a: Any) -> bool:
-    """True for a NumPy array (not a subclass such as a memmap or a matrix)."""
-    return type(a) is np.ndarray
 
 
 def to_numpy(a: Any) -> Any:
@@ -192,78 +171,125 @@ def to_numpy(a: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# Speed helpers: CPU threads for elementwise work, cached CuPy kernels
+# Op dispatch: an op picks its implementation for the arrays it is given
 # --------------------------------------------------------------------------------------------
-_POOL: ThreadPoolExecutor | None = None
-_KERNELS: dict[str, Any] = {}
+# Every op in scratchvae.ops (and the optimizer's update) is a plain function with a readable
+# NumPy body, decorated with @op. A call looks at the op's array arguments (also those inside a
+# cache): C-contiguous float NumPy arrays -> the Numba kernel of the same name, when Numba is
+# installed and the kernels are on; CuPy arrays -> the CuPy kernel of the same name, when there
+# is one; anything else -> the body itself. A kernel takes the op's arguments and returns what
+# the body returns (tests/kernels check each against the body). Callers never choose.
+
+_KERNELS_ON = os.environ.get("SCRATCHVAE_KERNELS", "1") != "0"
+_TABLES: dict[str, dict[str, Callable[..., Any]]] = {}
+_TRACER: Any = None  # set by tracing(): an object with .call(op, impl, label, args, kwargs)
 
 
-def cpu_threads() -> int:
-    """Threads for chunked elementwise work: $SCRATCHVAE_THREADS ("auto": the usable cores,
-    at most 8), else 1.
+def _table(kind: str) -> dict[str, Callable[..., Any]]:
+    """The kernels for ``kind`` arrays ("numpy": Numba's, "cupy": CuPy's) by op name, imported
+    on first use."""
+    table = _TABLES.get(kind)
+    if table is None:
+        from .kernels import cpu, gpu  # noqa: PLC0415 - imported only once an op needs them
 
-    Off by default: measured inside the whole training step (2 cores, OpenBLAS), the second
-    thread competes with BLAS's own worker threads, which spin for a while after each product,
-    and the step got no faster (benchmarks/results). On its own the threaded Adam is ~1.6x
-    faster, so try ``SCRATCHVAE_THREADS=auto`` where BLAS is single-threaded or cores are many.
-    """
-    env = os.environ.get("SCRATCHVAE_THREADS", "").strip()
-    if not env:
-        return 1
-    if env == "auto":
-        try:
-            n = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            n = os.cpu_count() or 1
-        return max(1, min(n, 8))
+        table = _TABLES[kind] = (cpu if kind == "numpy" else gpu).KERNELS
+    return table
+
+
+# What each type of argument means to the dispatch, found once per type: an array a kernel may
+# take ("numpy" when C-contiguous, "cupy"), one it may not ("other": a memmap, a matrix, an
+# array of complex or object entries), a tuple to look into (a cache), or anything else
+# (numbers, strings, workspaces, None: "skip"). The kernels check dtypes and shapes themselves.
+_ROLE: dict[type, str] = {np.ndarray: "numpy", tuple: "tuple", float: "skip", int: "skip"}
+
+
+def _role(t: type) -> str:
+    role = _ROLE.get(t)
+    if role is None:
+        if issubclass(t, tuple):
+            role = "tuple"
+        elif t.__module__.startswith("cupy") and hasattr(t, "__cuda_array_interface__"):
+            role = "cupy"
+        elif issubclass(t, np.ndarray):
+            role = "other"
+        else:
+            role = "skip"  # NumPy scalars included: they are values, not arrays
+        _ROLE[t] = role
+    return role
+
+
+def _select(name: str, args: tuple) -> tuple[Callable[..., Any] | None, str]:
+    """(kernel, label) for op ``name`` on ``args`` (the positional and keyword arguments'
+    values, one level into tuples); (None, "numpy"/"cupy") means the op's body."""
+    kind = "numpy"
+    for a in args:
+        t = type(a)
+        role = "numpy" if t is np.ndarray else _ROLE.get(t) or _role(t)
+        if role == "skip":
+            continue
+        for b in a if role == "tuple" else (a,):  # a cache: its arrays
+            t = type(b)
+            if t is np.ndarray:
+                if not (b.flags.c_contiguous and b.dtype.kind in "fiub"):
+                    return None, "numpy"
+                continue
+            role = _ROLE.get(t) or _role(t)
+            if role == "cupy":
+                kind = "cupy"
+            elif role == "other":
+                return None, "numpy"
+    if not _KERNELS_ON:
+        return None, kind
+    kernel = (_TABLES.get(kind) or _table(kind)).get(name)
+    return kernel, ("numba" if kind == "numpy" else "cuda") if kernel else kind
+
+
+def op(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Make ``fn`` an op: a call runs the kernel registered under ``fn``'s name for its arrays,
+    or ``fn`` itself. ``op_fn.reference`` is always the body. Inside :func:`tracing` every call
+    is also reported to the tracer (outside it the cost is one test of a global)."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def dispatched(*args: Any, **kwargs: Any) -> Any:
+        kernel, label = _select(name, (*args, *kwargs.values()) if kwargs else args)
+        impl = kernel or fn
+        if _TRACER is None:
+            return impl(*args, **kwargs)
+        return _TRACER.call(dispatched, impl, label, args, kwargs)
+
+    dispatched.reference = fn  # type: ignore[attr-defined]
+    dispatched.op_name = name  # type: ignore[attr-defined]
+    return dispatched
+
+
+def kernels_enabled() -> bool:
+    """Whether ops use their kernels (``SCRATCHVAE_KERNELS=0`` or :func:`kernels` turn it off)."""
+    return _KERNELS_ON
+
+
+@contextmanager
+def kernels(on: bool) -> Iterator[None]:
+    """Inside the block, ops use their kernels (``on``) or only their readable bodies."""
+    global _KERNELS_ON
+    before, _KERNELS_ON = _KERNELS_ON, bool(on)
     try:
-        return max(1, int(env))
-    except ValueError:
-        raise BackendError(
-            f"SCRATCHVAE_THREADS must be an integer or 'auto', got {env!r}"
-        ) from None
+        yield
+    finally:
+        _KERNELS_ON = before
 
 
-def run_chunked(fn: Callable[[slice], Any], n: int, min_chunk: int = 1 << 15) -> None:
-    """Call ``fn(s)`` for contiguous slices ``s`` covering ``range(n)``, in parallel threads.
-
-    NumPy's ufuncs release the GIL, so whole-buffer elementwise work (the optimizer's update)
-    spreads over the cores that BLAS uses for the products. Small ``n`` runs inline.
-    """
-    global _POOL
-    k = min(cpu_threads(), n // min_chunk)
-    if k <= 1:
-        fn(slice(0, n))
-        return
-    if _POOL is None or _POOL._max_workers < k:  # noqa: SLF001 - resize on demand
-        _POOL = ThreadPoolExecutor(max_workers=k, thread_name_prefix="scratchvae")
-    step = -(-n // k) + 63 & ~63  # ceil(n / k) rounded up to a multiple of 64 (cache lines)
-    slices = [slice(i, min(i + step, n)) for i in range(0, n, step)]
-    futures = [_POOL.submit(fn, s) for s in slices[1:]]
-    fn(slices[0])  # this thread takes the first chunk
-    for f in futures:
-        f.result()  # re-raises a worker's exception here
-
-
-def cupy_kernel(name: str, in_params: str, out_params: str, operation: str) -> Any:
-    """A ``cupy.ElementwiseKernel``, compiled once and cached by ``name`` (GPU code paths only)."""
-    if name not in _KERNELS:
-        cupy = _import_cupy()
-        _KERNELS[name] = cupy.ElementwiseKernel(in_params, out_params, operation, name)
-    return _KERNELS[name]
-
-
-def cupy_sum_kernel(name: str, in_params: str, term: str, post: str) -> Any:
-    """A ``cupy.ReductionKernel`` summing ``term`` (an expression of the inputs) into ``T y``
-    with ``y = post`` (``a`` the sum). Call it with ``axis=1`` on (B, D) inputs and sum the B
-    results: a reduction to a single value runs in one thread block (measured on an H100: 0.9 ms
-    for 2048 x 784 floats), one row per block uses the whole GPU."""
-    if name not in _KERNELS:
-        cupy = _import_cupy()
-        _KERNELS[name] = cupy.ReductionKernel(
-            in_params, "T y", term, "a + b", f"y = {post}", "0", name
-        )
-    return _KERNELS[name]
+@contextmanager
+def tracing(tracer: Any) -> Iterator[Any]:
+    """Report every op call inside the block to ``tracer.call(op, impl, label, args, kwargs)``
+    (``op`` the dispatched op, ``impl`` what it chose, ``label`` "numba", "cuda", "numpy" or
+    "cupy"), which must run ``impl(*args, **kwargs)`` and return its result."""
+    global _TRACER
+    before, _TRACER = _TRACER, tracer
+    try:
+        yield tracer
+    finally:
+        _TRACER = before
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,7 +312,7 @@ class Backend:
         if dtype not in _DTYPES:
             raise BackendError(f"unknown dtype {dtype!r}; choose 'float32' or 'float64'")
         self.name = name
-        self.xp: ModuleType = _import_cupy() if name == "cupy" else np
+        self.xp: ModuleType = import_cupy() if name == "cupy" else np
         self.special: SimpleNamespace = _CUPY_SPECIAL if name == "cupy" else _NUMPY_SPECIAL  # type: ignore[assignment]
         self.dtype = np.dtype(_DTYPES[dtype])
         self.seed = int(seed)

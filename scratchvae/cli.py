@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
-from . import trace  # `scratchvae trace`; when it moves to lab/: from .lab import trace
 from .backend import BackendError
 from .bench import cli as bench  # `scratchvae bench`
 from .checkpoint import CheckpointError
@@ -31,7 +30,8 @@ from .commands import (
     cmd_train,
 )
 from .data import BINARIZE_MODES, DataError
-from .models import MODELS
+from .lab import trace  # `scratchvae trace`
+from .models import MODEL_KINDS
 from .train import TrainingDiverged
 
 __all__ = ["build_parser", "main", "version"]
@@ -98,7 +98,7 @@ def _add_train(sub: Any) -> None:
         "batch 64; otherwise hidden 400, latent 20, epochs 10, batch 128, init uniform.",
     )
     _add_data_args(p, "default digits")
-    p.add_argument("--model", choices=list(MODELS), default="vae", help="default vae")
+    p.add_argument("--model", choices=list(MODEL_KINDS), default="vae", help="default vae")
     p.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes*")
     p.add_argument("--latent", type=int, help="latent dimensions*")
     p.add_argument("--activation", default="relu", help="default relu")

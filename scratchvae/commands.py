@@ -31,7 +31,7 @@ from typing import Any
 from .backend import Backend, get_backend
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
 from .data import Dataset, binarize, check_n_features, load_dataset
-from .models import AE, MODELS, VAE
+from .models import AE, VAE, model_classes
 from .train import METRICS_NAME, TrainConfig, fit
 
 __all__ = [
@@ -125,7 +125,7 @@ def _build_train_model(args: argparse.Namespace, n_features: int, bk: Backend) -
         "sae": {"rho": args.rho, "beta": args.sparsity_weight},
         "ae": {},
     }[args.model]
-    return MODELS[args.model](n_features, **common, **extra)
+    return model_classes()[args.model](n_features, **common, **extra)
 
 
 def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:

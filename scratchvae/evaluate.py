@@ -24,17 +24,14 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import compiled
-from .backend import Backend, get_special, get_xp, to_numpy
-from .models import VAE, Likelihood, Model
+from .backend import Backend, get_special, to_numpy
+from .models import VAE, Model
+from .ops.losses import kl_standard_normal, log_normal, log_standard_normal
+from .ops.reparam import reparam_forward
 
 Array = Any
 
 __all__ = [
-    "log_px_given_z",
-    "log_normal",
-    "log_standard_normal",
-    "kl_standard_normal",
     "elbo_terms",
     "iw_bound",
     "active_units",
@@ -42,60 +39,10 @@ __all__ = [
     "evaluate",
 ]
 
-LOG_2PI = math.log(2.0 * math.pi)
 ACTIVE_THRESHOLD = 0.01  # Burda et al.: unit u is active when Cov_x(E_q[z_u]) > 0.01
 DEFAULT_BUDGET = 1 << 22  # floats per chunk of the importance-weighted bound (16 MiB in float32)
 GPU_BUDGET = 1 << 26  # on CuPy (256 MiB in float32): fewer, larger chunks, since every chunk
 # costs a dozen kernel launches from the host whatever its size
-
-
-# ============================================================================ log-densities
-# Each returns one value per example: a sum over the last axis, leading axes kept.
-
-
-def log_px_given_z(lik: Likelihood, out: Array, x: Array) -> Array:
-    """log p(x|z) from the decoder output ``out`` (..., D or 2D) for data x (..., D) -> (...).
-
-    bernoulli (out = logits l):   log p = -sum_D [ softplus(l) - x l ]
-    gaussian, fixed std s:        log p = -0.5 sum_D [ (x - m)^2 / s^2 + log s^2 + log 2 pi ]
-    gaussian-learned [m | lv]:    log p = -0.5 sum_D [ (x - m)^2 / exp(lv) + lv + log 2 pi ]
-    """
-    if lik.kind == "bernoulli":
-        if x.ndim == 2 and out.shape[-2:] == x.shape and compiled.bernoulli_applies(out, x):
-            return compiled.bernoulli_log_prob(out, x)  # the same sum in one compiled pass
-        return -(get_special(out).softplus(out) - x * out).sum(axis=-1)
-    if lik.kind == "gaussian":
-        return log_normal(x, out, lik.fixed_logvar)
-    if lik.kind == "gaussian-learned":
-        D = out.shape[-1] // 2
-        return log_normal(x, out[..., :D], out[..., D:])
-    raise ValueError(
-        "likelihood 'mse' is a squared error, not a density: log p(x|z) is undefined; "
-        "train with likelihood 'bernoulli' or 'gaussian' to get a likelihood bound"
-    )
-
-
-def log_normal(z: Array, mu: Array, logvar: Array | float) -> Array:
-    """log N(z; mu, diag(exp(logvar))), summed over the last axis.   (..., L) -> (...)
-
-    log N = -0.5 sum_L [ (z - mu)^2 exp(-logvar) + logvar + log 2 pi ]
-    """
-    xp = get_xp(z, mu)
-    if hasattr(logvar, "shape"):
-        inv_var, lv_sum = xp.exp(-logvar), logvar.sum(axis=-1)
-    else:  # a fixed variance: a Python float keeps float32 arrays float32
-        inv_var, lv_sum = math.exp(-logvar), z.shape[-1] * logvar
-    return -0.5 * (((z - mu) ** 2 * inv_var).sum(axis=-1) + lv_sum + z.shape[-1] * LOG_2PI)
-
-
-def log_standard_normal(z: Array) -> Array:
-    """log N(z; 0, I) = -0.5 sum_L [ z^2 + log 2 pi ].   (..., L) -> (...)"""
-    return -0.5 * ((z * z).sum(axis=-1) + z.shape[-1] * LOG_2PI)
-
-
-def kl_standard_normal(mu: Array, logvar: Array) -> Array:
-    """KL(N(mu, exp(logvar)) || N(0, I)) per example = 0.5 sum_L [mu^2 + e^lv - lv - 1]. (B,)"""
-    return 0.5 * (mu * mu + get_xp(mu).exp(logvar) - logvar - 1).sum(axis=-1)
 
 
 # ============================================================================ helpers
@@ -143,13 +90,12 @@ def elbo_terms(
     xp = bk.xp
     recon, kl = [], []
     for sl in _batches(x.shape[0], batch_size):
-        xb = model._prepare(x[sl])  # (B, D)
+        xb = model.prepare(x[sl])  # (B, D)
         mu, logvar = model.encode(xb)  # (B, L) each
-        sigma = xp.exp(0.5 * logvar)
         r = 0.0
         for _ in range(n_samples):
-            z = mu + sigma * bk.normal(mu.shape)  # reparameterized draw, (B, L)
-            r = r - log_px_given_z(model.lik, _decoder_out(model, z), xb)
+            z, _ = reparam_forward(mu, logvar, bk.normal(mu.shape))  # (B, L)
+            r = r - model.lik.log_prob(_decoder_out(model, z), xb)
         recon.append(r / n_samples)
         kl.append(kl_standard_normal(mu, logvar))
     recon_all, kl_all = xp.concatenate(recon), xp.concatenate(kl)
@@ -173,9 +119,9 @@ def _log_weights(model: VAE, xb: Array, mu: Array, logvar: Array, eps: Array) ->
 
     xb: (b, D); mu, logvar: (b, L); eps: (s, b, L) -> log w: (s, b)."""
     s, b, L = eps.shape
-    z = mu + get_xp(mu).exp(0.5 * logvar) * eps  # (s, b, L), broadcast over samples
+    z, _ = reparam_forward(mu, logvar, eps)  # (s, b, L), broadcast over samples
     out = _decoder_out(model, z.reshape(s * b, L)).reshape(s, b, -1)  # (s, b, D_out)
-    return log_px_given_z(model.lik, out, xb) + log_standard_normal(z) - log_normal(z, mu, logvar)
+    return model.lik.log_prob(out, xb) + log_standard_normal(z) - log_normal(z, mu, logvar)
 
 
 def iw_bound(
@@ -212,7 +158,7 @@ def iw_bound(
     b_size, s_size = _chunk_sizes(model, batch_size, k, budget)
     bounds = []
     for sl in _batches(x.shape[0], b_size):
-        xb = model._prepare(x[sl])  # (b, D)
+        xb = model.prepare(x[sl])  # (b, D)
         mu, logvar = model.encode(xb)  # (b, L)
         parts = []  # logsumexp over each chunk of samples, (b,) each, float64
         for ss in _batches(k, s_size):

@@ -1,45 +1,49 @@
-"""A multilayer perceptron built from Dense, an activation and (optionally) Dropout.
+"""A multilayer perceptron: hidden layers (dense + activation, then dropout), a linear output.
 
     h_0 = x
-    a_i = h_{i-1} @ W_i + b_i,   h_i = dropout(act(a_i))      for the hidden layers i < n
-    out = h_{n-1} @ W_n + b_n                                 (last layer linear)
+    h_i = dropout(act(h_{i-1} @ W_i + b_i))      for the hidden layers i < n
+    out = h_{n-1} @ W_n + b_n                    (the last layer is linear)
 
 Parameters are named ``<prefix>.<i>.W`` / ``<prefix>.<i>.b``; the MLP only knows the names,
-the arrays live in the model's :class:`~scratchvae.params.ParamStore`.
+the arrays live in the model's :class:`~scratchvae.params.ParamStore`, and the gradients go into
+a second store with the same names. Each line below is one op call; backward is forward read
+from the bottom up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from . import compiled
-from .activations import get_activation
-from .backend import Backend, cupy_kernel, get_xp, is_cupy
+from .backend import Backend
 from .init import INITIALISERS, default_init, fan_in_uniform, fan_in_uniform_bias
-from .layers import (
+from .ops.activations import get_activation
+from .ops.layers import (
+    DenseCache,
+    DropoutCache,
     dense_backward,
     dense_forward,
     dropout_backward,
     dropout_forward,
     dropout_mask,
+    hidden_layer,
 )
-from .params import Workspace, scratch
+from .params import Workspace, scope
 
 Array = Any
 
-# per layer: parameters, dropout mask, and the workspace buffers of forward and backward
-_KEYS = ("W", "b", "dropout", "a", "h", "h_drop", "dh_drop", "da", "dx")
+
+class LayerNames(NamedTuple):
+    W: str  # "<prefix>.<i>.W"
+    b: str  # "<prefix>.<i>.b"
+    dropout: str  # the key of this layer's dropout mask in the noise
+    scope: str  # "<prefix>.<i>": the layer's arrays in a workspace
 
 
-def _bias_relu(a: Array, b: Array, out: Array) -> Array:
-    """relu(a + b) into ``out``: :func:`scratchvae.compiled.bias_relu`, or one CuPy kernel."""
-    if is_cupy(a):
-        kernel = cupy_kernel(
-            "scratchvae_bias_relu", "T a, T b", "T h", "T v = a + b; h = v <= (T)0 ? (T)0 : v"
-        )
-        return kernel(a, b, out)
-    return compiled.bias_relu(a, b, out=out)
+class MLPCache(NamedTuple):
+    hidden: list[Any]  # per hidden layer: the dense + activation op's cache
+    dropout: list[DropoutCache | None]  # per hidden layer: its dropout's (None: no dropout)
+    out: DenseCache  # the linear output layer's cache
 
 
 class MLP:
@@ -58,12 +62,15 @@ class MLP:
         self.prefix = prefix
         self.sizes = tuple(int(s) for s in sizes)
         self.act = get_activation(activation)
+        self.hidden_forward, self.hidden_backward = hidden_layer(activation)
         self.dropout = float(dropout)
         self.init_name = init or default_init(activation)
         if self.init_name not in INITIALISERS:
             raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITIALISERS)}")
-        # the names forward and backward look up, built once: keys[i]["W"] == name(i, "W")
-        self.keys = [{what: self.name(i, what) for what in _KEYS} for i in range(self.n_layers)]
+        self.names = [
+            LayerNames(*(self.name(i, what) for what in ("W", "b", "dropout")), f"{prefix}.{i}")
+            for i in range(self.n_layers)
+        ]
 
     @property
     def n_layers(self) -> int:
@@ -107,84 +114,56 @@ class MLP:
         x: Array,
         masks: Mapping[str, Array] | None = None,
         ws: Workspace | None = None,
-    ) -> tuple[Array, list]:
-        """x: (B, sizes[0]) -> out: (B, sizes[-1]). ``masks`` None means evaluation (no dropout).
-
-        With a workspace ``ws`` every result (and the returned ``out``) is one of its buffers,
-        overwritten by the next pass."""
-        cache = []
+    ) -> tuple[Array, MLPCache]:
+        """x: (B, sizes[0]) -> out: (B, sizes[-1]). ``masks`` None means evaluation (no
+        dropout). With a workspace every result is one of its arrays, reused by the next pass."""
+        masks = masks or {}
+        hidden, dropout = [], []
         h = x
-        B = x.shape[0]
-        for i, key in enumerate(self.keys):
-            W, b = params[key["W"]], params[key["b"]]
-            hidden = i < self.n_layers - 1
-            a_out = scratch(ws, key["a"], (B, W.shape[1]))
-            h_out = scratch(ws, key["h"], (B, W.shape[1])) if hidden else None
-            if hidden and self._fused_relu(h, a_out, h_out):
-                # the same two ops, fast: x @ W by BLAS, then bias + ReLU in one pass
-                a = get_xp(h).matmul(h, W, out=a_out)
-                dense_cache, h = h, _bias_relu(a, b, out=h_out)
-                act_cache = h  # ReLU's cache: its output
-            else:
-                a, dense_cache = dense_forward(W, b, h, out=a_out)
-                if not hidden:
-                    cache.append((dense_cache, None, None))
-                    return a, cache
-                h, act_cache = self.act.forward(a, out=h_out)
-            mask = masks.get(key["dropout"]) if masks else None
-            if mask is not None:
-                h, _ = dropout_forward(h, mask, out=scratch(ws, key["h_drop"], h.shape))
-            cache.append((dense_cache, act_cache, mask))
-        raise AssertionError("unreachable")
-
-    def _compiled_relu(self, *arrays: Array) -> bool:
-        """Whether the fused bias + ReLU kernels apply (:mod:`scratchvae.compiled`): a ReLU
-        network, Numba on, NumPy arrays, and buffers from a workspace to write into."""
-        return self.act.name == "relu" and arrays[-1] is not None and compiled.applies(*arrays)
-
-    def _fused_relu(self, *arrays: Array) -> bool:
-        """The forward's fused bias + ReLU: with Numba on NumPy, or as a CuPy kernel on a GPU."""
-        if self.act.name == "relu" and arrays[-1] is not None and is_cupy(arrays[0]):
-            return True
-        return self._compiled_relu(*arrays)
+        for names in self.names[:-1]:
+            lws = scope(ws, names.scope)
+            h, layer = self.hidden_forward(h, params[names.W], params[names.b], lws)  # act(hW+b)
+            mask = masks.get(names.dropout)  # None: no dropout layer, or evaluation
+            h, drop = (
+                dropout_forward(h, mask, scope(lws, "dropout")) if mask is not None else (h, None)
+            )
+            hidden.append(layer)
+            dropout.append(drop)
+        last = self.names[-1]
+        out, out_cache = dense_forward(h, params[last.W], params[last.b], scope(ws, last.scope))
+        return out, MLPCache(hidden, dropout, out_cache)
 
     def backward(
         self,
         params: Mapping[str, Array],
         grads: Mapping[str, Array],
-        cache: list,
+        cache: MLPCache,
         dout: Array,
         need_dx: bool = True,
         ws: Workspace | None = None,
     ) -> Array | None:
-        """Writes dL/dW_i, dL/db_i into ``grads``; returns dL/dx (B, sizes[0]) or None.
-
-        With a workspace ``ws`` the intermediate gradients (and dL/dx) are its buffers."""
-        dh = dout
-        for i in reversed(range(self.n_layers)):
-            dense_cache, act_cache, mask = cache[i]
-            key = self.keys[i]
-            db = grads[key["b"]]
-            bias_done = False
-            if i < self.n_layers - 1:  # undo dropout, then the activation: da = dh * act'(a)
-                if mask is not None:
-                    dh_drop = scratch(ws, key["dh_drop"], dh.shape)
-                    dh = dropout_backward(mask, dh, out=dh_drop)
-                da = scratch(ws, key["da"], dh.shape)
-                if self._compiled_relu(act_cache, dh, db, da):
-                    # the same two ops, fast: ReLU's backward and the bias gradient in one pass
-                    dh, bias_done = compiled.relu_backward_bias_grad(act_cache, dh, da, db), True
-                else:
-                    dh = self.act.backward(act_cache, dh, out=da)
-            want_dx = need_dx or i > 0
-            dh, _, _ = dense_backward(
-                params[key["W"]],
-                dense_cache,
-                dh,
-                out_dW=grads[key["W"]],
-                out_db=db,
-                need_dx=want_dx,
-                out_dx=scratch(ws, key["dx"], dense_cache.shape) if want_dx else None,
-                need_db=not bias_done,
-            )
+        """Writes dL/dW_i, dL/db_i into ``grads``; returns dL/dx (B, sizes[0]), or None with
+        ``need_dx=False`` (the encoder's input is the data: nothing to send it back to)."""
+        last = self.names[-1]
+        dh = dense_backward(
+            cache.out,
+            dout,
+            scope(ws, last.scope),
+            need_dx or self.n_layers > 1,
+            grads[last.W],
+            grads[last.b],
+        ).dx
+        for i in reversed(range(self.n_layers - 1)):
+            names, lws = self.names[i], scope(ws, self.names[i].scope)
+            if cache.dropout[i] is not None:
+                dh = dropout_backward(cache.dropout[i], dh, scope(lws, "dropout"))
+            dh = self.hidden_backward(
+                cache.hidden[i], dh, lws, need_dx or i > 0, grads[names.W], grads[names.b]
+            ).dx
         return dh
+
+    def input_grad(self, params: Mapping[str, Array], cache: MLPCache, dout: Array) -> Array:
+        """dL/dx alone, the weight gradients written into a scratch store and dropped (for the
+        gradient estimators, which differentiate with respect to the MLP's input)."""
+        scratch = {name: None for name in self.shapes()}
+        return self.backward(params, scratch, cache, dout)

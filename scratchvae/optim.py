@@ -13,9 +13,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from . import compiled
-from .backend import cupy_kernel, get_xp, is_cupy, run_chunked
-from .params import ParamStore
+from .backend import get_xp, op
+from .params import ParamStore, Workspace, buffer
 
 Array = Any
 
@@ -51,11 +50,12 @@ def clip_by_global_norm(grads: list[Array], max_norm: float) -> Array:
 
 
 def _whole_number(t: Any) -> bool:
-    """Whether ``t`` is one whole number >= 0 (a Python int or a 0-d array)."""
-    try:
-        return t is not None and get_xp(t).ndim(t) == 0 and float(t) == int(t) >= 0
-    except (TypeError, ValueError, OverflowError):
+    """Whether ``t`` is one whole number >= 0: a Python int or a 0-d integer array."""
+    if isinstance(t, bool) or not isinstance(t, int) and getattr(t, "dtype", None) is None:
         return False
+    if not isinstance(t, int) and (t.dtype.kind not in "iu" or t.ndim != 0):
+        return False
+    return int(t) >= 0
 
 
 class Optimizer:
@@ -71,7 +71,7 @@ class Optimizer:
         self.t = 0  # number of steps taken
         self.state: dict[str, Array] = {}
         self.last_grad_norm: Array | None = None  # before clipping; set when clipping is on
-        self._scratch_buffers: dict[str, Array] = {}
+        self.workspace = Workspace()  # the update's scratch (not part of the state)
 
     def step(self, params: Mapping[str, Array], grads: Mapping[str, Array]) -> None:
         pairs = _pairs(params, grads)
@@ -84,17 +84,11 @@ class Optimizer:
     def _update(self, key: str, p: Array, g: Array) -> None:
         raise NotImplementedError
 
-    def _buffer(self, name: str, like: Array) -> Array:
+    def _state_array(self, name: str, like: Array) -> Array:
+        """The state array ``name`` (kept between steps, saved in checkpoints), zero at first."""
         if name not in self.state:
             self.state[name] = get_xp(like).zeros_like(like)
         return self.state[name]
-
-    def _scratch(self, name: str, like: Array) -> Array:
-        """A work buffer shaped like ``like``, kept between steps (not part of the state)."""
-        buf = self._scratch_buffers.get(name)
-        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
-            buf = self._scratch_buffers[name] = get_xp(like).empty_like(like)
-        return buf
 
     def state_dict(self) -> dict[str, Any]:
         """Step count and COPIES of the state arrays (backend arrays; convert at the saving
@@ -173,7 +167,7 @@ class SGD(Optimizer):
         if self.momentum == 0.0:
             p -= self.lr * g
             return
-        v = self._buffer(f"v.{key}", p)
+        v = self._state_array(f"v.{key}", p)
         v *= self.momentum
         v += g
         if self.nesterov:
@@ -262,47 +256,35 @@ class Adam(Optimizer):
         p -= step_size * m / denom
 
     def _update_fused(self, key: str, p: Array, g: Array, m: Array, v: Array) -> None:
-        """The same update with no allocation (:func:`adam_chunk`), chunked over cpu_threads().
-
-        Multiplying numerator and denominator by sqrt(1 - b2^t) moves both corrections into
-        scalars:  p -= lr sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps sqrt(1-b2^t)).
-        """
+        """The same update as :func:`adam_update`, the bias corrections folded into two
+        scalars: multiplying numerator and denominator by sqrt(1 - b2^t) gives
+        p -= lr sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps sqrt(1-b2^t))."""
         c2 = math.sqrt(1 - self.b2**self.t)
         step = self.lr * c2 / (1 - self.b1**self.t)
-        eps = self.eps * c2
-        if _cupy_adam(p, g, m, v, self.b1, self.b2, step, eps):
-            return
-        if p.ndim == 1 and compiled.applies(p, g, m, v):  # Numba: one pass over all cores
-            compiled.adam(p, g, m, v, self.b1, self.b2, step, eps)
-            return
-        tmp = self._scratch(key, p)
-        if p.ndim != 1:  # a dict of arrays rather than a ParamStore: one chunk per array
-            adam_chunk(p, g, m, v, tmp, self.b1, self.b2, step, eps)
-            return
-        run_chunked(
-            lambda s: adam_chunk(p[s], g[s], m[s], v[s], tmp[s], self.b1, self.b2, step, eps),
-            p.size,
-        )
+        ws = self.workspace.scope(key)
+        adam_update(p, g, m, v, self.b1, self.b2, step, self.eps * c2, ws)
 
 
-def adam_chunk(
+@op
+def adam_update(
     p: Array,
     g: Array,
     m: Array,
     v: Array,
-    tmp: Array,
     b1: float,
     b2: float,
     step: float,
     eps: float,
+    ws: Workspace | None = None,
 ) -> None:
-    """Adam on one slice, in place, ``tmp`` the only work buffer (10 passes, no allocation).
+    """Adam on the arrays p, g, m, v (any shape, the same for all), in place, one work buffer:
 
     m += (1 - b1)(g - m)                    (= b1 m + (1 - b1) g)
     v += (1 - b2)(g^2 - v)                  (= b2 v + (1 - b2) g^2)
-    p -= step * m / (sqrt(v) + eps)         (step, eps: bias corrections folded in)
+    p -= step * m / (sqrt(v) + eps)         (step, eps: the bias corrections folded in)
     """
     xp = get_xp(p)
+    tmp = buffer(ws, "tmp", p.shape, p)
     xp.subtract(g, m, out=tmp)
     tmp *= 1 - b1
     m += tmp
@@ -315,27 +297,6 @@ def adam_chunk(
     xp.divide(m, tmp, out=tmp)
     tmp *= step
     p -= tmp
-
-
-_ADAM_CUDA = """
-    m += (1 - b1) * (g - m);
-    v += (1 - b2) * (g * g - v);
-    p -= step * m / (sqrt(v) + eps);
-"""
-
-
-def _cupy_adam(
-    p: Array, g: Array, m: Array, v: Array, b1: float, b2: float, step: float, eps: float
-) -> bool:
-    """On CuPy: :func:`adam_chunk` as one fused kernel (one pass over memory). False on NumPy."""
-    if not is_cupy(p):
-        return False
-    kernel = cupy_kernel(
-        "scratchvae_adam", "T g, T b1, T b2, T step, T eps", "T p, T m, T v", _ADAM_CUDA
-    )
-    t = p.dtype.type
-    kernel(g, t(b1), t(b2), t(step), t(eps), p, m, v)
-    return True
 
 
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}

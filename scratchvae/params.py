@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .backend import Backend
+from .backend import Backend, get_xp
 
 Array = Any
 
@@ -90,30 +90,39 @@ class ParamStore(Mapping):
 
 
 class Workspace:
-    """Named scratch arrays kept from one training step to the next.
+    """Named arrays kept from one training step to the next: the step's scratch and outputs.
 
-    ``ws("decoder.0.a", (B, 400))`` returns the same array every step (a new one only when the
+    ``ws("h", (B, 400), like=x)`` returns the same array every step (a new one only when the
     shape or dtype changes, e.g. for a short last batch), so a step allocates nothing large.
     Not allocating is not only the saved ``malloc``: large arrays come from ``mmap``, and
     returning them to the system interrupts every core the process runs on, BLAS threads
     included (``benchmarks/README.md`` has the measurement).
 
-    Whatever a forward pass writes here is valid until the next forward pass that uses the same
-    workspace: :meth:`~scratchvae.models.Model.loss_and_grads` uses it because its cache never
-    leaves the call; ``forward`` on its own allocates fresh arrays unless given one.
+    ``ws.scope("encoder.0")`` is the same store seen under a prefix, so every layer's op names
+    its arrays "h", "dx", ... without clashing. Whatever an op writes here is valid until the
+    next call of the same op in the same scope: :meth:`~scratchvae.models.Model.loss_and_grads`
+    uses a workspace because its cache never leaves the call. An op given ``ws=None`` allocates.
     """
 
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-        self._arrays: dict[str, Array] = {}
+    def __init__(self, prefix: str = "", arrays: dict[str, Array] | None = None) -> None:
+        self.prefix = prefix
+        self._arrays: dict[str, Array] = {} if arrays is None else arrays
+        self._scopes: dict[str, Workspace] = {}
 
-    def __call__(self, name: str, shape: tuple[int, ...], dtype: Any = None) -> Array:
-        dtype = self.backend.dtype if dtype is None else dtype
-        a = self._arrays.get(name)
-        if a is None or a.shape != tuple(shape) or a.dtype != dtype:
-            a = self.backend.xp.empty(shape, dtype=dtype)
-            self._arrays[name] = a
+    def __call__(self, name: str, shape: tuple[int, ...], like: Array) -> Array:
+        """The array ``name`` of ``shape`` with ``like``'s dtype and array module."""
+        key = f"{self.prefix}{name}"
+        a = self._arrays.get(key)
+        if a is None or a.shape != tuple(shape) or a.dtype != like.dtype:
+            a = self._arrays[key] = get_xp(like).empty(shape, dtype=like.dtype)
         return a
+
+    def scope(self, name: str) -> Workspace:
+        """This store under the prefix ``<prefix><name>.`` (made once, then looked up)."""
+        ws = self._scopes.get(name)
+        if ws is None:
+            ws = self._scopes[name] = Workspace(f"{self.prefix}{name}.", self._arrays)
+        return ws
 
     def __len__(self) -> int:
         return len(self._arrays)
@@ -123,6 +132,13 @@ class Workspace:
         return sum(a.nbytes for a in self._arrays.values())
 
 
-def scratch(ws: Workspace | None, name: str, shape: tuple[int, ...]) -> Array | None:
-    """``ws(name, shape)``, or None (the op allocates its result) when there is no workspace."""
-    return None if ws is None else ws(name, shape)
+def buffer(ws: Workspace | None, name: str, shape: tuple[int, ...], like: Array) -> Array:
+    """Where an op writes its result ``name``: ``ws``'s reused array, or a new one (ws None)."""
+    if ws is None:
+        return get_xp(like).empty(shape, dtype=like.dtype)
+    return ws(name, shape, like)
+
+
+def scope(ws: Workspace | None, name: str) -> Workspace | None:
+    """``ws.scope(name)``, or None without a workspace."""
+    return None if ws is None else ws.scope(name)

@@ -41,7 +41,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .data import BINARIZE_MODES, Dataset, binarize, check_n_features, train_val_split
-from .models import AE, VAE
+from .models import AE
 from .optim import Optimizer, build_optimizer
 
 __all__ = ["History", "TrainConfig", "Trainer", "TrainingDiverged", "fit", "write_metrics"]
@@ -206,7 +206,7 @@ class Trainer:
             record.update({f"val_{k}": v for k, v in self.validate().items()})
             if not math.isfinite(record["val_loss"]):
                 raise self._diverged(epoch, "the validation loss")
-        if isinstance(self.model, VAE):
+        if self.model.kl_beta is not None:
             record["kl_weight"] = self.kl_weight(self.step - 1)
         record["seconds"] = time.perf_counter() - t0
         record["samples_per_s"] = len(self.train_idx) / max(seconds_train, 1e-9)
@@ -236,8 +236,7 @@ class Trainer:
         """forward + backward + optimizer step on one batch x (B, D); returns device terms."""
         model = self.model
         noise = model.draw_noise(x.shape[0])
-        options = {"kl_weight": kl_weight} if isinstance(model, VAE) else {}
-        terms, grads = model.loss_and_grads(x, noise, **options)  # reuses model.workspace
+        terms, grads = model.loss_and_grads(x, noise, kl_weight)  # reuses model.workspace
         self.optimizer.step(model.params, grads)
         return terms
 
@@ -267,7 +266,7 @@ class Trainer:
 
     def kl_weight(self, step: int) -> float:
         """beta * min(1, step / warm-up steps): the KL weight used at optimizer step ``step``."""
-        beta = self.model.beta if isinstance(self.model, VAE) else 0.0
+        beta = self.model.kl_beta or 0.0
         warmup_steps = self.config.warmup_epochs * self.steps_per_epoch
         if warmup_steps <= 0:
             return beta
@@ -285,7 +284,7 @@ class Trainer:
         for start in range(0, len(self.val_idx), size):
             idx = self.val_idx[start : start + size]
             x = self._batch(idx, vbk)
-            noise = {"eps": vbk.normal((len(idx), self.model.latent))}
+            noise = self.model.draw_noise(len(idx), backend=vbk, train=False)
             terms, _ = self.model.forward(x, noise, train=False)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.astype("float64") * len(idx)

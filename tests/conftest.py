@@ -1,4 +1,4 @@
-"""Shared test configuration: Hypothesis profiles and the GPU marker.
+"""Shared test configuration: Hypothesis profiles, the GPU marker, the kernels on/off fixture.
 
 Profiles, chosen with the environment variable SCRATCHVAE_HYPOTHESIS_PROFILE:
   ci (default)  few examples per property, so the whole suite stays fast on 2 cores
@@ -9,6 +9,7 @@ Profiles, chosen with the environment variable SCRATCHVAE_HYPOTHESIS_PROFILE:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -25,6 +26,17 @@ settings.register_profile(
     "thorough", max_examples=500, deadline=None, suppress_health_check=list(HealthCheck)
 )
 settings.load_profile(os.environ.get("SCRATCHVAE_HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(params=["kernels-on", "kernels-off"])
+def kernels(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Run the test twice: with the ops' kernels (Numba on NumPy arrays, when installed; CuPy
+    kernels on GPU arrays) and with the readable op bodies only. Yields whether they are on."""
+    from scratchvae.backend import kernels as use_kernels
+
+    on = request.param == "kernels-on"
+    with use_kernels(on):
+        yield on
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,17 +1,37 @@
-"""The backend: defaults, dtypes, seeded draws, generator state, and one-line errors when
-CuPy is missing or cannot reach a device (both simulated, so these run on any machine)."""
+"""The backend: defaults, dtypes, seeded draws, generator state, one-line errors when CuPy is
+missing or cannot reach a device (both simulated, so these run on any machine), and the op
+dispatch (@op, kernels(), tracing(), SCRATCHVAE_KERNELS)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import types
+from collections import Counter
 
 import numpy as np
 import pytest
 
 from scratchvae import backend as backend_module
-from scratchvae.backend import Backend, BackendError, get_backend, get_special, get_xp, to_numpy
+from scratchvae.backend import (
+    Backend,
+    BackendError,
+    get_backend,
+    get_special,
+    get_xp,
+    kernels,
+    kernels_enabled,
+    op,
+    to_numpy,
+    tracing,
+)
+from scratchvae.kernels import cpu
+from scratchvae.mlp import MLP
+from scratchvae.ops import layers
+from scratchvae.ops.activations import relu_forward
+from scratchvae.params import ParamStore
 
 
 def test_default_backend_is_numpy_float32() -> None:
@@ -91,7 +111,6 @@ def test_numpy_arrays_use_numpy_and_scipy_special() -> None:
     sp = get_special(x)
     np.testing.assert_allclose(sp.expit(x), [0.0, 0.5, 1.0])
     np.testing.assert_allclose(sp.softplus(x), [0.0, np.log(2.0), 1000.0])
-    np.testing.assert_allclose(sp.log_expit(x), [-1000.0, -np.log(2.0), 0.0])
     assert isinstance(to_numpy(x), np.ndarray) and to_numpy(np.float64(2.0)) == 2.0
     assert Backend().is_finite(x) and not Backend().is_finite(np.array([np.nan]))
 
@@ -160,10 +179,173 @@ def test_cupy_with_zero_devices_gives_one_line_error(fresh_cupy_import) -> None:
     assert "no CUDA device" in str(info.value)
 
 
-def test_dtype_may_be_given_as_a_numpy_type():
-    import numpy as np
-
+def test_dtype_may_be_given_as_a_numpy_type() -> None:
     assert Backend("numpy", np.float64).dtype == np.float64
     assert Backend("numpy", np.dtype("float32")).dtype == np.float32
     with pytest.raises(BackendError, match="unknown dtype 'int32'"):
         Backend("numpy", np.int32)
+
+
+# ------------------------------------------------------------------ op dispatch
+needs_numba = pytest.mark.skipif(cpu.numba is None, reason="the CPU kernels need numba")
+
+
+@op
+def double(x, cache=()):  # noqa: ANN001, ANN201 - a test op: a kernel is registered below
+    """Twice x."""
+    return 2 * x
+
+
+@pytest.fixture
+def double_kernel(monkeypatch: pytest.MonkeyPatch):
+    """A CPU kernel for the op `double` that says it ran (removed after the test)."""
+    monkeypatch.setitem(backend_module._table("numpy"), "double", lambda x, cache=(): "kernel")
+
+
+class Recorder:
+    """A tracer: records (op name, label, impl) of every call, then runs it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, object]] = []
+
+    def call(self, fn, impl, label, args, kwargs):  # noqa: ANN001, ANN201
+        self.calls.append((fn.op_name, label, impl))
+        return impl(*args, **kwargs)
+
+
+def test_an_op_keeps_its_name_doc_and_body() -> None:
+    assert double.op_name == "double" and double.__name__ == "double"
+    assert double.__doc__ == "Twice x." and double.reference.__name__ == "double"
+    assert layers.dense_relu_forward.op_name == "dense_relu_forward"
+    assert layers.dense_relu_forward.reference is not layers.dense_relu_forward
+
+
+def test_op_runs_the_kernel_for_c_contiguous_float_numpy_arrays(double_kernel) -> None:
+    x = np.ones((3, 4))
+    with kernels(True):
+        assert double(x) == "kernel" and double(x.astype(np.float32)) == "kernel"
+        assert double(x, (x[0], x[1])) == "kernel"
+        assert double.reference(x).tolist() == (2 * x).tolist()  # reference: always the body
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda x, tmp: x.T,  # Fortran order
+        lambda x, tmp: x[:, ::2],  # a strided view
+        lambda x, tmp: x.astype(np.complex128),  # not a real number (ints and bools are fine)
+        lambda x, tmp: np.memmap(tmp / "m.dat", np.float64, "w+", shape=x.shape),  # a subclass
+    ],
+    ids=["transposed", "strided", "complex", "memmap"],
+)
+def test_op_runs_the_body_for_arrays_a_kernel_cannot_take(double_kernel, tmp_path, make) -> None:
+    x = np.ones((3, 4))
+    other = make(x, tmp_path)
+    with kernels(True):
+        assert isinstance(double(other), np.ndarray)
+        assert isinstance(double(x, (x, other)), np.ndarray)  # also inside a cache
+        assert double(x) == "kernel"
+
+
+def test_op_runs_the_body_with_kernels_off(double_kernel) -> None:
+    with kernels(False):
+        assert not kernels_enabled()
+        np.testing.assert_array_equal(double(np.ones(3)), [2.0, 2.0, 2.0])
+
+
+def test_kernels_restores_the_previous_state() -> None:
+    before = kernels_enabled()
+    with kernels(False):
+        with kernels(True):
+            assert kernels_enabled()
+        assert not kernels_enabled()
+        with pytest.raises(ZeroDivisionError), kernels(True):
+            1 / 0  # noqa: B018 - an error inside the block
+        assert not kernels_enabled()
+    assert kernels_enabled() == before
+
+
+@needs_numba
+def test_real_ops_pick_numba_kernels_when_on_and_bodies_when_off() -> None:
+    bk = Backend("numpy", "float64", seed=0)
+    x, W, b = bk.normal((4, 3)), bk.normal((3, 2)), bk.normal((2,))
+    results = {}
+    for on in (True, False):
+        recorder = Recorder()
+        with kernels(on), tracing(recorder):
+            results[on], _ = layers.dense_relu_forward(x, W, b)
+            relu_forward(x)  # an op without a kernel: its body either way
+        assert [(name, label) for name, label, _ in recorder.calls] == [
+            ("dense_relu_forward", "numba" if on else "numpy"),
+            ("relu_forward", "numpy"),
+        ]
+        impl = recorder.calls[0][2]
+        assert impl is (cpu.dense_relu_forward if on else layers.dense_relu_forward.reference)
+    np.testing.assert_allclose(results[True], results[False], rtol=1e-15)
+
+
+def test_tracing_reports_every_op_call_with_its_label() -> None:
+    """An MLP with two tanh hidden layers: each hidden layer is dense_act_forward, which calls
+    dense_forward and tanh_forward; the output layer is one dense_forward."""
+    bk = Backend("numpy", "float64", seed=1)
+    mlp = MLP("enc", (3, 4, 4, 2), "tanh")
+    params = ParamStore(mlp.shapes(), bk)
+    mlp.init_params(params, bk)
+    x = bk.normal((5, 3))
+    recorder = Recorder()
+    with kernels(False), tracing(recorder) as active:
+        assert active is recorder
+        out, _ = mlp.forward(params, x)
+    assert Counter(name for name, _, _ in recorder.calls) == {
+        "dense_act_forward": 2,
+        "dense_forward": 3,
+        "tanh_forward": 2,
+    }
+    assert {label for _, label, _ in recorder.calls} == {"numpy"}
+    np.testing.assert_array_equal(out, mlp.forward(params, x)[0])  # the tracer ran the ops
+    mlp.forward(params, x)
+    assert len(recorder.calls) == 7  # nothing reported after the block
+
+
+def test_tracing_restores_the_outer_tracer() -> None:
+    outer, inner = Recorder(), Recorder()
+    with tracing(outer):
+        with tracing(inner):
+            double(np.ones(2))
+        double(np.ones(2))
+    assert len(inner.calls) == 1 and len(outer.calls) == 1
+
+
+def _kernels_in_subprocess(value: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "SCRATCHVAE_KERNELS"}
+    if value is not None:
+        env["SCRATCHVAE_KERNELS"] = value
+    code = (
+        "from scratchvae.backend import kernels_enabled, _select\n"
+        "import numpy as np\n"
+        "print(kernels_enabled(), _select('dense_relu_forward', (np.ones((2, 2)),))[1])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_environment_variable_turns_kernels_off() -> None:
+    assert _kernels_in_subprocess("0") == "False numpy"
+    kernel_label = "numba" if cpu.numba is not None else "numpy"
+    assert _kernels_in_subprocess(None) == f"True {kernel_label}"
+    assert _kernels_in_subprocess("1") == f"True {kernel_label}"
+
+
+@pytest.mark.gpu
+def test_cupy_arrays_pick_the_cuda_kernels() -> None:
+    bk = Backend("cupy", "float64", seed=0)
+    x, W, b = bk.normal((4, 3)), bk.normal((3, 2)), bk.normal((2,))
+    for on, label in ((True, "cuda"), (False, "cupy")):
+        recorder = Recorder()
+        with kernels(on), tracing(recorder):
+            layers.dense_relu_forward(x, W, b)
+            relu_forward(x)
+        assert [c[1] for c in recorder.calls] == [label, "cupy"]

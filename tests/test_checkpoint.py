@@ -7,6 +7,7 @@ import json
 import numpy as np  # numpy-boundary: writing foreign files, comparing host arrays
 import pytest
 
+from scratchvae.autoencoders import DenoisingAE
 from scratchvae.backend import Backend
 from scratchvae.checkpoint import (
     FORMAT,
@@ -17,7 +18,7 @@ from scratchvae.checkpoint import (
     save_checkpoint,
 )
 from scratchvae.data import DataError, check_n_features, load_dataset
-from scratchvae.models import VAE, DenoisingAE
+from scratchvae.models import VAE
 from scratchvae.optim import Adam
 
 
@@ -74,6 +75,31 @@ def test_other_model_kinds_round_trip(tmp_path):
     assert np.array_equal(loaded.params.flat, model.params.flat)
     with pytest.raises(CheckpointError, match="no optimizer state"):
         restore_optimizer(ckpt, Adam(1e-3), loaded)
+
+
+@pytest.mark.parametrize(
+    "key, value, needle",
+    [
+        ("m.flat", np.zeros(5, np.float32), r"m.flat is float32\[5\]"),
+        ("v.flat", None, "missing"),
+        ("t", np.array(-1), "step count"),
+    ],
+)
+def test_restore_optimizer_checks_the_state_against_the_model(tmp_path, key, value, needle):
+    """A state that does not fit the model's parameters is refused before anything is
+    loaded: one line naming the entry, the optimizer untouched."""
+    model, opt = _trained()
+    _save(tmp_path / "checkpoint.npz", model, opt)
+    _, ckpt = load_model(tmp_path)
+    if value is None:
+        del ckpt.optim_state[key]
+    else:
+        ckpt.optim_state[key] = value
+    fresh = Adam(1e-2)
+    with pytest.raises(CheckpointError, match=needle) as info:
+        restore_optimizer(ckpt, fresh, model)
+    assert "\n" not in str(info.value) and "train again without --resume" in str(info.value)
+    assert fresh.t == 0 and fresh.state == {}
 
 
 def test_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):

@@ -182,7 +182,7 @@ def test_trace_and_bench_are_ordinary_subcommands(capsys):
     assert main(["trace", "--help"]) == 0
     assert "usage: scratchvae trace" in capsys.readouterr().out
     assert main(["trace", "--batch-size", "2", "--hidden", "8", "--latent", "2"]) == 0
-    assert "backward pass, from the loss" in capsys.readouterr().out
+    assert "backward pass" in capsys.readouterr().out
     assert main(["bench", "--no-such-option"]) == 2
     line = _error_line(capsys)
     assert line == "scratchvae: error: unrecognized arguments: --no-such-option"

@@ -1,4 +1,5 @@
-"""Tests for scratchvae.evaluate: log-densities, test ELBO, IWAE bound, active units."""
+"""Tests for scratchvae.evaluate: the log-densities it reads (scratchvae.ops.losses and the
+decoder likelihood's log_prob), test ELBO, IWAE bound, active units."""
 
 import math
 
@@ -7,9 +8,7 @@ import pytest
 from scratchvae import evaluate as ev
 from scratchvae.backend import Backend, to_numpy
 from scratchvae.models import AE, VAE
-
-LOG_2PI = math.log(2 * math.pi)
-
+from scratchvae.ops.losses import LOG_2PI, log_normal, log_standard_normal
 
 # ---------------------------------------------------------------------------- a linear-Gaussian VAE
 # Decoder x = z W + b + s n with z ~ N(0, I), n ~ N(0, I): the marginal is exactly
@@ -52,22 +51,27 @@ def random_bernoulli_vae(seed: int = 0, n: int = 300):
 
 
 # ---------------------------------------------------------------------------- log-densities
-def test_log_densities_match_direct_formulas():
+def test_log_densities_match_direct_formulas(kernels):
     bk = Backend("numpy", "float64", seed=1)
     xp = bk.xp
     z, mu, lv = bk.normal((5, 3)), bk.normal((5, 3)), 0.3 * bk.normal((5, 3))
     var = xp.exp(lv)
     direct = (-0.5 * (z - mu) ** 2 / var - 0.5 * xp.log(2 * math.pi * var)).sum(axis=1)
-    assert xp.allclose(ev.log_normal(z, mu, lv), direct, rtol=1e-12)
-    assert xp.allclose(ev.log_standard_normal(z), ev.log_normal(z, 0 * z, 0 * z), rtol=1e-12)
+    assert xp.allclose(log_normal(z, mu, lv), direct, rtol=1e-12)
+    assert xp.allclose(log_standard_normal(z), log_normal(z, 0 * z, 0 * z), rtol=1e-12)
+    assert math.isclose(LOG_2PI, math.log(2 * math.pi))
     # Bernoulli on logits == x log p + (1 - x) log(1 - p) for moderate logits
     m = VAE(3, hidden=(), latent=1, backend=bk)
     logits, x = 2 * bk.normal((5, 3)), bk.uniform((5, 3))
     p = 1 / (1 + xp.exp(-logits))
     direct = (x * xp.log(p) + (1 - x) * xp.log(1 - p)).sum(axis=1)
-    assert xp.allclose(ev.log_px_given_z(m.lik, logits, x), direct, rtol=1e-12)
+    assert xp.allclose(m.lik.log_prob(logits, x), direct, rtol=1e-12)
+    # samples' logits (S, B, D) against the data (B, D): one value per sample and example
+    stacked = xp.stack([logits, -logits])
+    both = m.lik.log_prob(stacked, x)
+    assert both.shape == (2, 5) and xp.allclose(both[0], direct, rtol=1e-12)
     # stable where probabilities underflow: logits of -800 for a pixel that is on
-    big = ev.log_px_given_z(m.lik, xp.full((1, 3), -800.0), xp.ones((1, 3)))
+    big = m.lik.log_prob(xp.full((1, 3), -800.0), xp.ones((1, 3)))
     assert xp.allclose(big, -2400.0)
 
 

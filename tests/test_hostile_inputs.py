@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np  # numpy-boundary: writing crafted files
 import pytest
 
-from scratchvae import compiled
 from scratchvae.cli import main
+from scratchvae.kernels import cpu
+from scratchvae.ops.layers import DenseCache, DenseReluCache
+from scratchvae.ops.reparam import LatentCache
 
 TINY = ["--hidden", "16", "--latent", "2", "--epochs", "2", "--no-progress", "--no-figures"]
 
@@ -39,9 +41,10 @@ def _crafted(run_dir: Path, tmp_path: Path, **changes) -> Path:
     return out
 
 
-def _cli(*args: str, numba: bool = True) -> subprocess.CompletedProcess:
-    """The real command in a subprocess: a memory error kills it instead of the test run."""
-    env = {**os.environ, "SCRATCHVAE_NUMBA": "1" if numba else "0"}
+def _cli(*args: str, kernels: bool = True) -> subprocess.CompletedProcess:
+    """The real command in a subprocess: a memory error kills it instead of the test run.
+    The kernels stay on: the compiled Adam is what wrong-size moments would overrun."""
+    env = {**os.environ, "SCRATCHVAE_KERNELS": "1" if kernels else "0"}
     code = "import sys; from scratchvae.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300
@@ -59,7 +62,7 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -
 
 
 # ------------------------------------------------------------------ defect 1: memory corruption
-@pytest.mark.skipif(compiled.numba is None, reason="the crash needs the compiled Adam (numba)")
+@pytest.mark.skipif(cpu.numba is None, reason="the crash needs the compiled Adam (numba)")
 @pytest.mark.parametrize("size", [0, 10, 100_000])
 def test_wrong_size_adam_moments_are_refused_before_the_compiled_update(run_dir, tmp_path, size):
     """Adam moments of the wrong size once reached the compiled update, which indexes them by
@@ -98,27 +101,31 @@ def test_non_finite_optimizer_state_is_refused(run_dir, tmp_path):
     _assert_one_line_error(result, "v.flat", "NaN")
 
 
-@pytest.mark.skipif(compiled.numba is None, reason="needs numba")
+@pytest.mark.skipif(cpu.numba is None, reason="needs numba")
 def test_compiled_kernels_refuse_arrays_they_would_overrun():
     """The last line of defence: no compiled kernel indexes past the arrays it is given."""
     f32 = np.float32
     p, small = np.zeros(8, f32), np.zeros(3, f32)
-    a, b = np.zeros((4, 5), f32), np.zeros(5, f32)
-    h, eps = np.zeros((4, 6), f32), np.zeros((4, 3), f32)
+    a, W, b = np.zeros((4, 5), f32), np.zeros((5, 5), f32), np.zeros(5, f32)
+    h, eps, dz = np.zeros((4, 6), f32), np.zeros((4, 3), f32), np.zeros((4, 2), f32)
+    relu_cache = DenseReluCache(a, W, a.copy())
     calls = {
-        "adam": lambda: compiled.adam(p, p, small, small, 0.9, 0.999, 1e-3, 1e-8),
-        "bias_relu": lambda: compiled.bias_relu(a, small, out=a.copy()),
-        "bias_relu out": lambda: compiled.bias_relu(a, b, out=np.zeros((2, 5), f32)),
-        "relu_backward_bias_grad": lambda: compiled.relu_backward_bias_grad(a, a, a.copy(), small),
-        "column_sum": lambda: compiled.column_sum(a, small),
-        "bernoulli_nll_and_grad": lambda: compiled.bernoulli_nll_and_grad(
-            a, a, np.zeros((2, 5), f32)
+        "adam_update": lambda: cpu.adam_update(p, p, small, small, 0.9, 0.999, 1e-3, 1e-8),
+        "adam_update dtype": lambda: cpu.adam_update(p, p.astype(np.float64), p, p, 0.9, 0.9, 1, 1),
+        "dense_relu_forward bias": lambda: cpu.dense_relu_forward(a, W, small),
+        "dense_relu_forward dtype": lambda: cpu.dense_relu_forward(a, W, b.astype(np.float64)),
+        "dense_relu_backward dh": lambda: cpu.dense_relu_backward(
+            relu_cache, np.zeros((2, 5), f32)
         ),
-        "bernoulli_log_prob": lambda: compiled.bernoulli_log_prob(a, np.zeros((4, 6), f32)),
-        "latent_forward": lambda: compiled.latent_forward(h, small, eps, eps),
-        "latent_backward": lambda: compiled.latent_backward(eps, eps, eps, a, 1.0, a.copy()),
+        "dense_relu_backward db": lambda: cpu.dense_relu_backward(relu_cache, a, out_db=small),
+        "dense_backward db": lambda: cpu.dense_backward(DenseCache(a, W), a, out_db=small),
+        "bernoulli_nll_forward": lambda: cpu.bernoulli_nll_forward(a, np.zeros((2, 5), f32)),
+        "bernoulli_log_prob": lambda: cpu.bernoulli_log_prob(a, np.zeros((4, 6), f32)),
+        "latent_forward": lambda: cpu.latent_forward(h, np.zeros((4, 2), f32)),
+        "latent_forward 1-d": lambda: cpu.latent_forward(h, small),
+        "latent_backward": lambda: cpu.latent_backward(LatentCache(h, eps, eps), dz, 1.0),
     }
     for name, call in calls.items():
-        with pytest.raises(ValueError, match="mismatched shapes"):
+        with pytest.raises(ValueError, match="mismatched shapes") as info:
             call()
-        assert name  # every kernel named above raised
+        assert name.split()[0] in str(info.value)  # the message names the kernel

@@ -1,16 +1,19 @@
-"""Optimizers: exact update rules, convergence on a quadratic, Adam's first step, clipping,
-and state_dict round trips."""
+"""Optimizers: exact update rules, convergence on a quadratic, Adam's first step, the fused
+Adam (the op adam_update, kernels on and off) against the paper's readable update, clipping,
+state_dict round trips and the checks on a state before it is loaded."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from scratchvae.backend import Backend
+from scratchvae.backend import Backend, tracing
+from scratchvae.kernels import cpu
 from scratchvae.models import VAE
 from scratchvae.optim import (
     SGD,
     Adam,
+    adam_update,
     build_optimizer,
     clip_by_global_norm,
     global_norm,
@@ -62,7 +65,7 @@ def test_sgd_update_rule_matches_the_formula(variant: str) -> None:
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference"])
-def test_adam_update_rule_matches_the_formula(fused: bool) -> None:
+def test_adam_update_rule_matches_the_formula(fused: bool, kernels: bool) -> None:
     bk = Backend("numpy", "float64", seed=2)
     p = {"w": bk.normal((6,))}
     expected, m, v = p["w"].copy(), np.zeros(6), np.zeros(6)
@@ -77,7 +80,7 @@ def test_adam_update_rule_matches_the_formula(fused: bool) -> None:
     np.testing.assert_allclose(p["w"], expected, rtol=1e-12)
 
 
-def test_adam_first_step_moves_every_parameter_by_lr() -> None:
+def test_adam_first_step_moves_every_parameter_by_lr(kernels: bool) -> None:
     """Bias correction makes step 1 equal lr * g / (|g| + eps): magnitude lr when |g| >> eps,
     whatever the scale of g, against the sign of g."""
     bk = Backend("numpy", "float64", seed=3)
@@ -108,6 +111,85 @@ def test_optimizers_work_on_param_stores_and_dicts_alike() -> None:
             d.step(as_dict, grads_dict)
         for k in as_dict:
             np.testing.assert_allclose(store[k], as_dict[k], rtol=1e-13)
+
+
+# ------------------------------------------------------------------ the fused update
+def test_adam_update_op_first_step_moves_each_parameter_by_lr(kernels: bool) -> None:
+    """The op with the bias corrections folded in: step = lr sqrt(1-b2)/(1-b1), eps sqrt(1-b2)."""
+    g = np.array([1e-3, -2.0, 50.0])
+    p, m, v = np.zeros(3), np.zeros(3), np.zeros(3)
+    b1, b2, lr = 0.9, 0.999, 0.1
+    c2 = np.sqrt(1 - b2)
+    adam_update(p, g, m, v, b1, b2, lr * c2 / (1 - b1), 1e-12 * c2)
+    np.testing.assert_allclose(p, -lr * np.sign(g), rtol=1e-6)
+    np.testing.assert_allclose(m, (1 - b1) * g, rtol=1e-15)
+    np.testing.assert_allclose(v, (1 - b2) * g * g, rtol=1e-15)
+
+
+def test_fused_adam_on_dicts_matches_the_reference_mid_run(kernels: bool) -> None:
+    """Odd sizes, a 2-d array, mid-run bias corrections (t = 4 .. 7)."""
+    rng = np.random.default_rng(5)
+    shapes = {"w": (10_003,), "W": (37, 5)}
+    p0 = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    m0 = {k: 0.1 * rng.standard_normal(s) for k, s in shapes.items()}
+    v0 = {k: 0.01 * rng.random(s) for k, s in shapes.items()}
+    results = []
+    for fused in (True, False):
+        opt = Adam(3e-3, betas=(0.8, 0.99), eps=1e-6, fused=fused)
+        opt.t = 4
+        opt.state = {**{f"m.{k}": m0[k].copy() for k in p0}, **{f"v.{k}": v0[k].copy() for k in p0}}
+        p = {k: a.copy() for k, a in p0.items()}
+        for k in range(3):
+            opt.step(p, {name: np.sin(a * (k + 1)) for name, a in p0.items()})
+        results.append({**p, **opt.state})
+    assert results[0].keys() == results[1].keys()
+    for key in results[0]:
+        np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-12, atol=1e-15)
+
+
+def test_fused_adam_on_a_param_store_matches_the_reference(kernels: bool) -> None:
+    bk = Backend("numpy", "float64", seed=6)
+    model = VAE(30, hidden=(20,), latent=4, backend=bk)
+    x = bk.uniform((16, 30))
+    grads = [model.loss_and_grads(x, model.draw_noise(16))[1].flat.copy() for _ in range(3)]
+    start = model.params.flat.copy()
+    finals = []
+    for fused in (True, False):
+        model.params.flat[...] = start
+        opt = Adam(1e-2, fused=fused)
+        for g in grads:
+            model.grads.flat[...] = g
+            opt.step(model.params, model.grads)
+        finals.append(model.params.flat.copy())
+        assert set(opt.state_dict()) == {"t", "m.flat", "v.flat"}  # scratch: not state
+    np.testing.assert_allclose(finals[0], finals[1], rtol=1e-12, atol=1e-15)
+    assert not np.allclose(finals[0], start)
+
+
+def test_fused_adam_runs_the_op_once_per_step_in_its_workspace(kernels: bool) -> None:
+    """One adam_update call for a whole ParamStore; its scratch reused from step to step."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str]] = []
+
+        def call(self, fn, impl, label, args, kwargs):  # noqa: ANN001, ANN201
+            self.calls.append((fn.op_name, label))
+            return impl(*args, **kwargs)
+
+    bk = Backend("numpy", "float32", seed=7)
+    params, grads = ParamStore.with_gradients({"W": (40, 30), "b": (30,)}, bk)
+    grads.flat[...] = bk.normal(grads.flat.shape)
+    opt, recorder = Adam(1e-3), Recorder()
+    with tracing(recorder):
+        opt.step(params, grads)
+        scratch = {k: id(a) for k, a in opt.workspace._arrays.items()}
+        opt.step(params, grads)
+    assert [c[0] for c in recorder.calls] == ["adam_update"] * 2
+    label = "numba" if kernels and cpu.numba is not None else "numpy"
+    assert {c[1] for c in recorder.calls} == {label}
+    assert {k: id(a) for k, a in opt.workspace._arrays.items()} == scratch
+    assert set(scratch) == ({"flat.tmp"} if label == "numpy" else set())  # the kernel needs none
 
 
 # ------------------------------------------------------------------ clipping
@@ -208,3 +290,55 @@ def test_bad_hyperparameters_raise() -> None:
     with pytest.raises(ValueError, match="same keys"):
         SGD(0.1).step({"a": np.zeros(1)}, {"b": np.zeros(1)})
     assert isinstance(build_optimizer("adam", 0.1), Adam)
+
+
+# ------------------------------------------------------------------ checking a state
+def _adam_state(n: int = 8, dtype=np.float32) -> tuple[dict, dict]:
+    """(params, a valid Adam state for them after 3 steps) on plain dicts."""
+    params = {"w": np.zeros(n, dtype)}
+    return params, {"t": 3, "m.w": np.zeros(n, dtype), "v.w": np.full(n, 0.5, dtype)}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"t": -1}, "step count must be a whole number >= 0"),
+        ({"t": 2.5}, "step count must be a whole number >= 0"),
+        ({"t": np.array([1, 2])}, "step count must be a whole number >= 0"),
+        ({"t": np.array("x")}, "step count must be a whole number >= 0"),
+        ({"t": None}, "step count must be a whole number >= 0"),
+        ({"v.w": None}, r"keys differ: missing \['v.w'\], unexpected \[\]"),
+        ({"extra": np.zeros(8, np.float32)}, r"missing \[\], unexpected \['extra'\]"),
+        ({"m.w": np.zeros(7, np.float32)}, r"m.w is float32\[7\], expected float32\[8\]"),
+        ({"m.w": np.zeros(8, np.float64)}, r"m.w is float64\[8\], expected float32\[8\]"),
+        ({"m.w": np.full(8, np.inf, np.float32)}, "m.w holds NaN or infinite values"),
+        ({"v.w": np.full(8, -1.0, np.float32)}, "v.w .second moment. has negative values"),
+    ],
+)
+def test_check_state_refuses_a_state_the_optimizer_could_not_have_made(change, message) -> None:
+    params, state = _adam_state()
+    state = {k: v for k, v in {**state, **change}.items() if v is not None or k == "t"}
+    opt = Adam(0.1)
+    with pytest.raises(ValueError, match=message):
+        opt.check_state(state, params)
+    with pytest.raises(ValueError, match=message):  # load_state_dict checks first ...
+        opt.load_state_dict(state, params)
+    assert opt.t == 0 and opt.state == {}  # ... and loads nothing
+
+
+def test_check_state_accepts_valid_states() -> None:
+    params, state = _adam_state()
+    opt = Adam(0.1)
+    opt.check_state(state, params)
+    opt.check_state({"t": 0}, params)  # before the first step: no arrays yet
+    opt.check_state({**state, "t": np.array(3)}, params)  # a 0-d array, as read from a file
+    assert opt.state_shapes(params) == {"m.w": (8,), "v.w": (8,)}
+    store = ParamStore({"W": (2, 3), "b": (3,)}, Backend("numpy", "float32"))
+    assert opt.state_shapes(store) == {"m.flat": (9,), "v.flat": (9,)}
+    assert SGD(0.1).state_shapes(store) == {}
+    assert SGD(0.1, momentum=0.9).state_shapes(store) == {"v.flat": (9,)}
+    with pytest.raises(ValueError, match="keys differ"):
+        SGD(0.1).check_state({"t": 2, "v.flat": np.zeros(9, np.float32)}, store)
+    opt.load_state_dict(state, params)
+    assert opt.t == 3 and opt.state["v.w"] is not state["v.w"]  # copies: its own buffers
+    np.testing.assert_array_equal(opt.state["v.w"], state["v.w"])

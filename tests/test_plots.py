@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np  # numpy-boundary: building test inputs
 import pytest
 
+from scratchvae.autoencoders import DenoisingAE
 from scratchvae.backend import Backend
 from scratchvae.data import dataset_from_array, load_dataset
-from scratchvae.models import VAE, DenoisingAE
+from scratchvae.models import VAE
 from scratchvae.plots import (
     _pca2,
     plot_curves,

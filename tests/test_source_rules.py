@@ -188,3 +188,86 @@ def test_test_file_names_are_unique_across_folders() -> None:
     names = [p.name for p in TESTS.rglob("test_*.py")]
     assert len(names) >= 10
     assert sorted(names) == sorted(set(names))
+
+
+# ------------------------------------------------------------------ rule 3: the architecture
+# The models and the MLP read like the textbook: one op call per line. An op picks its own
+# implementation (scratchvae.backend.op), so these files never mention an array library, a
+# kernel module or a kernel switch.
+TEXTBOOK = ("models.py", "autoencoders.py", "mlp.py")
+KERNEL_WORDS = ("cupy", "numba", "is_cupy", "is_numpy", "kernels", "compiled", "ElementwiseKernel")
+
+
+def kernel_selection(source: str) -> list[str]:
+    """Names and imports in ``source`` that choose an implementation (comments ignored)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name | ast.Attribute):
+            name = node.id if isinstance(node, ast.Name) else node.attr
+        elif isinstance(node, ast.ImportFrom):
+            name = f"{node.module} {' '.join(a.name for a in node.names)}"
+        elif isinstance(node, ast.Import):
+            name = " ".join(a.name for a in node.names)
+        else:
+            continue
+        found += [f"{node.lineno}: {name}" for w in KERNEL_WORDS if w in (name or "")]
+    return found
+
+
+def test_kernel_selection_finder_flags_a_model_that_chooses() -> None:
+    assert kernel_selection("if is_cupy(x):\n    y = 1\n")
+    assert kernel_selection("from .kernels import cpu\n")
+    assert kernel_selection("from . import compiled\nif compiled.applies(x): pass\n")
+    assert kernel_selection("import cupy\n")
+    assert kernel_selection("h = dense_relu_forward(x, W, b)  # numba inside\n") == []
+
+
+@pytest.mark.parametrize("name", TEXTBOOK)
+def test_models_and_mlp_do_not_choose_kernels(name: str) -> None:
+    assert kernel_selection((PACKAGE / name).read_text()) == []
+
+
+def test_no_module_over_400_lines() -> None:
+    sizes = {
+        str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")
+    }
+    assert len(sizes) >= 20
+    assert {name: n for name, n in sizes.items() if n > 400} == {}
+
+
+def test_a_vae_step_reads_in_six_files() -> None:
+    """From the trainer's step to the optimizer's update, the functions a VAE step executes
+    (its readable path: kernels off) live in at most six files, besides the op dispatch and the
+    buffers (backend.py, params.py), which a reader does not need to open to follow the math."""
+    import sys
+
+    from scratchvae.backend import Backend, kernels
+    from scratchvae.models import VAE
+    from scratchvae.optim import Adam
+
+    bk = Backend("numpy", "float64", seed=0)
+    model, opt = VAE(12, hidden=[8], latent=2, backend=bk), Adam(1e-3)
+    x, noise = bk.uniform((4, 12)), model.draw_noise(4)
+    files: set[str] = set()
+
+    def record(frame, event, arg):  # noqa: ANN001, ANN202
+        path = frame.f_code.co_filename
+        if event == "call" and str(PACKAGE) in path:
+            files.add(str(Path(path).relative_to(PACKAGE)))
+
+    with kernels(False):
+        sys.setprofile(record)
+        try:
+            _, grads = model.loss_and_grads(x, noise, kl_weight=0.5)
+            opt.step(model.params, grads)
+        finally:
+            sys.setprofile(None)
+    step_files = files - {"backend.py", "params.py"}
+    assert step_files == {
+        "models.py",
+        "mlp.py",
+        "ops/layers.py",
+        "ops/reparam.py",
+        "ops/losses.py",
+        "optim.py",
+    }

@@ -8,10 +8,11 @@ import math
 import numpy as np  # numpy-boundary: test assertions on host arrays
 import pytest
 
+from scratchvae.autoencoders import DenoisingAE, SparseAE
 from scratchvae.backend import Backend
 from scratchvae.checkpoint import load_checkpoint
 from scratchvae.data import DataError, dataset_from_array, load_dataset
-from scratchvae.models import AE, VAE, DenoisingAE, SparseAE
+from scratchvae.models import AE, VAE
 from scratchvae.train import TrainConfig, Trainer, TrainingDiverged, fit
 
 
@@ -113,6 +114,23 @@ def test_kl_warmup_ramps_linearly_per_step(small):
     assert trainer.kl_weight(18) == trainer.kl_weight(500) == 2.0
     history = trainer.fit()
     assert [r["kl_weight"] for r in history] == pytest.approx([2 * 8 / 18, 2 * 17 / 18, 2.0])
+
+
+def test_each_step_passes_its_warm_up_weight_to_the_model(small, monkeypatch):
+    """The weight the trainer reports is the weight the step trains with: loss_and_grads
+    gets kl_weight(step) for each optimizer step (beta itself once warm-up is over)."""
+    model = _vae(beta=0.5)
+    trainer = Trainer(model, small, _cfg(epochs=2, warmup_epochs=1, batch_size=90))
+    seen, real = [], model.loss_and_grads
+
+    def recording(x, noise=None, kl_weight=None):
+        seen.append(kl_weight)
+        return real(x, noise, kl_weight)
+
+    monkeypatch.setattr(model, "loss_and_grads", recording)
+    trainer.fit()
+    assert seen == pytest.approx([trainer.kl_weight(s) for s in range(6)])
+    assert seen == pytest.approx([0.0, 0.5 / 3, 1.0 / 3, 0.5, 0.5, 0.5])
 
 
 def test_early_stopping_stops_after_patience_epochs(small):

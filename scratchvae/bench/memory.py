@@ -19,8 +19,8 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-from .. import compiled
 from ..backend import Backend
+from ..kernels import cpu as cpu_kernels
 from ..models import VAE
 from .references import TorchStep, import_torch
 from .timing import CONFIGS, ScratchStep, StepFn
@@ -65,7 +65,7 @@ def memory_probe(impl: str, backend_name: str, batch: int, steps: int) -> dict[s
         import_torch()
         source = ScratchStep(CONFIGS["mnist"], batch, bk)
     else:  # likewise Numba's compiled kernels, when installed (benchmarks/README.md: Memory)
-        compiled.warm_up("float32")
+        cpu_kernels.warm_up("float32")
     gc.collect()
     rss0 = _proc_status_kib("VmRSS")
     resettable = _reset_peak_rss()

@@ -17,9 +17,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .. import compiled
 from ..atomic import atomic_write
-from ..backend import Backend, to_numpy
+from ..backend import Backend, kernels_enabled, to_numpy
+from ..kernels import cpu as cpu_kernels
 from .references import import_torch, installed_version
 from .timing import ADAM
 
@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 # the environment variables that set the CPU threads of BLAS, OpenMP and scratchvae's pool
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "SCRATCHVAE_THREADS")
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _VERSIONS_OF = ("scratchvae", "numpy", "scipy", "numba", "torch", "jax", "jaxlib", "cupy-cuda12x")
 
 
@@ -60,8 +60,8 @@ def machine_info(backend: Backend, torch_device: str | None) -> dict[str, Any]:
         "blas": _blas_info(backend),
         "load_avg_start": load_average(),
         "versions": {m: installed_version(m) for m in _VERSIONS_OF},
-        # the optional Numba kernels (scratchvae.compiled: Adam and three fused passes) in use
-        "compiled_adam": backend.name == "numpy" and compiled.enabled(),
+        # the optional Numba kernels of the ops (scratchvae.kernels.cpu) in use
+        "cpu_kernels": backend.name == "numpy" and kernels_enabled() and bool(cpu_kernels.KERNELS),
         "thread_env": {v: os.environ.get(v) for v in THREAD_VARS if os.environ.get(v)},
     }
     if backend.name == "cupy":
@@ -133,7 +133,7 @@ def markdown_report(results: dict) -> str:
         f"# scratchvae benchmark: {m.get('gpu') or m['cpu']} ({m['cores']} cores)",
         "",
         f"- backend `{s['backend']}`; BLAS {m['blas']}; Python {m['python']}"
-        + ("; compiled kernels (Numba)" if m.get("compiled_adam") else ""),
+        + ("; compiled kernels (Numba)" if m.get("cpu_kernels") else ""),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
         f"- load average at start {m.get('load_avg_start')}, end {m.get('load_avg_end')}",
         f"- step = {s['step']}; Adam lr {ADAM['lr']}; {s['reps']} repetitions, median "

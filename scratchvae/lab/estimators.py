@@ -23,8 +23,8 @@ variance is typically orders of magnitude higher. Two test beds:
   (L = -ELBO, the model's loss) and of the encoder weights' gradients.
 
 Per-sample estimates have a leading axis S (one row per draw of eps); an estimate from S samples
-is their mean over that axis. :func:`estimator_study` measures, for each S, the mean and the
-variance of such S-sample estimates over independent repeats.
+is their mean over that axis. :func:`scratchvae.lab.study.estimator_study` measures, for each
+S, the mean and the variance of such S-sample estimates over independent repeats.
 
 Dropout is off throughout (eps is the only noise), so a pathwise sample equals
 ``model.loss_and_grads(x, {"eps": eps})`` for the same eps.
@@ -32,17 +32,21 @@ Dropout is off throughout (eps is the only noise), so a pathwise sample equals
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from .backend import Backend, get_xp, to_numpy
-from .layers import dropout_backward
-from .losses import LOG_2PI, gaussian_kl_backward
-from .mlp import MLP
-from .models import VAE, Likelihood
-from .reparam import reparam_backward, reparam_forward
+from ..backend import Backend, get_xp
+from ..mlp import MLPCache
+from ..models import VAE
+from ..ops.losses import (
+    GaussianKLCache,
+    Likelihood,
+    gaussian_kl_backward,
+    log_normal,
+    log_standard_normal,
+)
+from ..ops.reparam import ReparamCache, reparam_backward, reparam_forward, split_latent
 
 Array = Any
 Estimate = Callable[[int], dict[str, Array]]
@@ -52,11 +56,8 @@ __all__ = [
     "GradSamples",
     "LinearGaussianToy",
     "RunningBaseline",
-    "StudyRow",
     "TooFewSamples",
     "encoder_grads",
-    "estimator_study",
-    "format_study",
     "leave_one_out",
     "log_likelihood_per_example",
     "pathwise_grads",
@@ -74,10 +75,11 @@ BASELINES = ("none", "loo", "running")
 def pathwise_grads(df_dz: Array, eps: Array, sigma: Array) -> tuple[Array, Array]:
     """Per-sample pathwise gradients of f at z = mu + sigma * eps.  All shapes (S, ...).
 
-    dz/dmu = 1, dz/dlogvar = eps * sigma / 2: exactly :func:`~scratchvae.reparam.reparam_backward`
-    with the upstream gradient df/dz. Returns (d/dmu, d/dlogvar).
+    dz/dmu = 1, dz/dlogvar = eps * sigma / 2: exactly
+    :func:`~scratchvae.ops.reparam.reparam_backward` with the upstream gradient df/dz.
+    Returns (d/dmu, d/dlogvar).
     """
-    return reparam_backward((eps, sigma), df_dz)
+    return tuple(reparam_backward(ReparamCache(eps, sigma), df_dz))
 
 
 def score_function_grads(
@@ -254,25 +256,9 @@ def _named_estimators(make: Callable[[str, str], Estimate]) -> dict[str, Estimat
 
 # ============================================================================ the VAE
 def log_likelihood_per_example(lik: Likelihood, out: Array, x: Array) -> Array:
-    """log p(x_b | z_b) for each row b: (N,). The sum over rows / N is -``lik.nll(out, x)``.
-
-    The same formulas as ``losses.py``, summed over features but not over the batch.
-    (For ``mse`` it is minus the squared error: the objective's term, not a log-likelihood.)
-    """
-    xp = get_xp(out)
-    if lik.kind == "bernoulli":  # log p = x l - softplus(l)
-        return (x * out - xp.logaddexp(0, out)).sum(axis=1)
-    if lik.kind == "mse":
-        return -((out - x) ** 2).sum(axis=1)
-    if lik.kind == "gaussian":
-        mean, logvar = out, lik.fixed_logvar
-        inv_var = math.exp(-logvar)
-    else:  # gaussian-learned: out = [mean | logvar]
-        D = out.shape[1] // 2
-        mean, logvar = out[:, :D], out[:, D:]
-        inv_var = xp.exp(-logvar)
-    per = (x - mean) ** 2 * inv_var + logvar + LOG_2PI  # broadcasts a fixed logvar
-    return -0.5 * per.sum(axis=1)
+    """log p(x_b | z_b) for each row b: (N,), the likelihood's loss per example with its sign
+    flipped (for ``mse``: minus the squared error, the objective's term, not a density)."""
+    return -lik.forward(out, x, reduce="none")[0]
 
 
 @dataclass
@@ -289,15 +275,12 @@ class GradSamples:
     f: Array | None = None
 
 
-def _encode(model: VAE, x: Array) -> tuple[Array, Array, Array, list]:
+def _encode(model: VAE, x: Array) -> tuple[Array, Array, Array, MLPCache]:
     if not isinstance(model, VAE):
         raise TypeError(f"gradient estimators need a VAE, got {type(model).__name__}")
-    x = model.backend.asarray(x)
-    if x.ndim != 2 or x.shape[1] != model.n_features:
-        raise ValueError(f"expected x of shape (batch, {model.n_features}), got {tuple(x.shape)}")
+    x = model.prepare(x)
     h, enc_cache = model.encoder.forward(model.params, x)  # (B, 2L), dropout off
-    L = model.latent
-    return x, h[:, :L], h[:, L:], enc_cache
+    return (x, *split_latent(h), enc_cache)
 
 
 def _decode_samples(model: VAE, x: Array, z: Array, need_grad: bool) -> tuple[Array, Array]:
@@ -313,31 +296,10 @@ def _decode_samples(model: VAE, x: Array, z: Array, need_grad: bool) -> tuple[Ar
     f = log_likelihood_per_example(model.lik, out, xf).reshape(S, B)
     if not need_grad:
         return f, None
-    dout = model.lik.backward(out, xf) * S  # d recon_s / d out  (1/B each)
-    dz = _input_grad(model.decoder, model.params, dec_cache, dout)  # (S*B, L)
+    _, lik_cache = model.lik.forward(out, xf)  # the mean over S * B rows
+    dout = model.lik.backward(lik_cache, S)  # d recon_s / d out  (1/B each)
+    dz = model.decoder.input_grad(model.params, dec_cache, dout)  # (S*B, L)
     return f, dz.reshape(S, B, L)
-
-
-def _input_grad(net: MLP, params: Mapping[str, Array], cache: list, dout: Array) -> Array:
-    """dL/d(input) of an MLP, without its weight gradients (MLP.backward's dx chain only).
-
-    Per layer, last to first: dx = dy @ W^T through the dense layer, then dropout (dy * mask)
-    and the activation's backward into the layer below.
-    """
-    dh = dout
-    for i in reversed(range(net.n_layers)):
-        _, act_cache, mask = cache[i]
-        if i < net.n_layers - 1:
-            dh = net.act.backward(act_cache, dropout_backward(mask, dh))
-        dh = dh @ params[net.name(i, "W")].T  # (N, n_in)
-    return dh
-
-
-def _log_normal(z: Array, mu: Array | float, logvar: Array | float) -> Array:
-    """log N(z; mu, diag(e^lv)) summed over the last axis."""
-    xp = get_xp(z)
-    inv_var = xp.exp(-logvar) if hasattr(logvar, "shape") else math.exp(-logvar)
-    return -0.5 * ((z - mu) ** 2 * inv_var + logvar + LOG_2PI).sum(axis=-1)
 
 
 def vae_gradient_samples(
@@ -370,14 +332,14 @@ def vae_gradient_samples(
     _check_samples(eps.shape[0], baseline if estimator == "score" else "none")
     z, (eps, sigma) = reparam_forward(mu, logvar, eps)  # (S, B, L)
     f, dz = _decode_samples(model, x, z, need_grad=estimator == "pathwise")
-    dmu_kl, dlv_kl = gaussian_kl_backward(mu, logvar)  # (B, L), already / B
+    dmu_kl, dlv_kl = gaussian_kl_backward(GaussianKLCache(mu, logvar), 1.0)  # (B, L), / B
     beta = model.beta
     if estimator == "pathwise":
         gmu, glv = pathwise_grads(dz, eps, sigma)
         gmu, glv = gmu + beta * dmu_kl, glv + beta * dlv_kl
     else:
         if kl == "mc":
-            f = f + beta * (_log_normal(z, 0.0, 0.0) - _log_normal(z, mu, logvar))
+            f = f + beta * (log_standard_normal(z) - log_normal(z, mu, logvar))
         c = _baseline(f, baseline, running)
         gmu, glv = score_function_grads(f, z, mu, logvar, c)  # gradients of E[f]
         gmu, glv = -gmu / B, -glv / B  # of L = -(1/B) sum_b E[f_b]
@@ -390,7 +352,7 @@ def vae_gradient_samples(
     return GradSamples(mu=gmu, logvar=glv, weights=w, f=f)
 
 
-def encoder_grads(model: VAE, enc_cache: list, dmu: Array, dlogvar: Array) -> dict[str, Array]:
+def encoder_grads(model: VAE, enc_cache: MLPCache, dmu: Array, dlogvar: Array) -> dict[str, Array]:
     """The encoder weights' gradients for given dL/dmu, dL/dlogvar (B, L): a linear map.
 
     Because the map is linear, the gradient of a mean of estimates is the mean of their
@@ -425,86 +387,3 @@ def vae_estimators(
         return estimate
 
     return _named_estimators(make)
-
-
-# ============================================================================ the study
-@dataclass
-class StudyRow:
-    """One estimator, one S, one group of parameters, over ``repeats`` independent estimates.
-
-    bias: ||mean estimate - reference|| (L2 over the group);  bias_z: max over parameters of
-    |mean - reference| / standard error (about 4 or less when unbiased; grows with a real bias);
-    variance: the S-sample estimate's variance summed over the group's parameters;
-    variance_per_param: per parameter (a NumPy array, flattened); rel_std: sqrt(variance) /
-    ||reference||, the estimate's noise relative to the gradient's size.
-    """
-
-    estimator: str
-    n_samples: int
-    group: str
-    repeats: int
-    bias: float
-    bias_z: float
-    variance: float
-    rel_std: float
-    variance_per_param: Any = field(repr=False, default=None)
-
-
-def estimator_study(
-    estimators: Mapping[str, Estimate],
-    reference: Mapping[str, Array],
-    sample_sizes: Sequence[int] = (1, 4, 16, 64),
-    repeats: int = 100,
-) -> list[StudyRow]:
-    """For each estimator and S: ``repeats`` independent S-sample estimates; their mean against
-    ``reference`` (exact, or a high-sample estimate) and their variance, per group.
-
-    A running baseline keeps learning across the repeats (its first few use c ~ 0).
-    """
-    if repeats < 2:
-        raise ValueError(f"the study needs repeats >= 2 to measure a variance, got {repeats}")
-    rows = []
-    for name, estimate in estimators.items():
-        for S in sample_sizes:
-            try:
-                runs = [estimate(int(S)) for _ in range(repeats)]
-            except TooFewSamples:
-                continue  # leave-one-out at S = 1: no row
-            for group, ref in reference.items():
-                rows.append(_summarise(name, int(S), group, [r[group] for r in runs], ref))
-    return rows
-
-
-def _summarise(name: str, S: int, group: str, values: list[Array], ref: Array) -> StudyRow:
-    xp = get_xp(ref)
-    v = xp.stack([xp.ravel(a) for a in values]).astype("float64")  # (R, P)
-    R = v.shape[0]
-    mean, var = v.mean(axis=0), v.var(axis=0, ddof=1)
-    diff = mean - xp.ravel(ref)
-    se = xp.sqrt(var / R)
-    z = xp.abs(diff) / xp.maximum(se, 1e-300)
-    ref_norm = float(to_numpy(xp.linalg.norm(ref)))
-    total = float(to_numpy(var.sum()))
-    return StudyRow(
-        estimator=name,
-        n_samples=S,
-        group=group,
-        repeats=R,
-        bias=float(to_numpy(xp.linalg.norm(diff))),
-        bias_z=float(to_numpy(z.max())),
-        variance=total,
-        rel_std=math.sqrt(total) / max(ref_norm, 1e-300),
-        variance_per_param=to_numpy(var),
-    )
-
-
-def format_study(rows: Sequence[StudyRow]) -> str:
-    """A plain-text table of a study, one line per row."""
-    head = f"{'estimator':<15}{'S':>6}  {'group':<8}{'variance':>12}{'rel.std':>10}{'bias':>11}"
-    lines = [head + f"{'bias/se':>9}", "-" * (len(head) + 9)]
-    for r in rows:
-        lines.append(
-            f"{r.estimator:<15}{r.n_samples:>6}  {r.group:<8}{r.variance:>12.4g}"
-            f"{r.rel_std:>10.3g}{r.bias:>11.3g}{r.bias_z:>9.2f}"
-        )
-    return "\n".join(lines)

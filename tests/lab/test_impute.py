@@ -3,9 +3,9 @@
 import pytest
 from test_evaluate import linear_gaussian  # the exact linear-Gaussian VAE (tests/ on sys.path)
 
-from scratchvae import impute as im
 from scratchvae.backend import Backend
 from scratchvae.data import load_dataset
+from scratchvae.lab import impute as im
 from scratchvae.models import AE, VAE
 from scratchvae.optim import Adam
 

@@ -1,4 +1,5 @@
-"""Activations: property-based gradient checks (float64), limits at |x| = 1000, known values."""
+"""Activations: property-based gradient checks (float64 and float32), limits at |x| = 1000,
+known values, and softplus against logaddexp over the whole range."""
 
 from __future__ import annotations
 
@@ -8,20 +9,32 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import ACTIVATION_NAMES, case_ids, cases, check_op, op_inputs
+from op_cases import ACTIVATION_NAMES, case_ids, cases, check_op, op_inputs
+from scipy.special import expit
 
-from scratchvae.activations import ACTIVATIONS, ELU_ALPHA, LEAKY_SLOPE, get_activation
+from scratchvae.backend import get_special
+from scratchvae.ops.activations import (
+    ACTIVATIONS,
+    ELU_ALPHA,
+    LEAKY_SLOPE,
+    ActivationCache,
+    get_activation,
+)
+
+EXTREMES = [-1000.0, -80.0, -30.0, -1e-8, 0.0, 1e-8, 30.0, 80.0, 1000.0]
 
 
 def test_every_activation_has_a_gradient_case() -> None:
     assert set(ACTIVATIONS) == set(ACTIVATION_NAMES) == set(case_ids("activations"))
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", cases("activations"), ids=case_ids("activations"))
 @given(data=st.data())
-def test_activation_gradient_float64(case, data: st.DataObject) -> None:
-    """dx from the backward == central differences of sum(f(x) * dout), rtol 1e-6."""
-    check_op(case, *data.draw(op_inputs(case)))
+def test_activation_gradient(case, dtype: str, data: st.DataObject) -> None:
+    """dx from the backward == central differences of sum(f(x) * dy): float64 at rtol 1e-6;
+    float32 (the training dtype) keeps its dtype and matches at h = 1e-2, rtol 1e-2."""
+    check_op(case, *data.draw(op_inputs(case, dtype)))
 
 
 # (value at +1000, value at -1000, derivative at +1000, derivative at -1000)
@@ -39,12 +52,13 @@ LIMITS = {
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", ACTIVATION_NAMES)
 def test_activation_limits_at_magnitude_1000(name: str, dtype: str) -> None:
-    """Finite, dtype-preserving and equal to the exact limits at x = +-1000 (and +-88, where
+    """Finite, dtype-preserving and equal to the exact limits at x = +-1000 (and +-89, where
     a naive exp overflows float32)."""
     act = get_activation(name)
     x = np.array([1000.0, -1000.0, 89.0, -89.0], dtype=dtype)
     y, cache = act.forward(x)
     dx = act.backward(cache, np.ones_like(x))
+    assert isinstance(cache, ActivationCache)
     assert y.dtype == dx.dtype == np.dtype(dtype)
     assert np.isfinite(y).all() and np.isfinite(dx).all(), (y, dx)
     y_hi, y_lo, d_hi, d_lo = LIMITS[name]
@@ -86,3 +100,43 @@ def test_relu_family_takes_zero_slope_side_at_the_kink() -> None:
 def test_unknown_activation_error_names_the_choices() -> None:
     with pytest.raises(ValueError, match="unknown activation 'swish'.*relu"):
         get_activation("swish")
+
+
+@pytest.mark.parametrize("name", ACTIVATION_NAMES)
+def test_workspace_buffers_receive_the_results(name: str) -> None:
+    """With a workspace, y and dx are its arrays, reused by the next call of the same shape."""
+    from scratchvae.params import Workspace
+
+    act, ws = get_activation(name), Workspace()
+    x = np.linspace(-2.0, 2.0, 12).reshape(3, 4)
+    want_y, want_cache = act.forward(x)
+    want_dx = act.backward(want_cache, 2.0 * x)
+    y, cache = act.forward(x.copy(), ws)
+    dx = act.backward(cache, 2.0 * x, ws)
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(dx, want_dx)
+    if name != "identity":  # identity returns its input and dy themselves
+        assert y is act.forward(x, ws)[0] and dx is act.backward(cache, 2.0 * x, ws)
+
+
+# ------------------------------------------------------------------ softplus, the stable way
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-15), (np.float32, 1e-6)])
+def test_softplus_matches_logaddexp(dtype, rtol) -> None:
+    """max(x, 0) + log1p(e^-|x|) against logaddexp(0, x) in float64, relative everywhere
+    (tiny values too), on a fine grid and at the extremes; its gradient is expit(x)."""
+    x = np.concatenate([np.linspace(-60, 60, 4001), EXTREMES]).astype(dtype)
+    y, cache = get_activation("softplus").forward(x)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y, np.logaddexp(0, x.astype(np.float64)), rtol=rtol, atol=0)
+    dx = get_activation("softplus").backward(cache, np.ones_like(x))
+    want = expit(x.astype(np.float64))
+    np.testing.assert_allclose(dx, want, rtol=10 * rtol, atol=0)
+
+
+def test_softplus_out_and_infinities() -> None:
+    x = np.array([-np.inf, -1.0, 0.0, 2.0, np.inf])
+    out = np.empty_like(x)
+    got = get_special(x).softplus(x, out=out)
+    assert got is out
+    np.testing.assert_array_equal(got[[0, 4]], [0.0, np.inf])
+    np.testing.assert_allclose(got[1:4], np.logaddexp(0, x[1:4]), rtol=1e-15)

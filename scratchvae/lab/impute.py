@@ -29,10 +29,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .backend import Backend, get_special, get_xp
-from .evaluate import log_normal, log_px_given_z, log_standard_normal
-from .models import VAE, Model
-from .reparam import reparam_forward
+from ..backend import Backend, get_special, get_xp
+from ..models import VAE, Model
+from ..ops.losses import log_normal, log_standard_normal
+from ..ops.reparam import reparam_forward
 
 Array = Any
 
@@ -88,7 +88,7 @@ def impute(
     if n_iter < 1 or n_average < 1:
         raise ValueError(f"n_iter and n_average must be >= 1, got {n_iter} and {n_average}")
     bk = backend or model.backend
-    x = model._prepare(x)  # (B, D)
+    x = model.prepare(x)  # (B, D)
     xp = bk.xp
     observed = xp.asarray(mask, dtype=bool)
     if observed.shape != x.shape:
@@ -110,14 +110,14 @@ def _conditional_mean(model: VAE, x: Array, observed: Array, x_cur: Array, eps: 
     x, x_cur: (b, D); observed: (b, D) bool; eps: (K, b, L) -> (b, D)."""
     K, b, L = eps.shape
     mu, logvar = model.encode(x_cur)  # the proposal q(z | x_cur), (b, L) each
-    z = mu + get_xp(mu).exp(0.5 * logvar) * eps  # (K, b, L)
+    z, _ = reparam_forward(mu, logvar, eps)  # (K, b, L)
     out = model.decoder.forward(model.params, z.reshape(K * b, L))[0].reshape(K, b, -1)
     # log p(x_obs | z): the missing pixels get decoder output 0 and target 0, which adds the
     # same constant to every sample's log-weight of an example, so it cancels in the softmax.
     m = observed.astype(x.dtype)
     if model.lik.kind == "gaussian-learned":
         m = get_xp(x).concatenate([m, m], axis=1)  # mask the [mean | logvar] output
-    log_w = log_px_given_z(model.lik, out * m, x * observed) + log_standard_normal(z)
+    log_w = model.lik.log_prob(out * m, x * observed) + log_standard_normal(z)
     log_w = log_w - log_normal(z, mu, logvar)  # (K, b)
     weights = get_xp(x).exp(log_w - get_special(x).logsumexp(log_w, axis=0))  # softmax over K
     return (weights[:, :, None] * model.lik.mean(out.reshape(K * b, -1)).reshape(K, b, -1)).sum(0)
@@ -146,7 +146,7 @@ def impute_importance(
     if k < 1 or n_iter < 0:
         raise ValueError(f"need k >= 1 samples and n_iter >= 0, got k={k}, n_iter={n_iter}")
     bk = backend or model.backend
-    x = model._prepare(x)  # (B, D)
+    x = model.prepare(x)  # (B, D)
     observed = bk.xp.asarray(mask, dtype=bool)
     if observed.shape != x.shape:
         raise ValueError(f"mask must have the shape of x {tuple(x.shape)}, got {observed.shape}")

@@ -1,0 +1,90 @@
+"""Two versions of scratchvae, timed in one interleaved run on the same machine.
+
+    python benchmarks/compare_versions.py OLD_TREE NEW_TREE [--reps 15] [--batch 128]
+
+A tree is a folder holding a ``scratchvae`` package (a git worktree of the old commit: ``git
+worktree add /tmp/old <commit>``). Each repetition times the training step (draw eps, forward,
+backward, Adam) of the 784-400-20 VAE in a fresh process for each version in turn (old, new,
+old, new, ...), so a change in the machine's load hits both alike; the result is the median
+of the per-repetition ratios old/new (new/old throughput) and the median step times.
+
+Why one process per measurement: with both versions imported in one process, the second
+version's Numba kernels ran up to three times slower than the first's (measured: the same
+Bernoulli kernel, copied under a second package name, 480 vs 175 us), whichever came second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+
+STEP = r"""
+import json, sys, time
+from scratchvae.backend import Backend
+from scratchvae.models import VAE
+from scratchvae.optim import Adam
+try:  # warm the Numba kernels of either version before timing
+    from scratchvae.kernels.cpu import warm_up
+except ImportError:
+    from scratchvae.compiled import warm_up
+batch, dtype, steps = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+warm_up(dtype)
+bk = Backend("numpy", dtype, seed=0)
+model, opt = VAE(784, hidden=[400], latent=20, backend=bk), Adam(1e-3)
+x = bk.uniform((batch, 784))
+def step():
+    _, grads = model.loss_and_grads(x, model.draw_noise(batch))
+    opt.step(model.params, grads)
+for _ in range(20):
+    step()
+times = []
+for _ in range(5):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    times.append((time.perf_counter() - t0) / steps)
+print(json.dumps(sorted(times)[2]))
+"""
+
+
+def time_tree(tree: str, batch: int, dtype: str, steps: int) -> float:
+    """Seconds per step (the median of five blocks) in a fresh process importing ``tree``."""
+    out = subprocess.run(
+        [sys.executable, "-c", STEP, str(batch), dtype, str(steps)],
+        env={"PYTHONPATH": tree, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("old")
+    p.add_argument("new")
+    p.add_argument("--reps", type=int, default=15)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    args = p.parse_args()
+    for dtype in args.dtypes:
+        runs: dict[str, list[float]] = {"old": [], "new": []}
+        for _ in range(args.reps):
+            for name in ("old", "new"):
+                runs[name].append(time_tree(getattr(args, name), args.batch, dtype, args.steps))
+        ratios = sorted(o / n for o, n in zip(runs["old"], runs["new"], strict=True))
+        old, new = statistics.median(runs["old"]), statistics.median(runs["new"])
+        print(
+            f"{dtype} batch {args.batch}: old {old * 1e3:.3f} ms, new {new * 1e3:.3f} ms per step "
+            f"(medians of {args.reps}); new/old throughput {statistics.median(ratios):.3f} "
+            f"(median of the pairs; quartiles {ratios[len(ratios) // 4]:.3f}-"
+            f"{ratios[3 * len(ratios) // 4]:.3f})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""Numba kernels: the CPU fast path of the ops named in :data:`KERNELS`.
+
+NumPy runs each ufunc as its own pass over memory: Adam is ten passes over the parameters, the
+bias add and ReLU two, the Bernoulli loss a dozen. Each kernel below does the same arithmetic
+per element in one loop that LLVM vectorises, on one core (``benchmarks/README.md`` has the
+measurements, and what was tried and dropped). Each replaces exactly one readable op, takes
+that op's arguments and returns what it returns; ``tests/kernels/test_cpu_kernels.py`` checks
+every pair on the same input. :func:`scratchvae.backend.op` picks them for C-contiguous float
+NumPy arrays; nothing else calls them.
+
+The loops index without bounds checks (that is what lets them vectorise), so every wrapper
+first checks the shapes and dtypes of the arrays it indexes (:func:`_require`) and raises
+instead of reading or writing outside them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np  # numpy-boundary: Numba's kernels take NumPy arrays only
+
+from ..ops.layers import DenseGrads, DenseReluCache
+from ..ops.losses import BernoulliCache, _per_example_scale, _reduce
+from ..ops.reparam import LatentCache, LatentGrads
+from ..params import buffer
+
+Array = Any
+
+try:  # an optional dependency: every op works without it
+    import numba
+
+    from .series import SERIES, exp_minus_abs, log1p_unit
+except ImportError:  # pragma: no cover - depends on the environment
+    numba = None
+
+KERNELS: dict[str, Any] = {}  # op name -> kernel; empty without Numba
+
+
+def _require(ok: bool, kernel: str, arrays: tuple[Array, ...]) -> None:
+    """Refuse arrays a kernel would index out of bounds (one line naming their shapes)."""
+    if not ok:
+        shapes = ", ".join(f"{a.dtype.name}{list(a.shape)}" for a in arrays)
+        raise ValueError(f"{kernel}: arrays of mismatched shapes or dtypes ({shapes})")
+
+
+def _same(*arrays: Array) -> bool:
+    """Every array has the first one's shape and dtype."""
+    first = arrays[0]
+    return all(a.shape == first.shape and a.dtype == first.dtype for a in arrays)
+
+
+if numba is not None:
+    # error_model="numpy": a division by zero gives inf/nan as in NumPy instead of a Python
+    # exception; without it every division carries a zero test and the loop cannot vectorise.
+    _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+    # "reassoc" lets LLVM reorder a float sum (and so vectorise it), "contract" fuses
+    # multiply-adds; the series called keep only "contract" (their range reduction must not be
+    # reordered)
+    _sum_jit = numba.njit(
+        cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"}
+    )
+
+    @_jit
+    def _adam(p, g, m, v, one_minus_b1, one_minus_b2, step, eps, tiny):  # noqa: ANN001, ANN202
+        # per element, as optim.adam_update:  m += (1-b1)(g - m);  v += (1-b2)(g^2 - v);
+        #                                     p -= step * m / (sqrt(v) + eps)
+        # and moments below ``tiny`` (the smallest normal number) set to zero: see adam_update
+        zero = p.dtype.type(0)
+        for i in range(p.size):
+            gi = g[i]
+            mi = m[i] + one_minus_b1 * (gi - m[i])
+            vi = v[i] + one_minus_b2 * (gi * gi - v[i])
+            mi = mi if abs(mi) >= tiny else zero
+            vi = vi if vi >= tiny else zero
+            m[i] = mi
+            v[i] = vi
+            p[i] -= step * mi / (math.sqrt(vi) + eps)
+
+    @_jit
+    def _bias_relu(h, b):  # noqa: ANN001, ANN202 - compiled
+        # h = max(h + b, 0) in place      h: (B, H) = x @ W,  b: (H,)     (bias, then ReLU)
+        zero = h.dtype.type(0)
+        for r in range(h.shape[0]):
+            for c in range(h.shape[1]):
+                v = h[r, c] + b[c]
+                h[r, c] = zero if v <= zero else v  # NaN stays NaN, as in np.maximum
+
+    @_jit
+    def _relu_backward_bias_grad(h, dh, da, db):  # noqa: ANN001, ANN202 - compiled
+        # da = dh * 1[h > 0]  (B, H)      db = sum_B da  (H,)      (ReLU, then the dense bias)
+        zero, one = h.dtype.type(0), h.dtype.type(1)
+        db[:] = zero
+        for r in range(h.shape[0]):
+            for c in range(h.shape[1]):
+                d = dh[r, c] * (one if h[r, c] > zero else zero)  # NaN * 0 = NaN, as NumPy
+                da[r, c] = d
+                db[c] += d
+
+    @_jit
+    def _column_sum(a, out):  # noqa: ANN001, ANN202 - compiled
+        # out = sum_B a   (B, H) -> (H,): row after row, in NumPy's order for axis=0
+        out[:] = a.dtype.type(0)
+        for r in range(a.shape[0]):
+            for c in range(a.shape[1]):
+                out[c] += a[r, c]
+
+    @_sum_jit
+    def _bernoulli_rows(logits, x, dlogits, rows, scale, series):  # noqa: ANN001, ANN202
+        # logits, dlogits (S, B, D), x (B, D), rows (S, B). Per element, a = |l|, e = exp(-a):
+        #   softplus(l) = max(l, 0) + log1p(e)           rows[s, b] = sum_D softplus(l) - x l
+        #   dL/dl = (sigmoid(l) - x) scale, sigmoid(l) = 1/(1 + e) if l >= 0, else e/(1 + e)
+        # (no overflow either way, and a small sigmoid keeps its relative precision)
+        # returns the sum of the rows in float64, each row summed in the arrays' dtype
+        zero, one = logits.dtype.type(0), logits.dtype.type(1)
+        total = 0.0
+        for s in range(logits.shape[0]):
+            for b in range(logits.shape[1]):
+                row = zero
+                for d in range(logits.shape[2]):
+                    li, xi = logits[s, b, d], x[b, d]
+                    e = exp_minus_abs(li, series)
+                    row += max(li, zero) + log1p_unit(e, series) - xi * li
+                    dlogits[s, b, d] = ((one if li >= zero else e) / (one + e) - xi) * scale
+                rows[s, b] = row
+                total += row
+        return total
+
+    @_sum_jit
+    def _bernoulli_log_prob(logits, x, out, series):  # noqa: ANN001, ANN202 - compiled
+        # out[s, b] = -sum_D [softplus(l) - x l] for logits (S, B, D), x (B, D), as above
+        zero = logits.dtype.type(0)
+        for s in range(logits.shape[0]):
+            for b in range(logits.shape[1]):
+                row = zero
+                for d in range(logits.shape[2]):
+                    li, xi = logits[s, b, d], x[b, d]
+                    row += max(li, zero) + log1p_unit(exp_minus_abs(li, series), series) - xi * li
+                out[s, b] = -row
+
+    @_jit
+    def _latent_forward(h, eps, z, sigma):  # noqa: ANN001, ANN202 - compiled
+        # h = [mu | logvar] (B, 2L); eps, z, sigma: (B, L). Per element:
+        #   sigma = exp(logvar / 2),   z = mu + sigma eps                     (reparam_forward)
+        #   kl   += mu^2 + sigma^2 - logvar - 1      (gaussian_kl, with exp(logvar) = sigma^2)
+        half, one = h.dtype.type(0.5), h.dtype.type(1)
+        L = eps.shape[1]
+        total = 0.0  # float64
+        for r in range(eps.shape[0]):
+            for c in range(L):
+                mu, lv = h[r, c], h[r, L + c]
+                s = math.exp(half * lv)
+                sigma[r, c] = s
+                z[r, c] = mu + s * eps[r, c]
+                total += mu * mu + s * s - lv - one
+        return total
+
+    @_jit
+    def _latent_backward(dz, eps, sigma, h, c, dh):  # noqa: ANN001, ANN202 - compiled
+        # dL/d[mu | logvar] into dh (B, 2L), through the sample and dkl * KL (c = dkl / B):
+        #   dL/dmu     = dz + c mu                                  (dz/dmu = 1, dKL/dmu = mu)
+        #   dL/dlogvar = dz eps sigma / 2 + c (sigma^2 - 1) / 2     (dKL/dlogvar = (e^lv - 1)/2)
+        half, one = dz.dtype.type(0.5), dz.dtype.type(1)
+        L = dz.shape[1]
+        for r in range(dz.shape[0]):
+            for j in range(L):
+                s = sigma[r, j]
+                dh[r, j] = dz[r, j] + c * h[r, j]
+                dh[r, L + j] = half * (dz[r, j] * eps[r, j] * s + c * (s * s - one))
+
+
+# ------------------------------------------------------------------ the ops' kernels
+def _dense_grads(
+    x: Array, W: Array, da: Array, ws: Any, need_dx: bool, out_dW: Array | None, db: Array
+) -> DenseGrads:
+    """dW = x^T da and dx = da W^T (BLAS), with db already summed: the end of both backwards."""
+    dW = np.matmul(x.T, da, out=out_dW)
+    dx = np.matmul(da, W.T, out=buffer(ws, "dx", x.shape, da)) if need_dx else None
+    return DenseGrads(dx, dW, db)
+
+
+def dense_backward(cache, dy, ws=None, need_dx=True, out_dW=None, out_db=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.ops.layers.dense_backward`, the bias gradient in one compiled pass
+    (row after row: the order of NumPy's sum over axis 0 for more than one column, so the same
+    bits; a single column NumPy sums pairwise, which may differ in the last bit)."""
+    db = np.empty(dy.shape[1], dy.dtype) if out_db is None else out_db
+    _require(dy.ndim == 2 and db.shape == dy.shape[1:], "dense_backward", (dy, db))
+    _column_sum(dy, db)
+    return _dense_grads(cache.x, cache.W, dy, ws, need_dx, out_dW, db)
+
+
+def dense_relu_forward(x, W, b, ws=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.ops.layers.dense_relu_forward`: x @ W by BLAS, then the bias and the
+    ReLU in one pass, in place."""
+    h = np.matmul(x, W, out=buffer(ws, "h", (x.shape[0], W.shape[1]), x))
+    _require(b.shape == h.shape[1:] and b.dtype == h.dtype, "dense_relu_forward", (h, b))
+    _bias_relu(h, b)
+    return h, DenseReluCache(x, W, h)
+
+
+def dense_relu_backward(cache, dh, ws=None, need_dx=True, out_dW=None, out_db=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.ops.layers.dense_relu_backward`: ReLU's backward and the bias gradient
+    in one pass, then the two products by BLAS."""
+    da = buffer(ws, "da", dh.shape, dh)
+    db = np.empty(dh.shape[1], dh.dtype) if out_db is None else out_db
+    ok = dh.ndim == 2 and _same(cache.h, dh, da) and db.shape == dh.shape[1:]
+    _require(ok, "dense_relu_backward", (cache.h, dh, da, db))
+    _relu_backward_bias_grad(cache.h, dh, da, db)
+    return _dense_grads(cache.x, cache.W, da, ws, need_dx, out_dW, db)
+
+
+def _as_3d(logits: Array, x: Array, kernel: str) -> tuple[Array, Array]:
+    """logits (..., B, D) as (S, B, D) against data x (B, D) in the logits' dtype."""
+    _require(x.ndim == 2 and logits.shape[-2:] == x.shape, kernel, (logits, x))
+    return logits.reshape(-1, *x.shape), x.astype(logits.dtype, copy=False)
+
+
+def bernoulli_nll_forward(logits, x, reduce="mean", ws=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.ops.losses.bernoulli_nll_forward` in one pass, exp and log1p as series
+    (:mod:`scratchvae.kernels.series`); logits (..., B, D) against x (B, D) or (..., B, D)."""
+    if x.shape != logits.shape:  # data shared by several samples' logits
+        logits3, x2 = _as_3d(logits, x, "bernoulli_nll_forward")
+    else:
+        logits3, x2 = logits.reshape(1, -1, logits.shape[-1]), x.reshape(-1, x.shape[-1])
+        x2 = x2.astype(logits.dtype, copy=False)
+    dlogits = buffer(ws, "dlogits", logits.shape, logits)
+    rows = buffer(ws, "rows", logits3.shape[:2], logits)  # sum_D per example
+    scale = logits.dtype.type(_per_example_scale(reduce, logits.shape[:-1]))
+    series = SERIES[x2.dtype.name]
+    total = _bernoulli_rows(logits3, x2, dlogits.reshape(logits3.shape), rows, scale, series)
+    cache = BernoulliCache(dlogits)
+    if reduce == "mean":  # the rows' sum, times 1/B
+        return np.asarray(total * scale, logits.dtype), cache
+    return _reduce(rows.reshape(logits.shape[:-1]), reduce), cache
+
+
+def bernoulli_log_prob(logits, x):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.ops.losses.bernoulli_log_prob` in one pass (logits (..., B, D)
+    against x (B, D) or (..., B, D)), with the loss's series."""
+    shape = logits.shape[:-1]  # one value per row, whatever the leading axes
+    if x.shape == logits.shape:
+        logits, x = logits.reshape(1, -1, logits.shape[-1]), x.reshape(-1, x.shape[-1])
+    logits3, x2 = _as_3d(logits, x, "bernoulli_log_prob")
+    out = np.empty(logits3.shape[:2], dtype=logits.dtype)
+    _bernoulli_log_prob(logits3, x2, out, SERIES[logits.dtype.name])
+    return out.reshape(shape)
+
+
+def latent_forward(h, eps, ws=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.ops.reparam.latent_forward`: the sample and the KL in one pass."""
+    z, sigma = buffer(ws, "z", eps.shape, h), buffer(ws, "sigma", eps.shape, h)
+    ok = eps.ndim == 2 and _same(eps, z, sigma) and h.shape == (eps.shape[0], 2 * eps.shape[1])
+    _require(ok, "latent_forward", (h, eps, z, sigma))
+    kl = np.asarray(0.5 * _latent_forward(h, eps, z, sigma) / h.shape[0], dtype=h.dtype)
+    return (z, kl), LatentCache(h, eps, sigma)
+
+
+def latent_backward(cache, dz, dkl, ws=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.ops.reparam.latent_backward` in one pass."""
+    h, eps, sigma = cache
+    dh = buffer(ws, "dh", h.shape, dz)
+    ok = dz.ndim == 2 and _same(dz, eps, sigma) and _same(h, dh)
+    _require(ok and h.shape == (dz.shape[0], 2 * dz.shape[1]), "latent_backward", (dz, h, dh))
+    _latent_backward(dz, eps, sigma, h, dz.dtype.type(float(dkl) / dz.shape[0]), dh)
+    return LatentGrads(dh)
+
+
+def adam_update(p, g, m, v, b1, b2, step, eps, ws=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.optim.adam_update` in one pass. One difference: a moment that falls
+    below the smallest normal number (``finfo.tiny``) becomes zero. A weight whose gradient is
+    always zero (a pixel never on, a dead ReLU unit) has m = 0.9^t m_0, subnormal after about
+    800 steps in float32, and arithmetic on subnormal numbers takes a slow path in the CPU.
+    The parameter moves by less than ``step * tiny / eps`` either way, far below its rounding."""
+    _require(_same(p, g, m, v), "adam_update", (p, g, m, v))
+    t = p.dtype.type  # scalars of the arrays' dtype: float32 arithmetic stays float32
+    flat = [a.reshape(-1) for a in (p, g, m, v)]  # views: the dispatch passes C-contiguous arrays
+    _adam(*flat, t(1 - b1), t(1 - b2), t(step), t(eps), t(np.finfo(p.dtype).tiny))
+
+
+def warm_up(dtype: str = "float32") -> None:
+    """Compile (or load from Numba's disk cache) every kernel for ``dtype`` now, instead of in
+    the first training step. A no-op without Numba."""
+    from ..ops.layers import DenseCache  # noqa: PLC0415
+
+    if numba is None:
+        return
+    a, b, v = np.zeros((2, 3), dtype), np.zeros(3, dtype), np.zeros(6, dtype)
+    adam_update(v, v.copy(), v.copy(), v.copy(), 0.9, 0.999, 1e-3, 1e-8)
+    h, cache = dense_relu_forward(a, np.zeros((3, 3), dtype), b)
+    dense_relu_backward(cache, h.copy())
+    dense_backward(DenseCache(a, np.zeros((3, 3), dtype)), a.copy())
+    bernoulli_nll_forward(a, a.copy())
+    bernoulli_log_prob(a, a.copy())
+    (z, _), lc = latent_forward(np.zeros((2, 4), dtype), np.zeros((2, 2), dtype))
+    latent_backward(lc, z.copy(), 1.0)
+
+
+if numba is not None:
+    KERNELS.update(
+        {
+            f.__name__: f
+            for f in (
+                dense_backward,
+                dense_relu_forward,
+                dense_relu_backward,
+                bernoulli_nll_forward,
+                bernoulli_log_prob,
+                latent_forward,
+                latent_backward,
+                adam_update,
+            )
+        }
+    )

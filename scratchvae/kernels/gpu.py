@@ -1,0 +1,168 @@
+"""CuPy kernels: the GPU fast path of the ops named in :data:`KERNELS`.
+
+On a GPU every array operation is a kernel launch from the host, and at the sizes of the
+training step the launches, not the arithmetic, take the time. Each kernel below does one op's
+elementwise chain as one launch (``xp.ElementwiseKernel``, CUDA C written next to the NumPy
+expression it replaces) and its sums as one row-wise reduction. Each replaces exactly one
+readable op, takes that op's arguments and returns what it returns; ``tests/kernels/
+test_gpu_kernels.py`` (``pytest -m gpu``) checks every pair on the same input.
+:func:`scratchvae.backend.op` picks them for CuPy arrays; nothing else calls them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend import import_cupy
+from ..ops.layers import DenseGrads, DenseReluCache
+from ..ops.losses import BernoulliCache, _per_example_scale, _reduce
+from ..ops.reparam import LatentCache, LatentGrads, split_latent
+from ..params import buffer
+
+Array = Any
+_COMPILED: dict[str, Any] = {}
+
+
+def elementwise(name: str, in_params: str, out_params: str, operation: str) -> Any:
+    """A ``xp.ElementwiseKernel``, compiled once and cached by ``name``."""
+    if name not in _COMPILED:
+        xp = import_cupy()
+        _COMPILED[name] = xp.ElementwiseKernel(in_params, out_params, operation, name)
+    return _COMPILED[name]
+
+
+def row_sum(name: str, in_params: str, term: str, post: str = "a") -> Any:
+    """A ``xp.ReductionKernel`` summing ``term`` over the last axis into ``T y = post`` (``a``
+    the sum). Called with ``axis=-1``: one row per thread block keeps the whole GPU busy, where a
+    reduction to a single value runs in one block."""
+    if name not in _COMPILED:
+        xp = import_cupy()
+        _COMPILED[name] = xp.ReductionKernel(
+            in_params, "T y", term, "a + b", f"y = {post}", "0", name
+        )
+    return _COMPILED[name]
+
+
+def _scalar(value: Any, dtype: Any) -> Any:
+    """A number of ``dtype`` (a Python number converted, a 0-d device array cast: no sync)."""
+    return value.astype(dtype) if hasattr(value, "astype") else dtype.type(value)
+
+
+# ------------------------------------------------------------------ layers
+def _dense_grads(
+    x: Array, W: Array, da: Array, ws: Any, need_dx: bool, out_dW: Array | None, db: Array
+) -> DenseGrads:
+    xp = import_cupy()
+    dW = xp.matmul(x.T, da, out=out_dW)
+    dx = xp.matmul(da, W.T, out=buffer(ws, "dx", x.shape, da)) if need_dx else None
+    return DenseGrads(dx, dW, db)
+
+
+def dense_relu_forward(x, W, b, ws=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.ops.layers.dense_relu_forward`: the product, then bias + ReLU in one
+    launch, in place."""
+    h = import_cupy().matmul(x, W, out=buffer(ws, "h", (x.shape[0], W.shape[1]), x))
+    bias_relu = elementwise(
+        "scratchvae_bias_relu", "T b", "T h", "T v = h + b; h = v <= (T)0 ? (T)0 : v"
+    )
+    bias_relu(b, h)
+    return h, DenseReluCache(x, W, h)
+
+
+def dense_relu_backward(cache, dh, ws=None, need_dx=True, out_dW=None, out_db=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.ops.layers.dense_relu_backward`: dL/da = dh * 1[h > 0] in one launch,
+    its column sums and the two products."""
+    relu_grad = elementwise(
+        "scratchvae_relu_grad", "T h, T dh", "T da", "da = h > (T)0 ? dh : (T)0"
+    )
+    da = relu_grad(cache.h, dh, buffer(ws, "da", dh.shape, dh))
+    db = import_cupy().sum(da, axis=0, out=out_db)
+    return _dense_grads(cache.x, cache.W, da, ws, need_dx, out_dW, db)
+
+
+# ------------------------------------------------------------------ the latent layer
+def latent_forward(h, eps, ws=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.ops.reparam.latent_forward`: the sample in one launch, the KL as one
+    row-wise reduction and the sum of its rows."""
+    mu, logvar = split_latent(h)
+    sample = elementwise(
+        "scratchvae_reparam",
+        "T mu, T lv, T eps",
+        "T z, T sigma",
+        "sigma = exp((T)0.5 * lv); z = mu + sigma * eps",
+    )
+    z, sigma = buffer(ws, "z", eps.shape, h), buffer(ws, "sigma", eps.shape, h)
+    sample(mu, logvar, eps, z, sigma)
+    kl_rows = row_sum(
+        "scratchvae_gaussian_kl",
+        "T mu, T lv, T scale",
+        "mu * mu + exp(lv) - lv - (T)1",
+        "a * scale",
+    )
+    kl = kl_rows(mu, logvar, h.dtype.type(0.5 / h.shape[0]), axis=-1).sum()
+    return (z, kl), LatentCache(h, eps, sigma)
+
+
+def latent_backward(cache, dz, dkl, ws=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.ops.reparam.latent_backward` in one launch (c = dkl / B)."""
+    h, eps, sigma = cache
+    mu, logvar = split_latent(h)
+    dh = buffer(ws, "dh", h.shape, dz)
+    dmu, dlogvar = split_latent(dh)
+    kernel = elementwise(
+        "scratchvae_latent_bwd",
+        "T dz, T eps, T sigma, T mu, T c",
+        "T dmu, T dlv",
+        "dmu = dz + c * mu; dlv = (T)0.5 * (dz * eps * sigma + c * (sigma * sigma - (T)1))",
+    )
+    kernel(dz, eps, sigma, mu, _scalar(dkl / dz.shape[0], dz.dtype), dmu, dlogvar)
+    return LatentGrads(dh)
+
+
+# ------------------------------------------------------------------ the Bernoulli loss
+def bernoulli_nll_forward(logits, x, reduce="mean", ws=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.ops.losses.bernoulli_nll_forward`: the per-example sums as one row-wise
+    reduction, the gradient in one launch. softplus(l) = max(l, 0) + log1p(exp(-|l|));
+    sigmoid(l) = 1/(1 + e) or e/(1 + e) with e = exp(-|l|) (no overflow either way)."""
+    xp = import_cupy()
+    x = xp.broadcast_to(x.astype(logits.dtype, copy=False), logits.shape)
+    scale = logits.dtype.type(_per_example_scale(reduce, logits.shape[:-1]))
+    nll_rows = row_sum(
+        "scratchvae_bernoulli_nll", "T l, T x", "max(l, (T)0) + log1p(exp(-fabs(l))) - x * l"
+    )
+    grad = elementwise(
+        "scratchvae_bernoulli_grad",
+        "T l, T x, T scale",
+        "T d",
+        "T e = exp(-fabs(l)); d = ((l >= (T)0 ? (T)1 : e) / ((T)1 + e) - x) * scale",
+    )
+    dlogits = grad(logits, x, scale, buffer(ws, "dlogits", logits.shape, logits))
+    per_example = nll_rows(logits, x, axis=-1)
+    nll = per_example.sum() * scale if reduce == "mean" else _reduce(per_example, reduce)
+    return nll, BernoulliCache(dlogits)
+
+
+# ------------------------------------------------------------------ Adam
+def adam_update(p, g, m, v, b1, b2, step, eps, ws=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.optim.adam_update` as one launch over the flat parameters."""
+    kernel = elementwise(
+        "scratchvae_adam",
+        "T g, T b1, T b2, T step, T eps",
+        "T p, T m, T v",
+        "m += (1 - b1) * (g - m); v += (1 - b2) * (g * g - v); p -= step * m / (sqrt(v) + eps);",
+    )
+    t = p.dtype.type
+    kernel(g, t(b1), t(b2), t(step), t(eps), p, m, v)
+
+
+KERNELS: dict[str, Any] = {
+    f.__name__: f
+    for f in (
+        dense_relu_forward,
+        dense_relu_backward,
+        latent_forward,
+        latent_backward,
+        bernoulli_nll_forward,
+        adam_update,
+    )
+}

@@ -1,0 +1,7 @@
+"""The lab: what the libraries people learn from do not show.
+
+estimators  the ELBO's gradient by the pathwise and the score-function estimators
+study       their bias and variance against the number of samples
+trace       one real training step, op by op, with numerical checks on the spot
+impute      filling in missing pixels with a trained VAE; denoising
+"""

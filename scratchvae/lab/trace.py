@@ -1,0 +1,358 @@
+"""A backprop trace: one real training step, op by op, as the step executes it.
+
+:func:`trace_step` runs ``model.loss_and_grads(x, noise)`` (and, if given, the optimizer's
+update) inside :func:`scratchvae.backend.tracing`, so every op the step calls reports itself:
+its name, the implementation that ran (``numba`` or ``cuda`` for a kernel, ``numpy`` or
+``cupy`` for the op's readable body), where in the model it ran (the workspace scope, e.g.
+``encoder.0``), the shapes in and out and, for a backward op, every gradient it produced with
+its norm. Nothing is replayed: the rows are the step.
+
+With ``check=True`` each backward op is also checked on the spot against its forward: both are
+re-run in float64 on copies of the recorded inputs (through the same dispatch, so a kernel is
+checked as a kernel), and for every gradient ``d<input>`` the backward returns, the directional
+derivative of sum_k <out_k, dout_k> along random directions v, by central differences, is
+compared with <d<input>, v>. The row shows the largest error relative to |d<input>| |v|
+(about 1e-9 or less when the backward is right).
+
+:func:`format_trace` prints the rows (the forward pass, then the backward pass from the loss to
+the input, then the update) and, under them, the formulas of each backward op, from its code.
+``scratchvae trace`` (:func:`add_arguments`, :func:`run_cli`) prints it for the default VAE on
+the embedded digits, or for a trained model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backend import Backend, get_backend, get_xp, to_numpy, tracing
+from ..gradcheck import directional_derivative
+from ..models import AE, VAE, Model
+from ..optim import Adam, Optimizer
+from ..params import Workspace
+
+Array = Any
+
+__all__ = ["TraceRow", "add_arguments", "format_trace", "run_cli", "trace_step"]
+
+
+@dataclass
+class TraceRow:
+    """One op call of the step.
+
+    phase: "forward", "backward" or "update"; depth: 0 for an op the model (or optimizer)
+    called, 1 for an op called inside another op's body; where: the workspace scope it wrote
+    into; grads: for a backward op, ``name -> (shape, norm)`` of each gradient it returned;
+    rel_err: the numerical check's largest relative error (None when not checked)."""
+
+    op: str
+    impl: str
+    phase: str
+    depth: int
+    where: str
+    in_shapes: list[tuple[int, ...]]
+    out_shapes: list[tuple[int, ...]]
+    grads: dict[str, tuple[tuple[int, ...], float]] = field(default_factory=dict)
+    rel_err: float | None = None
+    rule: list[str] = field(default_factory=list)  # a backward op's formulas, from its code
+
+
+@dataclass
+class _Call:
+    fn: Any  # the dispatched op
+    label: str
+    depth: int
+    args: tuple
+    kwargs: dict
+    result: Any = None
+    snapshot: tuple | None = None  # (args, douts) copied at call time, when checking
+
+
+def _arrays_of(value: Any) -> list[Any]:
+    if isinstance(value, tuple):
+        return [a for v in value for a in _arrays_of(v)]
+    return [value] if hasattr(value, "shape") and hasattr(value, "dtype") else []
+
+
+def _copy(value: Any) -> Any:
+    """Arrays copied (also inside tuples and named tuples); anything else as it is."""
+    if isinstance(value, tuple):
+        items = [_copy(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    return value.copy() if hasattr(value, "copy") and hasattr(value, "dtype") else value
+
+
+class Tracer:
+    """Receives every op call inside :func:`~scratchvae.backend.tracing` (see there)."""
+
+    def __init__(self, keep_inputs: bool) -> None:
+        self.keep_inputs = keep_inputs
+        self.calls: list[_Call] = []
+        self.depth = 0
+
+    def call(self, fn: Any, impl: Any, label: str, args: tuple, kwargs: dict) -> Any:
+        record = _Call(fn, label, self.depth, args, kwargs)
+        if self.keep_inputs:
+            record.snapshot = _copy(args)
+        self.calls.append(record)
+        self.depth += 1
+        try:
+            record.result = impl(*args, **kwargs)
+        finally:
+            self.depth -= 1
+        return record.result
+
+
+# ============================================================================ the numerical check
+def _float64(value: Any) -> Any:
+    """A float64 copy of every float array (also inside caches); workspaces become None."""
+    if isinstance(value, Workspace):
+        return None
+    if isinstance(value, tuple):
+        items = [_float64(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if hasattr(value, "dtype") and getattr(value.dtype, "kind", "") == "f":
+        return value.astype("float64")
+    return value
+
+
+def _no_destinations(kwargs: dict) -> dict:
+    return {k: v for k, v in kwargs.items() if k != "ws" and not k.startswith("out")}
+
+
+def _check(forward: _Call, backward: _Call, directions: int = 3) -> float:
+    """The largest error of the backward's gradients against central differences of the
+    forward, along random directions, relative to |grad| |v| (float64)."""
+    fwd_args = [_float64(a) for a in forward.snapshot]
+    fwd_kwargs = _no_destinations(forward.kwargs)
+    out, cache = forward.fn(*fwd_args, **fwd_kwargs)
+    n_out = len(out) if isinstance(out, tuple) else 1
+    douts = [_float64(d) for d in backward.snapshot[1 : 1 + n_out]]
+    rest = [None if _arrays_of(a) or isinstance(a, Workspace) else a for a in backward.args]
+    grads = backward.fn(cache, *douts, *rest[1 + n_out :], **_no_destinations(backward.kwargs))
+    names = list(inspect.signature(forward.fn.reference).parameters)
+    named = grads._asdict() if hasattr(grads, "_asdict") else {_first_input(backward): grads}
+
+    def objective(i: int) -> Any:
+        def s(a: Array) -> Any:
+            args = [*fwd_args[:i], a, *fwd_args[i + 1 :]]
+            outs = forward.fn(*args, **fwd_kwargs)[0]
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            return sum(get_xp(o).sum(o * d) for o, d in zip(outs, douts, strict=True))
+
+        return s
+
+    worst = 0.0
+    for name, g in named.items():
+        if g is None:
+            continue
+        i = names.index(name[1:])  # dmu -> the forward's argument mu
+        xp = get_xp(g)
+        rng = xp.random.default_rng(i)
+        for _ in range(directions):
+            v = rng.standard_normal(g.shape)
+            numerical = directional_derivative(objective(i), fwd_args[i], v)
+            analytic = float(to_numpy(xp.sum(g * v)))
+            scale = float(to_numpy(xp.linalg.norm(g.ravel()) * xp.linalg.norm(v.ravel())))
+            worst = max(worst, abs(numerical - analytic) / max(scale, 1e-300))
+    return worst
+
+
+# ============================================================================ the step
+def _phase(name: str) -> str:
+    if name.endswith("_backward"):
+        return "backward"
+    return "update" if name.endswith("_update") else "forward"
+
+
+def _norm(a: Array) -> float:
+    return float(to_numpy(get_xp(a).linalg.norm(a.ravel()))) if a.size else 0.0
+
+
+def _first_input(backward: _Call) -> str:
+    """'d' + the name of the first argument of the backward op's forward (dx, dlogits, ...)."""
+    module = sys.modules[backward.fn.__module__]
+    forward = getattr(module, backward.fn.op_name.replace("_backward", "_forward"), None)
+    names = list(inspect.signature(forward.reference).parameters) if forward else ["x"]
+    return f"d{names[0]}"
+
+
+def _row(call: _Call) -> TraceRow:
+    name = call.fn.op_name
+    where = next((a.prefix.rstrip(".") for a in call.args if isinstance(a, Workspace)), "")
+    where = where or (call.kwargs["ws"].prefix.rstrip(".") if call.kwargs.get("ws") else "")
+    result, phase = call.result, _phase(name)
+    ins = call.args[1:2] if phase == "backward" else call.args  # dout, or the inputs
+    made_cache = phase == "forward" and isinstance(result, tuple) and len(result) == 2
+    outs = result[0] if made_cache else result  # (out, cache) -> out
+    row = TraceRow(
+        op=name,
+        impl=call.label,
+        phase=phase,
+        depth=call.depth,
+        where=where,
+        in_shapes=[tuple(a.shape) for a in _arrays_of(ins)],
+        out_shapes=[tuple(a.shape) for a in _arrays_of(outs)],
+    )
+    if phase == "backward":
+        fields = result._asdict() if hasattr(result, "_asdict") else {_first_input(call): result}
+        row.grads = {k: (tuple(g.shape), _norm(g)) for k, g in fields.items() if g is not None}
+        doc = inspect.getdoc(call.fn.reference) or ""
+        row.rule = [line.strip() for line in doc.splitlines() if "=" in line][:4]
+    return row
+
+
+def trace_step(
+    model: Model,
+    x: Array,
+    noise: dict[str, Array] | None = None,
+    check: bool = False,
+    optimizer: Optimizer | None = None,
+) -> list[TraceRow]:
+    """The rows of one training step of ``model`` on the batch x (B, D): every op call of
+    ``model.loss_and_grads(x, noise)`` (noise drawn from the model's backend when None) and,
+    with an ``optimizer``, of its update. ``check``: check each backward op numerically."""
+    x = model.prepare(x)
+    noise = model.draw_noise(x.shape[0]) if noise is None else noise
+    tracer = Tracer(keep_inputs=check)
+    with tracing(tracer):
+        _, grads = model.loss_and_grads(x, noise)
+        if optimizer is not None:
+            optimizer.step(model.params, grads)
+    rows = [_row(c) for c in tracer.calls]
+    if check:
+        made_by = {
+            id(c.result[1]): c
+            for c in tracer.calls
+            if _phase(c.fn.op_name) == "forward"
+            and isinstance(c.result, tuple)
+            and len(c.result) == 2
+        }
+        for row, call in zip(rows, tracer.calls, strict=True):
+            forward = made_by.get(id(call.args[0])) if row.phase == "backward" else None
+            if forward is not None and row.depth == 0:
+                row.rel_err = _check(forward, call)
+    return rows
+
+
+# ============================================================================ the table
+def _shape(s: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(d) for d in s) + ")"
+
+
+def format_trace(rows: list[TraceRow], depth: int = 0) -> str:
+    """The rows (ops nested deeper than ``depth`` left out) as a table under 100 columns, then
+    each backward op's formulas."""
+    checked = any(r.rel_err is not None for r in rows)
+    lines, phase = [], None
+    head = f"{'#':>3}  {'op':<24}{'impl':<7}{'at':<19}{'in -> out':<33}" + (
+        f"{'rel.err':>9}" if checked else ""
+    )
+    for i, r in enumerate(rows, 1):
+        if r.depth > depth:
+            continue
+        if r.phase != phase:
+            phase = r.phase
+            lines += ["", f"{phase} pass" if phase != "update" else "update", head, "-" * len(head)]
+        shapes = ", ".join(_shape(s) for s in r.in_shapes[:2]) + " -> "
+        shapes += ", ".join(_shape(s) for s in r.out_shapes[:2])
+        err = "" if r.rel_err is None else f"{r.rel_err:>9.1e}"
+        indent = "  " * r.depth
+        lines.append(f"{i:>3}  {indent + r.op:<24}{r.impl:<7}{r.where:<19}{shapes:<33}{err}")
+        for name, (shape, norm) in r.grads.items():
+            lines.append(f"{'':>29}{name:>9} {_shape(shape):<14}|{name}| = {norm:.4g}")
+    return "\n".join(lines[1:])
+
+
+def backward_rules(rows: list[TraceRow]) -> str:
+    """Each backward op of the rows once, with the formulas from its docstring."""
+    seen, lines = set(), []
+    for r in rows:
+        if r.phase == "backward" and r.depth == 0 and r.op not in seen:
+            seen.add(r.op)
+            lines += [f"{r.op}:", *(f"    {line}" for line in r.rule)]
+    return "\n".join(lines)
+
+
+# ============================================================================ the CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``scratchvae trace``."""
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check every backward op numerically (float64 central differences)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="examples in the batch (8)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, batch and noise (0)")
+    parser.add_argument("--data", default="digits", help="data set or path (digits)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="where mnist/ and fashion-mnist/ live (see --help of train)",
+    )
+    parser.add_argument(
+        "--hidden", type=int, nargs="*", default=[400], help="hidden layer sizes (400)"
+    )
+    parser.add_argument("--latent", type=int, default=20, help="latent units (20)")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="trace a trained model from this checkpoint (file or run folder)",
+    )
+    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument(
+        "--nested", action="store_true", help="also show the ops called inside other ops"
+    )
+
+
+def _cli_model(args: argparse.Namespace, backend: Backend, n_features: int) -> AE:
+    if args.checkpoint:
+        from ..checkpoint import load_model  # noqa: PLC0415 - the CLI's boundary
+
+        model, _ = load_model(args.checkpoint, backend)
+        if model.n_features != n_features:
+            raise ValueError(
+                f"the checkpoint's model takes {model.n_features} features, the data has "
+                f"{n_features}; pass the --data it was trained on"
+            )
+        return model
+    if args.latent < 1 or any(h < 1 for h in args.hidden):
+        raise ValueError("--latent and every --hidden size must be >= 1")
+    return VAE(n_features, hidden=args.hidden, latent=args.latent, backend=backend)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Print the trace of one training step; returns 0."""
+    from ..data import load_dataset  # noqa: PLC0415 - the data layer is an I/O boundary
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    backend = get_backend(args.backend, args.dtype, args.seed)
+    ds = load_dataset(args.data, "train", data_dir=getattr(args, "data_dir", None))
+    model = _cli_model(args, backend, ds.n_features)
+    idx = to_numpy(backend.permutation(ds.n))[: args.batch_size]
+    x = backend.asarray(ds.get_batch(idx))
+    noise = model.draw_noise(x.shape[0])
+    terms = model.loss(x, noise, train=True)
+    rows = trace_step(model, x, noise, check=args.check, optimizer=Adam(1e-3))
+    print(
+        f"one training step of {type(model).__name__} {model.config['hidden']} "
+        f"latent {model.latent}, {backend.name} {backend.dtype.name}"
+    )
+    print(
+        f"batch: {x.shape[0]} examples of {ds.name}; loss terms (nats per example): "
+        + ", ".join(f"{k} {float(to_numpy(v)):.3f}" for k, v in terms.items())
+    )
+    print(format_trace(rows, depth=1 if args.nested else 0))
+    print("\nthe backward formulas, from the code:\n" + backward_rules(rows))
+    print("\nimpl: numba/cuda = the op's kernel ran, numpy/cupy = its readable body")
+    print(
+        "rel.err: each backward op vs central differences of its forward, in float64"
+        if args.check
+        else "add --check to check every backward op numerically"
+    )
+    return 0

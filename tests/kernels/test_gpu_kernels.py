@@ -1,0 +1,190 @@
+"""The CuPy kernels (scratchvae.kernels.gpu) against the readable ops they replace, one VAE
+training step on CuPy against the same step on NumPy, and the few other checks that need a
+GPU (special functions at the extremes, the gradient checker and the generator on the device).
+
+Every test that needs the device is marked ``gpu``: tests/conftest.py skips it cleanly without
+CuPy or a CUDA device; ``pytest -m gpu tests/kernels`` runs them on a CUDA machine. Inputs are
+drawn with NumPy and copied to the device, so both sides see the same numbers; results are
+compared after ``to_numpy``. The table test at the top needs no device and runs everywhere.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from op_cases import cases, check_op, make_inputs
+from test_cpu_kernels import Recorder, assert_same, make_args, op_of
+
+from scratchvae import backend
+from scratchvae.backend import Backend, to_numpy
+from scratchvae.kernels import gpu as gpu_kernels
+from scratchvae.models import VAE
+from scratchvae.ops.activations import ACTIVATIONS
+from scratchvae.optim import Adam
+
+gpu = pytest.mark.gpu
+NAMES = sorted(gpu_kernels.KERNELS)
+EXACT = {"dense_relu_forward", "dense_relu_backward"}  # the same arithmetic as the body
+
+
+def test_every_gpu_kernel_is_an_op_with_the_same_signature() -> None:
+    """(No device needed.) Each name in the table is an op, and the kernel takes the op's
+    arguments by the same names and defaults."""
+    assert {"dense_relu_forward", "latent_forward", "adam_update"} <= set(NAMES)
+    for name, kernel in gpu_kernels.KERNELS.items():
+        op = op_of(name)
+        assert op.op_name == name and callable(op.reference)
+        want = inspect.signature(op.reference).parameters
+        got = inspect.signature(kernel).parameters
+        assert list(got) == list(want), name
+        assert [p.default for p in got.values()] == [p.default for p in want.values()], name
+
+
+def device(value):
+    """Copies of the NumPy arrays in ``value`` (lists, dicts, caches) on the GPU."""
+    if isinstance(value, dict):
+        return {k: device(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [device(v) for v in value]
+    if isinstance(value, tuple):
+        items = [device(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, np.ndarray):
+        return backend.import_cupy().asarray(value)
+    return value
+
+
+def host(value):
+    """``value`` with every device array copied back to NumPy (the Workspace dropped)."""
+    if isinstance(value, dict):
+        return {k: host(v) for k, v in value.items() if k != "ws"}
+    if isinstance(value, list | tuple):
+        return [host(v) for v in value]
+    return to_numpy(value) if hasattr(value, "dtype") else value
+
+
+def run_on_device(name, spec, on):
+    args, kwargs = device(make_args(*spec))
+    with backend.kernels(on), backend.tracing(Recorder()) as tracer:
+        result = op_of(name)(*args, **kwargs)
+    return host([result, args, kwargs]), tracer
+
+
+# ------------------------------------------------------------------ every kernel against its op
+@gpu
+@pytest.mark.parametrize("name", NAMES)
+@given(
+    B=st.integers(1, 40),
+    D=st.integers(1, 60),
+    H=st.integers(1, 30),
+    variant=st.integers(0, 15),
+    dtype=st.sampled_from(["float32", "float64"]),
+    scale=st.sampled_from([0.1, 3.0, 10.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_gpu_kernel_equals_its_op(name, B, D, H, variant, dtype, scale, seed) -> None:
+    """Same CuPy inputs: the kernel (one launch per elementwise chain) and the op's body
+    (kernels off) give the same results and in-place writes, dtypes and shapes."""
+    spec = (name, dtype, B, D, H, variant, scale, seed)
+    want, off = run_on_device(name, spec, on=False)
+    got, on = run_on_device(name, spec, on=True)
+    assert off.calls[0][1:] == ("cupy", op_of(name).reference)
+    assert on.calls[0][1:] == ("cuda", gpu_kernels.KERNELS[name])
+    assert_same(got, want, dtype, name in EXACT, name)
+
+
+# ------------------------------------------------------------------ one training step
+@gpu
+def test_vae_training_step_on_cupy_equals_numpy() -> None:
+    """Same weights, data and noise (dropout masks, eps): two steps of loss_and_grads + Adam
+    on CuPy give NumPy's losses, gradients, parameters and moments (float64), and the CuPy
+    step ran the CUDA kernels of every fused op."""
+    cp = backend.import_cupy()
+    bk_np, bk_cp = Backend("numpy", "float64", seed=9), Backend("cupy", "float64", seed=9)
+    m_np = VAE(30, hidden=(16, 12), latent=4, dropout=0.2, backend=bk_np)
+    m_cp = VAE(30, hidden=(16, 12), latent=4, dropout=0.2, backend=bk_cp)
+    m_cp.params.flat[...] = cp.asarray(m_np.params.flat)
+    opt_np, opt_cp = Adam(1e-2), Adam(1e-2)
+    tracer = Recorder()
+    for step in range(2):
+        x, noise = bk_np.uniform((8, 30)), m_np.draw_noise(8)
+        t_np, g_np = m_np.loss_and_grads(x, noise)
+        g_np = g_np.flat.copy()
+        opt_np.step(m_np.params, m_np.grads)
+        with backend.tracing(tracer):
+            t_cp, g_cp = m_cp.loss_and_grads(cp.asarray(x), device(noise))
+            g_cp = to_numpy(g_cp.flat)
+            opt_cp.step(m_cp.params, m_cp.grads)
+        for term in ("loss", "recon", "kl"):
+            np.testing.assert_allclose(to_numpy(t_cp[term]), t_np[term], rtol=1e-12, err_msg=term)
+        np.testing.assert_allclose(g_cp, g_np, rtol=1e-9, atol=1e-13, err_msg=f"step {step}")
+        p_cp = to_numpy(m_cp.params.flat)
+        np.testing.assert_allclose(p_cp, m_np.params.flat, rtol=1e-10, atol=1e-13)
+    for key, value in opt_np.state_dict().items():
+        if key != "t":
+            np.testing.assert_allclose(to_numpy(opt_cp.state[key]), value, rtol=1e-9, atol=1e-15)
+    ran = {name for name, label, _ in tracer.calls if label == "cuda"}
+    assert ran == set(NAMES), ran
+
+
+# ------------------------------------------------------------------ other device checks
+@gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_limits_on_the_device(name: str, dtype: str) -> None:
+    """Finite, dtype-preserving and NumPy's values at +-1000 and +-89 (CuPy's softplus is
+    logaddexp, not NumPy's max + log1p). CUDA flushes subnormal results to zero
+    (softplus(-89) = 2e-39 in float32): below the smallest normal number the two may differ."""
+    cp, act = backend.import_cupy(), ACTIVATIONS[name]
+    x = np.array([-1000.0, -89.0, -1.0, 0.5, 89.0, 1000.0], dtype=dtype)
+    y_ref, cache_ref = act.forward(x)
+    y, cache = act.forward(cp.asarray(x))
+    dx = act.backward(cache, cp.ones_like(y))
+    assert y.dtype == dx.dtype == x.dtype and isinstance(dx, cp.ndarray)
+    assert bool(cp.isfinite(y).all() and cp.isfinite(dx).all())
+    tiny = np.finfo(dtype).tiny
+    np.testing.assert_allclose(to_numpy(y), y_ref, rtol=1e-6, atol=tiny)
+    want_dx = act.backward(cache_ref, np.ones_like(x))
+    np.testing.assert_allclose(to_numpy(dx), want_dx, rtol=1e-6, atol=tiny)
+
+
+DEVICE_CASES = [c for c in cases() if c.name in ("dense_relu", "latent", "bernoulli_nll", "elu")]
+
+
+@gpu
+@pytest.mark.parametrize("case", DEVICE_CASES, ids=[c.name for c in DEVICE_CASES])
+def test_gradient_check_runs_on_device_arrays(case) -> None:
+    """gradcheck itself (in-place perturbation of device arrays, host comparisons) works on
+    CuPy arrays, here through the CUDA kernels of the fused ops."""
+    inputs, douts = make_inputs(case, seed=4, B=2, D=3, scale=1.0, dtype="float64")
+    check_op(case, device(inputs), device(douts))
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_backend_draws_and_generator_state_on_the_device(dtype: str) -> None:
+    """Draws are device arrays of the backend's dtype; the same seed gives the same draws; a
+    saved state replays the stream (CuPy: reseeded with seed + offset, since CuPy cannot
+    export its generator's state)."""
+    cp = backend.import_cupy()
+    bk = Backend("cupy", dtype, seed=5)
+    for a in (bk.normal((3, 2)), bk.uniform((3, 2)), bk.bernoulli(0.5, (3, 2)), bk.zeros(2)):
+        assert isinstance(a, cp.ndarray) and a.dtype == np.dtype(dtype)
+    assert sorted(to_numpy(bk.permutation(7)).tolist()) == list(range(7))
+    first, again = (to_numpy(Backend("cupy", dtype, seed=5).normal((3, 2))) for _ in "ab")
+    np.testing.assert_array_equal(first, again)
+    bk = Backend("cupy", dtype, seed=5)
+    state = bk.rng_state()  # taken before any draw
+    first = to_numpy(bk.normal((4,)))
+    bk.set_rng_state(state)
+    np.testing.assert_array_equal(to_numpy(bk.normal((4,))), first)
+    bk.set_rng_state(state, reseed_offset=3)
+    np.testing.assert_array_equal(
+        to_numpy(bk.normal((4,))), to_numpy(Backend("cupy", dtype, seed=8).normal((4,)))
+    )
+    with pytest.raises(backend.BackendError, match="CuPy generator state"):
+        Backend("numpy", dtype).set_rng_state(state)

@@ -1,0 +1,208 @@
+"""The backprop trace records the real step (every op the model calls, with the implementation
+that ran), and its numerical checks pass for right backward ops and catch wrong ones."""
+
+import argparse
+
+import pytest
+
+from scratchvae import backend as backend_mod
+from scratchvae.autoencoders import DenoisingAE, SparseAE
+from scratchvae.backend import Backend, kernels
+from scratchvae.kernels import cpu
+from scratchvae.lab.trace import add_arguments, backward_rules, format_trace, run_cli, trace_step
+from scratchvae.models import AE, VAE
+from scratchvae.ops import reparam
+from scratchvae.optim import Adam
+
+VAE_FORWARD = [
+    ("dense_relu_forward", "encoder.0"),
+    ("dense_forward", "encoder.1"),
+    ("latent_forward", "latent"),
+    ("dense_relu_forward", "decoder.0"),
+    ("dense_forward", "decoder.1"),
+    ("bernoulli_nll_forward", "lik"),
+]
+VAE_BACKWARD = [
+    ("bernoulli_nll_backward", "lik"),
+    ("dense_backward", "decoder.1"),
+    ("dense_relu_backward", "decoder.0"),
+    ("latent_backward", "latent"),
+    ("dense_backward", "encoder.1"),
+    ("dense_relu_backward", "encoder.0"),
+]
+
+
+def _vae(dtype="float64", **kw):
+    bk = Backend("numpy", dtype, seed=0)
+    model = VAE(10, hidden=kw.pop("hidden", (7,)), latent=3, backend=bk, **kw)
+    return model, bk.uniform((4, 10))
+
+
+def _top(rows, phase):
+    return [(r.op, r.where) for r in rows if r.phase == phase and r.depth == 0]
+
+
+def test_vae_trace_is_the_step_forward_then_backward_mirrored(kernels):
+    model, x = _vae()
+    noise = model.draw_noise(4)
+    rows = trace_step(model, x, noise)
+    assert _top(rows, "forward") == VAE_FORWARD
+    assert _top(rows, "backward") == VAE_BACKWARD
+    assert all(r.rel_err is None for r in rows)
+    _, grads = model.loss_and_grads(x, noise)  # the trace's norms are the model's gradients
+    norms = {}
+    for r in rows:
+        if r.op.startswith("dense") and r.phase == "backward" and r.depth == 0:
+            norms[f"{r.where}.W"], norms[f"{r.where}.b"] = r.grads["dW"][1], r.grads["db"][1]
+    assert set(norms) == set(model.params)
+    for name, norm in norms.items():
+        assert norm == pytest.approx(float((grads[name] ** 2).sum() ** 0.5), rel=1e-12)
+    latent = next(r for r in rows if r.op == "latent_backward")
+    assert latent.grads["dh"][0] == (4, 6) and latent.in_shapes == [(4, 3)]
+    last = [r for r in rows if r.depth == 0][-1]
+    assert last.op == "dense_relu_backward" and "dx" not in last.grads  # need_dx=False
+
+
+def test_the_implementation_column_shows_what_ran():
+    model, x = _vae()
+    with kernels(False):
+        rows = trace_step(model, x)
+    assert {r.impl for r in rows} == {"numpy"}
+    nested = [(r.op, r.depth) for r in rows if r.depth == 1]  # the latent layer's own ops
+    assert ("reparam_forward", 1) in nested and ("gaussian_kl_backward", 1) in nested
+    if cpu.KERNELS:
+        with kernels(True):
+            rows = trace_step(model, x)
+        impl = {r.op: r.impl for r in rows}
+        assert impl["dense_relu_forward"] == "numba" and impl["latent_backward"] == "numba"
+        assert impl["dense_forward"] == "numpy"  # no kernel: its body ran
+        assert not [r for r in rows if r.depth > 0]  # kernels call no other op
+
+
+def test_tracing_costs_one_global_outside_a_trace():
+    model, x = _vae()
+    trace_step(model, x)
+    assert backend_mod._TRACER is None
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "gaussian-learned", "mse"])
+def test_check_passes_for_every_backward_op(likelihood, kernels):
+    model, x = _vae(likelihood=likelihood, dropout=0.3, activation="tanh", beta=0.5)
+    rows = trace_step(model, x, check=True, optimizer=Adam(1e-3))
+    assert any(r.op == "dropout_backward" for r in rows)
+    checked = [r for r in rows if r.phase == "backward" and r.depth == 0]
+    assert len(checked) >= 8
+    for r in checked:
+        assert r.rel_err is not None and r.rel_err < 1e-6, r
+    assert all(r.rel_err is None for r in rows if r.phase != "backward")
+    assert rows[-1].op == "adam_update" and rows[-1].phase == "update"
+
+
+def test_float32_model_is_checked_in_float64():
+    model, x = _vae(dtype="float32")
+    rows = trace_step(model, x, check=True)
+    assert max(r.rel_err for r in rows if r.rel_err is not None) < 1e-6
+
+
+def test_the_check_catches_a_wrong_backward(monkeypatch):
+    """The std taken as exp(logvar) in the sample's backward: the latent row's check fails."""
+    model, x = _vae()
+
+    def wrong(cache, dz):
+        return reparam.ReparamGrads(dz, dz * cache.eps * cache.sigma * cache.sigma)
+
+    monkeypatch.setattr(reparam, "reparam_backward", wrong)  # read by latent_backward's body
+    with kernels(False):
+        rows = trace_step(model, x, check=True)
+    errors = {r.op: r.rel_err for r in rows if r.rel_err is not None}
+    assert errors["latent_backward"] > 1e-3
+    assert errors["dense_relu_backward"] < 1e-6  # the other ops are still right
+
+
+def test_plain_denoising_and_sparse_aes_are_traced():
+    bk = Backend("numpy", "float64", seed=2)
+    for model in (
+        AE(10, hidden=(6,), latent=2, backend=bk),
+        DenoisingAE(10, hidden=(6,), latent=3, noise="mask", dropout=0.2, backend=bk),
+        SparseAE(10, hidden=(6,), latent=4, rho=0.1, beta=2.0, backend=bk),
+    ):
+        rows = trace_step(model, bk.uniform((5, 10)), check=True)
+        ops = [r.op for r in rows if r.depth == 0]
+        assert ops[0] == "dense_relu_forward" and ops[-1] == "dense_relu_backward"
+        checked = [r for r in rows if r.phase == "backward" and r.depth == 0]
+        assert checked and all(r.rel_err is not None and r.rel_err < 1e-6 for r in checked)
+        if isinstance(model, SparseAE):
+            assert {"sigmoid_forward", "sparsity_kl_forward", "sparsity_kl_backward"} <= set(ops)
+    with pytest.raises(ValueError, match=r"shape \(batch, 10\)"):
+        trace_step(model, bk.uniform((3, 4)))
+
+
+def test_format_trace_fits_100_columns_and_prints_the_formulas():
+    model, x = _vae()
+    rows = trace_step(model, x, check=True, optimizer=Adam(1e-3))
+    text = format_trace(rows)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert text.index("forward pass") < text.index("backward pass") < text.index("update")
+    assert text.index("bernoulli_nll_backward") < text.index("latent_backward")
+    assert "rel.err" in text and "|dW| =" in text and "(10, 7)" in text
+    rules = backward_rules(rows)
+    assert "dL/dmu     = dz" in rules and "dL/dW = x^T @ dy" in rules
+
+
+def _cli(*argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_cli_prints_the_whole_step(capsys):
+    assert run_cli(_cli("--hidden", "16", "--latent", "4", "--batch-size", "5", "--check")) == 0
+    out = capsys.readouterr().out
+    for piece in ("latent_forward", "latent_backward", "adam_update", "(5, 64)", "rel.err"):
+        assert piece in out, piece
+    assert "loss terms" in out and "the backward formulas" in out
+    assert max(len(line) for line in out.splitlines()) <= 100
+
+
+def test_cli_defaults_and_bad_input():
+    args = _cli()
+    assert (args.batch_size, args.seed, args.data, args.hidden, args.latent) == (
+        8,
+        0,
+        "digits",
+        [400],
+        20,
+    )
+    assert not args.check and args.checkpoint is None and args.data_dir is None
+    with pytest.raises(ValueError, match="--batch-size"):
+        run_cli(_cli("--batch-size", "0"))
+
+
+def test_cli_traces_a_checkpoint(tmp_path, capsys):
+    from scratchvae.checkpoint import save_checkpoint
+
+    model = VAE(64, hidden=(9,), latent=2, backend=Backend("numpy", "float32", seed=3))
+    save_checkpoint(tmp_path / "checkpoint.npz", model)
+    assert run_cli(_cli("--checkpoint", str(tmp_path), "--batch-size", "2")) == 0
+    assert "(2, 9)" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+def test_trace_on_cupy_matches_numpy():
+    """Same weights, batch and eps on both backends: the same ops, the same norms; the CuPy
+    kernels are checked in float64 on the GPU."""
+    model, x = _vae()
+    noise = model.draw_noise(4)
+    gpu = VAE(10, hidden=(7,), latent=3, backend=Backend("cupy", "float64", seed=0))
+    gpu.params.flat[...] = gpu.backend.asarray(model.params.flat)
+    rows = trace_step(model, x, noise)
+    rows_gpu = trace_step(
+        gpu, gpu.backend.asarray(x), {"eps": gpu.backend.asarray(noise["eps"])}, check=True
+    )
+    assert _top(rows, "backward") == _top(rows_gpu, "backward")
+    assert {r.impl for r in rows_gpu if r.op == "latent_backward"} == {"cuda"}
+    top = [r for r in rows if r.depth == 0]
+    for r, g in zip(top, [r for r in rows_gpu if r.depth == 0], strict=True):
+        for name in r.grads:
+            assert g.grads[name][1] == pytest.approx(r.grads[name][1], rel=1e-10), r.op
+    assert max(r.rel_err for r in rows_gpu if r.rel_err is not None) < 1e-6
