@@ -62,7 +62,7 @@ class BackendError(RuntimeError):
 def _softplus(xp: ModuleType):
     # softplus(x) = log(1 + e^x) = logaddexp(0, x)
     #             = max(x, 0) + log1p(e^{-|x|})     (e^{-|x|} <= 1: stable for |x| of 1000)
-    # The second form is the one computed: same value to rounding, and about 15x faster than
+    # The second form is the one computed: same value to rounding, and much faster than
     # NumPy's logaddexp (five cheap vectorised ufuncs instead of one slow scalar loop).
     def softplus(x, out=None, work=None):  # work: scratch of x's shape (else allocated)
         if xp is not np:  # on the GPU logaddexp is already one fused kernel

@@ -75,8 +75,8 @@ class ParamStore(Mapping):
         allocation. Why one: NumPy asks Linux for transparent huge pages (2 MB instead of
         4 KB) for an allocation of 4 MB or more, and the training step streams through the
         parameters, the gradients and the optimizer's moments (10 MB for the MNIST VAE in
-        float32) every step; with huge pages that takes far fewer TLB misses (measured: about
-        1% of the CPU step, benchmarks/README.md)."""
+        float32) every step; with huge pages that takes far fewer TLB misses (the measurement:
+        benchmarks/README.md)."""
         both = backend.zeros((2, _total_size(shapes)))
         return cls(shapes, backend, flat=both[0]), cls(shapes, backend, flat=both[1])
 
