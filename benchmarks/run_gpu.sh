@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
-# The whole GPU benchmark + comparison on a CUDA machine with CuPy, NumPy, SciPy, pytest and
-# PyTorch installed (nothing to pip install). Run from the repository root:
-#     bash benchmarks/run_gpu.sh "$OUT"
-# Writes under $1 (default benchmarks/results): the fused-kernel tests' log, then the
-# benchmark JSON/Markdown/PNG (CuPy vs PyTorch CUDA; JAX-CPU is no peer for a GPU and is skipped). < 8 minutes.
-set -euo pipefail
+# The GPU checks and benchmarks on a CUDA machine with CuPy, NumPy, SciPy, pytest, PyTorch and
+# JAX installed (nothing to pip install). Run from the repository root:
+#     bash benchmarks/run_gpu.sh OUT [MNIST_DIR]
+# Writes under OUT: the GPU tests' log; the training-step benchmark (CuPy, replayed as a CUDA
+# graph, against PyTorch eager, PyTorch with its step captured in a CUDA graph, and JAX jit on
+# the GPU, all in float32 with true FP32 products) as JSON/Markdown/PNG; and, with MNIST_DIR
+# (a folder holding mnist-train.npz and mnist-test.npz), ten epochs of the PyTorch example's
+# protocol with scratchvae's trainer and with PyTorch eager. About 5 minutes on an H100.
+set -uo pipefail
 out="${1:-${OUT:-benchmarks/results}}"
+mnist="${2:-}"
 mkdir -p "$out"
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}."
-python3 -m pytest -q -m gpu tests 2>&1 | tee "$out/pytest-gpu.log" | tail -5 ||
-    echo "GPU tests failed: see $out/pytest-gpu.log (benchmark runs anyway)"
-python3 benchmarks/run.py --backend cupy --torch-device cuda --no-jax --out "$out" \
-    --reps 7 --target-seconds 0.2 "${@:2}" 2>&1 | tee "$out/bench-gpu.log"
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}." PYTHONUNBUFFERED=1
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX would otherwise take 75% of the GPU's memory
+nvidia-smi -L | tee "$out/device.txt"
+python3 -c "import cupy, numpy, torch, jax; print('cupy', cupy.__version__, 'numpy', numpy.__version__,
+'torch', torch.__version__, 'jax', jax.__version__, jax.default_backend())" | tee -a "$out/device.txt"
+timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$out/pytest-gpu.log" |
+    tail -15
+timeout 240 python3 -m scratchvae.bench --backend cupy --torch-device cuda --configs mnist \
+    --dtypes float32 --batch-sizes 128 2048 --eval-k 0 --memory-steps 100 --reps 5 \
+    --target-seconds 0.2 --out "$out" 2>&1 | tee "$out/bench-gpu.log" | grep -v "^  "
+if [ -n "$mnist" ]; then
+    timeout 240 python3 benchmarks/mnist_epochs.py "$mnist" --backend cupy --torch-device cuda \
+        --out "$out" 2>&1 | tee "$out/mnist-gpu.log" | tail -4
+fi

@@ -68,16 +68,31 @@ class Optimizer:
             raise ValueError(f"clip norm must be > 0, got {clip_norm}")
         self.lr = float(lr)
         self.clip_norm = clip_norm
-        self.t = 0  # number of steps taken
+        self._t_host = 0  # steps taken, until the first step makes the counter below
+        self._t: Array | None = None  # steps taken: a 0-d array of the parameters' module
         self.state: dict[str, Array] = {}
         self.last_grad_norm: Array | None = None  # before clipping; set when clipping is on
         self.workspace = Workspace()  # the update's scratch (not part of the state)
 
+    @property
+    def t(self) -> int:
+        """The number of steps taken (reads the device counter on a GPU: a sync)."""
+        return self._t_host if self._t is None else int(self._t)
+
+    @t.setter
+    def t(self, value: int) -> None:
+        self._t_host, self._t = int(value), None
+
     def step(self, params: Mapping[str, Array], grads: Mapping[str, Array]) -> None:
+        """One update of ``params`` in place. The step count is advanced where the parameters
+        live (``t += 1`` on the device on a GPU), so a step replayed from a CUDA graph counts
+        too."""
         pairs = _pairs(params, grads)
         if self.clip_norm is not None:
             self.last_grad_norm = clip_by_global_norm([g for _, _, g in pairs], self.clip_norm)
-        self.t += 1
+        if self._t is None:
+            self._t = get_xp(pairs[0][1]).asarray(self._t_host, dtype="int64")
+        self._t += 1
         for key, p, g in pairs:
             self._update(key, p, g)
 
@@ -256,13 +271,9 @@ class Adam(Optimizer):
         p -= step_size * m / denom
 
     def _update_fused(self, key: str, p: Array, g: Array, m: Array, v: Array) -> None:
-        """The same update as :func:`adam_update`, the bias corrections folded into two
-        scalars: multiplying numerator and denominator by sqrt(1 - b2^t) gives
-        p -= lr sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps sqrt(1-b2^t))."""
-        c2 = math.sqrt(1 - self.b2**self.t)
-        step = self.lr * c2 / (1 - self.b1**self.t)
+        """The same update as :func:`adam_update` (one op: one pass with a kernel)."""
         ws = self.workspace.scope(key)
-        adam_update(p, g, m, v, self.b1, self.b2, step, self.eps * c2, ws)
+        adam_update(p, g, m, v, self._t, self.lr, self.b1, self.b2, self.eps, ws)
 
 
 @op
@@ -271,19 +282,28 @@ def adam_update(
     g: Array,
     m: Array,
     v: Array,
+    t: Array,
+    lr: float,
     b1: float,
     b2: float,
-    step: float,
     eps: float,
     ws: Workspace | None = None,
 ) -> None:
-    """Adam on the arrays p, g, m, v (any shape, the same for all), in place, one work buffer:
+    """Adam's step number ``t`` (>= 1, a 0-d integer array) on p, g, m, v (any shape, the same
+    for all), in place, one work buffer:
 
     m += (1 - b1)(g - m)                    (= b1 m + (1 - b1) g)
     v += (1 - b2)(g^2 - v)                  (= b2 v + (1 - b2) g^2)
-    p -= step * m / (sqrt(v) + eps)         (step, eps: the bias corrections folded in)
+    p -= step * m / (sqrt(v) + eps c2)      step = lr c2 / (1 - b1^t),  c2 = sqrt(1 - b2^t)
+
+    (the bias corrections m / (1 - b1^t) and v / (1 - b2^t) folded into two scalars:
+    multiply the numerator and the denominator of lr m_hat / (sqrt(v_hat) + eps) by c2).
+    t is an array, not a number, so that on a GPU the corrections are computed on the device
+    from the device's step count, and a step replayed from a CUDA graph uses the right ones.
     """
     xp = get_xp(p)
+    c2 = xp.sqrt(1 - b2**t)
+    step, eps_hat = lr * c2 / (1 - b1**t), eps * c2
     tmp = buffer(ws, "tmp", p.shape, p)
     xp.subtract(g, m, out=tmp)
     tmp *= 1 - b1
@@ -293,9 +313,9 @@ def adam_update(
     tmp *= 1 - b2
     v += tmp
     xp.sqrt(v, out=tmp)
-    tmp += eps
+    tmp += eps_hat.astype(p.dtype)
     xp.divide(m, tmp, out=tmp)
-    tmp *= step
+    tmp *= step.astype(p.dtype)
     p -= tmp
 
 

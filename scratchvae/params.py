@@ -92,8 +92,10 @@ class ParamStore(Mapping):
 class Workspace:
     """Named arrays kept from one training step to the next: the step's scratch and outputs.
 
-    ``ws("h", (B, 400), like=x)`` returns the same array every step (a new one only when the
-    shape or dtype changes, e.g. for a short last batch), so a step allocates nothing large.
+    ``ws("h", (B, 400), like=x)`` returns the same array every step, so a step allocates
+    nothing large. There is one array per name, shape and dtype (a short last batch gets its
+    own), and none is ever dropped: a step replayed from a CUDA graph writes to the addresses it
+    was captured with, which must stay this workspace's (:mod:`scratchvae.kernels.graph`).
     Not allocating is not only the saved ``malloc``: large arrays come from ``mmap``, and
     returning them to the system interrupts every core the process runs on, BLAS threads
     included (``benchmarks/README.md`` has the measurement).
@@ -104,16 +106,17 @@ class Workspace:
     uses a workspace because its cache never leaves the call. An op given ``ws=None`` allocates.
     """
 
-    def __init__(self, prefix: str = "", arrays: dict[str, Array] | None = None) -> None:
+    def __init__(self, prefix: str = "", arrays: dict[tuple, Array] | None = None) -> None:
         self.prefix = prefix
-        self._arrays: dict[str, Array] = {} if arrays is None else arrays
+        self._arrays: dict[tuple, Array] = {} if arrays is None else arrays
         self._scopes: dict[str, Workspace] = {}
 
     def __call__(self, name: str, shape: tuple[int, ...], like: Array) -> Array:
         """The array ``name`` of ``shape`` with ``like``'s dtype and array module."""
-        key = f"{self.prefix}{name}"
+        shape = shape if type(shape) is tuple else tuple(shape)
+        key = (self.prefix + name, shape, like.dtype)
         a = self._arrays.get(key)
-        if a is None or a.shape != tuple(shape) or a.dtype != like.dtype:
+        if a is None:
             a = self._arrays[key] = get_xp(like).empty(shape, dtype=like.dtype)
         return a
 
@@ -126,6 +129,10 @@ class Workspace:
 
     def __len__(self) -> int:
         return len(self._arrays)
+
+    def names(self) -> set[str]:
+        """The names of the arrays held (each with its prefix), whatever their shapes."""
+        return {name for name, _, _ in self._arrays}
 
     @property
     def nbytes(self) -> int:

@@ -7,11 +7,16 @@ One step, for a batch of row indices ``idx`` drawn from the backend's seeded per
     terms, grads = model.loss_and_grads(x, noise, kl_weight=w)   forward + backward; w ramps
                                                                  0 -> beta (warm-up)
     opt.step(model.params, grads)                                in place, on the flat buffer
+    accumulate(sums[k], terms[k], B)                             the epoch's sums, on the device
 
-Epoch sums of the loss terms stay on the device; the host reads them every ``log_every`` steps
-(for the progress bar and the divergence check) and at the end of the epoch. Every random draw
-comes from ``model.backend.rng`` in a fixed order, and a checkpoint stores that generator's state
-at the epoch boundary, so on NumPy a resumed run equals an uninterrupted one bit for bit.
+On a GPU the training set is uploaded once when it fits (each batch gathered there) and the
+step after the gather is replayed as one CUDA graph (``backend.step_graph``; the first steps,
+and those whose KL weight still changes, run uncaptured). Epoch sums of the loss terms stay on
+the device; the host reads them every ``log_every`` steps (for the progress bar and the
+divergence check) and at the end of the epoch. Every random draw comes from
+``model.backend.rng`` in a fixed order, and a checkpoint stores that generator's state at the
+epoch boundary, so a resumed run equals an uninterrupted one bit for bit (NumPy; CuPy's
+counter-based generator is restored exactly too).
 Validation uses its own generator, reseeded every epoch: the same eps every epoch, and no draw
 taken from the training stream.
 """
@@ -31,7 +36,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .atomic import atomic_write
-from .backend import Backend, to_numpy
+from .backend import Backend, op, to_numpy
 from .checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -162,6 +167,17 @@ class Trainer:
         self.history = History()
         self.step = 0  # optimizer steps taken so far, over all epochs
         self._host_batches: dict[int, Any] = {}  # rows -> float32 (rows, D) host buffer
+        self._device_batches: dict[int, Any] = {}  # rows -> (rows, D) device buffer
+        self._sums: dict[str, Any] = {}  # the epoch's sums of the loss terms, on the device
+        # the training set on the device when the backend has one and it fits: uploaded once,
+        # each batch gathered there (None: batches copied from the host)
+        n_bytes = len(self.train_idx) * data.n_features * self.bk.dtype.itemsize
+        self._resident = None
+        if self.bk.fits_on_device(n_bytes):
+            self._resident = self.bk.asarray(data.get_batch(self.train_idx))
+        # one step: on a GPU replayed as a CUDA graph (kernels/graph.py), else _step itself
+        self.step_runner = self.bk.step_graph(self._step)
+        self._said_fallback = False
 
     def _build_optimizer(self) -> Optimizer:
         c = self.config
@@ -215,22 +231,35 @@ class Trainer:
     def _train_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
         """One pass over the shuffled training part; returns the epoch's mean terms (host)."""
         c, n = self.config, len(self.train_idx)
-        order = self.train_idx[to_numpy(self.bk.permutation(n))]  # host indices, seeded
-        sums: dict[str, Any] = {}  # 0-d float64 device arrays: sum over examples of each term
+        perm = self.bk.permutation(n)  # seeded
+        order = perm if self._resident is not None else self.train_idx[to_numpy(perm)]
+        for v in self._sums.values():
+            v[...] = 0  # in place: a captured step keeps adding into the same arrays
         seen, t0 = 0, time.perf_counter()
         for i, start in enumerate(range(0, n, c.batch_size)):
             idx = order[start : start + c.batch_size]
-            terms = self.train_step(self._batch(idx, self.bk), self.kl_weight(self.step))
+            self.step_runner(self._batch(idx, self.bk), self.kl_weight(self.step))
             self.step += 1
-            for k, v in terms.items():  # no host sync: device-side sums
-                sums[k] = sums.get(k, 0.0) + v.astype("float64") * len(idx)
             seen += len(idx)
             bar.update(len(idx))
             if (i + 1) % c.log_every == 0 or start + c.batch_size >= n:
-                means = self._host_means(sums, seen, epoch)  # one sync every log_every steps
+                means = self._host_means(self._sums, seen, epoch)  # a sync every log_every
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(_postfix(means, rate), refresh=False)
+        reason = getattr(self.step_runner, "fallback_reason", None)
+        if reason and not self._said_fallback:
+            self._said_fallback = True
+            bar.write(f"scratchvae: the training step runs without a CUDA graph ({reason})")
         return means
+
+    def _step(self, x: Any, kl_weight: float) -> None:
+        """:meth:`train_step`, then the batch's terms added to the epoch's sums: all of it on
+        the device, no host sync (on a GPU this is what is captured and replayed)."""
+        terms = self.train_step(x, kl_weight)
+        for k, v in terms.items():
+            if k not in self._sums:  # the first step, never a captured one
+                self._sums[k] = self.bk.xp.zeros((), dtype="float64")
+            accumulate(self._sums[k], v, x.shape[0])
 
     def train_step(self, x: Any, kl_weight: float) -> dict[str, Any]:
         """forward + backward + optimizer step on one batch x (B, D); returns device terms."""
@@ -256,12 +285,20 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ pieces
-    def _batch(self, idx: Any, bk: Backend) -> Any:
-        """Rows idx as a (B, D) device array, binarized with ``bk``'s generator if dynamic."""
+    def _batch(self, idx: Any, bk: Backend, resident: bool = True) -> Any:
+        """Rows idx as a (B, D) device array, binarized with ``bk``'s generator if dynamic:
+        gathered from the resident training set (``idx`` positions in it, a device array), or
+        copied from the host (``idx`` row numbers of the data set)."""
         rows = len(range(self.data.n)[idx]) if isinstance(idx, slice) else len(idx)
-        if rows not in self._host_batches:  # one per batch size (the last batch may be short)
-            self._host_batches[rows] = self.data.batch_buffer(rows)
-        x = bk.asarray(self.data.get_batch(idx, out=self._host_batches[rows]))  # reused
+        if resident and self._resident is not None:
+            out = self._device_batches.get(rows)
+            if out is None:  # one per batch size (the last batch may be short)
+                out = self._device_batches[rows] = bk.zeros((rows, self.data.n_features))
+            x = bk.xp.take(self._resident, idx, axis=0, out=out)
+        else:
+            if rows not in self._host_batches:
+                self._host_batches[rows] = self.data.batch_buffer(rows)
+            x = bk.asarray(self.data.get_batch(idx, out=self._host_batches[rows]))  # reused
         return binarize(x, self.config.binarize, bk)
 
     def kl_weight(self, step: int) -> float:
@@ -283,7 +320,7 @@ class Trainer:
         size = max(self.config.batch_size, 1000)
         for start in range(0, len(self.val_idx), size):
             idx = self.val_idx[start : start + size]
-            x = self._batch(idx, vbk)
+            x = self._batch(idx, vbk, resident=False)
             noise = self.model.draw_noise(len(idx), backend=vbk, train=False)
             terms, _ = self.model.forward(x, noise, train=False)
             for k, v in terms.items():
@@ -329,6 +366,13 @@ class Trainer:
         self.history = History(list(ckpt.history))
         self.step = ckpt.step
         return ckpt.epoch
+
+
+@op
+def accumulate(total: Any, value: Any, weight: float) -> None:
+    """total += weight * value, in place: a 0-d float64 sum of a 0-d loss term (one kernel on
+    a GPU instead of a cast, a product and a sum)."""
+    total += value.astype("float64") * weight
 
 
 def _postfix(means: dict[str, float], rate: float) -> dict[str, str]:

@@ -14,10 +14,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from scratchvae import backend as backend_module
 from scratchvae.backend import (
     Backend,
     BackendError,
+    dispatch,
     get_backend,
     get_special,
     get_xp,
@@ -27,6 +27,7 @@ from scratchvae.backend import (
     to_numpy,
     tracing,
 )
+from scratchvae.backend import arrays as backend_module
 from scratchvae.kernels import cpu
 from scratchvae.mlp import MLP
 from scratchvae.ops import layers
@@ -199,7 +200,7 @@ def double(x, cache=()):  # noqa: ANN001, ANN201 - a test op: a kernel is regist
 @pytest.fixture
 def double_kernel(monkeypatch: pytest.MonkeyPatch):
     """A CPU kernel for the op `double` that says it ran (removed after the test)."""
-    monkeypatch.setitem(backend_module._table("numpy"), "double", lambda x, cache=(): "kernel")
+    monkeypatch.setitem(dispatch._table("numpy"), "double", lambda x, cache=(): "kernel")
 
 
 class Recorder:
@@ -321,7 +322,7 @@ def _kernels_in_subprocess(value: str | None) -> str:
     if value is not None:
         env["SCRATCHVAE_KERNELS"] = value
     code = (
-        "from scratchvae.backend import kernels_enabled, _select\n"
+        "from scratchvae.backend.dispatch import kernels_enabled, _select\n"
         "import numpy as np\n"
         "print(kernels_enabled(), _select('dense_relu_forward', (np.ones((2, 2)),))[1])"
     )

@@ -105,13 +105,15 @@ def test_non_finite_optimizer_state_is_refused(run_dir, tmp_path):
 def test_compiled_kernels_refuse_arrays_they_would_overrun():
     """The last line of defence: no compiled kernel indexes past the arrays it is given."""
     f32 = np.float32
-    p, small = np.zeros(8, f32), np.zeros(3, f32)
+    p, small, one = np.zeros(8, f32), np.zeros(3, f32), np.asarray(1)
     a, W, b = np.zeros((4, 5), f32), np.zeros((5, 5), f32), np.zeros(5, f32)
     h, eps, dz = np.zeros((4, 6), f32), np.zeros((4, 3), f32), np.zeros((4, 2), f32)
     relu_cache = DenseReluCache(a, W, a.copy())
     calls = {
-        "adam_update": lambda: cpu.adam_update(p, p, small, small, 0.9, 0.999, 1e-3, 1e-8),
-        "adam_update dtype": lambda: cpu.adam_update(p, p.astype(np.float64), p, p, 0.9, 0.9, 1, 1),
+        "adam_update": lambda: cpu.adam_update(p, p, small, small, one, 1e-3, 0.9, 0.999, 1e-8),
+        "adam_update dtype": lambda: cpu.adam_update(
+            p, p.astype(np.float64), p, p, one, 1, 0.9, 0.9, 1
+        ),
         "dense_relu_forward bias": lambda: cpu.dense_relu_forward(a, W, small),
         "dense_relu_forward dtype": lambda: cpu.dense_relu_forward(a, W, b.astype(np.float64)),
         "dense_relu_backward dh": lambda: cpu.dense_relu_backward(

@@ -99,7 +99,7 @@ def test_repr_names_the_size_and_shapes() -> None:
 
 
 # ------------------------------------------------------------------ Workspace
-def test_workspace_returns_the_same_array_until_shape_or_dtype_change() -> None:
+def test_workspace_keeps_one_array_per_name_shape_and_dtype() -> None:
     ws = Workspace()
     x64, x32 = np.zeros((3, 2)), np.zeros((3, 2), np.float32)
     a = ws("h", (3, 4), like=x64)
@@ -108,10 +108,12 @@ def test_workspace_returns_the_same_array_until_shape_or_dtype_change() -> None:
     assert ws("h", [3, 4], like=x64) is a  # a list of the same shape too
     b = ws("h", (2, 4), like=x64)  # a short last batch: a new array under the same name
     assert b is not a and b.shape == (2, 4) and ws("h", (2, 4), like=x64) is b
+    assert ws("h", (3, 4), like=x64) is a  # kept: a captured CUDA graph may still write to it
     c = ws("h", (2, 4), like=x32)  # another dtype: a new array
     assert c is not b and c.dtype == np.float32
     assert ws("other", (2, 4), like=x32) is not c  # another name: another array
-    assert len(ws) == 2 and ws.nbytes == c.nbytes * 2
+    assert len(ws) == 4 and ws.nbytes == a.nbytes + b.nbytes + 2 * c.nbytes
+    assert ws.names() == {"h", "other"}
 
 
 def test_workspace_scopes_prefix_the_names_and_share_the_store() -> None:
@@ -126,7 +128,7 @@ def test_workspace_scopes_prefix_the_names_and_share_the_store() -> None:
     assert ws("encoder.0.h", (2,), like) is a  # the same store, seen under a prefix
     assert ws("encoder.0.dropout.y", (2,), like) is d
     assert ws.scope("encoder.1")("h", (2,), like) is not a  # no clash between layers
-    assert set(ws._arrays) == {"encoder.0.h", "encoder.0.dropout.y", "encoder.1.h"}
+    assert ws.names() == {"encoder.0.h", "encoder.0.dropout.y", "encoder.1.h"}
     assert len(enc0) == len(ws) == 3  # one store under every prefix
 
 

@@ -1,6 +1,6 @@
 """Source rules, checked with `ast`:
 
-1. Only scratchvae/backend.py imports numpy / cupy / cupyx / scipy. Anywhere else such an
+1. Only scratchvae/backend/arrays.py imports numpy / cupy / cupyx / scipy. Anywhere else such an
    import needs the marker comment ``# numpy-boundary: <reason>`` on its line (I/O boundaries),
    and a file without any marker must not call ``np.xxx(...)`` / ``cupy.xxx(...)`` either.
 2. Every test-looking function in tests/ and its folders is collected: a top-level
@@ -20,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE, TESTS = ROOT / "scratchvae", ROOT / "tests"
+BACKEND = PACKAGE / "backend" / "arrays.py"
 ARRAY_MODULES = {"numpy", "cupy", "cupyx", "scipy"}
 ARRAY_ALIASES = {"np", "numpy", "cp", "cupy", "cupyx", "scipy"}  # not "sp": a common local
 MARKER = "# numpy-boundary:"
@@ -112,18 +113,14 @@ def test_scanner_accepts_clean_sources(source: str) -> None:
 
 
 def test_package_imports_array_modules_only_in_backend() -> None:
-    files = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "backend.py")
+    files = sorted(p for p in PACKAGE.rglob("*.py") if p != BACKEND)
     assert len(files) >= 8  # the package is really being scanned
     problems = [msg for p in files for msg in scan_source(p.read_text(), str(p.relative_to(ROOT)))]
     assert problems == [], "\n".join(problems)
 
 
 def test_backend_is_where_numpy_comes_from() -> None:
-    roots = {
-        r
-        for node in ast.walk(ast.parse((PACKAGE / "backend.py").read_text()))
-        for r in _imported_roots(node)
-    }
+    roots = {r for node in ast.walk(ast.parse(BACKEND.read_text())) for r in _imported_roots(node)}
     assert {"numpy", "scipy"} <= roots
 
 
@@ -238,7 +235,7 @@ def test_no_module_over_400_lines() -> None:
 def test_a_vae_step_reads_in_six_files() -> None:
     """From the trainer's step to the optimizer's update, the functions a VAE step executes
     (its readable path: kernels off) live in at most six files, besides the op dispatch and the
-    buffers (backend.py, params.py), which a reader does not need to open to follow the math."""
+    buffers (backend/, params.py), which a reader does not need to open to follow the math."""
     import sys
 
     from scratchvae.backend import Backend, kernels
@@ -262,7 +259,7 @@ def test_a_vae_step_reads_in_six_files() -> None:
             opt.step(model.params, grads)
         finally:
             sys.setprofile(None)
-    step_files = files - {"backend.py", "params.py"}
+    step_files = files - {"backend/dispatch.py", "backend/arrays.py", "params.py"}
     assert step_files == {
         "models.py",
         "mlp.py",

@@ -18,7 +18,15 @@ from typing import Any
 
 from ..backend import Backend, BackendError
 from .memory import eval_cost, measure_memory
-from .references import JaxStep, TorchStep, check_jax, check_torch, import_torch, installed_version
+from .references import (
+    JaxStep,
+    TorchGraphStep,
+    TorchStep,
+    check_jax,
+    check_torch,
+    import_torch,
+    installed_version,
+)
 from .report import THREAD_VARS, load_average, machine_info, machine_name, write_outputs
 from .timing import ADAM, CONFIGS, ScratchStep, StepFn, matmul_bound_fn, time_interleaved
 
@@ -197,11 +205,14 @@ def _bench_cell(
             results["equivalence"].append({**key, **check_torch(step, torch_device)})
         ref = TorchStep(step.model, step.x, torch_device)
         fns[f"torch-{torch_device}"] = (ref, ref.sync)
+        if torch_device.startswith("cuda"):  # and the step replayed from a CUDA graph
+            graphed = TorchGraphStep(step.model, step.x, torch_device)
+            fns[f"torch-{torch_device}-graph"] = (graphed, graphed.sync)
     if use_jax:
         if batch == opts.batch_sizes[0]:
             results["equivalence"].append({**key, **check_jax(step)})
         jstep = JaxStep(step.model, step.x)
-        fns["jax-cpu"] = (jstep, jstep.sync)
+        fns[f"jax-{jstep.jax.default_backend()}"] = (jstep, jstep.sync)
     scratch = f"scratchvae-{opts.backend}"
     fns = {scratch: (step, step.sync), **fns}
     fns["matmul-bound"] = (matmul_bound_fn(step.model, batch), step.sync)

@@ -19,6 +19,7 @@ from .timing import ADAM, ScratchStep
 __all__ = [
     "EQ_TOL",
     "JaxStep",
+    "TorchGraphStep",
     "TorchStep",
     "check_jax",
     "check_torch",
@@ -140,6 +141,46 @@ class TorchStep:
             lin.bias.grad = self.torch.as_tensor(db, device=self.device)
 
 
+class TorchGraphStep(TorchStep):
+    """The same PyTorch step captured once in a CUDA graph and replayed (PyTorch's recipe:
+    warm-up on a side stream, Adam with ``capturable=True``, eps drawn inside the graph from
+    the default CUDA generator, whose offset advances on every replay)."""
+
+    def __init__(self, model: VAE, x: Any, device: str, seed: int = 0) -> None:
+        super().__init__(model, x, device, seed)
+        torch = self.torch
+        self.opt = torch.optim.Adam(
+            self.parameters(), lr=ADAM["lr"], betas=ADAM["betas"], eps=ADAM["eps"],
+            capturable=True,
+        )  # fmt: skip
+        torch.cuda.manual_seed(seed)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._plain()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self._captured_loss = self._backward_and_step()
+
+    def _backward_and_step(self) -> Any:
+        torch = self.torch
+        eps = torch.randn(self.batch, self.latent, dtype=self.dtype, device=self.device)
+        loss = self.loss(eps)
+        loss.backward()
+        self.opt.step()
+        return loss
+
+    def _plain(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        self._backward_and_step()
+
+    def __call__(self) -> None:
+        self.graph.replay()
+
+
 def check_torch(step: ScratchStep, device: str) -> dict[str, Any]:
     """Loss, gradients and one Adam update of scratchvae vs PyTorch: same weights, x and eps."""
     model = step.model
@@ -184,6 +225,9 @@ class JaxStep:
 
         if model.backend.dtype.name == "float64":
             jax.config.update("jax_enable_x64", True)
+        # true float32 products, as scratchvae's and PyTorch's defaults: on a GPU JAX would
+        # otherwise use TF32 (10-bit mantissas) for float32 matrix products
+        jax.config.update("jax_default_matmul_precision", "highest")
         self.jax, self.jnp = jax, jnp
         self.latent, self.batch = model.latent, x.shape[0]
         self.dtype = jnp.dtype(model.backend.dtype.name)
@@ -260,7 +304,7 @@ def check_jax(step: ScratchStep) -> dict[str, Any]:
     loss_rel = abs(loss_s - float(loss_j)) / abs(float(loss_j))
     tol = EQ_TOL[model.backend.dtype.name]
     return {
-        "reference": "jax-cpu",
+        "reference": f"jax-{ref.jax.default_backend()}",
         "loss_scratch": loss_s,
         "loss_reference": float(loss_j),
         "loss_rel_diff": loss_rel,

@@ -83,7 +83,7 @@ def load_average() -> list[float] | None:
 
 def _blas_info(backend: Backend) -> str:
     """NumPy's BLAS, from its build configuration (``numpy.show_config``)."""
-    xp = Backend("numpy").xp  # named xp: code outside backend.py never calls np.*
+    xp = Backend("numpy").xp  # named xp: code outside backend/arrays.py never calls np.*
     try:
         cfg = xp.show_config(mode="dicts")
         blas = cfg["Build Dependencies"]["blas"]

@@ -265,16 +265,18 @@ def latent_backward(cache, dz, dkl, ws=None):  # noqa: ANN001, ANN201
     return LatentGrads(dh)
 
 
-def adam_update(p, g, m, v, b1, b2, step, eps, ws=None):  # noqa: ANN001, ANN201
+def adam_update(p, g, m, v, t, lr, b1, b2, eps, ws=None):  # noqa: ANN001, ANN201
     """:func:`scratchvae.optim.adam_update` in one pass. One difference: a moment that falls
     below the smallest normal number (``finfo.tiny``) becomes zero. A weight whose gradient is
     always zero (a pixel never on, a dead ReLU unit) has m = 0.9^t m_0, subnormal after about
     800 steps in float32, and arithmetic on subnormal numbers takes a slow path in the CPU.
     The parameter moves by less than ``step * tiny / eps`` either way, far below its rounding."""
     _require(_same(p, g, m, v), "adam_update", (p, g, m, v))
-    t = p.dtype.type  # scalars of the arrays' dtype: float32 arithmetic stays float32
+    c2 = math.sqrt(1 - b2 ** int(t))  # the bias corrections, as in the op's body
+    step, eps_hat = lr * c2 / (1 - b1 ** int(t)), eps * c2
+    f = p.dtype.type  # scalars of the arrays' dtype: float32 arithmetic stays float32
     flat = [a.reshape(-1) for a in (p, g, m, v)]  # views: the dispatch passes C-contiguous arrays
-    _adam(*flat, t(1 - b1), t(1 - b2), t(step), t(eps), t(np.finfo(p.dtype).tiny))
+    _adam(*flat, f(1 - b1), f(1 - b2), f(step), f(eps_hat), f(np.finfo(p.dtype).tiny))
 
 
 def warm_up(dtype: str = "float32") -> None:
@@ -285,7 +287,7 @@ def warm_up(dtype: str = "float32") -> None:
     if numba is None:
         return
     a, b, v = np.zeros((2, 3), dtype), np.zeros(3, dtype), np.zeros(6, dtype)
-    adam_update(v, v.copy(), v.copy(), v.copy(), 0.9, 0.999, 1e-3, 1e-8)
+    adam_update(v, v.copy(), v.copy(), v.copy(), np.asarray(1), 1e-3, 0.9, 0.999, 1e-8)
     h, cache = dense_relu_forward(a, np.zeros((3, 3), dtype), b)
     dense_relu_backward(cache, h.copy())
     dense_backward(DenseCache(a, np.zeros((3, 3), dtype)), a.copy())

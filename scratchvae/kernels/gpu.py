@@ -3,9 +3,12 @@
 On a GPU every array operation is a kernel launch from the host, and at the sizes of the
 training step the launches, not the arithmetic, take the time. Each kernel below does one op's
 elementwise chain as one launch (``xp.ElementwiseKernel``, CUDA C written next to the NumPy
-expression it replaces) and its sums as one row-wise reduction. Each replaces exactly one
-readable op, takes that op's arguments and returns what it returns; ``tests/kernels/
-test_gpu_kernels.py`` (``pytest -m gpu``) checks every pair on the same input.
+expression it replaces) and its sums as one reduction over rows or columns. The matrix
+products go through cuBLAS directly (:mod:`scratchvae.kernels.cublas`), which, unlike
+``cupy.matmul``, works inside a CUDA graph capture; no kernel here synchronises with the host,
+so the whole training step can be captured (:mod:`scratchvae.kernels.graph`). Each kernel
+replaces exactly one readable op, takes that op's arguments and returns what it returns;
+``tests/kernels/test_gpu_kernels.py`` (``pytest -m gpu``) checks every pair on the same input.
 :func:`scratchvae.backend.op` picks them for CuPy arrays; nothing else calls them.
 """
 
@@ -14,10 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import import_cupy
-from ..ops.layers import DenseGrads, DenseReluCache
+from ..ops.layers import DenseCache, DenseGrads, DenseReluCache
 from ..ops.losses import BernoulliCache, _per_example_scale, _reduce
 from ..ops.reparam import LatentCache, LatentGrads, split_latent
 from ..params import buffer
+from . import cublas
+from .cublas import gemm
 
 Array = Any
 _COMPILED: dict[str, Any] = {}
@@ -48,20 +53,45 @@ def _scalar(value: Any, dtype: Any) -> Any:
     return value.astype(dtype) if hasattr(value, "astype") else dtype.type(value)
 
 
+# ------------------------------------------------------------------ sums
+def column_sum(a: Array, out: Array | None = None) -> Array:
+    """sum_B a for a (B, H) -> (H,), into ``out``: a bias gradient, by cuBLAS's GEMV."""
+    out = import_cupy().empty(a.shape[1:], a.dtype) if out is None else out
+    return cublas.column_sum(a, out)
+
+
+def total(a: Array, scale: Any = 1.0) -> Array:
+    """scale * (the sum of every entry of a), a 0-d array (for the B per-example values)."""
+    kernel = row_sum("scratchvae_total", "T a, T scale", "a", "a * scale")
+    return kernel(a, a.dtype.type(scale), axis=None)
+
+
 # ------------------------------------------------------------------ layers
 def _dense_grads(
     x: Array, W: Array, da: Array, ws: Any, need_dx: bool, out_dW: Array | None, db: Array
 ) -> DenseGrads:
-    xp = import_cupy()
-    dW = xp.matmul(x.T, da, out=out_dW)
-    dx = xp.matmul(da, W.T, out=buffer(ws, "dx", x.shape, da)) if need_dx else None
+    """dW = x^T da and dx = da W^T, with db already summed: the end of both backwards."""
+    dW = gemm(x, da, import_cupy().empty(W.shape, W.dtype) if out_dW is None else out_dW, True)
+    dx = gemm(da, W, buffer(ws, "dx", x.shape, da), trans_b=True) if need_dx else None
     return DenseGrads(dx, dW, db)
+
+
+def dense_forward(x, W, b, ws=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.ops.layers.dense_forward`: the product, then the bias in one launch."""
+    y = gemm(x, W, buffer(ws, "y", (x.shape[0], W.shape[1]), x))
+    elementwise("scratchvae_bias_add", "T b", "T y", "y = y + b")(b, y)
+    return y, DenseCache(x, W)
+
+
+def dense_backward(cache, dy, ws=None, need_dx=True, out_dW=None, out_db=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.ops.layers.dense_backward`: the column sums, then the two products."""
+    return _dense_grads(cache.x, cache.W, dy, ws, need_dx, out_dW, column_sum(dy, out_db))
 
 
 def dense_relu_forward(x, W, b, ws=None):  # noqa: ANN001, ANN201
     """:func:`scratchvae.ops.layers.dense_relu_forward`: the product, then bias + ReLU in one
     launch, in place."""
-    h = import_cupy().matmul(x, W, out=buffer(ws, "h", (x.shape[0], W.shape[1]), x))
+    h = gemm(x, W, buffer(ws, "h", (x.shape[0], W.shape[1]), x))
     bias_relu = elementwise(
         "scratchvae_bias_relu", "T b", "T h", "T v = h + b; h = v <= (T)0 ? (T)0 : v"
     )
@@ -76,8 +106,7 @@ def dense_relu_backward(cache, dh, ws=None, need_dx=True, out_dW=None, out_db=No
         "scratchvae_relu_grad", "T h, T dh", "T da", "da = h > (T)0 ? dh : (T)0"
     )
     da = relu_grad(cache.h, dh, buffer(ws, "da", dh.shape, dh))
-    db = import_cupy().sum(da, axis=0, out=out_db)
-    return _dense_grads(cache.x, cache.W, da, ws, need_dx, out_dW, db)
+    return _dense_grads(cache.x, cache.W, da, ws, need_dx, out_dW, column_sum(da, out_db))
 
 
 # ------------------------------------------------------------------ the latent layer
@@ -99,7 +128,7 @@ def latent_forward(h, eps, ws=None):  # noqa: ANN001, ANN201
         "mu * mu + exp(lv) - lv - (T)1",
         "a * scale",
     )
-    kl = kl_rows(mu, logvar, h.dtype.type(0.5 / h.shape[0]), axis=-1).sum()
+    kl = total(kl_rows(mu, logvar, h.dtype.type(0.5 / h.shape[0]), axis=-1))
     return (z, kl), LatentCache(h, eps, sigma)
 
 
@@ -138,31 +167,50 @@ def bernoulli_nll_forward(logits, x, reduce="mean", ws=None):  # noqa: ANN001, A
     )
     dlogits = grad(logits, x, scale, buffer(ws, "dlogits", logits.shape, logits))
     per_example = nll_rows(logits, x, axis=-1)
-    nll = per_example.sum() * scale if reduce == "mean" else _reduce(per_example, reduce)
+    nll = total(per_example, scale) if reduce == "mean" else _reduce(per_example, reduce)
     return nll, BernoulliCache(dlogits)
 
 
 # ------------------------------------------------------------------ Adam
-def adam_update(p, g, m, v, b1, b2, step, eps, ws=None):  # noqa: ANN001, ANN201
-    """:func:`scratchvae.optim.adam_update` as one launch over the flat parameters."""
+def adam_update(p, g, m, v, t, lr, b1, b2, eps, ws=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.optim.adam_update` as one launch over the flat parameters; the bias
+    corrections computed on the device from the device's step count t."""
     kernel = elementwise(
         "scratchvae_adam",
-        "T g, T b1, T b2, T step, T eps",
+        "T g, raw int64 t, T lr, T b1, T b2, T eps",
         "T p, T m, T v",
-        "m += (1 - b1) * (g - m); v += (1 - b2) * (g * g - v); p -= step * m / (sqrt(v) + eps);",
+        """double n = (double)t[0];
+        T c2 = (T)sqrt(1.0 - pow((double)b2, n));
+        T step = lr * c2 / (T)(1.0 - pow((double)b1, n));
+        m += (1 - b1) * (g - m);
+        v += (1 - b2) * (g * g - v);
+        p -= step * m / (sqrt(v) + eps * c2);""",
     )
-    t = p.dtype.type
-    kernel(g, t(b1), t(b2), t(step), t(eps), p, m, v)
+    f = p.dtype.type
+    kernel(g, t, f(lr), f(b1), f(b2), f(eps), p, m, v)
+
+
+# ------------------------------------------------------------------ the trainer's sums
+def accumulate(total, value, weight):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.train.accumulate` in one launch."""
+    kernel = elementwise(
+        "scratchvae_accumulate", "T value, float64 weight", "float64 total",
+        "total += (double)value * weight",
+    )  # fmt: skip
+    kernel(value, float(weight), total)
 
 
 KERNELS: dict[str, Any] = {
     f.__name__: f
     for f in (
+        dense_forward,
+        dense_backward,
         dense_relu_forward,
         dense_relu_backward,
         latent_forward,
         latent_backward,
         bernoulli_nll_forward,
         adam_update,
+        accumulate,
     )
 }

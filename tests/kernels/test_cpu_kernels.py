@@ -10,14 +10,13 @@ where Numba is not installed; ``pip install -e ".[test]"`` installs it, so CI ru
 from __future__ import annotations
 
 import inspect
-import math
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scratchvae import backend, optim
+from scratchvae import backend, optim, train
 from scratchvae.backend import Backend
 from scratchvae.kernels import cpu
 from scratchvae.models import VAE, build_model
@@ -31,7 +30,7 @@ EXACT = {"dense_backward", "dense_relu_forward", "dense_relu_backward"}  # same 
 
 def op_of(name: str):
     """The op called ``name`` (the module attribute the kernel replaces)."""
-    for module in (layers, losses, reparam, optim):
+    for module in (layers, losses, reparam, optim, train):
         if hasattr(module, name):
             return getattr(module, name)
     raise AssertionError(f"no op named {name}")
@@ -69,7 +68,9 @@ def make_args(name, dtype, B, D, H, variant, scale, seed, strided=False):
             args = [layers.DenseCache(x, W), normal(B, H)]
         else:
             args = [layers.dense_relu_forward.reference(x, W, b)[1], normal(B, H)]
-    elif name == "dense_relu_forward":
+    elif name == "accumulate":  # a float64 sum, a loss term of the dtype, a batch size
+        args, kwargs = [np.asarray(variant * 0.5), normal(), float(B)], {}
+    elif name in ("dense_forward", "dense_relu_forward"):
         args, kwargs = [normal(B, D), normal(D, H, s=1.0), normal(H)], ws
     elif name in ("bernoulli_nll_forward", "bernoulli_log_prob"):
         samples = (1 + variant % 3,) if variant & 4 else ()
@@ -89,12 +90,11 @@ def make_args(name, dtype, B, D, H, variant, scale, seed, strided=False):
         n, t = B * D, 1 + 3 * variant
         p, g, m = normal(n, s=1.0), normal(n), normal(n, s=0.1)
         v = (0.01 * rng.random(n)).astype(dtype)
-        c2 = math.sqrt(1 - 0.999**t)
-        args, kwargs = [p, g, m, v, 0.9, 0.999, 1e-3 * c2 / (1 - 0.9**t), 1e-8 * c2], ws
+        args, kwargs = [p, g, m, v, np.asarray(t), 1e-3, 0.9, 0.999, 1e-8], ws
     else:
         raise AssertionError(f"no inputs for {name}")
     if strided:
-        i = max(k for k, a in enumerate(args) if isinstance(a, np.ndarray))
+        i = max(k for k, a in enumerate(args) if isinstance(a, np.ndarray) and a.ndim)
         view = np.empty((*args[i].shape, 2), dtype)[..., 0]
         view[...] = args[i]
         args[i] = view
@@ -126,7 +126,7 @@ def assert_same(got, want, dtype, exact, what):
             assert g is None, f"{what}[{k}]"
             continue
         g, w = np.asarray(g), np.asarray(w)
-        assert g.dtype == w.dtype == np.dtype(dtype) and g.shape == w.shape, f"{what}[{k}]"
+        assert g.dtype == w.dtype and g.shape == w.shape, f"{what}[{k}]"  # (Adam's t: int)
         if exact:
             np.testing.assert_array_equal(g, w, err_msg=f"{what}[{k}]")
         else:
@@ -199,6 +199,9 @@ def test_kernels_switch_off_with_the_context_manager() -> None:
 
 
 # ------------------------------------------------------------------ edges the sampler cannot reach
+ONE = np.asarray(1)  # Adam's step number
+
+
 @needs_numba
 @pytest.mark.parametrize(
     "name, args",
@@ -212,8 +215,8 @@ def test_kernels_switch_off_with_the_context_manager() -> None:
                                     np.zeros((2, 4)), None, True, None, np.zeros(3))),
         ("bernoulli_nll_forward", lambda: (np.zeros((2, 3, 4)), np.zeros((3, 5)))),
         ("bernoulli_log_prob", lambda: (np.zeros((2, 3, 4)), np.zeros((2, 4)))),
-        ("adam_update", lambda: (*[np.zeros(4)] * 3, np.zeros(5), 0.9, 0.999, 1e-3, 1e-8)),
-        ("adam_update", lambda: (np.zeros(4, np.float32), *[np.zeros(4)] * 3, 0.9, 0.9, 1, 1)),
+        ("adam_update", lambda: (*[np.zeros(4)] * 3, np.zeros(5), ONE, 1e-3, 0.9, 0.999, 1e-8)),
+        ("adam_update", lambda: (np.zeros(4, np.float32), *[np.zeros(4)] * 3, ONE, 1, 0.9, 0.9, 1)),
     ],
 )  # fmt: skip
 def test_kernels_refuse_mismatched_shapes_and_dtypes(name, args) -> None:
@@ -352,12 +355,12 @@ def test_adam_kernel_sets_subnormal_moments_to_zero(dtype: str) -> None:
     m = np.array([tiny * 2, tiny / 4, -tiny / 4, 0, 0, 0.5], dtype)  # two subnormal, one normal
     v = np.array([1e-6, tiny / 2, 1e-6, 0, 0, 1e-6], dtype)  # one subnormal
     want = [a.copy() for a in (p, m, v)]
-    optim.adam_update.reference(want[0], g, want[1], want[2], 0.9, 0.999, 1e-3, 1e-8)
-    cpu.adam_update(p, g, m, v, 0.9, 0.999, 1e-3, 1e-8)
+    optim.adam_update.reference(want[0], g, want[1], want[2], np.asarray(7), 1e-3, 0.9, 0.999, 1e-8)
+    cpu.adam_update(p, g, m, v, np.asarray(7), 1e-3, 0.9, 0.999, 1e-8)
     assert not np.any((m != 0) & (np.abs(m) < tiny)) and not np.any((v != 0) & (v < tiny))
     assert m[1] == m[2] == 0 and v[1] == 0  # were subnormal after the update
     assert m[0] >= tiny  # 0.9 * 2 tiny = 1.8 tiny: still normal, kept
-    np.testing.assert_allclose(p, want[0], rtol=0, atol=np.finfo(dtype).eps)
+    np.testing.assert_allclose(p, want[0], rtol=0, atol=4 * np.finfo(dtype).eps)
     np.testing.assert_allclose(m, want[1], rtol=0, atol=tiny)
     np.testing.assert_allclose(v, want[2], rtol=0, atol=tiny)
 
@@ -384,8 +387,7 @@ def test_adam_first_step_moves_each_parameter_by_lr(kernels: bool) -> None:
     g = np.array([1e-3, -2.0, 50.0])
     p, m, v = np.zeros(3), np.zeros(3), np.zeros(3)
     b1, b2, lr = 0.9, 0.999, 0.1
-    c2 = np.sqrt(1 - b2)
-    optim.adam_update(p, g, m, v, b1, b2, lr * c2 / (1 - b1), 1e-12 * c2)
+    optim.adam_update(p, g, m, v, np.asarray(1), lr, b1, b2, 1e-12)
     np.testing.assert_allclose(p, -lr * np.sign(g), rtol=1e-6)
 
 
@@ -439,9 +441,11 @@ def test_loss_and_grads_in_the_workspace_equals_fresh_arrays(kind, options, kern
         for name in want_terms:
             assert float(got_terms[name]) == float(want_terms[name]), name
         np.testing.assert_array_equal(got.flat, want)
-        buffers.append({name: id(a) for name, a in model.workspace._arrays.items()})
+        buffers.append({key: id(a) for key, a in model.workspace._arrays.items()})
     assert len(buffers[0]) >= 8 and buffers[1] == buffers[0]  # the same arrays again
-    assert set(buffers[2]) == set(buffers[3]) == set(buffers[0])  # new shapes, same names
+    names = [{name for name, _, _ in b} for b in buffers]
+    assert names[2] == names[3] == names[0]  # new shapes, same names
+    assert set(buffers[0]).issubset(buffers[3])  # and the first shape's arrays kept
 
 
 @needs_numba

@@ -5,9 +5,8 @@ import argparse
 
 import pytest
 
-from scratchvae import backend as backend_mod
 from scratchvae.autoencoders import DenoisingAE, SparseAE
-from scratchvae.backend import Backend, kernels
+from scratchvae.backend import Backend, dispatch, kernels
 from scratchvae.kernels import cpu
 from scratchvae.lab.trace import add_arguments, backward_rules, format_trace, run_cli, trace_step
 from scratchvae.models import AE, VAE
@@ -82,7 +81,7 @@ def test_the_implementation_column_shows_what_ran():
 def test_tracing_costs_one_global_outside_a_trace():
     model, x = _vae()
     trace_step(model, x)
-    assert backend_mod._TRACER is None
+    assert dispatch._TRACER is None
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "gaussian-learned", "mse"])

@@ -1,4 +1,4 @@
-"""The array backend: the only module that imports numpy, cupy, scipy.special and cupyx.
+"""Arrays: the only module that imports numpy, cupy, scipy.special and cupyx.
 
 A :class:`Backend` is chosen once (a constructor argument or the CLI's ``--backend``) and carries
 
@@ -13,11 +13,8 @@ functions that match the arrays they were given, so the same code runs on NumPy 
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -33,10 +30,6 @@ __all__ = [
     "cupy_available",
     "to_numpy",
     "import_cupy",
-    "op",
-    "kernels",
-    "kernels_enabled",
-    "tracing",
 ]
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -170,41 +163,16 @@ def to_numpy(a: Any) -> Any:
     return np.asarray(a)
 
 
-# --------------------------------------------------------------------------------------------
-# Op dispatch: an op picks its implementation for the arrays it is given
-# --------------------------------------------------------------------------------------------
-# Every op in scratchvae.ops (and the optimizer's update) is a plain function with a readable
-# NumPy body, decorated with @op. A call looks at the op's array arguments (also those inside a
-# cache): C-contiguous float NumPy arrays -> the Numba kernel of the same name, when Numba is
-# installed and the kernels are on; CuPy arrays -> the CuPy kernel of the same name, when there
-# is one; anything else -> the body itself. A kernel takes the op's arguments and returns what
-# the body returns (tests/kernels check each against the body). Callers never choose.
-
-_KERNELS_ON = os.environ.get("SCRATCHVAE_KERNELS", "1") != "0"
-_TABLES: dict[str, dict[str, Callable[..., Any]]] = {}
-_TRACER: Any = None  # set by tracing(): an object with .call(op, impl, label, args, kwargs)
+NUMPY_ARRAY = np.ndarray  # the exact type (not a subclass) a Numba kernel takes
+# What each type of argument is to the dispatch, found once per type: an array a kernel may take
+# (when C-contiguous), one it may not ("other": a memmap, a matrix), a tuple to look into (a
+# cache), or anything else ("skip": numbers, strings, workspaces, None).
+ROLES: dict[type, str] = {np.ndarray: "numpy", tuple: "tuple", float: "skip", int: "skip"}
 
 
-def _table(kind: str) -> dict[str, Callable[..., Any]]:
-    """The kernels for ``kind`` arrays ("numpy": Numba's, "cupy": CuPy's) by op name, imported
-    on first use."""
-    table = _TABLES.get(kind)
-    if table is None:
-        from .kernels import cpu, gpu  # noqa: PLC0415 - imported only once an op needs them
-
-        table = _TABLES[kind] = (cpu if kind == "numpy" else gpu).KERNELS
-    return table
-
-
-# What each type of argument means to the dispatch, found once per type: an array a kernel may
-# take ("numpy" when C-contiguous, "cupy"), one it may not ("other": a memmap, a matrix, an
-# array of complex or object entries), a tuple to look into (a cache), or anything else
-# (numbers, strings, workspaces, None: "skip"). The kernels check dtypes and shapes themselves.
-_ROLE: dict[type, str] = {np.ndarray: "numpy", tuple: "tuple", float: "skip", int: "skip"}
-
-
-def _role(t: type) -> str:
-    role = _ROLE.get(t)
+def array_role(t: type) -> str:
+    """What an argument of type ``t`` is to the op dispatch (see the comment above)."""
+    role = ROLES.get(t)
     if role is None:
         if issubclass(t, tuple):
             role = "tuple"
@@ -214,82 +182,8 @@ def _role(t: type) -> str:
             role = "other"
         else:
             role = "skip"  # NumPy scalars included: they are values, not arrays
-        _ROLE[t] = role
+        ROLES[t] = role
     return role
-
-
-def _select(name: str, args: tuple) -> tuple[Callable[..., Any] | None, str]:
-    """(kernel, label) for op ``name`` on ``args`` (the positional and keyword arguments'
-    values, one level into tuples); (None, "numpy"/"cupy") means the op's body."""
-    kind = "numpy"
-    for a in args:
-        t = type(a)
-        role = "numpy" if t is np.ndarray else _ROLE.get(t) or _role(t)
-        if role == "skip":
-            continue
-        for b in a if role == "tuple" else (a,):  # a cache: its arrays
-            t = type(b)
-            if t is np.ndarray:
-                if not (b.flags.c_contiguous and b.dtype.kind in "fiub"):
-                    return None, "numpy"
-                continue
-            role = _ROLE.get(t) or _role(t)
-            if role == "cupy":
-                kind = "cupy"
-            elif role == "other":
-                return None, "numpy"
-    if not _KERNELS_ON:
-        return None, kind
-    kernel = (_TABLES.get(kind) or _table(kind)).get(name)
-    return kernel, ("numba" if kind == "numpy" else "cuda") if kernel else kind
-
-
-def op(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Make ``fn`` an op: a call runs the kernel registered under ``fn``'s name for its arrays,
-    or ``fn`` itself. ``op_fn.reference`` is always the body. Inside :func:`tracing` every call
-    is also reported to the tracer (outside it the cost is one test of a global)."""
-    name = fn.__name__
-
-    @functools.wraps(fn)
-    def dispatched(*args: Any, **kwargs: Any) -> Any:
-        kernel, label = _select(name, (*args, *kwargs.values()) if kwargs else args)
-        impl = kernel or fn
-        if _TRACER is None:
-            return impl(*args, **kwargs)
-        return _TRACER.call(dispatched, impl, label, args, kwargs)
-
-    dispatched.reference = fn  # type: ignore[attr-defined]
-    dispatched.op_name = name  # type: ignore[attr-defined]
-    return dispatched
-
-
-def kernels_enabled() -> bool:
-    """Whether ops use their kernels (``SCRATCHVAE_KERNELS=0`` or :func:`kernels` turn it off)."""
-    return _KERNELS_ON
-
-
-@contextmanager
-def kernels(on: bool) -> Iterator[None]:
-    """Inside the block, ops use their kernels (``on``) or only their readable bodies."""
-    global _KERNELS_ON
-    before, _KERNELS_ON = _KERNELS_ON, bool(on)
-    try:
-        yield
-    finally:
-        _KERNELS_ON = before
-
-
-@contextmanager
-def tracing(tracer: Any) -> Iterator[Any]:
-    """Report every op call inside the block to ``tracer.call(op, impl, label, args, kwargs)``
-    (``op`` the dispatched op, ``impl`` what it chose, ``label`` "numba", "cuda", "numpy" or
-    "cupy"), which must run ``impl(*args, **kwargs)`` and return its result."""
-    global _TRACER
-    before, _TRACER = _TRACER, tracer
-    try:
-        yield tracer
-    finally:
-        _TRACER = before
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,7 +210,7 @@ class Backend:
         self.special: SimpleNamespace = _CUPY_SPECIAL if name == "cupy" else _NUMPY_SPECIAL  # type: ignore[assignment]
         self.dtype = np.dtype(_DTYPES[dtype])
         self.seed = int(seed)
-        self.rng = self.xp.random.default_rng(self.seed)
+        self.rng = _generator(name, self.seed)
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, dtype={self.dtype.name!r}, seed={self.seed})"
@@ -359,29 +253,59 @@ class Backend:
 
     # -- generator state, for checkpoints -------------------------------------------------
     def rng_state(self) -> str:
-        """The generator's state as a JSON string (NumPy: bit-exact; CuPy: seed only)."""
+        """The generator's state as a JSON string (NumPy's bit generator; CuPy's seed and draw
+        counter): restoring it continues the same stream on either."""
         if self.name == "numpy":
             return json.dumps(self.rng.bit_generator.state)
-        return json.dumps({"cupy_seed": self.seed})
+        return json.dumps({"cupy": self.rng.state()})
 
     def set_rng_state(self, state: str, reseed_offset: int = 0) -> None:
-        """Restore a state from :meth:`rng_state`.
-
-        CuPy's generator state cannot be exported, so a CuPy resume reseeds with
-        ``seed + reseed_offset``: reproducible, but not the same stream as an unbroken run.
-        """
+        """Restore a state from :meth:`rng_state`. (A CuPy state of the old format, the seed
+        alone, reseeds with ``seed + reseed_offset``.)"""
         data = json.loads(state)
         if self.name == "numpy":
             if "bit_generator" not in data:
                 raise BackendError("checkpoint holds a CuPy generator state; resume it on cupy")
             self.rng.bit_generator.state = data
+        elif "cupy" in data:
+            self.rng = _generator("cupy", data["cupy"]["seed"], data["cupy"]["counter"])
         else:
-            self.rng = self.xp.random.default_rng(self.seed + int(reseed_offset))
+            self.rng = _generator("cupy", self.seed + int(reseed_offset))
+
+    # -- the training loop's device ------------------------------------------------------
+    def fits_on_device(self, n_bytes: int) -> bool:
+        """Whether ``n_bytes`` of data (a training set) should live on the GPU: a quarter of its
+        free memory at most. Always False on NumPy (there is no separate device)."""
+        if self.name == "numpy":
+            return False
+        return n_bytes <= self.xp.cuda.runtime.memGetInfo()[0] // 4
+
+    def step_graph(self, fn: Callable[..., None]) -> Callable[..., None]:
+        """``fn(x, *args)`` (a training step) as the GPU should run it: replayed as a CUDA graph
+        (:class:`scratchvae.kernels.graph.StepGraph`) on CuPy with the kernels on; ``fn``
+        itself otherwise."""
+        from .dispatch import kernels_enabled  # noqa: PLC0415
+
+        if self.name == "numpy" or not kernels_enabled():
+            return fn
+        from ..kernels.graph import StepGraph  # noqa: PLC0415 - GPU only
+
+        return StepGraph(fn)
 
     # -- numeric helpers --------------------------------------------------------------------
     def is_finite(self, a: Any) -> bool:
         """Host-side check that every entry is finite (one sync on GPU)."""
         return bool(self.xp.isfinite(a).all())
+
+
+def _generator(name: str, seed: int, counter: int = 0) -> Any:
+    """NumPy's default generator, or on CuPy the counter-based generator a CUDA graph can
+    replay (:mod:`scratchvae.kernels.gpu_random`)."""
+    if name == "numpy":
+        return np.random.default_rng(seed)
+    from ..kernels.gpu_random import CounterRNG  # noqa: PLC0415 - GPU only
+
+    return CounterRNG(seed, counter)
 
 
 def get_backend(name: str = "numpy", dtype: str = "float32", seed: int = 0) -> Backend:

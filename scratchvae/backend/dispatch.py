@@ -1,0 +1,117 @@
+"""Op dispatch: an op picks its implementation for the arrays it is given.
+
+Every op in :mod:`scratchvae.ops` (and the optimizer's update) is a plain function with a
+readable NumPy body, decorated with :func:`op`. A call looks at the op's array arguments (also
+those inside a cache): C-contiguous NumPy arrays -> the Numba kernel of the same name
+(:mod:`scratchvae.kernels.cpu`), when Numba is installed and the kernels are on; CuPy arrays ->
+the CuPy kernel of the same name (:mod:`scratchvae.kernels.gpu`), when there is one; anything
+else -> the body itself. A kernel takes the op's arguments and returns what the body returns
+(tests/kernels check each against the body). Callers never choose.
+
+:func:`kernels` switches the kernels off and on (``SCRATCHVAE_KERNELS=0`` starts with them off);
+:func:`tracing` reports every op call to a tracer (``scratchvae trace``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .arrays import NUMPY_ARRAY, ROLES, array_role
+
+__all__ = ["kernels", "kernels_enabled", "op", "tracing"]
+
+
+_KERNELS_ON = os.environ.get("SCRATCHVAE_KERNELS", "1") != "0"
+_TABLES: dict[str, dict[str, Callable[..., Any]]] = {}
+_TRACER: Any = None  # set by tracing(): an object with .call(op, impl, label, args, kwargs)
+
+
+def _table(kind: str) -> dict[str, Callable[..., Any]]:
+    """The kernels for ``kind`` arrays ("numpy": Numba's, "cupy": CuPy's) by op name, imported
+    on first use."""
+    table = _TABLES.get(kind)
+    if table is None:
+        from ..kernels import cpu, gpu  # noqa: PLC0415 - imported only once an op needs them
+
+        table = _TABLES[kind] = (cpu if kind == "numpy" else gpu).KERNELS
+    return table
+
+
+def _select(name: str, args: tuple) -> tuple[Callable[..., Any] | None, str]:
+    """(kernel, label) for op ``name`` on ``args`` (the positional and keyword arguments'
+    values, one level into tuples); (None, "numpy"/"cupy") means the op's body."""
+    kind = "numpy"
+    for a in args:
+        t = type(a)
+        role = "numpy" if t is NUMPY_ARRAY else ROLES.get(t) or array_role(t)
+        if role == "skip":
+            continue
+        for b in a if role == "tuple" else (a,):  # a cache: its arrays
+            t = type(b)
+            if t is NUMPY_ARRAY:
+                if not (b.flags.c_contiguous and b.dtype.kind in "fiub"):
+                    return None, "numpy"
+                continue
+            role = ROLES.get(t) or array_role(t)
+            if role == "cupy":
+                if not b.flags.c_contiguous:
+                    return None, "cupy"
+                kind = "cupy"
+            elif role == "other":
+                return None, "numpy"
+    if not _KERNELS_ON:
+        return None, kind
+    kernel = (_TABLES.get(kind) or _table(kind)).get(name)
+    return kernel, ("numba" if kind == "numpy" else "cuda") if kernel else kind
+
+
+def op(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Make ``fn`` an op: a call runs the kernel registered under ``fn``'s name for its arrays,
+    or ``fn`` itself. ``op_fn.reference`` is always the body. Inside :func:`tracing` every call
+    is also reported to the tracer (outside it the cost is one test of a global)."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def dispatched(*args: Any, **kwargs: Any) -> Any:
+        kernel, label = _select(name, (*args, *kwargs.values()) if kwargs else args)
+        impl = kernel or fn
+        if _TRACER is None:
+            return impl(*args, **kwargs)
+        return _TRACER.call(dispatched, impl, label, args, kwargs)
+
+    dispatched.reference = fn  # type: ignore[attr-defined]
+    dispatched.op_name = name  # type: ignore[attr-defined]
+    return dispatched
+
+
+def kernels_enabled() -> bool:
+    """Whether ops use their kernels (``SCRATCHVAE_KERNELS=0`` or :func:`kernels` turn it off)."""
+    return _KERNELS_ON
+
+
+@contextmanager
+def kernels(on: bool) -> Iterator[None]:
+    """Inside the block, ops use their kernels (``on``) or only their readable bodies."""
+    global _KERNELS_ON
+    before, _KERNELS_ON = _KERNELS_ON, bool(on)
+    try:
+        yield
+    finally:
+        _KERNELS_ON = before
+
+
+@contextmanager
+def tracing(tracer: Any) -> Iterator[Any]:
+    """Report every op call inside the block to ``tracer.call(op, impl, label, args, kwargs)``
+    (``op`` the dispatched op, ``impl`` what it chose, ``label`` "numba", "cuda", "numpy" or
+    "cupy"), which must run ``impl(*args, **kwargs)`` and return its result."""
+    global _TRACER
+    before, _TRACER = _TRACER, tracer
+    try:
+        yield tracer
+    finally:
+        _TRACER = before
