@@ -14,14 +14,17 @@ p(x|z), and k draws z_i ~ q(z|x):
 
 ``iw_nll`` = -L_k (an upper bound on the negative log-likelihood); ``bits_per_dim`` =
 iw_nll / (D ln 2). The bound is computed in chunks of examples x samples whose size is set by a
-budget of floats, so k = 5000 on MNIST never allocates an (N, k, D) array; the chunks' partial
-sums are combined with a logsumexp, in float64.
+budget of floats, so k = 5000 on MNIST never allocates an (N, k, D) array; each chunk's
+logsumexp joins a running one as it comes (in float64), so memory stays flat however large k.
+:func:`evaluate` reports its progress (stage, units done, units in the stage) to a callback:
+the command line shows it as a bar in a terminal, as a line now and then otherwise.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from .backend import Backend, get_special, to_numpy
@@ -30,6 +33,7 @@ from .ops.losses import kl_standard_normal, log_normal, log_standard_normal
 from .ops.reparam import reparam_forward
 
 Array = Any
+Report = Callable[[str, int, int], None]  # (stage, units of work done, units in the stage)
 
 __all__ = [
     "elbo_terms",
@@ -132,6 +136,7 @@ def iw_bound(
     budget: int | None = None,
     backend: Backend | None = None,
     eps: Array | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Array:
     """Per-example importance-weighted lower bound on log p(x) with k samples, (N,), float64.
 
@@ -141,11 +146,12 @@ def iw_bound(
     :data:`DEFAULT_BUDGET`, or :data:`GPU_BUDGET` on CuPy). For each block
     of examples the samples are drawn chunk by chunk, sample-major (so for a given block of
     examples the draws do not depend on how the samples are chunked); each chunk's logsumexp
-    over its samples is kept,
-    and a last logsumexp over the chunks gives the total: logsumexp is associative,
-    lse(a ++ b) = lse([lse(a), lse(b)]), and each step subtracts its maximum, so nothing
-    overflows. ``eps`` (k, N, L), when given, is used instead of fresh draws (for tests).
-    k = 1 is the one-sample ELBO estimator log p(x|z) + log p(z) - log q(z|x).
+    over its samples joins a running total as it comes: logsumexp is associative,
+    lse(a ++ b) = logaddexp(lse(a), lse(b)), and each step subtracts its maximum, so nothing
+    overflows and memory does not grow with k. ``eps`` (k, N, L), when given, is used instead
+    of fresh draws (for tests). ``progress(n)`` is called after each chunk with the number of
+    (example, sample) pairs done so far (of N * k). k = 1 is the one-sample ELBO estimator
+    log p(x|z) + log p(z) - log q(z|x).
     """
     _require_vae(model, "the importance-weighted bound")
     if int(k) < 1:
@@ -156,16 +162,20 @@ def iw_bound(
     if budget is None:
         budget = GPU_BUDGET if model.backend.name == "cupy" else DEFAULT_BUDGET
     b_size, s_size = _chunk_sizes(model, batch_size, k, budget)
-    bounds = []
+    bounds, done = [], 0
     for sl in _batches(x.shape[0], b_size):
         xb = model.prepare(x[sl])  # (b, D)
         mu, logvar = model.encode(xb)  # (b, L)
-        parts = []  # logsumexp over each chunk of samples, (b,) each, float64
+        total = None  # logsumexp over the samples so far, (b,) float64
         for ss in _batches(k, s_size):
             e = bk.normal((ss.stop - ss.start, *mu.shape)) if eps is None else eps[ss, sl]
             log_w = _log_weights(model, xb, mu, logvar, bk.asarray(e)).astype(xp.float64)
-            parts.append(lse(log_w, axis=0))
-        bounds.append(lse(xp.stack(parts), axis=0) - math.log(k))  # (b,)
+            part = lse(log_w, axis=0)  # (b,)
+            total = part if total is None else xp.logaddexp(total, part)
+            done += (sl.stop - sl.start) * (ss.stop - ss.start)
+            if progress is not None:
+                progress(done)
+        bounds.append(total - math.log(k))  # (b,)
     return xp.concatenate(bounds)
 
 
@@ -215,7 +225,7 @@ def evaluate(
     elbo_samples: int = 1,
     seed: int | None = 0,
     budget: int | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Report | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on data ``x`` (N, D); every figure in nats per example.
 
@@ -224,6 +234,8 @@ def evaluate(
     ``iw_samples`` (k), ``active_units`` (of ``latent``), ``bits_per_dim`` (from iw_nll),
     ``n``. ``iw_samples=0`` skips the bound (its entries are None). Other models: ``recon``,
     ``n`` and a ``note``. Noise comes from a backend seeded ``seed`` (None: the model's own).
+    ``progress(stage, done, total)`` is told each stage's start and the bound's progress in
+    (example, sample) pairs.
     """
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"expected data of shape (N, D) with N >= 1, got {tuple(x.shape)}")
@@ -237,14 +249,18 @@ def evaluate(
     if model.lik.kind == "mse":
         raise ValueError("a VAE trained with likelihood 'mse' has no likelihood to evaluate")
     bk = _noise_backend(model, seed)
-    say = progress or (lambda msg: None)
-    say("test ELBO")
+    say = progress or (lambda stage, done, total: None)
+    n = int(x.shape[0])
+    say("test ELBO", 0, n)
     terms = elbo_terms(model, x, batch_size, elbo_samples, bk)
+    say("test ELBO", n, n)
     out: dict[str, Any] = {k: _mean(v) for k, v in terms.items()}
     out.update(iw_bound=None, iw_nll=None, iw_samples=int(iw_samples), bits_per_dim=None)
     if iw_samples > 0:
-        say(f"importance-weighted bound, k={iw_samples}")
-        bound = _mean(iw_bound(model, x, iw_samples, batch_size, budget, bk))
+        stage, pairs = f"importance-weighted bound, k={iw_samples:,}", n * int(iw_samples)
+        say(stage, 0, pairs)
+        report = partial(say, stage, total=pairs)
+        bound = _mean(iw_bound(model, x, iw_samples, batch_size, budget, bk, progress=report))
         out.update(iw_bound=bound, iw_nll=-bound, bits_per_dim=bits_per_dim(-bound, x.shape[1]))
     out["active_units"], _ = active_units(model, x, batch_size)
     out.update(latent=model.latent, n=int(x.shape[0]))

@@ -13,7 +13,8 @@ On a GPU the training set is uploaded once when it fits (each batch gathered the
 step after the gather is replayed as one CUDA graph (``backend.step_graph``; the first steps,
 and those whose KL weight still changes, run uncaptured). Epoch sums of the loss terms stay on
 the device; the host reads them every ``log_every`` steps (for the progress bar and the
-divergence check) and at the end of the epoch. Every random draw comes from
+divergence check) and at the end of the epoch. Progress is one line per epoch, and a bar in a
+terminal (:mod:`scratchvae.progress`). Every random draw comes from
 ``model.backend.rng`` in a fixed order, and a checkpoint stores that generator's state at the
 epoch boundary, so a resumed run equals an uninterrupted one bit for bit (NumPy; CuPy's
 counter-based generator is restored exactly too).
@@ -33,8 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from .atomic import atomic_write
 from .backend import Backend, op, to_numpy
 from .checkpoint import (
@@ -48,6 +47,7 @@ from .checkpoint import (
 from .data import BINARIZE_MODES, Dataset, binarize, check_n_features, train_val_split
 from .models import AE
 from .optim import Optimizer, build_optimizer
+from .progress import Progress, epoch_line, postfix, quiet_float_warnings
 
 __all__ = ["History", "TrainConfig", "Trainer", "TrainingDiverged", "fit", "write_metrics"]
 
@@ -74,7 +74,8 @@ class TrainConfig:
     val_fraction: float = 0.1  # held-out part of the training data (fixed by seed)
     patience: int | None = None  # early stopping: epochs without a better validation loss
     seed: int = 0  # the train/validation split and the validation noise
-    progress: bool = True  # tqdm progress bar
+    progress: bool = True  # print a line per epoch (a tenth of them below a bar) ...
+    progress_bar: bool = True  # ... and a progress bar, when stderr is a terminal
     out_dir: str | None = None  # where checkpoint.npz and metrics.jsonl go (None: not saved)
     save_every: int = 1  # checkpoint every this many epochs (and at the end)
     log_every: int = 50  # steps between progress updates and divergence checks (a host sync)
@@ -178,6 +179,7 @@ class Trainer:
         # one step: on a GPU replayed as a CUDA graph (kernels/graph.py), else _step itself
         self.step_runner = self.bk.step_graph(self._step)
         self._said_fallback = False
+        self._first_epoch: int | None = None  # the first epoch this fit() runs
 
     def _build_optimizer(self) -> Optimizer:
         c = self.config
@@ -190,21 +192,20 @@ class Trainer:
         checkpoint in ``config.out_dir``, bit for bit as if never interrupted (NumPy)."""
         start = self._resume() if resume else 0
         c, n = self.config, len(self.train_idx)
-        bar = tqdm(
-            total=(c.epochs - start) * n,
-            unit="ex",
-            disable=not c.progress,
+        bar = Progress(
+            (c.epochs - start) * n,
+            bar=c.progress and c.progress_bar,
             bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]",
         )
-        every = max(1, c.epochs // 10)  # epochs between summary lines
+        every = max(1, c.epochs // 10) if bar.shows_bar else 1  # epochs between summary lines
         try:
             for epoch in range(start + 1, c.epochs + 1):
-                bar.set_description(f"epoch {epoch}/{c.epochs}", refresh=False)
+                bar.describe(f"epoch {epoch}/{c.epochs}")
                 self.history.records.append(self._run_epoch(epoch, bar))
                 stop = self._should_stop()
                 self._save(epoch, last=stop or epoch == c.epochs)
                 if c.progress and (epoch % every == 0 or stop or epoch == c.epochs):
-                    bar.write(_summary_line(self.history.records[-1], c.epochs))
+                    bar.line(epoch_line(self.history.records[-1], c.epochs))
                 if stop:
                     self.history.stopped_early = True
                     break
@@ -212,7 +213,9 @@ class Trainer:
             bar.close()
         return self.history
 
-    def _run_epoch(self, epoch: int, bar: Any) -> dict[str, Any]:
+    @quiet_float_warnings
+    def _run_epoch(self, epoch: int, bar: Progress) -> dict[str, Any]:
+        self._first_epoch = self._first_epoch or epoch
         t0 = time.perf_counter()
         train = self._train_epoch(epoch, bar)
         seconds_train = time.perf_counter() - t0
@@ -228,7 +231,7 @@ class Trainer:
         record["samples_per_s"] = len(self.train_idx) / max(seconds_train, 1e-9)
         return record
 
-    def _train_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
+    def _train_epoch(self, epoch: int, bar: Progress) -> dict[str, float]:
         """One pass over the shuffled training part; returns the epoch's mean terms (host)."""
         c, n = self.config, len(self.train_idx)
         perm = self.bk.permutation(n)  # seeded
@@ -245,11 +248,11 @@ class Trainer:
             if (i + 1) % c.log_every == 0 or start + c.batch_size >= n:
                 means = self._host_means(self._sums, seen, epoch)  # a sync every log_every
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(_postfix(means, rate), refresh=False)
+                bar.postfix(postfix(means, rate))
         reason = getattr(self.step_runner, "fallback_reason", None)
         if reason and not self._said_fallback:
             self._said_fallback = True
-            bar.write(f"scratchvae: the training step runs without a CUDA graph ({reason})")
+            bar.line(f"scratchvae: the training step runs without a CUDA graph ({reason})")
         return means
 
     def _step(self, x: Any, kl_weight: float) -> None:
@@ -276,13 +279,26 @@ class Trainer:
         return means
 
     def _diverged(self, epoch: int, what: str) -> TrainingDiverged:
-        where = self.config.checkpoint_path
-        kept = f"; the last good checkpoint ({where}) is kept" if where else ""
+        where, saved = self.config.checkpoint_path, self._last_saved(epoch)
+        if where is None:
+            kept = ""
+        elif saved is None:
+            kept = f"; no checkpoint of this run was written in {where.parent}"
+        else:
+            kept = f"; the last good checkpoint ({where}, epoch {saved}) is kept"
         return TrainingDiverged(
             f"training diverged: {what} became NaN or infinite in epoch {epoch} "
             f"(detected at step {self.step}); lower --lr, use --clip-norm, use --warmup-epochs, "
             f"or check the data for extreme values{kept}"
         )
+
+    def _last_saved(self, epoch: int) -> int | None:
+        """The last epoch before ``epoch`` whose checkpoint this run wrote or resumed from."""
+        first = self._first_epoch or epoch
+        saved = [e for e in range(first, epoch) if e % self.config.save_every == 0]
+        if saved:
+            return saved[-1]
+        return first - 1 if first > 1 else None  # resumed from first - 1, or nothing saved
 
     # ------------------------------------------------------------------ pieces
     def _batch(self, idx: Any, bk: Backend, resident: bool = True) -> Any:
@@ -373,24 +389,6 @@ def accumulate(total: Any, value: Any, weight: float) -> None:
     """total += weight * value, in place: a 0-d float64 sum of a 0-d loss term (one kernel on
     a GPU instead of a cast, a product and a sum)."""
     total += value.astype("float64") * weight
-
-
-def _postfix(means: dict[str, float], rate: float) -> dict[str, str]:
-    shown = {k: f"{v:.2f}" for k, v in means.items() if k in ("loss", "recon", "kl", "sparsity")}
-    return {**shown, "samples/s": f"{rate:,.0f}"}
-
-
-def _summary_line(r: dict[str, Any], epochs: int) -> str:
-    """'epoch 10/100  train loss 27.04 (recon 25.25, kl 1.79)  val loss 27.5  ...' (nats/ex)."""
-
-    def terms(split: str) -> str:
-        parts = [f"{k.split('_', 1)[1]} {v:.2f}" for k, v in r.items() if k.startswith(split)]
-        return f"{split.rstrip('_')} " + ", ".join(parts) if parts else ""
-
-    return (
-        f"epoch {r['epoch']}/{epochs}  {terms('train_')}  {terms('val_')}  "
-        f"[{r['samples_per_s']:,.0f} samples/s, nats/example]"
-    ).replace("   ", "  ")
 
 
 def fit(model: AE, data: Dataset, config: TrainConfig, resume: bool = False) -> History:
