@@ -5,21 +5,35 @@
 ``scratchvae`` with no command trains a VAE on the embedded digits; ``python -m scratchvae``
 is the same program; ``scratchvae --version`` prints the version.
 
-Bad input ends with one line ``scratchvae: error: ...`` on stderr and exit status 2; Ctrl-C with
-exit status 130, leaving the last checkpoint intact (``--resume`` continues from it).
+Bad input, argparse's errors included, ends with one line ``scratchvae: error: ...`` on stderr
+and exit status 2 (:mod:`scratchvae.cliargs`). Ctrl-C ends with exit status 130 and SIGTERM with
+143 (128 + the signal's number, as a shell reports them), each with one line saying so and the
+last checkpoint intact (``--resume`` continues from it).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
 
 from .backend import BackendError
 from .bench import cli as bench  # `scratchvae bench`
-from .checkpoint import CheckpointError
+from .checkpoint import CHECKPOINT_NAME, CheckpointError
+from .cliargs import (
+    COUNT,
+    FRACTION,
+    NATURAL,
+    NON_NEGATIVE,
+    OPEN_UNIT,
+    POSITIVE,
+    OneLineParser,
+    one_line_error,
+)
 from .commands import (
     PROG,
     CLIError,
@@ -32,14 +46,25 @@ from .commands import (
 from .data import BINARIZE_MODES, DataError
 from .lab import trace  # `scratchvae trace`
 from .models import MODEL_KINDS
+from .ops.activations import ACTIVATIONS
 from .train import TrainingDiverged
 
-__all__ = ["build_parser", "main", "version"]
+__all__ = ["Terminated", "build_parser", "main", "version"]
 
-# commands whose options and run_cli live in their own module: (module, help)
+# commands whose options and run_cli live in their own module: (module, help, description)
 _TOOLS = {
-    "trace": (trace, "print one training step's backward pass op by op (--check: numerical check)"),
-    "bench": (bench, "benchmarks: training-step throughput vs PyTorch/JAX and the matmul bound"),
+    "trace": (
+        trace,
+        "print one training step's backward pass op by op (--check: numerical check)",
+        "Run one training step of a VAE and print every op of its backward pass in order: "
+        "shapes, the implementation that ran, the formula from the code; --check compares each "
+        "backward op with central differences of its forward (float64).",
+    ),
+    "bench": (
+        bench,
+        "benchmarks: training-step throughput vs PyTorch/JAX and the matmul bound",
+        bench.DESCRIPTION + " Results go to --out (default: a new temporary folder, printed).",
+    ),
 }
 
 
@@ -56,7 +81,7 @@ def version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: one subcommand per ``commands.cmd_*``, plus ``_TOOLS``."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Auto-encoders and VAEs with hand-written backward passes (NumPy/CuPy). "
         "With no command: train a VAE on the embedded digits.",
@@ -68,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_reconstruct(sub)
     _add_plot(sub)
-    for name, (module, help_text) in _TOOLS.items():
-        p = sub.add_parser(name, help=help_text)
+    for name, (module, help_text, description) in _TOOLS.items():
+        p = sub.add_parser(name, help=help_text, description=description)
         module.add_arguments(p)
         p.set_defaults(func=module.run_cli)
     return parser
@@ -81,7 +106,9 @@ def _add_data_args(p: argparse.ArgumentParser, default_help: str) -> None:
         help=f"digits | mnist | fashion-mnist | PATH (.npy, .npz, folder); {default_help}",
     )
     p.add_argument(
-        "--data-dir", help="where mnist/ and fashion-mnist/ live (default ~/.cache/scratchvae)"
+        "--data-dir",
+        help="the folder holding mnist/ and fashion-mnist/ (their IDX files, downloaded there "
+        "on first use); default $SCRATCHVAE_DATA, else ~/.cache/scratchvae",
     )
 
 
@@ -99,9 +126,11 @@ def _add_train(sub: Any) -> None:
     )
     _add_data_args(p, "default digits")
     p.add_argument("--model", choices=list(MODEL_KINDS), default="vae", help="default vae")
-    p.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes*")
-    p.add_argument("--latent", type=int, help="latent dimensions*")
-    p.add_argument("--activation", default="relu", help="default relu")
+    p.add_argument("--hidden", type=COUNT, nargs="+", help="hidden layer sizes*")
+    p.add_argument("--latent", type=COUNT, help="latent dimensions*")
+    p.add_argument(
+        "--activation", choices=list(ACTIVATIONS), default="relu", help="hidden layers' (relu)"
+    )
     p.add_argument(
         "--init",
         choices=["he", "glorot", "uniform"],
@@ -109,35 +138,63 @@ def _add_train(sub: Any) -> None:
         "nn.Linear default, used for data other than digits)",
     )
     p.add_argument(
-        "--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli", help="decoder"
+        "--likelihood",
+        choices=["bernoulli", "gaussian"],
+        default="bernoulli",
+        help="the decoder's distribution p(x|z): bernoulli (logits; data in [0, 1]) or "
+        "gaussian (means, unit variance) (default bernoulli)",
     )
-    p.add_argument("--epochs", type=int, help="epochs*")
-    p.add_argument("--batch-size", type=int, help="batch size*")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
-    p.add_argument("--momentum", type=float, default=0.0, help="sgd momentum (default 0)")
-    p.add_argument("--beta", type=float, default=1.0, help="VAE KL weight (default 1)")
-    p.add_argument("--warmup-epochs", type=float, default=0.0, help="KL warm-up 0 -> beta")
-    p.add_argument("--clip-norm", type=float, help="clip the global gradient norm")
-    p.add_argument("--patience", type=int, help="early stopping on the validation loss")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="default 0.1")
+    p.add_argument("--epochs", type=COUNT, help="epochs*")
+    p.add_argument("--batch-size", type=COUNT, help="batch size*")
+    p.add_argument("--lr", type=POSITIVE, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument(
+        "--optimizer",
+        choices=["adam", "sgd"],
+        default="adam",
+        help="default adam (betas 0.9, 0.999)",
+    )
+    p.add_argument("--momentum", type=FRACTION, default=0.0, help="sgd momentum (default 0)")
+    p.add_argument("--beta", type=NON_NEGATIVE, default=1.0, help="VAE KL weight (default 1)")
+    p.add_argument(
+        "--warmup-epochs", type=NON_NEGATIVE, default=0.0, help="KL warm-up 0 -> beta (default 0)"
+    )
+    p.add_argument("--clip-norm", type=POSITIVE, help="clip the global gradient norm (default off)")
+    p.add_argument("--patience", type=COUNT, help="early stopping on the validation loss (off)")
+    p.add_argument("--val-fraction", type=FRACTION, default=0.1, help="held-out part (default 0.1)")
     p.add_argument("--binarize", choices=BINARIZE_MODES, default="none", help="default none")
     p.add_argument("--noise", choices=["gaussian", "mask"], default="gaussian", help="dae")
-    p.add_argument("--noise-level", type=float, default=0.3, help="dae (default 0.3)")
-    p.add_argument("--rho", type=float, default=0.05, help="sae target activation")
-    p.add_argument("--sparsity-weight", type=float, default=3.0, help="sae (default 3)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise-level", type=NON_NEGATIVE, default=0.3, help="dae (default 0.3)")
+    p.add_argument("--rho", type=OPEN_UNIT, default=0.05, help="sae target activation (0.05)")
+    p.add_argument("--sparsity-weight", type=NON_NEGATIVE, default=3.0, help="sae (default 3)")
+    p.add_argument(
+        "--seed",
+        type=NATURAL,
+        default=0,
+        help="seed of the weights, the validation split and every random draw (default 0)",
+    )
     _add_backend_args(p)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument(
+        "--dtype", choices=["float32", "float64"], default="float32", help="default float32"
+    )
     p.add_argument("--out", help="run folder (default runs/<data>-<model>)")
-    p.add_argument("--save-every", type=int, default=1, help="checkpoint every N epochs")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="start afresh in --out even if it holds a run (its checkpoint is replaced)",
+    )
+    p.add_argument("--save-every", type=COUNT, default=1, help="checkpoint every N epochs (1)")
     p.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in --out from its checkpoint (its model and settings; "
         "--epochs may raise the target)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (one line per epoch is printed all the same; the bar is shown "
+        "only when stderr is a terminal)",
+    )
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.set_defaults(func=cmd_train)
 
@@ -158,39 +215,56 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--split", default="test", help="default test")
     p.add_argument(
         "--iw-samples",
-        type=int,
+        type=NATURAL,
         help="k for the IW bound; 0 skips it (default 1000 below 5000 examples, e.g. "
         "digits; else 100)",
     )
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=COUNT, default=500, help="default 500")
     p.add_argument("--binarize", choices=BINARIZE_MODES, help="default: as trained")
-    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation noise")
+    p.add_argument("--seed", type=NATURAL, default=0, help="seed of the evaluation noise (0)")
     _add_backend_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=cmd_evaluate)
 
 
 def _add_sample(sub: Any) -> None:
-    p = sub.add_parser("sample", help="decode draws from the prior into a PNG grid")
+    p = sub.add_parser(
+        "sample",
+        help="decode draws from the prior into a PNG grid",
+        description="Draw codes z ~ N(0, I), decode them and write the images as one PNG "
+        "grid (only a VAE is trained towards that prior: other models give poor samples).",
+    )
     _add_run_dir(p)
-    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--n", type=COUNT, default=64, help="number of samples (default 64)")
     p.add_argument("--out", help="PNG path (default DIR/samples.png)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NATURAL, default=0, help="seed of the draws (default 0)")
     p.set_defaults(func=cmd_sample)
 
 
 def _add_reconstruct(sub: Any) -> None:
-    p = sub.add_parser("reconstruct", help="inputs and their reconstructions as a PNG")
+    p = sub.add_parser(
+        "reconstruct",
+        help="inputs and their reconstructions as a PNG",
+        description="Encode the first --n examples of a split and decode them again; write "
+        "the inputs above their reconstructions as one PNG.",
+    )
     _add_run_dir(p)
     _add_data_args(p, "default: the data it was trained on")
     p.add_argument("--split", default="test", help="default test")
-    p.add_argument("--n", type=int, default=10, help="number of examples (default 10)")
+    p.add_argument("--n", type=COUNT, default=10, help="number of examples (default 10)")
     p.add_argument("--out", help="PNG path (default DIR/recon.png)")
     p.set_defaults(func=cmd_reconstruct)
 
 
 def _add_plot(sub: Any) -> None:
-    p = sub.add_parser("plot", help="write the standard figures of a run again")
+    p = sub.add_parser(
+        "plot",
+        help="write the standard figures of a run again",
+        description="Write a run's standard figures into its folder again: training curves, "
+        "reconstructions, samples, the latent space, an interpolation (and the manifold of a "
+        "2-D VAE, the denoising of a DAE).",
+    )
     _add_run_dir(p)
     _add_data_args(p, "default: the data it was trained on")
     p.set_defaults(func=cmd_plot)
@@ -208,6 +282,43 @@ _USER_ERRORS = (
 )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt: whatever Ctrl-C
+    leaves intact (the last checkpoint, no temporary file) SIGTERM leaves intact too."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` inside the block (the previous handler after it)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(args: argparse.Namespace, terminated: bool) -> int:
+    """Say how the run ended and what it left; return 143 (SIGTERM) or 130 (Ctrl-C)."""
+    what = "terminated (SIGTERM)" if terminated else "interrupted"
+    out = getattr(args, "out_dir", None)
+    if out is None:
+        kept = ""
+    elif (out / CHECKPOINT_NAME).exists():
+        kept = f"; the last checkpoint in {out} is intact (--resume continues)"
+    else:
+        kept = f"; no checkpoint was written in {out} yet"
+    print(f"{PROG}: {what}{kept}", file=sys.stderr)
+    return 128 + signal.SIGTERM if terminated else 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -217,18 +328,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version (0) or an argparse error (2, already printed)
         return int(exc.code or 0)
+    seed = getattr(args, "seed", None)
+    if seed is not None and seed < 0:  # trace's own --seed (the other commands' have a type)
+        msg = f"argument --seed: expected {NATURAL.__name__}, got '{seed}'"
+        print(one_line_error(msg), file=sys.stderr)
+        return 2
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        out = getattr(args, "out_dir", None)
-        kept = f"; the last checkpoint in {out} is intact (--resume continues)" if out else ""
-        print(f"{PROG}: interrupted{kept}", file=sys.stderr)
-        return 130
+        with _sigterm_interrupts():
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:
+        return _interrupted(args, isinstance(exc, Terminated))
     except _USER_ERRORS as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
             msg = f"{msg}: {exc.filename}"
-        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        print(one_line_error(msg), file=sys.stderr)
         return 2
 
 

@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from .backend import Backend, get_backend
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
 from .data import Dataset, binarize, check_n_features, load_dataset
 from .models import AE, VAE, model_classes
+from .progress import Stages
 from .train import METRICS_NAME, TrainConfig, fit
 
 __all__ = [
@@ -142,7 +144,6 @@ def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
         val_fraction=args.val_fraction,
         patience=args.patience,
         seed=args.seed,
-        progress=not args.no_progress,
         out_dir=str(out),
         save_every=args.save_every,
         data=args.data,
@@ -173,17 +174,45 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.data = args.data or "digits"
         out = Path(args.out) if args.out else _default_out(args.data, args.model)
         args.out_dir = out
+        _refuse_to_replace(out, args.force)
         config = _train_config(args, out)
         data = load_dataset(args.data, "train", args.data_dir, likelihood=args.likelihood)
         bk = get_backend(args.backend or "numpy", args.dtype, args.seed)
         model = _build_train_model(args, data.n_features, bk)
-        if (out / CHECKPOINT_NAME).exists():
-            _say(f"{PROG}: note: starting afresh in {out}, replacing its run (--resume continues)")
-    _say(f"{PROG}: training {model!r} on {data.description}; binarization {config.binarize}")
+    # a line per epoch always; --no-progress hides the bar (shown only in a terminal anyway)
+    config.progress, config.progress_bar = True, not args.no_progress
+    _say(_start_line(model, data, config, args.resume))
     history = fit(model, data, config, resume=args.resume)
     figures = [] if args.no_figures else _figures(model, data, history, out)
     print(_summary(history, out, len(figures)))
     return 0
+
+
+def _refuse_to_replace(out: Path, force: bool) -> None:
+    """A fresh run never replaces the run in ``out`` unless told to (--force)."""
+    if (out / CHECKPOINT_NAME).exists() and not force:
+        raise CLIError(
+            f"the folder {out} already holds a run ({CHECKPOINT_NAME}); pass --resume to "
+            "continue it, --force to replace it, or another --out"
+        )
+    if force and (out / CHECKPOINT_NAME).exists():
+        _say(f"{PROG}: --force: replacing the run in {out} (from the first checkpoint on)")
+
+
+def _start_line(model: AE, data: Dataset, config: TrainConfig, resume: bool) -> str:
+    """'scratchvae: training VAE 64-256-2 (relu, bernoulli decoder; 34,884 parameters) on
+    digits: 1,350 training + 150 validation examples of 64 features; numpy float32, seed 0'."""
+    m, bk = model.config, model.backend
+    sizes = "-".join(str(n) for n in (m["n_features"], *m["hidden"], m["latent"]))
+    n_val = max(1, round(data.n * config.val_fraction)) if config.val_fraction > 0 else 0
+    examples = f"{data.n - n_val:,} training + {n_val:,} validation examples"
+    binarized = "" if config.binarize == "none" else f", binarization {config.binarize}"
+    return (
+        f"{PROG}: {'resuming' if resume else 'training'} {type(model).__name__} {sizes} "
+        f"({m['activation']}, {m['likelihood']} decoder; {model.n_params:,} parameters) on "
+        f"{data.name}: {examples} of {data.n_features} features{binarized}; "
+        f"{bk.name} {bk.dtype.name}, seed {config.seed}"
+    )
 
 
 def _default_out(spec: str, model: str) -> Path:
@@ -219,7 +248,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bk = model.backend
     noise_bk = get_backend(bk.name, bk.dtype.name, args.seed)  # dynamic binarization draw
     x = binarize(bk.asarray(data.get_batch(slice(None))), mode, noise_bk)
-    results = evaluate(model, x, iw_samples=k, batch_size=args.batch_size, seed=args.seed)
+    with closing(Stages(bar=not args.no_progress, prefix=f"{PROG}: ", unit="pairs")) as shown:
+        results = evaluate(model, x, k, args.batch_size, seed=args.seed, progress=shown)
     results.update(
         checkpoint=str(ckpt.path), data=data.description, split=args.split, binarize=mode
     )

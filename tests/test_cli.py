@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +14,12 @@ import numpy as np  # numpy-boundary: writing a user data file
 import pytest
 
 from scratchvae import cli, commands
+from scratchvae.backend import Backend
 from scratchvae.checkpoint import load_checkpoint
 from scratchvae.cli import main
+from scratchvae.cliargs import COUNT, FRACTION, NATURAL, OPEN_UNIT, POSITIVE
+from scratchvae.data import load_dataset
+from scratchvae.models import VAE
 from scratchvae.train import TrainConfig
 
 TINY = ["--hidden", "16", "--latent", "2", "--epochs", "2", "--no-progress"]
@@ -78,6 +84,16 @@ def test_evaluate_prints_the_bound_above_the_elbo(run_dir, capsys):
     assert "binarization  none" in text
 
 
+def test_evaluate_shows_its_progress_on_stderr(run_dir, capsys):
+    assert main(["evaluate", str(run_dir), "--iw-samples", "30", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["iw_samples"] == 30  # stdout: the JSON object alone
+    assert err.splitlines() == [
+        "scratchvae: test ELBO ...",
+        "scratchvae: importance-weighted bound, k=30 ...",
+    ]
+
+
 def test_sample_reconstruct_and_plot_write_pngs(run_dir, tmp_path, capsys):
     assert main(["sample", str(run_dir), "--n", "9", "--out", str(tmp_path / "s.png")]) == 0
     assert main(["reconstruct", str(run_dir), "--out", str(tmp_path / "r.png")]) == 0
@@ -104,14 +120,15 @@ def test_resume_continues_to_more_epochs(tmp_path, capsys):
     "argv, expected",
     [
         (["train", "--data", "no-such-data", "--no-progress"], "unknown data set"),
-        (["train", "--latent", "0", "--no-progress", "--out", "{tmp}/x"], "sizes must be >= 1"),
+        (["train", "--latent", "0", "--no-progress", "--out", "{tmp}/x"], "--latent: expected"),
+        (["train", "--hidden", "8", "0", "--out", "{tmp}/x"], "--hidden: expected a whole"),
         (["train", "--backend", "cupy", "--no-progress", "--out", "{tmp}/x"], "cupy"),
         (["train", "--patience", "2", "--val-fraction", "0", "--out", "{tmp}/x"], "patience"),
         (["train", "--resume", "--out", "{tmp}/none"], "no checkpoint"),
         (["evaluate", "{tmp}/missing"], "no run folder"),
         (["evaluate", "{tmp}/foreign.npz"], "not a scratchvae checkpoint"),
         (["evaluate", "{run}", "--data", "{tmp}/wide.npy", "--split", "train"], "features"),
-        (["sample", "{run}", "--n", "0"], "--n must be"),
+        (["sample", "{run}", "--n", "0"], "argument --n: expected a whole number >= 1"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_status_2(argv, expected, run_dir, tmp_path, capsys):
@@ -147,6 +164,7 @@ def test_diverging_training_is_a_one_line_error(tmp_path, capsys):
             assert main(argv) == 2
     line = _error_line(capsys)
     assert "diverged" in line and "epoch 3" in line and "--lr" in line
+    assert line.endswith(f"the last good checkpoint ({out}/checkpoint.npz, epoch 2) is kept")
     assert (Path(out) / "checkpoint.npz").read_bytes() == before
 
 
@@ -165,14 +183,79 @@ def test_ctrl_c_exits_130_with_the_checkpoint_intact(tmp_path, monkeypatch, caps
     assert (out / "checkpoint.npz").read_bytes() == before
 
 
+def test_sigterm_exits_143_and_a_fresh_folder_says_no_checkpoint(tmp_path, monkeypatch, capsys):
+    """SIGTERM raises cli.Terminated (a KeyboardInterrupt) in the main thread; the handler is
+    the previous one again after main returns."""
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminated(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(commands, "fit", terminated)
+    assert main(["train", "--out", str(tmp_path / "t"), *TINY]) == 143
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"scratchvae: terminated (SIGTERM); no checkpoint was written in {tmp_path / 't'} yet"
+    )
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_help_for_every_command(capsys):
-    for command in ("train", "evaluate", "sample", "reconstruct", "plot"):
+    for command in ("train", "evaluate", "sample", "reconstruct", "plot", "trace", "bench"):
         assert main([command, "--help"]) == 0
-        assert "usage: scratchvae " + command in capsys.readouterr().out
+        text = capsys.readouterr().out
+        assert "usage: scratchvae " + command in text
+        description = text.split("\n\n")[1]  # usage, then the description
+        assert not description.lstrip().startswith(("positional", "options")), command
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
     for command in ("train", "evaluate", "sample", "reconstruct", "plot", "trace", "bench"):
         assert command in text
+
+
+def test_train_help_gives_the_defaults_and_the_choices(capsys):
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for words in (
+        "--optimizer {adam,sgd}",
+        "default adam",
+        "--seed SEED seed of the weights",
+        "default float32",
+        "default bernoulli",
+        "{identity,relu,leaky_relu,elu,tanh,sigmoid,softplus}",
+        "$SCRATCHVAE_DATA, else ~/.cache/scratchvae",
+        "--force",
+    ):
+        assert words in text, words
+
+
+def test_option_types_refuse_what_cannot_be_used():
+    assert COUNT("3") == 3 and NATURAL("0") == 0 and POSITIVE("1e-3") == 1e-3
+    assert FRACTION("0") == 0 and OPEN_UNIT("0.5") == 0.5
+    for parse, text in [
+        (COUNT, "0"),
+        (COUNT, "2.5"),
+        (NATURAL, "-1"),
+        (POSITIVE, "0"),
+        (POSITIVE, "inf"),
+        (POSITIVE, "nan"),
+        (FRACTION, "1"),
+        (OPEN_UNIT, "0"),
+        (POSITIVE, "x"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError, match=f"expected .*, got '{text}'"):
+            parse(text)
+
+
+def test_the_start_line_is_one_readable_line():
+    model = VAE(64, hidden=[16], latent=2, backend=Backend("numpy", "float64", seed=4))
+    data = load_dataset("digits", "train")
+    config = TrainConfig(seed=4, binarize="dynamic")
+    line = commands._start_line(model, data, config, resume=False)
+    assert line == (
+        f"scratchvae: training VAE 64-16-2 (relu, bernoulli decoder; {model.n_params:,} "
+        "parameters) on digits: 1,350 training + 150 validation examples of 64 features, "
+        "binarization dynamic; numpy float64, seed 4"
+    )
 
 
 def test_trace_and_bench_are_ordinary_subcommands(capsys):
@@ -203,8 +286,11 @@ def test_installed_entry_point_help_and_bad_argument():
     ok = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "usage: scratchvae" in ok.stdout
     bad = subprocess.run([*cmd, "train", "--epochs", "x"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "invalid int value" in bad.stderr
-    assert "Traceback" not in bad.stderr
+    assert bad.returncode == 2
+    assert (
+        bad.stderr
+        == "scratchvae: error: argument --epochs: expected a whole number >= 1, got 'x'\n"
+    )
 
 
 def test_version_from_the_installed_distribution_or_the_package(monkeypatch, capsys):

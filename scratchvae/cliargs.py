@@ -1,0 +1,71 @@
+"""What the command line accepts: a parser whose errors are one line, and checked option types.
+
+Every error of ``scratchvae`` (argparse's own included) is one line ``scratchvae: error: ...``
+on stderr with exit status 2: :class:`OneLineParser` prints argparse's message that way, with
+no usage block (``--help`` still prints the usage and every option).
+
+The types below convert an option's text and refuse what the program could not use, so that
+argparse names the flag: ``--seed -1`` ends in ``scratchvae: error: argument --seed: expected
+a whole number >= 0, got '-1'``. A float option never accepts ``inf`` or ``nan``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+__all__ = [
+    "COUNT",
+    "FRACTION",
+    "NATURAL",
+    "NON_NEGATIVE",
+    "OPEN_UNIT",
+    "POSITIVE",
+    "OneLineParser",
+    "checked",
+    "one_line_error",
+]
+
+PROG = "scratchvae"
+
+
+def one_line_error(message: str) -> str:
+    """``scratchvae: error: <the first line of message>`` (what every error prints)."""
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    return f"{PROG}: error: {first}"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line and exit status 2 (subparsers made
+    from it are of the same class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, one_line_error(message) + "\n")
+
+
+def checked(convert: type, ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``convert(text)``, refused unless finite and ``ok(value)``;
+    argparse prefixes the message with the flag (``argument --lr: expected ...``)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        finite = value is not None and (convert is not float or math.isfinite(value))
+        if not finite or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = expected  # argparse shows the type's name in a few of its messages
+    return parse
+
+
+COUNT = checked(int, lambda v: v >= 1, "a whole number >= 1")
+NATURAL = checked(int, lambda v: v >= 0, "a whole number >= 0")
+POSITIVE = checked(float, lambda v: v > 0, "a finite number > 0")
+NON_NEGATIVE = checked(float, lambda v: v >= 0, "a finite number >= 0")
+FRACTION = checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+OPEN_UNIT = checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
