@@ -16,30 +16,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import _common
-import matplotlib
+import numpy as np  # numpy-boundary: example script (statistics)
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402  # numpy-boundary: example script (statistics, figures)
-
-from scratchvae import SparseAE  # noqa: E402
-from scratchvae.backend import to_numpy  # noqa: E402
+from scratchvae import SparseAE
+from scratchvae.backend import to_numpy
+from scratchvae.plots import plot_features
 
 EPOCHS = {"digits": 300, "other": 10}
-
-
-def feature_grid(weights: np.ndarray, shape: tuple[int, int], title: str, path: Any) -> Any:
-    """One image per row of ``weights`` (H, D), each scaled to its own range."""
-    n = len(weights)
-    ncols = int(np.ceil(np.sqrt(n)))
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.8, nrows * 0.8 + 0.4))
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    for ax, w in zip(axes.ravel(), weights, strict=False):
-        lim = np.abs(w).max() + 1e-12
-        ax.imshow(w.reshape(shape), cmap="RdBu_r", vmin=-lim, vmax=lim)
-    return _common.save_figure(fig, path, title)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -65,9 +48,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     dec = to_numpy(model.params["decoder.0.W"])  # (units, D): what each unit adds
     enc = to_numpy(model.params["encoder.0.W"]).T  # (units, D): what each unit responds to
     title = "decoder weights per hidden unit (red +, blue -)"
-    _common.show(feature_grid(dec, shape, title, s.out / "decoder_features.png"))
+    _common.show(plot_features(dec, shape, s.out / "decoder_features.png", title))
     title = "encoder weights per hidden unit (red +, blue -)"
-    _common.show(feature_grid(enc, shape, title, s.out / "encoder_features.png"))
+    _common.show(plot_features(enc, shape, s.out / "encoder_features.png", title))
     print(f"done in {s.elapsed()}")
     return {"mean_activation": float(h.mean()), "rho": rho, "out": s.out}
 

@@ -7,11 +7,13 @@ not images (``image_shape`` None) are drawn as 1 x D strips.
 * :func:`plot_reconstructions`   inputs above their reconstructions
 * :func:`plot_samples`           decoded draws from the prior
 * :func:`plot_manifold`          the decoder over a grid of prior quantiles (2-D latent)
-* :func:`plot_latent`            encoder means coloured by label (PCA to 2-D when latent > 2)
+* :func:`plot_latent`            encoder means coloured by label (PCA to 2-D when latent > 2):
+                                 a legend for a few discrete labels, else a colour bar
 * :func:`plot_curves`            training curves from the history
 * :func:`plot_interpolation`     decoded points on the line between two codes
 * :func:`plot_denoising`         noisy input / output / clean, one row each
 * :func:`plot_imputation`        masked input / filled-in output / truth, one row each
+* :func:`plot_features`          one image per unit's weights, with a colour scale
 * :func:`save_standard_figures`  the set ``scratchvae train`` and ``scratchvae plot`` write
 
 This module is an I/O boundary (it hands host arrays to matplotlib), so it imports NumPy.
@@ -31,6 +33,7 @@ matplotlib.use("Agg")  # files only: no display needed (and none on a server)
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402  # numpy-boundary: plotting
+from matplotlib.lines import Line2D  # noqa: E402
 from scipy.stats import norm  # noqa: E402  # numpy-boundary: plotting (prior quantiles)
 
 from .backend import to_numpy  # noqa: E402
@@ -39,6 +42,7 @@ from .models import AE, VAE  # noqa: E402
 __all__ = [
     "plot_curves",
     "plot_denoising",
+    "plot_features",
     "plot_imputation",
     "plot_interpolation",
     "plot_latent",
@@ -66,7 +70,7 @@ def _images(rows: Any, image_shape: Shape) -> np.ndarray:
 
 
 def _tile(images: np.ndarray, ncols: int, pad: int = 1) -> np.ndarray:
-    """(N, H, W) -> one (rows*(H+pad), ncols*(W+pad)) mosaic, empty cells left at 0."""
+    """(N, H, W) -> one (rows*(H+pad)+pad, ncols*(W+pad)+pad) mosaic, empty cells left at 0."""
     n, h, w = images.shape
     nrows = math.ceil(n / ncols)
     out = np.zeros((nrows * (h + pad) + pad, ncols * (w + pad) + pad))
@@ -86,15 +90,25 @@ def _save(fig: Any, path: PathLike) -> Path:
 
 
 def _rows_figure(rows: Sequence[tuple[str, Any]], image_shape: Shape, title: str, path: PathLike):
-    """One labelled mosaic row per (label, (N, D) array), all N the same."""
+    """One labelled mosaic row per (label, (N, D) array), all N the same. The figure takes the
+    mosaics' shape (no blank band above or below a long thin row); 1 x D strips (no image
+    shape) are stretched to a readable height."""
     n = len(_host(rows[0][1]))
-    fig, axes = plt.subplots(len(rows), 1, figsize=(max(4.0, 0.6 * n), 1.0 + 0.8 * len(rows)))
-    for ax, (label, arr) in zip(np.atleast_1d(axes), rows, strict=True):
-        ax.imshow(_tile(_images(arr, image_shape), ncols=n), cmap="gray", vmin=0, vmax=1)
+    mosaics = [_tile(_images(arr, image_shape), ncols=n) for _, arr in rows]
+    width = max(4.0, 0.6 * n)
+    row_height = width * mosaics[0].shape[0] / mosaics[0].shape[1] if image_shape else 0.5
+    size = (width, len(rows) * row_height * 1.08 + 0.35)  # + the title's line
+    fig, axes = plt.subplots(len(rows), 1, figsize=size, layout="constrained")
+    fig.get_layout_engine().set(h_pad=0.02, w_pad=0.02, hspace=0.0)
+    aspect = "equal" if image_shape else "auto"
+    for ax, (label, _), mosaic in zip(np.atleast_1d(axes), rows, mosaics, strict=True):
+        ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, aspect=aspect)
         ax.set_ylabel(label, rotation=0, ha="right", va="center")
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title)
+        for side in ax.spines.values():
+            side.set_visible(False)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 
@@ -152,23 +166,52 @@ def _pca2(codes: np.ndarray) -> tuple[np.ndarray, str]:
     return centred @ vt[:2].T, "PC"
 
 
+MAX_LEGEND_LABELS = 10  # up to this many distinct labels: one colour each and a legend
+
+
 def plot_latent(model: AE, x: Any, y: Any, path: PathLike) -> Path:
-    """Encoder means of x (N, D), coloured by label y (N,) or uncoloured when y is None."""
+    """Encoder means of x (N, D), coloured by label y (N,) or uncoloured when y is None.
+
+    A few distinct labels (classes, at most :data:`MAX_LEGEND_LABELS`) get one colour each and
+    a legend; more (or values that are not classes) a continuous colour bar."""
     points, axis = _pca2(_code(model, x))
     fig, ax = plt.subplots(figsize=(6, 5))
     if points.shape[1] == 1:
         points = np.concatenate([points, np.zeros_like(points)], axis=1)
-    colours = None if y is None else np.asarray(to_numpy(y))
-    if colours is None:
+    labels = None if y is None else np.asarray(to_numpy(y)).ravel()
+    classes = [] if labels is None else np.unique(labels)
+    if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.8)
+    elif len(classes) <= MAX_LEGEND_LABELS:  # one scatter: the classes drawn interleaved
+        palette = np.asarray(plt.get_cmap("tab10").colors)[: len(classes)]
+        colours = palette[np.searchsorted(classes, labels)]
+        ax.scatter(points[:, 0], points[:, 1], c=colours, s=6, alpha=0.8)
+        handles = [
+            Line2D([], [], ls="", marker="o", color=palette[i], label=_label_text(c))
+            for i, c in enumerate(classes)
+        ]
+        ax.legend(
+            handles=handles,
+            title="label",
+            loc="center left",
+            bbox_to_anchor=(1.01, 0.5),
+            frameon=False,
+        )
     else:
-        sc = ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=6, alpha=0.8)
+        sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="viridis", s=6, alpha=0.8)
         fig.colorbar(sc, ax=ax, label="label")
     ax.set_xlabel(f"{axis}1")
     ax.set_ylabel(f"{axis}2")
     note = "" if axis == "z" else f" (PCA of {model.latent}-D)"
     ax.set_title(f"encoder means{note}")
     return _save(fig, path)
+
+
+def _label_text(label: Any) -> str:
+    """'3' for 3 or 3.0, else str(label)."""
+    if isinstance(label, (float, np.floating)) and float(label).is_integer():
+        return str(int(label))
+    return str(label)
 
 
 def plot_curves(history: Sequence[Mapping[str, Any]] | Any, path: PathLike) -> Path:
@@ -228,6 +271,29 @@ def plot_imputation(
         masked = np.where(_host(mask) > 0, masked, 0.5)
     rows = [("masked", masked), ("filled", filled), ("truth", truth)]
     return _rows_figure(rows, image_shape, "imputation", path)
+
+
+def plot_features(
+    weights: Any, image_shape: Shape, path: PathLike, title: str = "weights per unit"
+) -> Path:
+    """One image per row of ``weights`` (U, D) (a unit's input or output weights), on one
+    colour scale: each unit's weights divided by its largest |weight|, so that every pattern
+    shows; the colour bar gives that scale and the title the range of the divisors."""
+    w = _host(weights)
+    w = w.reshape(len(w), -1)
+    peak = np.abs(w).max(axis=1, keepdims=True)  # (U, 1)
+    scaled = w / np.where(peak > 0, peak, 1.0)  # in [-1, 1]
+    ncols = math.ceil(math.sqrt(len(w))) if image_shape else 1  # strips: one per line
+    mosaic = _tile(_images(scaled, image_shape), ncols)  # gaps at 0: white on RdBu
+    height = 6.0 * mosaic.shape[0] / mosaic.shape[1] if image_shape else 0.12 * len(w)
+    fig, ax = plt.subplots(figsize=(6.4, height + 0.6))
+    aspect = "equal" if image_shape else "auto"
+    shown = ax.imshow(mosaic, cmap="RdBu_r", vmin=-1, vmax=1, aspect=aspect)
+    ax.set_axis_off()
+    bar = fig.colorbar(shown, ax=ax, fraction=0.04, pad=0.02, ticks=[-1, -0.5, 0, 0.5, 1])
+    bar.set_label("weight / the unit's largest |weight|")
+    ax.set_title(f"{title}\n(largest |weight| per unit: {peak.min():.2g} to {peak.max():.2g})")
+    return _save(fig, path)
 
 
 # ------------------------------------------------------------------------------------ the set

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np  # numpy-boundary: building test inputs
 import pytest
 
+from scratchvae import plots
 from scratchvae.autoencoders import DenoisingAE
 from scratchvae.backend import Backend
 from scratchvae.data import dataset_from_array, load_dataset
@@ -13,6 +14,7 @@ from scratchvae.plots import (
     _pca2,
     plot_curves,
     plot_denoising,
+    plot_features,
     plot_imputation,
     plot_interpolation,
     plot_latent,
@@ -63,6 +65,8 @@ def test_each_plot_writes_a_png(tmp_path, digits, vae2):
         plot_denoising(noisy, x, x, SHAPE, tmp_path / "d.png"),
         plot_imputation(x * mask, x, x, SHAPE, tmp_path / "p.png", mask=mask),
         plot_samples(vae2.sample(3), None, tmp_path / "strip.png"),  # not images: strips
+        plot_features(np.zeros((4, 64)), SHAPE, tmp_path / "f.png"),  # all-zero weights
+        plot_features(np.ones((3, 10)), None, tmp_path / "f2.png"),
     ]
     for path in paths:
         assert _is_png(path), path
@@ -103,3 +107,50 @@ def test_standard_figures_fit_the_model(tmp_path, digits, vae2):
     names = {p.name for p in paths}
     assert "denoise.png" in names and "manifold.png" not in names and "curves.png" not in names
     assert all(_is_png(p) for p in paths)
+
+
+@pytest.fixture
+def figures(monkeypatch) -> list:
+    """The matplotlib figures the plots draw (each saved as usual)."""
+    drawn, save = [], plots._save
+
+    def keep(fig, path):
+        drawn.append(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return drawn
+
+
+def test_ten_labels_get_a_legend_not_a_colour_bar(tmp_path, digits, vae2, figures):
+    plot_latent(vae2, digits.get_batch(slice(None)), digits.y, tmp_path / "l.png")
+    (fig,) = figures
+    assert len(fig.axes) == 1  # no colour-bar axes
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [str(c) for c in np.unique(digits.y)]
+    many = np.arange(len(digits.y)) % 30  # thirty labels: a colour bar
+    plot_latent(vae2, digits.get_batch(slice(None)), many, tmp_path / "l2.png")
+    assert len(figures[1].axes) == 2 and figures[1].axes[0].get_legend() is None
+
+
+def test_features_get_a_colour_scale(tmp_path, figures):
+    weights = np.random.default_rng(0).normal(size=(9, 64)) * np.arange(1, 10)[:, None]
+    plot_features(weights, SHAPE, tmp_path / "f.png", "decoder weights")
+    (fig,) = figures
+    image, bar = fig.axes
+    assert bar.get_ylabel() == "weight / the unit's largest |weight|"
+    assert image.images[0].get_clim() == (-1, 1)
+    assert "largest |weight| per unit" in image.get_title()
+
+
+def _white_rows(path) -> float:
+    """The fraction of the PNG's pixel rows that are blank (white)."""
+    rgb = plots.plt.imread(path)[..., :3]  # (rows, columns, RGB) in [0, 1]
+    return float((rgb > 0.95).all(axis=(1, 2)).mean())
+
+
+def test_interpolation_and_reconstructions_are_not_mostly_whitespace(tmp_path, digits, vae2):
+    x = digits.get_batch(slice(0, 10))
+    interp = plot_interpolation(vae2, x[0], x[1], SHAPE, tmp_path / "i.png")
+    recon = plot_reconstructions(x, vae2.reconstruct(x), SHAPE, tmp_path / "r.png")
+    assert _white_rows(interp) < 0.35 and _white_rows(recon) < 0.35  # were 0.45 and 0.44
