@@ -1,8 +1,8 @@
 """Run the scratchvae benchmarks (the same code as ``scratchvae bench``).
 
 CPU, everything (PyTorch and JAX from the `bench` extra, in their own virtualenv):
-    .venv-bench/bin/python benchmarks/run.py
-A fast subset:
+    .venv-bench/bin/python benchmarks/run.py --out benchmarks/results
+A fast subset (without --out: into a new temporary folder, printed):
     python benchmarks/run.py --quick
 GPU (CuPy + PyTorch on CUDA; JAX skipped when absent), results under $OUT:
     PYTHONPATH=. python3 benchmarks/run.py --backend cupy --torch-device cuda --out $OUT

@@ -2,21 +2,27 @@
 
 :func:`add_arguments` adds the options to a parser (``scratchvae bench``,
 ``benchmarks/run.py``); :func:`run_cli` fills the defaults (``--quick`` or the full suite),
-checks them, runs :func:`run_benchmarks` and writes the results. :func:`run_benchmarks` checks
-and times every (config, dtype, batch) cell, then measures memory and the evaluation.
+checks them, runs :func:`run_benchmarks` and writes the results: into ``--out``, else
+``$SCRATCHVAE_BENCH_OUT``, else a new temporary folder (printed), never into the current
+folder unasked. A machine busier than its cores (load average) is said to be, and a matmul
+fraction above 1, which only a busy machine gives, is printed as "n/a". :func:`run_benchmarks`
+checks and times every (config, dtype, batch) cell, then measures memory and the evaluation.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..backend import Backend, BackendError
+from ..cliargs import OneLineParser, one_line_error
 from .memory import eval_cost, measure_memory
 from .references import (
     JaxStep,
@@ -27,7 +33,14 @@ from .references import (
     import_torch,
     installed_version,
 )
-from .report import THREAD_VARS, load_average, machine_info, machine_name, write_outputs
+from .report import (
+    THREAD_VARS,
+    busy_note,
+    load_average,
+    machine_info,
+    machine_name,
+    write_outputs,
+)
 from .timing import ADAM, CONFIGS, ScratchStep, StepFn, matmul_bound_fn, time_interleaved
 
 __all__ = ["SCHEMA", "add_arguments", "main", "run_benchmarks", "run_cli"]
@@ -92,8 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-k", type=int, default=None, help="iw samples, 0 skips (5000)")
     parser.add_argument(
         "--out",
-        default=os.environ.get("SCRATCHVAE_BENCH_OUT", "benchmarks/results"),
-        help="output folder (default $SCRATCHVAE_BENCH_OUT or benchmarks/results)",
+        default=os.environ.get("SCRATCHVAE_BENCH_OUT"),
+        help="output folder (default $SCRATCHVAE_BENCH_OUT, else a new temporary folder, "
+        "printed; the repository's own results are in benchmarks/results)",
     )
     parser.add_argument("--name", default=None, help="file name stem (default: the machine)")
     parser.add_argument(
@@ -119,6 +133,8 @@ def _validate(args: argparse.Namespace) -> str | None:
         return "--reps and --memory-steps must be >= 1, --target-seconds > 0, --pause >= 0"
     if args.threads is not None and args.threads < 1:
         return "--threads must be >= 1"
+    if not all(math.isfinite(v) for v in (args.target_seconds, args.pause)):
+        return "--target-seconds and --pause must be finite numbers"
     if args.eval_n < 1 or args.eval_k < 0:
         return "--eval-n must be >= 1 and --eval-k >= 0 (0 skips the evaluation)"
     if args.torch_device not in ("none", "cpu") and not args.torch_device.startswith("cuda"):
@@ -226,8 +242,17 @@ def _bench_cell(
     log(
         f"{cfg_name:6s} {dtype} B={batch:5d}  scratchvae {batch / timed[scratch]['median']:9.0f}/s"
         + "".join(f"  x{row[k]:.2f} {k[11:]}" for k in row if k.startswith("speedup_vs_"))
-        + f"  matmul fraction {row['matmul_fraction']:.2f}"
-        + f" (best reps {row['matmul_fraction_best']:.2f})"
+        + f"  {_fraction_log(row['matmul_fraction'], row['matmul_fraction_best'])}"
+    )
+
+
+def _fraction_log(median: float, best: float) -> str:
+    """The matmul fractions for the log; both "n/a" when either exceeds 1 (a busy machine)."""
+    if max(median, best) <= 1:
+        return f"matmul fraction {median:.2f} (best reps {best:.2f})"
+    return (
+        f"matmul fraction n/a (measured {median:.2f}, best reps "
+        f"{best:.2f}: above 1 only when the machine is busy)"
     )
 
 
@@ -267,17 +292,23 @@ def run_cli(args: argparse.Namespace) -> int:
     args = _fill_defaults(args)
     problem = _validate(args)
     if problem:
-        print(f"scratchvae bench: {problem}", file=sys.stderr)
+        print(one_line_error(problem), file=sys.stderr)
         return 2
     if args.threads and os.environ.get("SCRATCHVAE_BENCH_THREADS") != str(args.threads):
         return _rerun_with_threads(args.threads)
     if args.threads and installed_version("torch") and args.torch_device != "none":
         import_torch().set_num_threads(args.threads)
+    if not args.out:
+        args.out = tempfile.mkdtemp(prefix="scratchvae-bench-")
+        print(f"results go to {args.out} (a new temporary folder; --out DIR to choose)")
     try:
         results = run_benchmarks(args, log=lambda msg: print(msg, flush=True))
     except BackendError as exc:
-        print(f"scratchvae bench: {exc}", file=sys.stderr)
+        print(one_line_error(str(exc)), file=sys.stderr)
         return 2
+    note = busy_note(results["machine"])
+    if note:
+        print(f"note: {note}")
     name = args.name or machine_name(results["machine"], args.backend)
     if not args.name:
         name += f"-{args.threads}thread" if args.threads else ""
@@ -293,6 +324,6 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m scratchvae.bench`` and ``benchmarks/run.py``."""
-    parser = argparse.ArgumentParser(prog="scratchvae bench", description=DESCRIPTION)
+    parser = OneLineParser(prog="scratchvae bench", description=DESCRIPTION)
     add_arguments(parser)
     return run_cli(parser.parse_args(argv))

@@ -2,7 +2,9 @@
 throughput plot.
 
 :func:`machine_info` records what the figures depend on (CPU, cores, BLAS, GPU, library
-versions, thread settings, load average); :func:`machine_name` turns it into a file stem.
+versions, thread settings, load average); :func:`machine_name` turns it into a file stem;
+:func:`busy_note` says when the load average exceeded the cores (the timings are then noisy),
+and :func:`fraction_text` prints a matmul fraction above 1, which only that gives, as "n/a".
 :func:`write_outputs` writes ``<name>.json``, ``<name>.md`` (:func:`markdown_report`) and
 ``<name>.png`` (:func:`plot_throughput`), each atomically (:func:`~scratchvae.atomic.
 atomic_write`): a reader sees the previous file or the new one, never half of one.
@@ -25,6 +27,8 @@ from .timing import ADAM
 
 __all__ = [
     "THREAD_VARS",
+    "busy_note",
+    "fraction_text",
     "load_average",
     "machine_info",
     "machine_name",
@@ -81,6 +85,26 @@ def load_average() -> list[float] | None:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
+def busy_note(machine: dict[str, Any]) -> str | None:
+    """'the machine was busy: load average 3.1 at the start, 2.4 at the end, on 2 cores; ...'
+    when the 1-minute load average exceeded the cores at the start or the end, else None."""
+    cores = machine.get("cores") or 1
+    start, end = (machine.get(k) or [0.0] for k in ("load_avg_start", "load_avg_end"))
+    if max(start[0], end[0]) <= cores:
+        return None
+    return (
+        f"the machine was busy: load average {start[0]:.1f} at the start, {end[0]:.1f} at the "
+        f"end, on {cores} cores; the timings are noisy (the fastest repetitions least so)"
+    )
+
+
+def fraction_text(fraction: float) -> str:
+    """A matmul fraction (matmul time / step time) as text. Above 1 the products alone took
+    longer than the whole step that contains them: the machine was busy, the figure means
+    nothing, and it is shown as 'n/a (1.43)'."""
+    return f"{fraction:.2f}" if fraction <= 1 else f"n/a ({fraction:.2f})"
+
+
 def _blas_info(backend: Backend) -> str:
     """NumPy's BLAS, from its build configuration (``numpy.show_config``)."""
     xp = Backend("numpy").xp  # named xp: code outside backend/arrays.py never calls np.*
@@ -135,7 +159,8 @@ def markdown_report(results: dict) -> str:
         f"- backend `{s['backend']}`; BLAS {m['blas']}; Python {m['python']}"
         + ("; compiled kernels (Numba)" if m.get("cpu_kernels") else ""),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
-        f"- load average at start {m.get('load_avg_start')}, end {m.get('load_avg_end')}",
+        f"- load average at start {m.get('load_avg_start')}, end {m.get('load_avg_end')}"
+        + (f" ({busy_note(m)})" if busy_note(m) else ""),
         f"- step = {s['step']}; Adam lr {ADAM['lr']}; {s['reps']} repetitions, median "
         "(interquartile range); repetitions of all implementations interleaved",
         "",
@@ -156,8 +181,9 @@ def markdown_report(results: dict) -> str:
             r = cells.get(impl)
             vals.append(_fmt_rate(r) if r else "-")
         vals += [f"{row.get(f'speedup_vs_{i}', float('nan')):.2f}" for i in impls[1:-1]]
-        vals.append(f"{row['matmul_fraction']:.2f}")
-        vals.append(f"{row['matmul_fraction_best']:.2f}" if "matmul_fraction_best" in row else "-")
+        vals.append(fraction_text(row["matmul_fraction"]))
+        best = row.get("matmul_fraction_best")
+        vals.append("-" if best is None else fraction_text(best))
         lines.append("| " + " | ".join(vals) + " |")
     lines += [
         "",
@@ -165,7 +191,9 @@ def markdown_report(results: dict) -> str:
         "scratchvae step time, from the medians; `(best reps)`: the same from each one's "
         "fastest repetition (what a quiet machine gives: other tenants of a shared host slow "
         "the step's memory-bound part more than the products). "
-        "`x vs R` = R's step time / scratchvae's (> 1: scratchvae faster).",
+        "`x vs R` = R's step time / scratchvae's (> 1: scratchvae faster). A fraction above 1 "
+        "(`n/a`) means the products alone took longer than the whole step: the machine was "
+        "busy.",
         "",
     ]
     lines += _md_equivalence(results["equivalence"])

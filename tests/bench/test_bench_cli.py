@@ -14,11 +14,16 @@ from scratchvae import bench
 
 
 def _args(tmp_path, *extra: str) -> argparse.Namespace:
+    out = [] if tmp_path is None else ["--out", str(tmp_path)]
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
-    return parser.parse_args(
-        ["--quick", "--torch-device", "none", "--no-jax", "--out", str(tmp_path), *extra]
-    )
+    return parser.parse_args(["--quick", "--torch-device", "none", "--no-jax", *out, *extra])
+
+
+TINY = (
+    *("--batch-sizes", "16", "--reps", "2", "--target-seconds", "0.002"),
+    *("--memory-steps", "2", "--eval-n", "4", "--eval-k", "2", "--name", "t"),
+)
 
 
 def test_quick_run_writes_json_markdown_and_plot(tmp_path, capsys) -> None:
@@ -66,12 +71,42 @@ def test_quick_run_writes_json_markdown_and_plot(tmp_path, capsys) -> None:
         (("--eval-k", "-1"), "--eval-k >= 0"),
         (("--torch-device", "tpu"), "--torch-device must be cpu, cuda"),
         (("--threads", "0"), "--threads must be >= 1"),
+        (("--target-seconds", "inf"), "--target-seconds and --pause must be finite"),
+        (("--pause", "nan"), "--target-seconds and --pause must be finite"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, capsys, extra, message) -> None:
     assert bench.run_cli(_args(tmp_path, *extra)) == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    assert err.startswith("scratchvae: error: ") and message in err and err.count("\n") == 1
+
+
+def test_results_go_to_a_new_temporary_folder_unless_told(tmp_path, monkeypatch, capsys):
+    """Never into ./benchmarks/results of wherever it runs (untracked files in a clone)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(bench.cli, "measure_memory", lambda *args: [])  # fresh processes: slow
+    monkeypatch.setattr(bench.cli.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert bench.run_cli(_args(None, *TINY)) == 0
+    out = capsys.readouterr().out
+    (folder,) = (tmp_path / "tmp").iterdir()
+    assert out.startswith(f"results go to {folder} (a new temporary folder; --out DIR")
+    assert sorted(p.name for p in folder.iterdir()) == ["t.json", "t.md", "t.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]  # nothing in the cwd
+
+
+def test_a_busy_machine_is_said_to_be_and_a_fraction_above_1_is_not_a_figure(monkeypatch):
+    assert bench.cli._fraction_log(0.8, 0.9) == "matmul fraction 0.80 (best reps 0.90)"
+    assert bench.cli._fraction_log(1.43, 0.97) == (
+        "matmul fraction n/a (measured 1.43, best reps 0.97: above 1 only when the machine is busy)"
+    )
+    quiet = {"cores": 2, "load_avg_start": [0.5, 0, 0], "load_avg_end": [1.9, 0, 0]}
+    assert bench.report.busy_note(quiet) is None
+    busy = {**quiet, "load_avg_end": [3.14, 0, 0]}
+    assert bench.report.busy_note(busy).startswith(
+        "the machine was busy: load average 0.5 at the start, 3.1 at the end, on 2 cores"
+    )
+    assert bench.report.busy_note({"cores": 4, "load_avg_start": None}) is None  # no loadavg
 
 
 def test_quick_fills_the_quick_defaults_and_keeps_what_was_given(tmp_path) -> None:

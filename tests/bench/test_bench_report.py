@@ -75,6 +75,16 @@ def test_markdown_report_has_every_section() -> None:
     assert "k = 4, 8 inputs, float32 on numpy: 0.5 s, peak 3 MiB (tracemalloc)" in md
 
 
+def test_markdown_marks_a_busy_machine_and_a_fraction_above_1() -> None:
+    results = _results()
+    results["summary"][0]["matmul_fraction"] = 1.43
+    results["machine"].update(load_avg_start=[5.0, 4.0, 3.0], load_avg_end=[1.0, 1.0, 1.0])
+    md = report.markdown_report(results)
+    assert "| 1.50 | n/a (1.43) | 0.90 |" in md
+    assert "(the machine was busy: load average 5.0 at the start" in md
+    assert report.fraction_text(0.999) == "1.00" and report.fraction_text(1.01) == "n/a (1.01)"
+
+
 def test_write_outputs_replaces_the_files_and_leaves_no_temporaries(tmp_path) -> None:
     out = tmp_path / "new" / "folder"
     for _ in range(2):  # the second run replaces the first run's files
