@@ -1,0 +1,270 @@
+"""The command line as a hostile or hurried user meets it, mostly in a real subprocess: every
+error is one line ``scratchvae: error: ...`` with exit status 2 and no usage block or
+traceback; SIGTERM ends a run like Ctrl-C; a diverging run says nothing false about its
+checkpoint and shows no NumPy warnings; a run folder is never replaced without --force; a log
+file gets plain lines, not a progress bar; a huge --iw-samples shows its progress and keeps
+its memory flat (issue: hostile files and everyday friction)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from scratchvae.atomic import temp_files
+from scratchvae.backend import Backend
+from scratchvae.checkpoint import load_checkpoint
+from scratchvae.cli import main
+from scratchvae.evaluate import iw_bound
+from scratchvae.models import VAE
+
+T = ["train", "--hidden", "32", "--latent", "2", "--epochs", "2", "--no-progress", "--no-figures"]
+TIMEOUT = 120
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "scratchvae", *args]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONWARNINGS": "default", **extra}  # warnings shown, if any
+
+
+def _cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        _command(*args), capture_output=True, text=True, env=_env(**env), cwd=cwd, timeout=TIMEOUT
+    )
+
+
+def _one_error_line(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit status 2, exactly one line on stderr and it is the error; returns it."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("scratchvae: error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("hostile-cli") / "run"
+    assert main([*T, "--out", str(out)]) == 0
+    return out
+
+
+# ------------------------------------------------------------------ one line, exit status 2
+def _bad_calls(run: str) -> list[tuple[list[str], str]]:
+    """(argv, what the one line must name): a bad flag and a bad value for every command."""
+    return [
+        (["train", "--bogus"], "unrecognized arguments: --bogus"),
+        (["train", "--seed", "-1"], "--seed"),
+        (["evaluate", run, "--bogus"], "--bogus"),
+        (["evaluate", run, "--iw-samples", "-5"], "--iw-samples"),
+        (["sample", run, "--bogus"], "--bogus"),
+        (["sample", run, "--n", "many"], "--n"),
+        (["reconstruct", run, "--bogus"], "--bogus"),
+        (["reconstruct", run, "--n", "-3"], "--n"),
+        (["plot", run, "--bogus"], "--bogus"),
+        (["plot"], "DIR"),  # the run folder is missing
+        (["trace", "--bogus"], "--bogus"),
+        (["trace", "--seed", "-1"], "--seed"),
+        (["bench", "--bogus"], "--bogus"),
+        (["bench", "--quick", "--reps", "x"], "--reps"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["--bogus"], "--bogus"),  # no command: train's options
+    ]
+
+
+def test_every_command_refuses_a_bad_flag_and_a_bad_value_in_one_line(run_dir, capsys):
+    """Through ``main`` (what the ``scratchvae`` entry point calls), every pair of calls."""
+    for argv, needle in _bad_calls(str(run_dir)):
+        assert main(argv) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1, (argv, err)
+        assert err.startswith("scratchvae: error: ") and needle in err, (argv, err)
+
+
+def test_each_command_in_a_real_process_gives_one_line_and_status_2(run_dir):
+    """One call per command as a real process (~1 s of start-up each, run side by side)."""
+    calls = _bad_calls(str(run_dir))[1::2][:7]  # a bad value, or for plot no folder
+    assert {argv[0] for argv, _ in calls} == {
+        "train", "evaluate", "sample", "reconstruct", "plot", "trace", "bench"
+    }  # fmt: skip
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda call: _cli(*call[0]), calls))
+    for (argv, needle), result in zip(calls, results, strict=True):
+        assert "usage:" not in result.stderr and "Traceback" not in result.stderr, argv
+        _one_error_line(result, needle)
+        assert result.stdout == "", argv
+
+
+def test_help_still_prints_the_usage_and_exits_0():
+    result = _cli("train", "--help")
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith("usage: scratchvae train") and "--force" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "flag", ["--lr", "--beta", "--warmup-epochs", "--clip-norm", "--val-fraction", "--momentum"]
+)
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_float_options_refuse_inf_and_nan(flag, value, tmp_path, capsys):
+    assert main([*T, "--out", str(tmp_path / "x"), f"{flag}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"scratchvae: error: argument {flag}: expected ")
+    assert err.endswith(f", got '{value}'\n") and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()  # refused before anything was written
+
+
+def test_negative_seed_names_the_flag(tmp_path):
+    line = _one_error_line(_cli(*T, "--out", str(tmp_path / "s"), "--seed", "-1"))
+    assert line == "scratchvae: error: argument --seed: expected a whole number >= 0, got '-1'"
+
+
+# ------------------------------------------------------------------ SIGTERM
+def _start(*args: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        _command(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(PYTHONUNBUFFERED="1", **env),
+    )
+
+
+def _wait_for_line(stream, needle: str, timeout: float = 60.0) -> list[str]:
+    """Lines read from ``stream`` until one contains ``needle`` (fails after ``timeout``)."""
+    seen, start = [], time.monotonic()
+    while time.monotonic() - start < timeout:
+        line = stream.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return seen
+    raise AssertionError(f"no line with {needle!r} in {seen}")
+
+
+def test_sigterm_ends_training_like_ctrl_c_with_the_checkpoint_kept(tmp_path):
+    out = tmp_path / "term"
+    proc = _start(*T[:-4], "--epochs", "5000", "--no-progress", "--no-figures", "--out", str(out))
+    try:
+        _wait_for_line(proc.stdout, "epoch 3/5000")  # checkpoints of epochs 1..3 written
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    lines = err.splitlines()
+    assert lines[-1] == (
+        f"scratchvae: terminated (SIGTERM); the last checkpoint in {out} is intact "
+        "(--resume continues)"
+    )
+    assert "Traceback" not in err and "error" not in err
+    ckpt = load_checkpoint(out)
+    assert ckpt.epoch >= 3 and len(ckpt.history) == ckpt.epoch
+    assert temp_files(out / "checkpoint.npz") == []
+    more = ["--resume", "--epochs", str(ckpt.epoch + 1), "--no-progress", "--no-figures"]
+    assert main(["train", "--out", str(out), *more]) == 0  # and it continues
+
+
+# ------------------------------------------------------------------ divergence
+def test_divergence_in_a_fresh_folder_claims_no_checkpoint_and_shows_no_warnings(tmp_path):
+    out = tmp_path / "fresh"
+    # the readable NumPy ops (kernels off) are the ones that warn on overflow
+    result = _cli(*T, "--out", str(out), "--lr", "1e9", SCRATCHVAE_KERNELS="0")
+    assert result.returncode == 2, result.stderr
+    assert "Warning" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("scratchvae: training VAE 64-32-2")  # the start line
+    assert len(lines) == 2 and lines[1].startswith("scratchvae: error: training diverged")
+    assert "is kept" not in lines[1]
+    assert lines[1].endswith(f"; no checkpoint of this run was written in {out}")
+    assert not (out / "checkpoint.npz").exists()
+
+
+# ------------------------------------------------------------------ never replace a run unasked
+def test_a_run_folder_is_not_replaced_without_force(run_dir, tmp_path):
+    out = tmp_path / "keep"
+    out.mkdir()
+    (out / "checkpoint.npz").write_bytes((run_dir / "checkpoint.npz").read_bytes())
+    before = (out / "checkpoint.npz").read_bytes()
+    line = _one_error_line(_cli(*T, "--out", str(out)), "--force", "--resume", "--out")
+    assert str(out) in line
+    assert (out / "checkpoint.npz").read_bytes() == before
+    assert main([*T, "--out", str(out), "--force", "--seed", "3"]) == 0
+    assert load_checkpoint(out).train_config["seed"] == 3
+
+
+def test_a_bare_train_refuses_to_replace_runs_digits_vae(run_dir, tmp_path):
+    default = tmp_path / "runs" / "digits-vae"
+    default.mkdir(parents=True)
+    (default / "checkpoint.npz").write_bytes((run_dir / "checkpoint.npz").read_bytes())
+    _one_error_line(_cli("train", cwd=tmp_path), "runs/digits-vae", "--force")
+
+
+# ------------------------------------------------------------------ a log file, not a terminal
+def test_a_log_file_gets_one_plain_line_per_epoch_and_no_bar(tmp_path):
+    result = _cli(*T[:-4], "--epochs", "3", "--no-figures", "--out", str(tmp_path / "log"))
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stdout + result.stderr
+    epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/3", "2/3", "3/3"]
+    assert "train loss" in epochs[0] and "val loss" in epochs[0]
+    assert len(result.stderr.splitlines()) == 1  # the start line only
+    assert len(result.stdout) + len(result.stderr) < 1500  # a digits run once wrote ~25 KB
+
+
+def test_no_progress_keeps_the_epoch_lines(run_dir, capsys):
+    out = run_dir.parent / "quiet"
+    assert main([*T, "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["1/2", "2/2"]
+
+
+# ------------------------------------------------------------------ a huge --iw-samples
+def test_a_huge_iw_samples_shows_its_progress_and_can_be_stopped(run_dir):
+    proc = _start("evaluate", str(run_dir), "--iw-samples", "10000000")
+    try:
+        seen = _wait_for_line(proc.stderr, "left)", timeout=90)  # the first estimate (5 s)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        proc.kill()
+    text = "".join(seen)
+    assert "scratchvae: importance-weighted bound, k=10,000,000 ..." in text
+    assert "about" in seen[-1] and "%" in seen[-1]
+    assert proc.returncode == 143 and err.splitlines()[-1] == "scratchvae: terminated (SIGTERM)"
+
+
+def test_the_iw_bound_keeps_its_memory_flat_in_k():
+    """Each chunk's logsumexp joins a running one: nothing is kept per chunk."""
+    model = VAE(64, hidden=[8], latent=2, backend=Backend("numpy", "float64", seed=0))
+    x = model.backend.asarray(Backend("numpy", "float64", 1).uniform((6, 64)))
+
+    def peak(k: int) -> tuple[int, int]:
+        calls = [0, 0]  # (calls, the last count of (example, sample) pairs): no growth
+
+        def count(done: int) -> None:
+            calls[:] = [calls[0] + 1, done]
+
+        tracemalloc.start()
+        try:
+            iw_bound(model, x, k, budget=1 << 12, progress=count)  # chunks of 6 x 1
+            assert calls[1] == 6 * k  # every pair counted
+            return tracemalloc.get_traced_memory()[1], calls[0]
+        finally:
+            tracemalloc.stop()
+
+    (small, n_small), (large, n_large) = peak(200), peak(2000)
+    assert n_large == 10 * n_small >= 2000  # one progress call per chunk
+    assert large < small + 20_000  # a list of 2000 (6,) arrays would hold ~250 KB
