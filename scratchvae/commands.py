@@ -33,7 +33,6 @@ from .backend import Backend, get_backend
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
 from .data import Dataset, binarize, check_n_features, load_dataset
 from .models import AE, VAE, model_classes
-from .progress import Stages
 from .train import METRICS_NAME, TrainConfig, fit
 
 __all__ = [
@@ -240,6 +239,7 @@ def _figures(model: AE, data: Dataset, history: Any, out: Path) -> list[Path]:
 # ============================================================================ evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
+    from .progress import Stages
 
     model, ckpt = _load_run(args)
     data = _run_data(args, ckpt, model, args.split)
