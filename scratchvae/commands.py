@@ -199,18 +199,18 @@ def _refuse_to_replace(out: Path, force: bool) -> None:
 
 
 def _start_line(model: AE, data: Dataset, config: TrainConfig, resume: bool) -> str:
-    """'scratchvae: training VAE 64-256-2 (relu, bernoulli decoder; 34,884 parameters) on
-    digits: 1,350 training + 150 validation examples of 64 features; numpy float32, seed 0'."""
+    """'scratchvae: training VAE 64-256-2 (relu, bernoulli decoder; 34,884 parameters) on UCI
+    digits train (1500 x 64): 1,350 for training, 150 for validation; numpy float32, seed 0'."""
     m, bk = model.config, model.backend
     sizes = "-".join(str(n) for n in (m["n_features"], *m["hidden"], m["latent"]))
+    title, cut, _ = data.description.partition("), ")  # 'MNIST train (60000 x 784'
     n_val = max(1, round(data.n * config.val_fraction)) if config.val_fraction > 0 else 0
-    examples = f"{data.n - n_val:,} training + {n_val:,} validation examples"
     binarized = "" if config.binarize == "none" else f", binarization {config.binarize}"
     return (
         f"{PROG}: {'resuming' if resume else 'training'} {type(model).__name__} {sizes} "
         f"({m['activation']}, {m['likelihood']} decoder; {model.n_params:,} parameters) on "
-        f"{data.name}: {examples} of {data.n_features} features{binarized}; "
-        f"{bk.name} {bk.dtype.name}, seed {config.seed}"
+        f"{title + ')' if cut else data.description}: {data.n - n_val:,} for training, "
+        f"{n_val:,} for validation{binarized}; {bk.name} {bk.dtype.name}, seed {config.seed}"
     )
 
 

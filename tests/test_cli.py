@@ -253,7 +253,7 @@ def test_the_start_line_is_one_readable_line():
     line = commands._start_line(model, data, config, resume=False)
     assert line == (
         f"scratchvae: training VAE 64-16-2 (relu, bernoulli decoder; {model.n_params:,} "
-        "parameters) on digits: 1,350 training + 150 validation examples of 64 features, "
+        "parameters) on UCI digits train (1500 x 64): 1,350 for training, 150 for validation, "
         "binarization dynamic; numpy float64, seed 4"
     )
 
