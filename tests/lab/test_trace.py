@@ -16,6 +16,7 @@ from scratchvae.optim import Adam
 VAE_FORWARD = [
     ("dense_relu_forward", "encoder.0"),
     ("dense_forward", "encoder.1"),
+    ("repeat_forward", ""),  # k copies of [mu | logvar] for k draws (k = 1: itself)
     ("latent_forward", "latent"),
     ("dense_relu_forward", "decoder.0"),
     ("dense_forward", "decoder.1"),
@@ -26,6 +27,7 @@ VAE_BACKWARD = [
     ("dense_backward", "decoder.1"),
     ("dense_relu_backward", "decoder.0"),
     ("latent_backward", "latent"),
+    ("repeat_backward", ""),
     ("dense_backward", "encoder.1"),
     ("dense_relu_backward", "encoder.0"),
 ]
