@@ -33,7 +33,9 @@ def test_bound_backward_is_its_gradient(K, B, seed, spread):
             want = numerical_vjp(
                 lambda a: iwae.iw_bound_forward(a, combine, reduce)[0], log_w, dbound
             )
-            assert_close(got, want, rtol=1e-6, atol=1e-7, name=f"{combine}/{reduce}")  # |log w| ~ 60
+            assert_close(
+                got, want, rtol=1e-6, atol=1e-7, name=f"{combine}/{reduce}"
+            )  # |log w| ~ 60
 
 
 def test_bound_values_and_weights():
