@@ -19,6 +19,7 @@ import http.client
 import math
 import os
 import struct
+import sys
 import urllib.error
 import urllib.request
 import zlib
@@ -257,12 +258,15 @@ def _remove_empty(folders: list[Path]) -> None:
                 return
 
 
-def _stream(url: str, out: Any, desc: str, progress: bool) -> str:
-    """Copy ``url`` into the open file ``out`` with a progress bar; return the md5 of the bytes."""
+def _stream(url: str, out: Any, desc: str, progress: bool | None) -> str:
+    """Copy ``url`` into the open file ``out`` with a progress bar (``None``: only when stderr is
+    a terminal, so a log file gets no carriage-return updates); return the md5 of the bytes."""
+    show = sys.stderr.isatty() if progress is None else progress
     digest = hashlib.md5(usedforsecurity=False)
     with urllib.request.urlopen(url, timeout=60) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not show, leave=False)
+        with bar:
             while chunk := response.read(1 << 16):
                 out.write(chunk)
                 digest.update(chunk)
@@ -274,7 +278,7 @@ def download_file(
     url: str,
     dest: Path,
     md5: str | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     *,
     advice: str | None = None,
 ) -> Path:
@@ -283,7 +287,8 @@ def download_file(
     On a mismatch or a failed download nothing is left behind (``dest`` is as it was, and the
     folders created for it are removed again) and :class:`DataError` is raised, its message
     ending with ``advice`` (what to do; default: try again, or put the file there yourself).
-    The file is written by :func:`~scratchvae.atomic.atomic_write`.
+    ``progress``: show a progress bar (default: when stderr is a terminal). The file is written
+    by :func:`~scratchvae.atomic.atomic_write`.
     """
     advice = advice or f"try again, or put the file in {dest.parent} yourself"
     created = _missing_folders(dest.parent)
@@ -321,7 +326,7 @@ def fetch_idx(
     download: bool = True,
     base_url: str | None = None,
     checksums: Mapping[str, str] | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> tuple[Path, Path]:
     """(images, labels) IDX paths of ``name`` (mnist, fashion-mnist) and ``split`` (train, test).
 

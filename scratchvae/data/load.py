@@ -175,7 +175,13 @@ def _read_npz(path: Path, advice: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _load_standard(
-    name: str, split: str, data_dir: Any, download: bool, likelihood: str, base_url: str | None
+    name: str,
+    split: str,
+    data_dir: Any,
+    download: bool,
+    likelihood: str,
+    base_url: str | None,
+    progress: bool | None,
 ) -> Dataset:
     """MNIST or Fashion-MNIST: local IDX files, else a local <name>-<split>.npz, else download."""
     title = IDX_SETS[name][0]
@@ -187,7 +193,7 @@ def _load_standard(
                 advice = "replace it, or delete it so the official IDX files are downloaded instead"
                 x, y = _read_npz(npz, advice)
                 return _standard_dataset(x, y, name, title, split, likelihood)
-    images, labels = fetch_idx(name, split, data_dir, download, base_url)
+    images, labels = fetch_idx(name, split, data_dir, download, base_url, progress=progress)
     x = read_idx(images, IDX_IMAGES_MAGIC, advice=REFETCH)
     y = read_idx(labels, IDX_LABELS_MAGIC, advice=REFETCH)
     return _standard_dataset(x, y, name, title, split, likelihood)
@@ -293,6 +299,7 @@ def load_dataset(
     *,
     base_url: str | None = None,
     expected_features: int | None = None,
+    progress: bool | None = None,
 ) -> Dataset:
     """Load ``spec``: ``digits``, ``mnist``, ``fashion-mnist``, or a path (file or folder).
 
@@ -308,7 +315,7 @@ def load_dataset(
     if key == "digits":
         ds = _load_digits(split, likelihood)
     elif key in IDX_SETS:
-        ds = _load_standard(key, split, data_dir, download, likelihood, base_url)
+        ds = _load_standard(key, split, data_dir, download, likelihood, base_url, progress)
     elif Path(spec).expanduser().exists():
         ds = _load_path(Path(spec).expanduser(), split, likelihood)
     else:

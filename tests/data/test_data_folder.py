@@ -163,3 +163,11 @@ def test_fetch_idx_messages_name_the_mirror_variable(tmp_path):
     assert "set $SCRATCHVAE_FASHION_MNIST_MIRROR to another mirror" in message
     assert "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (gzipped or raw)" in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_bar_only_on_a_terminal_by_default(tmp_path, serve, capfd):
+    url = serve(write(tmp_path / "mirror", {"f.gz": b"x" * 5000})) + "f.gz"
+    download_file(url, tmp_path / "a" / "f.gz")  # stderr is captured here: not a terminal
+    assert capfd.readouterr().err == ""
+    download_file(url, tmp_path / "b" / "f.gz", progress=True)
+    assert "f.gz" in capfd.readouterr().err
