@@ -149,6 +149,7 @@ def mirror(tmp_path):
         ("bad-crc", "trunc.npz is truncated or damaged (Bad CRC-32 for file 'x.npy')"),
         ("bad-deflate", "trunc.npz is truncated or damaged ("),
     ],
+    ids=["truncated", "bad-crc", "bad-deflate"],
 )
 def test_damaged_npz_given_with_data(tmp_path, case, needle):
     blob = {
