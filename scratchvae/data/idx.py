@@ -23,7 +23,7 @@ import sys
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,22 +100,27 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
-def _read_bytes(path: Path, advice: str) -> bytes:
-    """The file's bytes, decompressed when it is gzipped (told by its first two bytes)."""
+def _chunks(path: Path, advice: str) -> Iterator[bytes]:
+    """The file's bytes in pieces of 1 MiB, decompressed when it is gzipped (told by its first
+    two bytes)."""
     try:
         with open(path, "rb") as f:
             gzipped = f.read(2) == b"\x1f\x8b"
             f.seek(0)
-            if not gzipped:
-                return f.read()
-            with gzip.open(f, "rb") as unzipped:
-                return unzipped.read()
+            with gzip.open(f, "rb") if gzipped else f as source:
+                while chunk := source.read(1 << 20):
+                    yield chunk
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # damage inside the gzip stream
         raise DataError(
             f"{path} is a truncated or damaged gzip file ({_reason(exc)}); {advice}"
         ) from None
     except OSError as exc:  # the file itself: permissions, a folder, a disk error
         raise DataError(f"cannot read {path} ({exc.strerror or _reason(exc)})") from None
+
+
+def _read_bytes(path: Path, advice: str) -> bytes:
+    """The file's bytes, decompressed when it is gzipped."""
+    return b"".join(_chunks(path, advice))
 
 
 def read_idx(
@@ -186,7 +191,10 @@ def _verify_local(path: Path, checksums: Mapping[str, str], title: str) -> None:
         return
     other = _identify(got)
     if other is None and raw_expected:  # a re-compressed copy: compare what it holds
-        got = hashlib.md5(_read_bytes(path, REFETCH), usedforsecurity=False).hexdigest()
+        digest = hashlib.md5(usedforsecurity=False)
+        for chunk in _chunks(path, REFETCH):  # in pieces: memory stays flat whatever it holds
+            digest.update(chunk)
+        got = digest.hexdigest()
         if got == raw_expected:
             return
         expected, other = raw_expected, _identify(got)
