@@ -39,10 +39,8 @@ from .atomic import atomic_write
 from .backend import Backend, op, to_numpy
 from .checkpoint import (
     CHECKPOINT_NAME,
-    CheckpointError,
-    copy_params,
     load_checkpoint,
-    restore_optimizer,
+    restore_training,
     save_checkpoint,
 )
 from .data import BINARIZE_MODES, Dataset, binarize, check_n_features, train_val_split
@@ -344,25 +342,18 @@ class Trainer:
                 self.optimizer,
                 epoch=epoch,
                 step=self.step,
-                rng_state=self.bk.rng_state(),
                 train_config=self.config.to_dict(),
                 history=self.history.records,
             )
 
     def _resume(self) -> int:
-        """Load params, optimizer state, generator state and history; return the epoch done."""
+        """Load params, optimizer state, generator state and history; return the epoch done.
+        The checkpoint is checked whole first: a refused one (CheckpointError) changes nothing."""
         path = self.config.checkpoint_path
         if path is None:
             raise ValueError("resuming needs the run folder: set out_dir (--out DIR)")
         ckpt = load_checkpoint(path)
-        if ckpt.model_config != self.model.config:
-            raise CheckpointError(
-                f"{path} was trained with model {ckpt.model_config}, not {self.model.config}; "
-                "resume with the same model settings or use another --out folder"
-            )
-        copy_params(ckpt, self.model)
-        restore_optimizer(ckpt, self.optimizer, self.model)
-        self.bk.set_rng_state(ckpt.rng_state, reseed_offset=ckpt.epoch)
+        restore_training(ckpt, self.model, self.optimizer)
         self.history = History(list(ckpt.history))
         self.step = ckpt.step
         return ckpt.epoch
