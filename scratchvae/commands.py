@@ -224,10 +224,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         checkpoint=str(ckpt.path), data=data.description, split=args.split, binarize=mode
     )
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps(_json_numbers(results), allow_nan=False))
     else:
         print(_report(results, model, ckpt.epoch, data.n_features))
     return 0
+
+
+def _json_numbers(results: dict[str, Any]) -> dict[str, Any]:
+    """NaN and infinities as null: JSON has no such numbers (a bare NaN is not valid JSON)."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in results.items()
+    }
 
 
 _BINARIZE_TEXT = {
