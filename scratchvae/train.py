@@ -29,13 +29,14 @@ import math
 import os
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from .atomic import atomic_write
+from .atomic import atomic_write, folder_lock
 from .backend import Backend, op, to_numpy
 from .checkpoint import (
     CHECKPOINT_NAME,
@@ -185,7 +186,13 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False) -> History:
         """Train until ``config.epochs`` (or early stopping). ``resume``: continue from the
-        checkpoint in ``config.out_dir``, bit for bit as if never interrupted (NumPy)."""
+        checkpoint in ``config.out_dir``, bit for bit as if never interrupted (NumPy). The run
+        folder stays locked meanwhile (:func:`~scratchvae.atomic.folder_lock`)."""
+        out = self.config.out_dir
+        with nullcontext() if out is None else folder_lock(out, [CHECKPOINT_NAME, METRICS_NAME]):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> History:
         start = self._resume() if resume else 0
         c, n = self.config, len(self.train_idx)
         bar = tqdm(
