@@ -27,6 +27,9 @@ from .optim import build_optimizer
 __all__ = ["check_meta", "check_rng_state", "is_a", "model_settings", "param_shapes"]
 
 _INT_RANGE = 1 << 63  # whole numbers beyond an int64 are refused: nothing real is that large
+# settings a model writes into its config only when they differ from the default (a VAE
+# trained with the ELBO, k = 1, pathwise, as every file before the IWAE objective): may be absent
+_WRITTEN_WHEN_SET = frozenset({"objective", "k", "estimator"})
 
 
 def _finite(v: Any) -> bool:
@@ -118,7 +121,7 @@ def check_model_config(config: Any, stored: Mapping[str, tuple[int, ...]]) -> No
         )
     settings = model_settings(kind)
     unknown = sorted(set(config) - set(settings) - {"model"})
-    missing = sorted(set(settings) - set(config))
+    missing = sorted(set(settings) - set(config) - _WRITTEN_WHEN_SET)
     if unknown:
         raise ValueError(f"model_config entry {unknown[0]!r} is not a setting of a {kind} model")
     if missing:

@@ -216,11 +216,20 @@ def test_feature_count_mismatch_between_data_and_checkpoint(tmp_path):
 @pytest.mark.parametrize("hidden, likelihood", [([], "bernoulli"), ([5, 3], "gaussian-learned")])
 def test_param_shapes_are_the_shapes_every_model_kind_allocates(kind, hidden, likelihood):
     """The shapes a config is checked against (before anything is allocated) are exactly the
-    ones the model then allocates; the settings are exactly what its config holds."""
+    ones the model then allocates; the settings are exactly what its config holds (a VAE's
+    objective, k and estimator only when they are not the defaults)."""
     model = model_classes()[kind](7, hidden=hidden, latent=2, likelihood=likelihood)
     assert param_shapes(model.config) == model.params.shapes
-    assert set(model_settings(kind)) == set(model.config) - {"model"}
+    optional = {"objective", "k", "estimator"} if kind == "vae" else set()
+    assert set(model_settings(kind)) - optional == set(model.config) - {"model"}
     check_model_config(model.config, model.params.shapes)  # no error
+    if kind == "vae":
+        iwae = VAE(7, hidden=hidden, latent=2, objective="iwae", k=5, estimator="dreg")
+        assert set(model_settings(kind)) == set(iwae.config) - {"model"}
+        check_model_config(iwae.config, iwae.params.shapes)
+        bad = {**iwae.config, "k": "five"}
+        with pytest.raises(ValueError, match="'k' is \"five\", not int"):
+            check_model_config(bad, iwae.params.shapes)
 
 
 def test_restore_training_checks_everything_before_changing_anything(tmp_path):
