@@ -6,20 +6,38 @@ block ends without an exception the file is flushed, fsync'ed and renamed over t
 survives a power cut. An exception (or Ctrl-C) inside the block removes the temporary file and
 leaves the destination as it was. Checkpoints, the metrics file, downloads and benchmark
 results are all written this way.
+
+:func:`folder_lock` keeps two processes from writing one run folder at once: an exclusive lock
+on the file ``.lock`` in it, dropped by the operating system when the holder exits, however it
+exits. :func:`remove_temp_files` clears what a process killed while writing left behind.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["FILE_MODE", "atomic_write", "temp_files"]
+try:
+    import fcntl
+except ImportError:  # Windows: the lock is a file created with O_EXCL that holds the pid
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "FILE_MODE",
+    "LOCK_NAME",
+    "FolderLocked",
+    "atomic_write",
+    "folder_lock",
+    "remove_temp_files",
+    "temp_files",
+]
 
 TEMP_SUFFIX = ".tmp"
+LOCK_NAME = ".lock"
 
 
 def _umask() -> int:
@@ -73,3 +91,117 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def remove_temp_files(folder: str | os.PathLike, names: Sequence[str]) -> list[Path]:
+    """Remove the temporary files :func:`atomic_write` left for ``folder/<name>`` (a process
+    killed while writing); returns those removed. Only ours: ``.<name>.*.tmp`` for the given
+    names; call it while holding :func:`folder_lock`, so no live writer's file is removed."""
+    removed = []
+    for name in names:
+        for tmp in temp_files(Path(folder) / name):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+# ------------------------------------------------------------------------------ the run lock
+class FolderLocked(OSError):
+    """Another process holds the lock on a folder (a one-line message naming it and the pid)."""
+
+
+def _locked(folder: Path, pid: int | None) -> FolderLocked:
+    holder = f"process {pid}" if pid else "another process"
+    return FolderLocked(
+        f"{folder} is in use by {holder} (it holds {folder / LOCK_NAME}); wait for it to "
+        "finish, or use another --out folder"
+    )
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, clean: Sequence[str] = ()) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` for the ``with`` block (the folder is created if
+    needed); another process asking for it meanwhile gets :class:`FolderLocked`, naming the
+    holder's pid. Once locked, the temporary files :func:`atomic_write` left for
+    ``folder/<name>``, for each name in ``clean``, are removed (:func:`remove_temp_files`).
+
+    The lock is ``fcntl.flock`` on ``folder/.lock`` (which holds the pid while locked): the
+    operating system drops it when the holder exits, also on a crash or kill -9. Without
+    fcntl, or on a file system that has no flock, the lock file is created with O_EXCL and
+    removed at the end; one left by a process that no longer runs is taken over."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _flock(folder, folder / LOCK_NAME) as path:
+        remove_temp_files(folder, clean)
+        yield path
+
+
+@contextmanager
+def _flock(folder: Path, path: Path) -> Iterator[Path]:
+    if fcntl is None:
+        with _pid_file_lock(folder, path):
+            yield path
+        return
+    fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise _locked(folder, _read_pid(path)) from None
+    except OSError:  # no flock on this file system (some network ones)
+        os.close(fd)
+        fd = None
+    if fd is None:
+        with _pid_file_lock(folder, path):
+            yield path
+        return
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        os.ftruncate(fd, 0)  # an empty lock file: nobody holds it
+        os.close(fd)  # drops the lock (so does the process's end, however it ends)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists (on Windows, where signal 0 would be Ctrl-C, assume
+    so: the message says which file to remove)."""
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+@contextmanager
+def _pid_file_lock(folder: Path, path: Path) -> Iterator[None]:
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            break
+        except FileExistsError:
+            pid = _read_pid(path)
+            if pid is not None and _running(pid):
+                raise _locked(folder, pid) from None
+            path.unlink(missing_ok=True)  # empty, or its holder is gone: stale
+    else:
+        raise _locked(folder, None)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)

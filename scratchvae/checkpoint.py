@@ -10,7 +10,9 @@ Layout of the file (every entry a plain array, so it loads with ``allow_pickle=F
     optim/<key>       arrays     the optimizer's state_dict ("optim/t", "optim/m.flat", ...)
 
 Writing is atomic (:func:`scratchvae.atomic.atomic_write`): a crash or Ctrl-C while saving
-leaves the previous checkpoint as it was.
+leaves the previous checkpoint as it was. Reading trusts nothing in the file: every entry is
+checked (:mod:`scratchvae.checkpoint_checks` for the metadata, :func:`check_params` and the
+optimizer's ``check_state`` for the arrays) before a model is built or a kernel sees an array.
 
 This module is an I/O boundary: it uses NumPy to read and write the file, and moves arrays to
 and from the backend with ``backend.asarray`` / ``to_numpy``.
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from typing import Any
 import numpy as np  # numpy-boundary: checkpoint file I/O
 
 from .atomic import atomic_write
-from .backend import Backend, get_backend, to_numpy
+from .backend import Backend, BackendError, get_backend, to_numpy
+from .checkpoint_checks import check_meta, check_rng_state
 from .models import AE, build_model
 from .optim import Optimizer
 
@@ -38,10 +40,12 @@ __all__ = [
     "FORMAT_VERSION",
     "Checkpoint",
     "CheckpointError",
+    "check_params",
     "copy_params",
     "load_checkpoint",
     "load_model",
     "restore_optimizer",
+    "restore_training",
     "save_checkpoint",
 ]
 
@@ -133,6 +137,19 @@ def save_checkpoint(
 
 
 # ------------------------------------------------------------------------------------ loading
+MAX_EXPANSION = 100  # an entry stored more than 100 times smaller than it unpacks to is refused
+
+
+def _one_line(exc: Exception, limit: int = 200) -> str:
+    """An exception's message on one line, shortened (it may show a whole array)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _damaged(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{path} is damaged: {what}; use another checkpoint or train again")
+
+
 def _read_all(path: Path) -> dict[str, Any]:
     """Every array of the .npz, read eagerly (a damaged member fails here, not later)."""
     if not path.exists():
@@ -142,8 +159,12 @@ def _read_all(path: Path) -> dict[str, Any]:
         )
     try:
         with np.load(path, allow_pickle=False) as z:
+            for info in z.zip.infolist():  # a zip bomb would fill the memory before anything
+                if info.file_size > MAX_EXPANSION * max(info.compress_size, 1 << 16):
+                    raise ValueError(f"entry {info.filename} unpacks {info.file_size} bytes")
             return {key: z[key] for key in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever a hostile zip raises (BadZipFile,
+        # zlib.error, EOFError, NotImplementedError, MemoryError, ...) means the same here
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(
             f"{path} is not a readable scratchvae checkpoint (truncated or not an .npz: "
@@ -153,45 +174,68 @@ def _read_all(path: Path) -> dict[str, Any]:
 
 def _text(arrays: dict[str, Any], key: str, path: Path) -> str:
     if key not in arrays:
-        raise CheckpointError(f"{path} is damaged: entry {key!r} is missing; train again")
-    return str(arrays[key][()])
+        raise _damaged(path, f"entry {key!r} is missing")
+    a = arrays[key]
+    if a.ndim != 0 or a.dtype.kind != "U":
+        raise _damaged(path, f"entry {key!r} is {a.dtype.name}{list(a.shape)}, not text")
+    return str(a[()])
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read and check a checkpoint file (or a run folder holding ``checkpoint.npz``)."""
-    path = resolve_path(path)
-    arrays = _read_all(path)
-    if "__format__" not in arrays or str(arrays["__format__"][()]) != FORMAT:
+def _json(arrays: dict[str, Any], key: str, path: Path) -> Any:
+    text = _text(arrays, key, path)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
+        raise _damaged(path, f"entry {key!r} is not valid JSON") from None
+
+
+def _version(arrays: dict[str, Any], path: Path) -> None:
+    a = arrays.get("__format__")
+    if a is None or a.ndim != 0 or a.dtype.kind != "U" or str(a[()]) != FORMAT:
         raise CheckpointError(
             f"{path} is not a scratchvae checkpoint (no format marker); pass a checkpoint.npz "
             "written by scratchvae train"
         )
-    version = int(arrays.get("__version__", np.array(-1))[()])
+    v = arrays.get("__version__", np.array(-1))
+    version = int(v[()]) if v.ndim == 0 and v.dtype.kind in "iu" else repr(v.tolist())[:20]
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format version {version}, this scratchvae reads version "
             f"{FORMAT_VERSION}; use the scratchvae version that wrote it"
         )
-    try:
-        meta = json.loads(_text(arrays, "meta", path))
-        model_config, epoch, step = meta["model_config"], meta["epoch"], meta["step"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise CheckpointError(
-            f"{path} is damaged: its metadata is unreadable; train again"
-        ) from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and check a checkpoint file (or a run folder holding ``checkpoint.npz``).
+
+    Everything is checked on the host before it is used (:mod:`scratchvae.checkpoint_checks`):
+    the metadata's fields and types, the model config against the stored parameters' shapes,
+    the generator state's structure. A file that fails any check raises CheckpointError (one
+    line naming the entry); the parameters' and optimizer state's values are checked against
+    the model they are copied into (:func:`copy_params`, :func:`restore_optimizer`)."""
+    path = resolve_path(path)
+    arrays = _read_all(path)
+    _version(arrays, path)
+    meta = _json(arrays, "meta", path)
+    rng_state = _text(arrays, "rng_state", path)
     params = {k.removeprefix("param/"): v for k, v in arrays.items() if k.startswith("param/")}
     optim = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
     if not params:
-        raise CheckpointError(f"{path} is damaged: it holds no parameters; train again")
+        raise _damaged(path, "it holds no parameters")
+    try:
+        check_meta(meta, params)
+        check_rng_state(rng_state)
+    except ValueError as exc:
+        raise _damaged(path, _one_line(exc, 300)) from None
     return Checkpoint(
         path=path,
-        model_config=model_config,
+        model_config=meta["model_config"],
         train_config=meta.get("train_config", {}),
         params=params,
         optim_state=optim,
-        rng_state=_text(arrays, "rng_state", path),
-        epoch=int(epoch),
-        step=int(step),
+        rng_state=rng_state,
+        epoch=meta["epoch"],
+        step=meta["step"],
         history=meta.get("history", []),
         backend=meta.get("backend", {}),
     )
@@ -203,45 +247,61 @@ def load_model(
     """Rebuild the model with ``build_model(config, backend)`` and copy in the parameters.
 
     ``backend`` None: a NumPy backend with the dtype and seed the checkpoint was trained with.
-    """
+    The config was checked against the stored arrays when the file was loaded, so the model
+    allocates no more than the file holds."""
     ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path)
     if backend is None:
         b = ckpt.backend
         backend = get_backend("numpy", b.get("dtype", "float32"), b.get("seed", 0))
-    model = build_model(ckpt.model_config, backend)
+    try:
+        model = build_model(ckpt.model_config, backend)
+    except ValueError as exc:  # a value the model refuses (beta < 0, an unknown noise, ...)
+        raise _damaged(ckpt.path, f"its model_config is refused: {_one_line(exc)}") from None
     copy_params(ckpt, model)
     return model, ckpt
 
 
-def copy_params(ckpt: Checkpoint, model: AE) -> None:
-    """Copy the checkpoint's parameters into ``model`` after checking each one against it:
-    the same names, shapes, a floating dtype, finite values."""
-    missing = set(model.params) ^ set(ckpt.params)
-    if missing:
+def check_params(ckpt: Checkpoint, model: AE) -> None:
+    """Raise CheckpointError unless the checkpoint's parameters fit ``model``: the same names
+    and shapes, floating point, finite in the model's dtype (1e300 is not a float32)."""
+    differ = set(model.params) ^ set(ckpt.params)
+    if differ:
         raise CheckpointError(
-            f"{ckpt.path} does not match its model config (parameters {sorted(missing)[:3]} "
+            f"{ckpt.path} does not match its model config (parameters {sorted(differ)[:3]} "
             "differ); the file is damaged, train again"
         )
+    dtype = model.params.flat.dtype
     for name, value in ckpt.params.items():
         if tuple(value.shape) != model.params.shapes[name]:
             raise CheckpointError(
                 f"{ckpt.path}: parameter {name} has shape {tuple(value.shape)}, its config "
                 f"says {model.params.shapes[name]}; the file is damaged, train again"
             )
-        if value.dtype.kind != "f" or not np.isfinite(value).all():
+        if value.dtype.kind != "f":
             raise CheckpointError(
-                f"{ckpt.path}: parameter {name} is not finite floating point "
-                f"({value.dtype.name}); the file is damaged, train again"
+                f"{ckpt.path}: parameter {name} is {value.dtype.name}, not floating point; "
+                "the file is damaged, train again"
             )
+        with np.errstate(over="ignore"):
+            finite = np.isfinite(value.astype(dtype, copy=False)).all()
+        if not finite:
+            raise CheckpointError(
+                f"{ckpt.path}: parameter {name} holds NaN or infinite values (in {dtype.name}); "
+                "the file is damaged, use another checkpoint or train again"
+            )
+
+
+def copy_params(ckpt: Checkpoint, model: AE) -> None:
+    """Copy the checkpoint's parameters into ``model`` after :func:`check_params`."""
+    check_params(ckpt, model)
     for name, value in ckpt.params.items():
         model.params[name] = value
 
 
-def restore_optimizer(ckpt: Checkpoint, optimizer: Optimizer, model: AE) -> None:
-    """Load the optimizer state saved in ``ckpt`` into ``optimizer`` for ``model``'s parameters.
-
-    Every array is checked against the model (keys, shapes, dtype, finiteness) on the host,
-    before anything moves to the device or reaches an update kernel."""
+def _optimizer_state(ckpt: Checkpoint, optimizer: Optimizer, model: AE) -> dict[str, Any]:
+    """The checkpoint's optimizer state, checked against ``model`` (keys, shapes, dtype,
+    finiteness) on the host, before anything moves to the device or reaches an update
+    kernel, and moved to the model's backend."""
     if "t" not in ckpt.optim_state:
         raise CheckpointError(
             f"{ckpt.path} holds no optimizer state, so training cannot resume from it; "
@@ -251,11 +311,38 @@ def restore_optimizer(ckpt: Checkpoint, optimizer: Optimizer, model: AE) -> None
         optimizer.check_state(ckpt.optim_state, model.params)
     except ValueError as exc:
         raise CheckpointError(
-            f"{ckpt.path} is damaged: {exc}; train again without --resume"
+            f"{ckpt.path} is damaged: {_one_line(exc)}; train again without --resume"
         ) from None
     bk = model.backend
     state: dict[str, Any] = {"t": int(ckpt.optim_state["t"][()])}
     for key, value in ckpt.optim_state.items():
         if key != "t":
             state[key] = bk.asarray(value, dtype=value.dtype)
+    return state
+
+
+def restore_optimizer(ckpt: Checkpoint, optimizer: Optimizer, model: AE) -> None:
+    """Load the optimizer state saved in ``ckpt`` into ``optimizer`` for ``model``'s parameters
+    (checked first: a refused state leaves the optimizer as it was)."""
+    optimizer.load_state_dict(_optimizer_state(ckpt, optimizer, model))
+
+
+def restore_training(ckpt: Checkpoint, model: AE, optimizer: Optimizer) -> None:
+    """Everything a resumed run takes from ``ckpt``: parameters, optimizer state and the
+    generator's state. All of it is checked before any of it is applied, so a refused
+    checkpoint (CheckpointError) leaves the model, optimizer and backend as they were."""
+    if ckpt.model_config != model.config:
+        raise CheckpointError(
+            f"{ckpt.path} was trained with model {ckpt.model_config}, not {model.config}; "
+            "resume with the same model settings or use another --out folder"
+        )
+    check_params(ckpt, model)
+    state = _optimizer_state(ckpt, optimizer, model)
+    try:
+        model.backend.set_rng_state(ckpt.rng_state, reseed_offset=ckpt.epoch)
+    except (BackendError, ValueError) as exc:
+        raise CheckpointError(
+            f"{ckpt.path}: its rng_state cannot be used: {_one_line(exc)}"
+        ) from None
+    copy_params(ckpt, model)
     optimizer.load_state_dict(state)

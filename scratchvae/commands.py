@@ -33,6 +33,7 @@ from .backend import Backend, get_backend
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
 from .data import Dataset, binarize, check_n_features, load_dataset
 from .models import AE, VAE, model_classes
+from .resume import check_resume_flags
 from .train import METRICS_NAME, TrainConfig, fit
 
 __all__ = [
@@ -151,15 +152,20 @@ def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
 
 
 def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig]:
-    """Model and settings from the checkpoint in ``out``; --epochs may raise the target."""
+    """Model and settings from the checkpoint in ``out``: flags that differ from them are
+    refused; --epochs may raise the target, --data-dir say where the data lives now."""
     if not (out / CHECKPOINT_NAME).exists():
         raise CLIError(f"--resume: no checkpoint in {out}; train without --resume first")
     ckpt = load_checkpoint(out)
-    model, _ = load_model(ckpt, _backend_for(args, ckpt.backend, ckpt.backend.get("seed", 0)))
     overrides: dict[str, Any] = {"progress": not args.no_progress, "out_dir": str(out)}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    return model, TrainConfig.from_dict(ckpt.train_config, **overrides)
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    config = TrainConfig.from_dict(ckpt.train_config, **overrides)
+    check_resume_flags(args, ckpt, config)
+    model, _ = load_model(ckpt, _backend_for(args, ckpt.backend, ckpt.backend.get("seed", 0)))
+    return model, config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -254,10 +260,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         checkpoint=str(ckpt.path), data=data.description, split=args.split, binarize=mode
     )
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps(_json_numbers(results), allow_nan=False))
     else:
         print(_report(results, model, ckpt.epoch, data.n_features))
     return 0
+
+
+def _json_numbers(results: dict[str, Any]) -> dict[str, Any]:
+    """NaN and infinities as null: JSON has no such numbers (a bare NaN is not valid JSON)."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in results.items()
+    }
 
 
 _BINARIZE_TEXT = {

@@ -9,10 +9,9 @@ Every model has
 * ``loss_and_grads(x, noise=None) -> (terms, grads)``: both, the one call a trainer needs.
 
 ``terms`` maps names to 0-d backend arrays (no host sync): ``loss`` (what is minimised),
-``recon`` and ``kl`` (VAE) or ``sparsity`` (SparseAE). All are sum over features, mean over
-the batch: nats per example for the likelihood-based terms. The denoising and sparse AEs are in
-:mod:`scratchvae.autoencoders`. ``grads`` is the model's own
-gradient store, overwritten by the next call: copy it (``grads.copy()``) to keep it.
+``recon`` and ``kl`` (VAE) or ``sparsity`` (SparseAE), summed over features, averaged over the
+batch (nats per example). ``grads`` is the model's own store, overwritten by the next call:
+copy it to keep it. The denoising and sparse AEs are in :mod:`scratchvae.autoencoders`.
 """
 
 from __future__ import annotations
@@ -22,11 +21,31 @@ from typing import Any, NamedTuple
 
 from .backend import Backend, get_backend
 from .mlp import MLP, MLPCache
+from .ops.iwae import (
+    ESTIMATORS,
+    BoundCache,
+    IWLatentCache,
+    iw_bound_backward,
+    iw_bound_forward,
+    iw_latent_backward,
+    iw_latent_forward,
+)
 from .ops.losses import Likelihood, LikelihoodCache
-from .ops.reparam import LatentCache, latent_backward, latent_forward, reparam_forward
+from .ops.reparam import (
+    LatentCache,
+    RepeatCache,
+    all_rows,
+    latent_backward,
+    latent_forward,
+    per_sample,
+    reparam_forward,
+    repeat_backward,
+    repeat_forward,
+)
 from .params import ParamStore, Workspace, scope
 
 Array = Any
+OBJECTIVES = ("elbo", "iwae")
 Terms = dict[str, Array]
 Noise = Mapping[str, Array]
 
@@ -49,30 +68,9 @@ class Model:
         for net in self._nets():
             net.init_params(self.params, backend)
 
-    # -- subclasses provide ---------------------------------------------------------------
-    def _nets(self) -> Sequence[MLP]:
-        raise NotImplementedError
-
-    def forward(
-        self,
-        x: Array,
-        noise: Noise | None = None,
-        train: bool = True,
-        kl_weight: float | None = None,
-        ws: Workspace | None = None,
-    ) -> tuple[Terms, Any]:
-        """(terms, cache). ``train=False``: no dropout, no input corruption (a VAE still
-        samples). ``kl_weight`` overrides a VAE's beta (the trainer's warm-up); models without a
-        KL term ignore it. With a workspace ``ws`` the cache's arrays are its reused arrays."""
-        raise NotImplementedError
-
-    def backward(self, cache: Any, ws: Workspace | None = None) -> ParamStore:
-        """Every parameter's gradient, written into ``self.grads`` (returned)."""
-        raise NotImplementedError
-
-    @property
-    def config(self) -> dict[str, Any]:
-        raise NotImplementedError
+    # Subclasses give _nets(), config, forward(x, noise, train, kl_weight, ws) -> (terms, cache)
+    # (train=False: no dropout or corruption; kl_weight: a VAE's beta for this step, else
+    # ignored) and backward(cache, ws) -> grads.
 
     @property
     def kl_beta(self) -> float | None:
@@ -118,15 +116,11 @@ class Model:
     def prepare(self, x: Array) -> Array:
         """x as a (batch, n_features) array of this backend's dtype, or a one-line ValueError."""
         x = self.backend.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.n_features:
-            raise ValueError(
-                f"expected input of shape (batch, {self.n_features}), got {tuple(x.shape)}"
-            )
-        return x
+        if x.ndim == 2 and x.shape[1] == self.n_features:
+            return x
+        raise ValueError(f"expected input of shape (batch, {self.n_features}), got {x.shape}")
 
-    @property
-    def n_params(self) -> int:
-        return self.params.size
+    n_params = property(lambda self: self.params.size, doc="Scalars in all parameters.")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config}, {self.n_params} parameters, {self.backend})"
@@ -187,17 +181,11 @@ class AE(Model):
 
     @property
     def config(self) -> dict[str, Any]:
-        return {
-            "model": self.kind,
-            "n_features": self.n_features,
-            "hidden": list(self.hidden),
-            "latent": self.latent,
-            "activation": self.activation,
-            "likelihood": self.lik.kind,
-            "decoder_std": self.lik.std,
-            "dropout": self.dropout,
-            "init": self.init,
-        }
+        """What :func:`build_model` rebuilds the model from (saved in checkpoints)."""
+        sizes = {"n_features": self.n_features, "hidden": list(self.hidden), "latent": self.latent}
+        return {"model": self.kind, **sizes, "activation": self.activation,
+                "likelihood": self.lik.kind, "decoder_std": self.lik.std,
+                "dropout": self.dropout, "init": self.init}  # fmt: skip
 
     def _corrupt(self, x: Array, noise: Noise) -> Array:
         """The encoder's input in training. A plain AE sees x itself (DenoisingAE overrides)."""
@@ -240,10 +228,20 @@ class AE(Model):
 # ============================================================================ VAE
 class VAECache(NamedTuple):
     enc: MLPCache  # the encoder's: x -> h = [mu | logvar]
+    copies: RepeatCache  # k copies of h, for k samples per example (k = 1: h itself)
     latent: LatentCache  # the latent layer's: h, eps -> z, KL
     dec: MLPCache  # the decoder's: z -> logits
     lik: LikelihoodCache  # the reconstruction loss's
     beta: float  # the KL weight of this step: dL/dKL
+
+
+class IWCache(NamedTuple):
+    enc: MLPCache  # the encoder's: x -> h = [mu | logvar]
+    latent: IWLatentCache  # the k draws: h, eps -> z (k, B, L), log p(z) - log q(z|x)
+    dec: MLPCache  # the decoder's, on the k B draws
+    lik: LikelihoodCache  # -log p(x | z_k) per draw
+    bound: BoundCache  # the k log-weights combined; their normalised weights
+    beta: float  # the weight of log p(z) - log q(z|x) in log w
 
 
 class VAE(AE):
@@ -253,6 +251,12 @@ class VAE(AE):
     sample:   z = mu + exp(logvar/2) * eps,  eps ~ N(0, I)      (reparameterization)
     decoder:  z -> p(x|z)  (Bernoulli logits or Gaussian mean)
     loss = -ELBO = E_q[-log p(x|z)] + beta * KL(q(z|x) || N(0, I))    (beta = 1: the ELBO)
+
+    With ``k`` samples per example the ``objective`` says how they combine: ``"elbo"`` the mean
+    of k single-sample ELBOs (the step above, on k copies of each example), ``"iwae"`` the
+    importance-weighted bound L_k (:mod:`scratchvae.ops.iwae`), whose encoder gradient the
+    ``estimator`` gives (pathwise, stl, dreg). With k = 1 the IWAE bound is the ELBO and the
+    pathwise step is the one above; ``stl`` (and ``dreg``, the same at k = 1) use log w.
     """
 
     kind = "vae"
@@ -263,11 +267,28 @@ class VAE(AE):
         hidden: Sequence[int] = (400,),
         latent: int = 20,
         beta: float = 1.0,
+        objective: str = "elbo",
+        k: int = 1,
+        estimator: str = "pathwise",
         **kwargs: Any,
     ) -> None:
         if beta < 0:
             raise ValueError(f"KL weight beta must be >= 0, got {beta}")
-        self.beta = float(beta)
+        if objective not in OBJECTIVES or estimator not in ESTIMATORS or int(k) < 1:
+            raise ValueError(
+                f"objective must be one of {', '.join(OBJECTIVES)}, estimator one of "
+                f"{', '.join(ESTIMATORS)}, k >= 1; got {objective!r}, {estimator!r}, {k}"
+            )
+        if estimator == "dreg" and objective != "iwae":
+            raise ValueError("the dreg estimator is for the iwae objective; use pathwise or stl")
+        self.beta, self.objective, self.k, self.estimator = (
+            float(beta),
+            objective,
+            int(k),
+            estimator,
+        )
+        # the k log-weights path: the IWAE bound (k > 1), or any estimator but pathwise
+        self.weighted = estimator != "pathwise" or (objective == "iwae" and self.k > 1)
         super().__init__(n_features, hidden, latent, **kwargs)
 
     def _encoder_sizes(self) -> tuple[int, ...]:
@@ -275,35 +296,72 @@ class VAE(AE):
 
     @property
     def config(self) -> dict[str, Any]:
-        return {**super().config, "beta": self.beta}
+        config = {**super().config, "beta": self.beta}
+        if (self.objective, self.k, self.estimator) != ("elbo", 1, "pathwise"):  # older files
+            config.update(objective=self.objective, k=self.k, estimator=self.estimator)
+        return config
 
     @property
     def kl_beta(self) -> float:
         return self.beta
 
     def draw_noise(self, batch_size, backend=None, train=True):  # noqa: ANN001, ANN201
+        """eps (B, L), or (k, B, L) for k > 1 samples per example in training."""
         noise = super().draw_noise(batch_size, backend, train)
-        noise["eps"] = (backend or self.backend).normal((batch_size, self.latent))
+        bk, k, B, L = backend or self.backend, self.k if train else 1, batch_size, self.latent
+        if k > 1:  # the decoder runs on k B draws: one dropout mask row each
+            noise.update(self.decoder.draw_masks(bk, k * B))
+        noise["eps"] = bk.normal((k, B, L) if k > 1 else (B, L))
         return noise
 
     def forward(self, x, noise=None, train=True, kl_weight=None, ws=None):  # noqa: ANN001, ANN201
-        """-ELBO and its terms for one eps draw per example."""
+        """-ELBO and its terms (the mean over k draws per example), or -L_k (iwae)."""
         x = self.prepare(x)
         noise = self._noise(x, noise, train)
         if "eps" not in noise:
             raise ValueError("VAE noise needs 'eps' of shape (batch, latent); use draw_noise(B)")
         masks, beta = (noise if train else None), self.beta if kl_weight is None else kl_weight
+        eps = noise["eps"]
         h, enc = self.encoder.forward(self.params, x, masks, ws)  # [mu | logvar], (B, 2L)
-        (z, kl), lat = latent_forward(h, noise["eps"], scope(ws, "latent"))  # z (B, L), KL
-        out, dec = self.decoder.forward(self.params, z, masks, ws)  # logits, (B, D)
-        recon, lik = self.lik.forward(out, x, ws=scope(ws, "lik"))  # -log p(x|z)
+        if self.weighted and eps.ndim == 3:
+            return self._forward_weighted(x, h, enc, eps, masks, float(beta), ws)
+        k = eps.size // (x.shape[0] * self.latent)  # k draws per example
+        hk, copies = repeat_forward(h, k)  # (k B, 2L): k copies (k = 1: h itself)
+        (z, kl), lat = latent_forward(hk, eps.reshape(-1, self.latent), scope(ws, "latent"))
+        out, dec = self.decoder.forward(self.params, z, masks, ws)  # logits, (k B, D)
+        recon, lik = self.lik.forward(per_sample(out, k), x, ws=scope(ws, "lik"))  # -log p(x|z)
         terms = {"loss": recon + beta * kl, "recon": recon, "kl": kl}
-        return terms, VAECache(enc, lat, dec, lik, float(beta))
+        return terms, VAECache(enc, copies, lat, dec, lik, float(beta))
 
-    def backward(self, cache: VAECache, ws: Workspace | None = None) -> ParamStore:
-        dout = self.lik.backward(cache.lik, 1.0, scope(ws, "lik"))  # dL/dlogits, (B, D)
-        dz = self.decoder.backward(self.params, self.grads, cache.dec, dout, ws=ws)  # (B, L)
-        dh = latent_backward(cache.latent, dz, cache.beta, scope(ws, "latent")).dh  # (B, 2L)
+    def backward(self, cache: VAECache | IWCache, ws: Workspace | None = None) -> ParamStore:
+        if isinstance(cache, IWCache):
+            return self._backward_weighted(cache, ws)
+        dout = self.lik.backward(cache.lik, 1.0, scope(ws, "lik"))  # dL/dlogits
+        dz = self.decoder.backward(self.params, self.grads, cache.dec, all_rows(dout), ws=ws)
+        dhk = latent_backward(cache.latent, dz, cache.beta, scope(ws, "latent")).dh  # (k B, 2L)
+        dh = repeat_backward(cache.copies, dhk)  # the k copies' sum, (B, 2L)
+        self.encoder.backward(self.params, self.grads, cache.enc, dh, False, ws)
+        return self.grads
+
+    def _forward_weighted(self, x, h, enc, eps, masks, beta, ws):  # noqa: ANN001, ANN202
+        # the k log-weights log w = log p(x|z) + beta (log p(z) - log q(z|x)), combined
+        k, B, L = eps.shape
+        (z, log_ratio), lat = iw_latent_forward(h, eps)  # z (k, B, L), log ratio (k, B)
+        out, dec = self.decoder.forward(self.params, z.reshape(k * B, L), masks, ws)  # (k B, D)
+        nll, lik = self.lik.forward(per_sample(out, k), x, "none", scope(ws, "lik"))  # (k, B)
+        combine = "logmeanexp" if self.objective == "iwae" else "mean"
+        bound, comb = iw_bound_forward(beta * log_ratio - nll, combine)  # mean over B
+        terms = {"loss": -bound, "recon": nll.mean()}
+        return terms, IWCache(enc, lat, dec, lik, comb, beta)
+
+    def _backward_weighted(self, cache: IWCache, ws: Workspace | None) -> ParamStore:
+        dlog_w = iw_bound_backward(cache.bound, -1.0)  # dL/dlog w, (k, B)
+        dout = self.lik.backward(cache.lik, -dlog_w, scope(ws, "lik"))  # dL/dnll = -dL/dlog w
+        dz = self.decoder.backward(self.params, self.grads, cache.dec, all_rows(dout), ws=ws)
+        dz = dz.reshape(cache.latent.eps.shape)  # (k, B, L)
+        dh = iw_latent_backward(
+            cache.latent, dz, cache.beta * dlog_w, self.estimator, cache.bound.weights
+        )  # (B, 2L)
         self.encoder.backward(self.params, self.grads, cache.enc, dh, False, ws)
         return self.grads
 

@@ -30,18 +30,17 @@ import math
 import os
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write
+from .atomic import atomic_write, folder_lock
 from .backend import Backend, op, to_numpy
 from .checkpoint import (
     CHECKPOINT_NAME,
-    CheckpointError,
-    copy_params,
     load_checkpoint,
-    restore_optimizer,
+    restore_training,
     save_checkpoint,
 )
 from .data import BINARIZE_MODES, Dataset, binarize, check_n_features, train_val_split
@@ -189,7 +188,13 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False) -> History:
         """Train until ``config.epochs`` (or early stopping). ``resume``: continue from the
-        checkpoint in ``config.out_dir``, bit for bit as if never interrupted (NumPy)."""
+        checkpoint in ``config.out_dir``, bit for bit as if never interrupted (NumPy). The run
+        folder stays locked meanwhile (:func:`~scratchvae.atomic.folder_lock`)."""
+        out = self.config.out_dir
+        with nullcontext() if out is None else folder_lock(out, [CHECKPOINT_NAME, METRICS_NAME]):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> History:
         start = self._resume() if resume else 0
         c, n = self.config, len(self.train_idx)
         bar = Progress(
@@ -360,25 +365,18 @@ class Trainer:
                 self.optimizer,
                 epoch=epoch,
                 step=self.step,
-                rng_state=self.bk.rng_state(),
                 train_config=self.config.to_dict(),
                 history=self.history.records,
             )
 
     def _resume(self) -> int:
-        """Load params, optimizer state, generator state and history; return the epoch done."""
+        """Load params, optimizer state, generator state and history; return the epoch done.
+        The checkpoint is checked whole first: a refused one (CheckpointError) changes nothing."""
         path = self.config.checkpoint_path
         if path is None:
             raise ValueError("resuming needs the run folder: set out_dir (--out DIR)")
         ckpt = load_checkpoint(path)
-        if ckpt.model_config != self.model.config:
-            raise CheckpointError(
-                f"{path} was trained with model {ckpt.model_config}, not {self.model.config}; "
-                "resume with the same model settings or use another --out folder"
-            )
-        copy_params(ckpt, self.model)
-        restore_optimizer(ckpt, self.optimizer, self.model)
-        self.bk.set_rng_state(ckpt.rng_state, reseed_offset=ckpt.epoch)
+        restore_training(ckpt, self.model, self.optimizer)
         self.history = History(list(ckpt.history))
         self.step = ckpt.step
         return ckpt.epoch

@@ -15,10 +15,12 @@ from scratchvae.checkpoint import (
     load_checkpoint,
     load_model,
     restore_optimizer,
+    restore_training,
     save_checkpoint,
 )
+from scratchvae.checkpoint_checks import check_model_config, model_settings, param_shapes
 from scratchvae.data import DataError, check_n_features, load_dataset
-from scratchvae.models import VAE
+from scratchvae.models import VAE, model_classes
 from scratchvae.optim import Adam
 
 
@@ -191,13 +193,13 @@ def test_missing_entries_and_wrong_versions_are_reported(tmp_path):
         load_checkpoint(rewrite("b.npz", rng_state=None))
     with pytest.raises(CheckpointError, match="version 99"):
         load_checkpoint(rewrite("c.npz", __version__=np.array(99)))
-    with pytest.raises(CheckpointError, match="metadata is unreadable"):
+    with pytest.raises(CheckpointError, match="entry .meta. is not valid JSON"):
         load_checkpoint(rewrite("d.npz", meta=np.array("{not json")))
     with pytest.raises(CheckpointError, match="does not match"):
         load_model(rewrite("e.npz", **{"param/decoder.1.b": None}))
     meta = json.loads(str(arrays["meta"]))
     meta["model_config"]["hidden"] = [9]
-    with pytest.raises(CheckpointError, match="has shape"):
+    with pytest.raises(CheckpointError, match=r"param/decoder.0.W is \(3, 8\), the config gives"):
         load_model(rewrite("f.npz", meta=np.array(json.dumps(meta))))
 
 
@@ -208,3 +210,61 @@ def test_feature_count_mismatch_between_data_and_checkpoint(tmp_path):
     digits = load_dataset("digits", "test")  # 64 features
     with pytest.raises(DataError, match="64 features but the checkpoint's model expects 12"):
         check_n_features(digits, loaded.n_features)
+
+
+@pytest.mark.parametrize("kind", ["vae", "ae", "dae", "sae"])
+@pytest.mark.parametrize("hidden, likelihood", [([], "bernoulli"), ([5, 3], "gaussian-learned")])
+def test_param_shapes_are_the_shapes_every_model_kind_allocates(kind, hidden, likelihood):
+    """The shapes a config is checked against (before anything is allocated) are exactly the
+    ones the model then allocates; the settings are exactly what its config holds (a VAE's
+    objective, k and estimator only when they are not the defaults)."""
+    model = model_classes()[kind](7, hidden=hidden, latent=2, likelihood=likelihood)
+    assert param_shapes(model.config) == model.params.shapes
+    optional = {"objective", "k", "estimator"} if kind == "vae" else set()
+    assert set(model_settings(kind)) - optional == set(model.config) - {"model"}
+    check_model_config(model.config, model.params.shapes)  # no error
+    if kind == "vae":
+        iwae = VAE(7, hidden=hidden, latent=2, objective="iwae", k=5, estimator="dreg")
+        assert set(model_settings(kind)) == set(iwae.config) - {"model"}
+        check_model_config(iwae.config, iwae.params.shapes)
+        bad = {**iwae.config, "k": "five"}
+        with pytest.raises(ValueError, match="'k' is \"five\", not int"):
+            check_model_config(bad, iwae.params.shapes)
+
+
+def test_restore_training_checks_everything_before_changing_anything(tmp_path):
+    model, opt = _trained()
+    _save(tmp_path / "checkpoint.npz", model, opt)
+    ckpt = load_checkpoint(tmp_path)
+    target, target_opt = _trained(seed=1)
+    params, moments = target.params.flat.copy(), target_opt.state_dict()
+    state = target.backend.rng_state()
+    cases = {
+        "v.flat": lambda c: c.optim_state.update({"v.flat": -c.optim_state["v.flat"] - 1}),
+        "rng_state": lambda c: setattr(
+            c, "rng_state", json.dumps({"cupy": {"seed": 1, "counter": 0}})
+        ),
+    }
+    for needle, damage in cases.items():
+        bad = load_checkpoint(tmp_path)
+        damage(bad)
+        with pytest.raises(CheckpointError, match=needle):
+            restore_training(bad, target, target_opt)
+        assert np.array_equal(target.params.flat, params) and target_opt.t == moments["t"]
+        assert target.backend.rng_state() == state
+    restore_training(ckpt, target, target_opt)  # the sound one is taken whole
+    assert np.array_equal(target.params.flat, model.params.flat) and target_opt.t == opt.t
+    assert target.backend.rng_state() == ckpt.rng_state
+
+
+def test_an_entry_that_unpacks_to_far_more_than_it_stores_is_refused(tmp_path):
+    """A zip bomb: 40 MB of zeros stored in 40 kB would be unpacked before any check."""
+    model, opt = _trained()
+    path = _save(tmp_path / "checkpoint.npz", model, opt)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez_compressed(tmp_path / "packed.npz", **arrays)  # a real one, compressed: fine
+    assert load_checkpoint(tmp_path / "packed.npz").epoch == 2
+    np.savez_compressed(tmp_path / "bomb.npz", **arrays, junk=np.zeros(10**7, np.float32))
+    with pytest.raises(CheckpointError, match="entry junk.npy unpacks 40000128 bytes"):
+        load_checkpoint(tmp_path / "bomb.npz")

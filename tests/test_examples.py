@@ -23,6 +23,7 @@ FIGURES = {
     "sparse_ae": ["decoder_features.png", "encoder_features.png"],
     "linear_ae_pca": ["pca_vs_linear_ae.png"],
     "imputation": ["imputation_bottom-half.png", "imputation_random.png"],
+    "iwae_snr": ["iwae_snr.png"],
 }
 
 
@@ -56,6 +57,7 @@ CHECKS = {
     "denoising_ae": lambda r: r["errors"]["gaussian"]["input"] > 0,
     "sparse_ae": lambda r: 0 < r["mean_activation"] < 1,
     "ae_vs_vae": lambda r: r["AE"]["nn"] > 0 and r["VAE"]["nn"] > 0,
+    "iwae_snr": lambda r: len(r["rows"]) == 9,
 }
 EXTRA = {"linear_ae_pca": ["--steps", "1500"]}
 

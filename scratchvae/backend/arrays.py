@@ -261,16 +261,27 @@ class Backend:
 
     def set_rng_state(self, state: str, reseed_offset: int = 0) -> None:
         """Restore a state from :meth:`rng_state`. (A CuPy state of the old format, the seed
-        alone, reseeds with ``seed + reseed_offset``.)"""
-        data = json.loads(state)
-        if self.name == "numpy":
-            if "bit_generator" not in data:
-                raise BackendError("checkpoint holds a CuPy generator state; resume it on cupy")
-            self.rng.bit_generator.state = data
-        elif "cupy" in data:
-            self.rng = _generator("cupy", data["cupy"]["seed"], data["cupy"]["counter"])
-        else:
-            self.rng = _generator("cupy", self.seed + int(reseed_offset))
+        alone, reseeds with ``seed + reseed_offset``.) A state that cannot be restored here
+        raises BackendError (one line) and leaves the generator as it was."""
+        try:
+            data = json.loads(state)
+        except (TypeError, ValueError, RecursionError):
+            raise BackendError("the generator state is not JSON text") from None
+        if not isinstance(data, dict):
+            raise BackendError("the generator state is not a JSON object")
+        try:
+            if self.name == "numpy":
+                if "bit_generator" not in data:
+                    raise BackendError("checkpoint holds a CuPy generator state; resume it on cupy")
+                np.random.PCG64(0).state = data  # a trial first: a refused state changes nothing
+                self.rng.bit_generator.state = data
+            elif "cupy" in data:
+                self.rng = _generator("cupy", data["cupy"]["seed"], data["cupy"]["counter"])
+            else:
+                self.rng = _generator("cupy", self.seed + int(reseed_offset))
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BackendError(f"the generator state cannot be restored ({reason})") from None
 
     # -- the training loop's device ------------------------------------------------------
     def fits_on_device(self, n_bytes: int) -> bool:

@@ -12,14 +12,19 @@ Trainers read a data set through :meth:`Dataset.get_batch`, one batch of rows at
 memory-mapped ``.npy`` larger than RAM trains too. uint8 data is scaled by 1/255 (per batch when
 memory-mapped); the digits' grey levels 0..16 are scaled by 1/16.
 
-Where MNIST and Fashion-MNIST live: ``<root>/mnist/`` and ``<root>/fashion-mnist/``, where
+Where MNIST and Fashion-MNIST live: ``<root>/mnist/`` and ``<root>/fashion-mnist/``, or
+``<root>`` itself when it holds one data set's files directly (told apart by md5), where
 ``<root>`` is the ``data_dir`` argument, else ``$SCRATCHVAE_DATA``, else
 ``$XDG_CACHE_HOME/scratchvae``, else ``~/.cache/scratchvae``. Each folder holds the four
 official files (``train-images-idx3-ubyte.gz`` ... ``t10k-labels-idx1-ubyte.gz``, gzipped or
 raw), or instead ``<name>-train.npz`` / ``<name>-test.npz`` with arrays ``x`` (N x 28 x 28
 uint8) and ``y``. Missing IDX files are downloaded from the public mirrors (or ``base_url``, or
 ``$SCRATCHVAE_MNIST_MIRROR`` / ``$SCRATCHVAE_FASHION_MNIST_MIRROR``) and kept only when their md5
-matches :data:`CHECKSUMS`.
+matches :data:`CHECKSUMS`; a failed download leaves no file and no new folder behind.
+
+Every file is read whole when it is loaded (a memory-mapped ``.npy`` excepted: its size is
+checked against its header), so a truncated or damaged file raises :class:`DataError` at load
+time, with a one-line message naming the file, what is wrong and what to do.
 
 The modules, one concept each:
 
@@ -47,6 +52,7 @@ from .idx import (
     data_root,
     download_file,
     fetch_idx,
+    idx_folder,
     read_idx,
 )
 from .load import DIGITS_SPLIT_SEED, DIGITS_TEST_SIZE, load_dataset
@@ -68,6 +74,7 @@ __all__ = [
     "dataset_from_array",
     "download_file",
     "fetch_idx",
+    "idx_folder",
     "load_dataset",
     "read_idx",
     "train_val_split",

@@ -203,6 +203,14 @@ def _check_labels(y: Any, n: int, name: str) -> np.ndarray | None:
     y = np.asarray(y).reshape(-1)
     if len(y) != n:
         raise DataError(f"{name} has {n} examples but {len(y)} labels; pass matching x and y")
+    whole = y.dtype.kind in "biu" or (
+        y.dtype.kind == "f" and bool(np.isfinite(y).all()) and bool((y == np.round(y)).all())
+    )
+    if not whole or (y.size and (y.min() < -(2**62) or y.max() > 2**62)):
+        raise DataError(
+            f"{name}'s labels (y, dtype {y.dtype}) are not whole numbers of a usable size; save "
+            "them as integer classes such as 0..9"
+        )
     return y.astype(np.int64)
 
 

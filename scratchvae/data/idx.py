@@ -1,9 +1,11 @@
 """IDX files (MNIST, Fashion-MNIST): parsing, md5 checks, where they live, and downloads.
 
 :func:`read_idx` parses an IDX file, gzipped or raw. :func:`fetch_idx` finds the official files of
-MNIST or Fashion-MNIST under :func:`data_root` and downloads the missing ones from the public
-mirrors (or ``base_url``, or ``$SCRATCHVAE_MNIST_MIRROR`` / ``$SCRATCHVAE_FASHION_MNIST_MIRROR``)
-with :func:`download_file`, which keeps a file only when its md5 matches :data:`CHECKSUMS`.
+MNIST or Fashion-MNIST in :func:`idx_folder` (``<data_root>/<name>/``, or the data root itself
+when it holds them directly) and downloads the missing ones from the public mirrors (or
+``base_url``, or ``$SCRATCHVAE_MNIST_MIRROR`` / ``$SCRATCHVAE_FASHION_MNIST_MIRROR``) with
+:func:`download_file`, which keeps a file only when its md5 matches :data:`CHECKSUMS` and removes
+the folders it created when it keeps nothing.
 
 This module is an I/O boundary, so it uses NumPy directly; the arrays it returns are NumPy arrays
 on the host.
@@ -17,10 +19,11 @@ import http.client
 import math
 import os
 import struct
+import sys
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,7 @@ __all__ = [
     "data_root",
     "download_file",
     "fetch_idx",
+    "idx_folder",
     "local_idx",
     "read_idx",
 ]
@@ -87,29 +91,52 @@ CHECKSUMS: dict[str, dict[str, str]] = {
 }
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, decompressed when it is gzipped (told by its first two bytes)."""
-    with open(path, "rb") as f:
-        gzipped = f.read(2) == b"\x1f\x8b"
-    if not gzipped:
-        return path.read_bytes()
+#: What to do about a damaged or wrong file in the data folder.
+REFETCH = "delete it so it is downloaded again, or replace it with the official file"
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message on one line (its type when it has none)."""
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def _chunks(path: Path, advice: str) -> Iterator[bytes]:
+    """The file's bytes in pieces of 1 MiB, decompressed when it is gzipped (told by its first
+    two bytes)."""
     try:
-        with gzip.open(path, "rb") as f:
-            return f.read()
-    except (EOFError, OSError, zlib.error) as exc:
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            with gzip.open(f, "rb") if gzipped else f as source:
+                while chunk := source.read(1 << 20):
+                    yield chunk
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # damage inside the gzip stream
         raise DataError(
-            f"{path} is a damaged gzip file ({exc}); delete it and fetch it again"
+            f"{path} is a truncated or damaged gzip file ({_reason(exc)}); {advice}"
         ) from None
+    except OSError as exc:  # the file itself: permissions, a folder, a disk error
+        raise DataError(f"cannot read {path} ({exc.strerror or _reason(exc)})") from None
 
 
-def read_idx(path: str | os.PathLike, magic: int | None = None) -> np.ndarray:
+def _read_bytes(path: Path, advice: str) -> bytes:
+    """The file's bytes, decompressed when it is gzipped."""
+    return b"".join(_chunks(path, advice))
+
+
+def read_idx(
+    path: str | os.PathLike,
+    magic: int | None = None,
+    *,
+    advice: str = "replace it with an intact copy",
+) -> np.ndarray:
     """Parse an IDX file (gzipped or raw) into a read-only array of its declared shape.
 
     Header: a big-endian uint32 magic (0, 0, dtype code, ndim), then ndim big-endian uint32
-    sizes, then the data. ``magic`` (2051 images, 2049 labels) is required when given.
+    sizes, then the data. ``magic`` (2051 images, 2049 labels) is required when given. A damaged
+    file raises :class:`DataError`, whose message ends with ``advice`` (what to do).
     """
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_bytes(path, advice)
     code = int.from_bytes(data[:4], "big") if len(data) >= 4 else -1
     dtype_code, ndim = (code >> 8) & 0xFF, code & 0xFF
     valid = code >> 16 == 0 and dtype_code in _IDX_DTYPES and ndim > 0
@@ -117,7 +144,7 @@ def read_idx(path: str | os.PathLike, magic: int | None = None) -> np.ndarray:
         want = magic if magic is not None else "2051 (images) or 2049 (labels)"
         raise DataError(
             f"{path} is not an IDX file of the expected kind: magic number {code}, expected "
-            f"{want}; delete it and fetch it again"
+            f"{want}; {advice}"
         )
     header = 4 + 4 * ndim
     dims = struct.unpack(f">{ndim}I", data[4:header]) if len(data) >= header else None
@@ -127,10 +154,7 @@ def read_idx(path: str | os.PathLike, magic: int | None = None) -> np.ndarray:
         announced = (
             f"its header announces shape {dims} ({need} bytes)" if dims else "no full header"
         )
-        raise DataError(
-            f"{path} is truncated or damaged: {len(data)} bytes, {announced}; "
-            "delete it and fetch it again"
-        )
+        raise DataError(f"{path} is truncated or damaged: {len(data)} bytes, {announced}; {advice}")
     arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
     return arr.astype(dtype.newbyteorder("="), copy=False)
 
@@ -143,25 +167,39 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verify_local(path: Path, checksums: Mapping[str, str]) -> None:
+def _identify(md5: str) -> str | None:
+    """Which official file has this ``md5`` ("MNIST's t10k-...-ubyte.gz"); None if none."""
+    for name, table in CHECKSUMS.items():
+        for file, official in table.items():
+            if official == md5:
+                return f"{IDX_SETS[name][0]}'s {file}"
+    return None
+
+
+def _verify_local(path: Path, checksums: Mapping[str, str], title: str) -> None:
     """DataError unless ``path`` matches its md5 in ``checksums`` (no entry: not checked).
 
     A ``.gz`` passes when its own md5 matches, or when its decompressed bytes match the raw
     file's md5 (a re-compressed copy holds the same data).
     """
     expected = checksums.get(path.name)
-    got = _md5(path) if expected else None
-    if expected and got == expected:
+    raw_expected = checksums.get(path.name[:-3]) if path.name.endswith(".gz") else None
+    if not expected and not raw_expected:
         return
-    raw_name = path.name.removesuffix(".gz")
-    if raw_name != path.name and checksums.get(raw_name):
-        expected = checksums[raw_name]
-        got = hashlib.md5(_read_bytes(path), usedforsecurity=False).hexdigest()
-    if expected and got != expected:
-        raise DataError(
-            f"{path} is not the official file (md5 {got}, expected {expected}); "
-            "delete it so it is downloaded again"
-        )
+    got = _md5(path)
+    if got in (expected, raw_expected):  # (a raw file named .gz is read as raw)
+        return
+    other = _identify(got)
+    if other is None and raw_expected:  # a re-compressed copy: compare what it holds
+        digest = hashlib.md5(usedforsecurity=False)
+        for chunk in _chunks(path, REFETCH):  # in pieces: memory stays flat whatever it holds
+            digest.update(chunk)
+        got = digest.hexdigest()
+        if got == raw_expected:
+            return
+        expected, other = raw_expected, _identify(got)
+    what = f"it is {other}" if other else f"md5 {got}, expected {expected}"
+    raise DataError(f"{path} is not the official {title} file ({what}); {REFETCH}")
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
@@ -185,12 +223,58 @@ def local_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _stream(url: str, out: Any, desc: str, progress: bool) -> str:
-    """Copy ``url`` into the open file ``out`` with a progress bar; return the md5 of the bytes."""
+def _another_sets(path: Path, name: str) -> bool:
+    """True when ``path`` is an official file of a data set other than ``name`` (by md5)."""
+    got = _md5(path)
+    return any(got in table.values() for other, table in CHECKSUMS.items() if other != name)
+
+
+def idx_folder(root: Path, name: str) -> Path:
+    """The folder of ``name``'s IDX files under the data root ``root``.
+
+    ``root/name`` when it holds any of them; else ``root`` itself when it holds them directly
+    (a folder of the four official files passed as the data folder), unless they are another
+    data set's (MNIST and Fashion-MNIST files have the same names, so they are told apart by
+    md5); else ``root/name``, where downloads go.
+    """
+    nested = root / name
+    stems = [stem for pair in IDX_STEMS.values() for stem in pair]
+    if any(local_idx(nested, stem) for stem in stems):
+        return nested
+    flat = [path for stem in stems if (path := local_idx(root, stem))]
+    if flat and not _another_sets(min(flat, key=lambda p: p.stat().st_size), name):
+        return root
+    return nested
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty; never anything else."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (someone else's file), or already gone
+            if folder.exists():
+                return
+
+
+def _stream(url: str, out: Any, desc: str, progress: bool | None) -> str:
+    """Copy ``url`` into the open file ``out`` with a progress bar (``None``: only when stderr is
+    a terminal, so a log file gets no carriage-return updates); return the md5 of the bytes."""
+    show = sys.stderr.isatty() if progress is None else progress
     digest = hashlib.md5(usedforsecurity=False)
     with urllib.request.urlopen(url, timeout=60) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not show, leave=False)
+        with bar:
             while chunk := response.read(1 << 16):
                 out.write(chunk)
                 digest.update(chunk)
@@ -198,12 +282,24 @@ def _stream(url: str, out: Any, desc: str, progress: bool) -> str:
     return digest.hexdigest()
 
 
-def download_file(url: str, dest: Path, md5: str | None = None, progress: bool = True) -> Path:
+def download_file(
+    url: str,
+    dest: Path,
+    md5: str | None = None,
+    progress: bool | None = None,
+    *,
+    advice: str | None = None,
+) -> Path:
     """Download ``url`` to ``dest``, through a temporary file renamed only once md5 matches.
 
-    On a mismatch or a failed download nothing is left behind (``dest`` is as it was) and
-    :class:`DataError` is raised. The file is written by :func:`~scratchvae.atomic.atomic_write`.
+    On a mismatch or a failed download nothing is left behind (``dest`` is as it was, and the
+    folders created for it are removed again) and :class:`DataError` is raised, its message
+    ending with ``advice`` (what to do; default: try again, or put the file there yourself).
+    ``progress``: show a progress bar (default: when stderr is a terminal). The file is written
+    by :func:`~scratchvae.atomic.atomic_write`.
     """
+    advice = advice or f"try again, or put the file in {dest.parent} yourself"
+    created = _missing_folders(dest.parent)
     opened = False  # an OSError before the block is the folder's, inside or after it the download's
     try:
         with atomic_write(dest, "wb") as out:
@@ -211,21 +307,23 @@ def download_file(url: str, dest: Path, md5: str | None = None, progress: bool =
             got = _stream(url, out, dest.name, progress)
             if md5 is not None and got != md5:  # raised inside the block: the temp file goes
                 raise DataError(
-                    f"downloaded {dest.name} from {url} has md5 {got}, expected {md5}; the "
-                    "mirror may be damaged, try again or use another (base_url=...)"
+                    f"downloaded {dest.name} from {url} has md5 {got}, expected {md5}, so it was "
+                    f"not kept; {advice}"
                 )
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+    except BaseException as exc:
+        _remove_empty(created)  # on Ctrl-C too
+        if isinstance(exc, DataError) or not isinstance(
+            exc, (urllib.error.URLError, http.client.HTTPException, OSError)
+        ):
+            raise
         if not opened:
             raise DataError(
-                f"cannot write to {dest.parent} ({getattr(exc, 'strerror', None) or exc}); pass "
-                "data_dir= or set SCRATCHVAE_DATA to a writable folder"
+                f"cannot write to {dest.parent} ({getattr(exc, 'strerror', None) or exc}); pick "
+                "a writable folder with --data-dir or $SCRATCHVAE_DATA"
             ) from None
         http_error = isinstance(exc, urllib.error.HTTPError)
         reason = exc if http_error else getattr(exc, "reason", None) or exc
-        raise DataError(
-            f"could not download {url} ({reason}); check the network, use another mirror "
-            f"(base_url=...), or put the file in {dest.parent}"
-        ) from None
+        raise DataError(f"could not download {url} ({reason}); {advice}") from None
     return dest
 
 
@@ -236,34 +334,41 @@ def fetch_idx(
     download: bool = True,
     base_url: str | None = None,
     checksums: Mapping[str, str] | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> tuple[Path, Path]:
     """(images, labels) IDX paths of ``name`` (mnist, fashion-mnist) and ``split`` (train, test).
 
-    Files already in ``<data_root>/<name>/`` are checked against ``checksums`` (default
-    :data:`CHECKSUMS` [name]); missing ones are downloaded from ``base_url``, else the
-    mirror's environment variable, else the public mirror.
+    Files already in :func:`idx_folder` (``<data_root>/<name>/``, or the data root itself) are
+    checked against ``checksums`` (default :data:`CHECKSUMS` [name]); missing ones are
+    downloaded there from ``base_url``, else the mirror's environment variable, else the
+    public mirror.
     """
     if name not in IDX_SETS:
         raise DataError(f"no IDX download for {name!r}; choose 'mnist' or 'fashion-mnist'")
     title, default_url, env = IDX_SETS[name]
     check_split(split, ("train", "test"), title)
-    folder = data_root(data_dir) / name
+    folder = idx_folder(data_root(data_dir), name)
     table = CHECKSUMS[name] if checksums is None else checksums
     url = (base_url or os.environ.get(env) or default_url).rstrip("/") + "/"
+    files = " and ".join(f"{stem}.gz" for stem in IDX_STEMS[split])
+    advice = (
+        f"check the network and try again, set ${env} to another mirror, or put the official "
+        f"{files} (gzipped or raw) in {folder}"
+    )
     paths = []
     for stem in IDX_STEMS[split]:
         path = local_idx(folder, stem)
         if path is not None:
-            _verify_local(path, table)
+            _verify_local(path, table, title)
         elif not download:
             raise DataError(
-                f"{title} file {stem}.gz not found in {folder}; put the official IDX files "
-                "there, or allow downloading"
+                f"{title} file {stem}.gz not found in {folder}; put the official {files} "
+                "(gzipped or raw) there, or pass download=True"
             )
         else:
+            dest = folder / f"{stem}.gz"
             path = download_file(
-                url + f"{stem}.gz", folder / f"{stem}.gz", table.get(f"{stem}.gz"), progress
+                url + dest.name, dest, table.get(dest.name), progress, advice=advice
             )
         paths.append(path)
     return paths[0], paths[1]

@@ -13,7 +13,10 @@ on the host.
 
 from __future__ import annotations
 
+import math
 import os
+import zipfile
+import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,8 +37,10 @@ from .idx import (
     IDX_LABELS_MAGIC,
     IDX_SETS,
     IDX_STEMS,
+    REFETCH,
     data_root,
     fetch_idx,
+    idx_folder,
     local_idx,
     read_idx,
 )
@@ -74,13 +79,95 @@ def _load_digits(split: str, likelihood: str) -> Dataset:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(x, y) from an .npz: key ``x`` (else its single array) and optional ``y``; loaded whole."""
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip file's first member, or an empty zip
+# What a damaged archive raises while it is read: zipfile's own error, zlib's (a damaged deflate
+# stream), NumPy's loader (EOFError, ValueError), unsupported or encrypted members
+# (NotImplementedError, RuntimeError), offsets past any file (OverflowError), the file system.
+_DAMAGE = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+    OSError,
+)
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def _head(path: Path) -> bytes:
+    """The first bytes of ``path``, enough to tell a .npy from a zip file."""
+    with open(path, "rb") as f:
+        return f.read(len(_NPY_MAGIC))
+
+
+def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> np.ndarray:
+    """One array of an archive, read whole now, so a damaged member fails here and not later.
+
+    Its header's shape and dtype are checked against the member's size before anything is
+    allocated, and reading to the end checks the member's CRC."""
+    if info.compress_size > limit:
+        raise ValueError(f"member {info.filename!r} is larger than the archive")
+    with zf.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"member {info.filename!r} is .npy format {version}, not 1.0 or 2.0")
+        read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
+        shape, _, dtype = read_header(member)
+        if dtype.hasobject:
+            raise ValueError(f"member {info.filename!r} holds Python objects (dtype {dtype})")
+        held, declared = info.file_size - member.tell(), math.prod(shape) * dtype.itemsize
+        if held != declared:
+            raise ValueError(
+                f"member {info.filename!r} announces shape {shape} ({declared} bytes) but "
+                f"holds {held} bytes"
+            )
+    with zf.open(info) as member:
+        array = np.lib.format.read_array(member, allow_pickle=False)
+        if member.read(1):  # also makes zipfile check the CRC of the last bytes
+            raise ValueError(f"member {info.filename!r} has bytes after its array")
+    return array
+
+
+def _npz_arrays(path: Path, advice: str) -> dict[str, np.ndarray]:
+    """Every array of the .npz archive ``path`` by name, read now."""
+    head = _head(path)
+    if head == _NPY_MAGIC:
+        raise DataError(f"{path} is a .npy file, not an .npz archive; rename it to end in .npy")
+    if head[:4] not in _ZIP_MAGICS:
+        what = "is empty" if not head else "is not an .npz archive (it is not a zip file)"
+        raise DataError(f"{path} {what}; {advice}")
+    size = path.stat().st_size
+    with zipfile.ZipFile(path) as zf:
+        return {
+            info.filename.removesuffix(".npy"): _npz_member(zf, info, size)
+            for info in zf.infolist()
+            if not info.is_dir()
+        }
+
+
+def _read_npz(path: Path, advice: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(x, y) from an .npz: key ``x`` (else its single array) and optional ``y``; loaded whole.
+
+    A truncated or damaged archive raises :class:`DataError`, its message ending in ``advice``.
+    """
     try:
-        with np.load(path) as z:
-            arrays = {key: z[key] for key in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"could not read {path} as a NumPy .npz file ({exc})") from None
+        arrays = _npz_arrays(path, advice)
+    except DataError:
+        raise
+    except PermissionError as exc:
+        raise DataError(f"cannot read {path} ({exc.strerror}); check its permissions") from None
+    except MemoryError:
+        raise DataError(f"{path} holds arrays too large for this machine's memory") from None
+    except _DAMAGE as exc:
+        raise DataError(f"{path} is truncated or damaged ({_reason(exc)}); {advice}") from None
+    if not arrays:
+        raise DataError(f"{path} holds no arrays; save the data as array 'x' (labels 'y')")
     key = "x" if "x" in arrays else (next(iter(arrays)) if len(arrays) == 1 else None)
     if key is None:
         raise DataError(f"{path} holds arrays {list(arrays)}; name the data array 'x' (labels 'y')")
@@ -88,19 +175,27 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _load_standard(
-    name: str, split: str, data_dir: Any, download: bool, likelihood: str, base_url: str | None
+    name: str,
+    split: str,
+    data_dir: Any,
+    download: bool,
+    likelihood: str,
+    base_url: str | None,
+    progress: bool | None,
 ) -> Dataset:
     """MNIST or Fashion-MNIST: local IDX files, else a local <name>-<split>.npz, else download."""
     title = IDX_SETS[name][0]
     check_split(split, ("train", "test"), title)
     root = data_root(data_dir)
-    if not all(local_idx(root / name, stem) for stem in IDX_STEMS[split]):
+    if not all(local_idx(idx_folder(root, name), stem) for stem in IDX_STEMS[split]):
         for npz in (root / name / f"{name}-{split}.npz", root / f"{name}-{split}.npz"):
             if npz.is_file():
-                x, y = _read_npz(npz)
+                advice = "replace it, or delete it so the official IDX files are downloaded instead"
+                x, y = _read_npz(npz, advice)
                 return _standard_dataset(x, y, name, title, split, likelihood)
-    images, labels = fetch_idx(name, split, data_dir, download, base_url)
-    x, y = read_idx(images, IDX_IMAGES_MAGIC), read_idx(labels, IDX_LABELS_MAGIC)
+    images, labels = fetch_idx(name, split, data_dir, download, base_url, progress=progress)
+    x = read_idx(images, IDX_IMAGES_MAGIC, advice=REFETCH)
+    y = read_idx(labels, IDX_LABELS_MAGIC, advice=REFETCH)
     return _standard_dataset(x, y, name, title, split, likelihood)
 
 
@@ -166,15 +261,28 @@ def _load_path(path: Path, split: str, likelihood: str) -> Dataset:
     if path.is_dir():
         return _load_image_folder(path, likelihood)
     if path.suffix == ".npz":
-        x, y = _read_npz(path)
+        x, y = _read_npz(path, "replace it with an intact copy (np.savez writes one)")
         return dataset_from_array(x, y, path.name, likelihood)
     if path.suffix != ".npy":
         raise DataError(f"cannot read {path}: expected a .npy or .npz file or a folder of images")
+    return dataset_from_array(_read_npy(path), None, path.name, likelihood)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A .npy file, memory-mapped (the mapping checks its size against its header)."""
     try:
-        x = np.load(path, mmap_mode="r")
+        if _head(path)[:4] in _ZIP_MAGICS:
+            raise DataError(f"{path} is an .npz archive, not a .npy file; rename it to end in .npz")
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except DataError:
+        raise
+    except PermissionError as exc:
+        raise DataError(f"cannot read {path} ({exc.strerror}); check its permissions") from None
     except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"could not read {path} as a NumPy .npy file ({exc})") from None
-    return dataset_from_array(x, None, path.name, likelihood)
+        raise DataError(
+            f"could not read {path} as a NumPy .npy file ({_reason(exc)}); replace it with an "
+            "intact copy (np.save writes one)"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,6 +299,7 @@ def load_dataset(
     *,
     base_url: str | None = None,
     expected_features: int | None = None,
+    progress: bool | None = None,
 ) -> Dataset:
     """Load ``spec``: ``digits``, ``mnist``, ``fashion-mnist``, or a path (file or folder).
 
@@ -206,7 +315,7 @@ def load_dataset(
     if key == "digits":
         ds = _load_digits(split, likelihood)
     elif key in IDX_SETS:
-        ds = _load_standard(key, split, data_dir, download, likelihood, base_url)
+        ds = _load_standard(key, split, data_dir, download, likelihood, base_url, progress)
     elif Path(spec).expanduser().exists():
         ds = _load_path(Path(spec).expanduser(), split, likelihood)
     else:

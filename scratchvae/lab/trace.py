@@ -22,21 +22,20 @@ the embedded digits, or for a trained model.
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backend import Backend, get_backend, get_xp, to_numpy, tracing
+from ..backend import get_xp, to_numpy, tracing
 from ..gradcheck import directional_derivative
-from ..models import AE, VAE, Model
-from ..optim import Adam, Optimizer
+from ..models import Model
+from ..optim import Optimizer
 from ..params import Workspace
 
 Array = Any
 
-__all__ = ["TraceRow", "add_arguments", "format_trace", "run_cli", "trace_step"]
+__all__ = ["TraceRow", "add_arguments", "format_trace", "format_weights", "run_cli", "trace_step"]
 
 
 @dataclass
@@ -58,6 +57,7 @@ class TraceRow:
     grads: dict[str, tuple[tuple[int, ...], float]] = field(default_factory=dict)
     rel_err: float | None = None
     rule: list[str] = field(default_factory=list)  # a backward op's formulas, from its code
+    weights: Any = None  # iw_bound_forward: the normalised importance weights w~ (K, B), host
 
 
 @dataclass
@@ -123,15 +123,25 @@ def _no_destinations(kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if k != "ws" and not k.startswith("out")}
 
 
-def _check(forward: _Call, backward: _Call, directions: int = 3) -> float:
+def _estimator(call: _Call) -> str:
+    """The ``estimator`` argument of a backward call ("pathwise" when it takes none)."""
+    bound = inspect.signature(call.fn.reference).bind_partial(*call.args, **call.kwargs)
+    return bound.arguments.get("estimator", "pathwise")
+
+
+def _check(forward: _Call, backward: _Call, directions: int = 3) -> float | None:
     """The largest error of the backward's gradients against central differences of the
-    forward, along random directions, relative to |grad| |v| (float64)."""
+    forward, along random directions, relative to |grad| |v| (float64). None for a backward
+    run with the stl or dreg estimator: it leaves out terms that are zero only in expectation,
+    so it is not the derivative of the forward (tests/ops/test_iwae.py checks it statistically)."""
+    if _estimator(backward) != "pathwise":
+        return None
     fwd_args = [_float64(a) for a in forward.snapshot]
     fwd_kwargs = _no_destinations(forward.kwargs)
     out, cache = forward.fn(*fwd_args, **fwd_kwargs)
     n_out = len(out) if isinstance(out, tuple) else 1
     douts = [_float64(d) for d in backward.snapshot[1 : 1 + n_out]]
-    rest = [None if _arrays_of(a) or isinstance(a, Workspace) else a for a in backward.args]
+    rest = [None if isinstance(a, Workspace) else _float64(a) for a in backward.snapshot]
     grads = backward.fn(cache, *douts, *rest[1 + n_out :], **_no_destinations(backward.kwargs))
     names = list(inspect.signature(forward.fn.reference).parameters)
     named = grads._asdict() if hasattr(grads, "_asdict") else {_first_input(backward): grads}
@@ -223,6 +233,9 @@ def trace_step(
         if optimizer is not None:
             optimizer.step(model.params, grads)
     rows = [_row(c) for c in tracer.calls]
+    for row, call in zip(rows, tracer.calls, strict=True):
+        if row.op == "iw_bound_forward":  # the K-sample step: keep the weights it computed
+            row.weights = to_numpy(call.result[1].weights)
     if check:
         made_by = {
             id(c.result[1]): c
@@ -267,6 +280,28 @@ def format_trace(rows: list[TraceRow], depth: int = 0) -> str:
     return "\n".join(lines[1:])
 
 
+def format_weights(rows: list[TraceRow], examples: int = 4, samples: int = 6) -> str:
+    """The K-sample step's normalised importance weights w~_k = softmax_k log w_k (the IWAE
+    gradient is sum_k w~_k d log w_k; DReG's encoder gradient weights by w~_k^2) for the first
+    ``examples`` examples: the largest weight, the effective sample size 1 / sum_k w~_k^2
+    (K when the weights are equal, 1 when one sample takes all) and the first ``samples``
+    weights. "" when the step has no K-sample bound."""
+    found = [r.weights for r in rows if r.weights is not None]
+    if not found:
+        return ""
+    weights = found[0]  # (K, B)
+    K, B = weights.shape
+    lines = [
+        f"importance weights w~ (K = {K} samples per example, first {min(examples, B)} of {B}):",
+        f"{'example':>9}{'largest':>10}{'ESS':>8}   w~ of samples 1..{min(samples, K)}",
+    ]
+    for b in range(min(examples, B)):
+        w = weights[:, b]
+        shown = " ".join(f"{v:.3f}" for v in w[:samples]) + (" ..." if K > samples else "")
+        lines.append(f"{b:>9}{w.max():>10.3f}{1.0 / (w**2).sum():>8.2f}   {shown}")
+    return "\n".join(lines)
+
+
 def backward_rules(rows: list[TraceRow]) -> str:
     """Each backward op of the rows once, with the formulas from its docstring."""
     seen, lines = set(), []
@@ -277,82 +312,5 @@ def backward_rules(rows: list[TraceRow]) -> str:
     return "\n".join(lines)
 
 
-# ============================================================================ the CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``scratchvae trace``."""
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="check every backward op numerically (float64 central differences)",
-    )
-    parser.add_argument("--batch-size", type=int, default=8, help="examples in the batch (8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights, batch and noise (0)")
-    parser.add_argument("--data", default="digits", help="data set or path (digits)")
-    parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="where mnist/ and fashion-mnist/ live (see --help of train)",
-    )
-    parser.add_argument(
-        "--hidden", type=int, nargs="*", default=[400], help="hidden layer sizes (400)"
-    )
-    parser.add_argument("--latent", type=int, default=20, help="latent units (20)")
-    parser.add_argument(
-        "--checkpoint",
-        default=None,
-        help="trace a trained model from this checkpoint (file or run folder)",
-    )
-    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument(
-        "--nested", action="store_true", help="also show the ops called inside other ops"
-    )
-
-
-def _cli_model(args: argparse.Namespace, backend: Backend, n_features: int) -> AE:
-    if args.checkpoint:
-        from ..checkpoint import load_model  # noqa: PLC0415 - the CLI's boundary
-
-        model, _ = load_model(args.checkpoint, backend)
-        if model.n_features != n_features:
-            raise ValueError(
-                f"the checkpoint's model takes {model.n_features} features, the data has "
-                f"{n_features}; pass the --data it was trained on"
-            )
-        return model
-    if args.latent < 1 or any(h < 1 for h in args.hidden):
-        raise ValueError("--latent and every --hidden size must be >= 1")
-    return VAE(n_features, hidden=args.hidden, latent=args.latent, backend=backend)
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Print the trace of one training step; returns 0."""
-    from ..data import load_dataset  # noqa: PLC0415 - the data layer is an I/O boundary
-
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    backend = get_backend(args.backend, args.dtype, args.seed)
-    ds = load_dataset(args.data, "train", data_dir=getattr(args, "data_dir", None))
-    model = _cli_model(args, backend, ds.n_features)
-    idx = to_numpy(backend.permutation(ds.n))[: args.batch_size]
-    x = backend.asarray(ds.get_batch(idx))
-    noise = model.draw_noise(x.shape[0])
-    terms = model.loss(x, noise, train=True)
-    rows = trace_step(model, x, noise, check=args.check, optimizer=Adam(1e-3))
-    print(
-        f"one training step of {type(model).__name__} {model.config['hidden']} "
-        f"latent {model.latent}, {backend.name} {backend.dtype.name}"
-    )
-    print(
-        f"batch: {x.shape[0]} examples of {ds.name}; loss terms (nats per example): "
-        + ", ".join(f"{k} {float(to_numpy(v)):.3f}" for k, v in terms.items())
-    )
-    print(format_trace(rows, depth=1 if args.nested else 0))
-    print("\nthe backward formulas, from the code:\n" + backward_rules(rows))
-    print("\nimpl: numba/cuda = the op's kernel ran, numpy/cupy = its readable body")
-    print(
-        "rel.err: each backward op vs central differences of its forward, in float64"
-        if args.check
-        else "add --check to check every backward op numerically"
-    )
-    return 0
+# the command line, in its own module: ``scratchvae trace`` imports add_arguments and run_cli here
+from .trace_cli import add_arguments, run_cli  # noqa: E402

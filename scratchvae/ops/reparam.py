@@ -99,3 +99,37 @@ def latent_backward(cache: LatentCache, dz: Array, dkl: Any, ws: WS = None) -> L
     get_xp(dz).add(sample.dmu, kl.dmu, out=dmu)
     get_xp(dz).add(sample.dlogvar, kl.dlogvar, out=dlogvar)
     return LatentGrads(dh)
+
+
+# ------------------------------------------------------------------------------ k draws per example
+def per_sample(out: Array, k: int) -> Array:
+    """A decoder's output for k draws per example, (k B, D) -> (k, B, D) (k = 1: as it is),
+    so that the likelihood compares each draw with its example's x (B, D)."""
+    return out if k == 1 else out.reshape(k, -1, out.shape[-1])
+
+
+def all_rows(a: Array) -> Array:
+    """(k, B, D) -> (k B, D), the inverse of :func:`per_sample` ((B, D) stays as it is)."""
+    return a.reshape(-1, a.shape[-1])
+
+
+# ------------------------------------------------------------------------------ K copies
+class RepeatCache(NamedTuple):
+    k: int  # how many copies were stacked
+
+
+@op
+def repeat_forward(a: Array, k: int) -> tuple[Array, RepeatCache]:
+    """k copies of a (B, ...) stacked: (k B, ...), copy j in rows j B .. (j + 1) B - 1. (The
+    ELBO with k samples runs the one-sample step on k copies of each example.)"""
+    if k == 1:
+        return a, RepeatCache(1)
+    return get_xp(a).concatenate([a] * k, axis=0), RepeatCache(k)
+
+
+@op
+def repeat_backward(cache: RepeatCache, dtiled: Array) -> Array:
+    """dL/da = the sum of the k copies' gradients: (k B, ...) -> (B, ...)."""
+    if cache.k == 1:
+        return dtiled
+    return dtiled.reshape(cache.k, -1, *dtiled.shape[1:]).sum(axis=0)

@@ -76,7 +76,9 @@ def test_download_file_through_atomic_write(tmp_path, serve):
     assert dest.stat().st_mode & 0o777 == FILE_MODE  # as open() would make it, not mkstemp's 0600
     # a wrong md5 is raised inside the write: the file already there is left as it was
     dest.write_bytes(b"old")
-    with pytest.raises(DataError, match=f"f.gz from .* has md5 {md5(payload)}, expected 0+;"):
+    with pytest.raises(
+        DataError, match=f"f.gz from .* has md5 {md5(payload)}, expected 0+, so it was not kept;"
+    ):
         download_file(url, dest, "0" * 32, progress=False)
     assert dest.read_bytes() == b"old" and temp_files(dest) == []
 
@@ -99,7 +101,7 @@ def test_mirror_env_var(tmp_path, tiny, tiny_checksums, serve, monkeypatch):
 
 
 def test_missing_files_without_download(tmp_path):
-    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz not found in .*allow"):
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz not found in .*download=True"):
         load_dataset("fashion-mnist", data_dir=tmp_path, download=False)
 
 
@@ -113,7 +115,7 @@ def test_fetch_idx_returns_local_files_and_downloads_missing_ones(
     assert labels == folder / f"{STEMS['test'][1]}.gz"  # downloaded
     assert labels.read_bytes() == tiny["gz"][labels.name]
     images.write_bytes(idx_bytes(np.zeros((3, 28, 28))))  # not the official file
-    with pytest.raises(DataError, match="is not the official file"):
+    with pytest.raises(DataError, match="is not the official MNIST file"):
         fetch_idx("mnist", "test", tmp_path, download=False)
     assert fetch_idx("mnist", "test", tmp_path, download=False, checksums={}) == (images, labels)
     with pytest.raises(DataError, match="no IDX download for 'digits'; choose 'mnist'"):
@@ -146,7 +148,7 @@ def test_local_file_checked_against_checksums(tmp_path, tiny, tiny_checksums):
     assert load_dataset("mnist", data_dir=tmp_path, download=False).n == 5
     # different data does not
     (folder / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(np.zeros((5, 28, 28)))))
-    with pytest.raises(DataError, match=f"{name}.gz is not the official file .*delete it"):
+    with pytest.raises(DataError, match=f"{name}.gz is not the official MNIST file .*delete it"):
         load_dataset("mnist", data_dir=tmp_path, download=False)
 
 

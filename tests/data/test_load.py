@@ -123,7 +123,9 @@ def test_unreadable_files(tmp_path):
     write(tmp_path, {"bad.npy": b"not numpy", "bad.npz": b"not a zip", "x.csv": b"1,2"})
     with pytest.raises(DataError, match=r"could not read .*bad.npy as a NumPy .npy file"):
         load_dataset(str(tmp_path / "bad.npy"))
-    with pytest.raises(DataError, match=r"could not read .*bad.npz as a NumPy .npz file"):
+    with pytest.raises(
+        DataError, match=r"bad.npz is not an .npz archive \(it is not a zip file\); replace it"
+    ):
         load_dataset(str(tmp_path / "bad.npz"))
     with pytest.raises(DataError, match=r"cannot read .*x.csv: expected a .npy or .npz file"):
         load_dataset(str(tmp_path / "x.csv"))

@@ -8,7 +8,14 @@ import pytest
 from scratchvae.autoencoders import DenoisingAE, SparseAE
 from scratchvae.backend import Backend, dispatch, kernels
 from scratchvae.kernels import cpu
-from scratchvae.lab.trace import add_arguments, backward_rules, format_trace, run_cli, trace_step
+from scratchvae.lab.trace import (
+    add_arguments,
+    backward_rules,
+    format_trace,
+    format_weights,
+    run_cli,
+    trace_step,
+)
 from scratchvae.models import AE, VAE
 from scratchvae.ops import reparam
 from scratchvae.optim import Adam
@@ -16,6 +23,7 @@ from scratchvae.optim import Adam
 VAE_FORWARD = [
     ("dense_relu_forward", "encoder.0"),
     ("dense_forward", "encoder.1"),
+    ("repeat_forward", ""),  # k copies of [mu | logvar] for k draws (k = 1: itself)
     ("latent_forward", "latent"),
     ("dense_relu_forward", "decoder.0"),
     ("dense_forward", "decoder.1"),
@@ -26,6 +34,7 @@ VAE_BACKWARD = [
     ("dense_backward", "decoder.1"),
     ("dense_relu_backward", "decoder.0"),
     ("latent_backward", "latent"),
+    ("repeat_backward", ""),
     ("dense_backward", "encoder.1"),
     ("dense_relu_backward", "encoder.0"),
 ]
@@ -161,6 +170,41 @@ def test_cli_prints_the_whole_step(capsys):
         assert piece in out, piece
     assert "loss terms" in out and "the backward formulas" in out
     assert max(len(line) for line in out.splitlines()) <= 100
+
+
+@pytest.mark.parametrize("estimator", ["pathwise", "stl", "dreg"])
+def test_the_k_sample_step_is_traced_with_its_weights(estimator):
+    """An IWAE step: K draws per example through the decoder (K B rows), the bound's weights
+    w~ (K, B) kept and printed; every backward checked, except the latent's under stl / dreg,
+    which is not the forward's derivative (tests/ops/test_iwae.py checks it statistically)."""
+    model, x = _vae(objective="iwae", k=5, estimator=estimator)
+    rows = trace_step(model, x, check=True)
+    by_op = {r.op: r for r in rows if r.depth == 0}
+    assert by_op["iw_latent_forward"].out_shapes == [(5, 4, 3), (5, 4)]
+    assert by_op["dense_forward"].in_shapes[0] in [(4, 7), (20, 7)]
+    weights = by_op["iw_bound_forward"].weights
+    assert weights.shape == (5, 4) and abs(weights.sum(axis=0) - 1).max() < 1e-12
+    for r in rows:
+        if r.phase == "backward" and r.depth == 0:
+            if r.op == "iw_latent_backward" and estimator != "pathwise":
+                assert r.rel_err is None
+            else:
+                assert r.rel_err < 1e-6, (r.op, r.rel_err)
+    text = format_weights(rows)
+    assert "K = 5 samples per example" in text and "ESS" in text
+    assert len(text.splitlines()) == 2 + 4  # header, columns, one line per example
+    assert format_weights(trace_step(*_vae())) == ""  # one sample: no weights
+
+
+def test_cli_traces_the_iwae_step(capsys):
+    argv = ("--hidden", "16", "--latent", "4", "--objective", "iwae", "--k", "50", "--check")
+    assert run_cli(_cli(*argv, "--estimator", "dreg")) == 0
+    out = capsys.readouterr().out
+    assert "iw_bound_backward" in out and "K = 50 samples" in out and "(50, 8, 4)" in out
+    assert "not the forward's derivative" in out
+    assert max(len(line) for line in out.splitlines()) <= 100
+    with pytest.raises(ValueError, match="dreg"):
+        run_cli(_cli("--estimator", "dreg"))  # the elbo objective
 
 
 def test_cli_defaults_and_bad_input():

@@ -1,0 +1,247 @@
+"""What a checkpoint's metadata must be before anything is built from it.
+
+The ``meta`` and ``rng_state`` entries of a checkpoint are JSON text, and a damaged or crafted
+file can hold anything there. Each check raises ValueError (one line naming the entry) unless
+the value is of the kind scratchvae itself writes, so that nothing later meets a wrong type (a
+TypeError traceback), a layer size the stored arrays do not have (an allocation of terabytes),
+or a generator state NumPy's setter cannot take. The model config is checked against what the
+model kinds accept (their ``__init__`` arguments) and every size against the stored parameter
+arrays' shapes, before the model and its parameter buffer exist. Plain Python: nothing here
+allocates an array. :func:`scratchvae.checkpoint.load_checkpoint` runs these checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .mlp import MLP
+from .models import MODEL_KINDS, model_classes
+from .ops.losses import Likelihood
+from .optim import build_optimizer
+
+__all__ = ["check_meta", "check_rng_state", "is_a", "model_settings", "param_shapes"]
+
+_INT_RANGE = 1 << 63  # whole numbers beyond an int64 are refused: nothing real is that large
+# settings a model writes into its config only when they differ from the default (a VAE
+# trained with the ELBO, k = 1, pathwise, as every file before the IWAE objective): may be absent
+_WRITTEN_WHEN_SET = frozenset({"objective", "k", "estimator"})
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+_IS = {
+    "int": lambda v: type(v) is int and -_INT_RANGE <= v < _INT_RANGE,
+    "float": lambda v: type(v) in (int, float) and _finite(v),
+    "bool": lambda v: type(v) is bool,
+    "str": lambda v: type(v) is str,
+    "None": lambda v: v is None,
+    "Sequence[int]": lambda v: type(v) is list and all(_IS["int"](h) for h in v),
+}
+
+
+def is_a(value: Any, annotation: str) -> bool:
+    """Whether a JSON value fits a type annotation written as text, as this package's
+    ``__init__`` arguments and dataclass fields are annotated (``int``, ``float | None``,
+    ``Sequence[int]``): numbers finite, whole numbers within int64, a bool no number. An
+    annotation not listed in ``_IS`` accepts anything (its constructor checks the value)."""
+    options = [a.strip() for a in annotation.split("|")]
+    return any(_IS.get(a, lambda v: True)(value) for a in options)
+
+
+def _whole(value: Any) -> bool:
+    return _IS["int"](value) and value >= 0
+
+
+def _check_fields(values: Any, fields: Mapping[str, str], entry: str) -> None:
+    """``values`` a JSON object whose known keys hold values of their annotated types."""
+    if type(values) is not dict:
+        raise ValueError(f"{entry} is not a JSON object")
+    for key, annotation in fields.items():
+        if key in values and not is_a(values[key], annotation):
+            shown = json.dumps(values[key])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise ValueError(f"{entry} entry {key!r} is {shown}, not {annotation}")
+
+
+# ------------------------------------------------------------------------------ model config
+def model_settings(kind: str) -> dict[str, str]:
+    """The settings a model of ``kind`` takes, with their annotations: the keyword arguments of
+    its class's ``__init__`` and, through ``**kwargs``, its bases' (backend and seed aside).
+    Exactly what its ``config`` holds besides ``model``."""
+    settings: dict[str, str] = {}
+    for klass in model_classes()[kind].__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        args = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        for a in args:
+            if a.kind is a.POSITIONAL_OR_KEYWORD and a.name not in ("backend", "seed"):
+                settings.setdefault(a.name, str(a.annotation))
+        if not any(a.kind is a.VAR_KEYWORD for a in args):
+            break
+    return settings
+
+
+def param_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The parameter shapes ``build_model(config)`` allocates, computed without allocating:
+    the encoder maps n_features through the hidden sizes to the code (a VAE's [mu | logvar]:
+    twice latent), the decoder maps the code back to the likelihood's output width. Raises
+    ValueError for a size < 1, an unknown activation, init or likelihood."""
+    n, hidden, latent = config["n_features"], config["hidden"], config["latent"]
+    code = 2 * latent if config["model"] == "vae" else latent
+    lik = Likelihood(config["likelihood"], config["decoder_std"])
+    act, drop, init = config["activation"], config["dropout"], config["init"]
+    encoder = MLP("encoder", (n, *hidden, code), act, drop, init)
+    decoder = MLP("decoder", (latent, *reversed(hidden), lik.n_out(n)), act, drop, init)
+    return {**encoder.shapes(), **decoder.shapes()}
+
+
+def _sizes(config: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {config[k]}" for k in ("n_features", "hidden", "latent"))
+
+
+def check_model_config(config: Any, stored: Mapping[str, tuple[int, ...]]) -> None:
+    """``config`` names a model kind, exactly the settings that kind takes, each of its
+    type, and sizes that give exactly the ``stored`` parameter shapes (name -> shape)."""
+    if type(config) is not dict:
+        raise ValueError("model_config is not a JSON object")
+    kind = config.get("model")
+    if kind not in MODEL_KINDS:
+        raise ValueError(
+            f"model_config entry 'model' is {kind!r}, not one of {', '.join(MODEL_KINDS)}"
+        )
+    settings = model_settings(kind)
+    unknown = sorted(set(config) - set(settings) - {"model"})
+    missing = sorted(set(settings) - set(config) - _WRITTEN_WHEN_SET)
+    if unknown:
+        raise ValueError(f"model_config entry {unknown[0]!r} is not a setting of a {kind} model")
+    if missing:
+        raise ValueError(f"model_config lacks the entry {missing[0]!r}")
+    _check_fields(config, settings, "model_config")
+    if len(config["hidden"]) >= len(stored):  # more layers than the file has arrays
+        raise ValueError(
+            f"model_config entry 'hidden' has {len(config['hidden'])} layers, more than the "
+            f"{len(stored)} stored parameters allow"
+        )
+    if not 0 <= config["dropout"] < 1:  # the model itself would find out only in training
+        raise ValueError(f"model_config entry 'dropout' is {config['dropout']}, not in [0, 1)")
+    try:
+        expected = param_shapes(config)
+    except ValueError as exc:
+        raise ValueError(f"model_config is refused: {exc}") from None
+    for name in sorted(set(expected) | set(stored)):
+        if expected.get(name) != stored.get(name):
+            got = "missing" if name not in stored else f"{stored[name]}"
+            want = "no such parameter" if name not in expected else f"{expected[name]}"
+            raise ValueError(
+                f"model_config ({_sizes(config)}) does not match the stored parameters: "
+                f"param/{name} is {got}, the config gives {want}"
+            )
+
+
+# ------------------------------------------------------------------------------ the rest of meta
+def _check_history(history: Any) -> None:
+    if type(history) is not list:
+        raise ValueError("meta entry 'history' is not a list")
+    for i, record in enumerate(history):
+        ok = type(record) is dict and all(is_a(v, "float") for v in record.values())
+        if not ok or not _whole(record.get("epoch")):
+            raise ValueError(
+                f"meta entry 'history' record {i} is not an epoch number with finite numbers"
+            )
+
+
+def _check_train_config(train_config: Any) -> None:
+    """The fields TrainConfig knows of their types and values (unknown keys are ignored, as
+    ``TrainConfig.from_dict`` ignores them)."""
+    from .train import TrainConfig  # noqa: PLC0415 - train imports the checkpoint modules
+
+    fields = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    _check_fields(train_config, fields, "train_config")
+    try:
+        c = TrainConfig.from_dict(train_config)
+        extra = {"momentum": c.momentum} if c.optimizer == "sgd" else {}  # as the Trainer does
+        build_optimizer(c.optimizer, c.lr, c.clip_norm, **extra)
+    except ValueError as exc:
+        raise ValueError(f"train_config is refused: {exc}") from None
+
+
+def _check_backend(backend: Any) -> None:
+    _check_fields(backend, {"name": "str", "dtype": "str", "seed": "int"}, "meta backend")
+    if backend.get("name", "numpy") not in ("numpy", "cupy"):
+        raise ValueError(f"meta backend name {backend['name']!r} is not numpy or cupy")
+    if backend.get("dtype", "float32") not in ("float32", "float64"):
+        raise ValueError(f"meta backend dtype {backend['dtype']!r} is not float32 or float64")
+    if not _whole(backend.get("seed", 0)):
+        raise ValueError(f"meta backend seed {backend['seed']!r} is not a whole number >= 0")
+
+
+def check_meta(meta: Any, params: Mapping[str, Any]) -> None:
+    """The ``meta`` entry (parsed JSON) of a checkpoint whose parameter arrays are ``params``
+    (name -> array): model config, epoch, step, history, train config, backend."""
+    if type(meta) is not dict:
+        raise ValueError("meta is not a JSON object")
+    for key in ("model_config", "epoch", "step"):
+        if key not in meta:
+            raise ValueError(f"meta lacks the entry {key!r}")
+    for key in ("epoch", "step"):
+        if not _whole(meta[key]):
+            raise ValueError(f"meta entry {key!r} is {meta[key]!r}, not a whole number >= 0")
+    check_model_config(meta["model_config"], {k: tuple(v.shape) for k, v in params.items()})
+    _check_history(meta.get("history", []))
+    _check_train_config(meta.get("train_config", {}))
+    _check_backend(meta.get("backend", {}))
+
+
+# ------------------------------------------------------------------------------ generator state
+def _check_cupy_state(state: dict[str, Any]) -> None:
+    inner = state["cupy"]
+    if type(inner) is not dict or set(inner) != {"seed", "counter"}:
+        raise ValueError("rng_state: a CuPy state is {'cupy': {'seed': ..., 'counter': ...}}")
+    if not all(_whole(inner[k]) and inner[k] < 1 << 64 for k in ("seed", "counter")):
+        raise ValueError("rng_state: the CuPy seed and counter must be whole numbers < 2**64")
+
+
+def _check_numpy_state(state: dict[str, Any]) -> None:
+    """NumPy's PCG64 state: {"bit_generator": "PCG64", "state": {"state", "inc"},
+    "has_uint32", "uinteger"}, each number in its range (NumPy's setter would raise a
+    TypeError, ValueError or OverflowError, or silently truncate a float)."""
+    if set(state) != {"bit_generator", "state", "has_uint32", "uinteger"}:
+        raise ValueError("rng_state is neither a NumPy (PCG64) nor a CuPy generator state")
+    if state["bit_generator"] != "PCG64":
+        raise ValueError(f"rng_state is for the generator {state['bit_generator']!r}, not PCG64")
+    inner = state["state"]
+    if type(inner) is not dict or set(inner) != {"state", "inc"}:
+        raise ValueError("rng_state: a PCG64 state is {'state': ..., 'inc': ...}")
+    numbers = [(inner["state"], 128), (inner["inc"], 128), (state["uinteger"], 32)]
+    numbers.append((state["has_uint32"], 1))
+    if not all(type(v) is int and 0 <= v < 1 << bits for v, bits in numbers):
+        raise ValueError("rng_state: the PCG64 state's numbers are out of range")
+
+
+def check_rng_state(text: str) -> None:
+    """The ``rng_state`` entry: JSON of a NumPy (PCG64) or CuPy generator state, or the old
+    CuPy format ``{"cupy_seed": n}``. Whether it fits the backend it is restored on is
+    :meth:`Backend.set_rng_state`'s check."""
+    try:
+        state = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError("entry 'rng_state' is not valid JSON") from None
+    if type(state) is not dict:
+        raise ValueError("rng_state is not a JSON object")
+    if "cupy" in state:
+        _check_cupy_state(state)
+    elif "cupy_seed" in state:
+        if not _whole(state["cupy_seed"]):
+            raise ValueError("rng_state: the CuPy seed must be a whole number >= 0")
+    else:
+        _check_numpy_state(state)

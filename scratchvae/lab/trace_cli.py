@@ -1,0 +1,126 @@
+"""``scratchvae trace``: the options and the printout of :mod:`scratchvae.lab.trace`.
+
+Prints one training step of the default VAE on the embedded digits (or of a trained model from
+``--checkpoint``), op by op, then the K-sample step's importance weights when there are K > 1
+samples per example, then each backward op's formulas from its code.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..backend import Backend, get_backend, to_numpy
+from ..models import AE, VAE
+from ..optim import Adam
+from .trace import backward_rules, format_trace, format_weights, trace_step
+
+__all__ = ["add_arguments", "run_cli"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``scratchvae trace``."""
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check every backward op numerically (float64 central differences)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="examples in the batch (8)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, batch and noise (0)")
+    parser.add_argument("--data", default="digits", help="data set or path (digits)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="where mnist/ and fashion-mnist/ live (see --help of train)",
+    )
+    parser.add_argument(
+        "--hidden", type=int, nargs="*", default=[400], help="hidden layer sizes (400)"
+    )
+    parser.add_argument("--latent", type=int, default=20, help="latent units (20)")
+    parser.add_argument(
+        "--objective",
+        default="elbo",
+        choices=["elbo", "iwae"],
+        help="the bound the step follows: elbo (the mean of K single-sample ELBOs) or iwae",
+    )
+    parser.add_argument("--k", type=int, default=1, help="samples per example (1)")
+    parser.add_argument(
+        "--estimator",
+        default="pathwise",
+        choices=["pathwise", "stl", "dreg"],
+        help="the encoder's gradient estimator (pathwise; dreg needs --objective iwae)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="trace a trained model from this checkpoint (file or run folder)",
+    )
+    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument(
+        "--nested", action="store_true", help="also show the ops called inside other ops"
+    )
+
+
+def _cli_model(args: argparse.Namespace, backend: Backend, n_features: int) -> AE:
+    if args.checkpoint:
+        from ..checkpoint import load_model  # noqa: PLC0415 - the CLI's boundary
+
+        model, _ = load_model(args.checkpoint, backend)
+        if model.n_features != n_features:
+            raise ValueError(
+                f"the checkpoint's model takes {model.n_features} features, the data has "
+                f"{n_features}; pass the --data it was trained on"
+            )
+        return model
+    if args.latent < 1 or any(h < 1 for h in args.hidden):
+        raise ValueError("--latent and every --hidden size must be >= 1")
+    return VAE(
+        n_features,
+        hidden=args.hidden,
+        latent=args.latent,
+        backend=backend,
+        objective=args.objective,
+        k=args.k,
+        estimator=args.estimator,
+    )
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Print the trace of one training step; returns 0."""
+    from ..data import load_dataset  # noqa: PLC0415 - the data layer is an I/O boundary
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    backend = get_backend(args.backend, args.dtype, args.seed)
+    ds = load_dataset(args.data, "train", data_dir=getattr(args, "data_dir", None))
+    model = _cli_model(args, backend, ds.n_features)
+    idx = to_numpy(backend.permutation(ds.n))[: args.batch_size]
+    x = backend.asarray(ds.get_batch(idx))
+    noise = model.draw_noise(x.shape[0])
+    terms = model.loss(x, noise, train=True)
+    rows = trace_step(model, x, noise, check=args.check, optimizer=Adam(1e-3))
+    print(
+        f"one training step of {type(model).__name__} {model.config['hidden']} "
+        f"latent {model.latent}, {backend.name} {backend.dtype.name}"
+    )
+    print(
+        f"batch: {x.shape[0]} examples of {ds.name}; loss terms (nats per example): "
+        + ", ".join(f"{k} {float(to_numpy(v)):.3f}" for k, v in terms.items())
+    )
+    print(format_trace(rows, depth=1 if args.nested else 0))
+    weights = format_weights(rows)
+    if weights:
+        print("\n" + weights)
+    print("\nthe backward formulas, from the code:\n" + backward_rules(rows))
+    print("\nimpl: numba/cuda = the op's kernel ran, numpy/cupy = its readable body")
+    print(
+        "rel.err: each backward op vs central differences of its forward, in float64"
+        if args.check
+        else "add --check to check every backward op numerically"
+    )
+    if args.check and getattr(model, "estimator", "pathwise") != "pathwise":
+        print(
+            f"iw_latent_backward with {model.estimator} is not the forward's derivative: it drops\n"
+            "terms zero in expectation (unchecked; tests/ops/test_iwae.py tests it statistically)"
+        )
+    return 0

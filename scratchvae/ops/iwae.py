@@ -1,0 +1,136 @@
+"""The multi-sample objectives: K draws of z per example, their importance weights, and the
+gradient estimators of the importance-weighted bound (IWAE), as forward/backward pairs.
+
+For one example x and K draws z_k = mu + sigma eps_k from q(z|x) = N(mu, diag(sigma^2)):
+
+    log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x)          (an importance weight)
+    IWAE    L_K = log (1/K) sum_k w_k = logsumexp_k log w_k - log K   (Burda et al. 2016)
+    ELBO    L   = (1/K) sum_k log w_k                                  (K single-sample ELBOs)
+
+dL_K / dlog w_k = w~_k = w_k / sum_j w_j (the normalised weights: a softmax over k), and
+dL / dlog w_k = 1/K. The gradient with respect to the encoder's parameters phi flows through
+log w_k in two ways: through z_k = mu + sigma eps_k (the PATH), and through q's own parameters
+with z_k held fixed (the SCORE, d log q(z|x) / dphi, whose expectation is zero). The estimators
+(docs/derivations.md):
+
+    pathwise  both                                  sum_k w~_k  d log w_k / dphi
+    stl       the path only (Roeder et al. 2017)    sum_k w~_k  (d log w_k / dz_k) dz_k/dphi
+    dreg      the path, weighted twice (Tucker et al. 2019)
+                                                    sum_k w~_k^2 (d log w_k / dz_k) dz_k/dphi
+
+The decoder's gradient is the IWAE gradient in all three. Shapes: K samples, B examples,
+L latent units.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from ..backend import get_special, get_xp, op
+from ..params import Workspace
+from .losses import log_normal, log_standard_normal
+from .reparam import split_latent
+
+Array = Any
+WS = Workspace | None
+ESTIMATORS = ("pathwise", "stl", "dreg")
+COMBINE = ("logmeanexp", "mean")
+
+
+# ------------------------------------------------------------------------------ the K draws
+class IWLatentCache(NamedTuple):
+    h: Array  # (B, 2L) the encoder's output [mu | logvar]
+    eps: Array  # (K, B, L) the noise of the K draws
+    sigma: Array  # (B, L) exp(logvar / 2)
+    z: Array  # (K, B, L) the draws
+
+
+@op
+def iw_latent_forward(
+    h: Array, eps: Array, ws: WS = None
+) -> tuple[tuple[Array, Array], IWLatentCache]:
+    """((z, log_ratio), cache) from h = [mu | logvar] (B, 2L) and eps (K, B, L):
+
+    z_k       = mu + exp(logvar/2) * eps_k                 (K, B, L)   K draws per example
+    log_ratio = log p(z_k) - log q(z_k | x)                (K, B)      the prior over q
+    """
+    mu, logvar = split_latent(h)
+    sigma = get_xp(h).exp(0.5 * logvar)
+    z = mu + sigma * eps
+    log_ratio = log_standard_normal(z) - log_normal(z, mu, logvar)
+    return (z, log_ratio), IWLatentCache(h, eps, sigma, z)
+
+
+@op
+def iw_latent_backward(
+    cache: IWLatentCache,
+    dz: Array,
+    dratio: Array,
+    estimator: str = "pathwise",
+    weights: Array | None = None,
+    ws: WS = None,
+) -> Array:
+    """dL/dh (B, 2L) from dz = dL/dz (K, B, L) (the decoder's) and dratio = dL/dlog_ratio
+    (K, B). With v = sigma^2 and eps = (z - mu) / sigma, per unit:
+
+    d log p(z)/dz = -z,   d log q(z|x)/dz (q fixed) = -eps / sigma    (the path into z)
+    dz_total   = dz + dratio * (-z + eps / sigma)
+    dL/dmu     = sum_k dz_total                                     (z = mu + sigma eps)
+    dL/dlogvar = sum_k dz_total * eps * sigma / 2
+    the score (pathwise only): d log q/dmu = eps / sigma,  d log q/dlogvar = (eps^2 - 1) / 2,
+               entering with -dratio: dL/dmu -= sum_k dratio eps / sigma, ...
+    dreg: dz_total times the normalised weights ``weights`` (K, B) once more, no score.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    xp = get_xp(dz)
+    _, eps, sigma, z = cache
+    dratio = dratio[..., None]  # (K, B, 1): the same for every latent unit
+    dz_total = dz + dratio * (eps / sigma - z)
+    if estimator == "dreg":
+        dz_total = dz_total * weights[..., None]
+    dmu = dz_total.sum(axis=0)  # (B, L)
+    dlogvar = (dz_total * eps).sum(axis=0) * (0.5 * sigma)
+    if estimator == "pathwise":  # the score of q: zero in expectation, noise in a sample
+        dmu -= (dratio * eps).sum(axis=0) / sigma
+        dlogvar -= (dratio * (0.5 * (eps * eps - 1))).sum(axis=0)
+    return xp.concatenate([dmu, dlogvar], axis=-1)
+
+
+# ------------------------------------------------------------------------------ the bound
+class BoundCache(NamedTuple):
+    weights: Array  # (K, B) dL/dlog w_k per example: w~_k (IWAE) or 1/K (ELBO)
+    scale: float  # 1/B (the mean over the batch) or 1 (reduce="none")
+
+
+@op
+def iw_bound_forward(
+    log_w: Array, combine: str = "logmeanexp", reduce: str = "mean"
+) -> tuple[Array, BoundCache]:
+    """The bound per example from log w (K, B), combining the K samples by
+
+    logmeanexp:  L_K = logsumexp_k log w_k - log K   (IWAE; weights w~ = softmax_k log w)
+    mean:        L   = (1/K) sum_k log w_k           (K single-sample ELBOs; weights 1/K)
+
+    then the mean over B (``reduce="mean"``) or one value per example (``"none"``)."""
+    K = log_w.shape[0]
+    if combine == "logmeanexp":
+        lse = get_special(log_w).logsumexp(log_w, axis=0)  # (B,), overflow-free
+        bound = lse - math.log(K)
+        weights = get_xp(log_w).exp(log_w - lse)  # softmax over the samples
+    elif combine == "mean":
+        bound, weights = log_w.mean(axis=0), get_xp(log_w).full(log_w.shape, 1.0 / K)
+    else:
+        raise ValueError(f"unknown combination {combine!r}; choose one of {', '.join(COMBINE)}")
+    weights = weights.astype(log_w.dtype, copy=False)
+    if reduce == "none":
+        return bound, BoundCache(weights, 1.0)
+    return bound.mean(), BoundCache(weights, 1.0 / bound.shape[0])
+
+
+@op
+def iw_bound_backward(cache: BoundCache, dbound: Any) -> Array:
+    """dL/dlog w_k = dbound * w~_k [/ B]    (K, B): the weights the forward computed (a
+    per-example dbound (B,) broadcasts over the K samples)."""
+    return cache.weights * (cache.scale * dbound)

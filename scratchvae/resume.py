@@ -1,0 +1,105 @@
+"""What ``scratchvae train --resume`` accepts on its command line.
+
+A resumed run continues as it was trained: its model, data and settings come from the
+checkpoint, and a flag given on the command line whose value differs from the run's is refused
+with one line naming each such flag (it used to be ignored, or for ``--data``, to train the
+run's model on other data while the checkpoint still named the old). A flag is "given" when its
+value differs from the parser's default (``--model vae`` on an AE run cannot be told from no
+``--model`` at all). ``--epochs`` may raise the target, ``--backend`` and ``--data-dir`` say
+where to run and where the data lives now.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import Checkpoint
+from .train import TrainConfig
+
+__all__ = ["ResumeMismatch", "check_resume_flags"]
+
+
+class ResumeMismatch(ValueError):
+    """A --resume command line that asks for other settings than the run has (one line)."""
+
+
+# What --resume compares with the checkpoint: flag -> (where the run keeps it, its key there).
+# "model": the model config of any kind; "vae", "dae", "sae": only a model of that kind;
+# "train": the train config; "backend": the backend meta. Flags not listed here either may
+# change on resume (--epochs, --backend, --data-dir, --no-progress, --no-figures) or do not
+# concern the run.
+_RESUME_FLAGS = {
+    "--model": ("model", "model"),
+    "--hidden": ("model", "hidden"),
+    "--latent": ("model", "latent"),
+    "--activation": ("model", "activation"),
+    "--likelihood": ("model", "likelihood"),
+    "--init": ("model", "init"),
+    "--beta": ("vae", "beta"),
+    "--noise": ("dae", "noise"),
+    "--noise-level": ("dae", "noise_level"),
+    "--rho": ("sae", "rho"),
+    "--sparsity-weight": ("sae", "beta"),
+    "--data": ("train", "data"),
+    "--batch-size": ("train", "batch_size"),
+    "--lr": ("train", "lr"),
+    "--optimizer": ("train", "optimizer"),
+    "--momentum": ("train", "momentum"),
+    "--warmup-epochs": ("train", "warmup_epochs"),
+    "--clip-norm": ("train", "clip_norm"),
+    "--patience": ("train", "patience"),
+    "--val-fraction": ("train", "val_fraction"),
+    "--binarize": ("train", "binarize"),
+    "--seed": ("train", "seed"),
+    "--save-every": ("train", "save_every"),
+    "--dtype": ("backend", "dtype"),
+}
+
+
+def _flag_text(flag: str, value: Any) -> str:
+    shown = " ".join(map(str, value)) if isinstance(value, list) else value
+    return f"{flag} {'none' if shown is None else shown}"
+
+
+def _same_data(saved: str | None, asked: str) -> bool:
+    """A named data set in any case; a file or folder wherever it is written from."""
+    if saved is None:  # a run made by the library, which did not record its data
+        return True
+    named = ("digits", "mnist", "fashion-mnist")
+    key_saved, key_asked = saved.strip().lower(), asked.strip().lower()
+    if key_saved in named or key_asked in named:
+        return key_saved == key_asked
+    return Path(saved).expanduser().resolve() == Path(asked).expanduser().resolve()
+
+
+def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: TrainConfig) -> None:
+    """Refuse (:class:`ResumeMismatch`, one line naming each flag) the flags given on a
+    resume command line whose values differ from the run's (``config``: its train config)."""
+    from .cli import build_parser  # noqa: PLC0415 - cli imports this module
+
+    defaults = vars(build_parser().parse_args(["train"]))  # a flag left at its default: not given
+    kind = ckpt.model_config["model"]
+    saved_values = {
+        "model": ckpt.model_config,
+        kind: ckpt.model_config,
+        "train": config.to_dict(),
+        "backend": {"dtype": "float32", **ckpt.backend},
+    }
+    was, asked = [], []
+    for flag, (where, key) in _RESUME_FLAGS.items():
+        dest = flag[2:].replace("-", "_")
+        value = getattr(args, dest, None)
+        if where not in saved_values or value is None or value == defaults.get(dest):
+            continue
+        saved = saved_values[where].get(key)
+        same = _same_data(saved, value) if flag == "--data" else saved == value
+        if not same:
+            was.append(_flag_text(flag, saved))
+            asked.append(_flag_text(flag, value))
+    if was:
+        raise ResumeMismatch(
+            f"{ckpt.path} was trained with {' '.join(was)}; you asked for {' '.join(asked)}; "
+            "drop those flags to resume, or use another --out"
+        )

@@ -1,0 +1,181 @@
+"""The multi-sample objectives (scratchvae/ops/iwae.py and the VAE's k-sample step): gradient
+checks of the IWAE bound, the k draws and the whole model against central differences (float64,
+rtol 1e-6), k = 1 against today's ELBO step, and the estimators' means against each other."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scratchvae.backend import Backend
+from scratchvae.gradcheck import assert_close, numerical_param_grads, numerical_vjp
+from scratchvae.models import VAE
+from scratchvae.ops import iwae
+from scratchvae.ops.reparam import repeat_backward, repeat_forward
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+# ------------------------------------------------------------------ the bound
+@given(
+    K=st.integers(1, 7), B=st.integers(1, 5), seed=seeds, spread=st.sampled_from([0.1, 3.0, 30.0])
+)
+@settings(deadline=None)
+def test_bound_backward_is_its_gradient(K, B, seed, spread):
+    rng = np.random.default_rng(seed)
+    log_w = spread * rng.standard_normal((K, B))
+    for combine in iwae.COMBINE:
+        for reduce, dbound in (("mean", rng.standard_normal()), ("none", rng.standard_normal(B))):
+            _, cache = iwae.iw_bound_forward(log_w, combine, reduce)
+            got = iwae.iw_bound_backward(cache, dbound)
+            want = numerical_vjp(
+                lambda a: iwae.iw_bound_forward(a, combine, reduce)[0], log_w, dbound
+            )
+            assert_close(
+                got, want, rtol=1e-6, atol=1e-7, name=f"{combine}/{reduce}"
+            )  # |log w| ~ 60
+
+
+def test_bound_values_and_weights():
+    log_w = np.log(np.array([[1.0, 2.0], [3.0, 6.0]]))  # w (K=2, B=2)
+    bound, cache = iwae.iw_bound_forward(log_w, "logmeanexp", "none")
+    np.testing.assert_allclose(bound, np.log([2.0, 4.0]), rtol=1e-15)  # log mean w
+    np.testing.assert_allclose(cache.weights, [[0.25, 0.25], [0.75, 0.75]], rtol=1e-15)
+    bound, cache = iwae.iw_bound_forward(log_w, "mean", "mean")
+    assert bound == pytest.approx(np.log([1, 2, 3, 6]).mean()) and np.all(cache.weights == 0.5)
+    assert iwae.iw_bound_forward(np.full((3, 1), -1e4), "logmeanexp", "none")[0][0] == -1e4
+    with pytest.raises(ValueError, match="unknown combination"):
+        iwae.iw_bound_forward(log_w, "max")
+
+
+# ------------------------------------------------------------------ the k draws
+@given(K=st.integers(1, 4), B=st.integers(1, 4), L=st.integers(1, 4), seed=seeds)
+@settings(deadline=None)
+def test_draws_pathwise_backward_is_the_gradient(K, B, L, seed):
+    """pathwise: the exact gradient of sum(z * dz) + sum(log_ratio * dratio) in h, eps fixed."""
+    rng = np.random.default_rng(seed)
+    h, eps = rng.standard_normal((B, 2 * L)), rng.standard_normal((K, B, L))
+    dz, dratio = rng.standard_normal((K, B, L)), rng.standard_normal((K, B))
+    _, cache = iwae.iw_latent_forward(h, eps)
+    got = iwae.iw_latent_backward(cache, dz, dratio, "pathwise")
+
+    def objective(hh):
+        (z, ratio), _ = iwae.iw_latent_forward(hh, eps)
+        return (z * dz).sum() + (ratio * dratio).sum()
+
+    want = numerical_vjp(lambda hh: np.asarray(objective(hh)), h, np.asarray(1.0))
+    assert_close(got, want, rtol=1e-6, atol=1e-9)
+
+
+def test_stl_is_pathwise_without_the_score_and_dreg_reweights_the_path():
+    rng = np.random.default_rng(1)
+    K, B, L = 3, 2, 2
+    h, eps = rng.standard_normal((B, 2 * L)), rng.standard_normal((K, B, L))
+    dz, dratio = rng.standard_normal((K, B, L)), rng.standard_normal((K, B))
+    _, cache = iwae.iw_latent_forward(h, eps)
+    path = iwae.iw_latent_backward(cache, dz, dratio, "pathwise")
+    stl = iwae.iw_latent_backward(cache, dz, dratio, "stl")
+    sigma = cache.sigma
+    score_mu = -(dratio[..., None] * eps).sum(0) / sigma
+    score_lv = -(dratio[..., None] * 0.5 * (eps**2 - 1)).sum(0)
+    np.testing.assert_allclose(path - stl, np.concatenate([score_mu, score_lv], 1), atol=1e-12)
+    ones = np.ones((K, B))
+    np.testing.assert_array_equal(iwae.iw_latent_backward(cache, dz, dratio, "dreg", ones), stl)
+    with pytest.raises(ValueError, match="unknown estimator"):
+        iwae.iw_latent_backward(cache, dz, dratio, "reinforce")
+
+
+def test_repeat_backward_sums_the_copies():
+    a, d = np.arange(6.0).reshape(2, 3), np.arange(12.0).reshape(4, 3)
+    tiled, cache = repeat_forward(a, 2)
+    np.testing.assert_array_equal(tiled, np.concatenate([a, a]))
+    np.testing.assert_array_equal(repeat_backward(cache, d), d[:2] + d[2:])
+    assert repeat_forward(a, 1)[0] is a and repeat_backward(repeat_forward(a, 1)[1], a) is a
+
+
+# ------------------------------------------------------------------ whole models
+def _vae(objective="iwae", k=4, estimator="pathwise", likelihood="bernoulli", seed=0, **kw):
+    bk = Backend("numpy", "float64", seed=seed)
+    model = VAE(6, hidden=[5], latent=2, objective=objective, k=k, estimator=estimator,
+                likelihood=likelihood, backend=bk, **kw)  # fmt: skip
+    return model, bk.uniform((3, 6))
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "gaussian-learned"])
+@pytest.mark.parametrize("objective, k", [("iwae", 4), ("elbo", 3), ("iwae", 1)])
+def test_whole_model_gradient_of_the_bound(objective, k, likelihood, kernels):
+    """The pathwise gradient is the gradient of the loss (-L_k, or -ELBO over k draws) with
+    eps fixed: every parameter, against central differences."""
+    model, x = _vae(objective, k, likelihood=likelihood, beta=0.7, dropout=0.2)
+    noise = model.draw_noise(3)
+    terms, grads = model.loss_and_grads(x, noise, kl_weight=0.4)
+    grads = grads.copy()
+    want = numerical_param_grads(
+        lambda: model.forward(x, noise, True, kl_weight=0.4)[0]["loss"], model.params
+    )
+    for name in grads:
+        assert_close(grads[name], want[name], rtol=1e-6, atol=1e-8, name=name)
+
+
+def test_k1_iwae_and_k1_elbo_are_todays_step():
+    """k = 1: the IWAE objective and the ELBO objective take the one-sample step itself."""
+    plain, x = _vae("elbo", 1)
+    noise = plain.draw_noise(3)
+    want_terms, want = plain.loss_and_grads(x, noise)
+    want = want.copy()
+    for objective in ("iwae", "elbo"):
+        model, _ = _vae(objective, 1)
+        model.params.flat[...] = plain.params.flat
+        terms, grads = model.loss_and_grads(x, noise)
+        assert float(terms["loss"]) == float(want_terms["loss"])
+        np.testing.assert_array_equal(grads.flat, np.concatenate([want[n].ravel() for n in want]))
+    assert model.config == plain.config  # the defaults are not written: old files still load
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="dreg estimator is for the iwae"):
+        _vae("elbo", 2, "dreg")
+    with pytest.raises(ValueError, match="objective must be one of"):
+        _vae("cubo", 2)
+    with pytest.raises(ValueError, match="k >= 1"):
+        _vae("iwae", 0)
+    assert _vae("iwae", 5, "dreg")[0].config["estimator"] == "dreg"
+
+
+# ------------------------------------------------------------------ the estimators' means
+def _encoder_gradients(model, x, n):
+    """n per-draw gradients of the encoder's parameters (one flat row each)."""
+    names = [name for name in model.params if name.startswith("encoder.")]
+    rows = []
+    for _ in range(n):
+        _, grads = model.loss_and_grads(x, model.draw_noise(x.shape[0]))
+        rows.append(np.concatenate([grads[name].ravel() for name in names]))
+    return np.array(rows)
+
+
+def _max_z(a, b):
+    """The largest |mean difference| / standard error over the parameters."""
+    se = np.sqrt(a.var(0, ddof=1) / len(a) + b.var(0, ddof=1) / len(b))
+    return float(np.max(np.abs(a.mean(0) - b.mean(0)) / np.maximum(se, 1e-12)))
+
+
+@pytest.mark.parametrize(
+    "objective, k, estimator, unbiased",
+    [
+        ("elbo", 1, "stl", True),  # STL: unbiased for the ELBO
+        ("iwae", 5, "dreg", True),  # DReG: unbiased for IWAE
+        ("iwae", 5, "stl", False),  # STL for IWAE, i.e. DReG with the weights not squared: biased
+    ],
+)
+def test_estimators_mean_against_the_pathwise_gradient(objective, k, estimator, unbiased):
+    """Fixed seeds, many draws: the encoder gradient's mean agrees with the pathwise estimator's
+    within 6 standard errors for every parameter, or (a biased variant) does not."""
+    model, x = _vae(objective, k, "pathwise", seed=3)
+    n = 3000
+    ref = _encoder_gradients(model, x, n)
+    other, _ = _vae(objective, k, estimator, seed=4)
+    other.params.flat[...] = model.params.flat
+    z = _max_z(_encoder_gradients(other, x, n), ref)
+    assert (z < 6) if unbiased else (z > 6), z
