@@ -24,12 +24,19 @@ from .models import MODEL_KINDS, model_classes
 from .ops.losses import Likelihood
 from .optim import build_optimizer
 
-__all__ = ["check_meta", "check_rng_state", "is_a", "model_settings", "param_shapes"]
+__all__ = [
+    "OPTIONAL_SETTINGS",
+    "check_meta",
+    "check_rng_state",
+    "is_a",
+    "model_settings",
+    "param_shapes",
+]
 
 _INT_RANGE = 1 << 63  # whole numbers beyond an int64 are refused: nothing real is that large
-# settings a model writes into its config only when they differ from the default (a VAE
+# settings a model writes into its config only when they differ from these defaults (a VAE
 # trained with the ELBO, k = 1, pathwise, as every file before the IWAE objective): may be absent
-_WRITTEN_WHEN_SET = frozenset({"objective", "k", "estimator"})
+OPTIONAL_SETTINGS = {"objective": "elbo", "k": 1, "estimator": "pathwise"}
 
 
 def _finite(v: Any) -> bool:
@@ -121,7 +128,7 @@ def check_model_config(config: Any, stored: Mapping[str, tuple[int, ...]]) -> No
         )
     settings = model_settings(kind)
     unknown = sorted(set(config) - set(settings) - {"model"})
-    missing = sorted(set(settings) - set(config) - _WRITTEN_WHEN_SET)
+    missing = sorted(set(settings) - set(config) - set(OPTIONAL_SETTINGS))
     if unknown:
         raise ValueError(f"model_config entry {unknown[0]!r} is not a setting of a {kind} model")
     if missing:

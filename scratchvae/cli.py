@@ -156,6 +156,23 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--momentum", type=FRACTION, default=0.0, help="sgd momentum (default 0)")
     p.add_argument("--beta", type=NON_NEGATIVE, default=1.0, help="VAE KL weight (default 1)")
     p.add_argument(
+        "--objective",
+        choices=["elbo", "iwae"],
+        default="elbo",
+        help="vae: the bound trained, elbo (the mean of K single-sample ELBOs) or iwae (the "
+        "importance-weighted bound of Burda et al. 2016) (default elbo)",
+    )
+    p.add_argument(
+        "--k-train", type=COUNT, default=1, help="vae: samples per example in training (1)"
+    )
+    p.add_argument(
+        "--estimator",
+        choices=["pathwise", "stl", "dreg"],
+        default="pathwise",
+        help="vae: the encoder's gradient estimator; stl: sticking the landing, dreg: doubly "
+        "reparameterized (with --objective iwae) (default pathwise)",
+    )
+    p.add_argument(
         "--warmup-epochs", type=NON_NEGATIVE, default=0.0, help="KL warm-up 0 -> beta (default 0)"
     )
     p.add_argument("--clip-norm", type=POSITIVE, help="clip the global gradient norm (default off)")

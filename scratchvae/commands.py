@@ -122,7 +122,12 @@ def _build_train_model(args: argparse.Namespace, n_features: int, bk: Backend) -
         backend=bk,
     )
     extra: dict[str, Any] = {
-        "vae": {"beta": args.beta},
+        "vae": {
+            "beta": args.beta,
+            "objective": args.objective,
+            "k": args.k_train,
+            "estimator": args.estimator,
+        },
         "dae": {"noise": args.noise, "noise_level": args.noise_level},
         "sae": {"rho": args.rho, "beta": args.sparsity_weight},
         "ae": {},
@@ -212,9 +217,14 @@ def _start_line(model: AE, data: Dataset, config: TrainConfig, resume: bool) -> 
     title, cut, _ = data.description.partition("), ")  # 'MNIST train (60000 x 784'
     n_val = max(1, round(data.n * config.val_fraction)) if config.val_fraction > 0 else 0
     binarized = "" if config.binarize == "none" else f", binarization {config.binarize}"
+    if "k" in m:  # a VAE trained with k samples per example (objective, k, estimator)
+        sampling = f", {m['objective']} k={m['k']} {m['estimator']}"
+    else:
+        sampling = ""
     return (
         f"{PROG}: {'resuming' if resume else 'training'} {type(model).__name__} {sizes} "
-        f"({m['activation']}, {m['likelihood']} decoder; {model.n_params:,} parameters) on "
+        f"({m['activation']}, {m['likelihood']} decoder{sampling}; "
+        f"{model.n_params:,} parameters) on "
         f"{title + ')' if cut else data.description}: {data.n - n_val:,} for training, "
         f"{n_val:,} for validation{binarized}; {bk.name} {bk.dtype.name}, seed {config.seed}"
     )

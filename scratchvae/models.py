@@ -280,7 +280,7 @@ class VAE(AE):
                 f"{', '.join(ESTIMATORS)}, k >= 1; got {objective!r}, {estimator!r}, {k}"
             )
         if estimator == "dreg" and objective != "iwae":
-            raise ValueError("the dreg estimator is for the iwae objective; use pathwise or stl")
+            raise ValueError("the dreg estimator needs the iwae objective; use pathwise or stl")
         self.beta, self.objective, self.k, self.estimator = (
             float(beta),
             objective,

@@ -104,12 +104,14 @@ class Progress:
             print(text, file=out, flush=True)
 
     def status(self, what: str) -> None:
-        """Without a bar: '<what>: 40% (12 s, about 18 s left)' on the stream, when a tenth of
-        the work or a minute (5 s for the first) has passed since the last line; nothing once
-        the work is done, or with a bar (it shows as much)."""
+        """Without a bar: '<what>: 40% (12 s, about 18 s left)' on the stream, once 5 s have
+        passed since the start, then when a tenth of the work or a minute has passed since the
+        last line; nothing once the work is done, or with a bar (it shows as much)."""
         if self.shows_bar or self.total <= 0 or self.done >= self.total:
             return
         now = time.perf_counter()
+        if now - self._t0 < STATUS_FIRST:  # work that ends within seconds: no status lines
+            return
         step = (self.done - self._last_done) / self.total
         if step < STATUS_FRACTION and now - self._last_t < self._interval:
             return

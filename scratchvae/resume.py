@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import Checkpoint
+from .checkpoint_checks import OPTIONAL_SETTINGS
 from .train import TrainConfig
 
 __all__ = ["ResumeMismatch", "check_resume_flags"]
@@ -38,6 +39,9 @@ _RESUME_FLAGS = {
     "--likelihood": ("model", "likelihood"),
     "--init": ("model", "init"),
     "--beta": ("vae", "beta"),
+    "--objective": ("vae", "objective"),
+    "--k-train": ("vae", "k"),
+    "--estimator": ("vae", "estimator"),
     "--noise": ("dae", "noise"),
     "--noise-level": ("dae", "noise_level"),
     "--rho": ("sae", "rho"),
@@ -83,7 +87,7 @@ def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: Train
     kind = ckpt.model_config["model"]
     saved_values = {
         "model": ckpt.model_config,
-        kind: ckpt.model_config,
+        kind: {**OPTIONAL_SETTINGS, **ckpt.model_config},
         "train": config.to_dict(),
         "backend": {"dtype": "float32", **ckpt.backend},
     }

@@ -116,10 +116,31 @@ def test_resume_continues_to_more_epochs(tmp_path, capsys):
     assert ckpt.epoch == 3 and len(ckpt.history) == 3
 
 
+def test_iwae_objective_and_estimator_flags_reach_the_model(tmp_path, capsys):
+    out = str(tmp_path / "iw")
+    iw = ["--objective", "iwae", "--k-train", "3", "--estimator", "dreg"]
+    assert main(["train", "--out", out, *TINY, "--no-figures", *iw]) == 0
+    assert "iwae k=3 dreg" in capsys.readouterr().err  # the start line
+    config = load_checkpoint(out).model_config
+    assert (config["objective"], config["k"], config["estimator"]) == ("iwae", 3, "dreg")
+    resume = ["train", "--out", out, "--resume", "--epochs", "3", "--no-progress", "--no-figures"]
+    assert main([*resume, "--k-train", "5"]) == 2
+    assert "was trained with --k-train 3; you asked for --k-train 5" in _error_line(capsys)
+    assert main([*resume, "--objective", "iwae"]) == 0  # the run's own value: no mismatch
+    assert load_checkpoint(out).epoch == 3
+    plain = str(tmp_path / "plain")  # a run trained without the flags resumes without them
+    assert main(["train", "--out", plain, *TINY, "--no-figures"]) == 0
+    assert "objective" not in load_checkpoint(plain).model_config
+    assert main(["train", "--out", plain, "--resume", "--epochs", "3", "--estimator", "stl"]) == 2
+    assert "--estimator pathwise; you asked for --estimator stl" in _error_line(capsys)
+
+
 @pytest.mark.parametrize(
     "argv, expected",
     [
         (["train", "--data", "no-such-data", "--no-progress"], "unknown data set"),
+        (["train", "--estimator", "dreg", "--out", "{tmp}/x"], "dreg estimator needs the iwae"),
+        (["train", "--k-train", "0", "--out", "{tmp}/x"], "--k-train: expected a whole"),
         (["train", "--latent", "0", "--no-progress", "--out", "{tmp}/x"], "--latent: expected"),
         (["train", "--hidden", "8", "0", "--out", "{tmp}/x"], "--hidden: expected a whole"),
         (["train", "--backend", "cupy", "--no-progress", "--out", "{tmp}/x"], "cupy"),

@@ -135,7 +135,7 @@ def test_k1_iwae_and_k1_elbo_are_todays_step():
 
 
 def test_bad_settings_are_refused():
-    with pytest.raises(ValueError, match="dreg estimator is for the iwae"):
+    with pytest.raises(ValueError, match="dreg estimator needs the iwae"):
         _vae("elbo", 2, "dreg")
     with pytest.raises(ValueError, match="objective must be one of"):
         _vae("cubo", 2)
