@@ -1,6 +1,7 @@
 """Two versions of scratchvae, timed in one interleaved run on the same machine.
 
     python benchmarks/compare_versions.py OLD_TREE NEW_TREE [--reps 15] [--batch 128]
+    python benchmarks/compare_versions.py OLD_TREE NEW_TREE --busy-core 0   # one core busy
 
 A tree is a folder holding a ``scratchvae`` package (a git worktree of the old commit: ``git
 worktree add /tmp/old <commit>``). Each repetition times the training step (draw eps, forward,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -70,7 +72,25 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    p.add_argument(
+        "--busy-core",
+        type=int,
+        default=None,
+        help="keep this core busy meanwhile (a spinning process pinned to it)",
+    )
     args = p.parse_args()
+    busy = None
+    if args.busy_core is not None:
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        os.sched_setaffinity(busy.pid, {args.busy_core})
+    try:
+        _compare(args)
+    finally:
+        if busy is not None:
+            busy.kill()
+
+
+def _compare(args: argparse.Namespace) -> None:
     for dtype in args.dtypes:
         runs: dict[str, list[float]] = {"old": [], "new": []}
         for _ in range(args.reps):

@@ -170,7 +170,7 @@ def example(name: str) -> dict[str, float]:
     if name == "denoising_ae":
         e = r["errors"]
         return {"gaussian": e["gaussian"]["DAE gaussian"], "mask": e["mask"]["DAE mask"],
-                "ae_gaussian": e["gaussian"]["AE"]}  # fmt: skip
+                "ae_gaussian": e["gaussian"]["plain AE"]}  # fmt: skip
     if name == "sparse_ae":
         return r
     if name == "linear_ae_pca":

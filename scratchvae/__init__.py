@@ -13,7 +13,18 @@ line) -> ``scratchvae.train`` / ``scratchvae.evaluate`` -> ``scratchvae.cli`` an
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
+
+# OpenBLAS's idle threads spin for 2^28 cycles (about 0.1 s) after each product before they
+# sleep. On a machine busy with something else, those spinning threads take the cores the
+# one thread still computing needs, and the training step fell to a third of its speed (with
+# one competing process) or to 1/40 (with several). 2^4 cycles: they sleep at once; an idle
+# machine loses nothing measurable (benchmarks/README.md, "CPU threads"). OpenBLAS reads it
+# when it loads, so only if NumPy is not loaded yet, and never over the user's own value.
+if "numpy" not in sys.modules:
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 __all__ = [
     "AE",

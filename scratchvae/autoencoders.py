@@ -87,6 +87,8 @@ class SparseAE(AE):
     loss = recon + beta * sum_j KL(rho || rho_hat_j),  rho_hat_j = mean over the batch of h_j.
     """
 
+    rows_independent = False  # the penalty is on the batch mean: no batch split
+
     kind = "sae"
 
     def __init__(

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from .backend import Backend, get_backend
+from .backend import Backend, get_backend, row_chunks
 from .mlp import MLP, MLPCache
 from .ops.iwae import (
     ESTIMATORS,
@@ -55,6 +55,7 @@ class Model:
     """Shared plumbing: backend, parameter and gradient stores, noise, the training call."""
 
     kind = "model"
+    rows_independent = True  # each row's loss term depends on that row only (see .parallel)
     n_features: int
     latent: int
 
@@ -101,13 +102,17 @@ class Model:
     def loss_and_grads(
         self, x: Array, noise: Noise | None = None, kl_weight: float | None = None
     ) -> tuple[Terms, ParamStore]:
-        """One training step's forward and backward. ``noise`` None: drawn from the backend.
+        """One training step's forward and backward (``noise`` None: drawn from the backend).
+        Its arrays live in ``self.workspace``, reused by the next call (the cache never leaves
+        this call). On NumPy a large batch is split across the CPU threads (:mod:`.parallel`)."""
+        x, split = self.prepare(x), self.rows_independent and self.backend.name == "numpy"
+        noise, chunks = self._noise(x, noise, True), row_chunks(x.shape[0]) if split else None
+        if chunks:
+            from .parallel import split_loss_and_grads  # noqa: PLC0415 - the split step's
 
-        The step's intermediate arrays live in ``self.workspace`` and are reused by the next
-        call (the cache never leaves this call, so nothing can see them change)."""
-        ws = self.workspace
-        terms, cache = self.forward(x, noise, train=True, kl_weight=kl_weight, ws=ws)
-        return terms, self.backward(cache, ws)
+            return split_loss_and_grads(self, x, noise, kl_weight, chunks)
+        terms, cache = self.forward(x, noise, True, kl_weight, self.workspace)
+        return terms, self.backward(cache, self.workspace)
 
     def loss(self, x: Array, noise: Noise | None = None, train: bool = False) -> Terms:
         """Forward only (evaluation by default: no dropout, no input corruption)."""
@@ -281,12 +286,8 @@ class VAE(AE):
             )
         if estimator == "dreg" and objective != "iwae":
             raise ValueError("the dreg estimator needs the iwae objective; use pathwise or stl")
-        self.beta, self.objective, self.k, self.estimator = (
-            float(beta),
-            objective,
-            int(k),
-            estimator,
-        )
+        self.beta, self.k = float(beta), int(k)
+        self.objective, self.estimator = objective, estimator
         # the k log-weights path: the IWAE bound (k > 1), or any estimator but pathwise
         self.weighted = estimator != "pathwise" or (objective == "iwae" and self.k > 1)
         super().__init__(n_features, hidden, latent, **kwargs)

@@ -259,7 +259,7 @@ def test_a_vae_step_reads_in_six_files() -> None:
             opt.step(model.params, grads)
         finally:
             sys.setprofile(None)
-    step_files = files - {"backend/dispatch.py", "backend/arrays.py", "params.py"}
+    step_files = {f for f in files if not f.startswith("backend/")} - {"params.py"}
     assert step_files == {
         "models.py",
         "mlp.py",

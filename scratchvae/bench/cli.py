@@ -21,8 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..backend import Backend, BackendError
+from ..backend import Backend, BackendError, usable_cores
 from ..cliargs import OneLineParser, one_line_error
+from .conditions import CONDITIONS, default_name, run_contention, run_thread_sweep, write
 from .memory import eval_cost, measure_memory
 from .references import (
     JaxStep,
@@ -110,6 +111,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "printed; the repository's own results are in benchmarks/results)",
     )
     parser.add_argument("--name", default=None, help="file name stem (default: the machine)")
+    parser.add_argument(
+        "--contention",
+        action="store_true",
+        help="time the steps under --conditions instead (default: idle, busy, pair; batch 128)",
+    )
+    parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=None)
+    parser.add_argument(
+        "--busy-cores",
+        type=int,
+        nargs="+",
+        default=None,
+        help="busy: one spinning process pinned to each of these cores (default 0)",
+    )
+    parser.add_argument(
+        "--thread-sweep",
+        action="store_true",
+        help="time the steps with 1, 2, 4, ... threads up to the cores present (batch 128, 2048)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -277,6 +296,7 @@ def _rerun_with_threads(n: int) -> int:
     """Run this same command in a fresh process whose libraries all use ``n`` threads
     (BLAS reads its thread count when it loads, so the variables must be set before that)."""
     env = dict(os.environ, **{v: str(n) for v in THREAD_VARS}, SCRATCHVAE_BENCH_THREADS=str(n))
+    env["SCRATCHVAE_THREADS"] = str(n)
     if n == 1:
         env["XLA_FLAGS"] = (
             env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
@@ -287,8 +307,25 @@ def _rerun_with_threads(n: int) -> int:
     return subprocess.run([sys.executable, "-m", "scratchvae.bench", *argv], env=env).returncode
 
 
+def _run_conditions(args: argparse.Namespace) -> int:
+    """``--contention`` or ``--thread-sweep``: their own tables (bench/conditions.py)."""
+    if args.contention:
+        args.conditions = args.conditions or list(CONDITIONS)
+        if any(c not in range(usable_cores()) for c in args.busy_cores or [0]):
+            print(one_line_error(f"--busy-cores must be among 0..{usable_cores() - 1}"))
+            return 2
+        results, kind = run_contention(args, log=lambda m: print(m, flush=True)), "contention"
+    else:
+        results, kind = run_thread_sweep(args, log=lambda m: print(m, flush=True)), "threads"
+    paths = write(results, Path(args.out), args.name or default_name(results, kind))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """Run the benchmarks and write the results. Returns the exit status."""
+    if (args.contention or args.thread_sweep) and args.batch_sizes is None:
+        args.batch_sizes = [128] if args.contention else [128, 2048]
     args = _fill_defaults(args)
     problem = _validate(args)
     if problem:
@@ -301,6 +338,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if not args.out:
         args.out = tempfile.mkdtemp(prefix="scratchvae-bench-")
         print(f"results go to {args.out} (a new temporary folder; --out DIR to choose)")
+    if args.contention or args.thread_sweep:
+        return _run_conditions(args)
     try:
         results = run_benchmarks(args, log=lambda msg: print(msg, flush=True))
     except BackendError as exc:

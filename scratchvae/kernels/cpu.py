@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np  # numpy-boundary: Numba's kernels take NumPy arrays only
 
+from ..backend.threads import cpu_threads, run_parallel
 from ..ops.layers import DenseGrads, DenseReluCache
 from ..ops.losses import BernoulliCache, _per_example_scale, _reduce
 from ..ops.reparam import LatentCache, LatentGrads
@@ -35,6 +36,9 @@ except ImportError:  # pragma: no cover - depends on the environment
     numba = None
 
 KERNELS: dict[str, Any] = {}  # op name -> kernel; empty without Numba
+# the fewest elements per thread for which an elementwise pass (Adam, the gradient sum) is
+# split across the step's threads (measured: benchmarks/README.md, "CPU threads")
+PARALLEL_MIN = 1 << 18
 
 
 def _require(ok: bool, kernel: str, arrays: tuple[Array, ...]) -> None:
@@ -62,12 +66,12 @@ if numba is not None:
     )
 
     @_jit
-    def _adam(p, g, m, v, one_minus_b1, one_minus_b2, step, eps, tiny):  # noqa: ANN001, ANN202
-        # per element, as optim.adam_update:  m += (1-b1)(g - m);  v += (1-b2)(g^2 - v);
-        #                                     p -= step * m / (sqrt(v) + eps)
+    def _adam(p, g, m, v, one_minus_b1, one_minus_b2, step, eps, tiny, lo, hi):  # noqa: ANN001, ANN202
+        # per element i in [lo, hi), as optim.adam_update:
+        #     m += (1-b1)(g - m);  v += (1-b2)(g^2 - v);  p -= step * m / (sqrt(v) + eps)
         # and moments below ``tiny`` (the smallest normal number) set to zero: see adam_update
         zero = p.dtype.type(0)
-        for i in range(p.size):
+        for i in range(lo, hi):
             gi = g[i]
             mi = m[i] + one_minus_b1 * (gi - m[i])
             vi = v[i] + one_minus_b2 * (gi * gi - v[i])
@@ -76,6 +80,15 @@ if numba is not None:
             m[i] = mi
             v[i] = vi
             p[i] -= step * mi / (math.sqrt(vi) + eps)
+
+    @_jit
+    def _weighted_sum(out, parts, w, lo, hi):  # noqa: ANN001, ANN202 - compiled
+        # out = w[0] parts[0] + w[1] parts[1] + ...  for i in [lo, hi), summed in that order
+        for i in range(lo, hi):
+            out[i] = w[0] * parts[0, i]
+        for c in range(1, parts.shape[0]):
+            for i in range(lo, hi):
+                out[i] += w[c] * parts[c, i]
 
     @_jit
     def _bias_relu(h, b):  # noqa: ANN001, ANN202 - compiled
@@ -265,6 +278,25 @@ def latent_backward(cache, dz, dkl, ws=None):  # noqa: ANN001, ANN201
     return LatentGrads(dh)
 
 
+def _each_slice(kernel: Any, n: int, *args: Any) -> None:
+    """``kernel(*args, lo, hi)`` for [lo, hi) covering [0, n): one slice per thread of the
+    step (:func:`~scratchvae.backend.cpu_threads`) when each gets at least PARALLEL_MIN
+    elements, run on as many threads; otherwise one call. Per element as in one call."""
+    parts = max(1, min(cpu_threads(), n // PARALLEL_MIN))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    slices = zip(bounds[:-1], bounds[1:], strict=True)
+    # unsigned bounds: Numba then drops the negative-index check that blocks vectorising
+    run_parallel([lambda a=a, b=b: kernel(*args, np.uint64(a), np.uint64(b)) for a, b in slices])
+
+
+def weighted_sum(out, parts, weights):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.parallel.weighted_sum` in one pass, on the step's threads."""
+    ok = out.ndim == 1 and parts.ndim == 2 and parts.shape[1] == out.size
+    ok = ok and parts.dtype == out.dtype and weights.shape == (parts.shape[0],)
+    _require(ok, "weighted_sum", (out, parts, weights))
+    _each_slice(_weighted_sum, out.size, out, parts, weights.astype(out.dtype))
+
+
 def adam_update(p, g, m, v, t, lr, b1, b2, eps, ws=None):  # noqa: ANN001, ANN201
     """:func:`scratchvae.optim.adam_update` in one pass. One difference: a moment that falls
     below the smallest normal number (``finfo.tiny``) becomes zero. A weight whose gradient is
@@ -276,7 +308,8 @@ def adam_update(p, g, m, v, t, lr, b1, b2, eps, ws=None):  # noqa: ANN001, ANN20
     step, eps_hat = lr * c2 / (1 - b1 ** int(t)), eps * c2
     f = p.dtype.type  # scalars of the arrays' dtype: float32 arithmetic stays float32
     flat = [a.reshape(-1) for a in (p, g, m, v)]  # views: the dispatch passes C-contiguous arrays
-    _adam(*flat, f(1 - b1), f(1 - b2), f(step), f(eps_hat), f(np.finfo(p.dtype).tiny))
+    scalars = (f(1 - b1), f(1 - b2), f(step), f(eps_hat), f(np.finfo(p.dtype).tiny))
+    _each_slice(_adam, p.size, *flat, *scalars)
 
 
 def warm_up(dtype: str = "float32") -> None:
@@ -288,6 +321,7 @@ def warm_up(dtype: str = "float32") -> None:
         return
     a, b, v = np.zeros((2, 3), dtype), np.zeros(3, dtype), np.zeros(6, dtype)
     adam_update(v, v.copy(), v.copy(), v.copy(), np.asarray(1), 1e-3, 0.9, 0.999, 1e-8)
+    weighted_sum(v, np.zeros((2, 6), dtype), np.ones(2, dtype))
     h, cache = dense_relu_forward(a, np.zeros((3, 3), dtype), b)
     dense_relu_backward(cache, h.copy())
     dense_backward(DenseCache(a, np.zeros((3, 3), dtype)), a.copy())
@@ -310,6 +344,7 @@ if numba is not None:
                 latent_forward,
                 latent_backward,
                 adam_update,
+                weighted_sum,
             )
         }
     )

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backend import get_xp, to_numpy, tracing
+from ..backend import get_xp, threads, to_numpy, tracing
 from ..gradcheck import directional_derivative
 from ..models import Model
 from ..optim import Optimizer
@@ -228,7 +228,7 @@ def trace_step(
     x = model.prepare(x)
     noise = model.draw_noise(x.shape[0]) if noise is None else noise
     tracer = Tracer(keep_inputs=check)
-    with tracing(tracer):
+    with tracing(tracer), threads(1):  # the whole batch on this thread: the ops in order
         _, grads = model.loss_and_grads(x, noise)
         if optimizer is not None:
             optimizer.step(model.params, grads)

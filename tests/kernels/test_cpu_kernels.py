@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scratchvae import backend, optim, train
+from scratchvae import backend, optim, parallel, train
 from scratchvae.backend import Backend
 from scratchvae.kernels import cpu
 from scratchvae.models import VAE, build_model
@@ -30,7 +30,7 @@ EXACT = {"dense_backward", "dense_relu_forward", "dense_relu_backward"}  # same 
 
 def op_of(name: str):
     """The op called ``name`` (the module attribute the kernel replaces)."""
-    for module in (layers, losses, reparam, optim, train):
+    for module in (layers, losses, reparam, optim, train, parallel):
         if hasattr(module, name):
             return getattr(module, name)
     raise AssertionError(f"no op named {name}")
@@ -91,6 +91,10 @@ def make_args(name, dtype, B, D, H, variant, scale, seed, strided=False):
         p, g, m = normal(n, s=1.0), normal(n), normal(n, s=0.1)
         v = (0.01 * rng.random(n)).astype(dtype)
         args, kwargs = [p, g, m, v, np.asarray(t), 1e-3, 0.9, 0.999, 1e-8], ws
+    elif name == "weighted_sum":  # C = 1 + variant % 4 parts of B D elements
+        parts = normal(1 + variant % 4, B * D)
+        weights = rng.random(parts.shape[0]).astype(dtype)
+        args, kwargs = [np.empty(B * D, dtype), parts, weights], {}
     else:
         raise AssertionError(f"no inputs for {name}")
     if strided:
@@ -217,6 +221,9 @@ ONE = np.asarray(1)  # Adam's step number
         ("bernoulli_log_prob", lambda: (np.zeros((2, 3, 4)), np.zeros((2, 4)))),
         ("adam_update", lambda: (*[np.zeros(4)] * 3, np.zeros(5), ONE, 1e-3, 0.9, 0.999, 1e-8)),
         ("adam_update", lambda: (np.zeros(4, np.float32), *[np.zeros(4)] * 3, ONE, 1, 0.9, 0.9, 1)),
+        ("weighted_sum", lambda: (np.zeros(4), np.zeros((2, 5)), np.ones(2))),
+        ("weighted_sum", lambda: (np.zeros(4), np.zeros((2, 4)), np.ones(3))),
+        ("weighted_sum", lambda: (np.zeros(4), np.zeros((2, 4), np.float32), np.ones(2))),
     ],
 )  # fmt: skip
 def test_kernels_refuse_mismatched_shapes_and_dtypes(name, args) -> None:

@@ -1,0 +1,231 @@
+"""Benchmark conditions: the machine busy with something else, and the number of threads.
+
+``scratchvae bench --contention`` times the training step of scratchvae, PyTorch and JAX
+(interleaved, as everywhere in the benchmarks) under each condition it sets up itself:
+
+* ``idle``: nothing else runs (the machine's own background aside);
+* ``busy``: one process per core named by ``--busy-cores`` spins on that core (pinned to it
+  where the OS allows), as a browser tab or a stray job would;
+* ``pair``: a second scratchvae training (the same step, in another process) runs alongside,
+  as in a sweep of two runs; its own throughput is measured too.
+
+and reports each implementation's samples/s per condition and the share of its idle speed it
+kept. ``scratchvae bench --thread-sweep`` times the same steps with 1, 2, 4, ... threads up
+to the cores present (each count in a fresh process: BLAS reads it when it loads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write
+from ..backend import Backend, usable_cores
+from .references import JaxStep, TorchStep, installed_version
+from .report import THREAD_VARS, load_average, machine_info, machine_name
+from .timing import CONFIGS, ScratchStep, time_interleaved
+
+__all__ = ["CONDITIONS", "run_contention", "run_thread_sweep"]
+
+CONDITIONS = ("idle", "busy", "pair")
+_BUSY = "while True: pass"
+_CALL = "import sys; from scratchvae.bench.conditions import {0} as f; f(*sys.argv[1:])"
+
+
+# ============================================================================ competitors
+def _pin(pid: int, core: int) -> None:
+    try:
+        os.sched_setaffinity(pid, {core})
+    except (AttributeError, OSError):  # pragma: no cover - no affinity on this OS
+        pass
+
+
+@contextmanager
+def competitors(
+    condition: str, busy_cores: list[int], config: str, batch: int, dtype: str
+) -> Iterator[dict[str, Any]]:
+    """Start what ``condition`` needs, yield a dict the partner's throughput is put into
+    ("pair"), stop everything on exit (also on an error or Ctrl-C)."""
+    procs: list[subprocess.Popen] = []
+    info: dict[str, Any] = {"condition": condition}
+    rate_file = Path(tempfile.mkstemp(prefix="scratchvae-partner-")[1])
+    try:
+        if condition == "busy":
+            for core in busy_cores:
+                procs.append(subprocess.Popen([sys.executable, "-c", _BUSY]))
+                _pin(procs[-1].pid, core)
+            info["busy_cores"] = busy_cores
+        elif condition == "pair":
+            argv = [sys.executable, "-c", _CALL.format("_partner"), config, str(batch), dtype,
+                    str(rate_file)]  # fmt: skip
+            procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
+        time.sleep(2.0 if condition == "pair" else 0.3)  # the partner warms up (compiles)
+        yield info
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                p.kill()
+        if condition == "pair":
+            text = rate_file.read_text().strip()
+            info["partner_samples_per_s"] = float(text) if text else None
+        rate_file.unlink(missing_ok=True)
+
+
+def _partner(config: str, batch: str, dtype: str, rate_file: str) -> None:
+    """The second training of the "pair" condition: steps until SIGTERM, then writes its
+    samples/s (after a warm-up) to ``rate_file``."""
+    batch_size = int(batch)
+    step = ScratchStep(CONFIGS[config], batch_size, Backend("numpy", dtype, seed=1))
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    for _ in range(5):
+        step()
+    n, t0 = 0, time.perf_counter()
+    while not stop:
+        step()
+        n += 1
+    Path(rate_file).write_text(f"{batch_size * n / max(time.perf_counter() - t0, 1e-9)}\n")
+
+
+# ============================================================================ the runs
+def _steps(config: str, batch: int, dtype: str, torch: bool, jax: bool) -> dict[str, Any]:
+    step = ScratchStep(CONFIGS[config], batch, Backend("numpy", dtype, seed=0))
+    fns: dict[str, Any] = {"scratchvae": (step, step.sync)}
+    if torch:
+        ref = TorchStep(step.model, step.x, "cpu")
+        fns["torch"] = (ref, ref.sync)
+    if jax:
+        jstep = JaxStep(step.model, step.x)
+        fns["jax"] = (jstep, jstep.sync)
+    return fns
+
+
+def _references(opts: argparse.Namespace) -> tuple[bool, bool]:
+    torch = opts.torch_device != "none" and installed_version("torch") is not None
+    return torch, not opts.no_jax and installed_version("jax") is not None
+
+
+def run_contention(opts: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
+    """samples/s of each implementation under each condition, and the share of idle kept."""
+    torch, jax = _references(opts)
+    config, dtype = opts.configs[0], opts.dtypes[0]
+    busy = opts.busy_cores if opts.busy_cores is not None else [0]
+    rows = []
+    for batch in opts.batch_sizes:
+        fns = _steps(config, batch, dtype, torch, jax)
+        idle: dict[str, float] = {}
+        for condition in opts.conditions:
+            with competitors(condition, busy, config, batch, dtype) as info:
+                timed = time_interleaved(fns, opts.reps, opts.target_seconds, opts.pause)
+            for impl, t in timed.items():
+                rate = batch / t["median"]
+                if condition == "idle":
+                    idle[impl] = rate
+                row = {"batch": batch, **info, "impl": impl, "samples_per_s": rate,
+                       "kept": rate / idle[impl] if impl in idle else None}  # fmt: skip
+                rows.append(row)
+            line = "  ".join(
+                f"{r['impl']} {r['samples_per_s']:8.0f}/s" for r in rows[-len(timed) :]
+            )
+            partner = info.get("partner_samples_per_s")
+            log(f"B={batch:5d} {condition:5s} {line}"
+                + (f"  (partner {partner:.0f}/s)" if partner else ""))  # fmt: skip
+    return {"schema": "scratchvae-bench-contention/1", "config": config, "dtype": dtype,
+            "machine": machine_info(Backend("numpy"), "cpu" if torch else None),
+            "threads": os.environ.get("SCRATCHVAE_THREADS"), "reps": opts.reps,
+            "load_avg_end": load_average(), "rows": rows}  # fmt: skip
+
+
+def _sweep_counts() -> list[int]:
+    counts, n = [], 1
+    while n < usable_cores():
+        counts.append(n)
+        n *= 2
+    return [*counts, usable_cores()]
+
+
+def run_thread_sweep(opts: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
+    """The steps with 1, 2, 4, ... threads (each count in a fresh process)."""
+    rows = []
+    for n in _sweep_counts():
+        env = dict(os.environ, **{v: str(n) for v in THREAD_VARS}, SCRATCHVAE_THREADS=str(n))
+        with tempfile.TemporaryDirectory() as tmp:
+            argv = [sys.executable, "-c", _CALL.format("_sweep_one"), tmp,
+                    json.dumps(vars(opts), default=str)]  # fmt: skip
+            subprocess.run(argv, env=env, check=True)
+            for row in json.loads((Path(tmp) / "rows.json").read_text()):
+                rows.append({"threads": n, **row})
+                log(f"threads {n:3d} B={row['batch']:5d} {row['impl']:10s} "
+                    f"{row['samples_per_s']:9.0f}/s")  # fmt: skip
+    return {"schema": "scratchvae-bench-threads/1", "config": opts.configs[0],
+            "dtype": opts.dtypes[0], "machine": machine_info(Backend("numpy"), "cpu"),
+            "rows": rows}  # fmt: skip
+
+
+def _sweep_one(out: str, opts_json: str) -> None:
+    opts = argparse.Namespace(**json.loads(opts_json))
+    torch, jax = _references(opts)
+    if torch:
+        from .references import import_torch  # noqa: PLC0415
+
+        import_torch().set_num_threads(int(os.environ["SCRATCHVAE_THREADS"]))
+    rows = []
+    for batch in opts.batch_sizes:
+        fns = _steps(opts.configs[0], batch, opts.dtypes[0], torch, jax)
+        timed = time_interleaved(fns, opts.reps, opts.target_seconds, opts.pause)
+        rows += [{"batch": batch, "impl": k, "samples_per_s": batch / t["median"]}
+                 for k, t in timed.items()]  # fmt: skip
+    Path(out, "rows.json").write_text(json.dumps(rows))
+
+
+# ============================================================================ the report
+def markdown(results: dict) -> str:
+    """The contention or thread-sweep results as a Markdown table."""
+    m = results["machine"]
+    head = [f"# scratchvae benchmark: {m['cpu']} ({m['cores']} cores), {results['config']} "
+            f"{results['dtype']}", ""]  # fmt: skip
+    if results["schema"].endswith("threads/1"):
+        lines = ["| threads | batch | impl | samples/s |", "|---|---|---|---|"]
+        lines += [f"| {r['threads']} | {r['batch']} | {r['impl']} | {r['samples_per_s']:.0f} |"
+                  for r in results["rows"]]  # fmt: skip
+        return "\n".join([*head, *lines, ""])
+    lines = ["| batch | condition | impl | samples/s | kept of idle | partner samples/s |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in results["rows"]:
+        kept = "-" if r["kept"] is None else f"{100 * r['kept']:.0f}%"
+        partner = r.get("partner_samples_per_s")
+        partner = "-" if partner is None else f"{partner:.0f}"
+        lines.append(f"| {r['batch']} | {r['condition']} | {r['impl']} | "
+                     f"{r['samples_per_s']:.0f} | {kept} | {partner} |")  # fmt: skip
+    note = ("busy: one spinning process per core in `busy_cores`; pair: a second scratchvae "
+            "training of the same step alongside (its own rate in the last column).")  # fmt: skip
+    return "\n".join([*head, *lines, "", note, ""])
+
+
+def write(results: dict, out: Path, name: str) -> list[Path]:
+    """``name``.json and ``name``.md under ``out``, atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.json", out / f"{name}.md"]
+    with atomic_write(paths[0], "w") as f:
+        f.write(json.dumps(results, indent=1) + "\n")
+    with atomic_write(paths[1], "w") as f:
+        f.write(markdown(results))
+    return paths
+
+
+def default_name(results: dict, kind: str) -> str:
+    return f"{machine_name(results['machine'], 'numpy')}-{kind}"
