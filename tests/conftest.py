@@ -1,4 +1,5 @@
-"""Shared test configuration: Hypothesis profiles, the GPU marker, the kernels on/off fixture.
+"""Shared test configuration: Hypothesis profiles, the GPU marker, the kernels on/off fixture,
+an HTTP server on 127.0.0.1 for the download tests (``serve``).
 
 Profiles, chosen with the environment variable SCRATCHVAE_HYPOTHESIS_PROFILE:
   ci (default)  few examples per property, so the whole suite stays fast on 2 cores
@@ -8,8 +9,12 @@ Profiles, chosen with the environment variable SCRATCHVAE_HYPOTHESIS_PROFILE:
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -51,3 +56,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     )
     for item in gpu_items:
         item.add_marker(skip)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def serve():
+    """serve(folder) -> base URL of an HTTP server on 127.0.0.1 serving that folder."""
+    servers = []
+
+    def start(folder: Path) -> str:
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -1,14 +1,11 @@
-"""Fixtures of the data tests: tiny MNIST-like IDX files and an HTTP server on 127.0.0.1.
+"""Fixtures of the data tests: tiny MNIST-like IDX files (the HTTP server on 127.0.0.1,
+``serve``, is in tests/conftest.py).
 
 Offline: every download in these tests comes from a server started inside the test."""
 
 from __future__ import annotations
 
-import functools
 import gzip
-import http.server
-import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,26 +35,3 @@ def tiny_checksums(tiny, monkeypatch):
     table = {name: md5(b) for name, b in {**tiny["raw"], **tiny["gz"]}.items()}
     monkeypatch.setitem(idx.CHECKSUMS, "mnist", table)
     return table
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def serve():
-    """serve(folder) -> base URL of an HTTP server on 127.0.0.1 serving that folder."""
-    servers = []
-
-    def start(folder: Path) -> str:
-        handler = functools.partial(_QuietHandler, directory=str(folder))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()

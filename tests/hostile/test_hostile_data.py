@@ -6,17 +6,14 @@ Offline: every download goes to 127.0.0.1 (a server started here, or a port nobo
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
-import http.server
 import io
 import json
 import os
 import struct
 import subprocess
 import sys
-import threading
 import zipfile
 from pathlib import Path
 
@@ -114,31 +111,20 @@ def _flip_member_data(blob: bytes) -> bytes:
     return bytes(b)
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
-def mirror(tmp_path):
+def mirror(tmp_path, serve):
     """mirror(files) -> URL of a server on 127.0.0.1 serving ``files`` (name -> bytes)."""
-    servers = []
+    count = []
 
     def start(files: dict[str, bytes]) -> str:
-        folder = tmp_path / f"mirror{len(servers)}"
+        folder = tmp_path / f"mirror{len(count)}"
         folder.mkdir()
+        count.append(folder)
         for name, b in files.items():
             (folder / name).write_bytes(b)
-        handler = functools.partial(_Quiet, directory=str(folder))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/"
+        return serve(folder)
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return start
 
 
 # ------------------------------------------------------------- defect 2: damaged data files
