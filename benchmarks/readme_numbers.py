@@ -9,8 +9,9 @@ and this check cannot drift apart unnoticed; then it runs the command the README
 temporary folder), takes the same figure and checks |ours - README| <= tolerance. Tolerances:
 float32 training rounds differently with and without the compiled kernels and with another
 BLAS, and 100 epochs turn that rounding into about 0.01 nats on the digits, hence 0.02 there;
-the MNIST protocol (4,690 steps, 784-400-20) moves by up to 0.3 nats; the SNR table (200
-draws) by 10%. Timings are not checked: the README names the machine and the results file
+the MNIST protocol (4,690 steps, 784-400-20) moves by up to 0.3 nats; the SNR table's decoder
+column by 10%, its encoder columns (a trained encoder's SNR, sensitive to the training's
+rounding) by 40%. Timings are not checked: the README names the machine and the results file
 each comes from. Writes ``readme-numbers.md`` and ``.json`` into ``--out`` (default
 benchmarks/results/) and exits 1 when a number does not reproduce.
 """
@@ -63,6 +64,7 @@ CLAIMS = [
     # the MNIST table, seed 0
     Claim("mnist", "test -ELBO", rf"\| 0 \| \*\*{NUM}\*\*", "neg_elbo", 0.3),
     Claim("mnist", "recon", rf"\| 0 \| \*\*[\d.]+\*\* \| {NUM} \+", "recon", 0.3),
+    Claim("mnist", "KL", rf"\| 0 \| \*\*[\d.]+\*\* \| [\d.]+ \+ {NUM} \|", "kl", 0.3),
     Claim(
         "mnist",
         "IW -log p(x)",
@@ -123,7 +125,7 @@ for _k in (1, 10, 100, 1000):
     for _i, _col in enumerate(("pathwise", "stl", "dreg", "decoder")):
         _cells = r" \| [\d.]+" * _i
         CLAIMS.append(Claim("iwae_snr", f"k={_k} {_col}", rf"\n  \| {_k}{_cells} \| {NUM}",
-                            f"{_col}{_k}", 0.10, True))  # fmt: skip
+                            f"{_col}{_k}", 0.10 if _col == "decoder" else 0.40, True))  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ the runs
@@ -235,7 +237,7 @@ def report(rows: list[dict[str, Any]]) -> str:
     lines = ["| run | figure | README | reproduced | tolerance | |", "|---" * 6 + "|"]
     for r in rows:
         tol = f"{100 * r['tolerance']:.0f}%" if r["relative"] else f"{r['tolerance']:g}"
-        ours = "not run (no data)" if r["ours"] is None else f"{r['ours']:.4g}"
+        ours = "not run (no data)" if r["ours"] is None else f"{r['ours']:.5g}"
         mark = {True: "ok", False: "**differs**", None: "-"}[r["ok"]]
         lines.append(f"| {r['group']} | {r['name']} | {r['readme']:g} | {ours} | {tol} | {mark} |")
     return "\n".join(lines)

@@ -193,8 +193,9 @@ def adam_update(p, g, m, v, t, lr, b1, b2, eps, ws=None):  # noqa: ANN001, ANN20
 # ------------------------------------------------------------------ the trainer's sums
 def accumulate(total, value, weight):  # noqa: ANN001, ANN201
     """:func:`scratchvae.train.accumulate` in one launch."""
-    kernel = elementwise(
-        "scratchvae_accumulate", "T value, float64 weight", "float64 total",
+    kind = value.dtype.name  # named, not a type placeholder: CuPy does not infer one from
+    kernel = elementwise(  # the 0-d arrays this kernel takes (KeyError 'T' on an H200)
+        f"scratchvae_accumulate_{kind}", f"{kind} value, float64 weight", "float64 total",
         "total += (double)value * weight",
     )  # fmt: skip
     kernel(value, float(weight), total)
