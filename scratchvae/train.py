@@ -16,10 +16,9 @@ the device; the host reads them every ``log_every`` steps (for the progress bar 
 divergence check) and at the end of the epoch. Progress is one line per epoch, and a bar in a
 terminal (:mod:`scratchvae.progress`). Every random draw comes from
 ``model.backend.rng`` in a fixed order, and a checkpoint stores that generator's state at the
-epoch boundary, so a resumed run equals an uninterrupted one bit for bit (NumPy; CuPy's
-counter-based generator is restored exactly too).
-Validation uses its own generator, reseeded every epoch: the same eps every epoch, and no draw
-taken from the training stream.
+epoch boundary, so a resumed run equals an uninterrupted one bit for bit (NumPy, with the same
+CPU thread counts: ``backend/threads.py``; CuPy's counter-based generator is restored exactly
+too). Validation uses its own generator, reseeded every epoch (the same eps every epoch).
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write, folder_lock
-from .backend import Backend, op, to_numpy
+from .backend import Backend, op, to_numpy, training_threads
 from .checkpoint import (
     CHECKPOINT_NAME,
     load_checkpoint,
@@ -192,7 +191,8 @@ class Trainer:
         folder stays locked meanwhile (:func:`~scratchvae.atomic.folder_lock`)."""
         out = self.config.out_dir
         with nullcontext() if out is None else folder_lock(out, [CHECKPOINT_NAME, METRICS_NAME]):
-            return self._fit(resume)
+            with training_threads(self.bk.name == "numpy") as self._threads:
+                return self._fit(resume)
 
     def _fit(self, resume: bool) -> History:
         start = self._resume() if resume else 0
@@ -206,6 +206,8 @@ class Trainer:
         try:
             for epoch in range(start + 1, c.epochs + 1):
                 bar.describe(f"epoch {epoch}/{c.epochs}")
+                if (news := self._threads.news()) and c.progress:
+                    bar.line(news)  # fewer threads than cores: others are busy
                 self.history.records.append(self._run_epoch(epoch, bar))
                 stop = self._should_stop()
                 self._save(epoch, last=stop or epoch == c.epochs)
@@ -234,6 +236,10 @@ class Trainer:
             record["kl_weight"] = self.kl_weight(self.step - 1)
         record["seconds"] = time.perf_counter() - t0
         record["samples_per_s"] = len(self.train_idx) / max(seconds_train, 1e-9)
+        if self.bk.name == "numpy":  # the step's numbers depend on it (backend/threads.py)
+            record["threads"] = self._threads.count
+            if self._threads.probe:  # chosen from the free cores: again, for the next epoch
+                self._threads.update()
         return record
 
     def _train_epoch(self, epoch: int, bar: Progress) -> dict[str, float]:

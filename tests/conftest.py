@@ -19,6 +19,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+# A training run picks its CPU thread count from the cores free at its start (and after each
+# epoch); the step's numbers depend on that count. The suite pins it, so that a machine busy
+# with something else cannot change a bit that a test compares; tests/test_free_cores.py
+# tests the choice itself. Set before scratchvae is imported (it reads it then), and
+# inherited by the CLI runs in subprocesses.
+os.environ.setdefault("SCRATCHVAE_THREADS", str(len(os.sched_getaffinity(0))))
+
 settings.register_profile(
     "ci",
     max_examples=25,

@@ -14,12 +14,24 @@ product. A worker that is descheduled delays that one meeting; the others do not
 ``SCRATCHVAE_THREADS=N`` (or :func:`threads`) sets the number of threads; by default, the
 cores this process may run on. :func:`run_parallel` runs a list of tasks on a persistent pool
 (the caller runs the first), :func:`one_blas_thread` keeps BLAS on one thread inside a block.
+
+A training run (:func:`training_threads`, around :meth:`scratchvae.train.Trainer.fit`) picks
+its thread count from the cores that are free: at its start (from 0.2 s of ``/proc/stat``) and
+again after every epoch (from the epoch's own), it counts the cores other processes kept busy
+and uses the rest, for the split and for BLAS. On a busy machine every thread then has a core:
+with one busy process on a 2-core machine, one thread keeps about 75% of the idle two-thread
+speed at batch 128, where two threads kept under a half; two trainings side by side, each on
+one thread, each keep 0.9 of a lone one, against 0.2 on two threads (benchmarks/README.md).
+The numbers of a step depend on the thread count (BLAS on two threads sums in another order
+than on one), so each epoch's count is in the run's metrics, and ``SCRATCHVAE_THREADS=N`` pins
+it: then the same seed gives the same numbers whatever else the machine is doing.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -32,6 +44,7 @@ __all__ = [
     "row_chunks",
     "run_parallel",
     "threads",
+    "training_threads",
     "usable_cores",
 ]
 
@@ -45,11 +58,12 @@ def usable_cores() -> int:
 
 
 def _from_environment() -> int | None:
+    """SCRATCHVAE_THREADS as a number, None when unset or "auto" (a run picks the count)."""
     text = os.environ.get("SCRATCHVAE_THREADS", "").strip()
-    if not text:
+    if not text or text == "auto":
         return None
     if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"SCRATCHVAE_THREADS must be a whole number >= 1, got {text!r}")
+        raise ValueError(f"SCRATCHVAE_THREADS must be a whole number >= 1 or auto, got {text!r}")
     return int(text)
 
 
@@ -130,9 +144,8 @@ def run_parallel(tasks: Sequence[Callable[[], Any]]) -> list[Any]:
 _CONTROLLER: Any = None
 
 
-def one_blas_thread() -> Any:
-    """A context in which BLAS (OpenBLAS, MKL, ... as threadpoolctl finds them) runs on one
-    thread; a no-op without threadpoolctl."""
+def _controller() -> Any:
+    """threadpoolctl's controller of this process's BLAS (False without threadpoolctl)."""
     global _CONTROLLER
     if _CONTROLLER is None:
         try:
@@ -141,6 +154,134 @@ def one_blas_thread() -> Any:
             _CONTROLLER = False
         else:
             _CONTROLLER = ThreadpoolController()
-    if _CONTROLLER is False:
-        return nullcontext()
-    return _CONTROLLER.limit(limits=1, user_api="blas")
+    return _CONTROLLER
+
+
+def one_blas_thread() -> Any:
+    """A context in which BLAS (OpenBLAS, MKL, ... as threadpoolctl finds them) runs on one
+    thread; a no-op without threadpoolctl."""
+    controller = _controller()
+    return controller.limit(limits=1, user_api="blas") if controller else nullcontext()
+
+
+# ============================================================================ free cores
+def _cpu_ticks(stat: str | None = None) -> tuple[int, int] | None:
+    """(busy, all) clock ticks of this process's usable cores since boot, from /proc/stat's
+    per-core lines (user nice system idle iowait irq softirq steal: all but idle and iowait
+    are busy; steal too, a core the hypervisor gave away); None where there is none."""
+    if stat is None:
+        try:
+            with open("/proc/stat") as f:
+                stat = f.read()
+        except OSError:  # pragma: no cover - not Linux
+            return None
+    try:
+        cores = os.sched_getaffinity(0)
+    except AttributeError:  # pragma: no cover
+        cores = None
+    busy = total = 0
+    for line in stat.splitlines():
+        name, _, rest = line.partition(" ")
+        if not (name.startswith("cpu") and name[3:].isdigit()):
+            continue
+        if cores is not None and int(name[3:]) not in cores:
+            continue
+        ticks = [int(v) for v in rest.split()[:8]]
+        total += sum(ticks)
+        busy += sum(ticks) - ticks[3] - ticks[4]
+    return (busy, total) if total else None
+
+
+class LoadProbe:
+    """How many cores other processes kept busy since the last look: the usable cores' busy
+    time (/proc/stat) less this process's own CPU time, over the wall time between looks."""
+
+    HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self) -> None:
+        self._last = self._now()
+
+    @staticmethod
+    def _now() -> tuple[tuple[int, int] | None, float, float]:
+        return _cpu_ticks(), time.process_time(), time.perf_counter()
+
+    def others(self) -> float | None:
+        """Cores busy with other processes since the last call (or creation); None unknown."""
+        (ticks0, own0, wall0), now = self._last, self._now()
+        self._last = now
+        ticks, own, wall = now
+        if ticks is None or ticks0 is None or wall - wall0 < 0.05:
+            return None
+        busy_s = (ticks[0] - ticks0[0]) / self.HZ
+        return max(0.0, (busy_s - (own - own0)) / (wall - wall0))
+
+
+def free_threads(others: float | None, cores: int) -> int:
+    """The threads to use when ``others`` cores are busy elsewhere: the rest, at least one
+    (a core counts as taken when over half of it is)."""
+    if others is None:
+        return cores
+    return max(1, cores - int(others + 0.5))
+
+
+class ThreadChoice:
+    """The thread count of a training run: pinned (SCRATCHVAE_THREADS=N, :func:`threads`) or
+    chosen from the free cores by :meth:`update`; ``count`` is the current one, ``busy`` the
+    cores found busy with other work (None: not measured)."""
+
+    def __init__(self, pinned: int | None, probe: LoadProbe | None = None) -> None:
+        self.pinned, self.probe = pinned, probe
+        self.count, self.busy = pinned or usable_cores(), None
+        self._limiter: Any = None
+        self._said = usable_cores()
+
+    def news(self) -> str | None:
+        """A line to show when the chosen count differs from the last one shown (at first,
+        from the usable cores), else None."""
+        if self.busy is None or self.count == self._said:
+            return None
+        self._said = self.count
+        return (f"scratchvae: {self.count} CPU thread(s): {self.busy:.1f} of {usable_cores()} "
+                "cores busy with other work (SCRATCHVAE_THREADS=N pins the count)")  # fmt: skip
+
+    def update(self) -> int:
+        """Choose again from the cores busy since the last call; set the split's and BLAS's
+        thread count to it. Returns the count."""
+        if self.probe is not None:
+            self.busy = self.probe.others()
+            self.count = free_threads(self.busy, usable_cores())
+        global _THREADS
+        _THREADS = self.count
+        self._limit_blas(self.count)
+        return self.count
+
+    def _limit_blas(self, n: int) -> None:
+        controller = _controller()
+        if controller:
+            limiter = controller.limit(limits=n, user_api="blas")
+            self._limiter = self._limiter or limiter  # the first holds the limits before
+
+    def restore(self) -> None:
+        if self._limiter is not None:
+            self._limiter.restore_original_limits()
+
+
+@contextmanager
+def training_threads(numpy: bool = True, start_probe: float = 0.2) -> Iterator[ThreadChoice]:
+    """The thread count of a training run on NumPy (``numpy`` False: a no-op choice): pinned
+    when SCRATCHVAE_THREADS or :func:`threads` says so, else chosen from ``start_probe``
+    seconds of the machine's load now; the caller calls ``update()`` again after each epoch.
+    The split's count and BLAS's are restored on exit."""
+    global _THREADS
+    before = _THREADS
+    auto = numpy and before is None
+    choice = ThreadChoice(before, LoadProbe() if auto else None)
+    if numpy:
+        if auto:
+            time.sleep(start_probe)
+        choice.update()
+    try:
+        yield choice
+    finally:
+        choice.restore()
+        _THREADS = before

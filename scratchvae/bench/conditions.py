@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write
-from ..backend import Backend, usable_cores
+from ..backend import Backend, training_threads, usable_cores
 from .references import JaxStep, TorchStep, installed_version
 from .report import THREAD_VARS, load_average, machine_info, machine_name
 from .timing import CONFIGS, ScratchStep, time_interleaved
@@ -43,6 +43,21 @@ _CALL = "import sys; from scratchvae.bench.conditions import {0} as f; f(*sys.ar
 
 
 # ============================================================================ competitors
+class AsTraining:
+    """scratchvae's step choosing its CPU thread count as a training run does
+    (:func:`~scratchvae.backend.training_threads`): from the free cores when the condition
+    starts, then again every second (a training run: after every epoch)."""
+
+    def __init__(self, step: Any, choice: Any) -> None:
+        self.step, self.choice, self.since = step, choice, time.perf_counter()
+
+    def __call__(self) -> None:
+        self.step()
+        if self.choice.probe is not None and time.perf_counter() - self.since > 1.0:
+            self.choice.update()
+            self.since = time.perf_counter()
+
+
 def _pin(pid: int, core: int) -> None:
     try:
         os.sched_setaffinity(pid, {core})
@@ -92,12 +107,14 @@ def _partner(config: str, batch: str, dtype: str, rate_file: str) -> None:
     step = ScratchStep(CONFIGS[config], batch_size, Backend("numpy", dtype, seed=1))
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    for _ in range(5):
-        step()
-    n, t0 = 0, time.perf_counter()
-    while not stop:
-        step()
-        n += 1
+    with training_threads() as choice:
+        run = AsTraining(step, choice)
+        for _ in range(5):
+            run()
+        n, t0 = 0, time.perf_counter()
+        while not stop:
+            run()
+            n += 1
     Path(rate_file).write_text(f"{batch_size * n / max(time.perf_counter() - t0, 1e-9)}\n")
 
 
@@ -129,8 +146,12 @@ def run_contention(opts: argparse.Namespace, log: Callable[[str], None] = print)
         fns = _steps(config, batch, dtype, torch, jax)
         idle: dict[str, float] = {}
         for condition in opts.conditions:
-            with competitors(condition, busy, config, batch, dtype) as info:
-                timed = time_interleaved(fns, opts.reps, opts.target_seconds, opts.pause)
+            competing = competitors(condition, busy, config, batch, dtype)
+            with competing as info, training_threads() as c:  # as a run starting now would
+                step, sync = fns["scratchvae"]
+                timed = time_interleaved({**fns, "scratchvae": (AsTraining(step, c), sync)},
+                                         opts.reps, opts.target_seconds, opts.pause)  # fmt: skip
+                info["scratchvae_threads"] = c.count
             for impl, t in timed.items():
                 rate = batch / t["median"]
                 if condition == "idle":
@@ -209,7 +230,9 @@ def markdown(results: dict) -> str:
         kept = "-" if r["kept"] is None else f"{100 * r['kept']:.0f}%"
         partner = r.get("partner_samples_per_s")
         partner = "-" if partner is None else f"{partner:.0f}"
-        lines.append(f"| {r['batch']} | {r['condition']} | {r['impl']} | "
+        n = r.get("scratchvae_threads") if r["impl"] == "scratchvae" else None
+        impl = r["impl"] + (f" ({n} thread{'s' * (n > 1)})" if n else "")
+        lines.append(f"| {r['batch']} | {r['condition']} | {impl} | "
                      f"{r['samples_per_s']:.0f} | {kept} | {partner} |")  # fmt: skip
     note = ("busy: one spinning process per core in `busy_cores`; pair: a second scratchvae "
             "training of the same step alongside (its own rate in the last column).")  # fmt: skip
