@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from hypothesis import assume
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from scratchvae.backend import Backend, get_xp, to_numpy
@@ -416,3 +416,16 @@ def op_inputs(draw: st.DrawFn, case: OpCase, dtype: str = "float64"):
     )
     assume(case.kink(inputs) > (MARGIN32 if dtype == "float32" else MARGIN64))
     return inputs, douts
+
+
+# The inputs every compiled kernel is checked on against its op's body, on the CPU
+# (tests/kernels/test_cpu_kernels.py) and on the GPU (tests/kernels/test_gpu_kernels.py).
+kernel_cases = given(
+    B=st.integers(1, 40),
+    D=st.integers(1, 60),
+    H=st.integers(1, 30),
+    variant=st.integers(0, 15),
+    dtype=st.sampled_from(["float32", "float64"]),
+    scale=st.sampled_from([0.1, 3.0, 10.0]),
+    seed=st.integers(0, 2**16),
+)

@@ -13,8 +13,7 @@ import inspect
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from op_cases import kernel_cases
 
 from scratchvae import backend, optim, parallel, train
 from scratchvae.backend import Backend
@@ -143,15 +142,7 @@ def assert_same(got, want, dtype, exact, what):
 # ------------------------------------------------------------------ every kernel against its op
 @needs_numba
 @pytest.mark.parametrize("name", NAMES)
-@given(
-    B=st.integers(1, 40),
-    D=st.integers(1, 60),
-    H=st.integers(1, 30),
-    variant=st.integers(0, 15),
-    dtype=st.sampled_from(["float32", "float64"]),
-    scale=st.sampled_from([0.1, 3.0, 10.0]),
-    seed=st.integers(0, 2**16),
-)
+@kernel_cases
 def test_kernel_equals_its_op(name, B, D, H, variant, dtype, scale, seed) -> None:
     """Same inputs: the same results, arrays written in place, dtypes and shapes (to the
     last bit where the kernel does the same arithmetic, else rtol 1e-12 / 1e-5)."""

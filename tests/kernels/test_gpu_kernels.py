@@ -14,9 +14,7 @@ import inspect
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-from op_cases import cases, check_op, make_inputs
+from op_cases import cases, check_op, kernel_cases, make_inputs
 from test_cpu_kernels import Recorder, assert_same, make_args, op_of
 
 from scratchvae import backend
@@ -77,15 +75,7 @@ def run_on_device(name, spec, on):
 # ------------------------------------------------------------------ every kernel against its op
 @gpu
 @pytest.mark.parametrize("name", NAMES)
-@given(
-    B=st.integers(1, 40),
-    D=st.integers(1, 60),
-    H=st.integers(1, 30),
-    variant=st.integers(0, 15),
-    dtype=st.sampled_from(["float32", "float64"]),
-    scale=st.sampled_from([0.1, 3.0, 10.0]),
-    seed=st.integers(0, 2**16),
-)
+@kernel_cases
 def test_gpu_kernel_equals_its_op(name, B, D, H, variant, dtype, scale, seed) -> None:
     """Same CuPy inputs: the kernel (one launch per elementwise chain) and the op's body
     (kernels off) give the same results and in-place writes, dtypes and shapes."""
