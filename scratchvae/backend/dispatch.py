@@ -47,7 +47,11 @@ def _select(name: str, args: tuple) -> tuple[Callable[..., Any] | None, str]:
     kind = "numpy"
     for a in args:
         t = type(a)
-        role = "numpy" if t is NUMPY_ARRAY else ROLES.get(t) or array_role(t)
+        if t is NUMPY_ARRAY:  # the common case first: a NumPy array argument
+            if not (a.flags.c_contiguous and a.dtype.kind in "fiub"):
+                return None, "numpy"
+            continue
+        role = ROLES.get(t) or array_role(t)
         if role == "skip":
             continue
         for b in a if role == "tuple" else (a,):  # a cache: its arrays

@@ -35,11 +35,11 @@ from .references import (
     installed_version,
 )
 from .report import (
-    THREAD_VARS,
     busy_note,
     load_average,
     machine_info,
     machine_name,
+    threads_env,
     write_outputs,
 )
 from .timing import ADAM, CONFIGS, ScratchStep, StepFn, matmul_bound_fn, time_interleaved
@@ -294,17 +294,14 @@ def _summary_row(key: dict, timed: dict[str, dict[str, float]], scratch: str) ->
 # ============================================================================ entry points
 def _rerun_with_threads(n: int) -> int:
     """Run this same command in a fresh process whose libraries all use ``n`` threads
-    (BLAS reads its thread count when it loads, so the variables must be set before that)."""
-    env = dict(os.environ, **{v: str(n) for v in THREAD_VARS}, SCRATCHVAE_BENCH_THREADS=str(n))
-    env["SCRATCHVAE_THREADS"] = str(n)
-    if n == 1:
-        env["XLA_FLAGS"] = (
-            env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-            " intra_op_parallelism_threads=1"
-        ).strip()
+    (BLAS reads its thread count when it loads, so the variables must be set before that;
+    JAX follows only the cores the process may use, so the process is pinned to ``n``)."""
+    env, pin = threads_env(n)
+    env["SCRATCHVAE_BENCH_THREADS"] = str(n)
     argv = sys.argv[1:]
     argv = argv[1:] if argv[:1] == ["bench"] else argv  # `scratchvae bench ...`
-    return subprocess.run([sys.executable, "-m", "scratchvae.bench", *argv], env=env).returncode
+    cmd = [sys.executable, "-m", "scratchvae.bench", *argv]
+    return subprocess.run(cmd, env=env, preexec_fn=pin).returncode  # noqa: PLW1509 - no threads yet
 
 
 def _run_conditions(args: argparse.Namespace) -> int:

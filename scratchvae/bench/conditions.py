@@ -32,7 +32,7 @@ from typing import Any
 from ..atomic import atomic_write
 from ..backend import Backend, training_threads, usable_cores
 from .references import JaxStep, TorchStep, installed_version
-from .report import THREAD_VARS, load_average, machine_info, machine_name
+from .report import load_average, machine_info, machine_name, threads_env
 from .timing import CONFIGS, ScratchStep, time_interleaved
 
 __all__ = ["CONDITIONS", "run_contention", "run_thread_sweep"]
@@ -183,11 +183,11 @@ def run_thread_sweep(opts: argparse.Namespace, log: Callable[[str], None] = prin
     """The steps with 1, 2, 4, ... threads (each count in a fresh process)."""
     rows = []
     for n in _sweep_counts():
-        env = dict(os.environ, **{v: str(n) for v in THREAD_VARS}, SCRATCHVAE_THREADS=str(n))
+        env, pin = threads_env(n)  # n threads for BLAS, OpenMP, scratchvae; n cores for JAX
         with tempfile.TemporaryDirectory() as tmp:
             argv = [sys.executable, "-c", _CALL.format("_sweep_one"), tmp,
                     json.dumps(vars(opts), default=str)]  # fmt: skip
-            subprocess.run(argv, env=env, check=True)
+            subprocess.run(argv, env=env, check=True, preexec_fn=pin)  # noqa: PLW1509
             for row in json.loads((Path(tmp) / "rows.json").read_text()):
                 rows.append({"threads": n, **row})
                 log(f"threads {n:3d} B={row['batch']:5d} {row['impl']:10s} "

@@ -27,6 +27,7 @@ from .timing import ADAM
 
 __all__ = [
     "THREAD_VARS",
+    "threads_env",
     "busy_note",
     "fraction_text",
     "load_average",
@@ -39,6 +40,26 @@ __all__ = [
 
 # the environment variables that set the CPU threads of BLAS, OpenMP and scratchvae's pool
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def threads_env(n: int) -> tuple[dict[str, str], Any]:
+    """(environment, preexec_fn) for a child process whose libraries all use ``n`` threads.
+
+    The variables set BLAS's and OpenMP's thread counts and scratchvae's; JAX (XLA's CPU client
+    and the YNNPACK products under it) reads none of them and sizes its thread pools from the
+    cores the process may run on, so the child is also pinned to the first ``n`` of this
+    process's cores (None when ``n`` is all of them, or on a system without affinity)."""
+    env = dict(os.environ, **{v: str(n) for v in THREAD_VARS}, SCRATCHVAE_THREADS=str(n))
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return env, None
+    if n >= len(cores):
+        return env, None
+    chosen = set(cores[:n])
+    return env, lambda: os.sched_setaffinity(0, chosen)
+
+
 _VERSIONS_OF = ("scratchvae", "numpy", "scipy", "numba", "torch", "jax", "jaxlib", "cupy-cuda12x")
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np  # numpy-boundary: Numba's kernels take NumPy arrays only
 
 from ..backend.threads import cpu_threads, run_parallel
-from ..ops.layers import DenseGrads, DenseReluCache
+from ..ops.layers import DenseCache, DenseGrads, DenseReluCache
 from ..ops.losses import BernoulliCache, _per_example_scale, _reduce
 from ..ops.reparam import LatentCache, LatentGrads
 from ..params import buffer
@@ -89,6 +89,13 @@ if numba is not None:
         for c in range(1, parts.shape[0]):
             for i in range(lo, hi):
                 out[i] += w[c] * parts[c, i]
+
+    @_jit
+    def _bias_add(y, b):  # noqa: ANN001, ANN202 - compiled
+        # y += b in place      y: (B, H) = x @ W,  b: (H,)      (the dense layer's bias)
+        for r in range(y.shape[0]):
+            for c in range(y.shape[1]):
+                y[r, c] += b[c]
 
     @_jit
     def _bias_relu(h, b):  # noqa: ANN001, ANN202 - compiled
@@ -200,6 +207,15 @@ def dense_backward(cache, dy, ws=None, need_dx=True, out_dW=None, out_db=None): 
     _require(dy.ndim == 2 and db.shape == dy.shape[1:], "dense_backward", (dy, db))
     _column_sum(dy, db)
     return _dense_grads(cache.x, cache.W, dy, ws, need_dx, out_dW, db)
+
+
+def dense_forward(x, W, b, ws=None):  # noqa: ANN001, ANN201
+    """:func:`scratchvae.ops.layers.dense_forward`: x @ W by BLAS, then the bias in one pass,
+    in place (NumPy's broadcast ``y += b`` on a (128, 784) batch costs several times more)."""
+    y = np.matmul(x, W, out=buffer(ws, "y", (x.shape[0], W.shape[1]), x))
+    _require(b.shape == y.shape[1:] and b.dtype == y.dtype, "dense_forward", (y, b))
+    _bias_add(y, b)
+    return y, DenseCache(x, W)
 
 
 def dense_relu_forward(x, W, b, ws=None):  # noqa: ANN001, ANN201
@@ -322,6 +338,7 @@ def warm_up(dtype: str = "float32") -> None:
     a, b, v = np.zeros((2, 3), dtype), np.zeros(3, dtype), np.zeros(6, dtype)
     adam_update(v, v.copy(), v.copy(), v.copy(), np.asarray(1), 1e-3, 0.9, 0.999, 1e-8)
     weighted_sum(v, np.zeros((2, 6), dtype), np.ones(2, dtype))
+    dense_forward(a, np.zeros((3, 3), dtype), b)
     h, cache = dense_relu_forward(a, np.zeros((3, 3), dtype), b)
     dense_relu_backward(cache, h.copy())
     dense_backward(DenseCache(a, np.zeros((3, 3), dtype)), a.copy())
@@ -336,6 +353,7 @@ if numba is not None:
         {
             f.__name__: f
             for f in (
+                dense_forward,
                 dense_backward,
                 dense_relu_forward,
                 dense_relu_backward,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 from scratchvae.atomic import temp_files
 from scratchvae.bench import report
@@ -95,3 +98,16 @@ def test_write_outputs_replaces_the_files_and_leaves_no_temporaries(tmp_path) ->
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(temp_files(p) == [] for p in paths)
     assert sorted(p.name for p in out.iterdir()) == ["r.json", "r.md", "r.png"]
+
+
+def test_threads_env_sets_every_library_and_pins_the_child_to_n_cores() -> None:
+    # JAX reads no thread variable: only the cores a process may use limit its thread pools,
+    # so a "1 thread" child must be pinned to 1 core or JAX runs on all of them
+    cores = len(os.sched_getaffinity(0))
+    env, pin = report.threads_env(1)
+    assert env["OPENBLAS_NUM_THREADS"] == env["SCRATCHVAE_THREADS"] == "1"
+    code = "import os; print(len(os.sched_getaffinity(0)))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, preexec_fn=pin,  # noqa: PLW1509
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert int(out) == 1
+    assert report.threads_env(cores)[1] is None  # all the cores: nothing to pin

@@ -24,7 +24,8 @@ from scratchvae.params import Workspace
 
 needs_numba = pytest.mark.skipif(cpu.numba is None, reason="needs numba (scratchvae[fast])")
 NAMES = sorted(cpu.KERNELS)
-EXACT = {"dense_backward", "dense_relu_forward", "dense_relu_backward"}  # same arithmetic
+# the same arithmetic as the ops' bodies: bit for bit
+EXACT = {"dense_forward", "dense_backward", "dense_relu_forward", "dense_relu_backward"}
 
 
 def op_of(name: str):
@@ -204,6 +205,8 @@ ONE = np.asarray(1)  # Adam's step number
         ("latent_forward", lambda: (np.zeros((3, 4)), np.zeros((3, 3)))),
         ("latent_forward", lambda: (np.zeros((3, 4)), np.zeros((3, 2), np.float32))),
         ("latent_backward", lambda: (_latent_cache(), np.zeros((3, 3)), 1.0)),
+        ("dense_forward", lambda: (np.zeros((2, 3)), np.zeros((3, 4)), np.zeros(5))),
+        ("dense_forward", lambda: (np.zeros((2, 3)), np.zeros((3, 4)), np.zeros(4, np.float32))),
         ("dense_relu_forward", lambda: (np.zeros((2, 3)), np.zeros((3, 4)), np.zeros(5))),
         ("dense_relu_backward", lambda: (_relu_cache(), np.zeros((2, 5)))),
         ("dense_backward", lambda: (layers.DenseCache(np.zeros((2, 3)), np.zeros((3, 4))),
