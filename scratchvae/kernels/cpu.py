@@ -37,8 +37,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 KERNELS: dict[str, Any] = {}  # op name -> kernel; empty without Numba
 # the fewest elements per thread for which an elementwise pass (Adam, the gradient sum) is
-# split across the step's threads (measured in the step: benchmarks/README.md, "CPU threads")
-PARALLEL_MIN = 1 << 19
+# split across the step's threads (measured: benchmarks/README.md, "CPU threads")
+PARALLEL_MIN = 1 << 18
 
 
 def _require(ok: bool, kernel: str, arrays: tuple[Array, ...]) -> None:
