@@ -355,6 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:
         return _interrupted(args, isinstance(exc, Terminated))
+    except MemoryError as exc:  # what the checks up front did not foresee
+        first = str(exc).splitlines()[0] if str(exc) else "an allocation failed"
+        msg = f"out of memory: {first}; choose a smaller model, --batch-size or --iw-samples"
+        print(one_line_error(msg), file=sys.stderr)
+        return 2
     except _USER_ERRORS as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:

@@ -76,8 +76,13 @@ class ParamStore(Mapping):
         4 KB) for an allocation of 4 MB or more, and the training step streams through the
         parameters, the gradients and the optimizer's moments (10 MB for the MNIST VAE in
         float32) every step; with huge pages that takes far fewer TLB misses (the measurement:
-        benchmarks/README.md)."""
-        both = backend.zeros((2, _total_size(shapes)))
+        benchmarks/README.md). Refused (BackendError) when training them would not fit in
+        the memory available: parameters, gradients and Adam's two moments."""
+        size = _total_size(shapes)
+        need = 4 * size * backend.dtype.itemsize
+        what = f"training a model of {size:,} parameters ({backend.dtype.name}: parameters, "
+        backend.check_memory(need, what + "gradients and Adam's two moments)")
+        both = backend.zeros((2, size))
         return cls(shapes, backend, flat=both[0]), cls(shapes, backend, flat=both[1])
 
     def copy(self) -> dict[str, Array]:

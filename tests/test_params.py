@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scratchvae.backend import Backend
+from scratchvae.backend import Backend, BackendError
 from scratchvae.params import ParamStore, Workspace, buffer, scope
 
 SHAPES = {"enc.0.W": (5, 4), "enc.0.b": (4,), "enc.1.W": (4, 6), "enc.1.b": (6,)}
@@ -141,3 +141,21 @@ def test_buffer_and_scope_without_a_workspace_allocate() -> None:
     assert buffer(ws, "y", (3, 2), like) is buffer(ws, "y", (3, 2), like)
     inner = scope(ws, "lik")
     assert inner is ws.scope("lik") and buffer(inner, "d", (1,), like) is ws("lik.d", (1,), like)
+
+
+def test_params_and_gradients_are_refused_when_training_would_not_fit(monkeypatch) -> None:
+    bk = Backend("numpy", "float64", seed=0)
+    need = 4 * SIZE * 8  # parameters, gradients, Adam's m and v
+    monkeypatch.setattr(Backend, "available_memory", lambda self: need)
+    params, grads = ParamStore.with_gradients(SHAPES, bk)  # exactly fits
+    assert params.size == grads.size == SIZE
+    monkeypatch.setattr(Backend, "available_memory", lambda self: need - 1)
+    with pytest.raises(BackendError, match=r"training a model of 54 parameters .* smaller model"):
+        ParamStore.with_gradients(SHAPES, bk)
+    monkeypatch.setattr(Backend, "available_memory", lambda self: None)  # unknown: no check
+    ParamStore.with_gradients(SHAPES, bk)
+
+
+def test_available_memory_reads_linux_memavailable() -> None:
+    free = Backend("numpy").available_memory()
+    assert free is None or 0 < free < 1 << 50

@@ -191,6 +191,12 @@ def array_role(t: type) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _gib(nbytes: int) -> str:
+    """A byte count for people: '1,013 GiB', '3.2 GiB', '0.5 GiB'."""
+    gib = nbytes / 2**30
+    return f"{gib:,.0f} GiB" if gib >= 10 else f"{gib:.1f} GiB"
+
+
 class Backend:
     """Array module + dtype + seeded generator, chosen once.
 
@@ -225,6 +231,34 @@ class Backend:
 
     def to_numpy(self, a: Any) -> Any:
         return to_numpy(a)
+
+    def available_memory(self) -> int | None:
+        """Bytes this backend can still allocate: the device's free memory on CuPy, Linux's
+        MemAvailable (``/proc/meminfo``) on NumPy; None where that cannot be read."""
+        if self.name == "cupy":
+            return int(self.xp.cuda.runtime.memGetInfo()[0])
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024  # kB
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    def check_memory(self, nbytes: int, what: str) -> None:
+        """Raise :class:`BackendError` when ``what`` (a phrase: "training this model (...)")
+        needs more than :meth:`available_memory`: a clear refusal up front instead of a
+        MemoryError traceback, or Linux's out-of-memory killer later (NumPy's zeros are only
+        reserved until first written, so a too-large allocation can succeed and the process
+        be killed while it fills it)."""
+        free = self.available_memory()
+        if free is not None and nbytes > free:
+            where = "on the GPU" if self.name == "cupy" else "of memory"
+            raise BackendError(
+                f"{what} needs {_gib(nbytes)} and {_gib(free)} {where} is available; "
+                "choose a smaller model (fewer or narrower layers)"
+            )
 
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on NumPy). For timing only."""

@@ -268,3 +268,24 @@ def test_the_iw_bound_keeps_its_memory_flat_in_k():
     (small, n_small), (large, n_large) = peak(200), peak(2000)
     assert n_large == 10 * n_small >= 2000  # one progress call per chunk
     assert large < small + 20_000  # a list of 2000 (6,) arrays would hold ~250 KB
+
+
+def test_a_model_too_large_for_memory_is_one_line_and_leaves_no_folder(tmp_path) -> None:
+    # 784-10^9-20 needs 2 TB to train (float32 parameters, gradients, Adam's two moments): was
+    # a MemoryError traceback; 784-50000-50000-20 (75 GB) passes NumPy's zeros (memory is only
+    # reserved) and would have met the out-of-memory killer while being initialised
+    out = tmp_path / "run"
+    result = _cli("train", "--hidden", "1000000000", "--epochs", "1", "--out", str(out))
+    _one_error_line(result, "136,000,000,068 parameters", "GiB", "smaller model")
+    assert not out.exists()
+
+
+def test_an_unforeseen_memory_error_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 3.00 GiB for an array with shape (2, 402653184)")
+
+    monkeypatch.setattr("scratchvae.commands.fit", no_memory)
+    assert main([*T, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.splitlines()  # the start line, then the error
+    assert err[-1].startswith("scratchvae: error: out of memory: Unable to allocate 3.00 GiB")
+    assert not any("Traceback" in line for line in err)
