@@ -33,6 +33,7 @@ from .cliargs import (
     POSITIVE,
     OneLineParser,
     one_line_error,
+    typed_options,
 )
 from .commands import (
     PROG,
@@ -345,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version (0) or an argparse error (2, already printed)
         return int(exc.code or 0)
+    if getattr(args, "resume", False):  # which flags were typed, even at their defaults
+        args.typed = typed_options(build_parser(), argv)
     seed = getattr(args, "seed", None)
     if seed is not None and seed < 0:  # trace's own --seed (the other commands' have a type)
         msg = f"argument --seed: expected {NATURAL.__name__}, got '{seed}'"

@@ -26,6 +26,7 @@ __all__ = [
     "OneLineParser",
     "checked",
     "one_line_error",
+    "typed_options",
 ]
 
 PROG = "scratchvae"
@@ -43,6 +44,26 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, one_line_error(message) + "\n")
+
+
+_UNTYPED = object()  # the default of every option while typed_options parses
+
+
+def typed_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The ``dest`` of every option typed on ``argv``, at whatever value: ``argv`` parsed
+    again by ``parser`` (a fresh one, changed here) with every option's default, its
+    subcommands' included, replaced by a marker. Comparing a value with its default cannot
+    tell ``--lr 0.001`` (typed, the default) from no ``--lr``; this can."""
+    parsers = [parser]
+    while parsers:
+        p = parsers.pop()
+        for action in p._actions:  # noqa: SLF001 - argparse keeps no public list of them
+            if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+                parsers.extend(action.choices.values())
+            elif action.option_strings:
+                action.default = _UNTYPED
+    parsed = vars(parser.parse_args(argv))
+    return {dest for dest, value in parsed.items() if value is not _UNTYPED}
 
 
 def checked(convert: type, ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:

@@ -3,10 +3,12 @@
 A resumed run continues as it was trained: its model, data and settings come from the
 checkpoint, and a flag given on the command line whose value differs from the run's is refused
 with one line naming each such flag (it used to be ignored, or for ``--data``, to train the
-run's model on other data while the checkpoint still named the old). A flag is "given" when its
-value differs from the parser's default (``--model vae`` on an AE run cannot be told from no
-``--model`` at all). ``--epochs`` may raise the target, ``--backend`` and ``--data-dir`` say
-where to run and where the data lives now.
+run's model on other data while the checkpoint still named the old). A flag is "given" when it
+was typed (``args.typed``, set by :func:`scratchvae.cli.main` from
+:func:`~scratchvae.cliargs.typed_options`), even at the parser's default: ``--lr 0.001`` on a
+run trained with ``--lr 0.01`` is refused. Without ``args.typed`` (a Namespace built in code) a
+flag is given when its value differs from the default. ``--epochs`` may raise the target,
+``--backend`` and ``--data-dir`` say where to run and where the data lives now.
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: Train
     resume command line whose values differ from the run's (``config``: its train config)."""
     from .cli import build_parser  # noqa: PLC0415 - cli imports this module
 
-    defaults = vars(build_parser().parse_args(["train"]))  # a flag left at its default: not given
+    typed = getattr(args, "typed", None)  # the options typed on the command line
+    defaults = vars(build_parser().parse_args(["train"]))  # else: at its default, not given
     kind = ckpt.model_config["model"]
     saved_values = {
         "model": ckpt.model_config,
@@ -95,7 +98,8 @@ def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: Train
     for flag, (where, key) in _RESUME_FLAGS.items():
         dest = flag[2:].replace("-", "_")
         value = getattr(args, dest, None)
-        if where not in saved_values or value is None or value == defaults.get(dest):
+        given = dest in typed if typed is not None else value != defaults.get(dest)
+        if where not in saved_values or value is None or not given:
             continue
         saved = saved_values[where].get(key)
         same = _same_data(saved, value) if flag == "--data" else saved == value

@@ -16,8 +16,8 @@ import pytest
 from scratchvae import cli, commands
 from scratchvae.backend import Backend
 from scratchvae.checkpoint import load_checkpoint
-from scratchvae.cli import main
-from scratchvae.cliargs import COUNT, FRACTION, NATURAL, OPEN_UNIT, POSITIVE
+from scratchvae.cli import build_parser, main
+from scratchvae.cliargs import COUNT, FRACTION, NATURAL, OPEN_UNIT, POSITIVE, typed_options
 from scratchvae.data import load_dataset
 from scratchvae.models import VAE
 from scratchvae.train import TrainConfig
@@ -337,3 +337,20 @@ def test_python_dash_m_scratchvae_is_the_same_program():
         "scratchvae: error: no run folder or checkpoint at "
         "no-such-run; train first: scratchvae train"
     ]
+
+
+def test_resume_refuses_a_flag_typed_at_its_default_when_the_run_differs(tmp_path, capsys):
+    # the run was trained with --lr 0.01; `--resume --lr 0.001` (the parser's default) used to
+    # be taken for no --lr at all and resumed at 0.01 without a word
+    out = str(tmp_path / "run")
+    assert main(["train", "--out", out, *TINY, "--no-figures", "--lr", "0.01"]) == 0
+    resume = ["train", "--out", out, "--resume", "--epochs", "3", "--no-progress", "--no-figures"]
+    assert main([*resume, "--lr", "0.001"]) == 2
+    assert "was trained with --lr 0.01; you asked for --lr 0.001" in _error_line(capsys)
+    assert main([*resume, "--lr", "0.01", "--seed", "0"]) == 0  # the run's own values
+
+
+def test_typed_options_tells_a_typed_default_from_no_flag():
+    typed = typed_options(build_parser(), ["train", "--lr", "0.001", "--hidden", "8"])
+    assert {"lr", "hidden"} <= typed and "latent" not in typed and "seed" not in typed
+    assert typed_options(build_parser(), ["evaluate", "run", "--iw-samples", "5"]) >= {"iw_samples"}
