@@ -32,7 +32,7 @@ from typing import Any
 from ..atomic import atomic_write
 from ..backend import Backend, training_threads, usable_cores
 from .references import JaxStep, TorchStep, installed_version
-from .report import load_average, machine_info, machine_name, threads_env
+from .report import cores_text, load_average, machine_info, machine_name, threads_env
 from .timing import CONFIGS, ScratchStep, time_interleaved
 
 __all__ = ["CONDITIONS", "run_contention", "run_thread_sweep"]
@@ -217,7 +217,7 @@ def _sweep_one(out: str, opts_json: str) -> None:
 def markdown(results: dict) -> str:
     """The contention or thread-sweep results as a Markdown table."""
     m = results["machine"]
-    head = [f"# scratchvae benchmark: {m['cpu']} ({m['cores']} cores), {results['config']} "
+    head = [f"# scratchvae benchmark: {m['cpu']} ({cores_text(m)}), {results['config']} "
             f"{results['dtype']}", ""]  # fmt: skip
     if results["schema"].endswith("threads/1"):
         lines = ["| threads | batch | impl | samples/s |", "|---|---|---|---|"]

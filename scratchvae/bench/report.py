@@ -27,6 +27,7 @@ from .timing import ADAM
 
 __all__ = [
     "THREAD_VARS",
+    "cores_text",
     "threads_env",
     "busy_note",
     "fraction_text",
@@ -40,6 +41,13 @@ __all__ = [
 
 # the environment variables that set the CPU threads of BLAS, OpenMP and scratchvae's pool
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def cores_text(machine: dict[str, Any]) -> str:
+    """'2 cores', '1 core', or '1 of 2 cores' for a run pinned to fewer than the machine has."""
+    n, present = machine["cores"], machine.get("cores_present", machine["cores"])
+    unit = "core" if present == 1 else "cores"
+    return f"{n} {unit}" if n == present else f"{n} of {present} {unit}"
 
 
 def threads_env(n: int) -> tuple[dict[str, str], Any]:
@@ -80,6 +88,7 @@ def machine_info(backend: Backend, torch_device: str | None) -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": cpu,
         "cores": cores,
+        "cores_present": os.cpu_count() or cores,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "blas": _blas_info(backend),
@@ -109,7 +118,7 @@ def load_average() -> list[float] | None:
 def busy_note(machine: dict[str, Any]) -> str | None:
     """'the machine was busy: load average 3.1 at the start, 2.4 at the end, on 2 cores; ...'
     when the 1-minute load average exceeded the cores at the start or the end, else None."""
-    cores = machine.get("cores") or 1
+    cores = machine.get("cores_present") or machine.get("cores") or 1  # the load is the machine's
     start, end = (machine.get(k) or [0.0] for k in ("load_avg_start", "load_avg_end"))
     if max(start[0], end[0]) <= cores:
         return None
@@ -146,7 +155,7 @@ def machine_name(info: dict[str, Any], backend: str) -> str:
 
     if backend == "cupy":
         return f"gpu-{slug(info.get('gpu', 'unknown'))}"
-    return f"cpu-{slug(info['cpu'])}-{info['cores']}c"
+    return f"cpu-{slug(info['cpu'])}-{info.get('cores_present', info['cores'])}c"  # the machine's
 
 
 # ============================================================================ files
@@ -175,7 +184,7 @@ def markdown_report(results: dict) -> str:
     """The results as Markdown: machine, throughput table, equivalence, memory, evaluation."""
     m, s = results["machine"], results["settings"]
     lines = [
-        f"# scratchvae benchmark: {m.get('gpu') or m['cpu']} ({m['cores']} cores)",
+        f"# scratchvae benchmark: {m.get('gpu') or m['cpu']} ({cores_text(m)})",
         "",
         f"- backend `{s['backend']}`; BLAS {m['blas']}; Python {m['python']}"
         + ("; compiled kernels (Numba)" if m.get("cpu_kernels") else ""),

@@ -111,3 +111,10 @@ def test_threads_env_sets_every_library_and_pins_the_child_to_n_cores() -> None:
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert int(out) == 1
     assert report.threads_env(cores)[1] is None  # all the cores: nothing to pin
+
+
+def test_cores_text_says_when_a_run_was_pinned_to_fewer_cores() -> None:
+    assert report.cores_text({"cores": 2, "cores_present": 2}) == "2 cores"
+    assert report.cores_text({"cores": 1, "cores_present": 1}) == "1 core"
+    assert report.cores_text({"cores": 1, "cores_present": 2}) == "1 of 2 cores"
+    assert report.cores_text({"cores": 16}) == "16 cores"  # results written before the field
