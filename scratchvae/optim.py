@@ -300,6 +300,13 @@ def adam_update(
     multiply the numerator and the denominator of lr m_hat / (sqrt(v_hat) + eps) by c2).
     t is an array, not a number, so that on a GPU the corrections are computed on the device
     from the device's step count, and a step replayed from a CUDA graph uses the right ones.
+
+    A moment below the smallest normal number (``finfo.tiny``) is stored as 0 (NaN stays
+    NaN). A weight whose gradient stays 0 (a pixel never on, a dead ReLU unit) has
+    m = 0.9^t m_0: subnormal after about 800 steps in float32, and arithmetic on subnormal
+    numbers takes the CPU's slow path (this update ran 3.4x slower on the MNIST VAE once 10%
+    of m was subnormal). The parameter moves by less than step * tiny / eps either way, far
+    below its rounding.
     """
     xp = get_xp(p)
     c2 = xp.sqrt(1 - b2**t)
@@ -312,6 +319,11 @@ def adam_update(
     tmp -= v
     tmp *= 1 - b2
     v += tmp
+    tiny = xp.finfo(p.dtype).tiny  # m = m * 1[|m| >= tiny],  v = v * 1[v >= tiny]
+    xp.greater_equal(xp.abs(m, out=tmp), tiny, out=tmp)
+    m *= tmp
+    xp.greater_equal(v, tiny, out=tmp)
+    v *= tmp
     xp.sqrt(v, out=tmp)
     tmp += eps_hat.astype(p.dtype)
     xp.divide(m, tmp, out=tmp)

@@ -69,14 +69,15 @@ if numba is not None:
     def _adam(p, g, m, v, one_minus_b1, one_minus_b2, step, eps, tiny, lo, hi):  # noqa: ANN001, ANN202
         # per element i in [lo, hi), as optim.adam_update:
         #     m += (1-b1)(g - m);  v += (1-b2)(g^2 - v);  p -= step * m / (sqrt(v) + eps)
-        # and moments below ``tiny`` (the smallest normal number) set to zero: see adam_update
+        # and moments below ``tiny`` (the smallest normal number) set to zero, NaN kept: see
+        # optim.adam_update
         zero = p.dtype.type(0)
         for i in range(lo, hi):
             gi = g[i]
             mi = m[i] + one_minus_b1 * (gi - m[i])
             vi = v[i] + one_minus_b2 * (gi * gi - v[i])
-            mi = mi if abs(mi) >= tiny else zero
-            vi = vi if vi >= tiny else zero
+            mi = zero if abs(mi) < tiny else mi
+            vi = zero if vi < tiny else vi
             m[i] = mi
             v[i] = vi
             p[i] -= step * mi / (math.sqrt(vi) + eps)
@@ -314,11 +315,8 @@ def weighted_sum(out, parts, weights):  # noqa: ANN001, ANN201
 
 
 def adam_update(p, g, m, v, t, lr, b1, b2, eps, ws=None):  # noqa: ANN001, ANN201
-    """:func:`scratchvae.optim.adam_update` in one pass. One difference: a moment that falls
-    below the smallest normal number (``finfo.tiny``) becomes zero. A weight whose gradient is
-    always zero (a pixel never on, a dead ReLU unit) has m = 0.9^t m_0, subnormal after about
-    800 steps in float32, and arithmetic on subnormal numbers takes a slow path in the CPU.
-    The parameter moves by less than ``step * tiny / eps`` either way, far below its rounding."""
+    """:func:`scratchvae.optim.adam_update` in one pass, a moment below the smallest normal
+    number stored as 0 as the op's body does (subnormal arithmetic is the CPU's slow path)."""
     _require(_same(p, g, m, v), "adam_update", (p, g, m, v))
     c2 = math.sqrt(1 - b2 ** int(t))  # the bias corrections, as in the op's body
     step, eps_hat = lr * c2 / (1 - b1 ** int(t)), eps * c2

@@ -345,25 +345,25 @@ def test_exp_and_log1p_series_are_within_two_and_a_half_ulps(
 
 
 # ------------------------------------------------------------------ Adam
-@needs_numba
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_adam_kernel_sets_subnormal_moments_to_zero(dtype: str) -> None:
+def test_adam_sets_subnormal_moments_to_zero_kernel_and_body(dtype: str) -> None:
     """A zero gradient decays m geometrically into subnormal numbers (slow arithmetic); the
-    kernel stores zero instead, and the parameters move as the op's body moves them."""
+    update stores zero instead, in the op's body and in its kernel alike, and keeps NaN."""
     tiny = np.finfo(dtype).tiny
-    p = np.ones(6, dtype)
-    g = np.array([0, 0, 0, 1e-3, -1e-3, 0], dtype)
-    m = np.array([tiny * 2, tiny / 4, -tiny / 4, 0, 0, 0.5], dtype)  # two subnormal, one normal
-    v = np.array([1e-6, tiny / 2, 1e-6, 0, 0, 1e-6], dtype)  # one subnormal
-    want = [a.copy() for a in (p, m, v)]
-    optim.adam_update.reference(want[0], g, want[1], want[2], np.asarray(7), 1e-3, 0.9, 0.999, 1e-8)
-    cpu.adam_update(p, g, m, v, np.asarray(7), 1e-3, 0.9, 0.999, 1e-8)
-    assert not np.any((m != 0) & (np.abs(m) < tiny)) and not np.any((v != 0) & (v < tiny))
-    assert m[1] == m[2] == 0 and v[1] == 0  # were subnormal after the update
-    assert m[0] >= tiny  # 0.9 * 2 tiny = 1.8 tiny: still normal, kept
-    np.testing.assert_allclose(p, want[0], rtol=0, atol=4 * np.finfo(dtype).eps)
-    np.testing.assert_allclose(m, want[1], rtol=0, atol=tiny)
-    np.testing.assert_allclose(v, want[2], rtol=0, atol=tiny)
+    g = np.array([0, 0, 0, 1e-3, -1e-3, 0, np.nan], dtype)
+    updated = []
+    for update in [optim.adam_update.reference] + ([cpu.adam_update] if cpu.KERNELS else []):
+        p = np.ones(7, dtype)
+        m = np.array([tiny * 2, tiny / 4, -tiny / 4, 0, 0, 0.5, 0], dtype)  # 2 subnormal
+        v = np.array([1e-6, tiny / 2, 1e-6, 0, 0, 1e-6, 0], dtype)  # one subnormal
+        update(p, g, m, v, np.asarray(7), 1e-3, 0.9, 0.999, 1e-8)
+        assert not np.any((m != 0) & (np.abs(m) < tiny)) and not np.any((v != 0) & (v < tiny))
+        assert m[1] == m[2] == 0 and v[1] == 0  # were subnormal after the update
+        assert m[0] >= tiny  # 0.9 * 2 tiny = 1.8 tiny: still normal, kept
+        assert np.isnan(m[6]) and np.isnan(v[6]) and np.isnan(p[6])  # a NaN gradient shows
+        updated.append((p, m, v))
+    for body, kernel in zip(updated[0], updated[-1], strict=True):
+        np.testing.assert_allclose(kernel, body, rtol=4 * np.finfo(dtype).eps, atol=0)
 
 
 def test_fused_adam_matches_the_papers_update(kernels: bool) -> None:
