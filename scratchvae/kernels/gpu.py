@@ -174,7 +174,9 @@ def bernoulli_nll_forward(logits, x, reduce="mean", ws=None):  # noqa: ANN001, A
 # ------------------------------------------------------------------ Adam
 def adam_update(p, g, m, v, t, lr, b1, b2, eps, ws=None):  # noqa: ANN001, ANN201
     """:func:`scratchvae.optim.adam_update` as one launch over the flat parameters; the bias
-    corrections computed on the device from the device's step count t."""
+    corrections computed on the device from the device's step count t. Subnormal moments are
+    kept (a GPU computes them at full speed), where the op's body stores them as 0: the
+    parameters differ by less than step * tiny / eps, far below their rounding."""
     kernel = elementwise(
         "scratchvae_adam",
         "T g, raw int64 t, T lr, T b1, T b2, T eps",
