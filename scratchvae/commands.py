@@ -240,10 +240,16 @@ def _summary(history: Any, out: Path, n_figures: int) -> str:
     which = "validation" if key == "val_loss" else "training"
     loss = last.get(key, float("nan"))
     stop = " (early stop)" if history.stopped_early else ""
+    epochs, figures = _count(len(history), "epoch"), _count(n_figures, "figure")
     return (
-        f"{PROG}: {len(history)} epochs{stop}, {which} loss {loss:.2f} nats/example; wrote "
-        f"{out / CHECKPOINT_NAME}, {out / METRICS_NAME} and {n_figures} figures in {out}/"
+        f"{PROG}: {epochs}{stop}, {which} loss {loss:.2f} nats/example; wrote "
+        f"{out / CHECKPOINT_NAME}, {out / METRICS_NAME} and {figures} in {out}/"
     )
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 epoch', '3 epochs', '0 figures'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _figures(model: AE, data: Dataset, history: Any, out: Path) -> list[Path]:
