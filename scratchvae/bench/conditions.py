@@ -223,7 +223,7 @@ def markdown(results: dict) -> str:
         lines = ["| threads | batch | impl | samples/s |", "|---|---|---|---|"]
         lines += [f"| {r['threads']} | {r['batch']} | {r['impl']} | {r['samples_per_s']:.0f} |"
                   for r in results["rows"]]  # fmt: skip
-        return "\n".join([*head, *lines, ""])
+        return "\n".join([*head, *lines, "", *_ratios(results["rows"], "threads"), ""])
     lines = ["| batch | condition | impl | samples/s | kept of idle | partner samples/s |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for r in results["rows"]:
@@ -236,7 +236,24 @@ def markdown(results: dict) -> str:
                      f"{r['samples_per_s']:.0f} | {kept} | {partner} |")  # fmt: skip
     note = ("busy: one spinning process per core in `busy_cores`; pair: a second scratchvae "
             "training of the same step alongside (its own rate in the last column).")  # fmt: skip
-    return "\n".join([*head, *lines, "", note, ""])
+    return "\n".join([*head, *lines, "", note, "", *_ratios(results["rows"], "condition"), ""])
+
+
+def _ratios(rows: list[dict], key: str) -> list[str]:
+    """scratchvae's throughput over each reference's, per (batch, ``key``): the same condition
+    or thread count, one run (> 1: scratchvae faster)."""
+    refs = sorted({r["impl"] for r in rows} - {"scratchvae"})
+    if not refs:
+        return []
+    rate = {(r["batch"], r[key], r["impl"]): r["samples_per_s"] for r in rows}
+    lines = [f"| batch | {key} | " + " | ".join(f"x vs {ref}" for ref in refs) + " |",
+             "|---|---|" + "---|" * len(refs)]  # fmt: skip
+    for batch, k in dict.fromkeys((r["batch"], r[key]) for r in rows):
+        ours = rate.get((batch, k, "scratchvae"))
+        cells = [f"{ours / rate[batch, k, ref]:.2f}" if ours and rate.get((batch, k, ref))
+                 else "-" for ref in refs]  # fmt: skip
+        lines.append(f"| {batch} | {k} | " + " | ".join(cells) + " |")
+    return ["scratchvae against each reference, same run and condition:", "", *lines]
 
 
 def write(results: dict, out: Path, name: str) -> list[Path]:

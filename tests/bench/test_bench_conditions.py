@@ -43,3 +43,16 @@ def test_contention_runs_each_condition_and_names_the_thread_count() -> None:
     assert rows[0]["kept"] == 1.0
     assert "| 8 | busy | scratchvae (" in markdown(results)
     assert conditions.CONDITIONS == ("idle", "busy", "pair")
+
+
+def test_the_report_divides_scratchvae_by_each_reference_under_the_same_condition() -> None:
+    rows = [
+        {"batch": 128, "threads": 1, "impl": "scratchvae", "samples_per_s": 30.0},
+        {"batch": 128, "threads": 1, "impl": "jax", "samples_per_s": 20.0},
+        {"batch": 128, "threads": 2, "impl": "scratchvae", "samples_per_s": 30.0},
+        {"batch": 128, "threads": 2, "impl": "jax", "samples_per_s": 40.0},
+    ]
+    results = {"schema": "scratchvae-bench-threads/1", "config": "mnist", "dtype": "float32",
+               "machine": {"cpu": "x", "cores": 2}, "rows": rows}  # fmt: skip
+    text = conditions.markdown(results)
+    assert "| 128 | 1 | 1.50 |" in text and "| 128 | 2 | 0.75 |" in text
