@@ -159,3 +159,14 @@ def test_params_and_gradients_are_refused_when_training_would_not_fit(monkeypatc
 def test_available_memory_reads_linux_memavailable() -> None:
     free = Backend("numpy").available_memory()
     assert free is None or 0 < free < 1 << 50
+
+
+@pytest.mark.gpu
+def test_available_memory_on_a_gpu_counts_the_pools_free_blocks() -> None:
+    bk = Backend("cupy", "float32", seed=0)
+    before = bk.available_memory()
+    block = bk.zeros((1 << 20,))  # 4 MiB from CuPy's pool
+    del block  # back to the pool, not to the device: still available to the next model
+    assert before > 0 and bk.available_memory() >= before - (1 << 20)
+    params, grads = ParamStore.with_gradients(SHAPES, bk)
+    assert params.size == SIZE

@@ -233,10 +233,12 @@ class Backend:
         return to_numpy(a)
 
     def available_memory(self) -> int | None:
-        """Bytes this backend can still allocate: the device's free memory on CuPy, Linux's
-        MemAvailable (``/proc/meminfo``) on NumPy; None where that cannot be read."""
+        """Bytes this backend can still allocate: on CuPy the device's free memory plus what
+        CuPy's memory pool holds for reuse, on NumPy Linux's MemAvailable (``/proc/meminfo``);
+        None where that cannot be read."""
         if self.name == "cupy":
-            return int(self.xp.cuda.runtime.memGetInfo()[0])
+            pooled = self.xp.get_default_memory_pool().free_bytes()
+            return int(self.xp.cuda.runtime.memGetInfo()[0]) + int(pooled)
         try:
             with open("/proc/meminfo") as f:
                 for line in f:
