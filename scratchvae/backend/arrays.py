@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import scipy.special as _sp_special
 
+from .memory import host_available_memory
+
 __all__ = [
     "Backend",
     "BackendError",
@@ -234,19 +236,13 @@ class Backend:
 
     def available_memory(self) -> int | None:
         """Bytes this backend can still allocate: on CuPy the device's free memory plus what
-        CuPy's memory pool holds for reuse, on NumPy Linux's MemAvailable (``/proc/meminfo``);
+        CuPy's memory pool holds for reuse, on NumPy Linux's MemAvailable or, in a container,
+        what its memory cgroup allows if that is less (:mod:`scratchvae.backend.memory`);
         None where that cannot be read."""
         if self.name == "cupy":
             pooled = self.xp.get_default_memory_pool().free_bytes()
             return int(self.xp.cuda.runtime.memGetInfo()[0]) + int(pooled)
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024  # kB
-        except (OSError, ValueError, IndexError):
-            pass
-        return None
+        return host_available_memory()
 
     def check_memory(self, nbytes: int, what: str) -> None:
         """Raise :class:`BackendError` when ``what`` (a phrase: "training this model (...)")
