@@ -86,7 +86,8 @@ def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: Train
     from .cli import build_parser  # noqa: PLC0415 - cli imports this module
 
     typed = getattr(args, "typed", None)  # the options typed on the command line
-    defaults = vars(build_parser().parse_args(["train"]))  # else: at its default, not given
+    # without them (a Namespace built in code): a flag at its parser default was not given
+    defaults = vars(build_parser().parse_args(["train"])) if typed is None else {}
     kind = ckpt.model_config["model"]
     saved_values = {
         "model": ckpt.model_config,
