@@ -5,8 +5,10 @@ readable NumPy body, decorated with :func:`op`. A call looks at the op's array a
 those inside a cache): C-contiguous NumPy arrays -> the Numba kernel of the same name
 (:mod:`scratchvae.kernels.cpu`), when Numba is installed and the kernels are on; CuPy arrays ->
 the CuPy kernel of the same name (:mod:`scratchvae.kernels.gpu`), when there is one; anything
-else -> the body itself. A kernel takes the op's arguments and returns what the body returns
-(tests/kernels check each against the body). Callers never choose.
+else -> the body itself. The kernels are compiled for float32 and float64 arrays of one dtype
+and at least one element: mixed float dtypes, float16 or an empty array take the body too. A
+kernel takes the op's arguments and returns what the body returns (tests/kernels check each
+against the body). Callers never choose.
 
 :func:`kernels` switches the kernels off and on (``SCRATCHVAE_KERNELS=0`` starts with them off);
 :func:`tracing` reports every op call to a tracer (``scratchvae trace``).
@@ -27,6 +29,7 @@ __all__ = ["kernels", "kernels_enabled", "op", "tracing"]
 
 _KERNELS_ON = os.environ.get("SCRATCHVAE_KERNELS", "1") != "0"
 _TABLES: dict[str, dict[str, Callable[..., Any]]] = {}
+_FLOATS = "fd"  # float32, float64: the dtypes the kernels are compiled for
 _TRACER: Any = None  # set by tracing(): an object with .call(op, impl, label, args, kwargs)
 
 
@@ -41,14 +44,26 @@ def _table(kind: str) -> dict[str, Callable[..., Any]]:
     return table
 
 
+def _fits(a: Any, floats: str) -> str | None:
+    """Whether a kernel can take the array ``a`` after arrays of the float dtype ``floats``
+    ("f", "d" or "": none yet): the float dtype code from now on, or None (the body then)."""
+    if not (a.flags.c_contiguous and a.size):
+        return None
+    code = a.dtype.char
+    if code in _FLOATS:
+        return code if floats in ("", code) else None
+    return floats if a.dtype.kind in "iub" else None
+
+
 def _select(name: str, args: tuple) -> tuple[Callable[..., Any] | None, str]:
     """(kernel, label) for op ``name`` on ``args`` (the positional and keyword arguments'
     values, one level into tuples); (None, "numpy"/"cupy") means the op's body."""
-    kind = "numpy"
+    kind, floats = "numpy", ""
     for a in args:
         t = type(a)
         if t is NUMPY_ARRAY:  # the common case first: a NumPy array argument
-            if not (a.flags.c_contiguous and a.dtype.kind in "fiub"):
+            floats = _fits(a, floats)
+            if floats is None:
                 return None, "numpy"
             continue
         role = ROLES.get(t) or array_role(t)
@@ -56,17 +71,15 @@ def _select(name: str, args: tuple) -> tuple[Callable[..., Any] | None, str]:
             continue
         for b in a if role == "tuple" else (a,):  # a cache: its arrays
             t = type(b)
-            if t is NUMPY_ARRAY:
-                if not (b.flags.c_contiguous and b.dtype.kind in "fiub"):
-                    return None, "numpy"
-                continue
-            role = ROLES.get(t) or array_role(t)
-            if role == "cupy":
-                if not b.flags.c_contiguous:
-                    return None, "cupy"
-                kind = "cupy"
-            elif role == "other":
+            role = "numpy" if t is NUMPY_ARRAY else ROLES.get(t) or array_role(t)
+            if role == "other":
                 return None, "numpy"
+            if role == "cupy":
+                kind = "cupy"
+            if role in ("numpy", "cupy"):
+                floats = _fits(b, floats)
+                if floats is None:
+                    return None, kind
     if not _KERNELS_ON:
         return None, kind
     kernel = (_TABLES.get(kind) or _table(kind)).get(name)
