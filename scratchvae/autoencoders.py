@@ -111,7 +111,7 @@ class SparseAE(AE):
         return {**super().config, "rho": self.rho, "beta": self.beta}
 
     def forward(self, x, noise=None, train=True, kl_weight=None, ws=None):  # noqa: ANN001, ANN201
-        x = self.prepare(x)
+        x = self.prepare(x, 1)
         masks = self._noise(x, noise, train) if train else None
         a, enc = self.encoder.forward(self.params, x, masks, ws)  # (B, latent) pre-activation
         h, code = sigmoid_forward(a, scope(ws, "code"))  # the sparse code, in (0, 1)

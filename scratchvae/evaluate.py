@@ -29,7 +29,7 @@ from typing import Any
 
 from .backend import Backend, get_special, to_numpy
 from .models import VAE, Model
-from .ops.losses import kl_standard_normal, log_normal, log_standard_normal
+from .ops.losses import kl_standard_normal, log_normal_draw, log_standard_normal
 from .ops.reparam import reparam_forward
 
 Array = Any
@@ -125,7 +125,7 @@ def _log_weights(model: VAE, xb: Array, mu: Array, logvar: Array, eps: Array) ->
     s, b, L = eps.shape
     z, _ = reparam_forward(mu, logvar, eps)  # (s, b, L), broadcast over samples
     out = _decoder_out(model, z.reshape(s * b, L)).reshape(s, b, -1)  # (s, b, D_out)
-    return model.lik.log_prob(out, xb) + log_standard_normal(z) - log_normal(z, mu, logvar)
+    return model.lik.log_prob(out, xb) + log_standard_normal(z) - log_normal_draw(eps, logvar)
 
 
 def iw_bound(

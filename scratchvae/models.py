@@ -73,10 +73,7 @@ class Model:
     # (train=False: no dropout or corruption; kl_weight: a VAE's beta for this step, else
     # ignored) and backward(cache, ws) -> grads.
 
-    @property
-    def kl_beta(self) -> float | None:
-        """The weight of the model's KL term (a VAE's beta), None for a model without one."""
-        return None
+    kl_beta = property(lambda self: None, doc="The KL term's weight (a VAE's beta), else None.")
 
     # -- shared ---------------------------------------------------------------------------
     def _shapes(self) -> dict[str, tuple[int, ...]]:
@@ -105,7 +102,7 @@ class Model:
         """One training step's forward and backward (``noise`` None: drawn from the backend).
         Its arrays live in ``self.workspace``, reused by the next call (the cache never leaves
         this call). On NumPy a large batch is split across the CPU threads (:mod:`.parallel`)."""
-        x, split = self.prepare(x), self.rows_independent and self.backend.name == "numpy"
+        x, split = self.prepare(x, 1), self.rows_independent and self.backend.name == "numpy"
         noise, chunks = self._noise(x, noise, True), row_chunks(x.shape[0]) if split else None
         if chunks:
             from .parallel import split_loss_and_grads  # noqa: PLC0415 - the split step's
@@ -118,12 +115,15 @@ class Model:
         """Forward only (evaluation by default: no dropout, no input corruption)."""
         return self.forward(x, noise, train=train)[0]
 
-    def prepare(self, x: Array) -> Array:
-        """x as a (batch, n_features) array of this backend's dtype, or a one-line ValueError."""
+    def prepare(self, x: Array, min_rows: int = 0) -> Array:
+        """x as a (batch, n_features) array of this backend's dtype with at least ``min_rows``
+        rows (a loss: 1, its mean over an empty batch has no value), or a one-line ValueError."""
         x = self.backend.asarray(x)
-        if x.ndim == 2 and x.shape[1] == self.n_features:
-            return x
-        raise ValueError(f"expected input of shape (batch, {self.n_features}), got {x.shape}")
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"expected input of shape (batch, {self.n_features}), got {x.shape}")
+        if x.shape[0] < min_rows:
+            raise ValueError("a loss needs at least one example; the batch is empty")
+        return x
 
     n_params = property(lambda self: self.params.size, doc="Scalars in all parameters.")
 
@@ -197,7 +197,7 @@ class AE(Model):
         return x
 
     def forward(self, x, noise=None, train=True, kl_weight=None, ws=None):  # noqa: ANN001, ANN201
-        x = self.prepare(x)
+        x = self.prepare(x, 1)
         noise = self._noise(x, noise, train)
         masks = noise if train else None
         x_in = self._corrupt(x, noise) if train else x  # x~ for a denoising AE
@@ -261,7 +261,8 @@ class VAE(AE):
     of k single-sample ELBOs (the step above, on k copies of each example), ``"iwae"`` the
     importance-weighted bound L_k (:mod:`scratchvae.ops.iwae`), whose encoder gradient the
     ``estimator`` gives (pathwise, stl, dreg). With k = 1 the IWAE bound is the ELBO and the
-    pathwise step is the one above; ``stl`` (and ``dreg``, the same at k = 1) use log w.
+    pathwise step is the one above; ``stl`` (and ``dreg``, the same at k = 1) use log w, from
+    k = 1 draws of shape (1, B, L).
     """
 
     kind = "vae"
@@ -302,22 +303,21 @@ class VAE(AE):
             config.update(objective=self.objective, k=self.k, estimator=self.estimator)
         return config
 
-    @property
-    def kl_beta(self) -> float:
-        return self.beta
+    kl_beta = property(lambda self: self.beta, doc="The KL weight beta of the loss.")
 
     def draw_noise(self, batch_size, backend=None, train=True):  # noqa: ANN001, ANN201
-        """eps (B, L), or (k, B, L) for k > 1 samples per example in training."""
+        """eps (B, L); in training (k, B, L) for k samples per example when k > 1 or the
+        estimator is stl or dreg (the log-weights path, k = 1 included)."""
         noise = super().draw_noise(batch_size, backend, train)
         bk, k, B, L = backend or self.backend, self.k if train else 1, batch_size, self.latent
         if k > 1:  # the decoder runs on k B draws: one dropout mask row each
             noise.update(self.decoder.draw_masks(bk, k * B))
-        noise["eps"] = bk.normal((k, B, L) if k > 1 else (B, L))
+        noise["eps"] = bk.normal((k, B, L) if k > 1 or (train and self.weighted) else (B, L))
         return noise
 
     def forward(self, x, noise=None, train=True, kl_weight=None, ws=None):  # noqa: ANN001, ANN201
         """-ELBO and its terms (the mean over k draws per example), or -L_k (iwae)."""
-        x = self.prepare(x)
+        x = self.prepare(x, 1)
         noise = self._noise(x, noise, train)
         if "eps" not in noise:
             raise ValueError("VAE noise needs 'eps' of shape (batch, latent); use draw_noise(B)")
@@ -349,7 +349,7 @@ class VAE(AE):
         k, B, L = eps.shape
         (z, log_ratio), lat = iw_latent_forward(h, eps)  # z (k, B, L), log ratio (k, B)
         out, dec = self.decoder.forward(self.params, z.reshape(k * B, L), masks, ws)  # (k B, D)
-        nll, lik = self.lik.forward(per_sample(out, k), x, "none", scope(ws, "lik"))  # (k, B)
+        nll, lik = self.lik.forward(out.reshape(k, B, -1), x, "none", scope(ws, "lik"))  # (k, B)
         combine = "logmeanexp" if self.objective == "iwae" else "mean"
         bound, comb = iw_bound_forward(beta * log_ratio - nll, combine)  # mean over B
         terms = {"loss": -bound, "recon": nll.mean()}
@@ -360,9 +360,8 @@ class VAE(AE):
         dout = self.lik.backward(cache.lik, -dlog_w, scope(ws, "lik"))  # dL/dnll = -dL/dlog w
         dz = self.decoder.backward(self.params, self.grads, cache.dec, all_rows(dout), ws=ws)
         dz = dz.reshape(cache.latent.eps.shape)  # (k, B, L)
-        dh = iw_latent_backward(
-            cache.latent, dz, cache.beta * dlog_w, self.estimator, cache.bound.weights
-        )  # (B, 2L)
+        w, beta = cache.bound.weights, cache.beta  # dlog_w: -w / B
+        dh = iw_latent_backward(cache.latent, dz, beta * dlog_w, self.estimator, w, beta)  # (B, 2L)
         self.encoder.backward(self.params, self.grads, cache.enc, dh, False, ws)
         return self.grads
 

@@ -311,6 +311,18 @@ def test_build_model_round_trip_gives_the_same_loss(family: str) -> None:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_a_loss_on_an_empty_batch_is_refused_in_one_line(family: str, kernels: bool) -> None:
+    """No value to report (a mean over no rows): a ValueError, kernels on or off (they gave 0.0
+    and nan, or a ZeroDivisionError, before). Encoding no rows is fine."""
+    model = build_family(family, 6, (5,), 2, "relu", 0.0, Backend("numpy", "float64", seed=3))
+    empty = np.zeros((0, 6))
+    for call in (model.loss_and_grads, model.loss):
+        with pytest.raises(ValueError, match="at least one example; the batch is empty"):
+            call(empty)
+    assert model.reconstruct(empty).shape == (0, 6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_encode_decode_reconstruct_sample_shapes_and_ranges(family: str) -> None:
     bk = Backend("numpy", "float64", seed=3)
     model = build_family(family, 6, (5,), 2, "relu", 0.0, bk)

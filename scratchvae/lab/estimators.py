@@ -43,7 +43,7 @@ from ..ops.losses import (
     GaussianKLCache,
     Likelihood,
     gaussian_kl_backward,
-    log_normal,
+    log_normal_draw,
     log_standard_normal,
 )
 from ..ops.reparam import ReparamCache, reparam_backward, reparam_forward, split_latent
@@ -339,7 +339,7 @@ def vae_gradient_samples(
         gmu, glv = gmu + beta * dmu_kl, glv + beta * dlv_kl
     else:
         if kl == "mc":
-            f = f + beta * (log_standard_normal(z) - log_normal(z, mu, logvar))
+            f = f + beta * (log_standard_normal(z) - log_normal_draw(eps, logvar))
         c = _baseline(f, baseline, running)
         gmu, glv = score_function_grads(f, z, mu, logvar, c)  # gradients of E[f]
         gmu, glv = -gmu / B, -glv / B  # of L = -(1/B) sum_b E[f_b]

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..backend import Backend, get_special, get_xp
 from ..models import VAE, Model
-from ..ops.losses import log_normal, log_standard_normal
+from ..ops.losses import log_normal_draw, log_standard_normal
 from ..ops.reparam import reparam_forward
 
 Array = Any
@@ -118,7 +118,7 @@ def _conditional_mean(model: VAE, x: Array, observed: Array, x_cur: Array, eps: 
     if model.lik.kind == "gaussian-learned":
         m = get_xp(x).concatenate([m, m], axis=1)  # mask the [mean | logvar] output
     log_w = model.lik.log_prob(out * m, x * observed) + log_standard_normal(z)
-    log_w = log_w - log_normal(z, mu, logvar)  # (K, b)
+    log_w = log_w - log_normal_draw(eps, logvar)  # (K, b)
     weights = get_xp(x).exp(log_w - get_special(x).logsumexp(log_w, axis=0))  # softmax over K
     return (weights[:, :, None] * model.lik.mean(out.reshape(K * b, -1)).reshape(K, b, -1)).sum(0)
 

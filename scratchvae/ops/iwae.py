@@ -17,6 +17,8 @@ with z_k held fixed (the SCORE, d log q(z|x) / dphi, whose expectation is zero).
     stl       the path only (Roeder et al. 2017)    sum_k w~_k  (d log w_k / dz_k) dz_k/dphi
     dreg      the path, weighted twice (Tucker et al. 2019)
                                                     sum_k w~_k^2 (d log w_k / dz_k) dz_k/dphi
+              (with a KL weight beta, log w_k = log p(x|z_k) + beta (log p(z_k) - log q(z_k|x)):
+               w~_k (1 - beta (1 - w~_k)) in place of w~_k^2)
 
 The decoder's gradient is the IWAE gradient in all three. Shapes: K samples, B examples,
 L latent units.
@@ -29,7 +31,7 @@ from typing import Any, NamedTuple
 
 from ..backend import get_special, get_xp, op
 from ..params import Workspace
-from .losses import log_normal, log_standard_normal
+from .losses import log_normal_draw, log_standard_normal
 from .reparam import split_latent
 
 Array = Any
@@ -54,11 +56,12 @@ def iw_latent_forward(
 
     z_k       = mu + exp(logvar/2) * eps_k                 (K, B, L)   K draws per example
     log_ratio = log p(z_k) - log q(z_k | x)                (K, B)      the prior over q
+    (log q from eps: -0.5 sum_L [eps^2 + logvar + log 2 pi], exact however small sigma is)
     """
     mu, logvar = split_latent(h)
     sigma = get_xp(h).exp(0.5 * logvar)
     z = mu + sigma * eps
-    log_ratio = log_standard_normal(z) - log_normal(z, mu, logvar)
+    log_ratio = log_standard_normal(z) - log_normal_draw(eps, logvar)
     return (z, log_ratio), IWLatentCache(h, eps, sigma, z)
 
 
@@ -69,10 +72,11 @@ def iw_latent_backward(
     dratio: Array,
     estimator: str = "pathwise",
     weights: Array | None = None,
+    beta: float = 1.0,
     ws: WS = None,
 ) -> Array:
     """dL/dh (B, 2L) from dz = dL/dz (K, B, L) (the decoder's) and dratio = dL/dlog_ratio
-    (K, B). With v = sigma^2 and eps = (z - mu) / sigma, per unit:
+    (K, B), for log w = log p(x|z) + beta log_ratio. With eps = (z - mu) / sigma, per unit:
 
     d log p(z)/dz = -z,   d log q(z|x)/dz (q fixed) = -eps / sigma    (the path into z)
     dz_total   = dz + dratio * (-z + eps / sigma)
@@ -80,7 +84,11 @@ def iw_latent_backward(
     dL/dlogvar = sum_k dz_total * eps * sigma / 2
     the score (pathwise only): d log q/dmu = eps / sigma,  d log q/dlogvar = (eps^2 - 1) / 2,
                entering with -dratio: dL/dmu -= sum_k dratio eps / sigma, ...
-    dreg: dz_total times the normalised weights ``weights`` (K, B) once more, no score.
+    dreg: no score, and dz_total times 1 - beta (1 - w~) with w~ = ``weights`` (K, B), the
+          normalised weights: w~ once more at beta = 1. (The score of beta log q, carrying w~
+          in dratio, reparameterized: d w~/dz = w~ (1 - w~) d log w/dz, so it takes
+          beta w~ (1 - w~) d log w/dz off the path's w~ d log w/dz: Tucker et al. 2019 at
+          beta = 1.)
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
@@ -89,7 +97,9 @@ def iw_latent_backward(
     dratio = dratio[..., None]  # (K, B, 1): the same for every latent unit
     dz_total = dz + dratio * (eps / sigma - z)
     if estimator == "dreg":
-        dz_total = dz_total * weights[..., None]
+        # w~ + (1 - beta)(1 - w~) = 1 - beta (1 - w~), exactly w~ at beta = 1 (1 - (1 - w~)
+        # would round a weight under the dtype's eps to 0)
+        dz_total = dz_total * (weights + (1 - beta) * (1 - weights))[..., None]
     dmu = dz_total.sum(axis=0)  # (B, L)
     dlogvar = (dz_total * eps).sum(axis=0) * (0.5 * sigma)
     if estimator == "pathwise":  # the score of q: zero in expectation, noise in a sample

@@ -58,6 +58,17 @@ def log_normal(z: Array, mu: Array | float, logvar: Array | float) -> Array:
     return -0.5 * (((z - mu) ** 2 * inv_var).sum(axis=-1) + lv_sum + z.shape[-1] * LOG_2PI)
 
 
+def log_normal_draw(eps: Array, logvar: Array) -> Array:
+    """log N(z; mu, diag(exp(logvar))) at a draw z = mu + exp(logvar/2) eps, from its eps:
+
+    -0.5 sum_L [eps^2 + logvar + log 2 pi]          eps (..., L), logvar broadcasting -> (...)
+
+    :func:`log_normal` (z, mu, logvar) in exact arithmetic, without forming z - mu: that
+    difference keeps only the digits of sigma eps that mu's rounding leaves (none once sigma is
+    below mu's last bit), and exp(-logvar) overflows below logvar = -88 in float32."""
+    return -0.5 * ((eps * eps).sum(axis=-1) + logvar.sum(axis=-1) + eps.shape[-1] * LOG_2PI)
+
+
 def log_standard_normal(z: Array) -> Array:
     """log N(z; 0, I) = -0.5 sum_L [ z^2 + log 2 pi ].   (..., L) -> (...)"""
     return -0.5 * ((z * z).sum(axis=-1) + z.shape[-1] * LOG_2PI)

@@ -83,8 +83,28 @@ def test_stl_is_pathwise_without_the_score_and_dreg_reweights_the_path():
     np.testing.assert_allclose(path - stl, np.concatenate([score_mu, score_lv], 1), atol=1e-12)
     ones = np.ones((K, B))
     np.testing.assert_array_equal(iwae.iw_latent_backward(cache, dz, dratio, "dreg", ones), stl)
+    w = rng.dirichlet(np.ones(K), B).T  # (K, B) normalised weights
+    for beta, factor in ((1.0, w), (0.0, ones), (0.3, 0.7 + 0.3 * w)):  # 1 - beta (1 - w~)
+        dreg = iwae.iw_latent_backward(cache, dz, dratio, "dreg", w, beta)
+        want = iwae.iw_latent_backward(cache, dz * factor[..., None], dratio * factor, "stl")
+        np.testing.assert_allclose(dreg, want, rtol=1e-13, err_msg=f"beta {beta}")
     with pytest.raises(ValueError, match="unknown estimator"):
         iwae.iw_latent_backward(cache, dz, dratio, "reinforce")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_log_ratio_is_exact_however_small_sigma(dtype):
+    """log q(z|x) from eps, not from (z - mu)^2 / sigma^2: z - mu keeps none of sigma eps's
+    digits once sigma is below mu's last bit, and exp(-logvar) overflows at logvar -100."""
+    rng = np.random.default_rng(0)
+    L, mu = 20, 3.0
+    eps = rng.standard_normal((4, 1, L))
+    for logvar in (-30.0, -40.0, -100.0):
+        h = np.concatenate([np.full((1, L), mu), np.full((1, L), logvar)], 1)
+        (z, ratio), _ = iwae.iw_latent_forward(h.astype(dtype), eps.astype(dtype))
+        z64 = mu + np.exp(logvar / 2) * eps  # float64: log p(z) - log q(z | x), log q from eps
+        want = -0.5 * (z64**2).sum(-1) + 0.5 * ((eps**2).sum(-1) + L * logvar)
+        np.testing.assert_allclose(ratio, want, rtol=1e-5 if dtype == "float32" else 1e-12)
 
 
 def test_repeat_backward_sums_the_copies():
@@ -162,20 +182,44 @@ def _max_z(a, b):
 
 
 @pytest.mark.parametrize(
-    "objective, k, estimator, unbiased",
+    "objective, k, estimator, beta, unbiased",
     [
-        ("elbo", 1, "stl", True),  # STL: unbiased for the ELBO
-        ("iwae", 5, "dreg", True),  # DReG: unbiased for IWAE
-        ("iwae", 5, "stl", False),  # STL for IWAE, i.e. DReG with the weights not squared: biased
+        ("elbo", 1, "stl", 1.0, True),  # STL: unbiased for the ELBO
+        ("elbo", 3, "stl", 0.5, True),  # ... and for k single-sample ELBOs, any KL weight
+        ("iwae", 5, "dreg", 1.0, True),  # DReG: unbiased for IWAE
+        ("iwae", 5, "dreg", 0.3, True),  # ... with a KL weight: the path by 1 - beta (1 - w~)
+        ("iwae", 5, "dreg", 3.0, True),
+        ("iwae", 5, "stl", 1.0, False),  # STL for IWAE, DReG with the weights not squared: biased
     ],
 )
-def test_estimators_mean_against_the_pathwise_gradient(objective, k, estimator, unbiased):
+def test_estimators_mean_against_the_pathwise_gradient(objective, k, estimator, beta, unbiased):
     """Fixed seeds, many draws: the encoder gradient's mean agrees with the pathwise estimator's
     within 6 standard errors for every parameter, or (a biased variant) does not."""
-    model, x = _vae(objective, k, "pathwise", seed=3)
+    model, x = _vae(objective, k, "pathwise", seed=3, beta=beta)
     n = 3000
     ref = _encoder_gradients(model, x, n)
-    other, _ = _vae(objective, k, estimator, seed=4)
+    other, _ = _vae(objective, k, estimator, seed=4, beta=beta)
     other.params.flat[...] = model.params.flat
     z = _max_z(_encoder_gradients(other, x, n), ref)
     assert (z < 6) if unbiased else (z > 6), z
+
+
+def test_stl_at_k1_takes_the_log_weights_path_and_warm_up_reaches_dreg():
+    """stl (and dreg) at k = 1 draw eps (1, B, L) and leave the score out: not the pathwise
+    step's gradient for the same noise. A KL weight of 0 (warm-up's first epoch) makes DReG
+    the STL step (1 - beta (1 - w~) = 1)."""
+    stl, x = _vae("elbo", 1, "stl")
+    noise = stl.draw_noise(3)
+    assert noise["eps"].shape == (1, 3, 2) and stl.draw_noise(3, train=False)["eps"].ndim == 2
+    path, _ = _vae("elbo", 1, "pathwise")
+    terms, grads = stl.loss_and_grads(x, noise)
+    want_terms, want = path.loss_and_grads(x, {"eps": noise["eps"][0]})
+    assert not np.allclose(grads.flat, want.flat)
+    decoder = [n for n in grads if n.startswith("decoder.")]
+    for name in decoder:  # the decoder's gradient is the same
+        np.testing.assert_allclose(grads[name], want[name], rtol=1e-12, atol=1e-14)
+    dreg, _ = _vae("iwae", 4, "dreg")
+    stl4, _ = _vae("iwae", 4, "stl")
+    noise = dreg.draw_noise(3)
+    g_dreg = dreg.loss_and_grads(x, noise, kl_weight=0.0)[1].flat.copy()
+    np.testing.assert_allclose(g_dreg, stl4.loss_and_grads(x, noise, kl_weight=0.0)[1].flat)
