@@ -103,7 +103,7 @@ def dense_relu_backward(cache, dh, ws=None, need_dx=True, out_dW=None, out_db=No
     """:func:`scratchvae.ops.layers.dense_relu_backward`: dL/da = dh * 1[h > 0] in one launch,
     its column sums and the two products."""
     relu_grad = elementwise(
-        "scratchvae_relu_grad", "T h, T dh", "T da", "da = h > (T)0 ? dh : (T)0"
+        "scratchvae_relu_grad_v2", "T h, T dh", "T da", "da = dh * (h > (T)0 ? (T)1 : (T)0)"
     )
     da = relu_grad(cache.h, dh, buffer(ws, "da", dh.shape, dh))
     return _dense_grads(cache.x, cache.W, da, ws, need_dx, out_dW, column_sum(da, out_db))
@@ -177,19 +177,21 @@ def adam_update(p, g, m, v, t, lr, b1, b2, eps, ws=None):  # noqa: ANN001, ANN20
     corrections computed on the device from the device's step count t. Subnormal moments are
     kept (a GPU computes them at full speed), where the op's body stores them as 0: the
     parameters differ by less than step * tiny / eps, far below their rounding."""
-    kernel = elementwise(
-        "scratchvae_adam",
-        "T g, raw int64 t, T lr, T b1, T b2, T eps",
+    kernel = elementwise(  # the scalars as the CPU forms them: in double, then rounded to T
+        "scratchvae_adam_v2",
+        "T g, raw int64 t, float64 lr, float64 b1, float64 b2, float64 eps, T one_minus_b1, "
+        "T one_minus_b2",
         "T p, T m, T v",
         """double n = (double)t[0];
-        T c2 = (T)sqrt(1.0 - pow((double)b2, n));
-        T step = lr * c2 / (T)(1.0 - pow((double)b1, n));
-        m += (1 - b1) * (g - m);
-        v += (1 - b2) * (g * g - v);
-        p -= step * m / (sqrt(v) + eps * c2);""",
+        double c2 = sqrt(1.0 - pow(b2, n));
+        T step = (T)(lr * c2 / (1.0 - pow(b1, n)));
+        T eps_hat = (T)(eps * c2);
+        m += one_minus_b1 * (g - m);
+        v += one_minus_b2 * (g * g - v);
+        p -= step * m / (sqrt(v) + eps_hat);""",
     )
-    f = p.dtype.type
-    kernel(g, t, f(lr), f(b1), f(b2), f(eps), p, m, v)
+    f, d = p.dtype.type, float  # (1 - b2 in float32 would be 0.00099998713, not 0.001)
+    kernel(g, t, d(lr), d(b1), d(b2), d(eps), f(1 - b1), f(1 - b2), p, m, v)
 
 
 # ------------------------------------------------------------------ the trainer's sums
