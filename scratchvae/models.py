@@ -316,7 +316,7 @@ class VAE(AE):
         return noise
 
     def forward(self, x, noise=None, train=True, kl_weight=None, ws=None):  # noqa: ANN001, ANN201
-        """-ELBO and its terms (the mean over k draws per example), or -L_k (iwae)."""
+        """-ELBO and its terms (the mean over k draws), or -L_k (iwae; train=False: -ELBO)."""
         x = self.prepare(x, 1)
         noise = self._noise(x, noise, train)
         if "eps" not in noise:
