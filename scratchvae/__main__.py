@@ -1,8 +1,6 @@
-"""``python -m scratchvae``: the ``scratchvae`` command (:func:`scratchvae.cli.main`)."""
+"""``python -m scratchvae``: the ``scratchvae`` command (:func:`scratchvae.cli.run`)."""
 
-import sys
-
-from .cli import main
+from .cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

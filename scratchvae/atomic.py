@@ -74,6 +74,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:  # a write failed (a full disk): name
+            msg = f"{exc.strerror}; what was there before is intact"  # the file it was for
+            raise OSError(exc.errno, msg, str(path)) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)  # still there only when something failed
     _fsync_folder(path.parent)

@@ -337,6 +337,10 @@ def _interrupted(args: argparse.Namespace, terminated: bool) -> int:
     return 128 + signal.SIGTERM if terminated else 130
 
 
+_PATHS = {"out": "--out", "run": "RUN", "data": "--data", "data_dir": "--data-dir",
+          "checkpoint": "--checkpoint"}  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -348,6 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     if getattr(args, "resume", False):  # which flags were typed, even at their defaults
         args.typed = typed_options(build_parser(), argv)
+    empty = [name for name in _PATHS if getattr(args, name, None) == ""]
+    if empty:  # "" would mean the current folder, or the default one: never what was meant
+        print(one_line_error(f"argument {_PATHS[empty[0]]}: empty; give a path"), file=sys.stderr)
+        return 2
     seed = getattr(args, "seed", None)
     if seed is not None and seed < 0:  # trace's own --seed (the other commands' have a type)
         msg = f"argument --seed: expected {NATURAL.__name__}, got '{seed}'"
@@ -357,6 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _sigterm_interrupts():
             return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:
+        if _PROGRAM:  # the process ends now: a second Ctrl-C would print a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return _interrupted(args, isinstance(exc, Terminated))
     except MemoryError as exc:  # what the checks up front did not foresee
         first = str(exc).splitlines()[0] if str(exc) else "an allocation failed"
@@ -371,5 +382,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
+_PROGRAM = False  # True in the scratchvae program (run), False when main is called in a process
+
+
+def run() -> None:
+    """The ``scratchvae`` program: exit with :func:`main`'s status."""
+    global _PROGRAM
+    _PROGRAM = True
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

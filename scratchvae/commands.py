@@ -29,11 +29,12 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from .backend import Backend, get_backend
+from .backend import Backend, BackendError, get_backend
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
-from .data import Dataset, binarize, check_n_features, load_dataset
+from .data import Dataset, binarize, check_n_features, load_dataset, named_dataset
+from .init import default_init
 from .models import AE, VAE, model_classes
-from .resume import check_resume_flags
+from .resume import check_resume_flags, nothing_to_train
 from .train import METRICS_NAME, TrainConfig, fit
 
 __all__ = [
@@ -49,7 +50,7 @@ __all__ = [
 PROG = "scratchvae"
 
 # Defaults by data set (when not given): (hidden, latent, epochs, batch size, init).
-_SMALL_DEFAULTS = ([256], 2, 100, 64, "he")  # the 8x8 digits
+_SMALL_DEFAULTS = ([256], 2, 100, 64, None)  # the 8x8 digits; init by activation (he for relu)
 _LARGE_DEFAULTS = ([400], 20, 10, 128, "uniform")  # MNIST-sized: the PyTorch VAE example
 
 
@@ -62,14 +63,21 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _dataset_defaults(spec: str) -> tuple[list[int], int, int, int, str]:
+def _dataset_defaults(spec: str) -> tuple[list[int], int, int, int, str | None]:
     key = spec.strip().lower()
     return _SMALL_DEFAULTS if key == "digits" else _LARGE_DEFAULTS
 
 
 def _run_name(spec: str) -> str:
-    key = spec.strip().lower()
-    return key if key in ("digits", "mnist", "fashion-mnist") else Path(spec).stem or "data"
+    return named_dataset(spec) or Path(spec).stem or "data"
+
+
+def _absolute(path: str | None) -> str | None:
+    """A file or folder as a run records it: absolute, so that the run can be resumed or
+    evaluated from any working directory (a named data set stays a name)."""
+    if path is None or named_dataset(path):
+        return path
+    return str(Path(path).expanduser().resolve())
 
 
 def _guess_shape(n_features: int) -> tuple[int, int] | None:
@@ -77,9 +85,22 @@ def _guess_shape(n_features: int) -> tuple[int, int] | None:
     return (side, side) if side * side == n_features else None
 
 
-def _backend_for(args: argparse.Namespace, saved: dict[str, Any], seed: int) -> Backend:
-    name = getattr(args, "backend", None) or saved.get("name", "numpy")
-    return get_backend(name, saved.get("dtype", "float32"), seed)
+def _backend_for(
+    args: argparse.Namespace, saved: dict[str, Any], seed: int, fallback: bool = True
+) -> Backend:
+    """The backend a run was trained on (or --backend). A GPU run looked at where CuPy cannot
+    run (``fallback``: evaluate, sample, ...) uses NumPy, with a line saying so."""
+    given = getattr(args, "backend", None)
+    name, dtype = given or saved.get("name", "numpy"), saved.get("dtype") or "float32"
+    try:
+        return get_backend(name, dtype, seed)
+    except BackendError as exc:
+        if given or name == "numpy":
+            raise
+        if not fallback:  # resuming a GPU run
+            raise CLIError(f"{exc}; or resume on the CPU with --backend numpy") from None
+        _say(f"{PROG}: the run was trained on {name}, which cannot run here; using numpy")
+        return get_backend("numpy", dtype, seed)
 
 
 def _load_run(args: argparse.Namespace, seed: int | None = None) -> tuple[AE, Any]:
@@ -118,7 +139,7 @@ def _build_train_model(args: argparse.Namespace, n_features: int, bk: Backend) -
         latent=latent if args.latent is None else args.latent,
         activation=args.activation,
         likelihood=args.likelihood,
-        init=init if args.init is None else args.init,
+        init=args.init or init or default_init(args.activation),
         backend=bk,
     )
     extra: dict[str, Any] = {
@@ -151,14 +172,15 @@ def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
         seed=args.seed,
         out_dir=str(out),
         save_every=args.save_every,
-        data=args.data,
-        data_dir=args.data_dir,
+        data=_absolute(args.data),
+        data_dir=_absolute(args.data_dir),
     )
 
 
-def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig]:
-    """Model and settings from the checkpoint in ``out``: flags that differ from them are
-    refused; --epochs may raise the target, --data-dir say where the data lives now."""
+def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig, str | None]:
+    """Model and settings from the checkpoint in ``out``, and why there is nothing to train
+    (or None): flags that differ from them are refused; --epochs may raise the target,
+    --data-dir say where the data lives now."""
     if not (out / CHECKPOINT_NAME).exists():
         raise CLIError(f"--resume: no checkpoint in {out}; train without --resume first")
     ckpt = load_checkpoint(out)
@@ -166,24 +188,29 @@ def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig]
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.data_dir is not None:
-        overrides["data_dir"] = args.data_dir
+        overrides["data_dir"] = _absolute(args.data_dir)
     config = TrainConfig.from_dict(ckpt.train_config, **overrides)
     check_resume_flags(args, ckpt, config)
-    model, _ = load_model(ckpt, _backend_for(args, ckpt.backend, ckpt.backend.get("seed", 0)))
-    return model, config
+    done = nothing_to_train(ckpt, config)
+    bk = _backend_for(args, ckpt.backend, ckpt.backend.get("seed", 0), fallback=False)
+    model, _ = load_model(ckpt, bk)
+    return model, config, done
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume and args.force:
+        raise CLIError("--resume continues the run in --out, --force replaces it: pass one")
     if args.resume:
-        out = Path(args.out) if args.out else _default_out(args.data or "digits", args.model)
-        args.out_dir = out  # for the Ctrl-C message
-        model, config = _resume_setup(args, out)
+        out = args.out_dir = Path(args.out or _default_out(args.data or "digits", args.model))
+        model, config, done = _resume_setup(args, out)
+        if done:
+            _say(f"{PROG}: nothing to train in {out}: {done}")
+            return 0
         spec = args.data or config.data or "digits"
         data = load_dataset(spec, "train", config.data_dir, likelihood=_data_likelihood(model))
     else:
         args.data = args.data or "digits"
-        out = Path(args.out) if args.out else _default_out(args.data, args.model)
-        args.out_dir = out
+        out = args.out_dir = Path(args.out or _default_out(args.data, args.model))  # for Ctrl-C
         _refuse_to_replace(out, args.force)
         config = _train_config(args, out)
         data = load_dataset(args.data, "train", args.data_dir, likelihood=args.likelihood)
@@ -198,15 +225,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# what a run writes in its folder (the figures: plots.save_standard_figures)
+RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, "curves.png", "recon.png", "samples.png",
+             "latent.png", "interp.png", "manifold.png", "denoise.png")  # fmt: skip
+
+
 def _refuse_to_replace(out: Path, force: bool) -> None:
-    """A fresh run never replaces the run in ``out`` unless told to (--force)."""
+    """A fresh run never replaces the run in ``out``, nor files a run would write over (a
+    metrics.jsonl, figures), unless told to (--force)."""
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file; give a folder for the run")
     if (out / CHECKPOINT_NAME).exists() and not force:
         raise CLIError(
             f"the folder {out} already holds a run ({CHECKPOINT_NAME}); pass --resume to "
             "continue it, --force to replace it, or another --out"
         )
-    if force and (out / CHECKPOINT_NAME).exists():
-        _say(f"{PROG}: --force: replacing the run in {out} (from the first checkpoint on)")
+    taken = [name for name in RUN_FILES if (out / name).exists()]
+    if taken and not force:
+        raise CLIError(
+            f"the folder {out} holds {', '.join(taken)}, which a run would overwrite; pass "
+            "--force to replace them, or another --out"
+        )
+    if taken:  # removed by fit once it holds the folder's lock, figures written over
+        _say(f"{PROG}: --force: replacing {', '.join(taken)} in {out}")
 
 
 def _start_line(model: AE, data: Dataset, config: TrainConfig, resume: bool) -> str:
@@ -217,10 +258,8 @@ def _start_line(model: AE, data: Dataset, config: TrainConfig, resume: bool) -> 
     title, cut, _ = data.description.partition("), ")  # 'MNIST train (60000 x 784'
     n_val = max(1, round(data.n * config.val_fraction)) if config.val_fraction > 0 else 0
     binarized = "" if config.binarize == "none" else f", binarization {config.binarize}"
-    if "k" in m:  # a VAE trained with k samples per example (objective, k, estimator)
-        sampling = f", {m['objective']} k={m['k']} {m['estimator']}"
-    else:
-        sampling = ""
+    # a VAE trained with k samples per example (objective, k, estimator)
+    sampling = f", {m['objective']} k={m['k']} {m['estimator']}" if "k" in m else ""
     return (
         f"{PROG}: {'resuming' if resume else 'training'} {type(model).__name__} {sizes} "
         f"({m['activation']}, {m['likelihood']} decoder{sampling}; "
@@ -236,8 +275,7 @@ def _default_out(spec: str, model: str) -> Path:
 
 def _summary(history: Any, out: Path, n_figures: int) -> str:
     last = history[-1] if len(history) else {}
-    key = "val_loss" if "val_loss" in last else "train_loss"
-    which = "validation" if key == "val_loss" else "training"
+    which, key = ("validation", "val_loss") if "val_loss" in last else ("training", "train_loss")
     loss = last.get(key, float("nan"))
     stop = " (early stop)" if history.stopped_early else ""
     epochs, figures = _count(len(history), "epoch"), _count(n_figures, "figure")

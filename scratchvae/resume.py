@@ -19,7 +19,8 @@ from typing import Any
 
 from .checkpoint import Checkpoint
 from .checkpoint_checks import OPTIONAL_SETTINGS
-from .train import TrainConfig
+from .data import named_dataset
+from .train import History, TrainConfig
 
 __all__ = ["ResumeMismatch", "check_resume_flags"]
 
@@ -73,9 +74,8 @@ def _same_data(saved: str | None, asked: str) -> bool:
     """A named data set in any case; a file or folder wherever it is written from."""
     if saved is None:  # a run made by the library, which did not record its data
         return True
-    named = ("digits", "mnist", "fashion-mnist")
-    key_saved, key_asked = saved.strip().lower(), asked.strip().lower()
-    if key_saved in named or key_asked in named:
+    key_saved, key_asked = named_dataset(saved), named_dataset(asked)
+    if key_saved or key_asked:
         return key_saved == key_asked
     return Path(saved).expanduser().resolve() == Path(asked).expanduser().resolve()
 
@@ -112,3 +112,21 @@ def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: Train
             f"{ckpt.path} was trained with {' '.join(was)}; you asked for {' '.join(asked)}; "
             "drop those flags to resume, or use another --out"
         )
+
+
+def nothing_to_train(ckpt: Checkpoint, config: TrainConfig) -> str | None:
+    """Why the run in ``ckpt`` has no epoch left to train under ``config`` (a phrase), or
+    None. Refused (:class:`ResumeMismatch`): an --epochs below the epochs it has done."""
+    done, p = ckpt.epoch, config.patience
+    if config.epochs < done:
+        raise ResumeMismatch(
+            f"--epochs {config.epochs} is below the {done} epochs the run has done; "
+            "pass a larger --epochs to continue it"
+        )
+    if p is not None and History(list(ckpt.history)).epochs_since_best() >= p:
+        return f"it stopped early at epoch {done} (--patience {p})"
+    return (
+        f"it has done its {done} epochs; a larger --epochs continues it"
+        if done == config.epochs
+        else None
+    )

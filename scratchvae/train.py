@@ -36,12 +36,7 @@ from typing import Any
 
 from .atomic import atomic_write, folder_lock
 from .backend import Backend, op, to_numpy, training_threads
-from .checkpoint import (
-    CHECKPOINT_NAME,
-    load_checkpoint,
-    restore_training,
-    save_checkpoint,
-)
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_training, save_checkpoint
 from .data import BINARIZE_MODES, Dataset, binarize, check_n_features, train_val_split
 from .models import AE
 from .optim import Optimizer, build_optimizer
@@ -191,11 +186,16 @@ class Trainer:
         folder stays locked meanwhile (:func:`~scratchvae.atomic.folder_lock`)."""
         out = self.config.out_dir
         with nullcontext() if out is None else folder_lock(out, [CHECKPOINT_NAME, METRICS_NAME]):
+            for name in [] if resume or out is None else [CHECKPOINT_NAME, METRICS_NAME]:
+                (Path(out) / name).unlink(missing_ok=True)  # a new run: not beside an old one's
             with training_threads(self.bk.name == "numpy") as self._threads:
                 return self._fit(resume)
 
     def _fit(self, resume: bool) -> History:
         start = self._resume() if resume else 0
+        if start and self._should_stop():  # a run that stopped early stays stopped
+            self.history.stopped_early = True
+            return self.history
         c, n = self.config, len(self.train_idx)
         bar = Progress(
             (c.epochs - start) * n,

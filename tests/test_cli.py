@@ -198,7 +198,7 @@ def test_ctrl_c_exits_130_with_the_checkpoint_intact(tmp_path, monkeypatch, caps
         raise KeyboardInterrupt
 
     monkeypatch.setattr(commands, "fit", interrupted)
-    assert main(["train", "--out", str(out), *TINY, "--resume"]) == 130
+    assert main(["train", "--out", str(out), *TINY, "--epochs", "3", "--resume"]) == 130
     line = _error_line(capsys)
     assert "interrupted" in line and "intact" in line
     assert (out / "checkpoint.npz").read_bytes() == before

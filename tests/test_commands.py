@@ -11,7 +11,8 @@ from scratchvae import commands
 
 
 def test_the_default_settings_for_digits():
-    assert commands._dataset_defaults("digits") == ([256], 2, 100, 64, "he")
+    assert commands._dataset_defaults("digits") == ([256], 2, 100, 64, None)  # init: he for
+    # relu, the default activation, glorot for tanh (the library's default_init)
     # MNIST-sized data: the PyTorch example's protocol, PyTorch's default init included
     assert commands._dataset_defaults("mnist") == ([400], 20, 10, 128, "uniform")
     assert commands._dataset_defaults(" Digits ") == commands._SMALL_DEFAULTS

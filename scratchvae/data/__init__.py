@@ -55,7 +55,7 @@ from .idx import (
     idx_folder,
     read_idx,
 )
-from .load import DIGITS_SPLIT_SEED, DIGITS_TEST_SIZE, load_dataset
+from .load import DIGITS_SPLIT_SEED, DIGITS_TEST_SIZE, load_dataset, named_dataset
 
 __all__ = [
     "BINARIZE_MODES",
@@ -76,6 +76,7 @@ __all__ = [
     "fetch_idx",
     "idx_folder",
     "load_dataset",
+    "named_dataset",
     "read_idx",
     "train_val_split",
     "validate_values",

@@ -290,6 +290,13 @@ def _read_npy(path: Path) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+def named_dataset(spec: str) -> str | None:
+    """The data set ``spec`` names (``digits``, ``mnist``, ``fashion-mnist``, in any case, with
+    ``_`` for ``-``), or None for a path."""
+    key = spec.strip().lower().replace("_", "-")
+    return key if key == "digits" or key in IDX_SETS else None
+
+
 def load_dataset(
     spec: str,
     split: str = "train",
@@ -311,7 +318,7 @@ def load_dataset(
     likelihood, values must lie in [0, 1]. ``expected_features``, when given, must match D.
     """
     check_likelihood(likelihood)
-    key = spec.strip().lower().replace("_", "-")
+    key = named_dataset(spec)
     if key == "digits":
         ds = _load_digits(split, likelihood)
     elif key in IDX_SETS:
