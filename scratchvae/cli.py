@@ -109,7 +109,8 @@ def _add_data_args(p: argparse.ArgumentParser, default_help: str) -> None:
     p.add_argument(
         "--data-dir",
         help="the folder holding mnist/ and fashion-mnist/ (their IDX files, downloaded there "
-        "on first use); default $SCRATCHVAE_DATA, else ~/.cache/scratchvae",
+        "on first use); default $SCRATCHVAE_DATA, else $XDG_CACHE_HOME/scratchvae, else "
+        "~/.cache/scratchvae",
     )
 
 

@@ -56,6 +56,9 @@ def test_free_threads_leaves_the_busy_cores(others, cores, expected):
 @pytest.mark.skipif(_cpu_ticks() is None, reason="no /proc/stat here")
 def test_the_probe_sees_a_busy_process_and_not_its_own_work():
     probe = LoadProbe()
+    time.sleep(0.3)
+    if (quiet := probe.others()) > 0.3:  # a shared machine: what it sees is not ours to set
+        pytest.skip(f"{quiet:.1f} cores busy with other work; the probe is tested on quiet ones")
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < 0.3:  # this process's own work is not "others"
         np.ones(1000).sum()
