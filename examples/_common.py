@@ -4,22 +4,67 @@ Each example is ``python examples/NAME.py [--data digits|mnist|fashion-mnist] [-
 [--epochs N] [--out DIR] [--seed S] [--backend numpy|cupy] [--fast]``; figures go to
 ``examples/out/NAME/`` unless ``--out`` says otherwise. ``--fast`` is a smoke-test setting (a few
 epochs on a few hundred examples): the figures are written, the numbers mean little.
+
+Bad input ends the script with ONE line ``NAME.py: error: <what was wrong>`` on stderr and exit
+status 2, no traceback: the parser (:class:`Parser`) refuses an option's value itself (the types
+of :mod:`scratchvae.cliargs`), and :func:`run`, which every script's ``__main__`` calls, turns
+the library's errors about the data, the backend or a file (``ValueError``, which
+``DataError`` is, ``BackendError``, ``OSError``) into that line.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from scratchvae.backend import Backend
+from scratchvae.backend import Backend, BackendError
+from scratchvae.cliargs import COUNT, NATURAL, checked
 from scratchvae.data import Dataset, dataset_from_array, load_dataset
 from scratchvae.train import History, TrainConfig, fit
 
 HERE = Path(__file__).resolve().parent
+
+#: What a user can cause and fix (bad data, a missing backend, an unwritable folder): one line.
+USER_ERRORS = (ValueError, BackendError, OSError)
+
+#: --n-train (the trainer holds out 10%, at least one row, and trains on the others) and
+#: --repeats (a variance needs two draws).
+AT_LEAST_TWO = checked(int, lambda v: v >= 2, "a whole number >= 2")
+
+
+def error_line(prog: str, message: str) -> str:
+    """``prog: error: <the first line of message>``."""
+    lines = message.strip().splitlines()
+    return f"{prog}: error: {lines[0] if lines else 'unknown error'}"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (no usage block) and exit status 2;
+    ``--help`` still prints the usage and every option."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, error_line(self.prog, message) + "\n")
+
+
+def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:
+    """Run an example's ``main(argv)`` as a program: a user error (:data:`USER_ERRORS`) ends it
+    with one line ``NAME.py: error: ...`` on stderr and exit status 2, not a traceback."""
+    prog = Path(inspect.getfile(main)).name
+    try:
+        main(argv)
+    except USER_ERRORS as exc:
+        msg = str(exc).strip() or type(exc).__name__
+        filename = getattr(exc, "filename", None)
+        if isinstance(exc, OSError) and filename and str(filename) not in msg:
+            msg = f"{msg.splitlines()[0]}: {filename}"
+        print(error_line(prog, msg), file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 @dataclass
@@ -50,14 +95,16 @@ class Setup:
 
 def parser(description: str) -> argparse.ArgumentParser:
     """The options every example takes."""
-    p = argparse.ArgumentParser(description=description)
+    p = Parser(description=description)
     p.add_argument("--data", default="digits", help="digits, mnist, fashion-mnist (or a path)")
     p.add_argument("--data-dir", default=None, help="folder holding mnist/ or fashion-mnist/")
-    p.add_argument("--epochs", type=int, default=None, help="default: per data set")
-    p.add_argument("--batch-size", type=int, default=None, help="default: 64 digits, 128 else")
-    p.add_argument("--n-train", type=int, default=None, help="use only the first N training rows")
+    p.add_argument("--epochs", type=COUNT, default=None, help="default: per data set")
+    p.add_argument("--batch-size", type=COUNT, default=None, help="default: 64 digits, 128 else")
+    p.add_argument(
+        "--n-train", type=AT_LEAST_TWO, default=None, help="use only the first N training rows"
+    )
     p.add_argument("--out", default=None, help="output folder (default examples/out/NAME)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NATURAL, default=0)
     p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
     p.add_argument("--fast", action="store_true", help="a tiny run for smoke tests")
     return p
@@ -74,9 +121,15 @@ def _subset(ds: Dataset, rows: slice) -> Dataset:
 def setup(
     name: str, argv: Sequence[str] | None, p: argparse.ArgumentParser, epochs: dict[str, int]
 ) -> Setup:
-    """Parse ``argv``, load the data, pick the epochs (``epochs["digits"]`` or ``["other"]``)."""
+    """Parse ``argv``, load the data, pick the epochs (``epochs["digits"]`` or ``["other"]``).
+
+    The parser's errors name the script (``NAME.py: error: ...``), also when ``main`` is called
+    in a process that is not the script. The backend is made before the data are loaded (or
+    downloaded), so that a missing CuPy is said at once."""
+    p.prog = f"{name}.py"
     args = p.parse_args(argv)
     t0 = time.perf_counter()
+    backend = Backend(args.backend, "float32", seed=args.seed)
     train = load_dataset(args.data, "train", args.data_dir)
     try:
         test = load_dataset(args.data, "test", args.data_dir)
@@ -92,18 +145,20 @@ def setup(
     for ds in (train, test):  # rows that are not images are drawn as 1 x D strips
         ds.image_shape = ds.image_shape or (1, ds.n_features)
     default = epochs["digits"] if train.n_features <= 256 else epochs["other"]
-    n_epochs = 2 if args.fast else (args.epochs or default)
+    n_epochs = 2 if args.fast else (default if args.epochs is None else args.epochs)
     out = Path(args.out) if args.out else HERE / "out" / name
     out.mkdir(parents=True, exist_ok=True)
-    backend = Backend(args.backend, "float32", seed=args.seed)
     print(f"{name}: {train.description}; {train.n} train / {test.n} test rows, {n_epochs} epochs")
     return Setup(args, backend, train, test, out, n_epochs, t0)
 
 
 def train(model: Any, s: Setup, epochs: int | None = None, **config: Any) -> History:
     """Train with the library's trainer (Adam, shuffled minibatches), quietly."""
-    batch = s.args.batch_size or (64 if s.small else 128)
-    cfg = dict(epochs=epochs or s.epochs, batch_size=batch, lr=1e-3, progress=False, seed=0)
+    batch = s.args.batch_size
+    if batch is None:
+        batch = 64 if s.small else 128
+    epochs = s.epochs if epochs is None else epochs
+    cfg = dict(epochs=epochs, batch_size=batch, lr=1e-3, progress=False, seed=0)
     cfg.update(config)
     history = fit(model, s.train, TrainConfig(**cfg))
     last = history[-1]

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402  # numpy-boundary: example script (statistics, figures)
 
 from scratchvae.backend import to_numpy  # noqa: E402
+from scratchvae.cliargs import COUNT  # noqa: E402
 from scratchvae.models import AE, VAE  # noqa: E402
 
 EPOCHS = {"digits": 300, "other": 5}
@@ -72,10 +73,12 @@ def side_by_side(grids: dict[str, np.ndarray], shape: tuple[int, int], path: Any
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = _common.parser(__doc__.splitlines()[0])
-    p.add_argument("--latent", type=int, default=None, help="default: 8 digits, 20 else")
+    p.add_argument("--latent", type=COUNT, default=None, help="default: 8 digits, 20 else")
     s = _common.setup("ae_vs_vae", argv, p, EPOCHS)
     D, shape = s.train.n_features, s.train.image_shape
-    hidden, latent = ((128,) if s.small else (400,)), s.args.latent or (8 if s.small else 20)
+    hidden, latent = ((128,) if s.small else (400,)), s.args.latent
+    if latent is None:
+        latent = 8 if s.small else 20
     x_test = s.x_test(None if s.small else 2000)
     train_np = s.train.get_batch(slice(0, 10000))  # (<=10000, D) host array
     ref = nearest_distance(to_numpy(x_test), train_np)
@@ -101,4 +104,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

@@ -6,7 +6,11 @@ score function (REINFORCE), plain and with baselines.
 2. A small VAE trained briefly on the embedded UCI digits: the variance of dL/dmu, dL/dlogvar and
    of the encoder weights' gradient, as the number of samples S grows.
 
-Writes (to --out, default examples/out/estimator_variance/):
+It runs on these two problems only, on the CPU in float64: unlike the other examples it takes no
+--data, --data-dir, --backend or --fast (its options are below; ``--help`` lists them).
+
+Writes (to --out, default examples/out/estimator_variance/ in this repository, wherever it is
+run from):
   estimator_variance.png      variance of the S-sample estimate against S, log-log
   estimator_distribution.png  histograms of the per-sample estimates of one gradient entry
 and prints the variance ratios score / pathwise. About 80 s of CPU time (1-3 minutes on 2 cores).
@@ -20,12 +24,14 @@ import argparse
 import time
 from pathlib import Path
 
+import _common
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from scratchvae.backend import Backend, to_numpy  # noqa: E402
+from scratchvae.cliargs import COUNT, NATURAL  # noqa: E402
 from scratchvae.data import load_dataset  # noqa: E402
 from scratchvae.lab.estimators import (  # noqa: E402
     LinearGaussianToy,
@@ -39,20 +45,30 @@ from scratchvae.optim import Adam  # noqa: E402
 
 ESTIMATORS = ("pathwise", "score", "score+loo", "score+running")
 COLORS = {"pathwise": "C0", "score": "C3", "score+loo": "C1", "score+running": "C2"}
+DEFAULT_OUT = _common.HERE / "out" / "estimator_variance"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="examples/out/estimator_variance", help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1500, help="Adam steps training the VAE")
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--latent", type=int, default=8)
-    p.add_argument("--batch", type=int, default=16, help="examples whose gradient is studied")
-    p.add_argument("--repeats", type=int, default=200, help="independent estimates per S")
-    p.add_argument("--reference", type=int, default=50_000, help="pathwise reference samples")
-    p.add_argument("--hist-groups", type=int, default=400, help="groups of 16 in the histogram")
-    p.add_argument("--sample-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128])
+    description = (
+        "How noisy is each gradient estimator of the ELBO? Pathwise (reparameterization) against "
+        "the score function, plain and with baselines, on a linear-Gaussian toy and on a small "
+        "VAE trained on the embedded digits: this example's own problems only (it takes no "
+        "--data, --data-dir, --backend or --fast)."
+    )
+    p = _common.Parser(prog="estimator_variance.py", description=description)
+    default_out = "examples/out/estimator_variance/ in this repository, wherever run from"
+    p.add_argument("--out", default=None, help=f"output folder (default {default_out})")
+    p.add_argument("--seed", type=NATURAL, default=0)
+    p.add_argument("--steps", type=NATURAL, default=1500, help="Adam steps training the VAE")
+    p.add_argument("--hidden", type=COUNT, default=128)
+    p.add_argument("--latent", type=COUNT, default=8)
+    p.add_argument("--batch", type=COUNT, default=16, help="examples whose gradient is studied")
+    p.add_argument(
+        "--repeats", type=_common.AT_LEAST_TWO, default=200, help="independent estimates per S"
+    )
+    p.add_argument("--reference", type=COUNT, default=50_000, help="pathwise reference samples")
+    p.add_argument("--hist-groups", type=COUNT, default=400, help="groups of 16 in the histogram")
+    p.add_argument("--sample-sizes", type=COUNT, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128])
     return p.parse_args(argv)
 
 
@@ -146,7 +162,7 @@ def plot_distribution(samples: dict[str, object], ref: float, label: str, path: 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     t0 = time.perf_counter()
-    out = Path(args.out)
+    out = DEFAULT_OUT if args.out is None else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bk = Backend("numpy", "float64", seed=args.seed)
     xp = bk.xp
@@ -202,4 +218,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

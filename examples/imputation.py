@@ -19,6 +19,7 @@ import _common
 
 from scratchvae import plots
 from scratchvae.backend import Backend
+from scratchvae.cliargs import COUNT
 from scratchvae.lab.impute import impute, impute_importance, make_mask, masked_mse, mean_fill
 from scratchvae.models import VAE
 
@@ -28,8 +29,8 @@ KINDS = ("bottom-half", "random")
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = _common.parser(__doc__.splitlines()[0])
-    p.add_argument("--iters", type=int, default=50, help="encode/decode iterations")
-    p.add_argument("--k", type=int, default=200, help="importance samples per image")
+    p.add_argument("--iters", type=COUNT, default=50, help="encode/decode iterations")
+    p.add_argument("--k", type=COUNT, default=200, help="importance samples per image")
     s = _common.setup("imputation", argv, p, EPOCHS)
     D, shape = s.train.n_features, s.train.image_shape
     model = VAE(
@@ -67,4 +68,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

@@ -24,6 +24,7 @@ from typing import Any
 
 import _common
 
+from scratchvae.cliargs import COUNT
 from scratchvae.lab.snr import format_snr, gradient_snr
 from scratchvae.models import VAE
 
@@ -55,16 +56,18 @@ def plot(rows: list, path: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = _common.parser(__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=200, help="draws per (k, estimator) (200)")
-    p.add_argument("--ks", type=int, nargs="+", default=[1, 3, 10, 30, 100, 300, 1000])
-    p.add_argument("--batch", type=int, default=8, help="examples in the batch (8)")
+    p.add_argument(
+        "--repeats", type=_common.AT_LEAST_TWO, default=200, help="draws per (k, estimator) (200)"
+    )
+    p.add_argument("--ks", type=COUNT, nargs="+", default=[1, 3, 10, 30, 100, 300, 1000])
+    p.add_argument("--batch", type=COUNT, default=8, help="examples in the batch (8)")
     p.add_argument(
         "--train-objective",
         choices=["iwae", "elbo"],
         default="iwae",
         help="train the model with the IWAE bound (DReG) or the ELBO (iwae)",
     )
-    p.add_argument("--train-k", type=int, default=50, help="k of the IWAE training (50)")
+    p.add_argument("--train-k", type=COUNT, default=50, help="k of the IWAE training (50)")
     s = _common.setup("iwae_snr", argv, p, EPOCHS)
     ks, repeats = ([1, 10, 100], 10) if s.args.fast else (s.args.ks, s.args.repeats)
     iwae = {"objective": "iwae", "k": s.args.train_k, "estimator": "dreg"}
@@ -80,4 +83,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402  # numpy-boundary: example script (PCA, figures
 from scipy.linalg import subspace_angles  # noqa: E402  # numpy-boundary: example script
 
 from scratchvae.backend import to_numpy  # noqa: E402
+from scratchvae.cliargs import COUNT  # noqa: E402
 from scratchvae.models import AE  # noqa: E402
 from scratchvae.optim import Adam  # noqa: E402
 
@@ -51,15 +52,33 @@ def principal_axes(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = _common.parser(__doc__.splitlines()[0])
-    p.add_argument("--k", type=int, default=5, help="latent size = number of components")
-    p.add_argument("--steps", type=int, default=None, help="full-batch steps (--epochs unused)")
+    p.add_argument(
+        "--k",
+        type=COUNT,
+        default=5,
+        help="latent size = number of components: 1 to min(rows, features) - 1 (default 5)",
+    )
+    p.add_argument(
+        "--steps",
+        type=COUNT,
+        default=None,
+        help="full-batch steps (--epochs unused; default 3000 digits, 600 else; --fast: 200)",
+    )
     s = _common.setup("linear_ae_pca", argv, p, {"digits": 1, "other": 1})
     D, shape, k = s.train.n_features, s.train.image_shape, s.args.k
     x = s.train.get_batch(slice(0, 10000)).astype(np.float64)  # MNIST: 10,000 rows suffice
+    most = min(x.shape) - 1  # k + 1 principal components: the gap lambda_k / lambda_{k+1}
+    if k > most:
+        p.error(
+            f"argument --k: expected a whole number from 1 to {most} (one less than the "
+            f"smaller of the data's {x.shape[0]} rows and {D} features), got '{k}'"
+        )
     mean = x.mean(axis=0)
     xc = x - mean  # centred: PCA's subspace passes through the mean
     pcs, variances = principal_axes(xc, k + 1)
-    steps = s.args.steps or (200 if s.args.fast else STEPS["digits" if s.small else "other"])
+    steps = s.args.steps
+    if steps is None:
+        steps = 200 if s.args.fast else STEPS["digits" if s.small else "other"]
 
     model = AE(D, hidden=(), latent=k, activation="identity", likelihood="mse", backend=s.backend)
     losses = train_full_batch(model, s.backend.asarray(xc), steps)
@@ -89,4 +108,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

@@ -20,6 +20,7 @@ import numpy as np  # numpy-boundary: example script (statistics)
 
 from scratchvae import SparseAE
 from scratchvae.backend import to_numpy
+from scratchvae.cliargs import COUNT, NON_NEGATIVE, OPEN_UNIT
 from scratchvae.plots import plot_features
 
 EPOCHS = {"digits": 300, "other": 10}
@@ -27,12 +28,14 @@ EPOCHS = {"digits": 300, "other": 10}
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = _common.parser(__doc__.splitlines()[0])
-    p.add_argument("--units", type=int, default=None, help="default: 64 digits, 196 else")
-    p.add_argument("--rho", type=float, default=0.05)
-    p.add_argument("--beta", type=float, default=3.0)
+    p.add_argument("--units", type=COUNT, default=None, help="default: 64 digits, 196 else")
+    p.add_argument("--rho", type=OPEN_UNIT, default=0.05, help="target mean activation, in (0, 1)")
+    p.add_argument("--beta", type=NON_NEGATIVE, default=3.0, help="weight of the sparsity penalty")
     s = _common.setup("sparse_ae", argv, p, EPOCHS)
     D, shape = s.train.n_features, s.train.image_shape
-    units = s.args.units or (64 if s.small else 196)
+    units = s.args.units
+    if units is None:
+        units = 64 if s.small else 196
     rho = s.args.rho
     model = SparseAE(D, hidden=(), latent=units, rho=rho, beta=s.args.beta, backend=s.backend)
     _common.train(model, s)
@@ -56,4 +59,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

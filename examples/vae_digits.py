@@ -4,7 +4,8 @@
     python examples/vae_digits.py --data mnist --data-dir ~/data --epochs 10
 
 Prints the test ELBO (with its terms) and the importance-weighted bound on log p(x), all in
-nats per example. A second VAE with a 2-D latent space is trained for the manifold figure.
+nats per example (``--iw-samples 0`` skips the bound). A second VAE with a 2-D latent space is
+trained for the manifold figure.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import _common
 
 from scratchvae import plots
+from scratchvae.cliargs import COUNT, NATURAL
 from scratchvae.evaluate import evaluate
 from scratchvae.models import VAE
 
@@ -22,22 +24,38 @@ EPOCHS = {"digits": 300, "other": 5}
 
 
 def report(name: str, r: dict[str, Any]) -> None:
+    if r["iw_nll"] is None:  # --iw-samples 0
+        bound = "IWAE bound skipped (--iw-samples 0)"
+    else:
+        bound = (
+            f"-log p(x) <= {r['iw_nll']:.2f} (IWAE, k={r['iw_samples']}); "
+            f"{r['bits_per_dim']:.3f} bits/dim"
+        )
     print(
         f"  {name}: test -ELBO {r['neg_elbo']:.2f} = recon {r['recon']:.2f} + KL {r['kl']:.2f}; "
-        f"-log p(x) <= {r['iw_nll']:.2f} (IWAE, k={r['iw_samples']}); "
-        f"{r['bits_per_dim']:.3f} bits/dim; active units {r['active_units']}/{r['latent']}"
+        f"{bound}; active units {r['active_units']}/{r['latent']}"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = _common.parser(__doc__.splitlines()[0])
-    p.add_argument("--latent", type=int, default=None, help="default: 8 digits, 20 else")
-    p.add_argument("--iw-samples", type=int, default=None, help="default: 1000 digits, 200 else")
+    p.add_argument("--latent", type=COUNT, default=None, help="default: 8 digits, 20 else")
+    p.add_argument(
+        "--iw-samples",
+        type=NATURAL,
+        default=None,
+        help="samples of the IWAE bound; 0 skips it (default: 1000 digits, 200 else; --fast: 20)",
+    )
     s = _common.setup("vae_digits", argv, p, EPOCHS)
     D, shape = s.train.n_features, s.train.image_shape
     hidden = (128,) if s.small else (400,)
-    latent = s.args.latent or (8 if s.small else 20)
-    k = 20 if s.args.fast else (s.args.iw_samples or (1000 if s.small else 200))
+    latent, k = s.args.latent, s.args.iw_samples
+    if latent is None:
+        latent = 8 if s.small else 20
+    if s.args.fast:
+        k = 20
+    elif k is None:
+        k = 1000 if s.small else 200
     x_test = s.x_test(None if s.small else 2000)  # MNIST: the first 2,000 test digits
 
     model = VAE(D, hidden=hidden, latent=latent, backend=s.backend)
@@ -59,4 +77,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

@@ -2,6 +2,8 @@
 
 import importlib
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -72,3 +74,119 @@ def test_example_writes_its_figures(name, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "done in" in printed and "nan" not in printed.lower()
     assert CHECKS[name](result) is not False
+
+
+# ---------------------------------------------------------------- bad input: one line, status 2
+BAD_INPUT = [
+    ("vae_digits", ["--data", "nosuch"], "unknown data set 'nosuch'"),
+    ("vae_digits", ["--data", "mnist", "--data-dir", "{tmp}/none"], "could not download"),
+    ("vae_digits", ["--backend", "cupy"], "cupy"),
+    ("vae_digits", ["--epochs", "-1"], "argument --epochs: expected a whole number >= 1"),
+    ("vae_digits", ["--epochs", "0"], "argument --epochs: expected a whole number >= 1"),
+    ("vae_digits", ["--n-train", "1", "--epochs", "1"], "argument --n-train: expected"),
+    ("vae_digits", ["--n-train", "0"], "argument --n-train: expected a whole number >= 2"),
+    ("vae_digits", ["--n-train", "-5"], "argument --n-train: expected a whole number >= 2"),
+    ("vae_digits", ["--seed", "-1"], "argument --seed: expected a whole number >= 0"),
+    ("vae_digits", ["--batch-size", "0"], "argument --batch-size: expected"),
+    ("vae_digits", ["--latent", "0"], "argument --latent: expected a whole number >= 1"),
+    ("vae_digits", ["--iw-samples", "-1"], "argument --iw-samples: expected a whole number >= 0"),
+    ("vae_digits", ["--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ("ae_vs_vae", ["--latent", "0"], "argument --latent: expected a whole number >= 1"),
+    ("denoising_ae", ["--epochs", "x"], "argument --epochs: expected a whole number >= 1"),
+    ("sparse_ae", ["--fast", "--rho", "0"], "argument --rho: expected a number in (0, 1)"),
+    ("sparse_ae", ["--rho", "1"], "argument --rho: expected a number in (0, 1)"),
+    ("sparse_ae", ["--units", "0"], "argument --units: expected a whole number >= 1"),
+    ("sparse_ae", ["--beta", "-1"], "argument --beta: expected a finite number >= 0"),
+    ("linear_ae_pca", ["--fast", "--k", "100"], "--k: expected a whole number from 1 to 63"),
+    ("linear_ae_pca", ["--k", "64"], "argument --k: expected a whole number from 1 to 63"),
+    ("linear_ae_pca", ["--k", "0"], "argument --k: expected a whole number >= 1"),
+    ("linear_ae_pca", ["--steps", "0"], "argument --steps: expected a whole number >= 1"),
+    ("imputation", ["--k", "0"], "argument --k: expected a whole number >= 1"),
+    ("imputation", ["--iters", "0"], "argument --iters: expected a whole number >= 1"),
+    ("iwae_snr", ["--repeats", "1"], "argument --repeats: expected a whole number >= 2"),
+    ("iwae_snr", ["--ks", "0"], "argument --ks: expected a whole number >= 1"),
+    ("iwae_snr", ["--ks", "1", "10", "-3"], "argument --ks: expected a whole number >= 1"),
+    ("estimator_variance", ["--fast"], "unrecognized arguments: --fast"),
+    ("estimator_variance", ["--data", "mnist"], "unrecognized arguments: --data mnist"),
+    ("estimator_variance", ["--repeats", "1"], "argument --repeats: expected a whole number >= 2"),
+    ("estimator_variance", ["--seed", "-1"], "argument --seed: expected a whole number >= 0"),
+]
+
+
+def _import_example(name: str):
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        return importlib.import_module(name), importlib.import_module("_common")
+    finally:
+        sys.path.remove(str(EXAMPLES))
+
+
+def _cupy_works() -> bool:
+    from scratchvae.backend import cupy_available
+
+    return cupy_available()
+
+
+@pytest.mark.parametrize("name, argv, expected", BAD_INPUT)
+def test_bad_input_is_one_line_and_status_2_before_training(
+    name, argv, expected, tmp_path, capsys, monkeypatch
+):
+    if "cupy" in argv and _cupy_works():
+        pytest.skip("CuPy works here: no error to check")
+    # a download that fails at once, without the network: nothing listens on port 9
+    monkeypatch.setenv("SCRATCHVAE_MNIST_MIRROR", "http://127.0.0.1:9/")
+    module, common = _import_example(name)
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_:
+        common.run(module.main, argv)
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert lines[0].startswith(f"{name}.py: error: ")
+    assert expected.lower() in lines[0].lower()
+    assert "last epoch" not in captured.out  # refused before any training
+
+
+def test_the_scripts_run_through_the_error_wrapper():
+    for path in sorted(EXAMPLES.glob("[!_]*.py")):
+        tail = path.read_text().rstrip().splitlines()[-2:]
+        assert tail == ['if __name__ == "__main__":', "    _common.run(main)"], path.name
+
+
+def test_a_script_prints_no_traceback(tmp_path):
+    """The real program: python examples/NAME.py with bad data."""
+    env = {**os.environ, "PYTHONPATH": str(EXAMPLES.parent)}
+    cmd = [sys.executable, str(EXAMPLES / "sparse_ae.py"), "--data", str(tmp_path / "none.npy")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("sparse_ae.py: error: ")
+
+
+def test_options_given_as_values_not_defaults(tmp_path):
+    """--epochs and --n-train are taken as given (not `or default`); the data are not trained."""
+    _, common = _import_example("sparse_ae")
+    p = common.parser("test")
+    argv = ["--epochs", "3", "--n-train", "40", "--batch-size", "7", "--out", str(tmp_path)]
+    s = common.setup("sparse_ae", argv, p, {"digits": 300, "other": 10})
+    assert (s.epochs, s.train.n, s.args.batch_size) == (3, 40, 7)
+    s = common.setup("sparse_ae", ["--out", str(tmp_path)], p, {"digits": 300, "other": 10})
+    assert (s.epochs, s.train.n, s.args.batch_size) == (300, 1500, None)
+
+
+def test_vae_digits_iw_samples_0_skips_the_bound(capsys):
+    module, _ = _import_example("vae_digits")
+    r = {"neg_elbo": 24.0, "recon": 20.0, "kl": 4.0, "iw_nll": None, "iw_samples": 0,
+         "bits_per_dim": None, "active_units": 6, "latent": 8}  # fmt: skip
+    module.report("VAE", r)
+    line = capsys.readouterr().out
+    assert "IWAE bound skipped (--iw-samples 0)" in line and "active units 6/8" in line
+
+
+def test_estimator_variance_writes_under_the_repository_by_default():
+    module, common = _import_example("estimator_variance")
+    assert module.DEFAULT_OUT == common.HERE / "out" / "estimator_variance"
+    assert module.DEFAULT_OUT.is_absolute()
