@@ -13,7 +13,7 @@ decoder's SNR grows with k and the encoder's falls (a tighter bound, a noisier e
 gradient); DReG keeps the encoder's from falling; STL's rises, but STL is biased for IWAE
 (tests/ops/test_iwae.py). An encoder trained with the ELBO is narrower than the posterior
 (the weights p(x, z) / q(z | x) are then heavy-tailed): DReG's encoder SNR then rises up to
-k = 10 and falls again beyond, still above the pathwise estimator's.
+k = 3 and falls again beyond, still above the pathwise estimator's.
 Writes ``iwae_snr.png`` and prints the table.
 """
 
