@@ -16,6 +16,11 @@ not images (``image_shape`` None) are drawn as 1 x D strips.
 * :func:`plot_features`          one image per unit's weights, with a colour scale
 * :func:`save_standard_figures`  the set ``scratchvae train`` and ``scratchvae plot`` write
 
+Each figure is written atomically (:func:`scratchvae.atomic.atomic_write`): a save that fails
+midway, on a full disk say, leaves the file that was there. The suffix of the path chooses the
+format (:data:`FIGURE_SUFFIXES`); a path without one gets ``.png``, and the path returned is
+the file written.
+
 This module is an I/O boundary (it hands host arrays to matplotlib), so it imports NumPy.
 """
 
@@ -36,10 +41,13 @@ import numpy as np  # noqa: E402  # numpy-boundary: plotting
 from matplotlib.lines import Line2D  # noqa: E402
 from scipy.stats import norm  # noqa: E402  # numpy-boundary: plotting (prior quantiles)
 
+from .atomic import atomic_write  # noqa: E402
 from .backend import to_numpy  # noqa: E402
 from .models import AE, VAE  # noqa: E402
 
 __all__ = [
+    "FIGURE_SUFFIXES",
+    "figure_path",
     "plot_curves",
     "plot_denoising",
     "plot_features",
@@ -54,6 +62,10 @@ __all__ = [
 
 PathLike = str | os.PathLike
 Shape = tuple[int, int] | None
+
+# what a figure may be saved as: matplotlib's own writers and Pillow's common ones (not pgf,
+# which needs LaTeX, nor raw pixel dumps)
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".eps", ".jpg", ".jpeg")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -81,11 +93,30 @@ def _tile(images: np.ndarray, ncols: int, pad: int = 1) -> np.ndarray:
     return out
 
 
-def _save(fig: Any, path: PathLike) -> Path:
+def figure_path(path: PathLike) -> Path:
+    """Where a figure asked for at ``path`` is written: ``.png`` added to a name without a
+    suffix (as matplotlib would, so the path returned is the file written); a suffix not in
+    :data:`FIGURE_SUFFIXES` raises ValueError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    if not path.suffix:
+        return path.with_name(path.name + ".png")
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        raise ValueError(
+            f"cannot write a figure to {path}: {path.suffix} is not one of "
+            f"{', '.join(FIGURE_SUFFIXES)}; end the file name in .png"
+        )
+    return path
+
+
+def _save(fig: Any, path: PathLike) -> Path:
+    """Write ``fig`` atomically: a failure midway (a full disk) leaves the file that was there
+    before, never a truncated or empty one."""
+    try:
+        path = figure_path(path)
+        with atomic_write(path) as f:
+            fig.savefig(f, format=path.suffix[1:].lower(), dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 
