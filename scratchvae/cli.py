@@ -246,6 +246,13 @@ def _add_evaluate(sub: Any) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+_OUT_HELP = (
+    "the figure's file: .png (or .pdf, .svg, .eps, .jpg), .png added to a name without a "
+    "suffix; a folder (one that exists, or a name ending in /) gets {name} inside it "
+    "(default DIR/{name})"
+)
+
+
 def _add_sample(sub: Any) -> None:
     p = sub.add_parser(
         "sample",
@@ -255,7 +262,7 @@ def _add_sample(sub: Any) -> None:
     )
     _add_run_dir(p)
     p.add_argument("--n", type=COUNT, default=64, help="number of samples (default 64)")
-    p.add_argument("--out", help="PNG path (default DIR/samples.png)")
+    p.add_argument("--out", help=_OUT_HELP.format(name="samples.png"))
     p.add_argument("--seed", type=NATURAL, default=0, help="seed of the draws (default 0)")
     p.set_defaults(func=cmd_sample)
 
@@ -271,7 +278,7 @@ def _add_reconstruct(sub: Any) -> None:
     _add_data_args(p, "default: the data it was trained on")
     p.add_argument("--split", default="test", help="default test")
     p.add_argument("--n", type=COUNT, default=10, help="number of examples (default 10)")
-    p.add_argument("--out", help="PNG path (default DIR/recon.png)")
+    p.add_argument("--out", help=_OUT_HELP.format(name="recon.png"))
     p.set_defaults(func=cmd_reconstruct)
 
 

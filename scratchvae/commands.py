@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from contextlib import closing
 from pathlib import Path
@@ -320,13 +321,31 @@ def _report(r: dict[str, Any], model: AE, epoch: int, n_features: int) -> str:
 
 
 # ============================================================================ figures
+def _figure_out(args: argparse.Namespace, default_name: str) -> Path:
+    """Where sample/reconstruct write: DIR/<default_name> without --out; inside a folder given
+    as --out (one that exists, or a name ending in /); a name without a suffix gets .png."""
+    from .plots import FIGURE_SUFFIXES, figure_path
+
+    if not args.out:
+        return _out_dir(args.run) / default_name
+    out = Path(args.out).expanduser()
+    if out.is_dir() or args.out.endswith(("/", os.sep)):
+        return out / default_name
+    if out.suffix and out.suffix.lower() not in FIGURE_SUFFIXES:
+        raise CLIError(
+            f"--out {args.out}: a figure is written as {', '.join(FIGURE_SUFFIXES)}, not "
+            f"{out.suffix}; end the name in .png"
+        )
+    return figure_path(out)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from .plots import plot_samples
 
     if args.n < 1:
         raise CLIError(f"--n must be >= 1, got {args.n}")
+    out = _figure_out(args, "samples.png")
     model, _ = _load_run(args, seed=args.seed)
-    out = Path(args.out) if args.out else _out_dir(args.run) / "samples.png"
     path = plot_samples(model.sample(args.n), _guess_shape(model.n_features), out)
     print(f"{PROG}: wrote {path}")
     return 0
@@ -337,10 +356,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise CLIError(f"--n must be >= 1, got {args.n}")
+    out = _figure_out(args, "recon.png")
     model, ckpt = _load_run(args)
     data = _run_data(args, ckpt, model, args.split)
     x = data.get_batch(slice(0, min(args.n, data.n)))
-    out = Path(args.out) if args.out else _out_dir(args.run) / "recon.png"
     path = plot_reconstructions(x, model.reconstruct(x), data.image_shape, out)
     print(f"{PROG}: wrote {path}")
     return 0

@@ -107,6 +107,23 @@ def test_sample_reconstruct_and_plot_write_pngs(run_dir, tmp_path, capsys):
     assert (copy / "latent.png").exists() and (copy / "curves.png").exists()
 
 
+def test_sample_and_reconstruct_report_the_file_they_wrote(run_dir, tmp_path, capsys):
+    # was: 'wrote x' for x.png; a folder as --out wrote FOLDER.png beside it
+    (tmp_path / "figs").mkdir()
+    cases = [
+        (["sample", "--out", "x"], "x.png"),
+        (["sample", "--out", "figs"], "figs/samples.png"),
+        (["reconstruct", "--out", "new/"], "new/recon.png"),
+        (["reconstruct", "--out", "r.svg"], "r.svg"),
+    ]
+    for (command, *out), written in cases:
+        out[1] = str(tmp_path / out[1]) + ("/" if out[1].endswith("/") else "")
+        assert main([command, str(run_dir), *out]) == 0
+        assert capsys.readouterr().out == f"scratchvae: wrote {tmp_path / written}\n"
+        assert (tmp_path / written).stat().st_size > 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figs", "new", "r.svg", "x.png"]
+
+
 def test_resume_continues_to_more_epochs(tmp_path, capsys):
     out = str(tmp_path / "r")
     assert main(["train", "--out", out, *TINY, "--no-figures"]) == 0
@@ -150,6 +167,8 @@ def test_iwae_objective_and_estimator_flags_reach_the_model(tmp_path, capsys):
         (["evaluate", "{tmp}/foreign.npz"], "not a scratchvae checkpoint"),
         (["evaluate", "{run}", "--data", "{tmp}/wide.npy", "--split", "train"], "features"),
         (["sample", "{run}", "--n", "0"], "argument --n: expected a whole number >= 1"),
+        (["sample", "{run}", "--out", "{tmp}/x.txt"], "--out {tmp}/x.txt: a figure is"),
+        (["reconstruct", "{run}", "--out", "{tmp}/x.v2"], "not .v2; end the name in .png"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_status_2(argv, expected, run_dir, tmp_path, capsys):
@@ -161,7 +180,8 @@ def test_bad_input_gives_one_line_error_and_status_2(argv, expected, run_dir, tm
     assert main(argv) == 2
     line = _error_line(capsys)
     assert line.startswith("scratchvae: error: ")
-    assert expected.lower() in line.lower()
+    assert expected.format(tmp=tmp_path).lower() in line.lower()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.npz", "wide.npy"]
 
 
 def _cupy_works() -> bool:

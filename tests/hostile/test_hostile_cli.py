@@ -84,6 +84,7 @@ def _bad_calls(run: str) -> list[tuple[list[str], str]]:
         (["bench", "--quick", "--reps", "x"], "--reps"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["--bogus"], "--bogus"),  # no command: train's options
+        (["sample", run, "--out", "x.txt"], "--out x.txt"),  # was matplotlib's "Format 'txt'"
     ]
 
 
