@@ -107,8 +107,12 @@ def _data_likelihood(model: AE) -> str:
 
 
 def _out_dir(run: str) -> Path:
+    """The folder a run's figures go to: the run folder, or the folder of a checkpoint file
+    (whatever its name: a copy named b.ckpt is a checkpoint all the same)."""
     run_path = Path(run)
-    return run_path.parent if run_path.suffix == ".npz" else run_path
+    if run_path.is_file() or (run_path.suffix == ".npz" and not run_path.is_dir()):
+        return run_path.parent
+    return run_path
 
 
 # ============================================================================ train

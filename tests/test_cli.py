@@ -124,6 +124,13 @@ def test_sample_and_reconstruct_report_the_file_they_wrote(run_dir, tmp_path, ca
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figs", "new", "r.svg", "x.png"]
 
 
+def test_a_checkpoint_under_another_name_is_still_a_checkpoint(run_dir, tmp_path, capsys):
+    # was: [Errno 17] File exists: 'b.ckpt' (the figure's folder taken to be the file)
+    shutil.copy(run_dir / "checkpoint.npz", tmp_path / "b.ckpt")
+    assert main(["sample", str(tmp_path / "b.ckpt"), "--n", "4"]) == 0
+    assert capsys.readouterr().out == f"scratchvae: wrote {tmp_path / 'samples.png'}\n"
+
+
 def test_resume_continues_to_more_epochs(tmp_path, capsys):
     out = str(tmp_path / "r")
     assert main(["train", "--out", out, *TINY, "--no-figures"]) == 0

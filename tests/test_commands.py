@@ -26,6 +26,13 @@ def test_run_names_and_output_folders():
     assert commands._guess_shape(784) == (28, 28) and commands._guess_shape(10) is None
 
 
+def test_a_checkpoint_file_of_any_name_has_its_folder_for_figures(tmp_path):
+    (tmp_path / "b.ckpt").write_bytes(b"")  # was: b.ckpt taken for the figures' folder
+    assert commands._out_dir(str(tmp_path / "b.ckpt")) == tmp_path
+    (tmp_path / "odd.npz").mkdir()  # a folder is a run folder, whatever its name
+    assert commands._out_dir(str(tmp_path / "odd.npz")) == tmp_path / "odd.npz"
+
+
 @pytest.mark.parametrize(
     "command, options, message",
     [
