@@ -176,6 +176,9 @@ def test_iwae_objective_and_estimator_flags_reach_the_model(tmp_path, capsys):
         (["sample", "{run}", "--n", "0"], "argument --n: expected a whole number >= 1"),
         (["sample", "{run}", "--out", "{tmp}/x.txt"], "--out {tmp}/x.txt: a figure is"),
         (["reconstruct", "{run}", "--out", "{tmp}/x.v2"], "not .v2; end the name in .png"),
+        (["sample", "{run}/metrics.jsonl"], "metrics.jsonl is not a scratchvae checkpoint (not"),
+        (["trace", "--checkpoint", "{run}/metrics.jsonl"], "is not a scratchvae checkpoint"),
+        (["sample", "{tmp}/wide.npy"], "wide.npy is not a scratchvae checkpoint (a .npy array"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_status_2(argv, expected, run_dir, tmp_path, capsys):
@@ -188,6 +191,7 @@ def test_bad_input_gives_one_line_error_and_status_2(argv, expected, run_dir, tm
     line = _error_line(capsys)
     assert line.startswith("scratchvae: error: ")
     assert expected.format(tmp=tmp_path).lower() in line.lower()
+    assert "allow_pickle" not in line  # NumPy's advice to load a file unsafely: never relayed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.npz", "wide.npy"]
 
 
