@@ -33,6 +33,7 @@ from typing import Any
 from .backend import Backend, get_backend
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
 from .data import Dataset, binarize, check_n_features, load_dataset
+from .data.load import NoSuchSplit
 from .models import AE, VAE, model_classes
 from .resume import check_resume_flags
 from .train import METRICS_NAME, TrainConfig, fit
@@ -97,7 +98,13 @@ def _run_data(args: argparse.Namespace, ckpt: Any, model: AE, split: str) -> Dat
     """The data set named on the command line, else the one recorded in the checkpoint."""
     spec = args.data or ckpt.train_config.get("data") or "digits"
     data_dir = args.data_dir or ckpt.train_config.get("data_dir")
-    data = load_dataset(spec, split, data_dir, likelihood=_data_likelihood(model))
+    try:
+        data = load_dataset(spec, split, data_dir, likelihood=_data_likelihood(model))
+    except NoSuchSplit as exc:  # the user's own file: say which flags choose other data
+        raise CLIError(
+            f"{exc.path} is one data set with no {split!r} split; pass --split train to use "
+            "it, or --data FILE with the held-out examples"
+        ) from None
     check_n_features(data, model.n_features)
     return data
 

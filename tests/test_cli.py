@@ -131,6 +131,22 @@ def test_a_checkpoint_under_another_name_is_still_a_checkpoint(run_dir, tmp_path
     assert capsys.readouterr().out == f"scratchvae: wrote {tmp_path / 'samples.png'}\n"
 
 
+def test_a_run_on_ones_own_file_names_the_flags_for_held_out_data(tmp_path, capsys):
+    # was: "load it with split='train'", the library's words, not a flag of the command
+    np.save(tmp_path / "mine.npy", np.random.default_rng(0).random((60, 16), dtype=np.float32))
+    run = str(tmp_path / "run")
+    data = ["--data", str(tmp_path / "mine.npy")]
+    assert main(["train", *data, "--out", run, *TINY, "--no-figures"]) == 0
+    for command in (["evaluate", run, "--iw-samples", "2"], ["reconstruct", run]):
+        assert main(command) == 2
+        line = _error_line(capsys)
+        assert line.endswith(
+            "pass --split train to use it, or --data FILE with the held-out examples"
+        )
+        assert "mine.npy is one data set with no 'test' split" in line
+    assert main(["reconstruct", run, "--split", "train"]) == 0
+
+
 def test_resume_continues_to_more_epochs(tmp_path, capsys):
     out = str(tmp_path / "r")
     assert main(["train", "--out", out, *TINY, "--no-figures"]) == 0
