@@ -192,6 +192,7 @@ def test_iwae_objective_and_estimator_flags_reach_the_model(tmp_path, capsys):
         (["sample", "{run}", "--n", "0"], "argument --n: expected a whole number >= 1"),
         (["sample", "{run}", "--out", "{tmp}/x.txt"], "--out {tmp}/x.txt: a figure is"),
         (["reconstruct", "{run}", "--out", "{tmp}/x.v2"], "not .v2; end the name in .png"),
+        (["trace", "--k", "0"], "argument --k: expected a whole number >= 1, got '0'"),
         (["sample", "{run}/metrics.jsonl"], "metrics.jsonl is not a scratchvae checkpoint (not"),
         (["trace", "--checkpoint", "{run}/metrics.jsonl"], "is not a scratchvae checkpoint"),
         (["sample", "{tmp}/wide.npy"], "wide.npy is not a scratchvae checkpoint (a .npy array"),

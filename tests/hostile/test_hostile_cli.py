@@ -84,6 +84,7 @@ def _bad_calls(run: str) -> list[tuple[list[str], str]]:
         (["bench", "--quick", "--reps", "x"], "--reps"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["--bogus"], "--bogus"),  # no command: train's options
+        (["trace", "--k", "0"], "argument --k"),  # was: "... got 'elbo', 'pathwise', 0"
         (["sample", run, "--out", "x.txt"], "--out x.txt"),  # was matplotlib's "Format 'txt'"
     ]
 
