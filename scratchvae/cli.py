@@ -34,8 +34,11 @@ from .cliargs import (
     OneLineParser,
     one_line_error,
     typed_options,
+    up_to,
 )
 from .commands import (
+    MAX_RECONSTRUCTIONS,
+    MAX_SAMPLES,
     PROG,
     CLIError,
     cmd_evaluate,
@@ -261,7 +264,12 @@ def _add_sample(sub: Any) -> None:
         "grid (only a VAE is trained towards that prior: other models give poor samples).",
     )
     _add_run_dir(p)
-    p.add_argument("--n", type=COUNT, default=64, help="number of samples (default 64)")
+    p.add_argument(
+        "--n",
+        type=up_to(MAX_SAMPLES),
+        default=64,
+        help=f"number of samples, 1 to {MAX_SAMPLES:,} (default 64)",
+    )
     p.add_argument("--out", help=_OUT_HELP.format(name="samples.png"))
     p.add_argument("--seed", type=NATURAL, default=0, help="seed of the draws (default 0)")
     p.set_defaults(func=cmd_sample)
@@ -277,7 +285,13 @@ def _add_reconstruct(sub: Any) -> None:
     _add_run_dir(p)
     _add_data_args(p, "default: the data it was trained on")
     p.add_argument("--split", default="test", help="default test")
-    p.add_argument("--n", type=COUNT, default=10, help="number of examples (default 10)")
+    p.add_argument(
+        "--n",
+        type=up_to(MAX_RECONSTRUCTIONS),
+        default=10,
+        help=f"number of examples, 1 to {MAX_RECONSTRUCTIONS:,}; past 20 the rows wrap, each "
+        "block of inputs above its reconstructions (default 10)",
+    )
     p.add_argument("--out", help=_OUT_HELP.format(name="recon.png"))
     p.set_defaults(func=cmd_reconstruct)
 

@@ -39,6 +39,8 @@ from .resume import check_resume_flags
 from .train import METRICS_NAME, TrainConfig, fit
 
 __all__ = [
+    "MAX_RECONSTRUCTIONS",
+    "MAX_SAMPLES",
     "PROG",
     "CLIError",
     "cmd_evaluate",
@@ -332,6 +334,15 @@ def _report(r: dict[str, Any], model: AE, epoch: int, n_features: int) -> str:
 
 
 # ============================================================================ figures
+MAX_SAMPLES = 10_000  # a 100 x 100 grid; more would not show one sample per screen pixel
+MAX_RECONSTRUCTIONS = 1000
+
+
+def _check_n(n: int, limit: int) -> None:
+    if not 1 <= n <= limit:
+        raise CLIError(f"--n must be from 1 to {limit}, got {n}")
+
+
 def _figure_out(args: argparse.Namespace, default_name: str) -> Path:
     """Where sample/reconstruct write: DIR/<default_name> without --out; inside a folder given
     as --out (one that exists, or a name ending in /); a name without a suffix gets .png."""
@@ -353,8 +364,7 @@ def _figure_out(args: argparse.Namespace, default_name: str) -> Path:
 def cmd_sample(args: argparse.Namespace) -> int:
     from .plots import plot_samples
 
-    if args.n < 1:
-        raise CLIError(f"--n must be >= 1, got {args.n}")
+    _check_n(args.n, MAX_SAMPLES)
     out = _figure_out(args, "samples.png")
     model, _ = _load_run(args, seed=args.seed)
     path = plot_samples(model.sample(args.n), _guess_shape(model.n_features), out)
@@ -365,8 +375,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from .plots import plot_reconstructions
 
-    if args.n < 1:
-        raise CLIError(f"--n must be >= 1, got {args.n}")
+    _check_n(args.n, MAX_RECONSTRUCTIONS)
     out = _figure_out(args, "recon.png")
     model, ckpt = _load_run(args)
     data = _run_data(args, ckpt, model, args.split)

@@ -37,8 +37,8 @@ def test_a_checkpoint_file_of_any_name_has_its_folder_for_figures(tmp_path):
     "command, options, message",
     [
         (commands.cmd_evaluate, {}, "no run folder"),
-        (commands.cmd_sample, {"n": 0}, "--n must be >= 1"),
-        (commands.cmd_reconstruct, {"n": 0}, "--n must be >= 1"),
+        (commands.cmd_sample, {"n": 0}, "--n must be from 1 to 10000, got 0"),
+        (commands.cmd_reconstruct, {"n": 1001}, "--n must be from 1 to 1000, got 1001"),
         (commands.cmd_plot, {}, "no run folder"),
     ],
 )

@@ -162,6 +162,12 @@ def test_interpolation_and_reconstructions_are_not_mostly_whitespace(tmp_path, d
     assert _white_rows(interp) < 0.35 and _white_rows(recon) < 0.35  # were 0.45 and 0.44
 
 
+def _png_size(path) -> tuple[int, int]:
+    """(width, height) from the PNG's header."""
+    head = path.read_bytes()[:24]
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
 def _disk_full(self, fname, **kwargs):
     """Figure.savefig on a full disk: part of the file written, then ENOSPC."""
     fname.write(PNG + b"half a figure")
@@ -191,3 +197,23 @@ def test_the_path_returned_is_the_file_written(tmp_path, vae2):
     with pytest.raises(ValueError, match=r"\.txt is not one of \.png, \.pdf"):
         plot_samples(vae2.sample(4), SHAPE, tmp_path / "x.txt")
     assert figure_path("a/b.svg").name == "b.svg" and set(FIGURE_SUFFIXES) >= {".png", ".pdf"}
+
+
+def test_long_rows_wrap_into_blocks_of_inputs_above_reconstructions(tmp_path, digits):
+    # was: 297 pairs in one row 17836 pixels wide
+    x = np.repeat(digits.get_batch(slice(0, 40)), 8, axis=0)[:297]
+    path = plot_reconstructions(x, x, SHAPE, tmp_path / "r.png")
+    width, height = _png_size(path)
+    assert width < 2000 and height < 2000 and height > width / 2
+    panels = plots._wrapped([("input", x), ("recon", x)], SHAPE)
+    labels = [label for label, _ in panels]
+    assert labels[:4] == ["input\n1-25", "recon\n1-25", "input\n26-50", "recon\n26-50"]
+    assert labels[-1] == "recon\n276-297" and len({m.shape for _, m in panels}) == 1
+    assert [label for label, _ in plots._wrapped([("input", x[:20])], SHAPE)] == ["input"]
+
+
+def test_a_large_sample_grid_keeps_a_pixel_per_pixel(tmp_path):
+    big = plot_samples(np.zeros((900, 784)), (28, 28), tmp_path / "b.png")  # 30 x 30 images
+    assert _png_size(big)[0] >= 30 * 29  # was 485 wide: each image 16 pixels for 28
+    small = plot_samples(np.zeros((64, 784)), (28, 28), tmp_path / "s.png")
+    assert _png_size(small)[0] < 600  # the usual 6 inches
