@@ -157,6 +157,7 @@ def _read_all(path: Path) -> dict[str, Any]:
             f"no checkpoint at {path}; train first (scratchvae train --out DIR) or pass the "
             "run folder that holds checkpoint.npz"
         )
+    _refuse_foreign(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             for info in z.zip.infolist():  # a zip bomb would fill the memory before anything
@@ -166,10 +167,36 @@ def _read_all(path: Path) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - whatever a hostile zip raises (BadZipFile,
         # zlib.error, EOFError, NotImplementedError, MemoryError, ...) means the same here
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "pickle" in reason:  # NumPy's advice to load it unsafely is no advice to give
+            reason = "it holds pickled Python objects, which scratchvae never writes"
         raise CheckpointError(
             f"{path} is not a readable scratchvae checkpoint (truncated or not an .npz: "
             f"{reason}); use another checkpoint or train again"
         ) from None
+
+
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first member, or an empty zip
+
+
+def _refuse_foreign(path: Path) -> None:
+    """A file that is no zip archive at all (metrics.jsonl, a .npy) is not a checkpoint: said
+    so before NumPy takes it for a pickle and suggests loading it unsafely."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError:
+        return  # np.load meets the same error and reports it
+    if head[:4] in _ZIP_MAGICS:
+        return
+    what = "not an .npz archive"
+    if not head:
+        what = "an empty file"
+    elif head == b"\x93NUMPY":
+        what = "a .npy array, not an .npz archive"
+    raise CheckpointError(
+        f"{path} is not a scratchvae checkpoint ({what}); pass the run folder or the "
+        "checkpoint.npz that scratchvae train wrote"
+    )
 
 
 def _text(arrays: dict[str, Any], key: str, path: Path) -> str:

@@ -14,16 +14,14 @@ last checkpoint intact (``--resume`` continues from it).
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
 from .backend import BackendError
 from .bench import cli as bench  # `scratchvae bench`
-from .checkpoint import CHECKPOINT_NAME, CheckpointError
+from .checkpoint import CheckpointError
 from .cliargs import (
     COUNT,
     FRACTION,
@@ -34,8 +32,11 @@ from .cliargs import (
     OneLineParser,
     one_line_error,
     typed_options,
+    up_to,
 )
 from .commands import (
+    MAX_RECONSTRUCTIONS,
+    MAX_SAMPLES,
     PROG,
     CLIError,
     cmd_evaluate,
@@ -45,6 +46,7 @@ from .commands import (
     cmd_train,
 )
 from .data import BINARIZE_MODES, DataError
+from .interrupts import Terminated, ignore_interrupts, interrupted, sigterm_interrupts
 from .lab import trace  # `scratchvae trace`
 from .models import MODEL_KINDS
 from .ops.activations import ACTIVATIONS
@@ -247,6 +249,13 @@ def _add_evaluate(sub: Any) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+_OUT_HELP = (
+    "the figure's file: .png (or .pdf, .svg, .eps, .jpg), .png added to a name without a "
+    "suffix; a folder (one that exists, or a name ending in /) gets {name} inside it "
+    "(default DIR/{name})"
+)
+
+
 def _add_sample(sub: Any) -> None:
     p = sub.add_parser(
         "sample",
@@ -255,8 +264,13 @@ def _add_sample(sub: Any) -> None:
         "grid (only a VAE is trained towards that prior: other models give poor samples).",
     )
     _add_run_dir(p)
-    p.add_argument("--n", type=COUNT, default=64, help="number of samples (default 64)")
-    p.add_argument("--out", help="PNG path (default DIR/samples.png)")
+    p.add_argument(
+        "--n",
+        type=up_to(MAX_SAMPLES),
+        default=64,
+        help=f"number of samples, 1 to {MAX_SAMPLES:,} (default 64)",
+    )
+    p.add_argument("--out", help=_OUT_HELP.format(name="samples.png"))
     p.add_argument("--seed", type=NATURAL, default=0, help="seed of the draws (default 0)")
     p.set_defaults(func=cmd_sample)
 
@@ -271,8 +285,14 @@ def _add_reconstruct(sub: Any) -> None:
     _add_run_dir(p)
     _add_data_args(p, "default: the data it was trained on")
     p.add_argument("--split", default="test", help="default test")
-    p.add_argument("--n", type=COUNT, default=10, help="number of examples (default 10)")
-    p.add_argument("--out", help="PNG path (default DIR/recon.png)")
+    p.add_argument(
+        "--n",
+        type=up_to(MAX_RECONSTRUCTIONS),
+        default=10,
+        help=f"number of examples, 1 to {MAX_RECONSTRUCTIONS:,}; past 20 the rows wrap, each "
+        "block of inputs above its reconstructions (default 10)",
+    )
+    p.add_argument("--out", help=_OUT_HELP.format(name="recon.png"))
     p.set_defaults(func=cmd_reconstruct)
 
 
@@ -301,43 +321,6 @@ _USER_ERRORS = (
 )
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt: whatever Ctrl-C
-    leaves intact (the last checkpoint, no temporary file) SIGTERM leaves intact too."""
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` inside the block (the previous handler after it)."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not the main thread: signals cannot be handled here
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupted(args: argparse.Namespace, terminated: bool) -> int:
-    """Say how the run ended and what it left; return 143 (SIGTERM) or 130 (Ctrl-C)."""
-    what = "terminated (SIGTERM)" if terminated else "interrupted"
-    out = getattr(args, "out_dir", None)
-    if out is None:
-        kept = ""
-    elif (out / CHECKPOINT_NAME).exists():
-        kept = f"; the last checkpoint in {out} is intact (--resume continues)"
-    else:
-        kept = f"; no checkpoint was written in {out} yet"
-    print(f"{PROG}: {what}{kept}", file=sys.stderr)
-    return 128 + signal.SIGTERM if terminated else 130
-
-
 _PATHS = {"out": "--out", "run": "RUN", "data": "--data", "data_dir": "--data-dir",
           "checkpoint": "--checkpoint"}  # fmt: skip
 
@@ -363,13 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(one_line_error(msg), file=sys.stderr)
         return 2
     try:
-        with _sigterm_interrupts():
+        with sigterm_interrupts():
             return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:
         if _PROGRAM:  # the process ends now: a second Ctrl-C would print a traceback
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        return _interrupted(args, isinstance(exc, Terminated))
+            ignore_interrupts()
+        return interrupted(getattr(args, "out_dir", None), isinstance(exc, Terminated))
     except MemoryError as exc:  # what the checks up front did not foresee
         first = str(exc).splitlines()[0] if str(exc) else "an allocation failed"
         msg = f"out of memory: {first}; choose a smaller model, --batch-size or --iw-samples"

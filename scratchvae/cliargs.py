@@ -27,6 +27,7 @@ __all__ = [
     "checked",
     "one_line_error",
     "typed_options",
+    "up_to",
 ]
 
 PROG = "scratchvae"
@@ -90,3 +91,9 @@ POSITIVE = checked(float, lambda v: v > 0, "a finite number > 0")
 NON_NEGATIVE = checked(float, lambda v: v >= 0, "a finite number >= 0")
 FRACTION = checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 OPEN_UNIT = checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
+
+
+def up_to(limit: int) -> Callable[[str], Any]:
+    """A whole number from 1 to ``limit``: a count whose largest values would take minutes
+    and gigabytes to make something no one can use (``sample --n``)."""
+    return checked(int, lambda v: 1 <= v <= limit, f"a whole number from 1 to {limit}")

@@ -9,7 +9,7 @@ Defaults that depend on the data set when not given on the command line:
 =================  =============  ======  ======  ======  =========
 data               --hidden       latent  epochs  batch   --init
 =================  =============  ======  ======  ======  =========
-digits (8x8)       256            2       100     64      he
+digits (8x8)       256            2       100     64      he (relu)
 anything else      400            20      10      128     uniform
 =================  =============  ======  ======  ======  =========
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from contextlib import closing
 from pathlib import Path
@@ -32,12 +33,15 @@ from typing import Any
 from .backend import Backend, BackendError, get_backend
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
 from .data import Dataset, binarize, check_n_features, load_dataset, named_dataset
+from .data.load import NoSuchSplit
 from .init import default_init
-from .models import AE, VAE, model_classes
+from .models import AE, model_classes
 from .resume import check_resume_flags, nothing_to_train
 from .train import METRICS_NAME, TrainConfig, fit
 
 __all__ = [
+    "MAX_RECONSTRUCTIONS",
+    "MAX_SAMPLES",
     "PROG",
     "CLIError",
     "cmd_evaluate",
@@ -117,7 +121,13 @@ def _run_data(args: argparse.Namespace, ckpt: Any, model: AE, split: str) -> Dat
     """The data set named on the command line, else the one recorded in the checkpoint."""
     spec = args.data or ckpt.train_config.get("data") or "digits"
     data_dir = args.data_dir or ckpt.train_config.get("data_dir")
-    data = load_dataset(spec, split, data_dir, likelihood=_data_likelihood(model))
+    try:
+        data = load_dataset(spec, split, data_dir, likelihood=_data_likelihood(model))
+    except NoSuchSplit as exc:  # the user's own file: say which flags choose other data
+        raise CLIError(
+            f"{exc.path} is one data set with no {split!r} split; pass --split train to use "
+            "it, or --data FILE with the held-out examples"
+        ) from None
     check_n_features(data, model.n_features)
     return data
 
@@ -127,8 +137,12 @@ def _data_likelihood(model: AE) -> str:
 
 
 def _out_dir(run: str) -> Path:
+    """The folder a run's figures go to: the run folder, or the folder of a checkpoint file
+    (whatever its name: a copy named b.ckpt is a checkpoint all the same)."""
     run_path = Path(run)
-    return run_path.parent if run_path.suffix == ".npz" else run_path
+    if run_path.is_file() or (run_path.suffix == ".npz" and not run_path.is_dir()):
+        return run_path.parent
+    return run_path
 
 
 # ============================================================================ train
@@ -298,7 +312,7 @@ def _figures(model: AE, data: Dataset, history: Any, out: Path) -> list[Path]:
 
 # ============================================================================ evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
+    from .evaluate import evaluate, format_report, json_numbers
     from .progress import Stages
 
     model, ckpt = _load_run(args)
@@ -314,57 +328,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         checkpoint=str(ckpt.path), data=data.description, split=args.split, binarize=mode
     )
     if args.json:
-        print(json.dumps(_json_numbers(results), allow_nan=False))
+        print(json.dumps(json_numbers(results), allow_nan=False))
     else:
-        print(_report(results, model, ckpt.epoch, data.n_features))
+        print(format_report(results, model, ckpt.epoch, data.n_features))
     return 0
 
 
-def _json_numbers(results: dict[str, Any]) -> dict[str, Any]:
-    """NaN and infinities as null: JSON has no such numbers (a bare NaN is not valid JSON)."""
-    return {
-        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in results.items()
-    }
-
-
-_BINARIZE_TEXT = {
-    "none": "none (grey levels in [0, 1] used as Bernoulli targets)",
-    "threshold": "threshold (x > 0.5)",
-    "dynamic": "dynamic (one seeded Bernoulli draw with P(1) = grey level)",
-}
-
-
-def _report(r: dict[str, Any], model: AE, epoch: int, n_features: int) -> str:
-    lines = [
-        f"checkpoint    {r['checkpoint']} ({type(model).__name__}, epoch {epoch})",
-        f"data          {r['data']}",
-        f"binarization  {_BINARIZE_TEXT.get(r['binarize'], r['binarize'])}",
-        f"units         nats per example (sum over {n_features} features, mean over "
-        f"{r['n']} examples)",
-    ]
-    if not isinstance(model, VAE):
-        lines.append(f"recon         {r['recon']:.3f}")
-        lines.append(f"note          {r.get('note', '')}")
-        return "\n".join(lines)
-    lines.append(f"-ELBO         {r['neg_elbo']:.3f}  (recon {r['recon']:.3f} + KL {r['kl']:.3f})")
-    if r.get("iw_bound") is not None:
-        lines.append(
-            f"IW bound      log p(x) >= {r['iw_bound']:.3f}  (k={r['iw_samples']}; "
-            f"ELBO {-r['neg_elbo']:.3f}): -log p(x) <= {r['iw_nll']:.3f}"
-        )
-        lines.append(f"bits/dim      {r['bits_per_dim']:.4f}  (from the IW bound)")
-    lines.append(f"active units  {r['active_units']} of {r['latent']}")
-    return "\n".join(lines)
-
-
 # ============================================================================ figures
+MAX_SAMPLES = 10_000  # a 100 x 100 grid; more would not show one sample per screen pixel
+MAX_RECONSTRUCTIONS = 1000
+
+
+def _check_n(n: int, limit: int) -> None:
+    if not 1 <= n <= limit:
+        raise CLIError(f"--n must be from 1 to {limit}, got {n}")
+
+
+def _figure_out(args: argparse.Namespace, default_name: str) -> Path:
+    """Where sample/reconstruct write: DIR/<default_name> without --out; inside a folder given
+    as --out (one that exists, or a name ending in /); a name without a suffix gets .png."""
+    from .plots import FIGURE_SUFFIXES, figure_path
+
+    if not args.out:
+        return _out_dir(args.run) / default_name
+    out = Path(args.out).expanduser()
+    if out.is_dir() or args.out.endswith(("/", os.sep)):
+        return out / default_name
+    if out.suffix and out.suffix.lower() not in FIGURE_SUFFIXES:
+        raise CLIError(
+            f"--out {args.out}: a figure is written as {', '.join(FIGURE_SUFFIXES)}, not "
+            f"{out.suffix}; end the name in .png"
+        )
+    return figure_path(out)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from .plots import plot_samples
 
-    if args.n < 1:
-        raise CLIError(f"--n must be >= 1, got {args.n}")
+    _check_n(args.n, MAX_SAMPLES)
+    out = _figure_out(args, "samples.png")
     model, _ = _load_run(args, seed=args.seed)
-    out = Path(args.out) if args.out else _out_dir(args.run) / "samples.png"
     path = plot_samples(model.sample(args.n), _guess_shape(model.n_features), out)
     print(f"{PROG}: wrote {path}")
     return 0
@@ -373,12 +376,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from .plots import plot_reconstructions
 
-    if args.n < 1:
-        raise CLIError(f"--n must be >= 1, got {args.n}")
+    _check_n(args.n, MAX_RECONSTRUCTIONS)
+    out = _figure_out(args, "recon.png")
     model, ckpt = _load_run(args)
     data = _run_data(args, ckpt, model, args.split)
     x = data.get_batch(slice(0, min(args.n, data.n)))
-    out = Path(args.out) if args.out else _out_dir(args.run) / "recon.png"
     path = plot_reconstructions(x, model.reconstruct(x), data.image_shape, out)
     print(f"{PROG}: wrote {path}")
     return 0

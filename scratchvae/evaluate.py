@@ -17,7 +17,8 @@ iw_nll / (D ln 2). The bound is computed in chunks of examples x samples whose s
 budget of floats, so k = 5000 on MNIST never allocates an (N, k, D) array; each chunk's
 logsumexp joins a running one as it comes (in float64), so memory stays flat however large k.
 :func:`evaluate` reports its progress (stage, units done, units in the stage) to a callback:
-the command line shows it as a bar in a terminal, as a line now and then otherwise.
+the command line shows it as a bar in a terminal, as a line now and then otherwise, and prints
+the results with :func:`format_report` (or, with ``--json``, :func:`json_numbers`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from functools import partial
 from typing import Any
 
 from .backend import Backend, get_special, to_numpy
-from .models import VAE, Model
+from .models import AE, VAE, Model
 from .ops.losses import kl_standard_normal, log_normal_draw, log_standard_normal
 from .ops.reparam import reparam_forward
 
@@ -41,6 +42,8 @@ __all__ = [
     "active_units",
     "bits_per_dim",
     "evaluate",
+    "format_report",
+    "json_numbers",
 ]
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al.: unit u is active when Cov_x(E_q[z_u]) > 0.01
@@ -265,3 +268,42 @@ def evaluate(
     out["active_units"], _ = active_units(model, x, batch_size)
     out.update(latent=model.latent, n=int(x.shape[0]))
     return out
+
+
+# ============================================================================ the report
+def json_numbers(results: dict[str, Any]) -> dict[str, Any]:
+    """NaN and infinities as null: JSON has no such numbers (a bare NaN is not valid JSON)."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in results.items()
+    }
+
+
+BINARIZE_TEXT = {
+    "none": "none (grey levels in [0, 1] used as Bernoulli targets)",
+    "threshold": "threshold (x > 0.5)",
+    "dynamic": "dynamic (one seeded Bernoulli draw with P(1) = grey level)",
+}
+
+
+def format_report(r: dict[str, Any], model: AE, epoch: int, n_features: int) -> str:
+    """The ``scratchvae evaluate`` report of :func:`evaluate`'s results ``r``, one line each."""
+    lines = [
+        f"checkpoint    {r['checkpoint']} ({type(model).__name__}, epoch {epoch})",
+        f"data          {r['data']}",
+        f"binarization  {BINARIZE_TEXT.get(r['binarize'], r['binarize'])}",
+        f"units         nats per example (sum over {n_features} features, mean over "
+        f"{r['n']} examples)",
+    ]
+    if not isinstance(model, VAE):
+        lines.append(f"recon         {r['recon']:.3f}")
+        lines.append(f"note          {r.get('note', '')}")
+        return "\n".join(lines)
+    lines.append(f"-ELBO         {r['neg_elbo']:.3f}  (recon {r['recon']:.3f} + KL {r['kl']:.3f})")
+    if r.get("iw_bound") is not None:
+        lines.append(
+            f"IW bound      log p(x) >= {r['iw_bound']:.3f}  (k={r['iw_samples']}; "
+            f"ELBO {-r['neg_elbo']:.3f}): -log p(x) <= {r['iw_nll']:.3f}"
+        )
+        lines.append(f"bits/dim      {r['bits_per_dim']:.4f}  (from the IW bound)")
+    lines.append(f"active units  {r['active_units']} of {r['latent']}")
+    return "\n".join(lines)

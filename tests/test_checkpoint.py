@@ -148,6 +148,25 @@ def test_refuses_to_save_non_finite_parameters(tmp_path):
     assert path.read_bytes() == before
 
 
+def test_a_file_that_is_no_checkpoint_never_suggests_allow_pickle(tmp_path):
+    # was: NumPy's "If you trust the file you can load it unsafely using allow_pickle="
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    np.savez(tmp_path / "objects.npz", x=np.array([{}, None], dtype=object))
+    for name, what in (
+        ("metrics.jsonl", "is not a scratchvae checkpoint (not an .npz archive); pass the run"),
+        ("empty.npz", "is not a scratchvae checkpoint (an empty file)"),
+        ("array.npy", "is not a scratchvae checkpoint (a .npy array, not an .npz archive)"),
+        ("objects.npz", "(truncated or not an .npz: it holds pickled Python objects, which"),
+    ):
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(tmp_path / name)
+        message = str(info.value)
+        assert message.startswith(f"{tmp_path / name} ") and what in message
+        assert "allow_pickle" not in message and "\n" not in message
+
+
 def test_truncated_file_gives_a_one_line_error(tmp_path):
     model, opt = _trained()
     path = _save(tmp_path / "checkpoint.npz", model, opt)
@@ -163,7 +182,7 @@ def test_truncated_file_gives_a_one_line_error(tmp_path):
 def test_foreign_files_give_clear_errors(tmp_path):
     random_bytes = tmp_path / "random.npz"
     random_bytes.write_bytes(np.random.default_rng(0).bytes(2000))
-    with pytest.raises(CheckpointError, match="not a readable"):
+    with pytest.raises(CheckpointError, match=r"not a scratchvae checkpoint \(not an .npz"):
         load_checkpoint(random_bytes)
 
     other_npz = tmp_path / "other.npz"

@@ -107,6 +107,46 @@ def test_sample_reconstruct_and_plot_write_pngs(run_dir, tmp_path, capsys):
     assert (copy / "latent.png").exists() and (copy / "curves.png").exists()
 
 
+def test_sample_and_reconstruct_report_the_file_they_wrote(run_dir, tmp_path, capsys):
+    # was: 'wrote x' for x.png; a folder as --out wrote FOLDER.png beside it
+    (tmp_path / "figs").mkdir()
+    cases = [
+        (["sample", "--out", "x"], "x.png"),
+        (["sample", "--out", "figs"], "figs/samples.png"),
+        (["reconstruct", "--out", "new/"], "new/recon.png"),
+        (["reconstruct", "--out", "r.svg"], "r.svg"),
+    ]
+    for (command, *out), written in cases:
+        out[1] = str(tmp_path / out[1]) + ("/" if out[1].endswith("/") else "")
+        assert main([command, str(run_dir), *out]) == 0
+        assert capsys.readouterr().out == f"scratchvae: wrote {tmp_path / written}\n"
+        assert (tmp_path / written).stat().st_size > 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figs", "new", "r.svg", "x.png"]
+
+
+def test_a_checkpoint_under_another_name_is_still_a_checkpoint(run_dir, tmp_path, capsys):
+    # was: [Errno 17] File exists: 'b.ckpt' (the figure's folder taken to be the file)
+    shutil.copy(run_dir / "checkpoint.npz", tmp_path / "b.ckpt")
+    assert main(["sample", str(tmp_path / "b.ckpt"), "--n", "4"]) == 0
+    assert capsys.readouterr().out == f"scratchvae: wrote {tmp_path / 'samples.png'}\n"
+
+
+def test_a_run_on_ones_own_file_names_the_flags_for_held_out_data(tmp_path, capsys):
+    # was: "load it with split='train'", the library's words, not a flag of the command
+    np.save(tmp_path / "mine.npy", np.random.default_rng(0).random((60, 16), dtype=np.float32))
+    run = str(tmp_path / "run")
+    data = ["--data", str(tmp_path / "mine.npy")]
+    assert main(["train", *data, "--out", run, *TINY, "--no-figures"]) == 0
+    for command in (["evaluate", run, "--iw-samples", "2"], ["reconstruct", run]):
+        assert main(command) == 2
+        line = _error_line(capsys)
+        assert line.endswith(
+            "pass --split train to use it, or --data FILE with the held-out examples"
+        )
+        assert "mine.npy is one data set with no 'test' split" in line
+    assert main(["reconstruct", run, "--split", "train"]) == 0
+
+
 def test_resume_continues_to_more_epochs(tmp_path, capsys):
     out = str(tmp_path / "r")
     assert main(["train", "--out", out, *TINY, "--no-figures"]) == 0
@@ -149,7 +189,15 @@ def test_iwae_objective_and_estimator_flags_reach_the_model(tmp_path, capsys):
         (["evaluate", "{tmp}/missing"], "no run folder"),
         (["evaluate", "{tmp}/foreign.npz"], "not a scratchvae checkpoint"),
         (["evaluate", "{run}", "--data", "{tmp}/wide.npy", "--split", "train"], "features"),
-        (["sample", "{run}", "--n", "0"], "argument --n: expected a whole number >= 1"),
+        (["sample", "{run}", "--n", "0"], "argument --n: expected a whole number from 1 to"),
+        (["sample", "{run}", "--n", "10001"], "--n: expected a whole number from 1 to 10000"),
+        (["reconstruct", "{run}", "--n", "1001"], "--n: expected a whole number from 1 to 1000"),
+        (["sample", "{run}", "--out", "{tmp}/x.txt"], "--out {tmp}/x.txt: a figure is"),
+        (["reconstruct", "{run}", "--out", "{tmp}/x.v2"], "not .v2; end the name in .png"),
+        (["trace", "--k", "0"], "argument --k: expected a whole number >= 1, got '0'"),
+        (["sample", "{run}/metrics.jsonl"], "metrics.jsonl is not a scratchvae checkpoint (not"),
+        (["trace", "--checkpoint", "{run}/metrics.jsonl"], "is not a scratchvae checkpoint"),
+        (["sample", "{tmp}/wide.npy"], "wide.npy is not a scratchvae checkpoint (a .npy array"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_status_2(argv, expected, run_dir, tmp_path, capsys):
@@ -161,7 +209,9 @@ def test_bad_input_gives_one_line_error_and_status_2(argv, expected, run_dir, tm
     assert main(argv) == 2
     line = _error_line(capsys)
     assert line.startswith("scratchvae: error: ")
-    assert expected.lower() in line.lower()
+    assert expected.format(tmp=tmp_path).lower() in line.lower()
+    assert "allow_pickle" not in line  # NumPy's advice to load a file unsafely: never relayed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.npz", "wide.npy"]
 
 
 def _cupy_works() -> bool:
@@ -243,7 +293,7 @@ def test_train_help_gives_the_defaults_and_the_choices(capsys):
         "default float32",
         "default bernoulli",
         "{identity,relu,leaky_relu,elu,tanh,sigmoid,softplus}",
-        "$SCRATCHVAE_DATA, else ~/.cache/scratchvae",
+        "$SCRATCHVAE_DATA, else $XDG_CACHE_HOME/scratchvae, else ~/.cache/scratchvae",
         "--force",
     ):
         assert words in text, words

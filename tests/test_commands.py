@@ -27,12 +27,19 @@ def test_run_names_and_output_folders():
     assert commands._guess_shape(784) == (28, 28) and commands._guess_shape(10) is None
 
 
+def test_a_checkpoint_file_of_any_name_has_its_folder_for_figures(tmp_path):
+    (tmp_path / "b.ckpt").write_bytes(b"")  # was: b.ckpt taken for the figures' folder
+    assert commands._out_dir(str(tmp_path / "b.ckpt")) == tmp_path
+    (tmp_path / "odd.npz").mkdir()  # a folder is a run folder, whatever its name
+    assert commands._out_dir(str(tmp_path / "odd.npz")) == tmp_path / "odd.npz"
+
+
 @pytest.mark.parametrize(
     "command, options, message",
     [
         (commands.cmd_evaluate, {}, "no run folder"),
-        (commands.cmd_sample, {"n": 0}, "--n must be >= 1"),
-        (commands.cmd_reconstruct, {"n": 0}, "--n must be >= 1"),
+        (commands.cmd_sample, {"n": 0}, "--n must be from 1 to 10000, got 0"),
+        (commands.cmd_reconstruct, {"n": 1001}, "--n must be from 1 to 1000, got 1001"),
         (commands.cmd_plot, {}, "no run folder"),
     ],
 )

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import errno
+
 import numpy as np  # numpy-boundary: building test inputs
 import pytest
+from matplotlib.figure import Figure
 
 from scratchvae import plots
+from scratchvae.atomic import temp_files
 from scratchvae.autoencoders import DenoisingAE
 from scratchvae.backend import Backend
 from scratchvae.data import dataset_from_array, load_dataset
 from scratchvae.models import VAE
 from scratchvae.plots import (
+    FIGURE_SUFFIXES,
     _pca2,
+    figure_path,
     plot_curves,
     plot_denoising,
     plot_features,
@@ -154,3 +160,60 @@ def test_interpolation_and_reconstructions_are_not_mostly_whitespace(tmp_path, d
     interp = plot_interpolation(vae2, x[0], x[1], SHAPE, tmp_path / "i.png")
     recon = plot_reconstructions(x, vae2.reconstruct(x), SHAPE, tmp_path / "r.png")
     assert _white_rows(interp) < 0.35 and _white_rows(recon) < 0.35  # were 0.45 and 0.44
+
+
+def _png_size(path) -> tuple[int, int]:
+    """(width, height) from the PNG's header."""
+    head = path.read_bytes()[:24]
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def _disk_full(self, fname, **kwargs):
+    """Figure.savefig on a full disk: part of the file written, then ENOSPC."""
+    fname.write(PNG + b"half a figure")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_failed_save_keeps_the_old_figure_and_leaves_no_file(tmp_path, vae2, monkeypatch):
+    # was: savefig wrote in place, so a full disk left a truncated PNG over a good one
+    good = plot_samples(vae2.sample(4), SHAPE, tmp_path / "s.png")
+    before = good.read_bytes()
+    monkeypatch.setattr(Figure, "savefig", _disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        plot_samples(vae2.sample(4), SHAPE, good)
+    with pytest.raises(OSError, match="No space left"):
+        plot_samples(vae2.sample(4), SHAPE, tmp_path / "new.png")
+    assert good.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.png"]  # no temp, no empty file
+    assert temp_files(good) == [] and plots.plt.get_fignums() == []  # the figures closed
+
+
+def test_the_path_returned_is_the_file_written(tmp_path, vae2):
+    # was: 'x' returned while matplotlib wrote x.png; '.txt' failed inside matplotlib
+    assert plot_samples(vae2.sample(4), SHAPE, tmp_path / "x") == tmp_path / "x.png"
+    assert _is_png(tmp_path / "x.png") and not (tmp_path / "x").exists()
+    pdf = plot_samples(vae2.sample(4), SHAPE, tmp_path / "x.PDF")
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    with pytest.raises(ValueError, match=r"\.txt is not one of \.png, \.pdf"):
+        plot_samples(vae2.sample(4), SHAPE, tmp_path / "x.txt")
+    assert figure_path("a/b.svg").name == "b.svg" and set(FIGURE_SUFFIXES) >= {".png", ".pdf"}
+
+
+def test_long_rows_wrap_into_blocks_of_inputs_above_reconstructions(tmp_path, digits):
+    # was: 297 pairs in one row 17836 pixels wide
+    x = np.repeat(digits.get_batch(slice(0, 40)), 8, axis=0)[:297]
+    path = plot_reconstructions(x, x, SHAPE, tmp_path / "r.png")
+    width, height = _png_size(path)
+    assert width < 2000 and height < 2000 and height > width / 2
+    panels = plots._wrapped([("input", x), ("recon", x)], SHAPE)
+    labels = [label for label, _ in panels]
+    assert labels[:4] == ["input\n1-25", "recon\n1-25", "input\n26-50", "recon\n26-50"]
+    assert labels[-1] == "recon\n276-297" and len({m.shape for _, m in panels}) == 1
+    assert [label for label, _ in plots._wrapped([("input", x[:20])], SHAPE)] == ["input"]
+
+
+def test_a_large_sample_grid_keeps_a_pixel_per_pixel(tmp_path):
+    big = plot_samples(np.zeros((900, 784)), (28, 28), tmp_path / "b.png")  # 30 x 30 images
+    assert _png_size(big)[0] >= 30 * 29  # was 485 wide: each image 16 pixels for 28
+    small = plot_samples(np.zeros((64, 784)), (28, 28), tmp_path / "s.png")
+    assert _png_size(small)[0] < 600  # the usual 6 inches

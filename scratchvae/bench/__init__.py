@@ -29,6 +29,7 @@ The modules, by concern:
 ``memory``         memory probes in fresh processes, tracemalloc, the evaluation's cost
 ``report``         machine information, the JSON / Markdown files and the throughput plot
 ``cli``            the options, their checks, the whole run (``scratchvae bench``)
+``checks``         the checks that touch the machine: --out, --name, --busy-cores
 =================  ==========================================================================
 """
 

@@ -21,8 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..backend import Backend, BackendError, usable_cores
+from ..backend import Backend, BackendError
 from ..cliargs import OneLineParser, one_line_error
+from .checks import check_busy_cores, check_name, prepare_out
 from .conditions import CONDITIONS, default_name, run_contention, run_thread_sweep, write
 from .memory import eval_cost, measure_memory
 from .references import (
@@ -158,7 +159,7 @@ def _validate(args: argparse.Namespace) -> str | None:
         return "--eval-n must be >= 1 and --eval-k >= 0 (0 skips the evaluation)"
     if args.torch_device not in ("none", "cpu") and not args.torch_device.startswith("cuda"):
         return f"--torch-device must be cpu, cuda[:N] or none, got {args.torch_device!r}"
-    return None
+    return check_name(args.name) or check_busy_cores(args.busy_cores)
 
 
 # ============================================================================ the whole run
@@ -308,9 +309,6 @@ def _run_conditions(args: argparse.Namespace) -> int:
     """``--contention`` or ``--thread-sweep``: their own tables (bench/conditions.py)."""
     if args.contention:
         args.conditions = args.conditions or list(CONDITIONS)
-        if any(c not in range(usable_cores()) for c in args.busy_cores or [0]):
-            print(one_line_error(f"--busy-cores must be among 0..{usable_cores() - 1}"))
-            return 2
         results, kind = run_contention(args, log=lambda m: print(m, flush=True)), "contention"
     else:
         results, kind = run_thread_sweep(args, log=lambda m: print(m, flush=True)), "threads"
@@ -324,7 +322,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if (args.contention or args.thread_sweep) and args.batch_sizes is None:
         args.batch_sizes = [128] if args.contention else [128, 2048]
     args = _fill_defaults(args)
-    problem = _validate(args)
+    problem = _validate(args) or prepare_out(args.out)  # all of it before any timing
     if problem:
         print(one_line_error(problem), file=sys.stderr)
         return 2

@@ -45,7 +45,20 @@ from .idx import (
     read_idx,
 )
 
-__all__ = ["DIGITS_SPLIT_SEED", "DIGITS_TEST_SIZE", "load_dataset"]
+__all__ = ["DIGITS_SPLIT_SEED", "DIGITS_TEST_SIZE", "NoSuchSplit", "load_dataset"]
+
+
+class NoSuchSplit(DataError):
+    """The user's own file or folder is one data set: it has no test split. A class of its
+    own so that the command line can name its flags (--split, --data) instead."""
+
+    def __init__(self, path: Path, split: str) -> None:
+        super().__init__(
+            f"{path} is one data set with no {split!r} split; load it with split='train' and "
+            "pass the other part as its own file"
+        )
+        self.path, self.split = path, split
+
 
 # --------------------------------------------------------------------------------------------
 # The embedded digits
@@ -254,10 +267,7 @@ def _load_path(path: Path, split: str, likelihood: str) -> Dataset:
         x, y = read_idx(images, IDX_IMAGES_MAGIC), read_idx(labels, IDX_LABELS_MAGIC)
         return _standard_dataset(x, y, path.name, path.name, split, likelihood)
     if split not in ("train", "all"):
-        raise DataError(
-            f"{path} is one data set with no {split!r} split; load it with split='train' and "
-            "pass the other part as its own file"
-        )
+        raise NoSuchSplit(path, split)
     if path.is_dir():
         return _load_image_folder(path, likelihood)
     if path.suffix == ".npz":

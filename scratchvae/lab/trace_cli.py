@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ..backend import Backend, get_backend, to_numpy
+from ..cliargs import COUNT
 from ..models import AE, VAE
 from ..optim import Adam
 from .trace import backward_rules, format_trace, format_weights, trace_step
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["elbo", "iwae"],
         help="the bound the step follows: elbo (the mean of K single-sample ELBOs) or iwae",
     )
-    parser.add_argument("--k", type=int, default=1, help="samples per example (1)")
+    parser.add_argument("--k", type=COUNT, default=1, help="samples per example (1)")
     parser.add_argument(
         "--estimator",
         default="pathwise",

@@ -81,6 +81,59 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, extra, message) -> No
     assert err.startswith("scratchvae: error: ") and message in err and err.count("\n") == 1
 
 
+@pytest.fixture
+def no_timing(monkeypatch):
+    """Any benchmark started fails the test: the checks must come before the timing."""
+
+    def timed(*args, **kwargs):
+        raise AssertionError("a benchmark ran before its options were checked")
+
+    for name in ("run_benchmarks", "run_contention", "run_thread_sweep"):
+        monkeypatch.setattr(bench.cli, name, timed)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--name", "../../x"), "--name '../../x' holds a path separator; give a file name"),
+        (("--name", "a/b"), "--name 'a/b' holds a path separator"),
+        (("--name", ".."), "--name '..' is not a file name"),
+        (("--busy-cores", "-1"), "--busy-cores -1: not a core this process may use; choose"),
+        (("--contention", "--busy-cores", "0", "999"), "--busy-cores 999: not a core"),
+    ],
+)
+def test_names_and_cores_are_checked_before_any_timing(
+    tmp_path, capsys, no_timing, extra, message
+) -> None:
+    # was: --name ../../x wrote outside --out, --busy-cores -1 and 999 were taken
+    assert bench.run_cli(_args(tmp_path / "out", *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("scratchvae: error: ") and message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # not even the --out folder
+
+
+def test_an_out_that_cannot_be_a_folder_is_refused_before_any_timing(
+    tmp_path, capsys, no_timing
+) -> None:
+    # was: the whole benchmark ran, then "[Errno 17] File exists" and the results were lost
+    (tmp_path / "file").write_text("mine")
+    file, below = tmp_path / "file", tmp_path / "file" / "sub"
+    for out, line in (
+        (file, f"--out {file} is a file, not a folder; choose a folder for the results"),
+        (below, f"--out {below}: cannot create the folder (Not a directory); choose another --out"),
+    ):
+        assert bench.run_cli(_args(out)) == 2
+        assert capsys.readouterr().err == f"scratchvae: error: {line}\n"
+    assert (tmp_path / "file").read_text() == "mine"
+    assert bench.cli.prepare_out(str(tmp_path / "new" / "deeper")) is None  # made up front
+    assert (tmp_path / "new" / "deeper").is_dir()
+
+
+def test_usable_cores_are_written_as_ranges() -> None:
+    assert bench.checks._ranges([0, 1, 2, 3, 8, 10, 11]) == "0-3, 8, 10-11"
+    assert bench.checks.check_busy_cores(bench.checks.usable_core_ids()) is None
+
+
 def test_results_go_to_a_new_temporary_folder_unless_told(tmp_path, monkeypatch, capsys):
     """Never into ./benchmarks/results of wherever it runs (untracked files in a clone)."""
     monkeypatch.chdir(tmp_path)

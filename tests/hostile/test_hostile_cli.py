@@ -7,7 +7,9 @@ its memory flat (issue: hostile files and everyday friction)."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from matplotlib.figure import Figure
 
 from scratchvae.atomic import temp_files
 from scratchvae.backend import Backend
@@ -81,6 +84,11 @@ def _bad_calls(run: str) -> list[tuple[list[str], str]]:
         (["bench", "--quick", "--reps", "x"], "--reps"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["--bogus"], "--bogus"),  # no command: train's options
+        (["trace", "--k", "0"], "argument --k"),  # was: "... got 'elbo', 'pathwise', 0"
+        (["sample", run, "--n", "1000000"], "--n: expected a whole number from 1 to 10000"),
+        (["sample", run, "--out", "x.txt"], "--out x.txt"),  # was matplotlib's "Format 'txt'"
+        (["bench", "--name", "../../x"], "--name '../../x' holds a path separator"),
+        (["bench", "--busy-cores", "999"], "--busy-cores 999: not a core"),
     ]
 
 
@@ -203,6 +211,28 @@ def test_a_run_folder_is_not_replaced_without_force(run_dir, tmp_path):
     assert (out / "checkpoint.npz").read_bytes() == before
     assert main([*T, "--out", str(out), "--force", "--seed", "3"]) == 0
     assert load_checkpoint(out).train_config["seed"] == 3
+
+
+def _disk_full(self, fname, **kwargs):
+    """Figure.savefig on a full disk: half a figure written, then ENOSPC."""
+    fname.write(b"\x89PNG\r\n\x1a\nhalf a figure")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_leaves_the_figures_that_were_there(run_dir, tmp_path, monkeypatch, capsys):
+    # was: a truncated recon.png over the good one, a 0-byte latent.png from plot
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    assert main(["reconstruct", str(run)]) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    monkeypatch.setattr(Figure, "savefig", _disk_full)
+    for argv in (["reconstruct", str(run)], ["plot", str(run)], ["sample", str(run)]):
+        assert main(argv) == 2, argv
+        out, err = capsys.readouterr()
+        full = "scratchvae: error: [Errno 28] No space left on device; what was there before is "
+        assert out == "" and err.startswith(full + f"intact: '{run}/") and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # no temp, no 0 bytes
 
 
 def test_a_bare_train_refuses_to_replace_runs_digits_vae(run_dir, tmp_path):

@@ -1,0 +1,62 @@
+"""Ctrl-C and SIGTERM in the ``scratchvae`` program: both end a command as KeyboardInterrupt
+(SIGTERM as its subclass :class:`Terminated`), so that whatever Ctrl-C leaves intact (the last
+checkpoint, no temporary file) SIGTERM leaves intact too; :func:`interrupted` says what was
+kept, and returns the exit status a shell would report (130, 143)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import CHECKPOINT_NAME
+from .commands import PROG
+
+__all__ = ["Terminated", "ignore_interrupts", "interrupted", "sigterm_interrupts"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt: whatever Ctrl-C
+    leaves intact (the last checkpoint, no temporary file) SIGTERM leaves intact too."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` inside the block (the previous handler after it)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted(out: Path | None, terminated: bool) -> int:
+    """Say how the run ended and what it left in its folder ``out`` (None: a command without
+    one); return 143 (SIGTERM) or 130 (Ctrl-C)."""
+    what = "terminated (SIGTERM)" if terminated else "interrupted"
+    if out is None:
+        kept = ""
+    elif (out / CHECKPOINT_NAME).exists():
+        kept = f"; the last checkpoint in {out} is intact (--resume continues)"
+    else:
+        kept = f"; no checkpoint was written in {out} yet"
+    print(f"{PROG}: {what}{kept}", file=sys.stderr)
+    return 128 + signal.SIGTERM if terminated else 130
+
+
+def ignore_interrupts() -> None:
+    """Ignore Ctrl-C and SIGTERM from now on: the process is ending (a second Ctrl-C while the
+    interpreter shuts down printed a traceback from an exit handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
