@@ -334,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version (0) or an argparse error (2, already printed)
         return int(exc.code or 0)
-    if getattr(args, "resume", False):  # which flags were typed, even at their defaults
+    if hasattr(args, "resume"):  # train: which flags were typed, even at their defaults
         args.typed = typed_options(build_parser(), argv)
     empty = [name for name in _PATHS if getattr(args, name, None) == ""]
     if empty:  # "" would mean the current folder, or the default one: never what was meant

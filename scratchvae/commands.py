@@ -36,7 +36,7 @@ from .data import Dataset, binarize, check_n_features, load_dataset, named_datas
 from .data.load import NoSuchSplit
 from .init import default_init
 from .models import AE, model_classes
-from .resume import check_resume_flags, nothing_to_train
+from .resume import check_flags_apply, check_resume_flags, nothing_to_train
 from .train import METRICS_NAME, TrainConfig, fit
 
 __all__ = [
@@ -226,6 +226,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.data = args.data or "digits"
         out = args.out_dir = Path(args.out or _default_out(args.data, args.model))  # for Ctrl-C
         _refuse_to_replace(out, args.force)
+        check_flags_apply(args)
         config = _train_config(args, out)
         data = load_dataset(args.data, "train", args.data_dir, likelihood=args.likelihood)
         bk = get_backend(args.backend or "numpy", args.dtype, args.seed)

@@ -130,3 +130,19 @@ def nothing_to_train(ckpt: Checkpoint, config: TrainConfig) -> str | None:
         if done == config.epochs
         else None
     )
+
+
+# flags that only some runs use: flag -> (the option that must have this value, the value)
+_ONLY_FOR = {"--momentum": ("--optimizer", "sgd"), "--warmup-epochs": ("--model", "vae")}
+
+
+def check_flags_apply(args: argparse.Namespace) -> None:
+    """Refuse (ValueError, one line) a flag typed for another model kind (--rho on a VAE) or
+    optimizer (--momentum with adam): it would be silently ignored."""
+    typed = getattr(args, "typed", None) or set()
+    only = {f: ("--model", w) for f, (w, _) in _RESUME_FLAGS.items() if w in ("vae", "dae", "sae")}
+    for flag, (option, value) in {**only, **_ONLY_FOR}.items():
+        if flag[2:].replace("-", "_") in typed and getattr(args, option[2:]) != value:
+            raise ValueError(
+                f"{flag} applies to {option} {value} only; drop it, or pass {option} {value}"
+            )

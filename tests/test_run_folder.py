@@ -182,3 +182,19 @@ def test_the_digits_init_follows_the_activation_as_the_help_says(tmp_path, activ
 def test_an_empty_path_is_refused(argv, name, capsys):
     assert main(argv) == 2
     assert _last_line(capsys) == f"scratchvae: error: argument {name}: empty; give a path"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--rho", "0.1"], "--rho applies to --model sae only"),
+        (["--model", "ae", "--estimator", "stl"], "--estimator applies to --model vae only"),
+        (["--noise", "mask"], "--noise applies to --model dae only"),
+        (["--momentum", "0.9"], "--momentum applies to --optimizer sgd only"),
+        (["--model", "sae", "--warmup-epochs", "2"], "--warmup-epochs applies to --model vae"),
+    ],
+)
+def test_a_flag_for_another_kind_of_run_is_refused(tmp_path, capsys, flags, message):
+    """It would be ignored without a word (--rho on a VAE, --momentum with Adam)."""
+    assert main(["train", "--out", str(tmp_path / "r"), *TINY, *flags]) == 2
+    assert message in _last_line(capsys) and not (tmp_path / "r").exists()
