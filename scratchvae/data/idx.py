@@ -1,11 +1,11 @@
-"""IDX files (MNIST, Fashion-MNIST): parsing, md5 checks, where they live, and downloads.
+"""IDX files (MNIST, Fashion-MNIST): parsing, md5 checks, where they live, what to download.
 
 :func:`read_idx` parses an IDX file, gzipped or raw. :func:`fetch_idx` finds the official files of
 MNIST or Fashion-MNIST in :func:`idx_folder` (``<data_root>/<name>/``, or the data root itself
 when it holds them directly) and downloads the missing ones from the public mirrors (or
 ``base_url``, or ``$SCRATCHVAE_MNIST_MIRROR`` / ``$SCRATCHVAE_FASHION_MNIST_MIRROR``) with
-:func:`download_file`, which keeps a file only when its md5 matches :data:`CHECKSUMS` and removes
-the folders it created when it keeps nothing.
+:func:`~scratchvae.data.download.download_file`, which keeps a file only when its md5 matches
+:data:`CHECKSUMS` and removes the folders it created when it keeps nothing.
 
 This module is an I/O boundary, so it uses NumPy directly; the arrays it returns are NumPy arrays
 on the host.
@@ -15,23 +15,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.client
 import math
 import os
 import struct
-import sys
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np  # numpy-boundary: parsing IDX files
-from tqdm import tqdm
 
-from ..atomic import atomic_write
 from .dataset import DataError, check_split
+from .download import download_file
 
 __all__ = [
     "CHECKSUMS",
@@ -245,86 +239,6 @@ def idx_folder(root: Path, name: str) -> Path:
     if flat and not _another_sets(min(flat, key=lambda p: p.stat().st_size), name):
         return root
     return nested
-
-
-def _missing_folders(folder: Path) -> list[Path]:
-    """``folder`` and those of its parents that do not exist yet, deepest first."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    return missing
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove ``folders`` (deepest first) while they are empty; never anything else."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (someone else's file), or already gone
-            if folder.exists():
-                return
-
-
-def _stream(url: str, out: Any, desc: str, progress: bool | None) -> str:
-    """Copy ``url`` into the open file ``out`` with a progress bar (``None``: only when stderr is
-    a terminal, so a log file gets no carriage-return updates); return the md5 of the bytes."""
-    show = sys.stderr.isatty() if progress is None else progress
-    digest = hashlib.md5(usedforsecurity=False)
-    with urllib.request.urlopen(url, timeout=60) as response:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not show, leave=False)
-        with bar:
-            while chunk := response.read(1 << 16):
-                out.write(chunk)
-                digest.update(chunk)
-                bar.update(len(chunk))
-    return digest.hexdigest()
-
-
-def download_file(
-    url: str,
-    dest: Path,
-    md5: str | None = None,
-    progress: bool | None = None,
-    *,
-    advice: str | None = None,
-) -> Path:
-    """Download ``url`` to ``dest``, through a temporary file renamed only once md5 matches.
-
-    On a mismatch or a failed download nothing is left behind (``dest`` is as it was, and the
-    folders created for it are removed again) and :class:`DataError` is raised, its message
-    ending with ``advice`` (what to do; default: try again, or put the file there yourself).
-    ``progress``: show a progress bar (default: when stderr is a terminal). The file is written
-    by :func:`~scratchvae.atomic.atomic_write`.
-    """
-    advice = advice or f"try again, or put the file in {dest.parent} yourself"
-    created = _missing_folders(dest.parent)
-    opened = False  # an OSError before the block is the folder's, inside or after it the download's
-    try:
-        with atomic_write(dest, "wb") as out:
-            opened = True
-            got = _stream(url, out, dest.name, progress)
-            if md5 is not None and got != md5:  # raised inside the block: the temp file goes
-                raise DataError(
-                    f"downloaded {dest.name} from {url} has md5 {got}, expected {md5}, so it was "
-                    f"not kept; {advice}"
-                )
-    except BaseException as exc:
-        _remove_empty(created)  # on Ctrl-C too
-        if isinstance(exc, DataError) or not isinstance(
-            exc, (urllib.error.URLError, http.client.HTTPException, OSError)
-        ):
-            raise
-        if not opened:
-            raise DataError(
-                f"cannot write to {dest.parent} ({getattr(exc, 'strerror', None) or exc}); pick "
-                "a writable folder with --data-dir or $SCRATCHVAE_DATA"
-            ) from None
-        http_error = isinstance(exc, urllib.error.HTTPError)
-        reason = exc if http_error else getattr(exc, "reason", None) or exc
-        raise DataError(f"could not download {url} ({reason}); {advice}") from None
-    return dest
 
 
 def fetch_idx(
