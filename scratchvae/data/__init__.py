@@ -30,7 +30,7 @@ The modules, one concept each:
 
 * :mod:`.dataset`   the :class:`Dataset` type, validation of arrays, splits, binarization;
 * :mod:`.idx`       the IDX format, md5 checks, the data root, what to download;
-* :mod:`.download`  downloads: md5-verified, atomic, leaving nothing behind when they fail;
+* :mod:`.download`  downloads: verified, atomic, clearing what killed ones left;
 * :mod:`.load`      :func:`load_dataset`: the embedded digits, MNIST, the user's own files.
 """
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np  # numpy-boundary: parsing IDX files
 
 from .dataset import DataError, check_split
-from .download import download_file
+from .download import download_file, remove_stale_temps
 
 __all__ = [
     "CHECKSUMS",
@@ -271,6 +271,7 @@ def fetch_idx(
     )
     paths = []
     for stem in IDX_STEMS[split]:
+        remove_stale_temps(folder / f"{stem}.gz")  # also when it is there: it is downloaded once
         path = local_idx(folder, stem)
         if path is not None:
             _verify_local(path, table, title)

@@ -5,9 +5,12 @@ Offline: downloads come from an HTTP server on 127.0.0.1 inside the test (confte
 from __future__ import annotations
 
 import gzip
+import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ from idx_helpers import DEAD_URL, SHARED, STEMS, files_under, idx_bytes, md5, wr
 
 from scratchvae.atomic import FILE_MODE, temp_files
 from scratchvae.data import DataError, load_dataset
+from scratchvae.data.download import STALE_AFTER
 from scratchvae.data.idx import (
     IDX_IMAGES_MAGIC,
     IDX_LABELS_MAGIC,
@@ -93,6 +97,65 @@ def test_download_file_folder_errors(tmp_path, serve):
     with pytest.raises(DataError, match="could not download .*put the file in"):
         download_file(url, taken, progress=False)
     assert taken.is_dir() and files_under(tmp_path / "cache") == []
+
+
+# A download killed with SIGKILL: its temporary file, written up to the kill, stays behind.
+_KILLED = """
+import os, signal, sys
+from pathlib import Path
+from scratchvae.data import download
+
+def killed(url, out, desc, progress):
+    out.write(b"the first bytes")
+    out.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+download._stream = killed
+download.download_file(sys.argv[1], Path(sys.argv[2]), progress=False)
+"""
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Make ``path`` look last modified ``seconds`` ago."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="no SIGKILL on this platform")
+def test_download_removes_the_temp_file_a_killed_download_left(
+    tmp_path, tiny, tiny_checksums, serve
+):
+    url = serve(write(tmp_path / "mirror", tiny["gz"]))
+    folder, name = tmp_path / "cache" / "mnist", f"{STEMS['test'][0]}.gz"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED, url + name, str(folder / name)], env=env, timeout=120
+    )
+    assert killed.returncode == -signal.SIGKILL
+    [stale] = temp_files(folder / name)  # what the auditor found: .t10k-...gz.XXXX.tmp
+    assert stale.read_bytes() == b"the first bytes"
+    _age(stale, STALE_AFTER + 60)  # the user comes back later
+    assert load_dataset("mnist", "test", data_dir=tmp_path / "cache", base_url=url).n == 3
+    assert sorted(p.name for p in files_under(tmp_path / "cache")) == sorted(
+        f"{stem}.gz" for stem in STEMS["test"]
+    )
+
+
+def test_stale_temp_files_go_and_live_ones_stay(tmp_path, tiny, tiny_checksums, serve):
+    url = serve(write(tmp_path / "mirror", tiny["gz"]))
+    folder, name = tmp_path / "mnist", f"{STEMS['test'][0]}.gz"
+    stale = write(folder, {f".{name}.dead.tmp": b"killed"}) / f".{name}.dead.tmp"
+    live = write(folder, {f".{name}.live.tmp": b"writing"}) / f".{name}.live.tmp"
+    other = write(folder, {".notes.txt.x.tmp": b"not ours"}) / ".notes.txt.x.tmp"
+    _age(stale, STALE_AFTER + 1)
+    _age(live, STALE_AFTER - 60)  # another process's download, still writing: kept
+    _age(other, STALE_AFTER * 10)  # the temporary file of another name: never touched
+    fetch_idx("mnist", "test", tmp_path, base_url=url, progress=False)
+    assert temp_files(folder / name) == [live] and other.exists()
+    # the file is there now, so it is not downloaded again: using it clears the rest too
+    _age(live, STALE_AFTER + 1)
+    fetch_idx("mnist", "test", tmp_path, download=False)
+    assert temp_files(folder / name) == [] and other.exists()
 
 
 def test_mirror_env_var(tmp_path, tiny, tiny_checksums, serve, monkeypatch):
