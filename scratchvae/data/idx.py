@@ -173,18 +173,23 @@ def _identify(md5: str) -> str | None:
 def _verify_local(path: Path, checksums: Mapping[str, str], title: str) -> None:
     """DataError unless ``path`` matches its md5 in ``checksums`` (no entry: not checked).
 
-    A ``.gz`` passes when its own md5 matches, or when its decompressed bytes match the raw
-    file's md5 (a re-compressed copy holds the same data).
+    Either name may hold either form: the raw file named ``.gz`` is read as raw, and the
+    official ``.gz`` saved without its suffix (a browser that strips it) is read as gzip. A
+    gzipped file also passes when what it holds matches the raw file's md5 (a re-compressed
+    copy holds the same data).
     """
-    expected = checksums.get(path.name)
-    raw_expected = checksums.get(path.name[:-3]) if path.name.endswith(".gz") else None
-    if not expected and not raw_expected:
+    stem = path.name.removesuffix(".gz")
+    raw_expected, gz_expected = checksums.get(stem), checksums.get(f"{stem}.gz")
+    if not raw_expected and not gz_expected:
         return
+    expected = checksums.get(path.name) or raw_expected or gz_expected
     got = _md5(path)
-    if got in (expected, raw_expected):  # (a raw file named .gz is read as raw)
+    if got in (raw_expected, gz_expected):
         return
     other = _identify(got)
-    if other is None and raw_expected:  # a re-compressed copy: compare what it holds
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    if other is None and raw_expected and gzipped:  # a re-compressed copy: compare what it holds
         digest = hashlib.md5(usedforsecurity=False)
         for chunk in _chunks(path, REFETCH):  # in pieces: memory stays flat whatever it holds
             digest.update(chunk)

@@ -215,6 +215,29 @@ def test_local_file_checked_against_checksums(tmp_path, tiny, tiny_checksums):
         load_dataset("mnist", data_dir=tmp_path, download=False)
 
 
+def test_official_gz_saved_without_its_suffix(tmp_path, tiny, tiny_checksums):
+    # a browser that strips ".gz" but keeps the compression: the bytes are the official .gz
+    folder = write(tmp_path / "mnist", {stem: tiny["gz"][f"{stem}.gz"] for stem in STEMS["test"]})
+    ds = load_dataset("mnist", "test", data_dir=tmp_path, download=False)
+    np.testing.assert_array_equal(ds.y, tiny["arrays"]["test"][1])
+    assert ds.n == 3 and sorted(p.name for p in folder.iterdir()) == sorted(STEMS["test"])
+    # a re-compressed copy under that name passes through the raw file's md5, as with .gz
+    name = STEMS["test"][0]
+    (folder / name).write_bytes(gzip.compress(tiny["raw"][name], compresslevel=1))
+    assert load_dataset("mnist", "test", data_dir=tmp_path, download=False).n == 3
+    # another file's .gz under that name is still refused, naming what it is
+    (folder / name).write_bytes(tiny["gz"][f"{STEMS['train'][0]}.gz"])
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", "test", data_dir=tmp_path, download=False)
+    assert str(err.value) == (
+        f"{folder / name} is not the official MNIST file (it is MNIST's {STEMS['train'][0]}.gz); "
+        "delete it so it is downloaded again, or replace it with the official file"
+    )
+    (folder / name).write_bytes(gzip.compress(idx_bytes(np.zeros((3, 28, 28)))))
+    with pytest.raises(DataError, match=f"{name} is not the official MNIST file .*expected "):
+        load_dataset("mnist", "test", data_dir=tmp_path, download=False)
+
+
 def test_local_idx_prefers_the_raw_file(tmp_path):
     assert local_idx(tmp_path, "f") is None
     write(tmp_path, {"f.gz": b""})
@@ -307,6 +330,11 @@ def test_real_mnist_official_md5_and_contents(tmp_path, serve):
     assert (train.n, np.bincount(train.y)[0]) == (60000, 5923)
     assert abs(float(train.x.mean()) - 0.1307) < 1e-4
     assert len(files_under(cache)) == 2
+    # the official .gz saved without its suffix is accepted and read as gzip
+    (folder / STEMS["test"][0]).write_bytes((folder / f"{STEMS['test'][0]}.gz").read_bytes())
+    (folder / f"{STEMS['test'][0]}.gz").unlink()
+    renamed = load_dataset("mnist", "test", data_dir=folder.parent, download=False)
+    np.testing.assert_array_equal(renamed.x, test.x)
     # the same arrays as the shared .npz archives
     npz = load_dataset("mnist", "test", data_dir=SHARED / "data", download=False)
     np.testing.assert_array_equal(npz.x, test.x)

@@ -234,3 +234,16 @@ def test_unwritable_data_folder(tmp_path):
     line = _assert_one_line_error(result, "cannot write to a-file/mnist")
     assert line.endswith("pick a writable folder with --data-dir or $SCRATCHVAE_DATA")
     assert _snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------- the data folder's files
+def test_official_gz_saved_without_its_suffix(tmp_path, tiny):
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    for name, b in tiny.items():  # a browser that strips ".gz" and keeps the compression
+        (tmp_path / "data" / "mnist" / name.removesuffix(".gz")).write_bytes(b)
+    # the md5s of both forms, as the official table has them: each name is checked
+    raw = {name.removesuffix(".gz"): gzip.decompress(b) for name, b in tiny.items()}
+    md5s = _md5s({**tiny, **raw})
+    result = _cli(tmp_path, *T, "--data", "mnist", "--data-dir", "data", "--out", "run", md5s=md5s)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "MNIST train (20 x 784)" in result.stderr + result.stdout
