@@ -192,7 +192,8 @@ def validate_values(
         how = "divide by 255 if they are 8-bit grey levels, else " if lo >= 0 and hi <= 255 else ""
         raise DataError(
             f"{name} has values in [{lo:g}, {hi:g}] but the Bernoulli likelihood needs [0, 1]; "
-            f"{how}min-max scale to [0, 1], or use likelihood='gaussian'"
+            f"{how}min-max scale to [0, 1], or use a Gaussian likelihood (--likelihood "
+            "gaussian, likelihood='gaussian')"
         )
     return lo, hi
 

@@ -14,6 +14,7 @@ import http.client
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from ..atomic import atomic_write, temp_files
 from .dataset import DataError
 
-__all__ = ["STALE_AFTER", "download_file", "remove_stale_temps"]
+__all__ = ["STALE_AFTER", "check_url", "download_file", "remove_stale_temps"]
 
 
 def _missing_folders(folder: Path) -> list[Path]:
@@ -72,6 +73,18 @@ def remove_stale_temps(dest: Path) -> None:
             pass
 
 
+def check_url(url: str, source: str) -> None:
+    """DataError unless ``url`` (from ``source``: "$SCRATCHVAE_MNIST_MIRROR", "base_url") has
+    a scheme urllib downloads from (without one urllib says "unknown url type")."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https", "ftp", "file"):
+        fix = f"not {scheme}://" if "://" in url else f"such as 'http://{url}'"
+        raise DataError(
+            f"{source} is {url!r}, which cannot be downloaded from: it needs http:// or "
+            f"https:// in front (file:// for a local folder), {fix}"
+        )
+
+
 def _stream(url: str, out: Any, desc: str, progress: bool | None) -> str:
     """Copy ``url`` into the open file ``out`` with a progress bar (``None``: only when stderr is
     a terminal, so a log file gets no carriage-return updates); return the md5 of the bytes."""
@@ -107,6 +120,7 @@ def download_file(
     ``dest`` left are removed first (:func:`remove_stale_temps`).
     """
     advice = advice or f"try again, or put the file in {dest.parent} yourself"
+    check_url(url, "the URL to download")
     remove_stale_temps(dest)
     created = _missing_folders(dest.parent)
     opened = False  # an OSError before the block is the folder's, inside or after it the download's

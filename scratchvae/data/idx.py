@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np  # numpy-boundary: parsing IDX files
 
 from .dataset import DataError, check_split
-from .download import download_file, remove_stale_temps
+from .download import check_url, download_file, remove_stale_temps
 
 __all__ = [
     "CHECKSUMS",
@@ -269,6 +269,7 @@ def fetch_idx(
     folder = idx_folder(data_root(data_dir), name)
     table = CHECKSUMS[name] if checksums is None else checksums
     url = (base_url or os.environ.get(env) or default_url).rstrip("/") + "/"
+    source = "base_url" if base_url else f"${env}"  # where a URL that is not one came from
     files = " and ".join(f"{stem}.gz" for stem in IDX_STEMS[split])
     advice = (
         f"check the network and try again, set ${env} to another mirror, or put the official "
@@ -287,6 +288,7 @@ def fetch_idx(
             )
         else:
             dest = folder / f"{stem}.gz"
+            check_url(url, source)
             path = download_file(
                 url + dest.name, dest, table.get(dest.name), progress, advice=advice
             )

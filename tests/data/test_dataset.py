@@ -115,6 +115,10 @@ def test_values_outside_unit_interval():
     with pytest.raises(DataError, match=r"\[-1, 1\].*min-max scale to \[0, 1\]") as err:
         dataset_from_array(np.array([[-1.0, 1.0]]))
     assert "divide by 255" not in str(err.value)
+    # the advice fits the command line and the Python API alike
+    assert str(err.value).endswith(
+        "or use a Gaussian likelihood (--likelihood gaussian, likelihood='gaussian')"
+    )
     ds = dataset_from_array(np.array([[-1.0, 1.0]]), likelihood="gaussian")
     assert "values in [-1, 1]" in ds.description
 

@@ -158,6 +158,27 @@ def test_stale_temp_files_go_and_live_ones_stay(tmp_path, tiny, tiny_checksums, 
     assert temp_files(folder / name) == [] and other.exists()
 
 
+@pytest.mark.parametrize("mirror", ["127.0.0.1:8765/", "localhost:8765", "sftp://host/mnist/"])
+def test_mirror_without_a_scheme(tmp_path, tiny, tiny_checksums, monkeypatch, mirror):
+    monkeypatch.setenv("SCRATCHVAE_MNIST_MIRROR", mirror)
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", data_dir=tmp_path / "cache")
+    message = str(err.value)
+    assert message.startswith(f"$SCRATCHVAE_MNIST_MIRROR is {mirror.rstrip('/') + '/'!r}, which")
+    assert "needs http:// or https:// in front (file:// for a local folder)" in message
+    fix = "not sftp://" if "://" in mirror else f"such as 'http://{mirror.rstrip('/')}/'"
+    assert message.endswith(fix) and "check the network" not in message
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(DataError, match="^base_url is '127.0.0.1/', which cannot be downloaded"):
+        fetch_idx("mnist", data_dir=tmp_path / "cache", base_url="127.0.0.1")
+    with pytest.raises(DataError, match="^the URL to download is '127.0.0.1/f.gz', which"):
+        download_file("127.0.0.1/f.gz", tmp_path / "cache" / "f.gz")
+    assert not (tmp_path / "cache").exists()
+    # the mirror is asked only for missing files: with them all there it is never used
+    write(tmp_path / "cache" / "mnist", tiny["gz"])
+    assert load_dataset("mnist", data_dir=tmp_path / "cache").n == 5
+
+
 def test_mirror_env_var(tmp_path, tiny, tiny_checksums, serve, monkeypatch):
     monkeypatch.setenv("SCRATCHVAE_MNIST_MIRROR", serve(write(tmp_path / "mirror", tiny["gz"])))
     assert load_dataset("mnist", split="test", data_dir=tmp_path / "cache").n == 3
