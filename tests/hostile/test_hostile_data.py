@@ -288,3 +288,20 @@ def test_own_idx_folder_with_different_counts(tmp_path):
     )
     assert "fetch" not in line
     assert _snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------- too few examples to train on
+def test_one_example_is_refused_before_the_run_starts(tmp_path):
+    np.save(tmp_path / "onerow.npy", np.full((1, 64), 0.5, np.float32))
+    before = _snapshot(tmp_path)
+    # with figures (not T): they compare two examples, which is where this used to crash
+    args = ["train", "--data", "onerow.npy", "--val-fraction", "0", "--epochs", "1"]
+    result = _cli(tmp_path, *args, "--no-progress", "--out", "run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    # (the line "training ... on onerow.npy" comes first: the command prints it before fit)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (
+        "scratchvae: error: the data has 1 example, but training needs at least 2 (the figures "
+        "compare two); use a data set of more examples"
+    )
+    assert _snapshot(tmp_path) == before  # no run folder
