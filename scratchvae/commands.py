@@ -33,6 +33,7 @@ from typing import Any
 from .backend import Backend, BackendError, get_backend
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
 from .data import Dataset, binarize, check_n_features, load_dataset, named_dataset
+from .data.dataset import train_val_split
 from .data.load import NoSuchSplit
 from .init import default_init
 from .models import AE, model_classes
@@ -271,7 +272,7 @@ def _start_line(model: AE, data: Dataset, config: TrainConfig, resume: bool) -> 
     m, bk = model.config, model.backend
     sizes = "-".join(str(n) for n in (m["n_features"], *m["hidden"], m["latent"]))
     title, cut, _ = data.description.partition("), ")  # 'MNIST train (60000 x 784'
-    n_val = max(1, round(data.n * config.val_fraction)) if config.val_fraction > 0 else 0
+    n_val = len(train_val_split(data.n, config.val_fraction, config.seed)[1])  # or refused
     binarized = "" if config.binarize == "none" else f", binarization {config.binarize}"
     # a VAE trained with k samples per example (objective, k, estimator)
     sampling = f", {m['objective']} k={m['k']} {m['estimator']}" if "k" in m else ""

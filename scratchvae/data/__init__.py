@@ -29,7 +29,8 @@ time, with a one-line message naming the file, what is wrong and what to do.
 The modules, one concept each:
 
 * :mod:`.dataset`   the :class:`Dataset` type, validation of arrays, splits, binarization;
-* :mod:`.idx`       the IDX format, md5 checks, the data root, downloads;
+* :mod:`.idx`       the IDX format, md5 checks, the data root, what to download;
+* :mod:`.download`  downloads: verified, atomic, clearing what killed ones left;
 * :mod:`.load`      :func:`load_dataset`: the embedded digits, MNIST, the user's own files.
 """
 

@@ -43,6 +43,8 @@ class DataError(ValueError):
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 BINARIZE_MODES = ("none", "threshold", "dynamic")
+#: The fewest examples a training part may have (:func:`train_val_split`).
+MIN_TRAIN = 2
 
 # Rows are validated this many elements at a time, so a memory-mapped array is never read whole.
 _CHUNK_ELEMENTS = 1 << 22
@@ -192,7 +194,8 @@ def validate_values(
         how = "divide by 255 if they are 8-bit grey levels, else " if lo >= 0 and hi <= 255 else ""
         raise DataError(
             f"{name} has values in [{lo:g}, {hi:g}] but the Bernoulli likelihood needs [0, 1]; "
-            f"{how}min-max scale to [0, 1], or use likelihood='gaussian'"
+            f"{how}min-max scale to [0, 1], or use a Gaussian likelihood (--likelihood "
+            "gaussian, likelihood='gaussian')"
         )
     return lo, hi
 
@@ -260,13 +263,22 @@ def train_val_split(
     """(train_idx, val_idx): sorted int arrays partitioning 0..n-1, the same for the same seed.
 
     The validation part has round(n * val_fraction) examples (at least one if the fraction > 0).
+    The training part needs at least 2 (:data:`MIN_TRAIN`): a model learns nothing to speak of
+    from one example, and the figures of a run compare two (interpolation, latent space).
     """
     if not 0 <= val_fraction < 1:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
-    if n - n_val < 1:
+    if n < MIN_TRAIN:
         raise DataError(
-            f"cannot split {n} examples with val_fraction={val_fraction}: no train part"
+            f"the data has {n} example{'' if n == 1 else 's'}, but training needs at least "
+            f"{MIN_TRAIN} (the figures compare two); use a data set of more examples"
+        )
+    if n - n_val < MIN_TRAIN:
+        raise DataError(
+            f"{n} examples with a validation fraction of {val_fraction:g} leave {n - n_val} for "
+            f"training, but training needs at least {MIN_TRAIN} (the figures compare two); "
+            "lower the fraction (--val-fraction, val_fraction; 0 for none) or use more data"
         )
     return holdout(n, n_val, seed)
 

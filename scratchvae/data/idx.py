@@ -1,11 +1,11 @@
-"""IDX files (MNIST, Fashion-MNIST): parsing, md5 checks, where they live, and downloads.
+"""IDX files (MNIST, Fashion-MNIST): parsing, md5 checks, where they live, what to download.
 
 :func:`read_idx` parses an IDX file, gzipped or raw. :func:`fetch_idx` finds the official files of
 MNIST or Fashion-MNIST in :func:`idx_folder` (``<data_root>/<name>/``, or the data root itself
 when it holds them directly) and downloads the missing ones from the public mirrors (or
 ``base_url``, or ``$SCRATCHVAE_MNIST_MIRROR`` / ``$SCRATCHVAE_FASHION_MNIST_MIRROR``) with
-:func:`download_file`, which keeps a file only when its md5 matches :data:`CHECKSUMS` and removes
-the folders it created when it keeps nothing.
+:func:`~scratchvae.data.download.download_file`, which keeps a file only when its md5 matches
+:data:`CHECKSUMS` and removes the folders it created when it keeps nothing.
 
 This module is an I/O boundary, so it uses NumPy directly; the arrays it returns are NumPy arrays
 on the host.
@@ -15,23 +15,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.client
 import math
 import os
 import struct
-import sys
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np  # numpy-boundary: parsing IDX files
-from tqdm import tqdm
 
-from ..atomic import atomic_write
 from .dataset import DataError, check_split
+from .download import check_url, download_file, remove_stale_temps
 
 __all__ = [
     "CHECKSUMS",
@@ -179,18 +173,23 @@ def _identify(md5: str) -> str | None:
 def _verify_local(path: Path, checksums: Mapping[str, str], title: str) -> None:
     """DataError unless ``path`` matches its md5 in ``checksums`` (no entry: not checked).
 
-    A ``.gz`` passes when its own md5 matches, or when its decompressed bytes match the raw
-    file's md5 (a re-compressed copy holds the same data).
+    Either name may hold either form: the raw file named ``.gz`` is read as raw, and the
+    official ``.gz`` saved without its suffix (a browser that strips it) is read as gzip. A
+    gzipped file also passes when what it holds matches the raw file's md5 (a re-compressed
+    copy holds the same data).
     """
-    expected = checksums.get(path.name)
-    raw_expected = checksums.get(path.name[:-3]) if path.name.endswith(".gz") else None
-    if not expected and not raw_expected:
+    stem = path.name.removesuffix(".gz")
+    raw_expected, gz_expected = checksums.get(stem), checksums.get(f"{stem}.gz")
+    if not raw_expected and not gz_expected:
         return
+    expected = checksums.get(path.name) or raw_expected or gz_expected
     got = _md5(path)
-    if got in (expected, raw_expected):  # (a raw file named .gz is read as raw)
+    if got in (raw_expected, gz_expected):
         return
     other = _identify(got)
-    if other is None and raw_expected:  # a re-compressed copy: compare what it holds
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    if other is None and raw_expected and gzipped:  # a re-compressed copy: compare what it holds
         digest = hashlib.md5(usedforsecurity=False)
         for chunk in _chunks(path, REFETCH):  # in pieces: memory stays flat whatever it holds
             digest.update(chunk)
@@ -247,86 +246,6 @@ def idx_folder(root: Path, name: str) -> Path:
     return nested
 
 
-def _missing_folders(folder: Path) -> list[Path]:
-    """``folder`` and those of its parents that do not exist yet, deepest first."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    return missing
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove ``folders`` (deepest first) while they are empty; never anything else."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (someone else's file), or already gone
-            if folder.exists():
-                return
-
-
-def _stream(url: str, out: Any, desc: str, progress: bool | None) -> str:
-    """Copy ``url`` into the open file ``out`` with a progress bar (``None``: only when stderr is
-    a terminal, so a log file gets no carriage-return updates); return the md5 of the bytes."""
-    show = sys.stderr.isatty() if progress is None else progress
-    digest = hashlib.md5(usedforsecurity=False)
-    with urllib.request.urlopen(url, timeout=60) as response:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not show, leave=False)
-        with bar:
-            while chunk := response.read(1 << 16):
-                out.write(chunk)
-                digest.update(chunk)
-                bar.update(len(chunk))
-    return digest.hexdigest()
-
-
-def download_file(
-    url: str,
-    dest: Path,
-    md5: str | None = None,
-    progress: bool | None = None,
-    *,
-    advice: str | None = None,
-) -> Path:
-    """Download ``url`` to ``dest``, through a temporary file renamed only once md5 matches.
-
-    On a mismatch or a failed download nothing is left behind (``dest`` is as it was, and the
-    folders created for it are removed again) and :class:`DataError` is raised, its message
-    ending with ``advice`` (what to do; default: try again, or put the file there yourself).
-    ``progress``: show a progress bar (default: when stderr is a terminal). The file is written
-    by :func:`~scratchvae.atomic.atomic_write`.
-    """
-    advice = advice or f"try again, or put the file in {dest.parent} yourself"
-    created = _missing_folders(dest.parent)
-    opened = False  # an OSError before the block is the folder's, inside or after it the download's
-    try:
-        with atomic_write(dest, "wb") as out:
-            opened = True
-            got = _stream(url, out, dest.name, progress)
-            if md5 is not None and got != md5:  # raised inside the block: the temp file goes
-                raise DataError(
-                    f"downloaded {dest.name} from {url} has md5 {got}, expected {md5}, so it was "
-                    f"not kept; {advice}"
-                )
-    except BaseException as exc:
-        _remove_empty(created)  # on Ctrl-C too
-        if isinstance(exc, DataError) or not isinstance(
-            exc, (urllib.error.URLError, http.client.HTTPException, OSError)
-        ):
-            raise
-        if not opened:
-            raise DataError(
-                f"cannot write to {dest.parent} ({getattr(exc, 'strerror', None) or exc}); pick "
-                "a writable folder with --data-dir or $SCRATCHVAE_DATA"
-            ) from None
-        http_error = isinstance(exc, urllib.error.HTTPError)
-        reason = exc if http_error else getattr(exc, "reason", None) or exc
-        raise DataError(f"could not download {url} ({reason}); {advice}") from None
-    return dest
-
-
 def fetch_idx(
     name: str,
     split: str = "train",
@@ -350,6 +269,7 @@ def fetch_idx(
     folder = idx_folder(data_root(data_dir), name)
     table = CHECKSUMS[name] if checksums is None else checksums
     url = (base_url or os.environ.get(env) or default_url).rstrip("/") + "/"
+    source = "base_url" if base_url else f"${env}"  # where a URL that is not one came from
     files = " and ".join(f"{stem}.gz" for stem in IDX_STEMS[split])
     advice = (
         f"check the network and try again, set ${env} to another mirror, or put the official "
@@ -357,6 +277,7 @@ def fetch_idx(
     )
     paths = []
     for stem in IDX_STEMS[split]:
+        remove_stale_temps(folder / f"{stem}.gz")  # also when it is there: it is downloaded once
         path = local_idx(folder, stem)
         if path is not None:
             _verify_local(path, table, title)
@@ -367,6 +288,7 @@ def fetch_idx(
             )
         else:
             dest = folder / f"{stem}.gz"
+            check_url(url, source)
             path = download_file(
                 url + dest.name, dest, table.get(dest.name), progress, advice=advice
             )

@@ -45,7 +45,7 @@ from .idx import (
     read_idx,
 )
 
-__all__ = ["DIGITS_SPLIT_SEED", "DIGITS_TEST_SIZE", "NoSuchSplit", "load_dataset"]
+__all__ = ["DIGITS_SPLIT_SEED", "DIGITS_TEST_SIZE", "NoSuchSplit", "load_dataset", "named_dataset"]
 
 
 class NoSuchSplit(DataError):
@@ -54,8 +54,8 @@ class NoSuchSplit(DataError):
 
     def __init__(self, path: Path, split: str) -> None:
         super().__init__(
-            f"{path} is one data set with no {split!r} split; load it with split='train' and "
-            "pass the other part as its own file"
+            f"{path} is one data set with no {split!r} split; use the split train (--split "
+            "train, split='train'), and pass a held-out part as a file of its own"
         )
         self.path, self.split = path, split
 
@@ -205,18 +205,30 @@ def _load_standard(
             if npz.is_file():
                 advice = "replace it, or delete it so the official IDX files are downloaded instead"
                 x, y = _read_npz(npz, advice)
+                _check_counts(x, y, f"{title} {split} in {npz}", advice)
                 return _standard_dataset(x, y, name, title, split, likelihood)
     images, labels = fetch_idx(name, split, data_dir, download, base_url, progress=progress)
     x = read_idx(images, IDX_IMAGES_MAGIC, advice=REFETCH)
     y = read_idx(labels, IDX_LABELS_MAGIC, advice=REFETCH)
+    where = f"the {title} {split} files in {images.parent}"
+    advice = (
+        "they disagree: delete them so they are downloaded again, or replace them with the "
+        "official files"
+    )
+    _check_counts(x, y, where, advice)
     return _standard_dataset(x, y, name, title, split, likelihood)
+
+
+def _check_counts(x: np.ndarray, y: Any, where: str, advice: str) -> None:
+    """DataError unless there are as many labels as images (``where``: the files they are in;
+    ``advice``: what to do, for the user's own files not "fetch it again")."""
+    if y is not None and len(y) != len(x):
+        raise DataError(f"{where}: {len(x)} images but {len(y)} labels; {advice}")
 
 
 def _standard_dataset(
     x: np.ndarray, y: Any, name: str, title: str, split: str, likelihood: str
 ) -> Dataset:
-    if y is not None and len(y) != len(x):
-        raise DataError(f"{title} {split}: {len(x)} images but {len(y)} labels; fetch it again")
     ds = dataset_from_array(x, y, f"{title} {split}", likelihood)
     ds.name = name
     ds.description = f"{title} {split} ({ds.n} x {ds.n_features}), grey levels in [0, 1]"
@@ -265,6 +277,9 @@ def _load_path(path: Path, split: str, likelihood: str) -> Dataset:
     if path.is_dir() and stems and all(local_idx(path, stem) for stem in stems):
         images, labels = (local_idx(path, stem) for stem in stems)
         x, y = read_idx(images, IDX_IMAGES_MAGIC), read_idx(labels, IDX_LABELS_MAGIC)
+        where = f"the IDX files in {path} ({images.name}, {labels.name})"
+        advice = "they disagree: replace them with the images and labels of one data set"
+        _check_counts(x, y, where, advice)
         return _standard_dataset(x, y, path.name, path.name, split, likelihood)
     if split not in ("train", "all"):
         raise NoSuchSplit(path, split)

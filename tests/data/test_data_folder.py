@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from idx_helpers import DEAD_URL, STEMS, files_under, idx_bytes, md5, write
 
-from scratchvae.data import DataError, idx, load_dataset
+from scratchvae.data import DataError, download, idx, load_dataset
 from scratchvae.data.idx import download_file, fetch_idx, idx_folder
 
 
@@ -134,7 +134,7 @@ def test_interrupted_download_removes_the_folders_it_made(tmp_path, serve, monke
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(idx, "_stream", interrupted)
+    monkeypatch.setattr(download, "_stream", interrupted)
     with pytest.raises(KeyboardInterrupt):
         download_file(url, tmp_path / "a" / "b" / "f.gz", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mirror"]

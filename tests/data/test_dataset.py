@@ -115,6 +115,10 @@ def test_values_outside_unit_interval():
     with pytest.raises(DataError, match=r"\[-1, 1\].*min-max scale to \[0, 1\]") as err:
         dataset_from_array(np.array([[-1.0, 1.0]]))
     assert "divide by 255" not in str(err.value)
+    # the advice fits the command line and the Python API alike
+    assert str(err.value).endswith(
+        "or use a Gaussian likelihood (--likelihood gaussian, likelihood='gaussian')"
+    )
     ds = dataset_from_array(np.array([[-1.0, 1.0]]), likelihood="gaussian")
     assert "values in [-1, 1]" in ds.description
 
@@ -172,8 +176,28 @@ def test_train_val_split():
     assert len(train_val_split(5, 0.01)[1]) == 1 and len(train_val_split(5, 0)[1]) == 0
     with pytest.raises(DataError, match="val_fraction"):
         train_val_split(10, 1.0)
-    with pytest.raises(DataError, match="cannot split 1 examples with val_fraction=0.5"):
-        train_val_split(1, 0.5)
+    assert [len(part) for part in train_val_split(2, 0)] == [2, 0]
+    assert [len(part) for part in train_val_split(3, 0.1)] == [2, 1]
+
+
+@pytest.mark.parametrize(
+    "n, fraction, message",
+    [
+        (1, 0, "the data has 1 example, but training needs at least 2 (the figures compare two); "
+         "use a data set of more examples"),
+        (1, 0.5, "the data has 1 example, but training needs at least 2"),
+        (0, 0, "the data has 0 examples, but training needs at least 2"),
+        (2, 0.1, "2 examples with a validation fraction of 0.1 leave 1 for training, but training "
+         "needs at least 2 (the figures compare two); lower the fraction (--val-fraction, "
+         "val_fraction; 0 for none) or use more data"),
+        (10, 0.9, "10 examples with a validation fraction of 0.9 leave 1 for training"),
+    ],
+)  # fmt: skip
+def test_a_training_part_of_fewer_than_two_examples_is_refused(n, fraction, message):
+    # one example: nothing to learn, and the figures (interpolation, latent space) compare two
+    with pytest.raises(DataError) as err:
+        train_val_split(n, fraction)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,9 +5,12 @@ Offline: downloads come from an HTTP server on 127.0.0.1 inside the test (confte
 from __future__ import annotations
 
 import gzip
+import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ from idx_helpers import DEAD_URL, SHARED, STEMS, files_under, idx_bytes, md5, wr
 
 from scratchvae.atomic import FILE_MODE, temp_files
 from scratchvae.data import DataError, load_dataset
+from scratchvae.data.download import STALE_AFTER
 from scratchvae.data.idx import (
     IDX_IMAGES_MAGIC,
     IDX_LABELS_MAGIC,
@@ -95,6 +99,86 @@ def test_download_file_folder_errors(tmp_path, serve):
     assert taken.is_dir() and files_under(tmp_path / "cache") == []
 
 
+# A download killed with SIGKILL: its temporary file, written up to the kill, stays behind.
+_KILLED = """
+import os, signal, sys
+from pathlib import Path
+from scratchvae.data import download
+
+def killed(url, out, desc, progress):
+    out.write(b"the first bytes")
+    out.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+download._stream = killed
+download.download_file(sys.argv[1], Path(sys.argv[2]), progress=False)
+"""
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Make ``path`` look last modified ``seconds`` ago."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="no SIGKILL on this platform")
+def test_download_removes_the_temp_file_a_killed_download_left(
+    tmp_path, tiny, tiny_checksums, serve
+):
+    url = serve(write(tmp_path / "mirror", tiny["gz"]))
+    folder, name = tmp_path / "cache" / "mnist", f"{STEMS['test'][0]}.gz"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED, url + name, str(folder / name)], env=env, timeout=120
+    )
+    assert killed.returncode == -signal.SIGKILL
+    [stale] = temp_files(folder / name)  # what the auditor found: .t10k-...gz.XXXX.tmp
+    assert stale.read_bytes() == b"the first bytes"
+    _age(stale, STALE_AFTER + 60)  # the user comes back later
+    assert load_dataset("mnist", "test", data_dir=tmp_path / "cache", base_url=url).n == 3
+    assert sorted(p.name for p in files_under(tmp_path / "cache")) == sorted(
+        f"{stem}.gz" for stem in STEMS["test"]
+    )
+
+
+def test_stale_temp_files_go_and_live_ones_stay(tmp_path, tiny, tiny_checksums, serve):
+    url = serve(write(tmp_path / "mirror", tiny["gz"]))
+    folder, name = tmp_path / "mnist", f"{STEMS['test'][0]}.gz"
+    stale = write(folder, {f".{name}.dead.tmp": b"killed"}) / f".{name}.dead.tmp"
+    live = write(folder, {f".{name}.live.tmp": b"writing"}) / f".{name}.live.tmp"
+    other = write(folder, {".notes.txt.x.tmp": b"not ours"}) / ".notes.txt.x.tmp"
+    _age(stale, STALE_AFTER + 1)
+    _age(live, STALE_AFTER - 60)  # another process's download, still writing: kept
+    _age(other, STALE_AFTER * 10)  # the temporary file of another name: never touched
+    fetch_idx("mnist", "test", tmp_path, base_url=url, progress=False)
+    assert temp_files(folder / name) == [live] and other.exists()
+    # the file is there now, so it is not downloaded again: using it clears the rest too
+    _age(live, STALE_AFTER + 1)
+    fetch_idx("mnist", "test", tmp_path, download=False)
+    assert temp_files(folder / name) == [] and other.exists()
+
+
+@pytest.mark.parametrize("mirror", ["127.0.0.1:8765/", "localhost:8765", "sftp://host/mnist/"])
+def test_mirror_without_a_scheme(tmp_path, tiny, tiny_checksums, monkeypatch, mirror):
+    monkeypatch.setenv("SCRATCHVAE_MNIST_MIRROR", mirror)
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", data_dir=tmp_path / "cache")
+    message = str(err.value)
+    assert message.startswith(f"$SCRATCHVAE_MNIST_MIRROR is {mirror.rstrip('/') + '/'!r}, which")
+    assert "needs http:// or https:// in front (file:// for a local folder)" in message
+    fix = "not sftp://" if "://" in mirror else f"such as 'http://{mirror.rstrip('/')}/'"
+    assert message.endswith(fix) and "check the network" not in message
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(DataError, match="^base_url is '127.0.0.1/', which cannot be downloaded"):
+        fetch_idx("mnist", data_dir=tmp_path / "cache", base_url="127.0.0.1")
+    with pytest.raises(DataError, match="^the URL to download is '127.0.0.1/f.gz', which"):
+        download_file("127.0.0.1/f.gz", tmp_path / "cache" / "f.gz")
+    assert not (tmp_path / "cache").exists()
+    # the mirror is asked only for missing files: with them all there it is never used
+    write(tmp_path / "cache" / "mnist", tiny["gz"])
+    assert load_dataset("mnist", data_dir=tmp_path / "cache").n == 5
+
+
 def test_mirror_env_var(tmp_path, tiny, tiny_checksums, serve, monkeypatch):
     monkeypatch.setenv("SCRATCHVAE_MNIST_MIRROR", serve(write(tmp_path / "mirror", tiny["gz"])))
     assert load_dataset("mnist", split="test", data_dir=tmp_path / "cache").n == 3
@@ -150,6 +234,29 @@ def test_local_file_checked_against_checksums(tmp_path, tiny, tiny_checksums):
     (folder / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(np.zeros((5, 28, 28)))))
     with pytest.raises(DataError, match=f"{name}.gz is not the official MNIST file .*delete it"):
         load_dataset("mnist", data_dir=tmp_path, download=False)
+
+
+def test_official_gz_saved_without_its_suffix(tmp_path, tiny, tiny_checksums):
+    # a browser that strips ".gz" but keeps the compression: the bytes are the official .gz
+    folder = write(tmp_path / "mnist", {stem: tiny["gz"][f"{stem}.gz"] for stem in STEMS["test"]})
+    ds = load_dataset("mnist", "test", data_dir=tmp_path, download=False)
+    np.testing.assert_array_equal(ds.y, tiny["arrays"]["test"][1])
+    assert ds.n == 3 and sorted(p.name for p in folder.iterdir()) == sorted(STEMS["test"])
+    # a re-compressed copy under that name passes through the raw file's md5, as with .gz
+    name = STEMS["test"][0]
+    (folder / name).write_bytes(gzip.compress(tiny["raw"][name], compresslevel=1))
+    assert load_dataset("mnist", "test", data_dir=tmp_path, download=False).n == 3
+    # another file's .gz under that name is still refused, naming what it is
+    (folder / name).write_bytes(tiny["gz"][f"{STEMS['train'][0]}.gz"])
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", "test", data_dir=tmp_path, download=False)
+    assert str(err.value) == (
+        f"{folder / name} is not the official MNIST file (it is MNIST's {STEMS['train'][0]}.gz); "
+        "delete it so it is downloaded again, or replace it with the official file"
+    )
+    (folder / name).write_bytes(gzip.compress(idx_bytes(np.zeros((3, 28, 28)))))
+    with pytest.raises(DataError, match=f"{name} is not the official MNIST file .*expected "):
+        load_dataset("mnist", "test", data_dir=tmp_path, download=False)
 
 
 def test_local_idx_prefers_the_raw_file(tmp_path):
@@ -244,6 +351,11 @@ def test_real_mnist_official_md5_and_contents(tmp_path, serve):
     assert (train.n, np.bincount(train.y)[0]) == (60000, 5923)
     assert abs(float(train.x.mean()) - 0.1307) < 1e-4
     assert len(files_under(cache)) == 2
+    # the official .gz saved without its suffix is accepted and read as gzip
+    (folder / STEMS["test"][0]).write_bytes((folder / f"{STEMS['test'][0]}.gz").read_bytes())
+    (folder / f"{STEMS['test'][0]}.gz").unlink()
+    renamed = load_dataset("mnist", "test", data_dir=folder.parent, download=False)
+    np.testing.assert_array_equal(renamed.x, test.x)
     # the same arrays as the shared .npz archives
     npz = load_dataset("mnist", "test", data_dir=SHARED / "data", download=False)
     np.testing.assert_array_equal(npz.x, test.x)

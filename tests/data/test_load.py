@@ -48,8 +48,12 @@ def test_split_errors(tmp_path):
     with pytest.raises(DataError, match="digits has no split 'valid'; choose one of train"):
         load_dataset("digits", split="valid")
     np.save(tmp_path / "a.npy", np.zeros((2, 4), np.float32))
-    with pytest.raises(DataError, match="no 'test' split"):
+    with pytest.raises(DataError) as err:
         load_dataset(str(tmp_path / "a.npy"), split="test")
+    assert str(err.value) == (
+        f"{tmp_path / 'a.npy'} is one data set with no 'test' split; use the split train "
+        "(--split train, split='train'), and pass a held-out part as a file of its own"
+    )
     with pytest.raises(DataError, match="unknown data set 'mnsit'"):
         load_dataset("mnsit")
 
@@ -71,8 +75,35 @@ def test_npz_folder_format(tmp_path, tiny):
 def test_npz_archive_with_wrong_label_count(tmp_path, tiny):
     x, _ = tiny["arrays"]["test"]
     np.savez(tmp_path / "mnist-test.npz", x=x, y=np.arange(2))
-    with pytest.raises(DataError, match="MNIST test: 3 images but 2 labels; fetch it again"):
+    with pytest.raises(DataError) as err:
         load_dataset("mnist", "test", data_dir=tmp_path, download=False)
+    assert str(err.value) == (
+        f"MNIST test in {tmp_path / 'mnist-test.npz'}: 3 images but 2 labels; replace it, or "
+        "delete it so the official IDX files are downloaded instead"
+    )
+
+
+def test_idx_files_with_different_counts(tmp_path, tiny, tiny_checksums):
+    # the user's own folder: nothing to fetch, the two files disagree
+    files = {**tiny["gz"], "t10k-labels-idx1-ubyte.gz": tiny["gz"]["train-labels-idx1-ubyte.gz"]}
+    mine = write(tmp_path / "mine", files)
+    with pytest.raises(DataError) as err:
+        load_dataset(str(mine), "test")
+    assert str(err.value) == (
+        f"the IDX files in {mine} (t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz): 3 "
+        "images but 5 labels; they disagree: replace them with the images and labels of one "
+        "data set"
+    )
+    assert "fetch" not in str(err.value)
+    # the data folder's files (md5 checks off): downloaded once, so they can be again
+    folder = write(tmp_path / "root" / "mnist", files)
+    tiny_checksums.clear()
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", "test", data_dir=folder.parent, download=False)
+    assert str(err.value) == (
+        f"the MNIST test files in {folder}: 3 images but 5 labels; they disagree: delete them "
+        "so they are downloaded again, or replace them with the official files"
+    )
 
 
 def test_folder_of_idx_files_as_path(tmp_path, tiny):

@@ -234,3 +234,74 @@ def test_unwritable_data_folder(tmp_path):
     line = _assert_one_line_error(result, "cannot write to a-file/mnist")
     assert line.endswith("pick a writable folder with --data-dir or $SCRATCHVAE_DATA")
     assert _snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------- the data folder's files
+def test_official_gz_saved_without_its_suffix(tmp_path, tiny):
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    for name, b in tiny.items():  # a browser that strips ".gz" and keeps the compression
+        (tmp_path / "data" / "mnist" / name.removesuffix(".gz")).write_bytes(b)
+    # the md5s of both forms, as the official table has them: each name is checked
+    raw = {name.removesuffix(".gz"): gzip.decompress(b) for name, b in tiny.items()}
+    md5s = _md5s({**tiny, **raw})
+    result = _cli(tmp_path, *T, "--data", "mnist", "--data-dir", "data", "--out", "run", md5s=md5s)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "MNIST train (20 x 784)" in result.stderr + result.stdout
+
+
+# ------------------------------------------------------------- messages in the CLI's terms
+def test_mirror_without_a_scheme(tmp_path):
+    before = _snapshot(tmp_path)
+    result = _cli(
+        tmp_path, *T, "--data", "mnist", "--data-dir", "new", "--out", "run",
+        SCRATCHVAE_MNIST_MIRROR="127.0.0.1:8765/",
+    )  # fmt: skip
+    line = _assert_one_line_error(
+        result,
+        "$SCRATCHVAE_MNIST_MIRROR is '127.0.0.1:8765/', which cannot be downloaded from: it "
+        "needs http:// or https:// in front (file:// for a local folder), such as "
+        "'http://127.0.0.1:8765/'",
+    )
+    assert "unknown url type" not in line and "check the network" not in line
+    assert _snapshot(tmp_path) == before  # no new/, no run/
+
+
+def test_values_out_of_range_name_the_flag(tmp_path):
+    np.save(tmp_path / "wide.npy", np.linspace(-1, 3, 64 * 4, dtype=np.float32).reshape(4, 64))
+    before = _snapshot(tmp_path)
+    result = _cli(tmp_path, *T, "--data", "wide.npy", "--out", "run")
+    _assert_one_line_error(
+        result, "the Bernoulli likelihood needs [0, 1]", "(--likelihood gaussian, likelihood="
+    )
+    assert _snapshot(tmp_path) == before
+
+
+def test_own_idx_folder_with_different_counts(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / f"{STEMS[0]}.gz").write_bytes(gzip.compress(_idx(x)))
+    (tmp_path / "mine" / f"{STEMS[1]}.gz").write_bytes(gzip.compress(_idx(np.zeros(7, np.uint8))))
+    before = _snapshot(tmp_path)
+    result = _cli(tmp_path, *T, "--data", "mine", "--out", "run")
+    line = _assert_one_line_error(
+        result, "the IDX files in mine (", "20 images but 7 labels; they disagree: replace them"
+    )
+    assert "fetch" not in line
+    assert _snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------- too few examples to train on
+def test_one_example_is_refused_before_the_run_starts(tmp_path):
+    np.save(tmp_path / "onerow.npy", np.full((1, 64), 0.5, np.float32))
+    before = _snapshot(tmp_path)
+    # with figures (not T): they compare two examples, which is where this used to crash
+    args = ["train", "--data", "onerow.npy", "--val-fraction", "0", "--epochs", "1"]
+    result = _cli(tmp_path, *args, "--no-progress", "--out", "run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    # (the line "training ... on onerow.npy" comes first: the command prints it before fit)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (
+        "scratchvae: error: the data has 1 example, but training needs at least 2 (the figures "
+        "compare two); use a data set of more examples"
+    )
+    assert _snapshot(tmp_path) == before  # no run folder
