@@ -123,7 +123,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         nargs="+",
         default=None,
-        help="busy: one spinning process pinned to each of these cores (default 0)",
+        help="busy: one spinning process pinned to each of these cores (default: the first "
+        "core this process may use)",
     )
     parser.add_argument(
         "--thread-sweep",
@@ -159,6 +160,8 @@ def _validate(args: argparse.Namespace) -> str | None:
         return "--eval-n must be >= 1 and --eval-k >= 0 (0 skips the evaluation)"
     if args.torch_device not in ("none", "cpu") and not args.torch_device.startswith("cuda"):
         return f"--torch-device must be cpu, cuda[:N] or none, got {args.torch_device!r}"
+    if args.busy_cores is not None and not args.contention:
+        return "--busy-cores sets the busy condition of --contention; add --contention"
     return check_name(args.name) or check_busy_cores(args.busy_cores)
 
 

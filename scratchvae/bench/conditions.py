@@ -31,6 +31,7 @@ from typing import Any
 
 from ..atomic import atomic_write
 from ..backend import Backend, training_threads, usable_cores
+from .checks import usable_core_ids
 from .references import JaxStep, TorchStep, installed_version
 from .report import cores_text, load_average, machine_info, machine_name, threads_env
 from .timing import CONFIGS, ScratchStep, time_interleaved
@@ -140,7 +141,7 @@ def run_contention(opts: argparse.Namespace, log: Callable[[str], None] = print)
     """samples/s of each implementation under each condition, and the share of idle kept."""
     torch, jax = _references(opts)
     config, dtype = opts.configs[0], opts.dtypes[0]
-    busy = opts.busy_cores if opts.busy_cores is not None else [0]
+    busy = opts.busy_cores if opts.busy_cores is not None else usable_core_ids()[:1]
     rows = []
     for batch in opts.batch_sizes:
         fns = _steps(config, batch, dtype, torch, jax)

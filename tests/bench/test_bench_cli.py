@@ -98,7 +98,8 @@ def no_timing(monkeypatch):
         (("--name", "../../x"), "--name '../../x' holds a path separator; give a file name"),
         (("--name", "a/b"), "--name 'a/b' holds a path separator"),
         (("--name", ".."), "--name '..' is not a file name"),
-        (("--busy-cores", "-1"), "--busy-cores -1: not a core this process may use; choose"),
+        (("--contention", "--busy-cores", "-1"), "--busy-cores -1: not a core this process may"),
+        (("--busy-cores", "0"), "--busy-cores sets the busy condition of --contention; add"),
         (("--contention", "--busy-cores", "0", "999"), "--busy-cores 999: not a core"),
     ],
 )

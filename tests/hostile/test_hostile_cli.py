@@ -88,7 +88,7 @@ def _bad_calls(run: str) -> list[tuple[list[str], str]]:
         (["sample", run, "--n", "1000000"], "--n: expected a whole number from 1 to 10000"),
         (["sample", run, "--out", "x.txt"], "--out x.txt"),  # was matplotlib's "Format 'txt'"
         (["bench", "--name", "../../x"], "--name '../../x' holds a path separator"),
-        (["bench", "--busy-cores", "999"], "--busy-cores 999: not a core"),
+        (["bench", "--contention", "--busy-cores", "999"], "--busy-cores 999: not a core"),
     ]
 
 
