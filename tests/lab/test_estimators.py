@@ -241,11 +241,12 @@ def test_bad_input_gives_clear_errors():
         estimator_study({}, {}, repeats=1)
 
 
-def test_example_runs_and_writes_both_figures(tmp_path, capsys):
+def test_example_runs_and_writes_both_figures(tmp_path, capsys, monkeypatch):
     import importlib.util
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[2] / "examples" / "estimator_variance.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # its _common, as when run as a script
     spec = importlib.util.spec_from_file_location("estimator_variance", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
