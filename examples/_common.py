@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from scratchvae.backend import Backend, BackendError
-from scratchvae.cliargs import COUNT, NATURAL, checked
+from scratchvae.cliargs import COUNT, NATURAL, checked, one_line_error
 from scratchvae.data import Dataset, dataset_from_array, load_dataset
 from scratchvae.train import History, TrainConfig, fit
 
@@ -38,18 +38,12 @@ USER_ERRORS = (ValueError, BackendError, OSError)
 AT_LEAST_TWO = checked(int, lambda v: v >= 2, "a whole number >= 2")
 
 
-def error_line(prog: str, message: str) -> str:
-    """``prog: error: <the first line of message>``."""
-    lines = message.strip().splitlines()
-    return f"{prog}: error: {lines[0] if lines else 'unknown error'}"
-
-
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line (no usage block) and exit status 2;
     ``--help`` still prints the usage and every option."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, error_line(self.prog, message) + "\n")
+        self.exit(2, one_line_error(message, self.prog) + "\n")
 
 
 def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:
@@ -63,7 +57,7 @@ def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None 
         filename = getattr(exc, "filename", None)
         if isinstance(exc, OSError) and filename and str(filename) not in msg:
             msg = f"{msg.splitlines()[0]}: {filename}"
-        print(error_line(prog, msg), file=sys.stderr)
+        print(one_line_error(msg, prog), file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -33,10 +33,11 @@ __all__ = [
 PROG = "scratchvae"
 
 
-def one_line_error(message: str) -> str:
-    """``scratchvae: error: <the first line of message>`` (what every error prints)."""
+def one_line_error(message: str, prog: str = PROG) -> str:
+    """``scratchvae: error: <the first line of message>`` (what every error prints; the
+    examples give their script's name as ``prog``)."""
     first = message.strip().splitlines()[0] if message.strip() else "unknown error"
-    return f"{PROG}: error: {first}"
+    return f"{prog}: error: {first}"
 
 
 class OneLineParser(argparse.ArgumentParser):
