@@ -354,3 +354,30 @@ def test_cupy_arrays_pick_the_cuda_kernels() -> None:
             layers.dense_relu_forward(x, W, b)
             relu_forward(x)
         assert [c[1] for c in recorder.calls] == [label, "cupy"]
+
+
+class _FakeDeviceArray:
+    """Looks like a CuPy array to the dispatch (module cupy..., __cuda_array_interface__)."""
+
+    __module__ = "cupy._fake"
+    __cuda_array_interface__: dict = {}
+
+    def __init__(self, dtype: str, shape: tuple[int, ...] = ()) -> None:
+        self.dtype, self.shape = np.dtype(dtype), shape
+        self.size = int(np.prod(shape))
+        self.flags = np.empty(shape).flags
+
+
+def test_a_cuda_kernel_takes_the_float32_loss_and_float64_sum_it_was_written_for():
+    """The trainer's epoch sums: a float64 total and a float32 loss term (0-d device arrays).
+    The one-float-dtype rule is the Numba kernels'; applied to CuPy it sent every float32
+    training step's sums to the body (not the one-launch kernel inside the CUDA graph)."""
+    from scratchvae.kernels import gpu
+
+    total, value = _FakeDeviceArray("float64"), _FakeDeviceArray("float32")
+    with kernels(True):
+        assert dispatch._select("accumulate", (total, value, 128.0)) == (gpu.accumulate, "cuda")
+        assert dispatch._select("accumulate", (_FakeDeviceArray("float64", (0,)), value, 1.0)) == (
+            None,
+            "cupy",
+        )

@@ -5,8 +5,9 @@ readable NumPy body, decorated with :func:`op`. A call looks at the op's array a
 those inside a cache): C-contiguous NumPy arrays -> the Numba kernel of the same name
 (:mod:`scratchvae.kernels.cpu`), when Numba is installed and the kernels are on; CuPy arrays ->
 the CuPy kernel of the same name (:mod:`scratchvae.kernels.gpu`), when there is one; anything
-else -> the body itself. The kernels are compiled for float32 and float64 arrays of one dtype
-and at least one element: mixed float dtypes, float16 or an empty array take the body too. A
+else -> the body itself. An empty array takes the body too; so do float16 and mixed float
+dtypes on NumPy (the Numba kernels are compiled for float32 or float64 arrays of one dtype;
+the CuPy kernels name their types, as the trainer's float64 sums of float32 losses need). A
 kernel takes the op's arguments and returns what the body returns (tests/kernels check each
 against the body). Callers never choose.
 
@@ -45,8 +46,9 @@ def _table(kind: str) -> dict[str, Callable[..., Any]]:
 
 
 def _fits(a: Any, floats: str) -> str | None:
-    """Whether a kernel can take the array ``a`` after arrays of the float dtype ``floats``
-    ("f", "d" or "": none yet): the float dtype code from now on, or None (the body then)."""
+    """Whether a Numba kernel can take the NumPy array ``a`` after arrays of the float dtype
+    ``floats`` ("f", "d" or "": none yet): the float dtype code from now on, or None (the
+    body then)."""
     if not (a.flags.c_contiguous and a.size):
         return None
     code = a.dtype.char
@@ -76,7 +78,9 @@ def _select(name: str, args: tuple) -> tuple[Callable[..., Any] | None, str]:
                 return None, "numpy"
             if role == "cupy":
                 kind = "cupy"
-            if role in ("numpy", "cupy"):
+                if not (b.flags.c_contiguous and b.size):
+                    return None, kind
+            elif role == "numpy":
                 floats = _fits(b, floats)
                 if floats is None:
                     return None, kind
