@@ -181,13 +181,14 @@ if numba is not None:
         # dL/d[mu | logvar] into dh (B, 2L), through the sample and dkl * KL (c = dkl / B):
         #   dL/dmu     = dz + c mu                                  (dz/dmu = 1, dKL/dmu = mu)
         #   dL/dlogvar = dz eps sigma / 2 + c (sigma^2 - 1) / 2     (dKL/dlogvar = (e^lv - 1)/2)
+        # each term halved before the sum, as the op's body: no overflow where it has none
         half, one = dz.dtype.type(0.5), dz.dtype.type(1)
-        L = dz.shape[1]
+        half_c, L = half * c, dz.shape[1]
         for r in range(dz.shape[0]):
             for j in range(L):
                 s = sigma[r, j]
                 dh[r, j] = dz[r, j] + c * h[r, j]
-                dh[r, L + j] = half * (dz[r, j] * eps[r, j] * s + c * (s * s - one))
+                dh[r, L + j] = dz[r, j] * eps[r, j] * (half * s) + half_c * (s * s - one)
 
 
 # ------------------------------------------------------------------ the ops' kernels

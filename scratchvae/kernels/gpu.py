@@ -142,7 +142,9 @@ def latent_backward(cache, dz, dkl, ws=None):  # noqa: ANN001, ANN201
         "scratchvae_latent_bwd",
         "T dz, T eps, T sigma, T mu, T c",
         "T dmu, T dlv",
-        "dmu = dz + c * mu; dlv = (T)0.5 * (dz * eps * sigma + c * (sigma * sigma - (T)1))",
+        # each term halved before the sum, as the op's body (no overflow where it has none)
+        "dmu = dz + c * mu; "
+        "dlv = dz * eps * ((T)0.5 * sigma) + ((T)0.5 * c) * (sigma * sigma - (T)1)",
     )
     kernel(dz, eps, sigma, mu, _scalar(dkl / dz.shape[0], dz.dtype), dmu, dlogvar)
     return LatentGrads(dh)

@@ -461,3 +461,20 @@ def test_warm_up_compiles_every_kernel_for_the_dtype() -> None:
         cpu.warm_up(dtype)
         for kernel in dispatchers:
             assert any(dtype in str(sig) for sig in kernel.signatures), kernel
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype, logvar", [("float32", 88.5), ("float64", 709.5)])
+def test_latent_backward_kernel_overflows_only_where_the_body_does(dtype, logvar):
+    """dL/dlogvar = dz eps sigma / 2 + c (sigma^2 - 1) / 2 with c (sigma^2 - 1) just over the
+    dtype's largest number: halving each term first (the body) stays finite; the kernel halved
+    the sum and gave inf (a divergence check could then fire on one path only)."""
+    h = np.array([[0.5, logvar]], dtype)
+    eps = dz = np.ones((1, 1), dtype)
+    grads = []
+    for on in (True, False):
+        with backend.kernels(on):
+            _, cache = reparam.latent_forward(h, eps)
+            grads.append(reparam.latent_backward(cache, dz, 2.0).dh[0, 1])
+    assert np.isfinite(grads).all()
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6)
