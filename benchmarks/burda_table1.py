@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from scratchvae.atomic import atomic_write  # noqa: E402
 from scratchvae.backend import Backend, to_numpy  # noqa: E402
 from scratchvae.checkpoint import CHECKPOINT_NAME, load_checkpoint  # noqa: E402
+from scratchvae.cliargs import COUNT, NATURAL  # noqa: E402
 from scratchvae.data import binarize, load_dataset  # noqa: E402
 from scratchvae.evaluate import iw_bound  # noqa: E402
 from scratchvae.models import VAE  # noqa: E402
@@ -91,14 +92,14 @@ def train(name: str, train_set, run: Path, stages: int, seed: int, log) -> VAE:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=True, help="folder holding mnist/ (the IDX files)")
-    p.add_argument("--stages", type=int, default=4, help="stages 0 .. N-1 (4: 40 epochs)")
+    p.add_argument("--stages", type=COUNT, default=4, help="stages 0 .. N-1 (4: 40 epochs)")
     p.add_argument("--models", nargs="+", default=["VAE k=1", "IWAE k=5", "IWAE k=50"],
                    choices=list(MODELS))  # fmt: skip
-    p.add_argument("--k-test", type=int, default=5000, help="samples of the test bound (5000)")
-    p.add_argument("--n-test", type=int, default=None, help="the first N test images (all)")
+    p.add_argument("--k-test", type=COUNT, default=5000, help="samples of the test bound (5000)")
+    p.add_argument("--n-test", type=COUNT, default=None, help="the first N test images (all)")
     p.add_argument("--runs", type=Path, default=Path("runs/burda"), help="run folders")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NATURAL, default=0)
     args = p.parse_args(argv)
     if not 1 <= args.stages <= 8:
         raise SystemExit("burda_table1: --stages must be in 1..8")
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     train_set = load_dataset("mnist", "train", args.data_dir)
     test_set = load_dataset("mnist", "test", args.data_dir)
     bk = Backend("numpy", "float32", seed=args.seed + 123)  # the test set, binarized once
-    n_test = args.n_test or test_set.n
+    n_test = test_set.n if args.n_test is None else min(args.n_test, test_set.n)
     x_test = binarize(bk.asarray(test_set.get_batch(slice(0, n_test))), "dynamic", bk)
     rows = []
     for name in args.models:

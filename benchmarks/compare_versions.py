@@ -12,6 +12,11 @@ of the per-repetition ratios old/new (new/old throughput) and the median step ti
 Why one process per measurement: with both versions imported in one process, the second
 version's Numba kernels ran up to three times slower than the first's (measured: the same
 Bernoulli kernel, copied under a second package name, 480 vs 175 us), whichever came second.
+
+Each process runs in its tree (``python -c`` puts the working directory first on the import
+path, before PYTHONPATH: run from a checkout, both versions were that checkout until
+2026-11-27) and reports the package it imported, which must lie in its tree. The order
+alternates (old first, then new first), so a bias of the first or second slot cancels.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 STEP = r"""
 import json, sys, time
+import scratchvae
 from scratchvae.backend import Backend
 from scratchvae.models import VAE
 from scratchvae.optim import Adam
@@ -48,7 +55,7 @@ for _ in range(5):
     for _ in range(steps):
         step()
     times.append((time.perf_counter() - t0) / steps)
-print(json.dumps(sorted(times)[2]))
+print(json.dumps({"seconds": sorted(times)[2], "package": scratchvae.__file__}))
 """
 
 
@@ -57,20 +64,38 @@ def time_tree(tree: str, batch: int, dtype: str, steps: int) -> float:
     out = subprocess.run(
         [sys.executable, "-c", STEP, str(batch), dtype, str(steps)],
         env={"PYTHONPATH": tree, "PATH": "/usr/bin:/bin"},
+        cwd=tree,  # -c puts the working directory first on the path: the tree's own package
         capture_output=True,
         text=True,
         check=True,
     )
-    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if not Path(result["package"]).resolve().is_relative_to(Path(tree).resolve()):
+        raise SystemExit(f"compare_versions: {tree} imported {result['package']}, not its own")
+    return float(result["seconds"])
+
+
+def _tree(path: str) -> str:
+    """An argparse type: a folder holding a scratchvae package."""
+    if not (Path(path) / "scratchvae" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{path} holds no scratchvae package")
+    return str(Path(path).resolve())
+
+
+def _count(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return n
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("old")
-    p.add_argument("new")
-    p.add_argument("--reps", type=int, default=15)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("old", type=_tree)
+    p.add_argument("new", type=_tree)
+    p.add_argument("--reps", type=_count, default=15)
+    p.add_argument("--batch", type=_count, default=128)
+    p.add_argument("--steps", type=_count, default=40)
     p.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     p.add_argument(
         "--busy-core",
@@ -93,8 +118,8 @@ def main() -> None:
 def _compare(args: argparse.Namespace) -> None:
     for dtype in args.dtypes:
         runs: dict[str, list[float]] = {"old": [], "new": []}
-        for _ in range(args.reps):
-            for name in ("old", "new"):
+        for rep in range(args.reps):
+            for name in ("old", "new") if rep % 2 == 0 else ("new", "old"):
                 runs[name].append(time_tree(getattr(args, name), args.batch, dtype, args.steps))
         ratios = sorted(o / n for o, n in zip(runs["old"], runs["new"], strict=True))
         old, new = statistics.median(runs["old"]), statistics.median(runs["new"])

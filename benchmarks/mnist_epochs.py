@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from scratchvae.backend import Backend, to_numpy  # noqa: E402
 from scratchvae.bench import TorchStep, machine_info  # noqa: E402
+from scratchvae.cliargs import COUNT, NATURAL  # noqa: E402
 from scratchvae.data import dataset_from_array  # noqa: E402
 from scratchvae.models import VAE  # noqa: E402
 from scratchvae.train import TrainConfig, Trainer  # noqa: E402
@@ -103,12 +104,12 @@ def test_elbo_torch(ref: TorchStep, x_test) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("data", type=Path, help="folder with mnist-train.npz and mnist-test.npz")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--epochs", type=COUNT, default=10)
+    p.add_argument("--batch", type=COUNT, default=128)
     p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     p.add_argument("--torch-device", default="cpu", help="cpu, cuda or none")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NATURAL, default=0)
     args = p.parse_args(argv)
     x_train, x_test = load(args.data, "train"), load(args.data, "test")
     bk = Backend(args.backend, "float32", seed=args.seed)

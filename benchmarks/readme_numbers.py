@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
 
+from scratchvae.atomic import atomic_write  # noqa: E402
 from scratchvae.backend import kernels  # noqa: E402
 from scratchvae.checkpoint import load_model  # noqa: E402
 from scratchvae.cli import main as cli_main  # noqa: E402
@@ -246,8 +247,9 @@ def report(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", help="a folder holding mnist/ (the MNIST table; else skipped)")
-    p.add_argument("--only", nargs="+", help="these groups only: " + ", ".join(
-        dict.fromkeys(c.group for c in CLAIMS)))  # fmt: skip
+    groups = list(dict.fromkeys(c.group for c in CLAIMS))
+    p.add_argument("--only", nargs="+", choices=groups, metavar="GROUP",
+                   help="these groups only: " + ", ".join(groups))  # fmt: skip
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     claims = [c for c in CLAIMS if not args.only or c.group in args.only]
@@ -257,11 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    (out / "readme-numbers.md").write_text(
-        f"# README numbers, rerun ({stamp})\n\n`python benchmarks/readme_numbers.py"
-        f"{' --data-dir DIR' if args.data_dir else ''}`\n\n{table}\n"
-    )
-    (out / "readme-numbers.json").write_text(json.dumps(rows, indent=1) + "\n")
+    only = f" --only {' '.join(args.only)}" if args.only else ""  # a partial rerun says so
+    with atomic_write(out / "readme-numbers.md", "w") as f:
+        f.write(
+            f"# README numbers, rerun ({stamp})\n\n`python benchmarks/readme_numbers.py"
+            f"{' --data-dir DIR' if args.data_dir else ''}{only}`\n\n{table}\n"
+        )
+    with atomic_write(out / "readme-numbers.json", "w") as f:
+        f.write(json.dumps(rows, indent=1) + "\n")
     return 0 if all(r["ok"] is not False for r in rows) else 1
 
 

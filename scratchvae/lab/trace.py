@@ -12,7 +12,8 @@ re-run in float64 on copies of the recorded inputs (through the same dispatch, s
 checked as a kernel), and for every gradient ``d<input>`` the backward returns, the directional
 derivative of sum_k <out_k, dout_k> along random directions v, by central differences, is
 compared with <d<input>, v>. The row shows the largest error relative to |d<input>| |v|
-(about 1e-9 or less when the backward is right).
+(about 1e-9 or less when the backward is right) and ``ok`` or ``FAIL`` against
+:data:`CHECK_TOLERANCE`; :func:`check_summary` says how many passed.
 
 :func:`format_trace` prints the rows (the forward pass, then the backward pass from the loss to
 the input, then the update) and, under them, the formulas of each backward op, from its code.
@@ -35,7 +36,16 @@ from ..params import Workspace
 
 Array = Any
 
-__all__ = ["TraceRow", "add_arguments", "format_trace", "format_weights", "run_cli", "trace_step"]
+__all__ = [
+    "CHECK_TOLERANCE",
+    "TraceRow",
+    "add_arguments",
+    "check_summary",
+    "format_trace",
+    "format_weights",
+    "run_cli",
+    "trace_step",
+]
 
 
 @dataclass
@@ -167,8 +177,28 @@ def _check(forward: _Call, backward: _Call, directions: int = 3) -> float | None
             numerical = directional_derivative(objective(i), fwd_args[i], v)
             analytic = float(to_numpy(xp.sum(g * v)))
             scale = float(to_numpy(xp.linalg.norm(g.ravel()) * xp.linalg.norm(v.ravel())))
-            worst = max(worst, abs(numerical - analytic) / max(scale, 1e-300))
+            # a zero gradient against a non-zero derivative: error 1, not 1e300
+            worst = max(worst, abs(numerical - analytic) / max(scale, abs(numerical), 1e-300))
     return worst
+
+
+CHECK_TOLERANCE = 1e-6  # float64 central differences of a right backward: about 1e-9 or less
+
+
+def check_summary(rows: list[TraceRow]) -> tuple[str, list[str]]:
+    """A line saying how many checked backward ops agree with their forward's central
+    differences (rel.err below :data:`CHECK_TOLERANCE`), and the names of those that do not."""
+    checked = [r for r in rows if r.rel_err is not None]
+    failed = [r.op for r in checked if not r.rel_err < CHECK_TOLERANCE]  # NaN fails too
+    if failed:
+        return (
+            f"FAIL: {len(failed)} of {len(checked)} checked backward ops disagree with their "
+            f"forward (rel.err >= {CHECK_TOLERANCE:g}): {', '.join(failed)}"
+        ), failed
+    return (
+        f"ok: all {len(checked)} checked backward ops agree with their forward's central "
+        f"differences (rel.err < {CHECK_TOLERANCE:g})"
+    ), failed
 
 
 # ============================================================================ the step
@@ -211,7 +241,7 @@ def _row(call: _Call) -> TraceRow:
         fields = result._asdict() if hasattr(result, "_asdict") else {_first_input(call): result}
         row.grads = {k: (tuple(g.shape), _norm(g)) for k, g in fields.items() if g is not None}
         doc = inspect.getdoc(call.fn.reference) or ""
-        row.rule = [line.strip() for line in doc.splitlines() if "=" in line][:4]
+        row.rule = [line.strip() for line in doc.splitlines() if "=" in line]
     return row
 
 
@@ -272,7 +302,8 @@ def format_trace(rows: list[TraceRow], depth: int = 0) -> str:
             lines += ["", f"{phase} pass" if phase != "update" else "update", head, "-" * len(head)]
         shapes = ", ".join(_shape(s) for s in r.in_shapes[:2]) + " -> "
         shapes += ", ".join(_shape(s) for s in r.out_shapes[:2])
-        err = "" if r.rel_err is None else f"{r.rel_err:>9.1e}"
+        ok = r.rel_err is not None and r.rel_err < CHECK_TOLERANCE
+        err = "" if r.rel_err is None else f"{r.rel_err:>9.1e} {'ok' if ok else 'FAIL'}"
         indent = "  " * r.depth
         lines.append(f"{i:>3}  {indent + r.op:<24}{r.impl:<7}{r.where:<19}{shapes:<33}{err}")
         for name, (shape, norm) in r.grads.items():

@@ -13,7 +13,7 @@ from ..backend import Backend, get_backend, to_numpy
 from ..cliargs import COUNT
 from ..models import AE, VAE
 from ..optim import Adam
-from .trace import backward_rules, format_trace, format_weights, trace_step
+from .trace import backward_rules, check_summary, format_trace, format_weights, trace_step
 
 __all__ = ["add_arguments", "run_cli"]
 
@@ -33,20 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="where mnist/ and fashion-mnist/ live (see --help of train)",
     )
-    parser.add_argument(
-        "--hidden", type=int, nargs="*", default=[400], help="hidden layer sizes (400)"
-    )
-    parser.add_argument("--latent", type=int, default=20, help="latent units (20)")
+    # the model's own options: None means the default below, and is all --checkpoint allows
+    parser.add_argument("--hidden", type=int, nargs="*", help="hidden layer sizes (400)")
+    parser.add_argument("--latent", type=int, help="latent units (20)")
     parser.add_argument(
         "--objective",
-        default="elbo",
         choices=["elbo", "iwae"],
         help="the bound the step follows: elbo (the mean of K single-sample ELBOs) or iwae",
     )
-    parser.add_argument("--k", type=COUNT, default=1, help="samples per example (1)")
+    parser.add_argument("--k", type=COUNT, help="samples per example (1)")
     parser.add_argument(
         "--estimator",
-        default="pathwise",
         choices=["pathwise", "stl", "dreg"],
         help="the encoder's gradient estimator (pathwise; dreg needs --objective iwae)",
     )
@@ -62,7 +59,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_MODEL_OPTIONS = {
+    "hidden": [400],
+    "latent": 20,
+    "objective": "elbo",
+    "k": 1,
+    "estimator": "pathwise",
+}
+
+
 def _cli_model(args: argparse.Namespace, backend: Backend, n_features: int) -> AE:
+    given = [name for name in _MODEL_OPTIONS if getattr(args, name) is not None]
+    if args.checkpoint and given:  # the checkpoint's model is traced as it was trained
+        flags = ", ".join(f"--{name}" for name in given)
+        raise ValueError(f"{flags}: the checkpoint's model is traced as trained; drop {flags}")
+    for name, default in _MODEL_OPTIONS.items():
+        setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
     if args.checkpoint:
         from ..checkpoint import load_model  # noqa: PLC0415 - the CLI's boundary
 
@@ -87,7 +99,8 @@ def _cli_model(args: argparse.Namespace, backend: Backend, n_features: int) -> A
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Print the trace of one training step; returns 0."""
+    """Print the trace of one training step; returns 0, or 1 when --check finds a backward op
+    that disagrees with its forward's central differences."""
     from ..data import load_dataset  # noqa: PLC0415 - the data layer is an I/O boundary
 
     if args.batch_size < 1:
@@ -100,9 +113,11 @@ def run_cli(args: argparse.Namespace) -> int:
     noise = model.draw_noise(x.shape[0])
     terms = model.loss(x, noise, train=True)
     rows = trace_step(model, x, noise, check=args.check, optimizer=Adam(1e-3))
+    c = model.config
+    sampling = f", {c['objective']} k={c['k']} {c['estimator']}" if "k" in c else ""
     print(
-        f"one training step of {type(model).__name__} {model.config['hidden']} "
-        f"latent {model.latent}, {backend.name} {backend.dtype.name}"
+        f"one training step of {type(model).__name__} {c['hidden']} latent {model.latent}"
+        f"{sampling}, {backend.name} {backend.dtype.name}"
     )
     print(
         f"batch: {x.shape[0]} examples of {ds.name}; loss terms (nats per example): "
@@ -114,14 +129,14 @@ def run_cli(args: argparse.Namespace) -> int:
         print("\n" + weights)
     print("\nthe backward formulas, from the code:\n" + backward_rules(rows))
     print("\nimpl: numba/cuda = the op's kernel ran, numpy/cupy = its readable body")
-    print(
-        "rel.err: each backward op vs central differences of its forward, in float64"
-        if args.check
-        else "add --check to check every backward op numerically"
-    )
-    if args.check and getattr(model, "estimator", "pathwise") != "pathwise":
+    if not args.check:
+        print("add --check to check every backward op numerically")
+        return 0
+    if getattr(model, "estimator", "pathwise") != "pathwise":
         print(
             f"iw_latent_backward with {model.estimator} is not the forward's derivative: it drops\n"
             "terms zero in expectation (unchecked; tests/ops/test_iwae.py tests it statistically)"
         )
-    return 0
+    verdict, failed = check_summary(rows)
+    print(verdict)
+    return 1 if failed else 0

@@ -149,6 +149,7 @@ def iw_bound_forward(
 
 @op
 def iw_bound_backward(cache: BoundCache, dbound: Any) -> Array:
-    """dL/dlog w_k = dbound * w~_k [/ B]    (K, B): the weights the forward computed (a
-    per-example dbound (B,) broadcasts over the K samples)."""
+    """dL/dlog w_k = dbound * w~_k [/ B]    (K, B), with the weights the forward computed.
+
+    (A per-example dbound (B,) broadcasts over the K samples.)"""
     return cache.weights * (cache.scale * dbound)

@@ -11,6 +11,7 @@ from scratchvae.kernels import cpu
 from scratchvae.lab.trace import (
     add_arguments,
     backward_rules,
+    check_summary,
     format_trace,
     format_weights,
     run_cli,
@@ -125,6 +126,24 @@ def test_the_check_catches_a_wrong_backward(monkeypatch):
     errors = {r.op: r.rel_err for r in rows if r.rel_err is not None}
     assert errors["latent_backward"] > 1e-3
     assert errors["dense_relu_backward"] < 1e-6  # the other ops are still right
+    verdict, failed = check_summary(rows)
+    assert failed == ["latent_backward"] and verdict.startswith("FAIL: 1 of ")
+    assert "FAIL" in format_trace(rows) and " ok" in format_trace(rows)
+
+
+def test_a_zero_gradient_against_a_nonzero_derivative_is_an_error_of_one(monkeypatch):
+    """It read 1e+301 (the error over a zero scale)."""
+    model, x = _vae()
+
+    def zero(cache, d):
+        like = cache[0]  # eps (the sample's cache) or mu (the KL's): (B, L)
+        return reparam.ReparamGrads(0 * like, 0 * like)
+
+    monkeypatch.setattr(reparam, "reparam_backward", zero)  # the sample's part and the KL's
+    monkeypatch.setattr(reparam, "gaussian_kl_backward", zero)
+    with kernels(False):
+        rows = trace_step(model, x, check=True)
+    assert [r.rel_err for r in rows if r.op == "latent_backward"] == [1.0]
 
 
 def test_plain_denoising_and_sparse_aes_are_traced():
@@ -170,6 +189,17 @@ def test_cli_prints_the_whole_step(capsys):
         assert piece in out, piece
     assert "loss terms" in out and "the backward formulas" in out
     assert max(len(line) for line in out.splitlines()) <= 100
+    assert out.splitlines()[-1].startswith("ok: all ") and "FAIL" not in out
+
+
+def test_cli_check_exits_1_when_a_backward_is_wrong(monkeypatch, capsys):
+    def wrong(cache, dz):
+        return reparam.ReparamGrads(dz, dz * cache.eps * cache.sigma * cache.sigma)
+
+    monkeypatch.setattr(reparam, "reparam_backward", wrong)
+    with kernels(False):
+        assert run_cli(_cli("--hidden", "16", "--latent", "4", "--batch-size", "5", "--check")) == 1
+    assert capsys.readouterr().out.splitlines()[-1].startswith("FAIL: 1 of ")
 
 
 @pytest.mark.parametrize("estimator", ["pathwise", "stl", "dreg"])
@@ -209,13 +239,8 @@ def test_cli_traces_the_iwae_step(capsys):
 
 def test_cli_defaults_and_bad_input():
     args = _cli()
-    assert (args.batch_size, args.seed, args.data, args.hidden, args.latent) == (
-        8,
-        0,
-        "digits",
-        [400],
-        20,
-    )
+    assert (args.batch_size, args.seed, args.data) == (8, 0, "digits")
+    assert args.hidden is args.latent is args.k is None  # the defaults: 400, 20, 1
     assert not args.check and args.checkpoint is None and args.data_dir is None
     with pytest.raises(ValueError, match="--batch-size"):
         run_cli(_cli("--batch-size", "0"))
@@ -228,6 +253,8 @@ def test_cli_traces_a_checkpoint(tmp_path, capsys):
     save_checkpoint(tmp_path / "checkpoint.npz", model)
     assert run_cli(_cli("--checkpoint", str(tmp_path), "--batch-size", "2")) == 0
     assert "(2, 9)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--objective, --k: the checkpoint's model is traced"):
+        run_cli(_cli("--checkpoint", str(tmp_path), "--objective", "iwae", "--k", "5"))
 
 
 @pytest.mark.gpu
