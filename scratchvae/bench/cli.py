@@ -160,8 +160,12 @@ def _validate(args: argparse.Namespace) -> str | None:
         return "--eval-n must be >= 1 and --eval-k >= 0 (0 skips the evaluation)"
     if args.torch_device not in ("none", "cpu") and not args.torch_device.startswith("cuda"):
         return f"--torch-device must be cpu, cuda[:N] or none, got {args.torch_device!r}"
+    if args.contention and args.thread_sweep:
+        return "--contention and --thread-sweep are two runs; pass one of them"
     if args.busy_cores is not None and not args.contention:
         return "--busy-cores sets the busy condition of --contention; add --contention"
+    if args.conditions is not None and not args.contention:
+        return "--conditions chooses the conditions of --contention; add --contention"
     return check_name(args.name) or check_busy_cores(args.busy_cores)
 
 

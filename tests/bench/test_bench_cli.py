@@ -100,6 +100,8 @@ def no_timing(monkeypatch):
         (("--name", ".."), "--name '..' is not a file name"),
         (("--contention", "--busy-cores", "-1"), "--busy-cores -1: not a core this process may"),
         (("--busy-cores", "0"), "--busy-cores sets the busy condition of --contention; add"),
+        (("--conditions", "busy"), "--conditions chooses the conditions of --contention; add"),
+        (("--contention", "--thread-sweep"), "--contention and --thread-sweep are two runs"),
         (("--contention", "--busy-cores", "0", "999"), "--busy-cores 999: not a core"),
     ],
 )
