@@ -11,7 +11,8 @@ binarized once. Published (nats, -log p(x) of the test set):
     python benchmarks/burda_table1.py --data-dir DIR --stages 4 --out benchmarks/results
 
 DIR holds mnist/ with the official IDX files (``scratchvae train --data mnist`` downloads them;
-``../shared/tools/make_idx.py`` writes them from the .npz copies). ``--stages N`` runs stages
+on the project's development machines ``../shared/tools/make_idx.py``, outside this
+repository, writes them from verified .npz copies). ``--stages N`` runs stages
 0 .. N-1 (N = 4: 40 epochs). Each model trains in its own run folder under ``--runs`` with a
 checkpoint after every epoch, and a later call with more stages resumes where the last ended.
 Writes ``burda-table1.json`` and ``burda-table1.md``: our numbers next to the published ones,
