@@ -201,7 +201,8 @@ def _add_train(sub: Any) -> None:
     p.add_argument(
         "--force",
         action="store_true",
-        help="start afresh in --out even if it holds a run (its checkpoint is replaced)",
+        help="start afresh in --out even if it holds a run or a run's files (its checkpoint "
+        "and metrics are removed when the new run starts, its figures written over)",
     )
     p.add_argument("--save-every", type=COUNT, default=1, help="checkpoint every N epochs (1)")
     p.add_argument(
