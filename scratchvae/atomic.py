@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "FolderLocked",
     "atomic_write",
     "folder_lock",
+    "remove_stale_temp_files",
     "remove_temp_files",
     "temp_files",
 ]
@@ -108,6 +110,19 @@ def remove_temp_files(folder: str | os.PathLike, names: Sequence[str]) -> list[P
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+def remove_stale_temp_files(path: str | os.PathLike, older_than: float) -> None:
+    """Remove the temporary files :func:`atomic_write` left for ``path`` that nothing has
+    written for ``older_than`` seconds: a process killed while writing left them. Where no lock
+    is held, a live writer's file is younger than that and is kept."""
+    now = time.time()
+    for tmp in temp_files(path):
+        try:
+            if now - tmp.stat().st_mtime > older_than:
+                tmp.unlink()
+        except OSError:  # removed meanwhile by another process, or not ours to remove
+            pass
 
 
 # ------------------------------------------------------------------------------ the run lock

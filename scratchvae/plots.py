@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402  # numpy-boundary: plotting
 from matplotlib.lines import Line2D  # noqa: E402
 from scipy.stats import norm  # noqa: E402  # numpy-boundary: plotting (prior quantiles)
 
-from .atomic import atomic_write  # noqa: E402
+from .atomic import atomic_write, remove_stale_temp_files  # noqa: E402
 from .backend import to_numpy  # noqa: E402
 from .models import AE, VAE  # noqa: E402
 
@@ -67,6 +67,7 @@ Shape = tuple[int, int] | None
 # which needs LaTeX, nor raw pixel dumps)
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".eps", ".jpg", ".jpeg")
 MAX_ROW = 20  # images in one row of a rows figure before it wraps
+STALE_FIGURE = 600  # seconds: a figure's save takes seconds; a temporary file older is a dead one
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -114,6 +115,7 @@ def _save(fig: Any, path: PathLike) -> Path:
     before, never a truncated or empty one."""
     try:
         path = figure_path(path)
+        remove_stale_temp_files(path, STALE_FIGURE)  # a save killed mid-way left it
         with atomic_write(path) as f:
             fig.savefig(f, format=path.suffix[1:].lower(), dpi=100, bbox_inches="tight")
     finally:

@@ -217,3 +217,18 @@ def test_a_large_sample_grid_keeps_a_pixel_per_pixel(tmp_path):
     assert _png_size(big)[0] >= 30 * 29  # was 485 wide: each image 16 pixels for 28
     small = plot_samples(np.zeros((64, 784)), (28, 28), tmp_path / "s.png")
     assert _png_size(small)[0] < 600  # the usual 6 inches
+
+
+def test_a_save_removes_what_a_killed_save_left_and_keeps_a_live_one(tmp_path):
+    """A figure's temporary file from a save killed mid-way (kill -9) is removed by the next
+    save of that figure once nothing has written it for STALE_FIGURE seconds."""
+    import os
+
+    from scratchvae.plots import STALE_FIGURE, plot_samples
+
+    dead, live = tmp_path / ".samples.png.dead.tmp", tmp_path / ".samples.png.live.tmp"
+    for tmp, age in ((dead, STALE_FIGURE + 60), (live, 5)):
+        tmp.write_bytes(b"half a png")
+        os.utime(tmp, (tmp.stat().st_atime - age, tmp.stat().st_mtime - age))
+    plot_samples(np.random.default_rng(0).random((4, 64)), (8, 8), tmp_path / "samples.png")
+    assert not dead.exists() and live.exists() and (tmp_path / "samples.png").stat().st_size

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,7 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..atomic import atomic_write, temp_files
+from ..atomic import atomic_write, remove_stale_temp_files
 from .dataset import DataError
 
 __all__ = ["STALE_AFTER", "check_url", "download_file", "remove_stale_temps"]
@@ -64,13 +63,7 @@ def remove_stale_temps(dest: Path) -> None:
     fail or wait. A download stopped (not killed) for longer loses its temporary file and
     fails at the rename, leaving nothing half-written.
     """
-    now = time.time()
-    for tmp in temp_files(dest):
-        try:
-            if now - tmp.stat().st_mtime > STALE_AFTER:
-                tmp.unlink()
-        except OSError:  # removed meanwhile by another process, or not ours to remove
-            pass
+    remove_stale_temp_files(dest, STALE_AFTER)
 
 
 def check_url(url: str, source: str) -> None:
