@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from scratchvae.backend import Backend, BackendError
-from scratchvae.cliargs import COUNT, NATURAL, checked, one_line_error
+from scratchvae.cliargs import COUNT, NATURAL, checked, error_message, one_line_error
 from scratchvae.data import Dataset, dataset_from_array, load_dataset
 from scratchvae.train import History, TrainConfig, fit
 
@@ -53,11 +53,7 @@ def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None 
     try:
         main(argv)
     except USER_ERRORS as exc:
-        msg = str(exc).strip() or type(exc).__name__
-        filename = getattr(exc, "filename", None)
-        if isinstance(exc, OSError) and filename and str(filename) not in msg:
-            msg = f"{msg.splitlines()[0]}: {filename}"
-        print(one_line_error(msg, prog), file=sys.stderr)
+        print(one_line_error(error_message(exc), prog), file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -30,6 +30,7 @@ from .cliargs import (
     OPEN_UNIT,
     POSITIVE,
     OneLineParser,
+    error_message,
     one_line_error,
     typed_options,
     up_to,
@@ -359,10 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(one_line_error(msg), file=sys.stderr)
         return 2
     except _USER_ERRORS as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
-            msg = f"{msg}: {exc.filename}"
-        print(one_line_error(msg), file=sys.stderr)
+        print(one_line_error(error_message(exc)), file=sys.stderr)
         return 2
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "POSITIVE",
     "OneLineParser",
     "checked",
+    "error_message",
     "one_line_error",
     "typed_options",
     "up_to",
@@ -38,6 +39,16 @@ def one_line_error(message: str, prog: str = PROG) -> str:
     examples give their script's name as ``prog``)."""
     first = message.strip().splitlines()[0] if message.strip() else "unknown error"
     return f"{prog}: error: {first}"
+
+
+def error_message(exc: BaseException) -> str:
+    """What a user error says: its first line (its type's name when empty), and for an OSError
+    the file it concerns when the message does not name it."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    filename = getattr(exc, "filename", None)
+    if isinstance(exc, OSError) and filename and str(filename) not in msg:
+        msg = f"{msg}: {filename}"
+    return msg
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -32,6 +32,7 @@ from typing import Any
 
 from .backend import Backend, BackendError, get_backend
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
+from .cliargs import PROG
 from .data import Dataset, binarize, check_n_features, load_dataset, named_dataset
 from .data.dataset import train_val_split
 from .data.load import NoSuchSplit
@@ -51,8 +52,6 @@ __all__ = [
     "cmd_sample",
     "cmd_train",
 ]
-
-PROG = "scratchvae"
 
 # Defaults by data set (when not given): (hidden, latent, epochs, batch size, init).
 _SMALL_DEFAULTS = ([256], 2, 100, 64, None)  # the 8x8 digits; init by activation (he for relu)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import CHECKPOINT_NAME
-from .commands import PROG
+from .cliargs import PROG
 
 __all__ = ["Terminated", "ignore_interrupts", "interrupted", "sigterm_interrupts"]
 

@@ -123,7 +123,7 @@ def nothing_to_train(ckpt: Checkpoint, config: TrainConfig) -> str | None:
             f"--epochs {config.epochs} is below the {done} epochs the run has done; "
             "pass a larger --epochs to continue it"
         )
-    if p is not None and History(list(ckpt.history)).epochs_since_best() >= p:
+    if History(list(ckpt.history)).out_of_patience(p):
         return f"it stopped early at epoch {done} (--patience {p})"
     return (
         f"it has done its {done} epochs; a larger --epochs continues it"

@@ -140,6 +140,10 @@ class History:
         best = self.best_epoch
         return 0 if best is None else self.records[-1]["epoch"] - best
 
+    def out_of_patience(self, patience: int | None) -> bool:
+        """Whether early stopping with ``patience`` (None: off) ends the run here."""
+        return patience is not None and self.epochs_since_best() >= patience
+
 
 def write_metrics(path: str | os.PathLike, records: list[dict[str, Any]]) -> Path:
     """Write ``records`` as JSON lines (one per epoch), atomically."""
@@ -193,7 +197,7 @@ class Trainer:
 
     def _fit(self, resume: bool) -> History:
         start = self._resume() if resume else 0
-        if start and self._should_stop():  # a run that stopped early stays stopped
+        if start and self.history.out_of_patience(self.config.patience):  # stays stopped
             self.history.stopped_early = True
             return self.history
         c, n = self.config, len(self.train_idx)
@@ -209,7 +213,7 @@ class Trainer:
                 if (news := self._threads.news()) and c.progress:
                     bar.line(news)  # fewer threads than cores: others are busy
                 self.history.records.append(self._run_epoch(epoch, bar))
-                stop = self._should_stop()
+                stop = self.history.out_of_patience(self.config.patience)
                 self._save(epoch, last=stop or epoch == c.epochs)
                 if c.progress and (epoch % every == 0 or stop or epoch == c.epochs):
                     bar.line(epoch_line(self.history.records[-1], c.epochs))
@@ -353,10 +357,6 @@ class Trainer:
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.astype("float64") * len(idx)
         return {k: float(to_numpy(v)) / len(self.val_idx) for k, v in sums.items()}
-
-    def _should_stop(self) -> bool:
-        p = self.config.patience
-        return p is not None and self.history.epochs_since_best() >= p
 
     # ------------------------------------------------------------------ saving and resuming
     def _save(self, epoch: int, last: bool) -> None:

@@ -198,3 +198,12 @@ def test_a_flag_for_another_kind_of_run_is_refused(tmp_path, capsys, flags, mess
     """It would be ignored without a word (--rho on a VAE, --momentum with Adam)."""
     assert main(["train", "--out", str(tmp_path / "r"), *TINY, *flags]) == 2
     assert message in _last_line(capsys) and not (tmp_path / "r").exists()
+
+
+def test_run_files_names_every_file_a_run_writes(tmp_path):
+    """commands.RUN_FILES (what --force may replace) against what train really writes."""
+    out = tmp_path / "all"
+    flags = [f for f in TINY if f != "--no-figures"]
+    assert main(["train", "--out", str(out), *flags, "--epochs", "1"]) == 0
+    written = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    assert written <= set(commands.RUN_FILES), written - set(commands.RUN_FILES)

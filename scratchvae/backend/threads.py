@@ -45,16 +45,22 @@ __all__ = [
     "run_parallel",
     "threads",
     "training_threads",
+    "usable_core_ids",
     "usable_cores",
 ]
 
 
-def usable_cores() -> int:
+def usable_core_ids() -> list[int]:
     """The cores this process may run on (its CPU affinity; all of them where unknown)."""
     try:
-        return len(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
+        return list(range(os.cpu_count() or 1))
+
+
+def usable_cores() -> int:
+    """How many cores this process may run on (:func:`usable_core_ids`)."""
+    return len(usable_core_ids())
 
 
 def _from_environment() -> int | None:

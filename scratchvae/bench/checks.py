@@ -9,15 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..backend import usable_core_ids
+
 __all__ = ["check_busy_cores", "check_name", "prepare_out", "usable_core_ids"]
-
-
-def usable_core_ids() -> list[int]:
-    """The cores this process may run on (its CPU affinity; all of them where unknown)."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return list(range(os.cpu_count() or 1))
 
 
 def _ranges(cores: list[int]) -> str:

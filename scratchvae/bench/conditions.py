@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write
-from ..backend import Backend, training_threads, usable_cores
-from .checks import usable_core_ids
+from ..backend import Backend, training_threads, usable_core_ids, usable_cores
 from .references import JaxStep, TorchStep, installed_version
 from .report import cores_text, load_average, machine_info, machine_name, threads_env
 from .timing import CONFIGS, ScratchStep, time_interleaved
