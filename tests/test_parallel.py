@@ -155,6 +155,26 @@ def test_weighted_sum_kernel_and_body_agree_on_threads(monkeypatch):
     np.testing.assert_allclose(out_body, w @ parts, rtol=1e-14)
 
 
+def test_weighted_sum_takes_threads_by_its_work_not_its_length(monkeypatch):
+    # 16 chunks of a split batch: the pass reads 16 arrays of P, 8x Adam's work per element
+    monkeypatch.setattr(cpu, "PARALLEL_MIN", 100)
+    tasks = []
+
+    def recording(batch):
+        tasks.append(len(batch))
+        return [task() for task in batch]
+
+    monkeypatch.setattr(cpu, "run_parallel", recording)
+    rng = np.random.default_rng(2)
+    for chunks, expected in ((2, 1), (16, 4)):  # P = 150: 150 // 100 = 1; 150 * 8 // 100 = 12
+        parts, w = rng.standard_normal((chunks, 150)), np.full(chunks, 1 / chunks)
+        out = np.zeros(150)
+        with threads(4):
+            cpu.weighted_sum(out, parts, w)
+        assert tasks.pop() == expected
+        np.testing.assert_allclose(out, w @ parts, rtol=1e-12, atol=1e-14)
+
+
 def test_adam_on_threads_is_adam_in_one_pass(monkeypatch):
     rng = np.random.default_rng(1)
     arrays = [rng.standard_normal(1000).astype(np.float32) for _ in range(2)]

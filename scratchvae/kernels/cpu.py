@@ -296,11 +296,13 @@ def latent_backward(cache, dz, dkl, ws=None):  # noqa: ANN001, ANN201
     return LatentGrads(dh)
 
 
-def _each_slice(kernel: Any, n: int, *args: Any) -> None:
+def _each_slice(kernel: Any, n: int, *args: Any, per_element: float = 1.0) -> None:
     """``kernel(*args, lo, hi)`` for [lo, hi) covering [0, n): one slice per thread of the
     step (:func:`~scratchvae.backend.cpu_threads`) when each gets at least PARALLEL_MIN
-    elements, run on as many threads; otherwise one call. Per element as in one call."""
-    parts = max(1, min(cpu_threads(), n // PARALLEL_MIN))
+    elements' work (``per_element``: an element's work relative to Adam's, for which the
+    threshold was measured), run on as many threads; otherwise one call. Per element as in
+    one call."""
+    parts = max(1, min(cpu_threads(), int(n * per_element) // PARALLEL_MIN))
     bounds = [n * i // parts for i in range(parts + 1)]
     slices = zip(bounds[:-1], bounds[1:], strict=True)
     # unsigned bounds: Numba then drops the negative-index check that blocks vectorising
@@ -312,7 +314,12 @@ def weighted_sum(out, parts, weights):  # noqa: ANN001, ANN201
     ok = out.ndim == 1 and parts.ndim == 2 and parts.shape[1] == out.size
     ok = ok and parts.dtype == out.dtype and weights.shape == (parts.shape[0],)
     _require(ok, "weighted_sum", (out, parts, weights))
-    _each_slice(_weighted_sum, out.size, out, parts, weights.astype(out.dtype))
+    # the pass reads every part: its work grows with their number (C chunks of a split
+    # batch, one per thread). Counted as Adam's at two parts, where the threshold was
+    # measured; at 16 parts it takes 16 threads where the parameters' count alone gave 2
+    per_element = parts.shape[0] / 2
+    w = weights.astype(out.dtype)
+    _each_slice(_weighted_sum, out.size, out, parts, w, per_element=per_element)
 
 
 def adam_update(p, g, m, v, t, lr, b1, b2, eps, ws=None):  # noqa: ANN001, ANN201
