@@ -2,6 +2,8 @@
 
     python benchmarks/compare_versions.py OLD_TREE NEW_TREE [--reps 15] [--batch 128]
     python benchmarks/compare_versions.py OLD_TREE NEW_TREE --busy-core 0   # one core busy
+    python benchmarks/compare_versions.py TREE TREE --new-env OPENBLAS_THREAD_TIMEOUT=28 \
+        --new-setup "import scratchvae.backend.threads as t; t.MIN_ROWS = 1 << 30"  # a variant
 
 A tree is a folder holding a ``scratchvae`` package (a git worktree of the old commit: ``git
 worktree add /tmp/old <commit>``). Each repetition times the training step (draw eps, forward,
@@ -17,6 +19,11 @@ Each process runs in its tree (``python -c`` puts the working directory first on
 path, before PYTHONPATH: run from a checkout, both versions were that checkout until
 2026-11-27) and reports the package it imported, which must lie in its tree. The order
 alternates (old first, then new first), so a bias of the first or second slot cancels.
+
+A variant of one version is the same tree twice with ``--old-env/--new-env NAME=VALUE`` (set
+in that side's processes) or ``--old-setup/--new-setup CODE`` (Python run after the imports,
+before the model is built: a module constant changed, say); ``--cores N`` pins every process
+to the first N cores this one may use (BLAS and scratchvae size their threads from them).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ try:  # warm the Numba kernels of either version before timing
 except ImportError:
     from scratchvae.compiled import warm_up
 batch, dtype, steps = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+exec(sys.argv[4])  # the side's --setup
 warm_up(dtype)
 bk = Backend("numpy", dtype, seed=0)
 model, opt = VAE(784, hidden=[400], latent=20, backend=bk), Adam(1e-3)
@@ -59,16 +67,30 @@ print(json.dumps({"seconds": sorted(times)[2], "package": scratchvae.__file__}))
 """
 
 
-def time_tree(tree: str, batch: int, dtype: str, steps: int) -> float:
-    """Seconds per step (the median of five blocks) in a fresh process importing ``tree``."""
+def time_tree(
+    tree: str,
+    batch: int,
+    dtype: str,
+    steps: int,
+    env: dict[str, str] | None = None,
+    setup: str = "",
+    cores: int | None = None,
+) -> float:
+    """Seconds per step (the median of five blocks) in a fresh process importing ``tree``,
+    with ``env`` added to its environment, ``setup`` run before the model is built, and
+    pinned to the first ``cores`` usable cores (None: all)."""
+    pinned = sorted(os.sched_getaffinity(0))[:cores] if cores else None
     out = subprocess.run(
-        [sys.executable, "-c", STEP, str(batch), dtype, str(steps)],
-        env={"PYTHONPATH": tree, "PATH": "/usr/bin:/bin"},
+        [sys.executable, "-c", STEP, str(batch), dtype, str(steps), setup],
+        env={"PYTHONPATH": tree, "PATH": "/usr/bin:/bin", **(env or {})},
         cwd=tree,  # -c puts the working directory first on the path: the tree's own package
         capture_output=True,
         text=True,
-        check=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, pinned)) if pinned else None,
     )
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"compare_versions: the step failed in {tree}: {last}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if not Path(result["package"]).resolve().is_relative_to(Path(tree).resolve()):
         raise SystemExit(f"compare_versions: {tree} imported {result['package']}, not its own")
@@ -89,6 +111,14 @@ def _count(text: str) -> int:
     return n
 
 
+def _setting(text: str) -> tuple[str, str]:
+    """An argparse type: NAME=VALUE."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("old", type=_tree)
@@ -97,6 +127,17 @@ def main() -> None:
     p.add_argument("--batch", type=_count, default=128)
     p.add_argument("--steps", type=_count, default=40)
     p.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    for side in ("old", "new"):
+        p.add_argument(
+            f"--{side}-env",
+            nargs="+",
+            type=_setting,
+            default=[],
+            metavar="NAME=VALUE",
+            help=f"environment variables of the {side} side's processes",
+        )
+        p.add_argument(f"--{side}-setup", default="", help=f"Python run first on the {side} side")
+    p.add_argument("--cores", type=_count, default=None, help="pin to the first N usable cores")
     p.add_argument(
         "--busy-core",
         type=int,
@@ -120,7 +161,10 @@ def _compare(args: argparse.Namespace) -> None:
         runs: dict[str, list[float]] = {"old": [], "new": []}
         for rep in range(args.reps):
             for name in ("old", "new") if rep % 2 == 0 else ("new", "old"):
-                runs[name].append(time_tree(getattr(args, name), args.batch, dtype, args.steps))
+                env, setup = dict(getattr(args, f"{name}_env")), getattr(args, f"{name}_setup")
+                tree = getattr(args, name)
+                seconds = time_tree(tree, args.batch, dtype, args.steps, env, setup, args.cores)
+                runs[name].append(seconds)
         ratios = sorted(o / n for o, n in zip(runs["old"], runs["new"], strict=True))
         old, new = statistics.median(runs["old"]), statistics.median(runs["new"])
         print(

@@ -5,7 +5,12 @@
 # Writes under OUT the thread sweep (`scratchvae bench --thread-sweep`: scratchvae, PyTorch and
 # JAX jit on 1, 2, 4, ... cores, each count in a fresh process pinned to that many cores,
 # batch 128 and 2048, float32) as JSON and Markdown; its last row is the whole machine, the
-# "at least as fast as JAX jit" of issue 15's item 3. About 4 minutes on 16 cores (REPS=5).
+# "at least as fast as JAX jit" of issue 15's item 3. Then two A/B comparisons on all the
+# cores (benchmarks/compare_versions.py, fresh processes, alternating), to choose with numbers
+# where two cores cannot tell: at batch 2048 the batch split (16 chunks of 128 rows, BLAS on
+# one thread each) against the whole batch on BLAS's threads; at batch 128 OpenBLAS's worker
+# spin (OPENBLAS_THREAD_TIMEOUT: scratchvae's 4 against OpenBLAS's own 28). About 6 minutes on
+# 16 cores (REPS=5, AB_REPS=7); AB=0 skips the comparisons.
 set -uo pipefail
 out="${1:-${OUT:-benchmarks/results}}"
 mkdir -p "$out"
@@ -17,3 +22,13 @@ python3 -c "import numpy, numba, threadpoolctl, torch, jax; print('numpy', numpy
     tee -a "$out/cpu-host.txt"
 timeout "${TIMEOUT:-420}" python3 -m scratchvae.bench --thread-sweep --reps "${REPS:-5}" \
     --target-seconds 0.2 --out "$out" 2>&1 | tee "$out/bench-cpu-host.log" | grep -v "^  "
+if [ "${AB:-1}" != 0 ]; then
+    ab="python3 benchmarks/compare_versions.py . . --dtypes float32 --reps ${AB_REPS:-7}"
+    {
+        echo "# old: batch split; new: whole batch on BLAS's threads"
+        timeout 180 $ab --batch 2048 --steps 8 \
+            --new-setup "import scratchvae.backend.threads as t; t.MIN_ROWS = 1 << 30"
+        echo "# old: OPENBLAS_THREAD_TIMEOUT=4 (scratchvae's); new: 28 (OpenBLAS's default)"
+        timeout 120 $ab --batch 128 --steps 40 --new-env OPENBLAS_THREAD_TIMEOUT=28
+    } 2>&1 | tee "$out/ab-cpu-host.txt"
+fi
