@@ -10,7 +10,8 @@
 # where two cores cannot tell: at batch 2048 the batch split (16 chunks of 128 rows, BLAS on
 # one thread each) against the whole batch on BLAS's threads; at batch 128 OpenBLAS's worker
 # spin (OPENBLAS_THREAD_TIMEOUT: scratchvae's 4 against OpenBLAS's own 28). About 6 minutes on
-# 16 cores (REPS=5, AB_REPS=7); AB=0 skips the comparisons.
+# 16 cores (REPS=5, AB_REPS=7); AB=0 skips the comparisons. benchmarks/step_phases.py prints
+# where the step's time goes (products, Adam, the rest) between the two.
 set -uo pipefail
 out="${1:-${OUT:-benchmarks/results}}"
 mkdir -p "$out"
@@ -22,6 +23,8 @@ python3 -c "import numpy, numba, threadpoolctl, torch, jax; print('numpy', numpy
     tee -a "$out/cpu-host.txt"
 timeout "${TIMEOUT:-420}" python3 -m scratchvae.bench --thread-sweep --reps "${REPS:-5}" \
     --target-seconds 0.2 --out "$out" 2>&1 | tee "$out/bench-cpu-host.log" | grep -v "^  "
+# where scratchvae's step spends its time on all the cores (products, Adam, the rest)
+timeout 90 python3 benchmarks/step_phases.py --reps 5 2>&1 | tee "$out/phases-cpu-host.txt"
 if [ "${AB:-1}" != 0 ]; then
     ab="python3 benchmarks/compare_versions.py . . --dtypes float32 --reps ${AB_REPS:-7}"
     {

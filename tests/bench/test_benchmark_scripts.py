@@ -1,5 +1,6 @@
-"""benchmarks/compare_versions.py: a side's environment, setup code and cores reach its
-processes; a failing side is a one-line error naming its tree."""
+"""Benchmark scripts' own logic. compare_versions.py: a side's environment, setup code and
+cores reach its processes; a failing side is a one-line error naming its tree.
+step_phases.py: every phase timed."""
 
 import argparse
 import importlib.util
@@ -9,11 +10,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
-    "compare_versions", ROOT / "benchmarks" / "compare_versions.py"
-)
-compare_versions = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(compare_versions)
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+compare_versions = _script("compare_versions")
 
 
 def test_a_setting_is_name_equals_value():
@@ -37,3 +43,11 @@ def test_a_side_runs_with_its_environment_setup_and_cores():
 def test_a_failing_side_is_one_line_naming_its_tree():
     with pytest.raises(SystemExit, match=r"failed in .*: ValueError: boom$"):
         compare_versions.time_tree(str(ROOT), 4, "float64", 1, setup="raise ValueError('boom')")
+
+
+def test_step_phases_times_every_phase():
+    ms = _script("step_phases").phases(8, "float64", reps=1, target_s=0.001)
+    assert set(ms) == {
+        "noise", "forward", "backward", "adam", "step (whole)", "step (as trained)", "products"
+    }  # fmt: skip
+    assert all(t > 0 for t in ms.values())
