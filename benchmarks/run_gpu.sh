@@ -4,9 +4,11 @@
 #     bash benchmarks/run_gpu.sh OUT [MNIST_DIR]
 # Writes under OUT: the GPU tests' log; the training-step benchmark (CuPy, replayed as a CUDA
 # graph, against PyTorch eager, PyTorch with its step captured in a CUDA graph, and JAX jit on
-# the GPU, all in float32 with true FP32 products) as JSON/Markdown/PNG; and, with MNIST_DIR
-# (a folder holding mnist-train.npz and mnist-test.npz), ten epochs of the PyTorch example's
-# protocol with scratchvae's trainer and with PyTorch eager. About 5 minutes on an H100.
+# the GPU, all in float32 with true FP32 products) as JSON/Markdown/PNG; the step's phases
+# (eps, forward, backward, Adam, the products), each replayed as its own CUDA graph
+# (benchmarks/step_phases.py); and, with MNIST_DIR (a folder holding mnist-train.npz and
+# mnist-test.npz), ten epochs of the PyTorch example's protocol with scratchvae's trainer and
+# with PyTorch eager. About 6 minutes on an H100.
 set -uo pipefail
 out="${1:-${OUT:-benchmarks/results}}"
 mnist="${2:-}"
@@ -21,6 +23,9 @@ timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$o
 timeout 240 python3 -m scratchvae.bench --backend cupy --torch-device cuda --configs mnist \
     --dtypes float32 --batch-sizes 128 2048 --eval-k 0 --memory-steps 100 --reps 5 \
     --target-seconds 0.2 --out "$out" 2>&1 | tee "$out/bench-gpu.log" | grep -v "^  "
+# where the GPU step's time goes: each phase replayed as its own CUDA graph, and the products
+timeout 90 python3 benchmarks/step_phases.py --backend cupy --reps 5 2>&1 |
+    tee "$out/phases-gpu.txt" | grep -v "^  "
 if [ -n "$mnist" ]; then
     timeout 240 python3 benchmarks/mnist_epochs.py "$mnist" --backend cupy --torch-device cuda \
         --out "$out" 2>&1 | tee "$out/mnist-gpu.log" | tail -4

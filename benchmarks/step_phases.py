@@ -1,7 +1,8 @@
-"""Where the CPU training step's time goes: each phase of the 784-400-20 VAE's step, timed
-alone, on the cores this process may use.
+"""Where the training step's time goes: each phase of the 784-400-20 VAE's step, timed alone,
+on the cores this process may use or on the GPU.
 
     python benchmarks/step_phases.py [--batch-sizes 128 2048] [--reps 9] [--dtype float32]
+        [--backend numpy|cupy]
 
 Phases, each the median over ``--reps`` blocks of steps (ms per step):
 
@@ -14,71 +15,70 @@ Phases, each the median over ``--reps`` blocks of steps (ms per step):
 * ``products``: the step's matrix products alone (the bench's matmul bound).
 
 ``whole - products`` is what the step spends beside the products: the part that the
-elementwise kernels, Adam's threads and Python decide. Prints one line per batch size.
+elementwise kernels, Adam's threads and Python decide. On CuPy each phase is replayed as its
+own CUDA graph, as the trainer replays the whole step (``Backend.step_graph``), and the GPU is
+drained around each block of calls; the step is never split there. Prints one line per batch
+size.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from scratchvae.backend import Backend, cpu_threads, row_chunks  # noqa: E402
-from scratchvae.bench.timing import CONFIGS, matmul_bound_fn  # noqa: E402
+from scratchvae.bench.timing import CONFIGS, matmul_bound_fn, time_interleaved  # noqa: E402
 from scratchvae.cliargs import COUNT  # noqa: E402
 from scratchvae.kernels.cpu import warm_up  # noqa: E402
 from scratchvae.models import VAE  # noqa: E402
 from scratchvae.optim import Adam  # noqa: E402
 
 
-def phases(batch: int, dtype: str, reps: int, target_s: float = 0.2) -> dict[str, float]:
+def phases(
+    batch: int, dtype: str, reps: int, target_s: float = 0.2, backend: str = "numpy"
+) -> dict[str, float]:
     """Median ms per step of each phase (see the module's docstring)."""
-    bk = Backend("numpy", dtype=dtype, seed=0)
-    model, opt = VAE(**CONFIGS["mnist"], backend=bk), Adam(1e-3)
+    bk = Backend(backend, dtype=dtype, seed=0)
+    # a learning rate too small to move the weights far: the phases repeat one batch and one
+    # gradient thousands of times, which at 1e-3 drove the weights to overflow (NaN products)
+    model, opt = VAE(**CONFIGS["mnist"], backend=bk), Adam(1e-7)
     x = bk.asarray(bk.uniform((batch, CONFIGS["mnist"]["n_features"])) < 0.5)
     ws, state = model.workspace, {}
 
-    def noise() -> None:
+    def noise(_: Any = None) -> None:
         state["noise"] = model.draw_noise(batch)
 
-    def forward() -> None:
+    def forward(_: Any = None) -> None:
         state["terms"], state["cache"] = model.forward(x, state["noise"], True, None, ws)
 
-    def backward() -> None:
+    def backward(_: Any = None) -> None:
         state["grads"] = model.backward(state["cache"], ws)
 
-    def adam() -> None:
+    def adam(_: Any = None) -> None:
         opt.step(model.params, state["grads"])
 
-    def whole() -> None:
+    def whole(_: Any = None) -> None:
         for part in (noise, forward, backward, adam):
             part()
 
-    def as_trained() -> None:
+    def as_trained(_: Any = None) -> None:
         _, grads = model.loss_and_grads(x, model.draw_noise(batch))
         opt.step(model.params, grads)
 
-    parts: dict[str, Callable[[], None]] = {"noise": noise, "forward": forward}
-    parts |= {"backward": backward, "adam": adam, "step (whole)": whole}
-    parts |= {"step (as trained)": as_trained, "products": matmul_bound_fn(model, batch)}
-    whole()
-    t0 = time.perf_counter()
-    for _ in range(5):
-        as_trained()
-    steps = max(3, int(target_s / max((time.perf_counter() - t0) / 5, 1e-6)))
-    times: dict[str, list[float]] = {name: [] for name in parts}
-    for _ in range(reps):
-        for name, fn in parts.items():  # in step order: each phase finds its inputs
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            times[name].append((time.perf_counter() - t0) / steps * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
+    parts = {"noise": noise, "forward": forward, "backward": backward, "adam": adam}
+    parts |= {"step (whole)": whole, "step (as trained)": as_trained}
+    whole()  # every phase finds its inputs from here on
+    fns = {}
+    for name, fn in parts.items():
+        runner = bk.step_graph(fn)  # a CUDA graph of its own on CuPy; fn itself on NumPy
+        fns[name] = (lambda runner=runner: runner(x), bk.synchronize)
+    fns["products"] = (matmul_bound_fn(model, batch), bk.synchronize)
+    timed = time_interleaved(fns, reps, target_s)  # in this order: each phase's inputs ready
+    return {name: t["median"] * 1e3 for name, t in timed.items()}
 
 
 def main() -> None:
@@ -86,15 +86,17 @@ def main() -> None:
     p.add_argument("--batch-sizes", nargs="+", type=COUNT, default=[128, 2048])
     p.add_argument("--reps", type=COUNT, default=9)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     args = p.parse_args()
     warm_up(args.dtype)
     for batch in args.batch_sizes:
-        ms = phases(batch, args.dtype, args.reps)
-        chunks = row_chunks(batch)
+        ms = phases(batch, args.dtype, args.reps, backend=args.backend)
+        chunks = row_chunks(batch) if args.backend == "numpy" else None
         split = f"{len(chunks)} chunks" if chunks else "not split"
+        where = f"{cpu_threads()} threads" if args.backend == "numpy" else "GPU, CUDA graphs"
         rest = ms["step (whole)"] - ms["products"]
         print(
-            f"batch {batch} ({cpu_threads()} threads, {split}), ms per step: "
+            f"batch {batch} ({where}, {split}), ms per step: "
             + ", ".join(f"{name} {t:.3f}" for name, t in ms.items())
             + f"; whole - products {rest:.3f}"
         )
