@@ -9,8 +9,9 @@
 # cores (benchmarks/compare_versions.py, fresh processes, alternating), to choose with numbers
 # where two cores cannot tell: at batch 2048 the batch split (16 chunks of 128 rows, BLAS on
 # one thread each) against the whole batch on BLAS's threads; at batch 128 OpenBLAS's worker
-# spin (OPENBLAS_THREAD_TIMEOUT: scratchvae's 4 against OpenBLAS's own 28). About 6 minutes on
-# 16 cores (REPS=5, AB_REPS=7); AB=0 skips the comparisons. benchmarks/step_phases.py prints
+# spin (OPENBLAS_THREAD_TIMEOUT: scratchvae's 4 against OpenBLAS's own 28) and Adam on more
+# threads (its split threshold, PARALLEL_MIN, measured on two cores). About 7 minutes on 16
+# cores (REPS=5, AB_REPS=7); AB=0 skips the comparisons. benchmarks/step_phases.py prints
 # where the step's time goes (products, Adam, the rest) between the two.
 set -uo pipefail
 out="${1:-${OUT:-benchmarks/results}}"
@@ -33,5 +34,8 @@ if [ "${AB:-1}" != 0 ]; then
             --new-setup "import scratchvae.backend.threads as t; t.MIN_ROWS = 1 << 30"
         echo "# old: OPENBLAS_THREAD_TIMEOUT=4 (scratchvae's); new: 28 (OpenBLAS's default)"
         timeout 120 $ab --batch 128 --steps 40 --new-env OPENBLAS_THREAD_TIMEOUT=28
+        echo "# old: Adam split from 2^18 elements a thread (2 threads); new: from 2^16 (9)"
+        timeout 120 $ab --batch 128 --steps 40 \
+            --new-setup "import scratchvae.kernels.cpu as k; k.PARALLEL_MIN = 1 << 16"
     } 2>&1 | tee "$out/ab-cpu-host.txt"
 fi
