@@ -199,7 +199,7 @@ class AE(Model):
     def forward(self, x, noise=None, train=True, kl_weight=None, ws=None):  # noqa: ANN001, ANN201
         x = self.prepare(x, 1)
         noise = self._noise(x, noise, train)
-        masks = noise if train else None
+        masks = noise if train else None  # each MLP reads its dropout masks by name from it
         x_in = self._corrupt(x, noise) if train else x  # x~ for a denoising AE
         code, enc = self.encoder.forward(self.params, x_in, masks, ws)  # (B, latent)
         out, dec = self.decoder.forward(self.params, code, masks, ws)  # (B, D)
