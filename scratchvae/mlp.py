@@ -1,10 +1,11 @@
 """A multilayer perceptron: hidden layers (dense + activation, then dropout), a linear output.
 
-    h_0 = x
-    h_i = dropout(act(h_{i-1} @ W_i + b_i))      for the hidden layers i < n
-    out = h_{n-1} @ W_n + b_n                    (the last layer is linear)
+    h_0     = x
+    h_{i+1} = dropout(act(h_i @ W_i + b_i))      for the hidden layers i = 0 .. n-2
+    out     = h_{n-1} @ W_{n-1} + b_{n-1}        (the last layer, i = n-1, is linear)
 
-Parameters are named ``<prefix>.<i>.W`` / ``<prefix>.<i>.b``; the MLP only knows the names,
+with n = ``n_layers`` = len(sizes) - 1. Layer i's parameters are named ``<prefix>.<i>.W`` /
+``<prefix>.<i>.b`` (W_i: (sizes[i], sizes[i+1])); the MLP only knows the names,
 the arrays live in the model's :class:`~scratchvae.params.ParamStore`, and the gradients go into
 a second store with the same names. Each line below is one op call; backward is forward read
 from the bottom up.
@@ -61,7 +62,9 @@ class MLP:
             raise ValueError(f"{prefix}: layer sizes must be >= 1 and at least two, got {sizes}")
         self.prefix = prefix
         self.sizes = tuple(int(s) for s in sizes)
-        self.act = get_activation(activation)
+        self.act = get_activation(activation)  # (an unknown name fails here)
+        # a hidden layer's op pair: dense_relu_forward/_backward (one fused op) for "relu",
+        # else dense_act_forward/_backward with this activation (ops/layers.py::hidden_layer)
         self.hidden_forward, self.hidden_backward = hidden_layer(activation)
         self.dropout = float(dropout)
         self.init_name = init or default_init(activation)
@@ -163,7 +166,8 @@ class MLP:
         return dh
 
     def input_grad(self, params: Mapping[str, Array], cache: MLPCache, dout: Array) -> Array:
-        """dL/dx alone, the weight gradients written into a scratch store and dropped (for the
-        gradient estimators, which differentiate with respect to the MLP's input)."""
+        """dL/dx alone (for the gradient estimators, which differentiate with respect to the
+        MLP's input): the weight gradients are computed into new arrays (``out=None``) and
+        dropped."""
         scratch = {name: None for name in self.shapes()}
         return self.backward(params, scratch, cache, dout)

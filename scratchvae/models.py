@@ -9,9 +9,9 @@ Every model has
 * ``loss_and_grads(x, noise=None) -> (terms, grads)``: both, the one call a trainer needs.
 
 ``terms`` maps names to 0-d backend arrays (no host sync): ``loss`` (what is minimised),
-``recon`` and ``kl`` (VAE) or ``sparsity`` (SparseAE), summed over features, averaged over the
-batch (nats per example). ``grads`` is the model's own store, overwritten by the next call:
-copy it to keep it. The denoising and sparse AEs are in :mod:`scratchvae.autoencoders`.
+``recon``, ``kl`` (VAE; the k log-weights step has none) or ``sparsity`` (SparseAE), summed
+over features, averaged over the batch (nats per example). ``grads`` is the model's own store,
+overwritten by the next call: copy it. The AE variants are in :mod:`scratchvae.autoencoders`.
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ class AE(Model):
     def forward(self, x, noise=None, train=True, kl_weight=None, ws=None):  # noqa: ANN001, ANN201
         x = self.prepare(x, 1)
         noise = self._noise(x, noise, train)
-        masks = noise if train else None
+        masks = noise if train else None  # each MLP reads its dropout masks by name from it
         x_in = self._corrupt(x, noise) if train else x  # x~ for a denoising AE
         code, enc = self.encoder.forward(self.params, x_in, masks, ws)  # (B, latent)
         out, dec = self.decoder.forward(self.params, code, masks, ws)  # (B, D)
@@ -235,7 +235,7 @@ class VAECache(NamedTuple):
     enc: MLPCache  # the encoder's: x -> h = [mu | logvar]
     copies: RepeatCache  # k copies of h, for k samples per example (k = 1: h itself)
     latent: LatentCache  # the latent layer's: h, eps -> z, KL
-    dec: MLPCache  # the decoder's: z -> logits
+    dec: MLPCache  # the decoder's: z -> out (Bernoulli logits, or Gaussian means)
     lik: LikelihoodCache  # the reconstruction loss's
     beta: float  # the KL weight of this step: dL/dKL
 
@@ -329,7 +329,7 @@ class VAE(AE):
         k = eps.size // (x.shape[0] * self.latent)  # k draws per example
         hk, copies = repeat_forward(h, k)  # (k B, 2L): k copies (k = 1: h itself)
         (z, kl), lat = latent_forward(hk, eps.reshape(-1, self.latent), scope(ws, "latent"))
-        out, dec = self.decoder.forward(self.params, z, masks, ws)  # logits, (k B, D)
+        out, dec = self.decoder.forward(self.params, z, masks, ws)  # e.g. logits, (k B, D)
         recon, lik = self.lik.forward(per_sample(out, k), x, ws=scope(ws, "lik"))  # -log p(x|z)
         terms = {"loss": recon + beta * kl, "recon": recon, "kl": kl}
         return terms, VAECache(enc, copies, lat, dec, lik, float(beta))
@@ -337,7 +337,7 @@ class VAE(AE):
     def backward(self, cache: VAECache | IWCache, ws: Workspace | None = None) -> ParamStore:
         if isinstance(cache, IWCache):
             return self._backward_weighted(cache, ws)
-        dout = self.lik.backward(cache.lik, 1.0, scope(ws, "lik"))  # dL/dlogits
+        dout = self.lik.backward(cache.lik, 1.0, scope(ws, "lik"))  # dL/dout: (k, B, D) or (B, D)
         dz = self.decoder.backward(self.params, self.grads, cache.dec, all_rows(dout), ws=ws)
         dhk = latent_backward(cache.latent, dz, cache.beta, scope(ws, "latent")).dh  # (k B, 2L)
         dh = repeat_backward(cache.copies, dhk)  # the k copies' sum, (B, 2L)

@@ -305,8 +305,8 @@ def adam_update(
     NaN). A weight whose gradient stays 0 (a pixel never on, a dead ReLU unit) has
     m = 0.9^t m_0: subnormal after about 800 steps in float32, and arithmetic on subnormal
     numbers takes the CPU's slow path (this update ran 3.4x slower on the MNIST VAE once 10%
-    of m was subnormal). The parameter moves by less than step * tiny / eps either way, far
-    below its rounding.
+    of m was subnormal). The parameter moves by less than step * tiny / (eps c2) =
+    lr tiny / ((1 - b1^t) eps) either way, far below its rounding.
     """
     xp = get_xp(p)
     c2 = xp.sqrt(1 - b2**t)

@@ -2,6 +2,8 @@
 
 estimators  the ELBO's gradient by the pathwise and the score-function estimators
 study       their bias and variance against the number of samples
+snr         the signal-to-noise ratio of the IWAE gradient's estimators against k
 trace       one real training step, op by op, with numerical checks on the spot
+            (trace_cli: the ``scratchvae trace`` command)
 impute      filling in missing pixels with a trained VAE; denoising
 """

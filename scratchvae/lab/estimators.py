@@ -73,7 +73,8 @@ BASELINES = ("none", "loo", "running")
 
 # ============================================================================ the two kernels
 def pathwise_grads(df_dz: Array, eps: Array, sigma: Array) -> tuple[Array, Array]:
-    """Per-sample pathwise gradients of f at z = mu + sigma * eps.  All shapes (S, ...).
+    """Per-sample pathwise gradients of f at z = mu + sigma * eps.  df_dz, eps: (S, ...);
+    sigma: (...), the same for every sample (broadcast over S).
 
     dz/dmu = 1, dz/dlogvar = eps * sigma / 2: exactly
     :func:`~scratchvae.ops.reparam.reparam_backward` with the upstream gradient df/dz.
@@ -266,7 +267,8 @@ class GradSamples:
     """Per-sample gradient estimates of the VAE loss L = -ELBO (batch mean, nats per example).
 
     mu, logvar: (S, B, L) estimates of dL/dmu, dL/dlogvar; weights: name -> (S, *shape) for
-    the encoder's parameters (when asked for); f: (S, B) the values f(z) the score function used.
+    the encoder's parameters (when asked for); f: (S, B) the values f(z) of the draws,
+    log p(x|z) (plus beta (log p(z) - log q(z|x)) for the score function with ``kl="mc"``).
     """
 
     mu: Array
@@ -315,7 +317,8 @@ def vae_gradient_samples(
 ) -> GradSamples:
     """S per-sample estimates of dL/dmu, dL/dlogvar (and of the encoder weights' gradients).
 
-    pathwise  the model's own backward: recon through z (reparam_backward) + beta * dKL.
+    pathwise  what VAE.backward computes: the decoder's backward to dz, then reparam_backward,
+              plus beta * dKL.
     score     -(f - c) * score / B, with f = log p(x|z) and the KL's exact gradient added
               (``kl="analytic"``), or f = log p(x|z) + beta (log p(z) - log q(z|x)) and no
               separate KL term (``kl="mc"``). Baseline c: none, leave-one-out or running.

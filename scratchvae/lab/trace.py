@@ -16,7 +16,8 @@ compared with <d<input>, v>. The row shows the largest error relative to |d<inpu
 :data:`CHECK_TOLERANCE`; :func:`check_summary` says how many passed.
 
 :func:`format_trace` prints the rows (the forward pass, then the backward pass from the loss to
-the input, then the update) and, under them, the formulas of each backward op, from its code.
+the input, then the update); :func:`format_weights` the K-sample step's importance weights;
+:func:`backward_rules` the formulas of each backward op, from its docstring (its lines with =).
 ``scratchvae trace`` (:func:`add_arguments`, :func:`run_cli`) prints it for the default VAE on
 the embedded digits, or for a trained model.
 """
@@ -287,8 +288,8 @@ def _shape(s: tuple[int, ...]) -> str:
 
 
 def format_trace(rows: list[TraceRow], depth: int = 0) -> str:
-    """The rows (ops nested deeper than ``depth`` left out) as a table under 100 columns, then
-    each backward op's formulas."""
+    """The rows (ops nested deeper than ``depth`` left out) as a table under 100 columns, each
+    backward op with its gradients' shapes and norms (the formulas: :func:`backward_rules`)."""
     checked = any(r.rel_err is not None for r in rows)
     lines, phase = [], None
     head = f"{'#':>3}  {'op':<24}{'impl':<7}{'at':<19}{'in -> out':<33}" + (

@@ -6,6 +6,8 @@ reparam      the reparameterized sample and the VAE's latent layer (sample + KL)
 losses       the log-densities and the KL per example (each formula written once), the
              losses built on them (Bernoulli / Gaussian NLL, squared error, Gaussian KL,
              sparsity KL) and the decoder likelihoods
+iwae         K draws per example: the importance weights, the IWAE bound and its encoder
+             gradient estimators (pathwise, stl, dreg)
 
 Every op is decorated with :func:`scratchvae.backend.op`: it runs its kernel for its arrays
 (Numba, CuPy) when there is one, its readable body otherwise.

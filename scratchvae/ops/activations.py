@@ -5,7 +5,8 @@ dx`` with ``dx = dy * f'(x)``, the derivative written next to the code. Shapes: 
 ``dy`` and ``dx`` all have the shape of ``x``. Every one is stable for inputs of magnitude 1000.
 
 The cache (:class:`ActivationCache`) holds whatever makes the derivative cheapest: the output
-when ``f'`` is a function of ``y`` (relu, sigmoid, tanh), the input otherwise. ``ws``: a
+when ``f'`` is a function of ``y`` (relu, sigmoid, tanh), the input otherwise (leaky_relu,
+softplus), both for ELU (x picks the branch, y + alpha is the slope). ``ws``: a
 :class:`~scratchvae.params.Workspace` whose arrays receive the results (the training step's
 reused buffers), or None to allocate.
 """
@@ -127,6 +128,7 @@ def sigmoid_backward(cache: ActivationCache, dy: Array, ws: WS = None) -> Array:
 
 
 # softplus: y = log(1 + e^x) = logaddexp(0, x),  dy/dx = sigmoid(x)
+# (on NumPy the backend computes max(x, 0) + log1p(e^-|x|): e^-|x| <= 1 cannot overflow)
 @op
 def softplus_forward(x: Array, ws: WS = None) -> tuple[Array, ActivationCache]:
     return get_special(x).softplus(x, out=_y(ws, x)), ActivationCache(x=x)

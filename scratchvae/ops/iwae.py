@@ -79,16 +79,15 @@ def iw_latent_backward(
     (K, B), for log w = log p(x|z) + beta log_ratio. With eps = (z - mu) / sigma, per unit:
 
     d log p(z)/dz = -z,   d log q(z|x)/dz (q fixed) = -eps / sigma    (the path into z)
-    dz_total   = dz + dratio * (-z + eps / sigma)
+    dz_total   = dz + dratio * (-z + eps / sigma)                   (K, B, L)
     dL/dmu     = sum_k dz_total                                     (z = mu + sigma eps)
     dL/dlogvar = sum_k dz_total * eps * sigma / 2
-    the score (pathwise only): d log q/dmu = eps / sigma,  d log q/dlogvar = (eps^2 - 1) / 2,
-               entering with -dratio: dL/dmu -= sum_k dratio eps / sigma, ...
-    dreg: no score, and dz_total times 1 - beta (1 - w~) with w~ = ``weights`` (K, B), the
-          normalised weights: w~ once more at beta = 1. (The score of beta log q, carrying w~
-          in dratio, reparameterized: d w~/dz = w~ (1 - w~) d log w/dz, so it takes
-          beta w~ (1 - w~) d log w/dz off the path's w~ d log w/dz: Tucker et al. 2019 at
-          beta = 1.)
+    pathwise adds the score, z held fixed (d log q/dmu = eps / sigma,
+    d log q/dlogvar = (eps^2 - 1) / 2), which enters log w with -dratio:
+    dL/dmu     -= sum_k dratio * eps / sigma
+    dL/dlogvar -= sum_k dratio * (eps^2 - 1) / 2
+    stl leaves the score out; dreg leaves it out too and, with w~ = ``weights`` (K, B),
+    dz_total *= 1 - beta (1 - w~)     (= w~ at beta = 1: the path weighted by w~^2)
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
@@ -97,6 +96,9 @@ def iw_latent_backward(
     dratio = dratio[..., None]  # (K, B, 1): the same for every latent unit
     dz_total = dz + dratio * (eps / sigma - z)
     if estimator == "dreg":
+        # Why (Tucker et al. 2019; docs/derivations.md, section 10): the score of beta log q
+        # carries w~ (in dratio); reparameterized, with d w~/dz = w~ (1 - w~) d log w/dz, it
+        # takes beta w~ (1 - w~) d log w/dz off the path's w~ d log w/dz.
         # w~ + (1 - beta)(1 - w~) = 1 - beta (1 - w~), exactly w~ at beta = 1 (1 - (1 - w~)
         # would round a weight under the dtype's eps to 0)
         dz_total = dz_total * (weights + (1 - beta) * (1 - weights))[..., None]

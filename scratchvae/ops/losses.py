@@ -245,9 +245,9 @@ def sparsity_kl_forward(h: Array, rho: float = 0.05) -> tuple[Array, SparsityCac
 def sparsity_kl_backward(cache: SparsityCache, dloss: Any) -> Array:
     """dP/dh_bj = (-rho / r_j + (1 - rho) / (1 - r_j)) / B  for every b, times dloss.  (B, H)"""
     h, rho = cache
-    r = h.mean(axis=0)
-    d_r = -rho / r + (1 - rho) / (1 - r)  # (H,)
-    return get_xp(h).broadcast_to(d_r * (dloss / h.shape[0]), h.shape)
+    r = h.mean(axis=0)  # (H,)
+    dpenalty_dr = -rho / r + (1 - rho) / (1 - r)  # (H,);  dr_j/dh_bj = 1/B
+    return get_xp(h).broadcast_to(dpenalty_dr * (dloss / h.shape[0]), h.shape)
 
 
 # ---------------------------------------------------------------------------- likelihoods
@@ -281,8 +281,9 @@ class Likelihood:
     def forward(
         self, out: Array, x: Array, reduce: str = "mean", ws: Workspace | None = None
     ) -> tuple[Array, LikelihoodCache]:
-        """-log p(x | out): sum over features, mean over examples (``reduce="mean"``), or one
-        value per example (``"none"``). x (..., D) against out (..., D or 2D)."""
+        """-log p(x | out) (for ``mse`` the squared error): sum over features, mean over
+        examples (``reduce="mean"``), or one value per example (``"none"``). x (..., D) against
+        out (..., D or 2D)."""
         if self.kind == "bernoulli":
             nll, cache = bernoulli_nll_forward(out, x, reduce, ws)
         elif self.kind == "gaussian":

@@ -78,10 +78,10 @@ def latent_forward(h: Array, eps: Array, ws: WS = None) -> tuple[tuple[Array, Ar
     z  = mu + exp(logvar/2) * eps                       (B, L)   the sample (reparam_forward)
     kl = KL(q(z|x) || N(0, I)), sum over L, mean over B   ()     (gaussian_kl_forward)
     """
-    mu, logvar = split_latent(h)
-    z, sample = reparam_forward(mu, logvar, eps)
-    kl, _ = gaussian_kl_forward(mu, logvar)
-    return (z, kl), LatentCache(h, eps, sample.sigma)
+    mu, logvar = split_latent(h)  # views of h, (B, L) each
+    z, sample_cache = reparam_forward(mu, logvar, eps)
+    kl, _ = gaussian_kl_forward(mu, logvar)  # its cache would be (mu, logvar): h holds them
+    return (z, kl), LatentCache(h, eps, sample_cache.sigma)
 
 
 @op
@@ -92,12 +92,12 @@ def latent_backward(cache: LatentCache, dz: Array, dkl: Any, ws: WS = None) -> L
     dL/dlogvar = dz * eps * sigma / 2     + dkl * (exp(logvar) - 1) / (2B)
     """
     mu, logvar = split_latent(cache.h)
-    sample = reparam_backward(ReparamCache(cache.eps, cache.sigma), dz)
-    kl = gaussian_kl_backward(GaussianKLCache(mu, logvar), dkl)
+    via_z = reparam_backward(ReparamCache(cache.eps, cache.sigma), dz)  # the sample's branch
+    via_kl = gaussian_kl_backward(GaussianKLCache(mu, logvar), dkl)  # the KL's branch
     dh = buffer(ws, "dh", cache.h.shape, dz)
-    dmu, dlogvar = split_latent(dh)
-    get_xp(dz).add(sample.dmu, kl.dmu, out=dmu)
-    get_xp(dz).add(sample.dlogvar, kl.dlogvar, out=dlogvar)
+    dmu, dlogvar = split_latent(dh)  # views: writing them fills dh = [dmu | dlogvar]
+    get_xp(dz).add(via_z.dmu, via_kl.dmu, out=dmu)
+    get_xp(dz).add(via_z.dlogvar, via_kl.dlogvar, out=dlogvar)
     return LatentGrads(dh)
 
 
