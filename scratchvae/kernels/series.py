@@ -55,7 +55,7 @@ def _series_constants(
 
 # Terms kept: truncation errors below the dtype's rounding. float32: Taylor to y^7 leaves
 # < 0.347^8 / 8! = 5e-9, the atanh series to s^12 leaves < 9^-7 / 15 = 1.4e-8 (s <= 1/3).
-# float64: to y^13, < 0.347^14 / 14! = 4e-18; to s^30, < 9^-16 / 33 = 2e-17. The ln 2 splits
+# float64: to y^13, < 0.35^14 / 14! = 5e-18; to s^30, < 9^-16 / 33 = 2e-17. The ln 2 splits
 # are Cephes' (float32) and fdlibm's (float64).
 SERIES = {
     "float32": _series_constants("float32", 0.693359375, -2.12194440e-4, 87.0, 8, 6),

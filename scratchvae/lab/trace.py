@@ -41,6 +41,7 @@ __all__ = [
     "CHECK_TOLERANCE",
     "TraceRow",
     "add_arguments",
+    "backward_rules",
     "check_summary",
     "format_trace",
     "format_weights",
