@@ -41,7 +41,7 @@ class DenoisingAE(AE):
             raise ValueError(f"unknown noise {noise!r}; choose 'gaussian' or 'mask'")
         if noise == "mask" and not 0.0 <= noise_level < 1.0:
             raise ValueError(f"masking fraction must be in [0, 1), got {noise_level}")
-        if noise_level < 0:
+        if not noise_level >= 0:  # NaN too
             raise ValueError(f"noise level must be >= 0, got {noise_level}")
         self.noise = noise
         self.noise_level = float(noise_level)
@@ -102,6 +102,8 @@ class SparseAE(AE):
     ) -> None:
         if not 0.0 < rho < 1.0:
             raise ValueError(f"target activation rho must be in (0, 1), got {rho}")
+        if not beta >= 0:  # NaN too
+            raise ValueError(f"sparsity weight beta must be >= 0, got {beta}")
         self.rho = float(rho)
         self.beta = float(beta)
         super().__init__(n_features, hidden, latent, **kwargs)

@@ -67,6 +67,10 @@ class MLP:
         # else dense_act_forward/_backward with this activation (ops/layers.py::hidden_layer)
         self.hidden_forward, self.hidden_backward = hidden_layer(activation)
         self.dropout = float(dropout)
+        if not 0.0 <= self.dropout < 1.0:  # NaN too
+            raise ValueError(
+                f"dropout must be in [0, 1) (the fraction of units zeroed), got {dropout}"
+            )
         self.init_name = init or default_init(activation)
         if self.init_name not in INITIALISERS:
             raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITIALISERS)}")

@@ -11,7 +11,9 @@ Every model has
 ``terms`` maps names to 0-d backend arrays (no host sync): ``loss`` (what is minimised),
 ``recon``, ``kl`` (VAE; the k log-weights step has none) or ``sparsity`` (SparseAE), summed
 over features, averaged over the batch (nats per example). ``grads`` is the model's own store,
-overwritten by the next call: copy it. The AE variants are in :mod:`scratchvae.autoencoders`.
+overwritten by the next call: copy it. A cache made by ``forward(..., ws=workspace)`` holds that
+workspace's arrays: a later forward into the same workspace overwrites it (backward first).
+The AE variants are in :mod:`scratchvae.autoencoders`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from .backend import Backend, get_backend, row_chunks
+from .backend import Backend, get_backend, is_floating, row_chunks
+from .inputs import check_backend, check_codes, check_targets, layer_sizes, whole
 from .mlp import MLP, MLPCache
 from .ops.iwae import (
     ESTIMATORS,
@@ -37,6 +40,7 @@ from .ops.reparam import (
     all_rows,
     latent_backward,
     latent_forward,
+    noise_eps,
     per_sample,
     reparam_forward,
     repeat_backward,
@@ -60,6 +64,7 @@ class Model:
     latent: int
 
     def __init__(self, backend: Backend | None, seed: int | None) -> None:
+        check_backend(backend)
         if backend is None:
             backend = get_backend("numpy", "float32", seed=0 if seed is None else seed)
         self.backend = backend
@@ -117,12 +122,17 @@ class Model:
 
     def prepare(self, x: Array, min_rows: int = 0) -> Array:
         """x as a (batch, n_features) array of this backend's dtype with at least ``min_rows``
-        rows (a loss: 1, its mean over an empty batch has no value), or a one-line ValueError."""
-        x = self.backend.asarray(x)
+        rows (a loss: 1, its mean over an empty batch has no value), or a one-line ValueError.
+        Input that is not floating point (uint8 grey levels 0..255, ints, bools, a list) is
+        checked against the likelihood (finite; in [0, 1] for Bernoulli); float input is not
+        (every training step would pay for it): ``fit`` and ``evaluate`` check their data."""
+        floating, x = is_floating(x), self.backend.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected input of shape (batch, {self.n_features}), got {x.shape}")
         if x.shape[0] < min_rows:
             raise ValueError("a loss needs at least one example; the batch is empty")
+        if not floating:
+            check_targets(x, self.lik.kind)
         return x
 
     n_params = property(lambda self: self.params.size, doc="Scalars in all parameters.")
@@ -161,14 +171,7 @@ class AE(Model):
         backend: Backend | None = None,
         seed: int | None = None,
     ) -> None:
-        self.n_features = int(n_features)
-        self.hidden = tuple(int(h) for h in hidden)
-        self.latent = int(latent)
-        if self.n_features < 1 or self.latent < 1 or any(h < 1 for h in self.hidden):
-            raise ValueError(
-                f"layer sizes must be >= 1 (features, hidden, latent); got "
-                f"n_features={self.n_features}, hidden={list(self.hidden)}, latent={self.latent}"
-            )
+        self.n_features, self.hidden, self.latent = layer_sizes(n_features, hidden, latent)
         self.activation = activation
         self.dropout = float(dropout)
         self.init = init
@@ -219,15 +222,15 @@ class AE(Model):
 
     def decode(self, z: Array) -> Array:
         """Decoder output in data space (probabilities or means), (B, D)."""
-        out, _ = self.decoder.forward(self.params, self.backend.asarray(z))
-        return self.lik.mean(out)
+        z = check_codes(self.backend.asarray(z), self.latent)  # (B, latent), else ValueError
+        return self.lik.mean(self.decoder.forward(self.params, z)[0])
 
     def reconstruct(self, x: Array) -> Array:
         return self.decode(self.encode(x))
 
     def sample(self, n: int) -> Array:
         """Decode codes drawn from N(0, I). An AE has no prior: expect poor samples."""
-        return self.decode(self.backend.normal((n, self.latent)))
+        return self.decode(self.backend.normal((whole(n, "n", 0), self.latent)))
 
 
 # ============================================================================ VAE
@@ -278,7 +281,7 @@ class VAE(AE):
         estimator: str = "pathwise",
         **kwargs: Any,
     ) -> None:
-        if beta < 0:
+        if not beta >= 0:  # NaN too
             raise ValueError(f"KL weight beta must be >= 0, got {beta}")
         if objective not in OBJECTIVES or estimator not in ESTIMATORS or int(k) < 1:
             raise ValueError(
@@ -319,10 +322,8 @@ class VAE(AE):
         """-ELBO and its terms (the mean over k draws), or -L_k (iwae; train=False: -ELBO)."""
         x = self.prepare(x, 1)
         noise = self._noise(x, noise, train)
-        if "eps" not in noise:
-            raise ValueError("VAE noise needs 'eps' of shape (batch, latent); use draw_noise(B)")
+        eps = noise_eps(noise, x.shape[0], self.latent)  # (B, L) or (k, B, L), else ValueError
         masks, beta = (noise if train else None), self.beta if kl_weight is None else kl_weight
-        eps = noise["eps"]
         h, enc = self.encoder.forward(self.params, x, masks, ws)  # [mu | logvar], (B, 2L)
         if self.weighted and eps.ndim == 3:
             return self._forward_weighted(x, h, enc, eps, masks, float(beta), ws)

@@ -62,8 +62,8 @@ class Optimizer:
     """Base: step counting, clipping, state export."""
 
     def __init__(self, lr: float, clip_norm: float | None = None) -> None:
-        if lr <= 0:
-            raise ValueError(f"learning rate must be > 0, got {lr}")
+        if not 0 < lr < math.inf:  # NaN too
+            raise ValueError(f"learning rate must be > 0 and finite, got {lr}")
         if clip_norm is not None and clip_norm <= 0:
             raise ValueError(f"clip norm must be > 0, got {clip_norm}")
         self.lr = float(lr)

@@ -14,6 +14,7 @@ functions that match the arrays they were given, so the same code runs on NumPy 
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Callable
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "cupy_available",
     "to_numpy",
     "import_cupy",
+    "is_floating",
 ]
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -158,6 +160,11 @@ def get_special(*arrays: Any) -> SimpleNamespace:
     return _NUMPY_SPECIAL
 
 
+def is_floating(a: Any) -> bool:
+    """Whether ``a`` is already a floating-point array (a list, an integer or bool array: no)."""
+    return getattr(getattr(a, "dtype", None), "kind", "") == "f"
+
+
 def to_numpy(a: Any) -> Any:
     """Copy a backend array (or scalar) to a NumPy array on the host. Boundaries only."""
     if _is_cupy_array(a):
@@ -217,6 +224,8 @@ class Backend:
         self.xp: ModuleType = import_cupy() if name == "cupy" else np
         self.special: SimpleNamespace = _CUPY_SPECIAL if name == "cupy" else _NUMPY_SPECIAL  # type: ignore[assignment]
         self.dtype = np.dtype(_DTYPES[dtype])
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
         self.seed = int(seed)
         self.rng = _generator(name, self.seed)
 

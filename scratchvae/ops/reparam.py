@@ -16,6 +16,7 @@ upstream gradients (dL/dz from the decoder, dL/dKL = beta from the loss) back to
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from ..backend import get_xp, op
@@ -52,6 +53,20 @@ def reparam_backward(cache: ReparamCache, dz: Array) -> ReparamGrads:
     dL/dlogvar = dz * eps * 0.5 * exp(logvar/2)       (dz/dlogvar = eps * sigma / 2)
     """
     return ReparamGrads(dz, dz * cache.eps * (0.5 * cache.sigma))
+
+
+def noise_eps(noise: Mapping[str, Array], batch: int, latent: int) -> Array:
+    """``noise["eps"]`` for a batch of ``batch`` rows: (batch, latent), or (k, batch, latent) for
+    k draws per example; anything else is a one-line ValueError (an eps drawn for another batch
+    size would otherwise pass as k draws per example)."""
+    eps = noise.get("eps")
+    if eps is None or tuple(eps.shape[-2:]) != (batch, latent) or eps.ndim not in (2, 3):
+        got = "none" if eps is None else f"shape {tuple(eps.shape)}"
+        raise ValueError(
+            f"VAE noise needs 'eps' of shape ({batch}, {latent}) or (k, {batch}, {latent}) for "
+            f"this batch, got {got}; use model.draw_noise({batch})"
+        )
+    return eps
 
 
 def split_latent(h: Array) -> tuple[Array, Array]:
