@@ -29,6 +29,8 @@ from functools import partial
 from typing import Any
 
 from .backend import Backend, get_special, to_numpy
+from .data import Dataset
+from .inputs import check_targets
 from .models import AE, VAE, Model
 from .ops.losses import kl_standard_normal, log_normal_draw, log_standard_normal
 from .ops.reparam import reparam_forward
@@ -240,6 +242,8 @@ def evaluate(
     ``progress(stage, done, total)`` is told each stage's start and the bound's progress in
     (example, sample) pairs.
     """
+    x = model.backend.asarray(x.get_batch(slice(None)) if isinstance(x, Dataset) else x)
+    check_targets(x, model.lik.kind, "the data")  # NaN, or 0..255 for a Bernoulli decoder
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"expected data of shape (N, D) with N >= 1, got {tuple(x.shape)}")
     if iw_samples < 0 or elbo_samples < 1:

@@ -37,7 +37,9 @@ from typing import Any
 from .atomic import atomic_write, folder_lock
 from .backend import Backend, op, to_numpy, training_threads
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_training, save_checkpoint
-from .data import BINARIZE_MODES, Dataset, binarize, check_n_features, train_val_split
+from .data import BINARIZE_MODES, Dataset, as_dataset, binarize, check_n_features, train_val_split
+from .inputs import require as _check
+from .inputs import whole
 from .models import AE
 from .optim import Optimizer, build_optimizer
 from .progress import Progress, epoch_line, postfix, quiet_float_warnings
@@ -76,9 +78,9 @@ class TrainConfig:
     data_dir: str | None = None  #   (not used by fit: it is given the data set itself)
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
-        _check(self.lr > 0, f"learning rate must be > 0, got {self.lr}")
+        self.epochs, self.seed = whole(self.epochs, "epochs"), whole(self.seed, "seed", 0)
+        self.batch_size = whole(self.batch_size, "batch size")
+        _check(0 < self.lr < math.inf, f"learning rate must be > 0 and finite, got {self.lr}")
         _check(self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}")
         _check(
             self.binarize in BINARIZE_MODES,
@@ -106,11 +108,6 @@ class TrainConfig:
     @property
     def checkpoint_path(self) -> Path | None:
         return None if self.out_dir is None else Path(self.out_dir) / CHECKPOINT_NAME
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
 
 
 @dataclass
@@ -155,7 +152,8 @@ def write_metrics(path: str | os.PathLike, records: list[dict[str, Any]]) -> Pat
 class Trainer:
     """Trains ``model`` on ``data`` as ``config`` says. ``fit()`` runs (or resumes) it."""
 
-    def __init__(self, model: AE, data: Dataset, config: TrainConfig) -> None:
+    def __init__(self, model: AE, data: Dataset | Any, config: TrainConfig) -> None:
+        data = as_dataset(data, model.lik.kind)  # an array: checked as dataset_from_array does
         check_n_features(data, model.n_features, "the model")
         self.model, self.data, self.config = model, data, config
         self.bk: Backend = model.backend
@@ -395,6 +393,8 @@ def accumulate(total: Any, value: Any, weight: float) -> None:
     total += value.astype("float64") * weight
 
 
-def fit(model: AE, data: Dataset, config: TrainConfig, resume: bool = False) -> History:
-    """Train ``model`` on ``data``; see :class:`Trainer`. Returns the per-epoch :class:`History`."""
+def fit(model: AE, data: Dataset | Any, config: TrainConfig, resume: bool = False) -> History:
+    """Train ``model`` on ``data`` (a :class:`Dataset`, or an (N, D) / (N, H, W) array checked
+    by :func:`~scratchvae.data.dataset_from_array`: uint8 scaled by 1/255); see :class:`Trainer`.
+    Returns the per-epoch :class:`History`."""
     return Trainer(model, data, config).fit(resume=resume)

@@ -26,6 +26,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "LazyScaled",
+    "as_dataset",
     "binarize",
     "check_likelihood",
     "check_n_features",
@@ -230,7 +231,7 @@ def dataset_from_array(
     :class:`LazyScaled`); any other array becomes float32 in memory.
     """
     check_likelihood(likelihood)
-    x, image_shape = _flatten(x, name)
+    x, image_shape = _flatten(x if isinstance(x, np.ndarray) else np.asarray(x), name)
     y = _check_labels(y, x.shape[0], name)
     lazy = isinstance(x, np.memmap)
     if x.dtype == np.uint8:
@@ -244,6 +245,17 @@ def dataset_from_array(
         description = f"{name} ({x.shape[0]} x {x.shape[1]}), {values}"
         description += ", memory-mapped" if lazy else ""
     return Dataset(data, y, image_shape, name, description)
+
+
+def as_dataset(data: Any, likelihood: str = "bernoulli") -> Dataset:
+    """``data`` itself when it is a :class:`Dataset`, else an array (or nested list) checked and
+    wrapped by :func:`dataset_from_array` for a model of ``likelihood`` (Bernoulli: values in
+    [0, 1]; the Gaussian likelihoods and squared error: finite values)."""
+    if isinstance(data, Dataset):
+        return data
+    return dataset_from_array(
+        data, likelihood="gaussian" if likelihood != "bernoulli" else likelihood
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -343,7 +343,12 @@ def load_dataset(
     likelihood, values must lie in [0, 1]. ``expected_features``, when given, must match D.
     """
     check_likelihood(likelihood)
-    key = named_dataset(spec)
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(
+            f"load_dataset takes a name or a path, got a {type(spec).__name__}; wrap your own "
+            "array with scratchvae.data.dataset_from_array(x), or pass it to fit() as it is"
+        )
+    key = named_dataset(str(spec))
     if key == "digits":
         ds = _load_digits(split, likelihood)
     elif key in IDX_SETS:
