@@ -1,0 +1,170 @@
+"""The library as a user's own script meets it: each mistake ends in one clear ValueError or
+TypeError at the call that received it, never in a silently wrong number (the API audit)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from scratchvae import VAE, Adam, Backend, DenoisingAE, SparseAE, TrainConfig, fit, load_dataset
+from scratchvae.data import dataset_from_array
+from scratchvae.evaluate import evaluate
+
+
+def _model(**kwargs) -> VAE:
+    return VAE(16, hidden=[8], latent=2, backend=Backend("numpy", "float64", seed=0), **kwargs)
+
+
+def _grey(n: int = 20, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 16))
+
+
+@pytest.mark.parametrize("call", ["loss_and_grads", "forward", "encode", "loss"])
+def test_uint8_grey_levels_are_refused_not_trained_as_targets(call: str) -> None:
+    x = (_grey() * 255).astype(np.uint8)  # 0..255: a Bernoulli target of 255 gave NaN/inf
+    with pytest.raises(
+        ValueError, match=r"values in \[\d+, \d+\].*divide 8-bit grey levels by 255"
+    ):
+        getattr(_model(), call)(x)
+
+
+def test_integer_and_bool_targets_in_range_still_train() -> None:
+    model, x = _model(), _grey()
+    noise = model.draw_noise(len(x))
+    want = float(model.loss_and_grads((x > 0.5).astype(np.float64), noise)[0]["loss"])
+    for same in ((x > 0.5), (x > 0.5).astype(np.uint8), (x > 0.5).astype(int).tolist()):
+        assert float(model.loss_and_grads(same, noise)[0]["loss"]) == want
+
+
+def test_a_list_of_none_is_refused_not_nan() -> None:
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        _model().loss_and_grads([[None] * 16] * 2)
+
+
+def test_eps_of_another_batch_size_is_refused_not_taken_as_k_draws() -> None:
+    model, x = _model(), _grey(4)
+    for eps in (np.zeros((8, 2)), np.zeros((4, 3)), np.zeros(8)):
+        with pytest.raises(ValueError, match=r"'eps' of shape \(4, 2\) or \(k, 4, 2\)"):
+            model.loss_and_grads(x, {"eps": eps})
+    model.loss_and_grads(x, {"eps": np.zeros((3, 4, 2))})  # k = 3 draws: still accepted
+
+
+def test_decode_and_sample_check_their_arguments() -> None:
+    model = _model()
+    with pytest.raises(ValueError, match=r"codes z of shape \(n, 2\), got \(2,\)"):
+        model.decode(np.zeros(2))  # was (2, 16) from one code, by broadcasting
+    with pytest.raises(ValueError, match=r"codes z of shape \(n, 2\), got \(4, 3\)"):
+        model.decode(np.zeros((4, 3)))
+    for n in (-1, 2.5):
+        with pytest.raises(ValueError, match="n must be >= 0"):
+            model.sample(n)
+    assert model.sample(3.0).shape == (3, 16)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "needle"),
+    [
+        ({"dropout": 1.5}, ValueError, r"dropout must be in \[0, 1\)"),
+        ({"dropout": -0.1}, ValueError, r"dropout must be in \[0, 1\)"),
+        ({"beta": math.nan}, ValueError, "beta must be >= 0"),
+        ({"latent": 2.7}, ValueError, "layer sizes must be whole numbers"),
+        ({"latent": "3"}, ValueError, "layer sizes must be whole numbers"),
+        ({"hidden": 64}, TypeError, r"hidden must be a list of layer sizes such as \[400\]"),
+        ({"backend": "numpy"}, TypeError, r"pass backend=Backend\('numpy'\)"),
+    ],
+)
+def test_model_arguments_are_checked(kwargs: dict, error: type, needle: str) -> None:
+    args = {"n_features": 16, "hidden": [8], "latent": 2, **kwargs}
+    with pytest.raises(error, match=needle):
+        VAE(**args)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, None, True])
+def test_backend_seed_must_be_a_whole_number(seed: object) -> None:
+    with pytest.raises(ValueError, match="seed must be a whole number >= 0"):
+        Backend("numpy", seed=seed)
+
+
+def test_optimizer_learning_rate_must_be_finite() -> None:
+    for lr in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="learning rate must be > 0 and finite"):
+            Adam(lr=lr)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"epochs": 2.5}, r"epochs must be >= 1 \(a whole number\)"),
+        ({"batch_size": 2.5}, r"batch size must be >= 1 \(a whole number\)"),
+        ({"seed": -1}, r"seed must be >= 0"),
+        ({"seed": 1.5}, r"seed must be >= 0"),
+        ({"lr": math.inf}, "learning rate must be > 0 and finite"),
+    ],
+)
+def test_train_config_refuses_what_fit_would_fail_on_later(kwargs: dict, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        TrainConfig(**kwargs)
+
+
+def test_fit_takes_the_users_own_array() -> None:
+    x, cfg = _grey(40), TrainConfig(epochs=2, batch_size=8, progress=False)
+    want = fit(_model(), dataset_from_array(x), cfg)[-1]
+    assert fit(_model(), x, cfg)[-1]["train_loss"] == want["train_loss"]
+    assert fit(_model(), x.tolist(), cfg)[-1]["train_loss"] == want["train_loss"]
+    u8 = (x * 255).astype(np.uint8)  # scaled by 1/255, as dataset_from_array and the CLI do
+    assert (
+        fit(_model(), u8, cfg)[-1]["train_loss"]
+        == fit(_model(), dataset_from_array(u8), cfg)[-1]["train_loss"]
+    )
+    with pytest.raises(ValueError, match="Bernoulli likelihood needs"):
+        fit(_model(), x * 5, cfg)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        fit(_model(), np.where(x > 0.9, np.nan, x), cfg)
+    fit(_model(likelihood="gaussian"), x * 5, cfg)  # any finite values for a Gaussian decoder
+
+
+def test_evaluate_takes_arrays_lists_and_datasets_and_checks_values() -> None:
+    model, x = _model(), _grey()
+    want = evaluate(model, x, iw_samples=5)
+    assert evaluate(model, x.tolist(), iw_samples=5) == want
+    assert evaluate(model, dataset_from_array(x), iw_samples=5)["n"] == want["n"]
+    with pytest.raises(ValueError, match="divide 8-bit grey levels by 255"):
+        evaluate(model, (x * 255).astype(np.uint8), iw_samples=5)
+    with pytest.raises(ValueError, match=r"values in \[.*\] but the Bernoulli likelihood"):
+        evaluate(model, x * 5, iw_samples=5)  # was a finite, meaningless bound
+
+
+def test_load_dataset_of_an_array_says_what_to_call() -> None:
+    with pytest.raises(TypeError, match=r"dataset_from_array\(x\), or pass it to fit\(\)"):
+        load_dataset(_grey())
+
+
+@pytest.mark.parametrize("cls", [VAE, DenoisingAE, SparseAE])
+def test_a_later_forward_into_the_same_workspace_changes_an_earlier_cache(cls: type) -> None:
+    """By design (documented on forward and in the README): a cache whose arrays live in a
+    workspace is valid until the next forward into that workspace; without ``ws`` it is not."""
+    model = cls(16, hidden=[8], latent=2, backend=Backend("numpy", "float64", seed=0))
+    xa, xb = _grey(4, 1), _grey(4, 2)
+    na, nb = model.draw_noise(4), model.draw_noise(4)
+    want = model.backward(model.forward(xa, na)[1]).flat.copy()
+    _, cache = model.forward(xa, na)
+    model.forward(xb, nb)  # no workspace: the first cache is untouched
+    assert np.array_equal(model.backward(cache).flat, want)
+    _, cache = model.forward(xa, na, ws=model.workspace)
+    model.forward(xb, nb, ws=model.workspace)
+    assert not np.allclose(model.backward(cache, model.workspace).flat, want)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "needle"),
+    [
+        (DenoisingAE, {"noise_level": math.nan}, "noise level must be >= 0"),
+        (SparseAE, {"beta": -1.0}, "sparsity weight beta must be >= 0"),
+        (SparseAE, {"beta": math.nan}, "sparsity weight beta must be >= 0"),
+    ],
+)
+def test_autoencoder_weights_refuse_nan_and_negatives(cls: type, kwargs: dict, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        cls(16, hidden=[8], latent=2, **kwargs)
