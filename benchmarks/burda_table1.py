@@ -79,7 +79,8 @@ def train(name: str, train_set, run: Path, stages: int, seed: int, log) -> VAE:
         trainer = Trainer(model, train_set, config)
         trainer.optimizer = Adam(lr, betas=(0.9, 0.999), eps=1e-4)  # the paper's eps
         t0 = time.perf_counter()
-        history = trainer.fit(resume=(run / CHECKPOINT_NAME).is_file())
+        resume = (run / CHECKPOINT_NAME).is_file()  # else the stage starts over
+        history = trainer.fit(resume=resume, replace=not resume)
         last = history[-1]
         log(f"{name}: stage {i} (lr {lr:.2e}) to epoch {total} in {time.perf_counter() - t0:.0f}"
             f" s; train loss {last['train_loss']:.2f}")  # fmt: skip

@@ -234,7 +234,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # a line per epoch always; --no-progress hides the bar (shown only in a terminal anyway)
     config.progress, config.progress_bar = True, not args.no_progress
     _say(_start_line(model, data, config, args.resume))
-    history = fit(model, data, config, resume=args.resume)
+    history = fit(model, data, config, resume=args.resume, replace=args.force)
     figures = [] if args.no_figures else _figures(model, data, history, out)
     print(_summary(history, out, len(figures)))
     return 0

@@ -24,20 +24,18 @@ too). Validation uses its own generator, reseeded every epoch (the same eps ever
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import time
-from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write, folder_lock
+from .atomic import folder_lock
 from .backend import Backend, op, to_numpy, training_threads
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_training, save_checkpoint
 from .data import BINARIZE_MODES, Dataset, as_dataset, binarize, check_n_features, train_val_split
+from .history import METRICS_NAME, History, write_metrics
 from .inputs import require as _check
 from .inputs import whole
 from .models import AE
@@ -45,8 +43,8 @@ from .optim import Optimizer, build_optimizer
 from .progress import Progress, epoch_line, postfix, quiet_float_warnings
 
 __all__ = ["History", "TrainConfig", "Trainer", "TrainingDiverged", "fit", "write_metrics"]
+# History and write_metrics live in history.py, re-exported here where users import them
 
-METRICS_NAME = "metrics.jsonl"
 _VAL_SEED_OFFSET = 1_000_003  # the validation generator's seed is config.seed + this
 
 
@@ -110,45 +108,6 @@ class TrainConfig:
         return None if self.out_dir is None else Path(self.out_dir) / CHECKPOINT_NAME
 
 
-@dataclass
-class History:
-    """Per-epoch metrics: a list of flat dicts (epoch, step, train_loss, train_recon, train_kl,
-    val_loss, ..., kl_weight, seconds, samples_per_s), all nats per example."""
-
-    records: list[dict[str, Any]] = field(default_factory=list)
-    stopped_early: bool = False
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.records)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.records[i]
-
-    @property
-    def best_epoch(self) -> int | None:
-        """The epoch with the lowest validation loss (None without validation)."""
-        scored = [r for r in self.records if "val_loss" in r]
-        return min(scored, key=lambda r: r["val_loss"])["epoch"] if scored else None
-
-    def epochs_since_best(self) -> int:
-        best = self.best_epoch
-        return 0 if best is None else self.records[-1]["epoch"] - best
-
-    def out_of_patience(self, patience: int | None) -> bool:
-        """Whether early stopping with ``patience`` (None: off) ends the run here."""
-        return patience is not None and self.epochs_since_best() >= patience
-
-
-def write_metrics(path: str | os.PathLike, records: list[dict[str, Any]]) -> Path:
-    """Write ``records`` as JSON lines (one per epoch), atomically."""
-    with atomic_write(path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-    return Path(path)
-
-
 class Trainer:
     """Trains ``model`` on ``data`` as ``config`` says. ``fit()`` runs (or resumes) it."""
 
@@ -182,13 +141,21 @@ class Trainer:
         return build_optimizer(c.optimizer, c.lr, c.clip_norm, **extra)
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, resume: bool = False) -> History:
+    def fit(self, resume: bool = False, replace: bool = False) -> History:
         """Train until ``config.epochs`` (or early stopping). ``resume``: continue from the
-        checkpoint in ``config.out_dir``, bit for bit as if never interrupted (NumPy). The run
-        folder stays locked meanwhile (:func:`~scratchvae.atomic.folder_lock`)."""
-        out = self.config.out_dir
-        with nullcontext() if out is None else folder_lock(out, [CHECKPOINT_NAME, METRICS_NAME]):
-            for name in [] if resume or out is None else [CHECKPOINT_NAME, METRICS_NAME]:
+        checkpoint in ``config.out_dir``, bit for bit as if never interrupted (NumPy); a new
+        run refuses a folder holding one (or its metrics) unless ``replace`` (then deleted).
+        The folder stays locked meanwhile (:func:`~scratchvae.atomic.folder_lock`)."""
+        out, run_files = self.config.out_dir, [CHECKPOINT_NAME, METRICS_NAME]
+        with nullcontext() if out is None else folder_lock(out, run_files):
+            kept = [] if resume or out is None else run_files
+            held = [name for name in kept if (Path(out) / name).exists()]
+            _check(
+                replace or not held,
+                f"{out} holds a run ({', '.join(held)}): resume=True continues it, "
+                "replace=True deletes it and starts over, or choose another out_dir",
+            )
+            for name in held:
                 (Path(out) / name).unlink(missing_ok=True)  # a new run: not beside an old one's
             with training_threads(self.bk.name == "numpy") as self._threads:
                 return self._fit(resume)
@@ -393,8 +360,10 @@ def accumulate(total: Any, value: Any, weight: float) -> None:
     total += value.astype("float64") * weight
 
 
-def fit(model: AE, data: Dataset | Any, config: TrainConfig, resume: bool = False) -> History:
+def fit(
+    model: AE, data: Dataset | Any, config: TrainConfig, resume: bool = False, replace: bool = False
+) -> History:
     """Train ``model`` on ``data`` (a :class:`Dataset`, or an (N, D) / (N, H, W) array checked
-    by :func:`~scratchvae.data.dataset_from_array`: uint8 scaled by 1/255); see :class:`Trainer`.
-    Returns the per-epoch :class:`History`."""
-    return Trainer(model, data, config).fit(resume=resume)
+    by :func:`~scratchvae.data.dataset_from_array`: uint8 scaled by 1/255); ``resume``,
+    ``replace``: :meth:`Trainer.fit`. Returns the per-epoch :class:`History`."""
+    return Trainer(model, data, config).fit(resume=resume, replace=replace)

@@ -104,6 +104,18 @@ def test_resume_refuses_a_different_model(small, tmp_path):
         fit(other, small, _cfg(epochs=2, out_dir=str(tmp_path)), resume=True)
 
 
+def test_a_new_run_never_deletes_a_run_it_was_not_told_to_replace(small, tmp_path):
+    fit(_vae(), small, _cfg(epochs=1, out_dir=str(tmp_path)))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match=r"holds a run \(checkpoint.npz, metrics.jsonl\): resume"):
+        fit(_vae(), small, _cfg(epochs=2, out_dir=str(tmp_path)))  # resume=True forgotten
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    history = fit(_vae(), small, _cfg(epochs=2, out_dir=str(tmp_path)), resume=True)
+    assert [r["epoch"] for r in history] == [1, 2]
+    history = fit(_vae(), small, _cfg(epochs=1, out_dir=str(tmp_path)), replace=True)
+    assert [r["epoch"] for r in history] == [1]  # started over
+
+
 def test_kl_warmup_ramps_linearly_per_step(small):
     model = _vae(beta=2.0)
     trainer = Trainer(model, small, _cfg(epochs=3, warmup_epochs=2, batch_size=30))
