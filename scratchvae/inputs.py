@@ -43,8 +43,15 @@ def whole(value: Any, name: str, low: int = 1) -> int:
     return int(value)
 
 
-def check_backend(backend: Any) -> None:
-    """TypeError unless ``backend`` is None or a :class:`Backend` (not its name)."""
+def check_backend(backend: Any, seed: Any = None) -> None:
+    """TypeError unless ``backend`` is None or a :class:`Backend` (not its name); ValueError
+    when a model is given both a backend and a ``seed`` (the backend's generator draws the
+    weights: the seed would be ignored)."""
+    if backend is not None and seed is not None:
+        raise ValueError(
+            f"seed={seed!r} with a backend would be ignored: the backend's generator draws the "
+            "weights; pass Backend(..., seed=...) instead"
+        )
     if backend is not None and not isinstance(backend, Backend):
         raise TypeError(
             f"backend must be a scratchvae Backend, got {backend!r}; pass "

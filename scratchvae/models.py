@@ -64,7 +64,7 @@ class Model:
     latent: int
 
     def __init__(self, backend: Backend | None, seed: int | None) -> None:
-        check_backend(backend)
+        check_backend(backend, seed)
         if backend is None:
             backend = get_backend("numpy", "float32", seed=0 if seed is None else seed)
         self.backend = backend

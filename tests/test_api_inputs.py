@@ -168,3 +168,10 @@ def test_a_later_forward_into_the_same_workspace_changes_an_earlier_cache(cls: t
 def test_autoencoder_weights_refuse_nan_and_negatives(cls: type, kwargs: dict, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         cls(16, hidden=[8], latent=2, **kwargs)
+
+
+def test_a_seed_beside_a_backend_is_refused_not_ignored():
+    with pytest.raises(ValueError, match=r"seed=3 with a backend would be ignored"):
+        VAE(4, hidden=[3], latent=2, backend=Backend(seed=0), seed=3)
+    a, b = (VAE(4, hidden=[3], latent=2, seed=3) for _ in range(2))
+    np.testing.assert_array_equal(a.params.flat, b.params.flat)
