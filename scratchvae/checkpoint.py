@@ -338,7 +338,8 @@ def _optimizer_state(ckpt: Checkpoint, optimizer: Optimizer, model: AE) -> dict[
         optimizer.check_state(ckpt.optim_state, model.params)
     except ValueError as exc:
         raise CheckpointError(
-            f"{ckpt.path} is damaged: {_one_line(exc)}; train again without --resume"
+            _other_settings(ckpt, optimizer, model)
+            or f"{ckpt.path} is damaged: {_one_line(exc)}; train again without --resume"
         ) from None
     bk = model.backend
     state: dict[str, Any] = {"t": int(ckpt.optim_state["t"][()])}
@@ -346,6 +347,18 @@ def _optimizer_state(ckpt: Checkpoint, optimizer: Optimizer, model: AE) -> dict[
         if key != "t":
             state[key] = bk.asarray(value, dtype=value.dtype)
     return state
+
+
+def _other_settings(ckpt: Checkpoint, optimizer: Optimizer, model: AE) -> str | None:
+    """Why a sound checkpoint's optimizer state does not fit, when it is the settings: the run
+    was trained in another dtype or with another optimizer (else None: the file is damaged)."""
+    saved, now = ckpt.backend.get("dtype"), model.params.flat.dtype.name
+    if saved and saved != now:
+        return f"{ckpt.path} was trained in {saved}, not {now}; resume with the same dtype"
+    saved, now = ckpt.train_config.get("optimizer"), type(optimizer).__name__.lower()
+    if saved and saved != now:
+        return f"{ckpt.path} was trained with {saved}, not {now}; resume with the same optimizer"
+    return None
 
 
 def restore_optimizer(ckpt: Checkpoint, optimizer: Optimizer, model: AE) -> None:

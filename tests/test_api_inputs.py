@@ -175,3 +175,21 @@ def test_a_seed_beside_a_backend_is_refused_not_ignored():
         VAE(4, hidden=[3], latent=2, backend=Backend(seed=0), seed=3)
     a, b = (VAE(4, hidden=[3], latent=2, seed=3) for _ in range(2))
     np.testing.assert_array_equal(a.params.flat, b.params.flat)
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [("dtype", "was trained in float32, not float64; resume with the same dtype"),
+     ("optimizer", "was trained with adam, not sgd; resume with the same optimizer")],
+)  # fmt: skip
+def test_resuming_with_other_settings_says_so_not_that_the_file_is_damaged(tmp_path, change, says):
+    x = (np.random.default_rng(0).random((64, 8)) < 0.5).astype(np.float32)
+    cfg = dict(epochs=1, batch_size=16, out_dir=str(tmp_path), progress=False)
+    fit(VAE(8, hidden=[4], latent=2), x, TrainConfig(**cfg))
+    model = VAE(8, hidden=[4], latent=2)
+    if change == "dtype":
+        model = VAE(8, hidden=[4], latent=2, backend=Backend("numpy", "float64", seed=0))
+    else:
+        cfg["optimizer"] = "sgd"
+    with pytest.raises(ValueError, match=says):
+        fit(model, x, TrainConfig(**{**cfg, "epochs": 2}), resume=True)
