@@ -11,7 +11,13 @@ from typing import Any, NamedTuple
 from .mlp import MLPCache
 from .models import AE, Noise
 from .ops.activations import ActivationCache, sigmoid_backward, sigmoid_forward
-from .ops.losses import LikelihoodCache, SparsityCache, sparsity_kl_backward, sparsity_kl_forward
+from .ops.losses import (
+    LikelihoodCache,
+    SparsityCache,
+    sparsity_kl_backward,
+    sparsity_kl_forward,
+    weighted,
+)
 from .params import ParamStore, Workspace, scope
 
 Array = Any
@@ -120,7 +126,11 @@ class SparseAE(AE):
         out, dec = self.decoder.forward(self.params, h, masks, ws)  # (B, D)
         recon, lik = self.lik.forward(out, x, ws=scope(ws, "lik"))
         sparsity, sp = sparsity_kl_forward(h, self.rho)  # sum_j KL(rho || mean_B h_j)
-        terms = {"loss": recon + self.beta * sparsity, "recon": recon, "sparsity": sparsity}
+        terms = {
+            "loss": recon + weighted(self.beta, sparsity),
+            "recon": recon,
+            "sparsity": sparsity,
+        }
         return terms, SparseAECache(enc, code, dec, lik, sp)
 
     def backward(self, cache: SparseAECache, ws: Workspace | None = None) -> ParamStore:

@@ -33,7 +33,7 @@ from .ops.iwae import (
     iw_latent_backward,
     iw_latent_forward,
 )
-from .ops.losses import Likelihood, LikelihoodCache
+from .ops.losses import Likelihood, LikelihoodCache, weighted
 from .ops.reparam import (
     LatentCache,
     RepeatCache,
@@ -332,7 +332,7 @@ class VAE(AE):
         (z, kl), lat = latent_forward(hk, eps.reshape(-1, self.latent), scope(ws, "latent"))
         out, dec = self.decoder.forward(self.params, z, masks, ws)  # e.g. logits, (k B, D)
         recon, lik = self.lik.forward(per_sample(out, k), x, ws=scope(ws, "lik"))  # -log p(x|z)
-        terms = {"loss": recon + beta * kl, "recon": recon, "kl": kl}
+        terms = {"loss": recon + weighted(beta, kl), "recon": recon, "kl": kl}
         return terms, VAECache(enc, copies, lat, dec, lik, float(beta))
 
     def backward(self, cache: VAECache | IWCache, ws: Workspace | None = None) -> ParamStore:

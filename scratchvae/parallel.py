@@ -108,9 +108,12 @@ def split_loss_and_grads(
     with one_blas_thread():
         results = run_parallel(tasks)
     weights = [(stop - start) / rows for start, stop in chunks]
-    weighted_sum(model.grads.flat, grads, model.backend.xp.asarray(weights, dtype=grads.dtype))
-    terms = {
-        name: sum(w * t[name] for w, (t, _) in zip(weights, results, strict=True))
-        for name in results[0][0]
-    }
+    share = model.backend.xp.asarray(weights, dtype=grads.dtype)  # (C,)
+    weighted_sum(model.grads.flat, grads, share)
+    terms = {}
+    for name in results[0][0]:
+        # sum_c share_c terms_c in the terms' dtype: NumPy 1 makes a float32 scalar float64
+        # when a Python float multiplies it or when sum()'s 0 is added to it
+        first, *rest = (share[c] * t[name] for c, (t, _) in enumerate(results))
+        terms[name] = sum(rest, first)
     return terms, model.grads

@@ -60,6 +60,19 @@ def test_split_step_is_the_serial_step_float64(name, compiled, small_chunks):
                 assert abs(t[k] - terms[k]) <= 1e-12 * max(1.0, abs(terms[k])), k
 
 
+@pytest.mark.parametrize("name", [*MODELS, "sae"])
+def test_split_step_keeps_the_terms_in_the_models_dtype(name, small_chunks):
+    """The chunks' terms are weighted and summed in float32: NumPy 1 turned a float32 scalar
+    times a Python float (the chunk's share, beta) or plus sum()'s 0 into float64."""
+    cls, kw = MODELS.get(name, (SparseAE, {}))
+    model = cls(20, hidden=[7], latent=3, backend=Backend("numpy", "float32", seed=0), **kw)
+    for n in (1, 3):
+        with threads(n):
+            terms, grads = model.loss_and_grads(model.backend.uniform((23, 20)), kl_weight=0.3)
+        assert {k: v.dtype for k, v in terms.items()} == dict.fromkeys(terms, np.float32)
+        assert grads.flat.dtype == np.float32
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     rows=st.integers(6, 40),

@@ -90,6 +90,12 @@ def _reduce(per_example: Array, reduce: str) -> Array:
     raise ValueError(f"unknown reduction {reduce!r}; choose one of {', '.join(REDUCTIONS)}")
 
 
+def weighted(weight: float, term: Array) -> Array:
+    """weight * term in term's dtype. (NumPy 1 turns a float32 scalar times a Python float into
+    float64; NumPy 2 and CuPy keep float32, as this does.)"""
+    return term.dtype.type(weight) * term
+
+
 def _per_example_scale(reduce: str, per_example_shape: tuple[int, ...]) -> float:
     """d(reduced)/d(per-example value): 1/B for the mean over B examples, else 1."""
     return 1.0 / max(1, math.prod(per_example_shape)) if reduce == "mean" else 1.0
