@@ -314,6 +314,9 @@ class Backend:
             if self.name == "numpy":
                 if "bit_generator" not in data:
                     raise BackendError("checkpoint holds a CuPy generator state; resume it on cupy")
+                words = data.get("state")  # NumPy 1 wraps a negative one round silently
+                if isinstance(words, dict) and any(_negative_int(v) for v in words.values()):
+                    raise ValueError("a negative number in the PCG64 state")
                 np.random.PCG64(0).state = data  # a trial first: a refused state changes nothing
                 self.rng.bit_generator.state = data
             elif "cupy" in data:
@@ -348,6 +351,10 @@ class Backend:
     def is_finite(self, a: Any) -> bool:
         """Host-side check that every entry is finite (one sync on GPU)."""
         return bool(self.xp.isfinite(a).all())
+
+
+def _negative_int(v: Any) -> bool:
+    return isinstance(v, int) and v < 0
 
 
 def _generator(name: str, seed: int, counter: int = 0) -> Any:
