@@ -33,7 +33,13 @@ def test_the_document_references_functions():
 
 @pytest.mark.parametrize("path,name", sorted(r for r in _refs() if r[0].startswith("scratchvae")))
 def test_every_reference_exists(path, name):
-    assert callable(_resolve(path, name)), f"{path}::{name} is not a function or class"
+    try:
+        obj = _resolve(path, name)
+    except ModuleNotFoundError as exc:  # scratchvae/kernels/series.py: Numba's alone
+        if exc.name != "numba":
+            raise
+        pytest.skip(f"{path} needs numba (scratchvae[fast])")
+    assert callable(obj), f"{path}::{name} is not a function or class"
 
 
 def _public_ops() -> list[tuple[str, str]]:

@@ -168,6 +168,7 @@ def test_weighted_sum_kernel_and_body_agree_on_threads(monkeypatch):
     np.testing.assert_allclose(out_body, w @ parts, rtol=1e-14)
 
 
+@pytest.mark.skipif(cpu.numba is None, reason="the compiled sum needs numba (scratchvae[fast])")
 def test_weighted_sum_takes_threads_by_its_work_not_its_length(monkeypatch):
     # 16 chunks of a split batch: the pass reads 16 arrays of P, 8x Adam's work per element
     monkeypatch.setattr(cpu, "PARALLEL_MIN", 100)
@@ -188,6 +189,7 @@ def test_weighted_sum_takes_threads_by_its_work_not_its_length(monkeypatch):
         np.testing.assert_allclose(out, w @ parts, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.skipif(cpu.numba is None, reason="the compiled Adam needs numba (scratchvae[fast])")
 def test_adam_on_threads_is_adam_in_one_pass(monkeypatch):
     rng = np.random.default_rng(1)
     arrays = [rng.standard_normal(1000).astype(np.float32) for _ in range(2)]
