@@ -508,8 +508,15 @@ def _wait_for_holder(lock: Path, holder: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
+def _one_more_epoch(out: Path) -> list[str]:
+    """RESUME with ``--epochs`` one past the epochs the run in ``out`` has done."""
+    return [*RESUME[:2], str(_meta(out)["epoch"] + 1), *RESUME[3:]]
+
+
 def test_two_trainings_at_once_and_a_killed_holder(run_dir, tmp_path, capsys):
-    """The first training holds the folder while it runs; killed with SIGKILL, it lets go."""
+    """The first training holds the folder while it runs; killed with SIGKILL, it lets go.
+    (It is stopped once it holds the lock: without Numba to compile first it had trained past
+    RESUME's 3 epochs by then, and the second training was refused for its --epochs.)"""
     out = _crafted(run_dir, tmp_path)
     long_run = ["train", "--out", str(out), "--resume", "--epochs", "5000", "--no-progress"]
     first = subprocess.Popen(
@@ -520,7 +527,8 @@ def test_two_trainings_at_once_and_a_killed_holder(run_dir, tmp_path, capsys):
     )
     try:
         _wait_for_holder(out / ".lock", first)
-        assert main(["train", "--out", str(out), *RESUME]) == 2
+        first.send_signal(signal.SIGSTOP)  # it keeps the lock and trains no further
+        assert main(["train", "--out", str(out), *_one_more_epoch(out)]) == 2
         line = capsys.readouterr().err.strip().splitlines()[-1]
         assert line.startswith("scratchvae: error: ") and f"in use by process {first.pid}" in line
     finally:
@@ -528,7 +536,7 @@ def test_two_trainings_at_once_and_a_killed_holder(run_dir, tmp_path, capsys):
         first.wait()
     with folder_lock(out):  # the operating system dropped the killed holder's lock
         pass
-    assert main(["train", "--out", str(out), *RESUME]) == 0
+    assert main(["train", "--out", str(out), *_one_more_epoch(out)]) == 0
 
 
 def test_fit_refuses_a_locked_folder_before_writing(run_dir, tmp_path):
