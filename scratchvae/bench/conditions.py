@@ -84,7 +84,9 @@ def competitors(
             argv = [sys.executable, "-c", _CALL.format("_partner"), config, str(batch), dtype,
                     str(rate_file)]  # fmt: skip
             procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
-        time.sleep(2.0 if condition == "pair" else 0.3)  # the partner warms up (compiles)
+            _wait_until_training(procs[-1], rate_file)
+        else:
+            time.sleep(0.3)  # the busy processes get going
         yield info
     finally:
         for p in procs:
@@ -96,8 +98,21 @@ def competitors(
                 p.kill()
         if condition == "pair":
             text = rate_file.read_text().strip()
-            info["partner_samples_per_s"] = float(text) if text else None
+            info["partner_samples_per_s"] = float(text) if text not in ("", _READY) else None
         rate_file.unlink(missing_ok=True)
+
+
+_READY = "training"  # what the partner writes to its rate file once warmed up
+
+
+def _wait_until_training(proc: subprocess.Popen, rate_file: Path, limit_s: float = 300) -> None:
+    """Return once the partner says it trains (its import and Numba's compilation done: on a
+    fresh install that takes longer than any fixed pause), or it ended, or ``limit_s``."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit_s and proc.poll() is None:
+        if rate_file.read_text().strip() == _READY:
+            return
+        time.sleep(0.05)
 
 
 def _partner(config: str, batch: str, dtype: str, rate_file: str) -> None:
@@ -111,6 +126,7 @@ def _partner(config: str, batch: str, dtype: str, rate_file: str) -> None:
         run = AsTraining(step, choice)
         for _ in range(5):
             run()
+        Path(rate_file).write_text(_READY + "\n")
         n, t0 = 0, time.perf_counter()
         while not stop:
             run()
