@@ -178,7 +178,7 @@ def _check_train_config(train_config: Any) -> None:
         c = TrainConfig.from_dict(train_config)
         extra = {"momentum": c.momentum} if c.optimizer == "sgd" else {}  # as the Trainer does
         build_optimizer(c.optimizer, c.lr, c.clip_norm, **extra)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise ValueError(f"train_config is refused: {exc}") from None
 
 

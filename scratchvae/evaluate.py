@@ -30,7 +30,7 @@ from typing import Any
 
 from .backend import Backend, get_special, to_numpy
 from .data import Dataset
-from .inputs import check_targets
+from .inputs import check_targets, whole
 from .models import AE, VAE, Model
 from .ops.losses import kl_standard_normal, log_normal_draw, log_standard_normal
 from .ops.reparam import reparam_forward
@@ -246,11 +246,8 @@ def evaluate(
     check_targets(x, model.lik.kind, "the data")  # NaN, or 0..255 for a Bernoulli decoder
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"expected data of shape (N, D) with N >= 1, got {tuple(x.shape)}")
-    if iw_samples < 0 or elbo_samples < 1:
-        raise ValueError(
-            f"need iw_samples >= 0 (0: skip the bound) and elbo_samples >= 1, "
-            f"got {iw_samples} and {elbo_samples}"
-        )
+    iw_samples = whole(iw_samples, "iw_samples (0: skip the bound)", 0)  # 2.5 refused
+    elbo_samples, batch_size = whole(elbo_samples, "elbo_samples"), whole(batch_size, "batch size")
     if not isinstance(model, VAE):
         return _recon_only(model, x, batch_size)
     if model.lik.kind == "mse":

@@ -23,6 +23,7 @@ __all__ = [
     "check_codes",
     "check_targets",
     "layer_sizes",
+    "real",
     "require",
     "whole",
 ]
@@ -41,6 +42,16 @@ def whole(value: Any, name: str, low: int = 1) -> int:
     if not (ok and math.isfinite(value) and value == int(value) and int(value) >= low):
         raise ValueError(f"{name} must be >= {low} (a whole number), got {value!r}")
     return int(value)
+
+
+def real(value: Any, name: str, optional: bool = False) -> float | None:
+    """``value`` as a float (None passes when ``optional``), else a one-line TypeError naming
+    ``name`` (a string "1e-3" is refused here, not in a comparison deep inside)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    return float(value)
 
 
 def check_backend(backend: Any, seed: Any = None) -> None:

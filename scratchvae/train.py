@@ -36,8 +36,8 @@ from .backend import Backend, op, to_numpy, training_threads
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_training, save_checkpoint
 from .data import BINARIZE_MODES, Dataset, as_dataset, binarize, check_n_features, train_val_split
 from .history import METRICS_NAME, History, write_metrics
+from .inputs import real, whole
 from .inputs import require as _check
-from .inputs import whole
 from .models import AE
 from .optim import Optimizer, build_optimizer
 from .progress import Progress, epoch_line, postfix, quiet_float_warnings
@@ -78,6 +78,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.epochs, self.seed = whole(self.epochs, "epochs"), whole(self.seed, "seed", 0)
         self.batch_size = whole(self.batch_size, "batch size")
+        for name in ("lr", "momentum", "warmup_epochs", "val_fraction", "clip_norm"):
+            setattr(self, name, real(getattr(self, name), name, optional=name == "clip_norm"))
+        self.save_every, self.log_every = (
+            whole(self.save_every, "save_every"),
+            whole(self.log_every, "log_every"),
+        )
+        if self.patience is not None:
+            self.patience = whole(self.patience, "patience", 0)  # >= 1: checked below
         _check(0 < self.lr < math.inf, f"learning rate must be > 0 and finite, got {self.lr}")
         _check(self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}")
         _check(
@@ -91,8 +99,6 @@ class TrainConfig:
             self.patience is None or (self.patience >= 1 and self.val_fraction > 0),
             "early stopping needs patience >= 1 and a validation part (val_fraction > 0)",
         )
-        _check(self.save_every >= 1, f"save_every must be >= 1, got {self.save_every}")
-        _check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -193,3 +193,15 @@ def test_resuming_with_other_settings_says_so_not_that_the_file_is_damaged(tmp_p
         cfg["optimizer"] = "sgd"
     with pytest.raises(ValueError, match=says):
         fit(model, x, TrainConfig(**{**cfg, "epochs": 2}), resume=True)
+
+
+def test_train_config_and_evaluate_refuse_what_they_would_misread():
+    with pytest.raises(TypeError, match="lr must be a number, got '1e-3'"):
+        TrainConfig(lr="1e-3")
+    with pytest.raises(ValueError, match="patience"):
+        TrainConfig(patience=1.5)
+    assert TrainConfig(lr=1, clip_norm=None).lr == 1.0
+    model = VAE(4, hidden=[3], latent=2)
+    x = np.full((3, 4), 0.5, np.float32)
+    with pytest.raises(ValueError, match=r"iw_samples \(0: skip the bound\) must be >= 0"):
+        evaluate(model, x, iw_samples=2.5)
