@@ -98,6 +98,18 @@ def model_settings(kind: str) -> dict[str, str]:
     return settings
 
 
+def check_settings(kind: Any, config: Mapping[str, Any]) -> None:
+    """A model kind and the names of its settings in ``config`` (``model`` left out), else a
+    one-line ValueError: an unknown kind, an unknown setting, n_features missing."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+    takes = model_settings(kind)
+    unknown = sorted(set(config) - set(takes))
+    if unknown or "n_features" not in config:
+        what = f"unknown settings {unknown}" if unknown else "no n_features"
+        raise ValueError(f"model {kind!r}: {what}; it takes {', '.join(takes)}")
+
+
 def param_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     """The parameter shapes ``build_model(config)`` allocates, computed without allocating:
     the encoder maps n_features through the hidden sizes to the code (a VAE's [mu | logvar]:

@@ -392,8 +392,9 @@ def model_classes() -> dict[str, type[AE]]:
 
 def build_model(config: Mapping[str, Any], backend: Backend | None = None) -> AE:
     """Rebuild a model from its ``config`` (as saved in a checkpoint)."""
+    from .checkpoint_checks import check_settings  # noqa: PLC0415 - it imports this module
+
     config = dict(config)
     kind = config.pop("model", None)
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+    check_settings(kind, config)  # the kind and its settings' names, else one line
     return model_classes()[kind](backend=backend, **config)

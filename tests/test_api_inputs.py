@@ -205,3 +205,13 @@ def test_train_config_and_evaluate_refuse_what_they_would_misread():
     x = np.full((3, 4), 0.5, np.float32)
     with pytest.raises(ValueError, match=r"iw_samples \(0: skip the bound\) must be >= 0"):
         evaluate(model, x, iw_samples=2.5)
+
+
+def test_build_model_names_an_unknown_or_missing_setting():
+    from scratchvae import build_model
+
+    with pytest.raises(ValueError, match=r"model 'vae': unknown settings \['hiden'\]; it takes"):
+        build_model({"model": "vae", "n_features": 4, "hiden": [3]})
+    with pytest.raises(ValueError, match="model 'ae': no n_features"):
+        build_model({"model": "ae", "latent": 2})
+    assert build_model({"model": "vae", "n_features": 4, "hidden": [3], "latent": 2}).latent == 2
