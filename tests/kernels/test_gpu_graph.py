@@ -140,3 +140,15 @@ def test_warm_up_runs_uncaptured_until_the_kl_weight_settles(cp):
     graph = trainer.step_runner
     assert graph.fallback_reason is None
     assert graph.replays == trainer.steps_per_epoch - 2  # epoch 1: warm-up; epoch 2: replays
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="unverified on a GPU: clip_by_global_norm's xp.vdot goes through cuBLAS, which CuPy "
+    "may refuse inside a capture (then --clip-norm runs uncaptured and the trainer says so)",
+)
+def test_a_clipped_step_is_captured(cp):
+    trainer = _trainer(cp, clip_norm=1.0)
+    trainer.fit()
+    graph = trainer.step_runner
+    assert graph.fallback_reason is None and graph.replays > 0
