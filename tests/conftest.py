@@ -26,6 +26,13 @@ from hypothesis import HealthCheck, settings
 # inherited by the CLI runs in subprocesses.
 os.environ.setdefault("SCRATCHVAE_THREADS", str(len(os.sched_getaffinity(0))))
 
+# The download tests talk to a server on 127.0.0.1 (``serve``). urllib sends every request to
+# $http_proxy unless $no_proxy names the host, so on a machine with a proxy set (common on CI
+# runners) they reached the proxy instead and failed; the local server is never proxied here.
+# Inherited by the CLI runs in subprocesses.
+for _name in ("no_proxy", "NO_PROXY"):
+    os.environ[_name] = ",".join(filter(None, [os.environ.get(_name), "127.0.0.1", "localhost"]))
+
 settings.register_profile(
     "ci",
     max_examples=25,

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from dead_port import dead_url
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -133,8 +134,8 @@ def test_bad_input_is_one_line_and_status_2_before_training(
 ):
     if "cupy" in argv and _cupy_works():
         pytest.skip("CuPy works here: no error to check")
-    # a download that fails at once, without the network: nothing listens on port 9
-    monkeypatch.setenv("SCRATCHVAE_MNIST_MIRROR", "http://127.0.0.1:9/")
+    # a download that fails at once, without the network: every connection refused
+    monkeypatch.setenv("SCRATCHVAE_MNIST_MIRROR", dead_url())
     module, common = _import_example(name)
     argv = [a.format(tmp=tmp_path) for a in argv]
     if "--out" not in argv:

@@ -55,14 +55,21 @@ def test_free_threads_leaves_the_busy_cores(others, cores, expected):
 
 @pytest.mark.skipif(_cpu_ticks() is None, reason="no /proc/stat here")
 def test_the_probe_sees_a_busy_process_and_not_its_own_work():
+    """On a shared machine other work can start at any moment, also just after the quiet look
+    (it failed "own work < 0.5" with 0.7 to 1.1 cores of such bursts): the look at this
+    process's own work is taken up to three times, each after a quiet 0.3 s. A probe that
+    counted this process's own work would count it every time."""
     probe = LoadProbe()
-    time.sleep(0.3)
-    if (quiet := probe.others()) > 0.3:  # a shared machine: what it sees is not ours to set
-        pytest.skip(f"{quiet:.1f} cores busy with other work; the probe is tested on quiet ones")
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 0.3:  # this process's own work is not "others"
-        np.ones(1000).sum()
-    assert probe.others() < 0.5
+    for _ in range(3):
+        time.sleep(0.3)
+        if (quiet := probe.others()) > 0.3:  # a shared machine: what it sees is not ours to set
+            pytest.skip(f"{quiet:.1f} cores busy with other work; tested on quiet cores only")
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.3:  # this process's own work is not "others"
+            np.ones(1000).sum()
+        if (own := probe.others()) < 0.5:
+            break
+    assert own < 0.5
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.2)

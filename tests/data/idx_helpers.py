@@ -10,13 +10,14 @@ import struct
 from pathlib import Path
 
 import numpy as np
+from dead_port import dead_url
 
 SHARED = Path(__file__).parents[2].parent / "shared"  # the real MNIST, where the machine has it
 STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-DEAD_URL = "http://127.0.0.1:9/"  # nothing listens: any download attempt fails
+DEAD_URL = dead_url()  # every connection refused: any download attempt fails
 
 
 def idx_bytes(a: np.ndarray) -> bytes:

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np  # numpy-boundary: writing crafted files
 import pytest
+from dead_port import dead_url
 
 T = ["train", "--hidden", "32", "--latent", "2", "--epochs", "2", "--no-progress", "--no-figures"]
-DEAD_URL = "http://127.0.0.1:9/"  # nothing listens: any download attempt fails
+DEAD_URL = dead_url()  # every connection refused: any download attempt fails
 STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 
 # The command, with MNIST's md5 table optionally replaced by that of the tiny files below.
