@@ -85,7 +85,7 @@ def competitors(
                     str(rate_file)]  # fmt: skip
             procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
             _wait_until_training(procs[-1], rate_file)
-        else:
+        if condition != "pair":
             time.sleep(0.3)  # the busy processes get going
         yield info
     finally:
