@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from .inputs import check_cache
 from .mlp import MLPCache
 from .models import AE, Noise
 from .ops.activations import ActivationCache, sigmoid_backward, sigmoid_forward
@@ -61,7 +62,7 @@ class DenoisingAE(AE):
         noise = super().draw_noise(batch_size, backend, train)
         if not train:
             return noise
-        bk, shape = backend or self.backend, (batch_size, self.n_features)
+        bk, shape = backend or self.backend, (int(batch_size), self.n_features)  # checked above
         if self.noise == "gaussian":
             noise["input_noise"] = bk.normal(shape)
         else:
@@ -134,6 +135,7 @@ class SparseAE(AE):
         return terms, SparseAECache(enc, code, dec, lik, sp)
 
     def backward(self, cache: SparseAECache, ws: Workspace | None = None) -> ParamStore:
+        check_cache(cache, SparseAECache, self)
         dout = self.lik.backward(cache.lik, 1.0, scope(ws, "lik"))
         dh = self.decoder.backward(self.params, self.grads, cache.dec, dout, ws=ws)  # (B, latent)
         dh = dh + sparsity_kl_backward(cache.sparsity, self.beta)  # dL/dsparsity = beta

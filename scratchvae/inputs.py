@@ -79,6 +79,17 @@ def check_codes(z: Any, latent: int) -> Any:
     return z
 
 
+def check_cache(cache: Any, kinds: type | tuple[type, ...], model: Any) -> Any:
+    """``cache`` unchanged when it is one of ``kinds`` (what ``model.forward`` returns), else
+    a one-line TypeError (``backward(None)`` or another model's cache)."""
+    if not isinstance(cache, kinds):
+        raise TypeError(
+            f"{type(model).__name__}.backward takes the cache its forward returned "
+            f"(terms, cache = model.forward(x)), got {type(cache).__name__}"
+        )
+    return cache
+
+
 def check_targets(x: Any, likelihood: str, name: str = "x") -> None:
     """``x`` (a backend array) finite and, for a Bernoulli likelihood, in [0, 1]; else a
     one-line ValueError (8-bit grey levels 0..255 are told to divide by 255)."""

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .backend import Backend, get_backend, is_floating, row_chunks
-from .inputs import check_backend, check_codes, check_targets, layer_sizes, whole
+from .inputs import check_backend, check_cache, check_codes, check_targets, layer_sizes, whole
 from .mlp import MLP, MLPCache
 from .ops.iwae import (
     ESTIMATORS,
@@ -82,10 +82,7 @@ class Model:
 
     # -- shared ---------------------------------------------------------------------------
     def _shapes(self) -> dict[str, tuple[int, ...]]:
-        shapes: dict[str, tuple[int, ...]] = {}
-        for net in self._nets():
-            shapes.update(net.shapes())
-        return shapes
+        return {name: shape for net in self._nets() for name, shape in net.shapes().items()}
 
     def draw_noise(
         self, batch_size: int, backend: Backend | None = None, train: bool = True
@@ -93,6 +90,7 @@ class Model:
         """All the noise one step uses, from ``backend``'s generator (default: the model's):
         dropout masks in training (subclasses add theirs: eps, input corruption)."""
         masks: dict[str, Array] = {}
+        batch_size = whole(batch_size, "batch_size", 0)
         if train:
             for net in self._nets():
                 masks.update(net.draw_masks(backend or self.backend, batch_size))
@@ -210,6 +208,7 @@ class AE(Model):
         return {"loss": recon, "recon": recon}, AECache(enc, dec, lik)
 
     def backward(self, cache: AECache, ws: Workspace | None = None) -> ParamStore:
+        check_cache(cache, AECache, self)
         dout = self.lik.backward(cache.lik, 1.0, scope(ws, "lik"))  # dL/dout, (B, D)
         dcode = self.decoder.backward(self.params, self.grads, cache.dec, dout, ws=ws)
         self.encoder.backward(self.params, self.grads, cache.enc, dcode, False, ws)
@@ -283,14 +282,14 @@ class VAE(AE):
     ) -> None:
         if not beta >= 0:  # NaN too
             raise ValueError(f"KL weight beta must be >= 0, got {beta}")
-        if objective not in OBJECTIVES or estimator not in ESTIMATORS or int(k) < 1:
+        if objective not in OBJECTIVES or estimator not in ESTIMATORS:
             raise ValueError(
                 f"objective must be one of {', '.join(OBJECTIVES)}, estimator one of "
-                f"{', '.join(ESTIMATORS)}, k >= 1; got {objective!r}, {estimator!r}, {k}"
+                f"{', '.join(ESTIMATORS)}; got {objective!r}, {estimator!r}"
             )
         if estimator == "dreg" and objective != "iwae":
             raise ValueError("the dreg estimator needs the iwae objective; use pathwise or stl")
-        self.beta, self.k = float(beta), int(k)
+        self.beta, self.k = float(beta), whole(k, "k")  # 2.7 draws: refused, not truncated
         self.objective, self.estimator = objective, estimator
         # the k log-weights path: the IWAE bound (k > 1), or any estimator but pathwise
         self.weighted = estimator != "pathwise" or (objective == "iwae" and self.k > 1)
@@ -312,7 +311,7 @@ class VAE(AE):
         """eps (B, L); in training (k, B, L) for k samples per example when k > 1 or the
         estimator is stl or dreg (the log-weights path, k = 1 included)."""
         noise = super().draw_noise(batch_size, backend, train)
-        bk, k, B, L = backend or self.backend, self.k if train else 1, batch_size, self.latent
+        bk, k, B, L = backend or self.backend, self.k if train else 1, int(batch_size), self.latent
         if k > 1:  # the decoder runs on k B draws: one dropout mask row each
             noise.update(self.decoder.draw_masks(bk, k * B))
         noise["eps"] = bk.normal((k, B, L) if k > 1 or (train and self.weighted) else (B, L))
@@ -336,7 +335,7 @@ class VAE(AE):
         return terms, VAECache(enc, copies, lat, dec, lik, float(beta))
 
     def backward(self, cache: VAECache | IWCache, ws: Workspace | None = None) -> ParamStore:
-        if isinstance(cache, IWCache):
+        if isinstance(check_cache(cache, (VAECache, IWCache), self), IWCache):
             return self._backward_weighted(cache, ws)
         dout = self.lik.backward(cache.lik, 1.0, scope(ws, "lik"))  # dL/dout: (k, B, D) or (B, D)
         dz = self.decoder.backward(self.params, self.grads, cache.dec, all_rows(dout), ws=ws)

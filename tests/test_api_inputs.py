@@ -215,3 +215,25 @@ def test_build_model_names_an_unknown_or_missing_setting():
     with pytest.raises(ValueError, match="model 'ae': no n_features"):
         build_model({"model": "ae", "latent": 2})
     assert build_model({"model": "vae", "n_features": 4, "hidden": [3], "latent": 2}).latent == 2
+
+
+@pytest.mark.parametrize("cls", [VAE, DenoisingAE, SparseAE])
+def test_noise_for_a_negative_or_fractional_batch_is_refused(cls: type) -> None:
+    model = cls(16, hidden=[8], latent=2, backend=Backend("numpy", "float64", seed=0))
+    for batch in (-1, 2.5):  # an AE has no noise without dropout: -1 gave {} silently
+        with pytest.raises(ValueError, match="batch_size must be >= 0"):
+            model.draw_noise(batch)
+    shapes = {name: a.shape for name, a in model.draw_noise(3).items()}
+    assert {name: a.shape for name, a in model.draw_noise(3.0).items()} == shapes  # 3.0 is 3
+
+
+@pytest.mark.parametrize("cls", [VAE, DenoisingAE, SparseAE])
+def test_backward_of_something_else_than_the_forward_cache_says_so(cls: type) -> None:
+    model = cls(16, hidden=[8], latent=2, backend=Backend("numpy", "float64", seed=0))
+    other = SparseAE(16, hidden=[8], latent=2) if cls is not SparseAE else VAE(16, [8], 2)
+    _, foreign = other.forward(_grey(4).astype(np.float32))
+    for cache in (None, foreign):
+        with pytest.raises(TypeError, match=rf"{cls.__name__}.backward takes the cache its fo"):
+            model.backward(cache)
+    _, cache = model.forward(_grey(4))
+    assert set(model.backward(cache)) == set(model.params)  # its own cache still works

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
@@ -150,16 +152,44 @@ def _start(*args: str, **env: str) -> subprocess.Popen:
 
 
 def _wait_for_line(stream, needle: str, timeout: float = 60.0) -> list[str]:
-    """Lines read from ``stream`` until one contains ``needle`` (fails after ``timeout``)."""
-    seen, start = [], time.monotonic()
-    while time.monotonic() - start < timeout:
-        line = stream.readline()
-        if not line:
-            break
+    """Lines read from ``stream`` until one contains ``needle``; fails after ``timeout`` even
+    when the child prints nothing at all (the lines are read on a thread: a readline here
+    would wait for ever). The reader stops at the needle, leaving the rest to communicate()."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in iter(stream.readline, ""):
+            lines.put(line)
+            if needle in line:
+                return
+        lines.put(None)  # end of the stream: the child closed it or exited
+
+    threading.Thread(target=read, daemon=True).start()
+    seen, deadline = [], time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no line with {needle!r} in {timeout} s; read {seen}") from None
+        if line is None:
+            raise AssertionError(f"no line with {needle!r} before the stream ended: {seen}")
         seen.append(line)
         if needle in line:
             return seen
-    raise AssertionError(f"no line with {needle!r} in {seen}")
+
+
+def test_waiting_for_a_line_from_a_silent_child_times_out():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        start = time.monotonic()
+        with pytest.raises(AssertionError, match="no line with 'x' in 0.5 s"):
+            _wait_for_line(proc.stdout, "x", timeout=0.5)
+        assert time.monotonic() - start < 10
+    finally:
+        proc.kill()
+        proc.communicate()
 
 
 def test_sigterm_ends_training_like_ctrl_c_with_the_checkpoint_kept(tmp_path):
