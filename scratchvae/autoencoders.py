@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from .inputs import check_cache
+from .inputs import foreign_cache
 from .mlp import MLPCache
 from .models import AE, Noise
 from .ops.activations import ActivationCache, sigmoid_backward, sigmoid_forward
@@ -135,7 +135,7 @@ class SparseAE(AE):
         return terms, SparseAECache(enc, code, dec, lik, sp)
 
     def backward(self, cache: SparseAECache, ws: Workspace | None = None) -> ParamStore:
-        check_cache(cache, SparseAECache, self)
+        isinstance(cache, SparseAECache) or foreign_cache(cache, self)  # else one line
         dout = self.lik.backward(cache.lik, 1.0, scope(ws, "lik"))
         dh = self.decoder.backward(self.params, self.grads, cache.dec, dout, ws=ws)  # (B, latent)
         dh = dh + sparsity_kl_backward(cache.sparsity, self.beta)  # dL/dsparsity = beta

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from .backend import Backend, get_xp
 
@@ -79,15 +79,14 @@ def check_codes(z: Any, latent: int) -> Any:
     return z
 
 
-def check_cache(cache: Any, kinds: type | tuple[type, ...], model: Any) -> Any:
-    """``cache`` unchanged when it is one of ``kinds`` (what ``model.forward`` returns), else
-    a one-line TypeError (``backward(None)`` or another model's cache)."""
-    if not isinstance(cache, kinds):
-        raise TypeError(
-            f"{type(model).__name__}.backward takes the cache its forward returned "
-            f"(terms, cache = model.forward(x)), got {type(cache).__name__}"
-        )
-    return cache
+def foreign_cache(cache: Any, model: Any) -> NoReturn:
+    """Refuse a ``cache`` that ``model.forward`` did not return (``backward(None)``, another
+    model's cache) in one line. Called only then: ``isinstance(cache, C) or foreign_cache(...)``
+    keeps the step's readable path out of this module."""
+    raise TypeError(
+        f"{type(model).__name__}.backward takes the cache its forward returned "
+        f"(terms, cache = model.forward(x)), got {type(cache).__name__}"
+    )
 
 
 def check_targets(x: Any, likelihood: str, name: str = "x") -> None:

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .backend import Backend, get_backend, is_floating, row_chunks
-from .inputs import check_backend, check_cache, check_codes, check_targets, layer_sizes, whole
+from .inputs import check_backend, check_codes, check_targets, foreign_cache, layer_sizes, whole
 from .mlp import MLP, MLPCache
 from .ops.iwae import (
     ESTIMATORS,
@@ -208,7 +208,7 @@ class AE(Model):
         return {"loss": recon, "recon": recon}, AECache(enc, dec, lik)
 
     def backward(self, cache: AECache, ws: Workspace | None = None) -> ParamStore:
-        check_cache(cache, AECache, self)
+        isinstance(cache, AECache) or foreign_cache(cache, self)  # else one line
         dout = self.lik.backward(cache.lik, 1.0, scope(ws, "lik"))  # dL/dout, (B, D)
         dcode = self.decoder.backward(self.params, self.grads, cache.dec, dout, ws=ws)
         self.encoder.backward(self.params, self.grads, cache.enc, dcode, False, ws)
@@ -335,7 +335,8 @@ class VAE(AE):
         return terms, VAECache(enc, copies, lat, dec, lik, float(beta))
 
     def backward(self, cache: VAECache | IWCache, ws: Workspace | None = None) -> ParamStore:
-        if isinstance(check_cache(cache, (VAECache, IWCache), self), IWCache):
+        isinstance(cache, (VAECache, IWCache)) or foreign_cache(cache, self)  # else one line
+        if isinstance(cache, IWCache):
             return self._backward_weighted(cache, ws)
         dout = self.lik.backward(cache.lik, 1.0, scope(ws, "lik"))  # dL/dout: (k, B, D) or (B, D)
         dz = self.decoder.backward(self.params, self.grads, cache.dec, all_rows(dout), ws=ws)
