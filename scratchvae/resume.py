@@ -9,20 +9,28 @@ was typed (``args.typed``, set by :func:`scratchvae.cli.main` from
 run trained with ``--lr 0.01`` is refused. Without ``args.typed`` (a Namespace built in code) a
 flag is given when its value differs from the default. ``--epochs`` may raise the target,
 ``--backend`` and ``--data-dir`` say where to run and where the data lives now.
+
+:func:`check_same_run` is the library's side of the same rule: ``fit(..., resume=True)`` with a
+:class:`~scratchvae.train.TrainConfig` whose batch size, learning rate, seed, ... differ from
+the run's is refused (it used to continue with them, no longer the run it resumed).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .checkpoint import Checkpoint
 from .checkpoint_checks import OPTIONAL_SETTINGS
 from .data import named_dataset
-from .train import History, TrainConfig
+from .history import History
 
-__all__ = ["ResumeMismatch", "check_resume_flags"]
+if TYPE_CHECKING:  # train imports this module
+    from .train import TrainConfig
+
+__all__ = ["RUN_SETTINGS", "ResumeMismatch", "check_resume_flags", "check_same_run"]
 
 
 class ResumeMismatch(ValueError):
@@ -130,6 +138,38 @@ def nothing_to_train(ckpt: Checkpoint, config: TrainConfig) -> str | None:
         if done == config.epochs
         else None
     )
+
+
+# The TrainConfig fields a resumed run keeps: each changes its numbers (the split, the batches,
+# the noise, the updates) or when it stops. The others may change: epochs (raised), where the
+# run and its data are (out_dir, data_dir), how often it saves and reports, the progress shown.
+RUN_SETTINGS = ("batch_size", "lr", "optimizer", "momentum", "warmup_epochs", "clip_norm",
+                "binarize", "val_fraction", "patience", "seed")  # fmt: skip
+
+
+def check_same_run(ckpt: Checkpoint, config: TrainConfig, allow: Sequence[str] = ()) -> None:
+    """Refuse (:class:`ResumeMismatch`, one line naming each setting) to resume the run in
+    ``ckpt`` under a ``config`` whose :data:`RUN_SETTINGS` differ from the run's, except those
+    named in ``allow`` (a setting the file does not record is not compared), or whose epochs
+    are fewer than the run has done."""
+    unknown = sorted(set(allow) - set(RUN_SETTINGS))
+    if unknown:
+        raise ValueError(f"allow_changes: {unknown[0]!r} is none of {', '.join(RUN_SETTINGS)}")
+    saved, now = ckpt.train_config, config.to_dict()
+    differ = [k for k in RUN_SETTINGS if k in saved and saved[k] != now[k] and k not in allow]
+    if differ:
+        was = ", ".join(f"{k}={saved[k]!r}" for k in differ)
+        asked = ", ".join(f"{k}={now[k]!r}" for k in differ)
+        raise ResumeMismatch(
+            f"{ckpt.path} was trained with {was}; this TrainConfig has {asked}; resume with the "
+            "run's own settings (load_checkpoint(out_dir).train_config), name the change in "
+            "allow_changes, or use another out_dir"
+        )
+    if config.epochs < ckpt.epoch:
+        raise ResumeMismatch(
+            f"epochs={config.epochs} is below the {ckpt.epoch} epochs the run in {ckpt.path} "
+            "has done; pass a larger epochs to continue it"
+        )
 
 
 # flags that only some runs use: flag -> (the option that must have this value, the value)
