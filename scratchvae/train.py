@@ -159,6 +159,7 @@ class Trainer:
         :func:`~scratchvae.resume.check_same_run`). A new run refuses a folder holding one (or
         its metrics) unless ``replace`` (then deleted). The folder stays locked meanwhile
         (:func:`~scratchvae.atomic.folder_lock`)."""
+        _check(not (resume and replace), "resume=True continues a run, replace=True deletes it")
         out, run_files = self.config.out_dir, [CHECKPOINT_NAME, METRICS_NAME]
         with nullcontext() if out is None else folder_lock(out, run_files):
             kept = [] if resume or out is None else run_files
@@ -174,6 +175,10 @@ class Trainer:
                 return self._fit(resume, allow_changes)
 
     def _fit(self, resume: bool, allow_changes: Sequence[str]) -> History:
+        self._first_epoch = None
+        if not resume and (self.step or len(self.history)):  # a new run on a used Trainer: its
+            self.history, self.step = History(), 0  # epochs from 1 again, not after the old ones
+            self.optimizer.load_state_dict({"t": 0})
         start = self._resume(allow_changes) if resume else 0
         if start and self.history.out_of_patience(self.config.patience):  # stays stopped
             self.history.stopped_early = True
