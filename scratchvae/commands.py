@@ -38,7 +38,7 @@ from .data.dataset import train_val_split
 from .data.load import NoSuchSplit
 from .init import default_init
 from .models import AE, model_classes
-from .resume import check_flags_apply, check_resume_flags, nothing_to_train
+from .resume import check_flags_apply, check_resume_flags, nothing_to_train, resume_data
 from .train import METRICS_NAME, TrainConfig, fit
 
 __all__ = [
@@ -220,7 +220,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if done:
             _say(f"{PROG}: nothing to train in {out}: {done}")
             return 0
-        spec = args.data or config.data or "digits"
+        spec = resume_data(args.data, config, out)
         data = load_dataset(spec, "train", config.data_dir, likelihood=_data_likelihood(model))
     else:
         args.data = args.data or "digits"

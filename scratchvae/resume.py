@@ -122,6 +122,18 @@ def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: Train
         )
 
 
+def resume_data(given: str | None, config: TrainConfig, out: Path) -> str:
+    """The data a resumed run trains on: ``--data`` (``given``; checked against the run's by
+    :func:`check_resume_flags`), else the data the run recorded. A run made by ``fit`` records
+    none, so without ``--data`` it is refused (it used to go on with the digits)."""
+    if given is None and config.data is None:
+        raise ResumeMismatch(
+            f"the run in {out} does not record its data (it was trained by fit(), not "
+            "scratchvae train); pass --data with the data it was trained on"
+        )
+    return given or config.data
+
+
 def nothing_to_train(ckpt: Checkpoint, config: TrainConfig) -> str | None:
     """Why the run in ``ckpt`` has no epoch left to train under ``config`` (a phrase), or
     None. Refused (:class:`ResumeMismatch`): an --epochs below the epochs it has done."""

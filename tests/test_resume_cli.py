@@ -1,0 +1,83 @@
+"""`scratchvae train --resume` as a user meets it: after Ctrl-C the run resumes to the numbers of
+a run that never stopped; what it refuses (a run that does not record its data, a flag of
+another model kind), what it says when there is nothing to resume, and a bad
+SCRATCHVAE_THREADS."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np  # numpy-boundary: writing a user data file, comparing host arrays
+
+from scratchvae.backend import Backend
+from scratchvae.checkpoint import load_checkpoint
+from scratchvae.cli import main
+from scratchvae.models import VAE
+from scratchvae.train import TrainConfig, Trainer, fit
+
+# 1350 training digits in batches of 300: 5 steps an epoch
+TINY = ["--hidden", "8", "--latent", "2", "--batch-size", "300", "--no-progress", "--no-figures"]
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def _metrics(out):
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    drop = ("seconds", "samples_per_s")
+    return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in lines]
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_ctrl_c_then_resume_gives_the_run_that_never_stopped(tmp_path, monkeypatch, capsys):
+    run = ["train", *TINY, "--model", "dae", "--noise", "mask", "--binarize", "dynamic",
+           "--epochs", "3", "--save-every", "2", "--patience", "3"]  # fmt: skip
+    assert main([*run, "--out", str(tmp_path / "a")]) == 0
+    out = tmp_path / "b"
+    real, calls = Trainer.train_step, []
+
+    def interrupted(self, *args):  # Ctrl-C in epoch 3: the checkpoint is epoch 2's
+        calls.append(1)
+        if len(calls) == 13:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(Trainer, "train_step", interrupted)
+        assert main([*run, "--out", str(out)]) == 130
+    assert "interrupted; the last checkpoint in" in _error_line(capsys)
+    assert load_checkpoint(out).epoch == 2
+    assert main(["train", "--resume", "--out", str(out), "--no-progress", "--no-figures"]) == 0
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(out)
+    assert (a.epoch, a.step, a.rng_state) == (b.epoch, b.step, b.rng_state) == (3, 15, b.rng_state)
+    for name in a.params:
+        assert np.array_equal(a.params[name], b.params[name]), name
+    for key in a.optim_state:
+        assert np.array_equal(a.optim_state[key], b.optim_state[key]), key
+    assert _metrics(tmp_path / "a") == _metrics(out)
+    assert [r["epoch"] for r in _metrics(out)] == [1, 2, 3]
+
+
+def test_a_run_made_by_fit_resumes_only_on_the_data_it_names(tmp_path, capsys):
+    # fit() records no data; `--resume` went on with the embedded digits without a word
+    x = (np.random.default_rng(0).random((100, 64)) < 0.3).astype(np.float32)
+    np.save(tmp_path / "mine.npy", x)
+    out = tmp_path / "run"
+    config = TrainConfig(epochs=1, batch_size=50, progress=False, out_dir=str(out))
+    fit(VAE(64, hidden=[8], latent=2, backend=Backend()), x, config)
+    before = _files(out)
+    resume = ["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]
+    assert main([*resume, "--no-figures"]) == 2
+    line = _error_line(capsys)
+    assert line.endswith("does not record its data (it was trained by fit(), not scratchvae "
+                         "train); pass --data with the data it was trained on")  # fmt: skip
+    assert _files(out) == before
+    assert main([*resume, "--no-figures", "--data", str(tmp_path / "mine.npy")]) == 0
+    assert "on mine.npy (100 x 64)" in capsys.readouterr().err  # the start line
+    assert load_checkpoint(out).epoch == 2
