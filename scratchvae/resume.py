@@ -73,6 +73,9 @@ _RESUME_FLAGS = {
 }
 
 
+_KINDS = ("vae", "dae", "sae")  # the model kinds with flags of their own
+
+
 def _flag_text(flag: str, value: Any) -> str:
     shown = " ".join(map(str, value)) if isinstance(value, list) else value
     return f"{flag} {'none' if shown is None else shown}"
@@ -108,6 +111,11 @@ def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: Train
         dest = flag[2:].replace("-", "_")
         value = getattr(args, dest, None)
         given = dest in typed if typed is not None else value != defaults.get(dest)
+        if where in _KINDS and where != kind and given:  # used to be ignored without a word
+            raise ResumeMismatch(
+                f"{flag} applies to --model {where} only, and {ckpt.path} holds a {kind}; "
+                "drop it to resume"
+            )
         if where not in saved_values or value is None or not given:
             continue
         saved = saved_values[where].get(key)
@@ -192,7 +200,7 @@ def check_flags_apply(args: argparse.Namespace) -> None:
     """Refuse (ValueError, one line) a flag typed for another model kind (--rho on a VAE) or
     optimizer (--momentum with adam): it would be silently ignored."""
     typed = getattr(args, "typed", None) or set()
-    only = {f: ("--model", w) for f, (w, _) in _RESUME_FLAGS.items() if w in ("vae", "dae", "sae")}
+    only = {f: ("--model", w) for f, (w, _) in _RESUME_FLAGS.items() if w in _KINDS}
     for flag, (option, value) in {**only, **_ONLY_FOR}.items():
         if flag[2:].replace("-", "_") in typed and getattr(args, option[2:]) != value:
             raise ValueError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import numpy as np  # numpy-boundary: writing a user data file, comparing host arrays
+import pytest
 
 from scratchvae.backend import Backend
 from scratchvae.checkpoint import load_checkpoint
@@ -81,3 +82,17 @@ def test_a_run_made_by_fit_resumes_only_on_the_data_it_names(tmp_path, capsys):
     assert main([*resume, "--no-figures", "--data", str(tmp_path / "mine.npy")]) == 0
     assert "on mine.npy (100 x 64)" in capsys.readouterr().err  # the start line
     assert load_checkpoint(out).epoch == 2
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--noise-level", "0.1"), ("--rho", "0.2"), ("--sparsity-weight", "1")]
+)
+def test_a_flag_of_another_model_kind_is_refused_on_resume(tmp_path, capsys, flag, value):
+    out = tmp_path / "vae"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    before = _files(out)
+    resume = ["train", "--resume", "--out", str(out), "--epochs", "2", *TINY]
+    assert main([*resume, flag, value]) == 2  # it used to be ignored without a word
+    line = _error_line(capsys)
+    assert f"{flag} applies to --model " in line and "holds a vae; drop it to resume" in line
+    assert _files(out) == before
