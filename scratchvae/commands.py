@@ -195,8 +195,9 @@ def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig,
     """Model and settings from the checkpoint in ``out``, and why there is nothing to train
     (or None): flags that differ from them are refused; --epochs may raise the target,
     --data-dir say where the data lives now."""
-    if not (out / CHECKPOINT_NAME).exists():
-        raise CLIError(f"--resume: no checkpoint in {out}; train without --resume first")
+    if not (out / CHECKPOINT_NAME).exists():  # a run stopped before its first checkpoint:
+        again = "again with --force" if (out / METRICS_NAME).exists() else "without --resume first"
+        raise CLIError(f"--resume: no checkpoint in {out}; train {again}")
     ckpt = load_checkpoint(out)
     overrides: dict[str, Any] = {"progress": not args.no_progress, "out_dir": str(out)}
     if args.epochs is not None:

@@ -164,10 +164,11 @@ class Trainer:
         with nullcontext() if out is None else folder_lock(out, run_files):
             kept = [] if resume or out is None else run_files
             held = [name for name in kept if (Path(out) / name).exists()]
+            how = "resume=True continues it, " if CHECKPOINT_NAME in held else ""  # else no run
             _check(
                 replace or not held,
-                f"{out} holds a run ({', '.join(held)}): resume=True continues it, "
-                "replace=True deletes it and starts over, or choose another out_dir",
+                f"{out} holds a run ({', '.join(held)}): {how}replace=True deletes it and starts "
+                "over, or choose another out_dir",
             )
             for name in held:
                 (Path(out) / name).unlink(missing_ok=True)  # a new run: not beside an old one's

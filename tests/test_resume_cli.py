@@ -13,6 +13,7 @@ import pytest
 from scratchvae.backend import Backend
 from scratchvae.checkpoint import load_checkpoint
 from scratchvae.cli import main
+from scratchvae.data import load_dataset
 from scratchvae.models import VAE
 from scratchvae.train import TrainConfig, Trainer, fit
 
@@ -96,3 +97,37 @@ def test_a_flag_of_another_model_kind_is_refused_on_resume(tmp_path, capsys, fla
     line = _error_line(capsys)
     assert f"{flag} applies to --model " in line and "holds a vae; drop it to resume" in line
     assert _files(out) == before
+
+
+def test_a_run_stopped_before_its_first_checkpoint_says_how_to_start_over(
+    tmp_path, monkeypatch, capsys
+):
+    # with --save-every 2, Ctrl-C in epoch 2 leaves epoch 1's metrics.jsonl and no checkpoint:
+    # `--resume` said "train without --resume first", which then refused the metrics file
+    run = ["train", *TINY, "--epochs", "2", "--save-every", "2", "--out", str(tmp_path)]
+    real, calls = Trainer.train_step, []
+
+    def interrupted(self, *args):
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(Trainer, "train_step", interrupted)
+        assert main(run) == 130
+    assert _error_line(capsys).endswith(
+        f"no checkpoint was written in {tmp_path} yet (--force starts the run over, replacing "
+        "its metrics.jsonl)"
+    )
+    assert {p.name for p in tmp_path.iterdir()} == {".lock", "metrics.jsonl"}
+    assert main(["train", "--resume", "--out", str(tmp_path)]) == 2
+    assert _error_line(capsys).endswith(f"no checkpoint in {tmp_path}; train again with --force")
+    assert main([*run, "--force"]) == 0
+    assert load_checkpoint(tmp_path).epoch == 2
+    # the library says the same: no resume=True to offer where there is no checkpoint
+    (tmp_path / "checkpoint.npz").unlink()
+    digits = load_dataset("digits")
+    config = TrainConfig(epochs=1, batch_size=300, progress=False, out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"holds a run \(metrics.jsonl\): replace=True deletes"):
+        fit(VAE(64, hidden=[8], latent=2), digits, config)
