@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import folder_lock
-from .backend import Backend, op, to_numpy, training_threads
+from .backend import Backend, cpu_threads, op, to_numpy, training_threads
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_training, save_checkpoint
 from .data import BINARIZE_MODES, Dataset, as_dataset, binarize, check_n_features, train_val_split
 from .history import METRICS_NAME, History, write_metrics
@@ -160,6 +160,8 @@ class Trainer:
         its metrics) unless ``replace`` (then deleted). The folder stays locked meanwhile
         (:func:`~scratchvae.atomic.folder_lock`)."""
         _check(not (resume and replace), "resume=True continues a run, replace=True deletes it")
+        if self.bk.name == "numpy":
+            cpu_threads()  # a bad SCRATCHVAE_THREADS: refused before a replaced run is deleted
         out, run_files = self.config.out_dir, [CHECKPOINT_NAME, METRICS_NAME]
         with nullcontext() if out is None else folder_lock(out, run_files):
             kept = [] if resume or out is None else run_files

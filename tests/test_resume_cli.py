@@ -6,6 +6,9 @@ SCRATCHVAE_THREADS."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np  # numpy-boundary: writing a user data file, comparing host arrays
 import pytest
@@ -131,3 +134,20 @@ def test_a_run_stopped_before_its_first_checkpoint_says_how_to_start_over(
     config = TrainConfig(epochs=1, batch_size=300, progress=False, out_dir=str(tmp_path))
     with pytest.raises(ValueError, match=r"holds a run \(metrics.jsonl\): replace=True deletes"):
         fit(VAE(64, hidden=[8], latent=2), digits, config)
+
+
+def test_a_bad_scratchvae_threads_is_one_line_and_deletes_nothing(tmp_path):
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "old")]) == 0
+    before = _files(tmp_path / "old")
+    env = {**os.environ, "SCRATCHVAE_THREADS": "two"}
+    argv = [sys.executable, "-m", "scratchvae", "train", *TINY, "--epochs", "1", "--force"]
+    for out in ("old", "new"):  # it was a traceback from `import scratchvae`
+        done = subprocess.run([*argv, "--out", str(tmp_path / out)], env=env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 2
+        assert done.stderr.splitlines()[-1] == (
+            "scratchvae: error: SCRATCHVAE_THREADS must be a whole number >= 1 or auto, got 'two'"
+        )
+        assert "Traceback" not in done.stderr
+    assert _files(tmp_path / "old") == before  # --force did not delete the run it would replace
+    assert not (tmp_path / "new").exists()
