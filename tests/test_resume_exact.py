@@ -13,7 +13,7 @@ import pytest
 import scratchvae.checkpoint as checkpoint_module
 from scratchvae.atomic import temp_files
 from scratchvae.autoencoders import DenoisingAE, SparseAE
-from scratchvae.backend import Backend
+from scratchvae.backend import Backend, threads
 from scratchvae.checkpoint import load_checkpoint
 from scratchvae.data import dataset_from_array, load_dataset
 from scratchvae.models import AE, VAE
@@ -50,8 +50,8 @@ def tiny():
 
 def _config(out, opt, extra, epochs=4):
     lr, momentum = (0.05, 0.5) if opt == "sgd" else (3e-3, 0.0)
-    return TrainConfig(epochs=epochs, batch_size=40, lr=lr, optimizer=opt, momentum=momentum,
-                       progress=False, out_dir=str(out), **extra)  # fmt: skip
+    settings = dict(batch_size=40, lr=lr, optimizer=opt, momentum=momentum, progress=False)
+    return TrainConfig(epochs=epochs, out_dir=str(out), **{**settings, **extra})
 
 
 def _metrics(out):
@@ -153,3 +153,20 @@ def test_the_same_trainer_resumes_after_ctrl_c_and_starts_a_new_run_afresh(
     assert ckpt.step == trainer.step == 12 and int(ckpt.optim_state["t"]) == 12
     with pytest.raises(ValueError, match="resume=True continues a run, replace=True deletes it"):
         trainer.fit(resume=True, replace=True)
+
+
+def test_a_pinned_thread_count_gives_the_same_numbers_twice_and_is_in_the_metrics(tmp_path):
+    # batches of 256 rows are split across 2 threads (backend/threads.py): the step's sums
+    # depend on the count, so each epoch records it and a pinned count repeats bit for bit
+    digits = load_dataset("digits")
+    data = dataset_from_array(digits.x[:600], digits.y[:600], "digits-600")
+    make, big = MODELS["vae-bernoulli"], {"batch_size": 256}
+    with threads(2):
+        for name in ("a", "b"):
+            fit(make(Backend(seed=1)), data, _config(tmp_path / name, "adam", big, epochs=3))
+        out = tmp_path / "c"  # and resumed
+        fit(make(Backend(seed=1)), data, _config(out, "adam", big, epochs=1))
+        fit(make(Backend(seed=9)), data, _config(out, "adam", big, epochs=3), resume=True)
+    _same_run(tmp_path / "a", tmp_path / "b")
+    _same_run(tmp_path / "a", out)
+    assert [r["threads"] for r in _metrics(out)] == [2, 2, 2]
