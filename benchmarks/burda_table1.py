@@ -80,7 +80,7 @@ def train(name: str, train_set, run: Path, stages: int, seed: int, log) -> VAE:
         trainer.optimizer = Adam(lr, betas=(0.9, 0.999), eps=1e-4)  # the paper's eps
         t0 = time.perf_counter()
         resume = (run / CHECKPOINT_NAME).is_file()  # else the stage starts over
-        history = trainer.fit(resume=resume, replace=not resume)
+        history = trainer.fit(resume=resume, replace=not resume, allow_changes=("lr",))
         last = history[-1]
         log(f"{name}: stage {i} (lr {lr:.2e}) to epoch {total} in {time.perf_counter() - t0:.0f}"
             f" s; train loss {last['train_loss']:.2f}")  # fmt: skip

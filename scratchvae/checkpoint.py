@@ -371,10 +371,19 @@ def restore_training(ckpt: Checkpoint, model: AE, optimizer: Optimizer) -> None:
     """Everything a resumed run takes from ``ckpt``: parameters, optimizer state and the
     generator's state. All of it is checked before any of it is applied, so a refused
     checkpoint (CheckpointError) leaves the model, optimizer and backend as they were."""
-    if ckpt.model_config != model.config:
+    saved, now = ckpt.model_config, model.config
+    if saved != now:
+        keys = [k for k in {**saved, **now} if saved.get(k) != now.get(k)]
+        was, asked = (", ".join(f"{k}={c.get(k)!r}" for k in keys) for c in (saved, now))
         raise CheckpointError(
-            f"{ckpt.path} was trained with model {ckpt.model_config}, not {model.config}; "
-            "resume with the same model settings or use another --out folder"
+            f"{ckpt.path} was trained with a model of {was}, not {asked}; "
+            "resume with the same model settings or use another out_dir"
+        )
+    dtype = ckpt.backend.get("dtype", "float32")
+    if dtype != model.params.flat.dtype.name:  # another run: other arithmetic, other draws
+        raise CheckpointError(
+            f"{ckpt.path} was trained in {dtype}, not {model.params.flat.dtype.name}; "
+            "resume with the same dtype"
         )
     check_params(ckpt, model)
     state = _optimizer_state(ckpt, optimizer, model)

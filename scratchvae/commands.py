@@ -38,7 +38,7 @@ from .data.dataset import train_val_split
 from .data.load import NoSuchSplit
 from .init import default_init
 from .models import AE, model_classes
-from .resume import check_flags_apply, check_resume_flags, nothing_to_train
+from .resume import check_flags_apply, check_resume_flags, nothing_to_train, resume_data
 from .train import METRICS_NAME, TrainConfig, fit
 
 __all__ = [
@@ -195,8 +195,9 @@ def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig,
     """Model and settings from the checkpoint in ``out``, and why there is nothing to train
     (or None): flags that differ from them are refused; --epochs may raise the target,
     --data-dir say where the data lives now."""
-    if not (out / CHECKPOINT_NAME).exists():
-        raise CLIError(f"--resume: no checkpoint in {out}; train without --resume first")
+    if not (out / CHECKPOINT_NAME).exists():  # a run stopped before its first checkpoint:
+        again = "again with --force" if (out / METRICS_NAME).exists() else "without --resume first"
+        raise CLIError(f"--resume: no checkpoint in {out}; train {again}")
     ckpt = load_checkpoint(out)
     overrides: dict[str, Any] = {"progress": not args.no_progress, "out_dir": str(out)}
     if args.epochs is not None:
@@ -220,7 +221,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if done:
             _say(f"{PROG}: nothing to train in {out}: {done}")
             return 0
-        spec = args.data or config.data or "digits"
+        spec = resume_data(args.data, config, out)
         data = load_dataset(spec, "train", config.data_dir, likelihood=_data_likelihood(model))
     else:
         args.data = args.data or "digits"

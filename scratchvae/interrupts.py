@@ -14,6 +14,7 @@ from typing import Any
 
 from .checkpoint import CHECKPOINT_NAME
 from .cliargs import PROG
+from .history import METRICS_NAME
 
 __all__ = ["Terminated", "ignore_interrupts", "interrupted", "sigterm_interrupts"]
 
@@ -49,8 +50,10 @@ def interrupted(out: Path | None, terminated: bool) -> int:
         kept = ""
     elif (out / CHECKPOINT_NAME).exists():
         kept = f"; the last checkpoint in {out} is intact (--resume continues)"
-    else:
+    else:  # a run stopped before its first checkpoint may have written its metrics
         kept = f"; no checkpoint was written in {out} yet"
+        if (out / METRICS_NAME).exists():  # kept, so a plain rerun is refused: say how
+            kept += f" (--force starts the run over, replacing its {METRICS_NAME})"
     print(f"{PROG}: {what}{kept}", file=sys.stderr)
     return 128 + signal.SIGTERM if terminated else 130
 

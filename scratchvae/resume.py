@@ -9,20 +9,28 @@ was typed (``args.typed``, set by :func:`scratchvae.cli.main` from
 run trained with ``--lr 0.01`` is refused. Without ``args.typed`` (a Namespace built in code) a
 flag is given when its value differs from the default. ``--epochs`` may raise the target,
 ``--backend`` and ``--data-dir`` say where to run and where the data lives now.
+
+:func:`check_same_run` is the library's side of the same rule: ``fit(..., resume=True)`` with a
+:class:`~scratchvae.train.TrainConfig` whose batch size, learning rate, seed, ... differ from
+the run's is refused (it used to continue with them, no longer the run it resumed).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .checkpoint import Checkpoint
 from .checkpoint_checks import OPTIONAL_SETTINGS
 from .data import named_dataset
-from .train import History, TrainConfig
+from .history import History
 
-__all__ = ["ResumeMismatch", "check_resume_flags"]
+if TYPE_CHECKING:  # train imports this module
+    from .train import TrainConfig
+
+__all__ = ["RUN_SETTINGS", "ResumeMismatch", "check_resume_flags", "check_same_run"]
 
 
 class ResumeMismatch(ValueError):
@@ -65,6 +73,9 @@ _RESUME_FLAGS = {
 }
 
 
+_KINDS = ("vae", "dae", "sae")  # the model kinds with flags of their own
+
+
 def _flag_text(flag: str, value: Any) -> str:
     shown = " ".join(map(str, value)) if isinstance(value, list) else value
     return f"{flag} {'none' if shown is None else shown}"
@@ -100,6 +111,11 @@ def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: Train
         dest = flag[2:].replace("-", "_")
         value = getattr(args, dest, None)
         given = dest in typed if typed is not None else value != defaults.get(dest)
+        if where in _KINDS and where != kind and given:  # used to be ignored without a word
+            raise ResumeMismatch(
+                f"{flag} applies to --model {where} only, and {ckpt.path} holds a {kind}; "
+                "drop it to resume"
+            )
         if where not in saved_values or value is None or not given:
             continue
         saved = saved_values[where].get(key)
@@ -112,6 +128,18 @@ def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: Train
             f"{ckpt.path} was trained with {' '.join(was)}; you asked for {' '.join(asked)}; "
             "drop those flags to resume, or use another --out"
         )
+
+
+def resume_data(given: str | None, config: TrainConfig, out: Path) -> str:
+    """The data a resumed run trains on: ``--data`` (``given``; checked against the run's by
+    :func:`check_resume_flags`), else the data the run recorded. A run made by ``fit`` records
+    none, so without ``--data`` it is refused (it used to go on with the digits)."""
+    if given is None and config.data is None:
+        raise ResumeMismatch(
+            f"the run in {out} does not record its data (it was trained by fit(), not "
+            "scratchvae train); pass --data with the data it was trained on"
+        )
+    return given or config.data
 
 
 def nothing_to_train(ckpt: Checkpoint, config: TrainConfig) -> str | None:
@@ -132,6 +160,38 @@ def nothing_to_train(ckpt: Checkpoint, config: TrainConfig) -> str | None:
     )
 
 
+# The TrainConfig fields a resumed run keeps: each changes its numbers (the split, the batches,
+# the noise, the updates) or when it stops. The others may change: epochs (raised), where the
+# run and its data are (out_dir, data_dir), how often it saves and reports, the progress shown.
+RUN_SETTINGS = ("batch_size", "lr", "optimizer", "momentum", "warmup_epochs", "clip_norm",
+                "binarize", "val_fraction", "patience", "seed")  # fmt: skip
+
+
+def check_same_run(ckpt: Checkpoint, config: TrainConfig, allow: Sequence[str] = ()) -> None:
+    """Refuse (:class:`ResumeMismatch`, one line naming each setting) to resume the run in
+    ``ckpt`` under a ``config`` whose :data:`RUN_SETTINGS` differ from the run's, except those
+    named in ``allow`` (a setting the file does not record is not compared), or whose epochs
+    are fewer than the run has done."""
+    unknown = sorted(set(allow) - set(RUN_SETTINGS))
+    if unknown:
+        raise ValueError(f"allow_changes: {unknown[0]!r} is none of {', '.join(RUN_SETTINGS)}")
+    saved, now = ckpt.train_config, config.to_dict()
+    differ = [k for k in RUN_SETTINGS if k in saved and saved[k] != now[k] and k not in allow]
+    if differ:
+        was = ", ".join(f"{k}={saved[k]!r}" for k in differ)
+        asked = ", ".join(f"{k}={now[k]!r}" for k in differ)
+        raise ResumeMismatch(
+            f"{ckpt.path} was trained with {was}; this TrainConfig has {asked}; resume with the "
+            "run's own settings (load_checkpoint(out_dir).train_config), name the change in "
+            "allow_changes, or use another out_dir"
+        )
+    if config.epochs < ckpt.epoch:
+        raise ResumeMismatch(
+            f"epochs={config.epochs} is below the {ckpt.epoch} epochs the run in {ckpt.path} "
+            "has done; pass a larger epochs to continue it"
+        )
+
+
 # flags that only some runs use: flag -> (the option that must have this value, the value)
 _ONLY_FOR = {"--momentum": ("--optimizer", "sgd"), "--warmup-epochs": ("--model", "vae")}
 
@@ -140,7 +200,7 @@ def check_flags_apply(args: argparse.Namespace) -> None:
     """Refuse (ValueError, one line) a flag typed for another model kind (--rho on a VAE) or
     optimizer (--momentum with adam): it would be silently ignored."""
     typed = getattr(args, "typed", None) or set()
-    only = {f: ("--model", w) for f, (w, _) in _RESUME_FLAGS.items() if w in ("vae", "dae", "sae")}
+    only = {f: ("--model", w) for f, (w, _) in _RESUME_FLAGS.items() if w in _KINDS}
     for flag, (option, value) in {**only, **_ONLY_FOR}.items():
         if flag[2:].replace("-", "_") in typed and getattr(args, option[2:]) != value:
             raise ValueError(

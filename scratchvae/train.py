@@ -26,13 +26,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .atomic import folder_lock
-from .backend import Backend, op, to_numpy, training_threads
+from .backend import Backend, cpu_threads, op, to_numpy, training_threads
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_training, save_checkpoint
 from .data import BINARIZE_MODES, Dataset, as_dataset, binarize, check_n_features, train_val_split
 from .history import METRICS_NAME, History, write_metrics
@@ -41,6 +42,7 @@ from .inputs import require as _check
 from .models import AE
 from .optim import Optimizer, build_optimizer
 from .progress import Progress, epoch_line, postfix, quiet_float_warnings
+from .resume import check_same_run
 
 __all__ = ["History", "TrainConfig", "Trainer", "TrainingDiverged", "fit", "write_metrics"]
 # History and write_metrics live in history.py, re-exported here where users import them
@@ -147,27 +149,40 @@ class Trainer:
         return build_optimizer(c.optimizer, c.lr, c.clip_norm, **extra)
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, resume: bool = False, replace: bool = False) -> History:
+    def fit(
+        self, resume: bool = False, replace: bool = False, allow_changes: Sequence[str] = ()
+    ) -> History:
         """Train until ``config.epochs`` (or early stopping). ``resume``: continue from the
-        checkpoint in ``config.out_dir``, bit for bit as if never interrupted (NumPy); a new
-        run refuses a folder holding one (or its metrics) unless ``replace`` (then deleted).
-        The folder stays locked meanwhile (:func:`~scratchvae.atomic.folder_lock`)."""
+        checkpoint in ``config.out_dir``, bit for bit as if never interrupted (NumPy), with the
+        run's settings: a ``config`` whose batch size, lr, seed, ... differ is refused, except
+        those named in ``allow_changes`` (``("lr",)``: a learning-rate schedule; see
+        :func:`~scratchvae.resume.check_same_run`). A new run refuses a folder holding one (or
+        its metrics) unless ``replace`` (then deleted). The folder stays locked meanwhile
+        (:func:`~scratchvae.atomic.folder_lock`)."""
+        _check(not (resume and replace), "resume=True continues a run, replace=True deletes it")
+        if self.bk.name == "numpy":
+            cpu_threads()  # a bad SCRATCHVAE_THREADS: refused before a replaced run is deleted
         out, run_files = self.config.out_dir, [CHECKPOINT_NAME, METRICS_NAME]
         with nullcontext() if out is None else folder_lock(out, run_files):
             kept = [] if resume or out is None else run_files
             held = [name for name in kept if (Path(out) / name).exists()]
+            how = "resume=True continues it, " if CHECKPOINT_NAME in held else ""  # else no run
             _check(
                 replace or not held,
-                f"{out} holds a run ({', '.join(held)}): resume=True continues it, "
-                "replace=True deletes it and starts over, or choose another out_dir",
+                f"{out} holds a run ({', '.join(held)}): {how}replace=True deletes it and starts "
+                "over, or choose another out_dir",
             )
             for name in held:
                 (Path(out) / name).unlink(missing_ok=True)  # a new run: not beside an old one's
             with training_threads(self.bk.name == "numpy") as self._threads:
-                return self._fit(resume)
+                return self._fit(resume, allow_changes)
 
-    def _fit(self, resume: bool) -> History:
-        start = self._resume() if resume else 0
+    def _fit(self, resume: bool, allow_changes: Sequence[str]) -> History:
+        self._first_epoch = None
+        if not resume and (self.step or len(self.history)):  # a new run on a used Trainer: its
+            self.history, self.step = History(), 0  # epochs from 1 again, not after the old ones
+            self.optimizer.load_state_dict({"t": 0})
+        start = self._resume(allow_changes) if resume else 0
         if start and self.history.out_of_patience(self.config.patience):  # stays stopped
             self.history.stopped_early = True
             return self.history
@@ -346,13 +361,15 @@ class Trainer:
                 history=self.history.records,
             )
 
-    def _resume(self) -> int:
+    def _resume(self, allow_changes: Sequence[str] = ()) -> int:
         """Load params, optimizer state, generator state and history; return the epoch done.
-        The checkpoint is checked whole first: a refused one (CheckpointError) changes nothing."""
+        The checkpoint and the settings are checked whole first: a refused one
+        (CheckpointError, ResumeMismatch) changes nothing."""
         path = self.config.checkpoint_path
         if path is None:
             raise ValueError("resuming needs the run folder: set out_dir (--out DIR)")
         ckpt = load_checkpoint(path)
+        check_same_run(ckpt, self.config, allow_changes)  # the run's batch size, lr, seed, ...
         restore_training(ckpt, self.model, self.optimizer)
         self.history = History(list(ckpt.history))
         self.step = ckpt.step
@@ -367,9 +384,14 @@ def accumulate(total: Any, value: Any, weight: float) -> None:
 
 
 def fit(
-    model: AE, data: Dataset | Any, config: TrainConfig, resume: bool = False, replace: bool = False
+    model: AE,
+    data: Dataset | Any,
+    config: TrainConfig,
+    resume: bool = False,
+    replace: bool = False,
+    allow_changes: Sequence[str] = (),
 ) -> History:
     """Train ``model`` on ``data`` (a :class:`Dataset`, or an (N, D) / (N, H, W) array checked
     by :func:`~scratchvae.data.dataset_from_array`: uint8 scaled by 1/255); ``resume``,
-    ``replace``: :meth:`Trainer.fit`. Returns the per-epoch :class:`History`."""
-    return Trainer(model, data, config).fit(resume=resume, replace=replace)
+    ``replace``, ``allow_changes``: :meth:`Trainer.fit`. Returns the per-epoch :class:`History`."""
+    return Trainer(model, data, config).fit(resume, replace, allow_changes)

@@ -180,7 +180,7 @@ def test_a_seed_beside_a_backend_is_refused_not_ignored():
 @pytest.mark.parametrize(
     "change, says",
     [("dtype", "was trained in float32, not float64; resume with the same dtype"),
-     ("optimizer", "was trained with adam, not sgd; resume with the same optimizer")],
+     ("optimizer", "was trained with optimizer='adam'; this TrainConfig has optimizer='sgd'")],
 )  # fmt: skip
 def test_resuming_with_other_settings_says_so_not_that_the_file_is_damaged(tmp_path, change, says):
     x = (np.random.default_rng(0).random((64, 8)) < 0.5).astype(np.float32)

@@ -21,7 +21,7 @@ from scratchvae.checkpoint import (
 from scratchvae.checkpoint_checks import check_model_config, model_settings, param_shapes
 from scratchvae.data import DataError, check_n_features, load_dataset
 from scratchvae.models import VAE, model_classes
-from scratchvae.optim import Adam
+from scratchvae.optim import SGD, Adam
 
 
 def _trained(seed=0):
@@ -287,3 +287,29 @@ def test_an_entry_that_unpacks_to_far_more_than_it_stores_is_refused(tmp_path):
     np.savez_compressed(tmp_path / "bomb.npz", **arrays, junk=np.zeros(10**7, np.float32))
     with pytest.raises(CheckpointError, match="entry junk.npy unpacks 40000128 bytes"):
         load_checkpoint(tmp_path / "bomb.npz")
+
+
+def test_restore_training_refuses_another_dtype_even_without_optimizer_arrays(tmp_path):
+    # plain SGD keeps no state arrays, so nothing but the step count reached the dtype check:
+    # a float32 run resumed into a float64 model went on silently, no longer the same run
+    model, _ = _trained()
+    sgd = SGD(1e-2)
+    sgd.t = 3
+    _save(tmp_path / "checkpoint.npz", model, sgd)
+    ckpt = load_checkpoint(tmp_path)
+    wide = VAE(12, hidden=[8], latent=3, beta=0.5, backend=Backend("numpy", "float64", seed=1))
+    before, state = wide.params.flat.copy(), wide.backend.rng_state()
+    with pytest.raises(CheckpointError, match="was trained in float32, not float64; resume with"):
+        restore_training(ckpt, wide, SGD(1e-2))
+    assert np.array_equal(wide.params.flat, before) and wide.backend.rng_state() == state
+
+
+def test_restore_training_names_the_model_settings_that_differ(tmp_path):
+    model, opt = _trained()
+    _save(tmp_path / "checkpoint.npz", model, opt)
+    other = VAE(12, hidden=[8], latent=3, beta=2.0, backend=Backend(seed=0))
+    with pytest.raises(CheckpointError) as info:
+        restore_training(load_checkpoint(tmp_path), other, Adam(1e-2))
+    message = str(info.value)
+    assert "was trained with a model of beta=0.5, not beta=2.0; resume with" in message
+    assert "hidden" not in message and "\n" not in message

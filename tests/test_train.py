@@ -13,6 +13,7 @@ from scratchvae.backend import Backend
 from scratchvae.checkpoint import load_checkpoint
 from scratchvae.data import DataError, dataset_from_array, load_dataset
 from scratchvae.models import AE, VAE
+from scratchvae.optim import build_optimizer
 from scratchvae.train import TrainConfig, Trainer, TrainingDiverged, fit
 
 
@@ -160,11 +161,13 @@ def test_no_early_stop_while_improving(small):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_non_finite_loss_raises_and_keeps_the_last_good_checkpoint(small, tmp_path):
+def test_non_finite_loss_raises_and_keeps_the_last_good_checkpoint(small, tmp_path, monkeypatch):
     fit(_vae(), small, _cfg(epochs=3, out_dir=str(tmp_path)))  # a good checkpoint at epoch 3
     before = (tmp_path / "checkpoint.npz").read_bytes()
-    # resume with an absurd learning rate: Adam moves every weight by ~1e30, logits overflow
-    cfg = _cfg(epochs=6, out_dir=str(tmp_path), lr=1e30, log_every=2)
+    # resume (its own settings) with an absurd learning rate behind them: Adam moves every
+    # weight by ~1e30, logits overflow
+    monkeypatch.setattr(Trainer, "_build_optimizer", lambda self: build_optimizer("adam", 1e30))
+    cfg = _cfg(epochs=6, out_dir=str(tmp_path), log_every=2)
     with pytest.raises(TrainingDiverged) as info:
         fit(_vae(), small, cfg, resume=True)
     message = str(info.value)

@@ -73,12 +73,26 @@ def _from_environment() -> int | None:
     return int(text)
 
 
-_THREADS: int | None = _from_environment()
+# read once, at import; a bad value is reported when a count is needed (by the training run:
+# one line), not raised by ``import scratchvae`` as a traceback before any command could
+try:
+    _THREADS: int | None = _from_environment()
+    _BAD_ENVIRONMENT: str | None = None
+except ValueError as exc:
+    _THREADS, _BAD_ENVIRONMENT = None, str(exc)
+
+
+def _pinned() -> int | None:
+    """The count set by SCRATCHVAE_THREADS or :func:`threads` (None: not set); a bad
+    SCRATCHVAE_THREADS raises its one-line ValueError here."""
+    if _THREADS is None and _BAD_ENVIRONMENT is not None:
+        raise ValueError(_BAD_ENVIRONMENT)
+    return _THREADS
 
 
 def cpu_threads() -> int:
     """The number of threads a training step on NumPy may use."""
-    return _THREADS or usable_cores()
+    return _pinned() or usable_cores()
 
 
 @contextmanager
@@ -279,7 +293,7 @@ def training_threads(numpy: bool = True, start_probe: float = 0.2) -> Iterator[T
     seconds of the machine's load now; the caller calls ``update()`` again after each epoch.
     The split's count and BLAS's are restored on exit."""
     global _THREADS
-    before = _THREADS
+    before = _pinned() if numpy else _THREADS
     auto = numpy and before is None
     choice = ThreadChoice(before, LoadProbe() if auto else None)
     if numpy:
