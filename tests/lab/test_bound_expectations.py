@@ -33,7 +33,7 @@ def test_expected_bound_rises_with_k_and_stays_below_log_evidence(seed):
     assert bounds[0] == pytest.approx(elbo, abs=1e-12)  # L_1 is the one-sample ELBO
     steps = np.diff([*bounds, log_px])
     assert np.all(steps > 1e-4), (bounds, log_px)  # each step up is far above the rule's 1e-6
-    # the gap closes like 1/k (Burda et al.; Maddison et al. 2017): E[L_k] ~ log p(x) - c / k
+    # the gap closes (for large k like c / k: Maddison et al. 2017, Nowozin 2018)
     gaps = log_px - np.array(bounds)
     assert np.all(gaps[1:] < gaps[:-1]) and gaps[2] < 0.8 * gaps[0]
 
