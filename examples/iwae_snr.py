@@ -45,6 +45,8 @@ def plot(rows: list, path: Any) -> Any:
             if mine:
                 ks, snr = [r.k for r in mine], [getattr(r, f"{part}_snr") for r in mine]
                 ax.loglog(ks, snr, "o-", color=color, label=est)
+        floor = max(r.floor for r in rows)  # a gradient with zero mean shows this much
+        ax.axhline(floor, color="grey", linestyle=":", label="noise floor")
         ax.set_xlabel("k (samples per example)")
         if part == "encoder":
             ax.set_ylabel("SNR = |E g| / std g  (mean over parameters)")

@@ -12,6 +12,13 @@ the encoder's SNR from falling. :func:`gradient_snr` measures this on a model: f
 estimator, ``repeats`` gradients of the loss from independent draws, their mean and standard
 deviation per parameter, and the SNR averaged over the encoder's and over the decoder's
 parameters. ``examples/iwae_snr.py`` makes the figure and the table.
+
+The estimate's floor. From R draws with mean m and standard deviation s per parameter,
+E[m^2] = (E g)^2 + s^2 / R: a gradient with zero mean still shows |m| / s of about
+:data:`NOISE_FLOOR` / sqrt(R) (0.056 at R = 200; each row's ``floor``), so an SNR that falls
+towards it levels off there (the pathwise encoder's from about k = 100 at 200 draws) and a
+figure near the floor says only "below what R draws resolve". ``format_snr`` prints the floor
+and the example draws it; tests/lab/test_snr.py checks the published rates with enough draws.
 """
 
 from __future__ import annotations
@@ -26,19 +33,25 @@ from ..models import VAE, build_model
 
 Array = Any
 
-__all__ = ["SNRRow", "format_snr", "gradient_snr"]
+__all__ = ["NOISE_FLOOR", "SNRRow", "format_snr", "gradient_snr"]
+
+#: E|Z| = sqrt(2 / pi) for Z ~ N(0, 1): the SNR measured for a gradient with zero mean from R
+#: (normal) draws is about NOISE_FLOOR / sqrt(R)
+NOISE_FLOOR = math.sqrt(2 / math.pi)
 
 
 @dataclass
 class SNRRow:
     """One estimator at one k: the SNR averaged over the encoder's and the decoder's
-    parameters (those whose gradient varies), from ``repeats`` draws."""
+    parameters (those whose gradient varies), from ``repeats`` draws; ``floor``: what a
+    gradient with zero mean would show from as many draws (NOISE_FLOOR / sqrt(repeats))."""
 
     estimator: str
     k: int
     repeats: int
     encoder_snr: float
     decoder_snr: float
+    floor: float = math.nan
 
 
 def _snr(samples: Array) -> float:
@@ -78,7 +91,9 @@ def gradient_snr(
                 _, grads = twin.loss_and_grads(x)
                 draws.append(grads.flat.copy())
             g = xp.stack(draws)  # (repeats, all parameters)
-            rows.append(SNRRow(estimator, int(k), repeats, _snr(g[:, enc]), _snr(g[:, ~enc])))
+            enc_snr, dec_snr = _snr(g[:, enc]), _snr(g[:, ~enc])
+            floor = NOISE_FLOOR / math.sqrt(repeats)
+            rows.append(SNRRow(estimator, int(k), repeats, enc_snr, dec_snr, floor))
     return rows
 
 
@@ -97,4 +112,9 @@ def format_snr(rows: Sequence[SNRRow]) -> str:
             f"{by[e].encoder_snr:>13.3f}{by[e].decoder_snr:>13.3f}" for e in estimators
         )
         lines.append(f"{k:>6}  {cells}")
+    floors = sorted({(r.repeats, r.floor) for r in rows})
+    lines.append(
+        "noise floor (the SNR a gradient with zero mean shows; figures near it are noise): "
+        + ", ".join(f"{f:.3f} ({n} draws)" for n, f in floors)
+    )
     return "\n".join(lines)

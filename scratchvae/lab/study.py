@@ -26,8 +26,12 @@ __all__ = ["StudyRow", "estimator_study", "format_study"]
 class StudyRow:
     """One estimator, one S, one group of parameters, over ``repeats`` independent estimates.
 
-    bias: ||mean estimate - reference|| (L2 over the group);  bias_z: max over parameters of
-    |mean - reference| / standard error (about 4 or less when unbiased; grows with a real bias);
+    bias: ||mean estimate - reference|| (L2 over the group);  bias_z: max over the group's P
+    parameters of |mean - reference| / standard error (unbiased: about sqrt(2 ln P) for normal
+    errors, 3 for P = 100, 4.3 for 10^4, more with heavy tails; grows with a real bias). The
+    standard error is the estimates' alone: a reference estimated from N samples adds its own
+    noise, which makes bias_z of the S-sample pathwise rows larger by up to
+    sqrt(1 + repeats S / N);
     variance: the S-sample estimate's variance summed over the group's parameters;
     variance_per_param: per parameter (a NumPy array, flattened); rel_std: sqrt(variance) /
     ||reference||, the estimate's noise relative to the gradient's size.

@@ -135,10 +135,15 @@ def _no_destinations(kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if k != "ws" and not k.startswith("out")}
 
 
+def _argument(call: _Call, name: str, default: Any) -> Any:
+    """The argument ``name`` of an op call as it was passed (``default`` when it was not)."""
+    bound = inspect.signature(call.fn.reference).bind_partial(*call.args, **call.kwargs)
+    return bound.arguments.get(name, default)
+
+
 def _estimator(call: _Call) -> str:
     """The ``estimator`` argument of a backward call ("pathwise" when it takes none)."""
-    bound = inspect.signature(call.fn.reference).bind_partial(*call.args, **call.kwargs)
-    return bound.arguments.get("estimator", "pathwise")
+    return _argument(call, "estimator", "pathwise")
 
 
 def _check(forward: _Call, backward: _Call, directions: int = 3) -> float | None:
@@ -266,7 +271,9 @@ def trace_step(
             optimizer.step(model.params, grads)
     rows = [_row(c) for c in tracer.calls]
     for row, call in zip(rows, tracer.calls, strict=True):
-        if row.op == "iw_bound_forward":  # the K-sample step: keep the weights it computed
+        # the IWAE step: keep the normalised importance weights it computed (the K-sample
+        # ELBO's, objective "elbo" with stl, are 1/K each: not importance weights)
+        if row.op == "iw_bound_forward" and _argument(call, "combine", "") == "logmeanexp":
             row.weights = to_numpy(call.result[1].weights)
     if check:
         made_by = {
@@ -314,11 +321,11 @@ def format_trace(rows: list[TraceRow], depth: int = 0) -> str:
 
 
 def format_weights(rows: list[TraceRow], examples: int = 4, samples: int = 6) -> str:
-    """The K-sample step's normalised importance weights w~_k = softmax_k log w_k (the IWAE
+    """The IWAE step's normalised importance weights w~_k = softmax_k log w_k (the IWAE
     gradient is sum_k w~_k d log w_k; DReG's encoder gradient weights by w~_k^2) for the first
     ``examples`` examples: the largest weight, the effective sample size 1 / sum_k w~_k^2
     (K when the weights are equal, 1 when one sample takes all) and the first ``samples``
-    weights. "" when the step has no K-sample bound."""
+    weights. "" when the step has no importance-weighted bound (the K-sample ELBO has none)."""
     found = [r.weights for r in rows if r.weights is not None]
     if not found:
         return ""

@@ -1,8 +1,8 @@
 """``scratchvae trace``: the options and the printout of :mod:`scratchvae.lab.trace`.
 
 Prints one training step of the default VAE on the embedded digits (or of a trained model from
-``--checkpoint``), op by op, then the K-sample step's importance weights when there are K > 1
-samples per example, then each backward op's formulas from its code.
+``--checkpoint``), op by op, then the importance weights of an IWAE step (``--objective iwae``,
+K > 1 samples per example), then each backward op's formulas from its code.
 """
 
 from __future__ import annotations

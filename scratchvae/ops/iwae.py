@@ -129,16 +129,20 @@ def iw_bound_forward(
     weights under eps (the dtype's) times their example's largest are stored as 0 (below)."""
     K = log_w.shape[0]
     if combine == "logmeanexp":
-        lse = get_special(log_w).logsumexp(log_w, axis=0)  # (B,), overflow-free
-        bound = lse - math.log(K)
-        weights = get_xp(log_w).exp(log_w - lse)  # softmax over the samples
+        bound = get_special(log_w).logsumexp(log_w, axis=0) - math.log(K)  # (B,), overflow-free
+        # the softmax from the differences to the largest, not exp(log_w - logsumexp): that
+        # sum is rounded to the dtype at |log w|'s magnitude (in float32 at |log w| = 1e6, to
+        # 0.06), and the weights inherit its error as a factor (they summed to 1.03)
+        shifted = get_xp(log_w).exp(log_w - log_w.max(axis=0))  # (K, B), the largest is 1
+        weights = shifted / shifted.sum(axis=0)
     elif combine == "mean":
         bound, weights = log_w.mean(axis=0), get_xp(log_w).full(log_w.shape, 1.0 / K)
     else:
         raise ValueError(f"unknown combination {combine!r}; choose one of {', '.join(COMBINE)}")
     weights = weights.astype(log_w.dtype, copy=False)
     # a weight below eps times its example's largest becomes 0: its term of sum_k w~_k g_k is
-    # under the rounding of the largest one (for gradients g_k of like size), but products of
+    # under the rounding of the largest one (for gradients g_k of like size; all such terms
+    # together are under K eps of it, 6e-6 at k = 50 in float32), but products of
     # such weights with small gradients are subnormal numbers, and the decoder's backward on the
     # K B rows ran 3-5x slower on them (k = 50: 72 against 15 ms a step; benchmarks/README.md)
     xp = get_xp(weights)

@@ -3,6 +3,7 @@ that ran), and its numerical checks pass for right backward ops and catch wrong 
 
 import argparse
 
+import numpy as np  # numpy-boundary: host-side test arithmetic
 import pytest
 
 from scratchvae.autoencoders import DenoisingAE, SparseAE
@@ -224,6 +225,38 @@ def test_the_k_sample_step_is_traced_with_its_weights(estimator):
     assert "K = 5 samples per example" in text and "ESS" in text
     assert len(text.splitlines()) == 2 + 4  # header, columns, one line per example
     assert format_weights(trace_step(*_vae())) == ""  # one sample: no weights
+
+
+def test_the_printed_weights_are_the_steps_importance_weights():
+    """format_weights shows w~ = softmax_k log w_k of the step's own draws: recomputed here
+    from the same eps (log p(x|z) + log p(z) - log q(z|x), written out), they agree to
+    rounding, and so do the largest weight and the ESS printed. The trace's weight gradients
+    are the step's. A K-sample ELBO step (objective elbo, stl) weighs each draw 1/K: it was
+    printed as "importance weights" with ESS K; it has no importance weights to print."""
+    model, x = _vae(objective="iwae", k=5, estimator="dreg")
+    noise = model.draw_noise(4)
+    rows = trace_step(model, x, noise)
+    eps = noise["eps"]  # (K, B, L) = (5, 4, 3)
+    mu, logvar = model.encode(x)
+    z = mu + np.exp(logvar / 2) * eps
+    logits = model.decoder.forward(model.params, z.reshape(20, 3))[0].reshape(5, 4, 10)
+    log_w = (x * logits - np.logaddexp(0, logits)).sum(-1)  # log p(x | z), Bernoulli
+    log_w += 0.5 * ((eps**2).sum(-1) - (z**2).sum(-1) + logvar.sum(-1))  # log p(z) - log q
+    want = np.exp(log_w - log_w.max(axis=0))
+    want /= want.sum(axis=0)
+    got = next(r.weights for r in rows if r.weights is not None)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-15)
+    for b, line in enumerate(format_weights(rows).splitlines()[2:]):
+        _, largest, ess, *_ = line.split()
+        assert float(largest) == pytest.approx(want[:, b].max(), abs=5e-4)
+        assert float(ess) == pytest.approx(1 / (want[:, b] ** 2).sum(), abs=5e-3)
+    _, grads = model.loss_and_grads(x, noise)
+    for r in rows:
+        if r.op.startswith("dense") and r.phase == "backward" and r.depth == 0:
+            want_norm = float(np.linalg.norm(grads[f"{r.where}.W"]))
+            assert r.grads["dW"][1] == pytest.approx(want_norm, rel=1e-12), r.where
+    elbo, _ = _vae(objective="elbo", k=3, estimator="stl")
+    assert format_weights(trace_step(elbo, x)) == ""
 
 
 def test_cli_traces_the_iwae_step(capsys):

@@ -50,6 +50,38 @@ def test_bound_values_and_weights():
         iwae.iw_bound_forward(log_w, "max")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("K", [1, 7, 100_000])
+@pytest.mark.parametrize("center", [0.0, -1e4, 1e4, -1e6, -1e30])
+def test_bound_and_weights_at_any_magnitude_and_k(dtype, K, center):
+    """log w of any size (a Gaussian likelihood with a small std gives |log w| ~ 1e6 early in
+    training), K up to 1e5, float32 and float64: a finite bound equal to the float64 log-mean-
+    exp of the same inputs to the dtype's rounding at their magnitude, and weights equal to
+    their exact softmax to the rounding of a sum of K terms. (The weights were
+    exp(log w - logsumexp), whose rounded sum made them wrong by a common factor: in float32
+    by 3e-4 at |log w| = 1e4, 3% at 1e6, and K-fold at 1e30, where log K is below the last
+    bit.) A sum of K terms along the sample axis is rounded by up to about sqrt(K) eps."""
+    rng = np.random.default_rng(K)
+    log_w = (center + 5.0 * rng.standard_normal((K, 3))).astype(dtype)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is fine
+        bound, cache = iwae.iw_bound_forward(log_w, "logmeanexp", "none")
+    exact = log_w.astype(np.float64)
+    top = exact.max(axis=0)
+    want_w = np.exp(exact - top) / np.exp(exact - top).sum(axis=0)
+    want_bound = top + np.log(np.exp(exact - top).sum(axis=0)) - np.log(K)
+    eps, sum_err = np.finfo(dtype).eps, 4 * np.finfo(dtype).eps * (np.sqrt(K) + 1)
+    assert bound.dtype == cache.weights.dtype == np.dtype(dtype)
+    assert np.all(np.isfinite(bound)) and np.all(np.isfinite(cache.weights))
+    tol = 4 * eps * (np.abs(want_bound) + np.log(K) + 1) + sum_err  # rounding at its magnitude
+    np.testing.assert_array_less(np.abs(bound - want_bound), tol)
+    kept = cache.weights > 0  # weights under eps times their largest are stored as 0
+    assert np.all((want_w < 1.01 * eps * want_w.max(axis=0))[~kept])
+    rel = np.abs(cache.weights - want_w)[kept] / want_w[kept]
+    assert rel.max() < sum_err + 4 * eps, rel.max()
+    kept_mass = np.where(kept, want_w, 0).sum(axis=0)  # the cut ones: under K eps in all
+    np.testing.assert_allclose(cache.weights.sum(axis=0, dtype=np.float64), kept_mass, rtol=sum_err)
+
+
 # ------------------------------------------------------------------ the k draws
 @given(K=st.integers(1, 4), B=st.integers(1, 4), L=st.integers(1, 4), seed=seeds)
 @settings(deadline=None)
