@@ -119,7 +119,7 @@ def _load_run(args: argparse.Namespace, seed: int | None = None) -> tuple[AE, An
 
 def _run_data(args: argparse.Namespace, ckpt: Any, model: AE, split: str) -> Dataset:
     """The data set named on the command line, else the one recorded in the checkpoint."""
-    spec = args.data or ckpt.train_config.get("data") or "digits"
+    spec = resume_data(args.data, ckpt.train_config.get("data"), ckpt.path.parent)
     data_dir = args.data_dir or ckpt.train_config.get("data_dir")
     try:
         data = load_dataset(spec, split, data_dir, likelihood=_data_likelihood(model))
@@ -221,7 +221,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if done:
             _say(f"{PROG}: nothing to train in {out}: {done}")
             return 0
-        spec = resume_data(args.data, config, out)
+        spec = resume_data(args.data, config.data, out)
         data = load_dataset(spec, "train", config.data_dir, likelihood=_data_likelihood(model))
     else:
         args.data = args.data or "digits"

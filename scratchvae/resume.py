@@ -130,16 +130,17 @@ def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: Train
         )
 
 
-def resume_data(given: str | None, config: TrainConfig, out: Path) -> str:
-    """The data a resumed run trains on: ``--data`` (``given``; checked against the run's by
-    :func:`check_resume_flags`), else the data the run recorded. A run made by ``fit`` records
-    none, so without ``--data`` it is refused (it used to go on with the digits)."""
-    if given is None and config.data is None:
+def resume_data(given: str | None, recorded: str | None, run: Path) -> str:
+    """The data a run's model is trained on again or evaluated on: ``--data`` (``given``;
+    checked against the run's by :func:`check_resume_flags` on resume), else the data the run
+    recorded. A run made by ``fit`` records none, so without ``--data`` it is refused (it used
+    to go on with the digits, or be evaluated on them, without a word)."""
+    if given is None and recorded is None:
         raise ResumeMismatch(
-            f"the run in {out} does not record its data (it was trained by fit(), not "
+            f"the run in {run} does not record its data (it was trained by fit(), not "
             "scratchvae train); pass --data with the data it was trained on"
         )
-    return given or config.data
+    return given or recorded
 
 
 def nothing_to_train(ckpt: Checkpoint, config: TrainConfig) -> str | None:

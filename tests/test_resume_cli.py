@@ -88,6 +88,24 @@ def test_a_run_made_by_fit_resumes_only_on_the_data_it_names(tmp_path, capsys):
     assert load_checkpoint(out).epoch == 2
 
 
+@pytest.mark.parametrize("command", ["evaluate", "reconstruct", "plot"])
+def test_a_run_made_by_fit_is_looked_at_only_on_the_data_it_names(tmp_path, capsys, command):
+    # the same run seen by evaluate, reconstruct and plot: they went to the digits (also 64
+    # features) without a word
+    x = (np.random.default_rng(0).random((100, 64)) < 0.3).astype(np.float32)
+    np.save(tmp_path / "mine.npy", x)
+    out = tmp_path / "run"
+    config = TrainConfig(epochs=1, batch_size=50, progress=False, out_dir=str(out))
+    fit(VAE(64, hidden=[8], latent=2, backend=Backend()), x, config)
+    assert main([command, str(out)]) == 2
+    assert _error_line(capsys).endswith("pass --data with the data it was trained on")
+    more = {"evaluate": ["--iw-samples", "0", "--no-progress", "--split", "train"]}
+    more["reconstruct"] = ["--split", "train"]
+    assert (
+        main([command, str(out), "--data", str(tmp_path / "mine.npy"), *more.get(command, [])]) == 0
+    )
+
+
 @pytest.mark.parametrize(
     "flag, value", [("--noise-level", "0.1"), ("--rho", "0.2"), ("--sparsity-weight", "1")]
 )
