@@ -295,12 +295,20 @@ BINARIZE_TEXT = {
 }
 
 
+def _binarize_text(mode: str, model: AE) -> str:
+    """What the data were scored as: binarized, or as they are (Bernoulli targets in [0, 1],
+    or the values a Gaussian or squared-error decoder is scored against)."""
+    if mode == "none" and model.lik.kind != "bernoulli":
+        return f"none (values used as they are, {model.lik.kind} decoder)"
+    return BINARIZE_TEXT.get(mode, mode)
+
+
 def format_report(r: dict[str, Any], model: AE, epoch: int, n_features: int) -> str:
     """The ``scratchvae evaluate`` report of :func:`evaluate`'s results ``r``, one line each."""
     lines = [
         f"checkpoint    {r['checkpoint']} ({type(model).__name__}, epoch {epoch})",
         f"data          {r['data']}",
-        f"binarization  {BINARIZE_TEXT.get(r['binarize'], r['binarize'])}",
+        f"binarization  {_binarize_text(r['binarize'], model)}",
         f"units         nats per example (sum over {n_features} features, mean over "
         f"{r['n']} examples)",
     ]
