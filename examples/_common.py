@@ -109,15 +109,21 @@ def _subset(ds: Dataset, rows: slice) -> Dataset:
 
 
 def setup(
-    name: str, argv: Sequence[str] | None, p: argparse.ArgumentParser, epochs: dict[str, int]
+    name: str,
+    argv: Sequence[str] | None,
+    p: argparse.ArgumentParser,
+    epochs: dict[str, int] | None,
 ) -> Setup:
-    """Parse ``argv``, load the data, pick the epochs (``epochs["digits"]`` or ``["other"]``).
+    """Parse ``argv``, load the data, pick the epochs (``epochs["digits"]`` or ``["other"]``;
+    None for an example that does not train by epochs: ``--epochs`` is refused there).
 
     The parser's errors name the script (``NAME.py: error: ...``), also when ``main`` is called
     in a process that is not the script. The backend is made before the data are loaded (or
     downloaded), so that a missing CuPy is said at once."""
     p.prog = f"{name}.py"
     args = p.parse_args(argv)
+    if epochs is None and args.epochs is not None:
+        p.error("--epochs does not apply to this example (see --help for what sets its length)")
     t0 = time.perf_counter()
     backend = Backend(args.backend, "float32", seed=args.seed)
     train = load_dataset(args.data, "train", args.data_dir)
@@ -134,11 +140,14 @@ def setup(
         test = _subset(test, slice(0, 200))
     for ds in (train, test):  # rows that are not images are drawn as 1 x D strips
         ds.image_shape = ds.image_shape or (1, ds.n_features)
-    default = epochs["digits"] if train.n_features <= 256 else epochs["other"]
-    n_epochs = 2 if args.fast else (default if args.epochs is None else args.epochs)
+    n_epochs, length = 0, ""
+    if epochs is not None:
+        default = epochs["digits"] if train.n_features <= 256 else epochs["other"]
+        n_epochs = 2 if args.fast else (default if args.epochs is None else args.epochs)
+        length = f", {n_epochs} epoch{'' if n_epochs == 1 else 's'}"
     out = Path(args.out) if args.out else HERE / "out" / name
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{name}: {train.description}; {train.n} train / {test.n} test rows, {n_epochs} epochs")
+    print(f"{name}: {train.description}; {train.n} train / {test.n} test rows{length}")
     return Setup(args, backend, train, test, out, n_epochs, t0)
 
 

@@ -62,9 +62,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             table[kind][name] = squared_error(denoise(model, noisy), clean)
         own = models[f"DAE {kind}"]
         path = s.out / f"denoise_{kind}.png"
-        _common.show(
-            plots.plot_denoising(noisy[:12], denoise(own, noisy[:12]), clean[:12], shape, path)
-        )
+        what = f"Gaussian noise, sigma {SIGMA}" if kind == "gaussian" else f"{MASKED:.0%} zeroed"
+        title = f"{what}: the DAE trained on that noise"
+        out = denoise(own, noisy[:12])
+        _common.show(plots.plot_denoising(noisy[:12], out, clean[:12], shape, path, title))
 
     print("  squared error to the clean test image (sum over pixels, mean over examples):")
     print(f"  {'model':14s} {'gaussian noise':>15s} {'masking noise':>15s}")

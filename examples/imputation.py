@@ -57,7 +57,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"VAE IS, K={k}": masked_mse(cmean, x, mask),
         }
         path = s.out / f"imputation_{kind}.png"
-        _common.show(plots.plot_imputation(x[:12], gibbs[:12], x[:12], shape, path, mask[:12]))
+        what = "bottom half" if kind == "bottom-half" else "50% of the pixels at random"
+        title = f"imputation, {what} missing (grey): filled by pseudo-Gibbs"
+        _common.show(
+            plots.plot_imputation(x[:12], gibbs[:12], x[:12], shape, path, mask[:12], title)
+        )
 
     print(f"  squared error per missing pixel ({n_iter} iterations):")
     print(f"  {'fill':18s} {'bottom half':>12s} {'50% random':>12s}")

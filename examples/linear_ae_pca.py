@@ -62,9 +62,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--steps",
         type=COUNT,
         default=None,
-        help="full-batch steps (--epochs unused; default 3000 digits, 600 else; --fast: 200)",
+        help="full-batch steps (default 3000 digits, 600 else; --fast: 200)",
     )
-    s = _common.setup("linear_ae_pca", argv, p, {"digits": 1, "other": 1})
+    s = _common.setup("linear_ae_pca", argv, p, None)  # full-batch steps, not epochs
     D, shape, k = s.train.n_features, s.train.image_shape, s.args.k
     x = s.train.get_batch(slice(0, 10000)).astype(np.float64)  # MNIST: 10,000 rows suffice
     most = min(x.shape) - 1  # k + 1 principal components: the gap lambda_k / lambda_{k+1}

@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
-from .backend import Backend, get_special, to_numpy
+from .backend import Backend, get_special, get_xp, to_numpy
 from .data import Dataset
+from .data.dataset import host_rows
 from .inputs import check_targets, whole
 from .models import AE, VAE, Model
 from .ops.losses import kl_standard_normal, log_normal_draw, log_standard_normal
@@ -232,7 +233,11 @@ def evaluate(
     budget: int | None = None,
     progress: Report | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on data ``x`` (N, D); every figure in nats per example.
+    """Evaluate ``model`` on data ``x``; every figure in nats per example.
+
+    ``x``: a :class:`Dataset`, or (N, D) vectors or (N, H, W) images as an array or list,
+    read as :func:`~scratchvae.train.fit` reads them (uint8 grey levels divided by 255), and
+    checked once (NaN/Inf, and values outside [0, 1] for a Bernoulli decoder, refused).
 
     VAE: ``neg_elbo``, ``recon``, ``kl`` (test ELBO, ``elbo_samples`` eps draws per example),
     ``iw_bound`` (L_k, the lower bound on log p(x): negative), ``iw_nll`` (= -iw_bound),
@@ -242,8 +247,12 @@ def evaluate(
     ``progress(stage, done, total)`` is told each stage's start and the bound's progress in
     (example, sample) pairs.
     """
-    x = model.backend.asarray(x.get_batch(slice(None)) if isinstance(x, Dataset) else x)
-    check_targets(x, model.lik.kind, "the data")  # NaN, or 0..255 for a Bernoulli decoder
+    if isinstance(x, Dataset):
+        x = x.get_batch(slice(None))
+    elif get_xp(x).__name__ == "numpy":  # a host array or list, read as fit reads it
+        x = host_rows(x)
+    x = model.backend.asarray(x)
+    check_targets(x, model.lik.kind, "the data")  # NaN, or outside [0, 1] for a Bernoulli decoder
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"expected data of shape (N, D) with N >= 1, got {tuple(x.shape)}")
     iw_samples = whole(iw_samples, "iw_samples (0: skip the bound)", 0)  # 2.5 refused
@@ -286,12 +295,20 @@ BINARIZE_TEXT = {
 }
 
 
+def _binarize_text(mode: str, model: AE) -> str:
+    """What the data were scored as: binarized, or as they are (Bernoulli targets in [0, 1],
+    or the values a Gaussian or squared-error decoder is scored against)."""
+    if mode == "none" and model.lik.kind != "bernoulli":
+        return f"none (values used as they are, {model.lik.kind} decoder)"
+    return BINARIZE_TEXT.get(mode, mode)
+
+
 def format_report(r: dict[str, Any], model: AE, epoch: int, n_features: int) -> str:
     """The ``scratchvae evaluate`` report of :func:`evaluate`'s results ``r``, one line each."""
     lines = [
         f"checkpoint    {r['checkpoint']} ({type(model).__name__}, epoch {epoch})",
         f"data          {r['data']}",
-        f"binarization  {BINARIZE_TEXT.get(r['binarize'], r['binarize'])}",
+        f"binarization  {_binarize_text(r['binarize'], model)}",
         f"units         nats per example (sum over {n_features} features, mean over "
         f"{r['n']} examples)",
     ]

@@ -39,6 +39,7 @@ matplotlib.use("Agg")  # files only: no display needed (and none on a server)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402  # numpy-boundary: plotting
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy.stats import norm  # noqa: E402  # numpy-boundary: plotting (prior quantiles)
 
 from .atomic import atomic_write, remove_stale_temp_files  # noqa: E402
@@ -67,6 +68,7 @@ Shape = tuple[int, int] | None
 # which needs LaTeX, nor raw pixel dumps)
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".eps", ".jpg", ".jpeg")
 MAX_ROW = 20  # images in one row of a rows figure before it wraps
+MAX_MARKED_EPOCHS = 30  # up to this many epochs, each epoch's point is marked on the curves
 STALE_FIGURE = 600  # seconds: a figure's save takes seconds; a temporary file older is a dead one
 
 
@@ -229,7 +231,7 @@ MAX_LEGEND_LABELS = 10  # up to this many distinct labels: one colour each and a
 
 
 def plot_latent(model: AE, x: Any, y: Any, path: PathLike) -> Path:
-    """Encoder means of x (N, D), coloured by label y (N,) or uncoloured when y is None.
+    """Encoder means (an AE's codes) of x (N, D), coloured by label y (N,) (None: uncoloured).
 
     A few distinct labels (classes, at most :data:`MAX_LEGEND_LABELS`) get one colour each and
     a legend; more (or values that are not classes) a continuous colour bar."""
@@ -249,20 +251,16 @@ def plot_latent(model: AE, x: Any, y: Any, path: PathLike) -> Path:
             Line2D([], [], ls="", marker="o", color=palette[i], label=_label_text(c))
             for i, c in enumerate(classes)
         ]
-        ax.legend(
-            handles=handles,
-            title="label",
-            loc="center left",
-            bbox_to_anchor=(1.01, 0.5),
-            frameon=False,
-        )
+        beside = {"loc": "center left", "bbox_to_anchor": (1.01, 0.5), "frameon": False}
+        ax.legend(handles=handles, title="label", **beside)  # right of the axes
     else:
         sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="viridis", s=6, alpha=0.8)
         fig.colorbar(sc, ax=ax, label="label")
     ax.set_xlabel(f"{axis}1")
     ax.set_ylabel(f"{axis}2")
     note = "" if axis == "z" else f" (PCA of {model.latent}-D)"
-    ax.set_title(f"encoder means{note}")
+    what = "encoder means" if isinstance(model, VAE) else "encoder codes"  # an AE: no means
+    ax.set_title(f"{what}{note}")
     return _save(fig, path)
 
 
@@ -280,14 +278,16 @@ def plot_curves(history: Sequence[Mapping[str, Any]] | Any, path: PathLike) -> P
         raise ValueError("no training history to plot; train for at least one epoch")
     epochs = [r["epoch"] for r in records]
     terms = [t for t in ("loss", "recon", "kl", "sparsity") if f"train_{t}" in records[0]]
+    marker = "o" if len(records) <= MAX_MARKED_EPOCHS else None  # 1 epoch: a point, no line
     fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.5), squeeze=False)
     for ax, term in zip(axes[0], terms, strict=True):
         for split, style in (("train", "-"), ("val", "--")):
             key = f"{split}_{term}"
             if key in records[0]:
-                ax.plot(epochs, [r[key] for r in records], style, label=split)
+                ax.plot(epochs, [r[key] for r in records], style, marker=marker, ms=4, label=split)
         ax.set_title(term)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
         ax.legend()
     axes[0][0].set_ylabel("nats per example")
     fig.tight_layout()
@@ -308,10 +308,17 @@ def plot_interpolation(
     return _rows_figure([("", row)], image_shape, title, path)
 
 
-def plot_denoising(noisy: Any, output: Any, clean: Any, image_shape: Shape, path: PathLike) -> Path:
+def plot_denoising(
+    noisy: Any,
+    output: Any,
+    clean: Any,
+    image_shape: Shape,
+    path: PathLike,
+    title: str = "denoising",
+) -> Path:
     """Rows: the corrupted input, the model's output, the clean image. Each (N, D)."""
     rows = [("noisy", noisy), ("output", output), ("clean", clean)]
-    return _rows_figure(rows, image_shape, "denoising", path)
+    return _rows_figure(rows, image_shape, title, path)
 
 
 def plot_imputation(
@@ -321,6 +328,7 @@ def plot_imputation(
     image_shape: Shape,
     path: PathLike,
     mask: Any = None,
+    title: str = "imputation",
 ) -> Path:
     """Rows: the input with missing pixels, the filled-in output, the truth. Each (N, D).
 
@@ -329,7 +337,7 @@ def plot_imputation(
     if mask is not None:
         masked = np.where(_host(mask) > 0, masked, 0.5)
     rows = [("masked", masked), ("filled", filled), ("truth", truth)]
-    return _rows_figure(rows, image_shape, "imputation", path)
+    return _rows_figure(rows, image_shape, title, path)
 
 
 def plot_features(
@@ -384,5 +392,6 @@ def save_standard_figures(
     if hasattr(model, "corrupt"):  # a DenoisingAE
         noisy = model.corrupt(bk.asarray(x_show))
         out_img = model.reconstruct(noisy)
-        paths.append(plot_denoising(noisy, out_img, x_show, shape, out / "denoise.png"))
+        title = f"denoising: {model.noise} noise {model.noise_level:g}"  # as it was trained
+        paths.append(plot_denoising(noisy, out_img, x_show, shape, out / "denoise.png", title))
     return paths

@@ -131,9 +131,33 @@ def test_evaluate_takes_arrays_lists_and_datasets_and_checks_values() -> None:
     assert evaluate(model, x.tolist(), iw_samples=5) == want
     assert evaluate(model, dataset_from_array(x), iw_samples=5)["n"] == want["n"]
     with pytest.raises(ValueError, match="divide 8-bit grey levels by 255"):
-        evaluate(model, (x * 255).astype(np.uint8), iw_samples=5)
+        evaluate(model, x * 255, iw_samples=5)  # float 0..255: not 8-bit data, so not scaled
     with pytest.raises(ValueError, match=r"values in \[.*\] but the Bernoulli likelihood"):
         evaluate(model, x * 5, iw_samples=5)  # was a finite, meaningless bound
+
+
+def test_evaluate_reads_its_data_as_fit_does() -> None:
+    """uint8 grey levels divided by 255 and (N, H, W) images flattened, as fit(model, x) and
+    the README say; evaluate refused both, so the uint8 test set of a model fit on uint8
+    training images could not be scored as it was."""
+    model, u8 = _model(), (_grey() * 255).astype(np.uint8)
+    want = evaluate(model, dataset_from_array(u8), iw_samples=5)
+    assert evaluate(model, u8, iw_samples=5) == want
+    assert evaluate(model, u8.reshape(20, 4, 4), iw_samples=5) == want
+    for ints in (u8.tolist(), u8.astype(np.int64)):  # not uint8: refused, as fit refuses them
+        with pytest.raises(ValueError, match="divide 8-bit grey levels by 255"):
+            evaluate(model, ints, iw_samples=5)
+        with pytest.raises(ValueError, match="divide by 255 if they are 8-bit grey levels"):
+            fit(_model(), ints, TrainConfig(epochs=1, progress=False))
+    with pytest.raises(ValueError, match=r"shape \(320,\) \(rank 1\); expected \(N, D\)"):
+        evaluate(model, u8.ravel(), iw_samples=5)
+
+
+def test_fit_of_images_and_labels_as_a_pair_says_what_to_pass() -> None:
+    """fit(model, (x, y)): NumPy's "inhomogeneous shape" error, from inside."""
+    x, y = _grey(), np.arange(20)
+    with pytest.raises(ValueError, match=r"not one array of numbers .* dataset_from_array\(x, y\)"):
+        fit(_model(), (x, y), TrainConfig(epochs=1, progress=False))
 
 
 def test_load_dataset_of_an_array_says_what_to_call() -> None:

@@ -85,6 +85,16 @@ def test_evaluate_prints_the_bound_above_the_elbo(run_dir, capsys):
     assert "binarization  none" in text
 
 
+def test_evaluate_of_a_gaussian_decoder_does_not_call_its_targets_bernoulli(tmp_path, capsys):
+    # was: "binarization  none (grey levels in [0, 1] used as Bernoulli targets)"
+    run = str(tmp_path / "g")
+    assert main(["train", "--out", run, *TINY, "--likelihood", "gaussian", "--no-figures"]) == 0
+    assert main(["evaluate", run, "--iw-samples", "0", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "binarization  none (values used as they are, gaussian decoder)" in lines
+    assert "Bernoulli" not in "\n".join(lines)
+
+
 def test_evaluate_shows_its_progress_on_stderr(run_dir, capsys):
     assert main(["evaluate", str(run_dir), "--iw-samples", "30", "--json"]) == 0
     out, err = capsys.readouterr()

@@ -102,6 +102,7 @@ BAD_INPUT = [
     ("linear_ae_pca", ["--k", "64"], "argument --k: expected a whole number from 1 to 63"),
     ("linear_ae_pca", ["--k", "0"], "argument --k: expected a whole number >= 1"),
     ("linear_ae_pca", ["--steps", "0"], "argument --steps: expected a whole number >= 1"),
+    ("linear_ae_pca", ["--epochs", "3"], "--epochs does not apply to this example"),  # ignored
     ("imputation", ["--k", "0"], "argument --k: expected a whole number >= 1"),
     ("imputation", ["--iters", "0"], "argument --iters: expected a whole number >= 1"),
     ("iwae_snr", ["--repeats", "1"], "argument --repeats: expected a whole number >= 2"),
@@ -176,6 +177,19 @@ def test_options_given_as_values_not_defaults(tmp_path):
     assert (s.epochs, s.train.n, s.args.batch_size) == (3, 40, 7)
     s = common.setup("sparse_ae", ["--out", str(tmp_path)], p, {"digits": 300, "other": 10})
     assert (s.epochs, s.train.n, s.args.batch_size) == (300, 1500, None)
+
+
+def test_the_first_line_says_the_epochs_only_of_an_example_trained_by_epochs(tmp_path, capsys):
+    """linear_ae_pca (full-batch steps) said "1 epochs"."""
+    _, common = _import_example("sparse_ae")
+    argv = ["--n-train", "40", "--out", str(tmp_path)]
+    for epochs in ("1", "2"):
+        common.setup("sparse_ae", [*argv, "--epochs", epochs], common.parser("t"), {"digits": 9})
+    common.setup("linear_ae_pca", argv, common.parser("t"), None)
+    one, two, steps = capsys.readouterr().out.splitlines()
+    assert one.endswith("40 train / 297 test rows, 1 epoch")
+    assert two.endswith("40 train / 297 test rows, 2 epochs")
+    assert steps.endswith("40 train / 297 test rows")
 
 
 def test_vae_digits_iw_samples_0_skips_the_bound(capsys):

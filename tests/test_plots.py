@@ -232,3 +232,38 @@ def test_a_save_removes_what_a_killed_save_left_and_keeps_a_live_one(tmp_path):
         os.utime(tmp, (tmp.stat().st_atime - age, tmp.stat().st_mtime - age))
     plot_samples(np.random.default_rng(0).random((4, 64)), (8, 8), tmp_path / "samples.png")
     assert not dead.exists() and live.exists() and (tmp_path / "samples.png").stat().st_size
+
+
+def test_a_run_of_one_epoch_draws_its_point_on_the_curves(tmp_path, figures):
+    """A line through one point draws nothing: the curves of a 1-epoch run were empty axes."""
+    plot_curves(HISTORY[:1], tmp_path / "c1.png")
+    plot_curves([{**HISTORY[0], "epoch": e} for e in range(1, 101)], tmp_path / "c100.png")
+    one, many = figures
+    for ax in one.axes:
+        assert ax.lines and all(line.get_marker() == "o" for line in ax.lines)
+        lo, hi = ax.get_xlim()
+        assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1]  # not 0.96 ... 1.04
+    assert all(line.get_marker() in (None, "None", "") for line in many.axes[0].lines)
+    assert all(float(t).is_integer() for t in many.axes[0].get_xticks())
+
+
+def test_the_latent_plot_says_means_for_a_vae_and_codes_for_an_ae(tmp_path, digits, figures):
+    from scratchvae.models import AE
+
+    x = digits.get_batch(slice(None))
+    plot_latent(VAE(64, hidden=[8], latent=2, backend=Backend(seed=0)), x, None, tmp_path / "v")
+    plot_latent(AE(64, hidden=[8], latent=2, backend=Backend(seed=0)), x, None, tmp_path / "a")
+    assert [f.axes[0].get_title() for f in figures] == ["encoder means", "encoder codes"]
+
+
+def test_denoising_and_imputation_figures_take_a_title_and_a_dae_names_its_noise(
+    tmp_path, digits, figures
+):
+    x = digits.get_batch(slice(0, 4))
+    plot_denoising(x, x, x, SHAPE, tmp_path / "d.png", title="30% zeroed")
+    plot_imputation(x, x, x, SHAPE, tmp_path / "p.png", title="bottom half missing")
+    dae = DenoisingAE(64, hidden=[8], latent=2, noise="mask", noise_level=0.3, backend=Backend())
+    save_standard_figures(dae, digits, HISTORY, tmp_path / "dae")
+    titles = [f._suptitle.get_text() for f in figures if f._suptitle is not None]
+    assert titles[:2] == ["30% zeroed", "bottom half missing"]
+    assert "denoising: mask noise 0.3" in titles

@@ -324,13 +324,22 @@ def _run_conditions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backend_problem(name: str) -> str | None:
+    """Why the backend ``name`` cannot run here (CuPy missing, no GPU), or None."""
+    try:
+        Backend(name)
+    except BackendError as exc:
+        return str(exc)
+    return None
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """Run the benchmarks and write the results. Returns the exit status."""
     if (args.contention or args.thread_sweep) and args.batch_sizes is None:
         args.batch_sizes = [128] if args.contention else [128, 2048]
     args = _fill_defaults(args)
-    problem = _validate(args) or prepare_out(args.out)  # all of it before any timing
-    if problem:
+    problem = _validate(args) or _backend_problem(args.backend) or prepare_out(args.out)
+    if problem:  # all of it before any timing, any line and any folder made
         print(one_line_error(problem), file=sys.stderr)
         return 2
     if args.threads and os.environ.get("SCRATCHVAE_BENCH_THREADS") != str(args.threads):

@@ -33,6 +33,7 @@ __all__ = [
     "check_split",
     "dataset_from_array",
     "holdout",
+    "host_rows",
     "train_val_split",
     "validate_values",
 ]
@@ -151,6 +152,20 @@ def check_split(split: str, allowed: tuple[str, ...], what: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _as_array(x: Any, name: str) -> np.ndarray:
+    """``x`` itself when it is an array, else the array of a list (a ragged one, such as a
+    tuple ``(x, y)`` of images and labels, is a one-line :class:`DataError`)."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except ValueError:
+        raise DataError(
+            f"{name} is not one array of numbers (its parts differ in shape); pass the images "
+            "alone as an (N, D) or (N, H, W) array (labels: dataset_from_array(x, y))"
+        ) from None
+
+
 def _flatten(x: np.ndarray, name: str) -> tuple[np.ndarray, tuple[int, int] | None]:
     """Check rank and size; (N, H, W) -> (N, H*W) (a memmap stays a memmap); guess image shape."""
     if x.ndim not in (2, 3):
@@ -231,7 +246,7 @@ def dataset_from_array(
     :class:`LazyScaled`); any other array becomes float32 in memory.
     """
     check_likelihood(likelihood)
-    x, image_shape = _flatten(x if isinstance(x, np.ndarray) else np.asarray(x), name)
+    x, image_shape = _flatten(_as_array(x, name), name)
     y = _check_labels(y, x.shape[0], name)
     lazy = isinstance(x, np.memmap)
     if x.dtype == np.uint8:
@@ -245,6 +260,15 @@ def dataset_from_array(
         description = f"{name} ({x.shape[0]} x {x.shape[1]}), {values}"
         description += ", memory-mapped" if lazy else ""
     return Dataset(data, y, image_shape, name, description)
+
+
+def host_rows(x: Any, name: str = "the data") -> np.ndarray:
+    """A host array or nested list of (N, D) vectors or (N, H, W) images as (N, D) rows, read as
+    :func:`dataset_from_array` reads it: rank, size and dtype checked (one-line
+    :class:`DataError`), uint8 grey levels scaled by 1/255 (float32), other numbers kept in
+    their dtype (their values are the caller's to check)."""
+    x, _ = _flatten(_as_array(x, name), name)
+    return np.divide(x, 255, dtype=np.float32) if x.dtype == np.uint8 else x
 
 
 def as_dataset(data: Any, likelihood: str = "bernoulli") -> Dataset:

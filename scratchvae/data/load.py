@@ -271,16 +271,34 @@ def _load_image_folder(folder: Path, likelihood: str) -> Dataset:
     return dataset_from_array(np.stack(images), None, folder.name, likelihood)
 
 
+def _load_idx_folder(path: Path, split: str, likelihood: str) -> Dataset:
+    """The images and labels of ``split`` from a folder that holds IDX files (official names,
+    gzipped or raw); a file of the pair missing is named, not taken for no IDX files at all."""
+    check_split(split, tuple(IDX_STEMS), f"the folder of IDX files {path}")
+    stems = IDX_STEMS[split]
+    missing = [f"{stem}(.gz)" for stem in stems if local_idx(path, stem) is None]
+    if missing:
+        held = sorted(
+            p.name for pair in IDX_STEMS.values() for s in pair if (p := local_idx(path, s))
+        )
+        fix = ", or use the split train (--split train, split='train')" if split == "test" else ""
+        raise DataError(
+            f"{path} holds {', '.join(held)} but not {' and '.join(missing)}, which the {split} "
+            f"split needs; put the {split} images and labels there{fix}"
+        )
+    images, labels = (local_idx(path, stem) for stem in stems)
+    x, y = read_idx(images, IDX_IMAGES_MAGIC), read_idx(labels, IDX_LABELS_MAGIC)
+    where = f"the IDX files in {path} ({images.name}, {labels.name})"
+    advice = "they disagree: replace them with the images and labels of one data set"
+    _check_counts(x, y, where, advice)
+    return _standard_dataset(x, y, path.name, path.name, split, likelihood)
+
+
 def _load_path(path: Path, split: str, likelihood: str) -> Dataset:
     """A .npy (memory-mapped), .npz, a folder of IDX files, or a folder of images."""
-    stems = IDX_STEMS.get(split)
-    if path.is_dir() and stems and all(local_idx(path, stem) for stem in stems):
-        images, labels = (local_idx(path, stem) for stem in stems)
-        x, y = read_idx(images, IDX_IMAGES_MAGIC), read_idx(labels, IDX_LABELS_MAGIC)
-        where = f"the IDX files in {path} ({images.name}, {labels.name})"
-        advice = "they disagree: replace them with the images and labels of one data set"
-        _check_counts(x, y, where, advice)
-        return _standard_dataset(x, y, path.name, path.name, split, likelihood)
+    all_stems = [stem for pair in IDX_STEMS.values() for stem in pair]
+    if path.is_dir() and any(local_idx(path, stem) for stem in all_stems):
+        return _load_idx_folder(path, split, likelihood)
     if split not in ("train", "all"):
         raise NoSuchSplit(path, split)
     if path.is_dir():
@@ -296,8 +314,15 @@ def _load_path(path: Path, split: str, likelihood: str) -> Dataset:
 def _read_npy(path: Path) -> np.ndarray:
     """A .npy file, memory-mapped (the mapping checks its size against its header)."""
     try:
-        if _head(path)[:4] in _ZIP_MAGICS:
+        head = _head(path)
+        if head[:4] in _ZIP_MAGICS:
             raise DataError(f"{path} is an .npz archive, not a .npy file; rename it to end in .npz")
+        if head != _NPY_MAGIC:  # else NumPy takes it for a pickle, and advises loading it unsafely
+            why = "it is empty" if not head else "it does not begin with the .npy header"
+            raise DataError(
+                f"could not read {path} as a NumPy .npy file ({why}); replace it with an intact "
+                "copy (np.save writes one)"
+            )
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except DataError:
         raise

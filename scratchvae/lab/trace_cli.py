@@ -1,13 +1,15 @@
 """``scratchvae trace``: the options and the printout of :mod:`scratchvae.lab.trace`.
 
 Prints one training step of the default VAE on the embedded digits (or of a trained model from
-``--checkpoint``), op by op, then the importance weights of an IWAE step (``--objective iwae``,
-K > 1 samples per example), then each backward op's formulas from its code.
+``--checkpoint``, on the run's own data and in its dtype), op by op, then the importance weights
+of an IWAE step (``--objective iwae``, K > 1 samples per example), then each backward op's
+formulas from its code.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..backend import Backend, get_backend, to_numpy
 from ..cliargs import COUNT
@@ -27,11 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=8, help="examples in the batch (8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, batch and noise (0)")
-    parser.add_argument("--data", default="digits", help="data set or path (digits)")
+    parser.add_argument(
+        "--data", default=None, help="data set or path (digits; with --checkpoint: its data)"
+    )
     parser.add_argument(
         "--data-dir",
         default=None,
-        help="where mnist/ and fashion-mnist/ live (see --help of train)",
+        help="where mnist/ and fashion-mnist/ live (see --help of train; with --checkpoint: "
+        "the run's)",
     )
     # the model's own options: None means the default below, and is all --checkpoint allows
     parser.add_argument("--hidden", type=int, nargs="*", help="hidden layer sizes (400)")
@@ -53,7 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="trace a trained model from this checkpoint (file or run folder)",
     )
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "float64"],
+        help="float32, or with --checkpoint the dtype it was trained in",
+    )
     parser.add_argument(
         "--nested", action="store_true", help="also show the ops called inside other ops"
     )
@@ -68,17 +78,27 @@ _MODEL_OPTIONS = {
 }
 
 
-def _cli_model(args: argparse.Namespace, backend: Backend, n_features: int) -> AE:
+def _checkpoint(args: argparse.Namespace) -> Any:
+    """The checkpoint of --checkpoint (None without one). Its model is traced as it was
+    trained: model flags are refused, and the data, data folder and dtype default to the run's."""
+    if not args.checkpoint:
+        return None
     given = [name for name in _MODEL_OPTIONS if getattr(args, name) is not None]
-    if args.checkpoint and given:  # the checkpoint's model is traced as it was trained
+    if given:
         flags = ", ".join(f"--{name}" for name in given)
         raise ValueError(f"{flags}: the checkpoint's model is traced as trained; drop {flags}")
+    from ..checkpoint import load_checkpoint  # noqa: PLC0415 - the CLI's boundary
+
+    return load_checkpoint(args.checkpoint)
+
+
+def _cli_model(args: argparse.Namespace, backend: Backend, n_features: int, ckpt: Any) -> AE:
     for name, default in _MODEL_OPTIONS.items():
         setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
-    if args.checkpoint:
+    if ckpt is not None:
         from ..checkpoint import load_model  # noqa: PLC0415 - the CLI's boundary
 
-        model, _ = load_model(args.checkpoint, backend)
+        model, _ = load_model(ckpt, backend)
         if model.n_features != n_features:
             raise ValueError(
                 f"the checkpoint's model takes {model.n_features} features, the data has "
@@ -105,9 +125,18 @@ def run_cli(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    backend = get_backend(args.backend, args.dtype, args.seed)
-    ds = load_dataset(args.data, "train", data_dir=getattr(args, "data_dir", None))
-    model = _cli_model(args, backend, ds.n_features)
+    ckpt = _checkpoint(args)
+    run = {} if ckpt is None else ckpt.train_config
+    dtype = args.dtype or (ckpt.backend.get("dtype") if ckpt else None) or "float32"
+    backend = get_backend(args.backend, dtype, args.seed)
+    lik = "bernoulli" if ckpt is None else ckpt.model_config.get("likelihood", "bernoulli")
+    ds = load_dataset(
+        args.data or run.get("data") or "digits",
+        "train",
+        data_dir=getattr(args, "data_dir", None) or run.get("data_dir"),
+        likelihood="bernoulli" if lik == "bernoulli" else "gaussian",
+    )
+    model = _cli_model(args, backend, ds.n_features, ckpt)
     idx = to_numpy(backend.permutation(ds.n))[: args.batch_size]
     x = backend.asarray(ds.get_batch(idx))
     noise = model.draw_noise(x.shape[0])

@@ -132,6 +132,33 @@ def test_an_out_that_cannot_be_a_folder_is_refused_before_any_timing(
     assert (tmp_path / "new" / "deeper").is_dir()
 
 
+@pytest.mark.parametrize("extra", [(), ("--contention",), ("--thread-sweep",)])
+def test_a_backend_that_cannot_run_is_one_line_before_anything_else(
+    tmp_path, monkeypatch, capsys, no_timing, extra
+) -> None:
+    """--backend cupy without CuPy: it printed 'results go to <a new temporary folder>' and the
+    references it skipped, left that folder behind empty, then gave the error."""
+
+    def no_cupy(name: str = "numpy", *args, **kwargs):
+        if name == "cupy":
+            raise bench.cli.BackendError("the CuPy backend needs CuPy, which is not installed")
+        return real(name, *args, **kwargs)
+
+    real = bench.cli.Backend
+    monkeypatch.setattr(bench.cli, "Backend", no_cupy)
+    monkeypatch.setattr(bench.cli.tempfile, "tempdir", str(tmp_path))
+    args = _args(None, "--backend", "cupy", "--torch-device", "cpu", *extra)
+    args.no_jax = False
+    assert bench.run_cli(args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (
+        "scratchvae: error: the CuPy backend needs CuPy, which is not installed\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # no temporary folder made
+    assert bench.run_cli(_args(tmp_path / "out", "--backend", "cupy")) == 2
+    assert not (tmp_path / "out").exists()  # nor --out
+
+
 def test_usable_cores_are_written_as_ranges() -> None:
     assert bench.checks._ranges([0, 1, 2, 3, 8, 10, 11]) == "0-3, 8, 10-11"
     assert bench.checks.check_busy_cores(bench.checks.usable_core_ids()) is None

@@ -139,6 +139,18 @@ def test_npz_and_npy_under_each_others_name(tmp_path):
         load_dataset(str(tmp_path / "b.npy"))
 
 
+def test_a_file_that_is_not_npy_under_the_name_is_refused_without_numpys_pickle_advice(tmp_path):
+    """A text file named x.npy: NumPy took it for a pickle and its message, relayed, advised
+    loading it with allow_pickle (unsafe)."""
+    write(tmp_path, {"x.npy": b"hello, this is not an array\n"})
+    with pytest.raises(DataError) as err:
+        load_dataset(str(tmp_path / "x.npy"))
+    assert str(err.value) == (
+        f"could not read {tmp_path / 'x.npy'} as a NumPy .npy file (it does not begin with the "
+        ".npy header); replace it with an intact copy (np.save writes one)"
+    )
+
+
 @pytest.mark.parametrize("cut", [0, 3, 60, 127, 128, 140])
 def test_truncated_npy(tmp_path, cut):
     np.save(tmp_path / "whole.npy", np.zeros((4, 8), np.float32))

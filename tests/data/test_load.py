@@ -111,6 +111,34 @@ def test_folder_of_idx_files_as_path(tmp_path, tiny):
     assert load_dataset(str(folder), split="test").n == 3
 
 
+def test_a_folder_of_idx_files_missing_one_names_it(tmp_path, tiny):
+    """It said the folder "holds no IDX files and no images" when one file of a pair was
+    missing, and that a folder of the train files was "one data set with no 'test' split"."""
+    gz = tiny["gz"]
+    folder = write(
+        tmp_path / "nolabels", {"train-images-idx3-ubyte.gz": gz["train-images-idx3-ubyte.gz"]}
+    )
+    with pytest.raises(DataError) as err:
+        load_dataset(str(folder))
+    assert str(err.value) == (
+        f"{folder} holds train-images-idx3-ubyte.gz but not train-labels-idx1-ubyte(.gz), which "
+        "the train split needs; put the train images and labels there"
+    )
+    train_only = {name: b for name, b in gz.items() if name.startswith("train")}
+    folder = write(tmp_path / "trainonly", train_only)
+    assert load_dataset(str(folder)).n == 5
+    with pytest.raises(DataError) as err:
+        load_dataset(str(folder), split="test")
+    assert str(err.value) == (
+        f"{folder} holds train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz but not "
+        "t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz), which the test split "
+        "needs; put the test images and labels there, or use the split train (--split train, "
+        "split='train')"
+    )
+    with pytest.raises(DataError, match="has no split 'all'; choose one of train, test"):
+        load_dataset(str(folder), split="all")
+
+
 # --------------------------------------------------------------------------------------------
 # The user's own files
 # --------------------------------------------------------------------------------------------

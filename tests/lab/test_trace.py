@@ -272,7 +272,7 @@ def test_cli_traces_the_iwae_step(capsys):
 
 def test_cli_defaults_and_bad_input():
     args = _cli()
-    assert (args.batch_size, args.seed, args.data) == (8, 0, "digits")
+    assert (args.batch_size, args.seed, args.data, args.dtype) == (8, 0, None, None)  # digits
     assert args.hidden is args.latent is args.k is None  # the defaults: 400, 20, 1
     assert not args.check and args.checkpoint is None and args.data_dir is None
     with pytest.raises(ValueError, match="--batch-size"):
@@ -288,6 +288,41 @@ def test_cli_traces_a_checkpoint(tmp_path, capsys):
     assert "(2, 9)" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--objective, --k: the checkpoint's model is traced"):
         run_cli(_cli("--checkpoint", str(tmp_path), "--objective", "iwae", "--k", "5"))
+
+
+def test_cli_traces_a_checkpoint_on_its_own_data_in_its_dtype(tmp_path, capsys):
+    """--checkpoint RUN traced the digits (64 features) whatever the run was trained on: a run
+    on MNIST or on one's own file was refused ("pass the --data it was trained on")."""
+    import numpy as np
+
+    from scratchvae.train import TrainConfig, fit
+
+    data = tmp_path / "mine.npy"
+    np.save(data, np.random.default_rng(0).random((40, 16), dtype=np.float32))
+    model = VAE(16, hidden=(6,), latent=2, backend=Backend("numpy", "float64", seed=3))
+    run = tmp_path / "run"
+    config = TrainConfig(epochs=1, progress=False, out_dir=str(run), data=str(data))
+    fit(model, np.load(data), config)
+    assert run_cli(_cli("--checkpoint", str(run), "--check")) == 0
+    out = capsys.readouterr().out
+    assert "numpy float64" in out.splitlines()[0] and "examples of mine.npy" in out
+    assert "(8, 16), (16, 6)" in out and out.splitlines()[-1].startswith("ok: all ")
+    with pytest.raises(ValueError, match="takes 16 features, the data has 64"):
+        run_cli(_cli("--checkpoint", str(run), "--data", "digits"))
+
+
+def test_the_check_steps_past_a_relu_kink_instead_of_failing():
+    """A trained ReLU unit whose pre-activation lies within the difference step of 0: the
+    central difference straddled the kink and a right backward was marked FAIL (a Gaussian-
+    decoder VAE trained on the digits, traced with --checkpoint RUN --check)."""
+    model, x = _vae(hidden=(7,))
+    params = model.params
+    a = x @ params["encoder.0.W"] + params["encoder.0.b"]  # (4, 7) pre-activations
+    params["encoder.0.b"][2] -= a[0, 2] - 3e-7  # example 0, unit 2: 3e-7 above the kink
+    rows = trace_step(model, x, check=True)
+    kinked = [r for r in rows if r.op == "dense_relu_backward" and r.where == "encoder.0"]
+    assert kinked[0].rel_err < 1e-6
+    assert check_summary(rows)[1] == []
 
 
 @pytest.mark.gpu
