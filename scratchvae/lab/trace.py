@@ -18,8 +18,8 @@ compared with <d<input>, v>. The row shows the largest error relative to |d<inpu
 :func:`format_trace` prints the rows (the forward pass, then the backward pass from the loss to
 the input, then the update); :func:`format_weights` the K-sample step's importance weights;
 :func:`backward_rules` the formulas of each backward op, from its docstring (its lines with =).
-``scratchvae trace`` (:func:`add_arguments`, :func:`run_cli`) prints it for the default VAE on
-the embedded digits, or for a trained model.
+``scratchvae trace`` (:func:`add_arguments`, :func:`run_cli`) prints it for a 400-20 VAE on the
+embedded digits (``--hidden``, ``--latent``), or for a trained model.
 """
 
 from __future__ import annotations

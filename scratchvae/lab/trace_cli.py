@@ -1,6 +1,6 @@
 """``scratchvae trace``: the options and the printout of :mod:`scratchvae.lab.trace`.
 
-Prints one training step of the default VAE on the embedded digits (or of a trained model from
+Prints one training step of a 400-20 VAE on the embedded digits (or of a trained model from
 ``--checkpoint``, on the run's own data and in its dtype), op by op, then the importance weights
 of an IWAE step (``--objective iwae``, K > 1 samples per example), then each backward op's
 formulas from its code.
