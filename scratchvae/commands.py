@@ -194,7 +194,7 @@ def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
 def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig, str | None]:
     """Model and settings from the checkpoint in ``out``, and why there is nothing to train
     (or None): flags that differ from them are refused; --epochs may raise the target,
-    --data-dir say where the data lives now."""
+    --data-dir say where the data lives now, --save-every how often it saves."""
     if not (out / CHECKPOINT_NAME).exists():  # a run stopped before its first checkpoint:
         again = "again with --force" if (out / METRICS_NAME).exists() else "without --resume first"
         raise CLIError(f"--resume: no checkpoint in {out}; train {again}")
@@ -204,6 +204,8 @@ def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig,
         overrides["epochs"] = args.epochs
     if args.data_dir is not None:
         overrides["data_dir"] = _absolute(args.data_dir)
+    if "save_every" in getattr(args, "typed", ()):  # how often it saves: not the run's numbers
+        overrides["save_every"] = args.save_every
     config = TrainConfig.from_dict(ckpt.train_config, **overrides)
     check_resume_flags(args, ckpt, config)
     done = nothing_to_train(ckpt, config)

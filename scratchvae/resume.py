@@ -8,7 +8,8 @@ was typed (``args.typed``, set by :func:`scratchvae.cli.main` from
 :func:`~scratchvae.cliargs.typed_options`), even at the parser's default: ``--lr 0.001`` on a
 run trained with ``--lr 0.01`` is refused. Without ``args.typed`` (a Namespace built in code) a
 flag is given when its value differs from the default. ``--epochs`` may raise the target,
-``--backend`` and ``--data-dir`` say where to run and where the data lives now.
+``--backend`` and ``--data-dir`` say where to run and where the data lives now, and
+``--save-every`` how often it saves from now on (none of them changes the run's numbers).
 
 :func:`check_same_run` is the library's side of the same rule: ``fit(..., resume=True)`` with a
 :class:`~scratchvae.train.TrainConfig` whose batch size, learning rate, seed, ... differ from
@@ -68,7 +69,6 @@ _RESUME_FLAGS = {
     "--val-fraction": ("train", "val_fraction"),
     "--binarize": ("train", "binarize"),
     "--seed": ("train", "seed"),
-    "--save-every": ("train", "save_every"),
     "--dtype": ("backend", "dtype"),
 }
 

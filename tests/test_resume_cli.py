@@ -169,3 +169,18 @@ def test_a_bad_scratchvae_threads_is_one_line_and_deletes_nothing(tmp_path):
         assert "Traceback" not in done.stderr
     assert _files(tmp_path / "old") == before  # --force did not delete the run it would replace
     assert not (tmp_path / "new").exists()
+
+
+def test_resume_may_change_how_often_it_saves_and_nothing_else(tmp_path, capsys):
+    # --save-every changes no number of the run: the library's fit(resume=True) takes another
+    # save_every, and the command line now does too (it was refused as another run's setting)
+    out, straight = tmp_path / "run", tmp_path / "straight"
+    assert main(["train", *TINY, "--epochs", "4", "--out", str(straight)]) == 0
+    assert main(["train", *TINY, "--epochs", "2", "--out", str(out)]) == 0
+    more = ["train", "--resume", "--out", str(out), "--epochs", "4", "--save-every", "3"]
+    assert main([*more, "--no-progress", "--no-figures"]) == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt.epoch == 4 and ckpt.train_config["save_every"] == 3
+    assert _metrics(out) == _metrics(straight)
+    for name, value in load_checkpoint(straight).params.items():
+        np.testing.assert_array_equal(ckpt.params[name], value)
