@@ -1,7 +1,7 @@
 """The signal-to-noise ratio of the IWAE gradient against k, for the encoder and the decoder,
 with the pathwise, STL and DReG estimators (Rainforth et al. 2018; Tucker et al. 2019).
 
-    python examples/iwae_snr.py                   # the embedded digits: about 15 s
+    python examples/iwae_snr.py                   # the embedded digits: about 20 s
     python examples/iwae_snr.py --repeats 400     # smoother curves
 
 A VAE is trained on the digits first (the SNR of an untrained model says little), by default
