@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np  # numpy-boundary: writing a user data file
@@ -265,6 +266,18 @@ def test_sigterm_exits_143_and_a_fresh_folder_says_no_checkpoint(tmp_path, monke
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"scratchvae: terminated (SIGTERM); no checkpoint was written in {tmp_path / 't'} yet"
     )
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_main_in_another_thread_runs_without_a_sigterm_handler(tmp_path, capsys):
+    """Signals can be handled in the main thread only: main() called from another one (a
+    notebook's worker, a server) trains all the same and leaves the handler alone."""
+    before, status = signal.getsignal(signal.SIGTERM), []
+    argv = ["train", "--out", str(tmp_path / "t"), *TINY, "--epochs", "1", "--no-figures"]
+    worker = threading.Thread(target=lambda: status.append(main(argv)))
+    worker.start()
+    worker.join(60)
+    assert status == [0] and (tmp_path / "t" / "checkpoint.npz").exists()
     assert signal.getsignal(signal.SIGTERM) == before
 
 

@@ -7,6 +7,7 @@ T = ``scratchvae train --hidden 32 --latent 2 --epochs 2 --no-progress --no-figu
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -14,12 +15,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np  # numpy-boundary: writing crafted files
 import pytest
 
 from scratchvae import atomic
-from scratchvae.atomic import FolderLocked, folder_lock
+from scratchvae.atomic import FolderLocked, atomic_write, folder_lock
 from scratchvae.backend import Backend, BackendError
 from scratchvae.checkpoint import CheckpointError, load_checkpoint, load_model
 from scratchvae.cli import main
@@ -565,6 +567,28 @@ def test_without_fcntl_the_lock_is_a_pid_file(tmp_path, monkeypatch):
     lock.write_text(dead.stdout.decode())  # left by a process that no longer runs: stale
     with folder_lock(tmp_path):
         assert lock.read_text().strip() == str(os.getpid())
+
+
+def test_a_file_system_without_flock_falls_back_to_the_pid_file(tmp_path, monkeypatch):
+    """Some network file systems refuse flock (ENOLCK): the lock is then the pid file, as
+    without fcntl, and the empty lock file the flock attempt created is not mistaken for a
+    holder."""
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(atomic, "fcntl", SimpleNamespace(flock=no_flock, LOCK_EX=fcntl.LOCK_EX,
+                                                         LOCK_NB=fcntl.LOCK_NB))  # fmt: skip
+    with folder_lock(tmp_path) as lock:
+        assert lock.read_text().strip() == str(os.getpid())
+        with pytest.raises(FolderLocked, match=f"in use by process {os.getpid()}"):
+            with folder_lock(tmp_path):
+                pass
+    assert not lock.exists()
+    with pytest.raises(ValueError, match="atomic_write mode must be 'wb' or 'w', got 'a'"):
+        with atomic_write(tmp_path / "x.txt", "a"):
+            pass
 
 
 # ------------------------------------------------------------------ stale temporary files
