@@ -325,6 +325,8 @@ def test_evaluate_json_never_prints_bare_nan(cli_results):
         ("model_config.decoder_std", float("nan"), "'decoder_std' is NaN"),
         ("model_config.beta", -1.0, "beta must be >= 0"),
         ("model_config.beta", "1", "'beta' is \"1\", not float"),
+        ("model_config.beta", 10**400, "'beta' is 1000"),  # a whole number beyond any float
+        ("model_config.dropout", 1.0, "'dropout' is 1.0, not in [0, 1)"),
         ("model_config", [], "model_config is not a JSON object"),
     ],
 )
