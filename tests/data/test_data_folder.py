@@ -194,3 +194,14 @@ def test_resume_with_data_dir_finds_the_data_where_it_lives_now(
     assert main([*resume, "--data-dir", str(new)]) == 0
     ckpt = load_checkpoint(run)
     assert ckpt.epoch == 2 and ckpt.train_config["data_dir"] == str(new)
+
+
+def test_the_folders_a_failed_download_made_go_but_not_one_holding_another_file(tmp_path):
+    """Someone else's file appeared meanwhile in a folder the download made: that folder and
+    those above it stay (they are not empty), the file untouched; the empty one below goes."""
+    deep = tmp_path / "a" / "b" / "c"
+    made = download._missing_folders(deep)  # deepest first: c, b, a
+    deep.mkdir(parents=True)
+    (tmp_path / "a" / "b" / "theirs.txt").write_text("keep")
+    download._remove_empty(made)
+    assert not deep.exists() and (tmp_path / "a" / "b" / "theirs.txt").read_text() == "keep"
