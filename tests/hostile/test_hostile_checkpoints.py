@@ -343,6 +343,13 @@ def test_a_missing_model_config_entry_is_named(run_dir, tmp_path):
         load_checkpoint(out)
 
 
+def test_a_checkpoint_without_parameters_is_damaged(run_dir, tmp_path):
+    params = {k: None for k in _arrays(run_dir) if k.startswith("param/")}
+    out = _crafted(run_dir, tmp_path, **params)
+    with pytest.raises(CheckpointError, match="is damaged: it holds no parameters"):
+        load_checkpoint(out)
+
+
 def test_an_entry_of_another_model_kind_is_not_a_setting(run_dir, tmp_path):
     out = _crafted(run_dir, tmp_path, _with(_meta(run_dir), "model_config.rho", 0.05))
     with pytest.raises(CheckpointError, match="'rho' is not a setting of a vae model"):
