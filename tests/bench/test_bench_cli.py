@@ -206,3 +206,25 @@ def test_the_thread_sweep_and_contention_runs_write_their_tables(tmp_path, capsy
     (row,) = json.loads(contention.read_text())["rows"]
     assert row["condition"] == "idle" and row["kept"] == 1.0
     assert "wrote " in capsys.readouterr().out
+
+
+def test_threads_reruns_the_command_given_with_its_thread_count(tmp_path, monkeypatch) -> None:
+    """--threads N runs the same options again in a process whose libraries use N threads.
+    main([...]) called from Python reran this process's own command line instead (pytest's
+    here; nothing after `python -c`: the full default benchmark)."""
+    from scratchvae.cli import main
+
+    runs = []
+
+    def run(cmd, env, preexec_fn):
+        runs.append((cmd, env))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(bench.cli.subprocess, "run", run)
+    options = ["--threads", "1", "--quick", "--no-jax", "--torch-device", "none", *TINY]
+    assert main(["bench", *options, "--out", str(tmp_path)]) == 0
+    assert bench.main([*options, "--out", str(tmp_path)]) == 0
+    for cmd, env in runs:
+        assert cmd == [sys.executable, "-m", "scratchvae.bench", *options, "--out", str(tmp_path)]
+        assert env["SCRATCHVAE_BENCH_THREADS"] == env["SCRATCHVAE_THREADS"] == "1"
+    assert len(runs) == 2
