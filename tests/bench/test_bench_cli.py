@@ -72,6 +72,8 @@ def test_quick_run_writes_json_markdown_and_plot(tmp_path, capsys) -> None:
         (("--eval-k", "-1"), "--eval-k >= 0"),
         (("--torch-device", "tpu"), "--torch-device must be cpu, cuda"),
         (("--threads", "0"), "--threads must be >= 1"),
+        (("--reps", "0"), "--reps and --memory-steps must be >= 1, --target-seconds > 0"),
+        (("--pause", "-1"), "--pause >= 0"),
         (("--target-seconds", "inf"), "--target-seconds and --pause must be finite"),
         (("--pause", "nan"), "--target-seconds and --pause must be finite"),
     ],

@@ -343,6 +343,16 @@ def test_a_missing_model_config_entry_is_named(run_dir, tmp_path):
         load_checkpoint(out)
 
 
+def test_a_checkpoint_that_is_a_folder_is_not_readable(tmp_path):
+    (tmp_path / "checkpoint.npz").mkdir()
+    with pytest.raises(
+        CheckpointError,
+        match=r"checkpoint.npz is not a readable scratchvae "
+        r"checkpoint \(truncated or not an .npz: \[Errno 21\] Is a directory",
+    ):
+        load_checkpoint(tmp_path)
+
+
 def test_a_checkpoint_without_parameters_is_damaged(run_dir, tmp_path):
     params = {k: None for k in _arrays(run_dir) if k.startswith("param/")}
     out = _crafted(run_dir, tmp_path, **params)
