@@ -230,3 +230,14 @@ def test_threads_reruns_the_command_given_with_its_thread_count(tmp_path, monkey
         assert cmd == [sys.executable, "-m", "scratchvae.bench", *options, "--out", str(tmp_path)]
         assert env["SCRATCHVAE_BENCH_THREADS"] == env["SCRATCHVAE_THREADS"] == "1"
     assert len(runs) == 2
+
+
+def test_a_backend_that_cannot_run_here_is_one_line(tmp_path, capsys) -> None:
+    from scratchvae.backend import cupy_available
+
+    if cupy_available():
+        pytest.skip("CuPy works here")
+    assert bench.run_cli(_args(tmp_path, "--backend", "cupy", *TINY)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("scratchvae: error: ") and "CuPy" in err and err.count("\n") == 1
+    assert not list(tmp_path.glob("t.*"))  # nothing written
