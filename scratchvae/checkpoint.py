@@ -291,19 +291,17 @@ def load_model(
 def check_params(ckpt: Checkpoint, model: AE) -> None:
     """Raise CheckpointError unless the checkpoint's parameters fit ``model``: the same names
     and shapes, floating point, finite in the model's dtype (1e300 is not a float32)."""
-    differ = set(model.params) ^ set(ckpt.params)
-    if differ:
-        raise CheckpointError(
-            f"{ckpt.path} does not match its model config (parameters {sorted(differ)[:3]} "
-            "differ); the file is damaged, train again"
-        )
+    have, want = {n: tuple(a.shape) for n, a in ckpt.params.items()}, model.params.shapes
+    differ = sorted(set(have) ^ set(want)) or [n for n in have if have[n] != want[n]]
+    if differ:  # another model's sizes (a loaded file's parameters fit its own config)
+        n = differ[0]
+        what = f"parameter {n}: {have.get(n, 'none')} there, {want.get(n, 'none')} here"
+        if ckpt.model_config == model.config:  # a Checkpoint not made by load_checkpoint
+            raise CheckpointError(f"{ckpt.path} does not match its model config ({what})")
+        other = _other_model(ckpt.model_config, model.config)
+        raise CheckpointError(f"{ckpt.path} holds {other} ({what}); build it with load_model")
     dtype = model.params.flat.dtype
     for name, value in ckpt.params.items():
-        if tuple(value.shape) != model.params.shapes[name]:
-            raise CheckpointError(
-                f"{ckpt.path}: parameter {name} has shape {tuple(value.shape)}, its config "
-                f"says {model.params.shapes[name]}; the file is damaged, train again"
-            )
         if value.dtype.kind != "f":
             raise CheckpointError(
                 f"{ckpt.path}: parameter {name} is {value.dtype.name}, not floating point; "
@@ -316,6 +314,13 @@ def check_params(ckpt: Checkpoint, model: AE) -> None:
                 f"{ckpt.path}: parameter {name} holds NaN or infinite values (in {dtype.name}); "
                 "the file is damaged, use another checkpoint or train again"
             )
+
+
+def _other_model(saved: dict[str, Any], now: dict[str, Any]) -> str:
+    """'a model of hidden=[8], not hidden=[16]': the settings where two configs differ."""
+    keys = [k for k in {**saved, **now} if saved.get(k) != now.get(k)]
+    was, asked = (", ".join(f"{k}={c.get(k)!r}" for k in keys) for c in (saved, now))
+    return f"a model of {was}, not {asked}"
 
 
 def copy_params(ckpt: Checkpoint, model: AE) -> None:
@@ -371,12 +376,9 @@ def restore_training(ckpt: Checkpoint, model: AE, optimizer: Optimizer) -> None:
     """Everything a resumed run takes from ``ckpt``: parameters, optimizer state and the
     generator's state. All of it is checked before any of it is applied, so a refused
     checkpoint (CheckpointError) leaves the model, optimizer and backend as they were."""
-    saved, now = ckpt.model_config, model.config
-    if saved != now:
-        keys = [k for k in {**saved, **now} if saved.get(k) != now.get(k)]
-        was, asked = (", ".join(f"{k}={c.get(k)!r}" for k in keys) for c in (saved, now))
+    if ckpt.model_config != model.config:
         raise CheckpointError(
-            f"{ckpt.path} was trained with a model of {was}, not {asked}; "
+            f"{ckpt.path} was trained with {_other_model(ckpt.model_config, model.config)}; "
             "resume with the same model settings or use another out_dir"
         )
     dtype = ckpt.backend.get("dtype", "float32")

@@ -336,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version (0) or an argparse error (2, already printed)
         return int(exc.code or 0)
+    args.argv = argv[1:]  # the command's options as given (bench --threads runs them again)
     if hasattr(args, "resume"):  # train: which flags were typed, even at their defaults
         args.typed = typed_options(build_parser(), argv)
     empty = [name for name in _PATHS if getattr(args, name, None) == ""]

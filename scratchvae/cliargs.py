@@ -46,7 +46,9 @@ def error_message(exc: BaseException) -> str:
     the file it concerns when the message does not name it."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     filename = getattr(exc, "filename", None)
-    if isinstance(exc, OSError) and filename and str(filename) not in msg:
+    # Python's own message names it by its repr: 'C:\\data\\x.npy', 'a\\tb', PosixPath('/a')
+    named = filename and (str(filename) in msg or repr(filename) in msg)
+    if isinstance(exc, OSError) and filename and not named:
         msg = f"{msg}: {filename}"
     return msg
 

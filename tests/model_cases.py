@@ -36,6 +36,7 @@ FAMILIES = (
     "vae-bernoulli",
     "vae-gaussian",
     "vae-gaussian-learned",
+    "vae-mse",
 )
 VAE_BETA = 1.5  # every VAE family's beta: != 1, so a backward that drops it fails the check
 KL_WEIGHTS = (None, 0.25)  # None: the model's beta; 0.25: a warm-up weight for loss_and_grads

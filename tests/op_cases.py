@@ -162,6 +162,14 @@ def _latent_backward(i: Inputs, dz: Array, dkl: Array) -> dict[str, Array]:
     return {"h": reparam.latent_backward(cache, dz, dkl).dh}
 
 
+def _make_repeat(bk: Backend, B: int, D: int, scale: float) -> Inputs:
+    return {"a": scale * bk.normal((B, D)), "k": 1 + (B + D) % 3}  # k = 1 passes a through
+
+
+def _repeat_backward(i: Inputs, dtiled: Array) -> dict[str, Array]:
+    return {"a": reparam.repeat_backward(reparam.repeat_forward(i["a"], i["k"])[1], dtiled)}
+
+
 # ------------------------------------------------------------------ losses and densities
 def _make_bernoulli(bk: Backend, B: int, D: int, scale: float) -> Inputs:
     return {"logits": scale * bk.normal((B, D)), "x": bk.uniform((B, D))}  # grey levels
@@ -286,8 +294,7 @@ OP_CASES: tuple[OpCase, ...] = (
     *(_activation_case(name) for name in ACTIVATION_NAMES),
     _dense_case("dense", layers.dense_forward, layers.dense_backward, kinked=False),
     _dense_case("dense_relu", layers.dense_relu_forward, layers.dense_relu_backward, kinked=True),
-    _dense_act_case("elu"),  # kinked
-    _dense_act_case("tanh"),  # smooth
+    *(_dense_act_case(name) for name in ACTIVATION_NAMES),  # the MLP's hidden layer but ReLU's
     OpCase(
         "dropout",
         "layers",
@@ -311,6 +318,14 @@ OP_CASES: tuple[OpCase, ...] = (
         lambda h, eps: reparam.latent_forward(h, eps)[0],
         _latent_backward,
         ("h",),
+    ),
+    OpCase(  # k copies of each example (the ELBO with k samples)
+        "repeat",
+        "reparam",
+        _make_repeat,
+        lambda a, k: reparam.repeat_forward(a, k)[0],
+        _repeat_backward,
+        ("a",),
     ),
     _bernoulli_case("mean"),
     _bernoulli_case("none"),

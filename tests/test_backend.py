@@ -185,6 +185,11 @@ def test_dtype_may_be_given_as_a_numpy_type() -> None:
     assert Backend("numpy", np.dtype("float32")).dtype == np.float32
     with pytest.raises(BackendError, match="unknown dtype 'int32'"):
         Backend("numpy", np.int32)
+    # None was float64 (NumPy's reading of it): a silent double-width run where the default
+    # is float32; refused as any other non-dtype (a number) is
+    for bad in (None, 3):
+        with pytest.raises(BackendError, match=f"unknown dtype '{bad}'; choose 'float32' or"):
+            Backend("numpy", bad)
 
 
 # ------------------------------------------------------------------ op dispatch

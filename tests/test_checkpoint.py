@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np  # numpy-boundary: writing foreign files, comparing host arrays
@@ -12,6 +13,7 @@ from scratchvae.backend import Backend
 from scratchvae.checkpoint import (
     FORMAT,
     CheckpointError,
+    copy_params,
     load_checkpoint,
     load_model,
     restore_optimizer,
@@ -313,3 +315,38 @@ def test_restore_training_names_the_model_settings_that_differ(tmp_path):
     message = str(info.value)
     assert "was trained with a model of beta=0.5, not beta=2.0; resume with" in message
     assert "hidden" not in message and "\n" not in message
+
+
+def test_copy_params_into_another_model_names_it_and_not_a_damaged_file(tmp_path):
+    # copy_params into a model of other sizes said "its config says (12, 16); the file is
+    # damaged, train again": the file was sound, the model another (the sizes the model's)
+    model, opt = _trained()
+    _save(tmp_path / "checkpoint.npz", model, opt)
+    ckpt = load_checkpoint(tmp_path)
+    for other, want in (
+        (VAE(12, hidden=[16], latent=3, beta=0.5), "hidden=[8], not hidden=[16] (parameter "
+         "encoder.0.W: (12, 8) there, (12, 16) here); build it with load_model"),
+        (VAE(12, hidden=[8, 4], latent=3, beta=0.5), "decoder.2.W: none there, (8, 12) here"),
+    ):  # fmt: skip
+        before = other.params.flat.copy()
+        with pytest.raises(CheckpointError, match="holds a model of ") as info:
+            copy_params(ckpt, other)
+        assert want in str(info.value) and "damaged" not in str(info.value)
+        assert np.array_equal(other.params.flat, before)
+    same = VAE(12, hidden=[8], latent=3, beta=2.0)  # other settings, the same shapes: copied
+    copy_params(ckpt, same)
+    assert np.array_equal(same.params.flat, model.params.flat)
+    hand_made = dataclasses.replace(ckpt, params={**ckpt.params, "encoder.0.b": np.zeros(3)})
+    with pytest.raises(CheckpointError, match=r"does not match its model config \(parameter "):
+        copy_params(hand_made, VAE(12, hidden=[8], latent=3, beta=0.5))
+
+
+def test_restore_optimizer_names_another_optimizer_or_dtype(tmp_path):
+    model, opt = _trained()  # Adam, float32
+    _save(tmp_path / "checkpoint.npz", model, opt, train_config={"optimizer": "adam"})
+    ckpt = load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="was trained with adam, not sgd; resume with the"):
+        restore_optimizer(ckpt, SGD(0.1, momentum=0.9), model)
+    wide = VAE(12, hidden=[8], latent=3, beta=0.5, backend=Backend("numpy", "float64"))
+    with pytest.raises(CheckpointError, match="was trained in float32, not float64; resume with"):
+        restore_optimizer(ckpt, Adam(1e-2), wide)

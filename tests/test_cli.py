@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+import urllib.error
 from pathlib import Path
 
 import numpy as np  # numpy-boundary: writing a user data file
@@ -17,7 +20,15 @@ from scratchvae import cli, commands
 from scratchvae.backend import Backend
 from scratchvae.checkpoint import load_checkpoint
 from scratchvae.cli import build_parser, main
-from scratchvae.cliargs import COUNT, FRACTION, NATURAL, OPEN_UNIT, POSITIVE, typed_options
+from scratchvae.cliargs import (
+    COUNT,
+    FRACTION,
+    NATURAL,
+    OPEN_UNIT,
+    POSITIVE,
+    error_message,
+    typed_options,
+)
 from scratchvae.data import load_dataset
 from scratchvae.models import VAE
 from scratchvae.optim import build_optimizer
@@ -276,6 +287,31 @@ def test_sigterm_exits_143_and_a_fresh_folder_says_no_checkpoint(tmp_path, monke
         f"scratchvae: terminated (SIGTERM); no checkpoint was written in {tmp_path / 't'} yet"
     )
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_main_in_another_thread_runs_without_a_sigterm_handler(tmp_path, capsys):
+    """Signals can be handled in the main thread only: main() called from another one (a
+    notebook's worker, a server) trains all the same and leaves the handler alone."""
+    before, status = signal.getsignal(signal.SIGTERM), []
+    argv = ["train", "--out", str(tmp_path / "t"), *TINY, "--epochs", "1", "--no-figures"]
+    worker = threading.Thread(target=lambda: status.append(main(argv)))
+    worker.start()
+    worker.join(60)
+    assert status == [0] and (tmp_path / "t" / "checkpoint.npz").exists()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_an_os_error_names_its_file_once():
+    """The file is added where the message lacks it, and only there: Python's message names it
+    by its repr, so a Windows path (backslashes doubled) or a tab in a name read as absent and
+    came twice ("...: 'C:\\\\data\\\\x.npy': C:\\data\\x.npy")."""
+    for name in ("/data/x.npy", "C:\\data\\x.npy", "a\tb", Path("/data/y.npy")):
+        exc = FileNotFoundError(errno.ENOENT, "No such file or directory", name)
+        assert error_message(exc) == str(exc), name
+    exc = OSError(errno.ENOSPC, "No space left on device")  # no file
+    assert error_message(exc) == "[Errno 28] No space left on device"
+    own = urllib.error.URLError("timed out", "/data/z.npy")  # its own message: no file in it
+    assert error_message(own) == "<urlopen error timed out>: /data/z.npy"
 
 
 def test_help_for_every_command(capsys):

@@ -184,6 +184,40 @@ def test_bad_input_is_rejected_with_a_clear_message():
         ev.evaluate(m, x, batch_size=0)
 
 
+def test_evaluate_refuses_empty_data_and_a_vae_without_a_likelihood():
+    m, x = random_bernoulli_vae(n=5)
+    for bad in (x[:0], x[0]):  # no examples; one example without its batch axis
+        with pytest.raises(ValueError, match=r"expected data of shape \(N, D\) with N >= 1"):
+            ev.evaluate(m, bad)
+    for fn in (ev.elbo_terms, ev.active_units):
+        with pytest.raises(ValueError, match="batch size must be >= 1, got 0"):
+            fn(m, x, batch_size=0)
+    mse = VAE(12, hidden=(4,), latent=2, likelihood="mse")
+    with pytest.raises(ValueError, match="likelihood 'mse' has no likelihood to evaluate"):
+        ev.evaluate(mse, x)
+
+
+def test_evaluate_with_seed_none_draws_from_the_models_own_generator():
+    m, x = random_bernoulli_vae(n=20)
+    state = m.backend.rng_state()
+    first = ev.evaluate(m, x, iw_samples=5, seed=None)
+    assert m.backend.rng_state() != state  # drawn from the model's generator, which moved on
+    assert ev.evaluate(m, x, iw_samples=5, seed=None) != first
+    m.backend.set_rng_state(state)
+    assert ev.evaluate(m, x, iw_samples=5, seed=None) == first
+
+
+def test_the_report_of_a_model_without_a_prior_is_its_reconstruction_and_why():
+    ae = AE(12, hidden=(8,), latent=2, backend=Backend("numpy", "float64", seed=0))
+    x = Backend("numpy", "float64", seed=1).uniform((20, 12))
+    r = {**ev.evaluate(ae, x), "checkpoint": "run/checkpoint.npz", "data": "d", "binarize": "none"}
+    lines = ev.format_report(r, ae, 3, 12).splitlines()
+    assert lines[0] == "checkpoint    run/checkpoint.npz (AE, epoch 3)"
+    assert lines[-2] == f"recon         {r['recon']:.3f}"
+    assert lines[-1].startswith("note          AE has no prior or encoder distribution")
+    assert not any("ELBO" in line or "IW bound" in line for line in lines)
+
+
 # ---------------------------------------------------------------------------- GPU (pytest -m gpu)
 @pytest.mark.gpu
 def test_bound_and_evaluate_agree_on_cupy():

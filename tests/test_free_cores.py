@@ -139,3 +139,12 @@ def test_the_trainer_records_each_epochs_count_and_says_when_it_drops(monkeypatc
     out = capsys.readouterr()
     text = out.out + out.err
     assert text.count("CPU thread(s)") == (1 if usable_cores() > 1 else 0)
+
+
+@pytest.mark.skipif(_cpu_ticks() is None, reason="no /proc/stat here")
+def test_a_look_too_soon_after_the_last_tells_nothing():
+    """Under 50 ms between looks the clock ticks (1/100 s) cannot say how busy the cores were:
+    unknown (None), which the choice reads as all cores free."""
+    probe = LoadProbe()
+    assert probe.others() is None
+    assert free_threads(None, 4) == 4

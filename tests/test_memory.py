@@ -21,6 +21,8 @@ def test_meminfo_available_reads_kilobytes(tmp_path) -> None:
     meminfo.write_text("MemTotal:  100 kB\nMemFree: 10 kB\nMemAvailable:   2048 kB\n")
     assert memory.meminfo_available(str(meminfo)) == 2048 * 1024
     assert memory.meminfo_available(str(tmp_path / "none")) is None
+    meminfo.write_text("MemTotal:  100 kB\nMemFree: 10 kB\n")  # a kernel before 3.14
+    assert memory.meminfo_available(str(meminfo)) is None
 
 
 def test_cgroup_v2_takes_the_tightest_limit_up_the_tree_less_what_is_not_cache(tmp_path) -> None:
@@ -36,6 +38,12 @@ def test_cgroup_v2_takes_the_tightest_limit_up_the_tree_less_what_is_not_cache(t
     assert memory.cgroup_free_memory(str(proc), str(root)) == 3 * GIB
     proc.write_text("0::/\n")  # the root cgroup: no limit
     assert memory.cgroup_free_memory(str(proc), str(root)) is None
+    # no file cache to tell apart (no memory.stat, or none of its keys): all usage counts
+    (root / "pod" / "memory.stat").write_text("anon 5\n")
+    proc.write_text("0::/pod/job\n")
+    assert memory.cgroup_free_memory(str(proc), str(root)) == GIB
+    (root / "pod" / "memory.stat").unlink()
+    assert memory.cgroup_free_memory(str(proc), str(root)) == GIB
 
 
 def test_cgroup_v1_reads_limit_in_bytes_and_ignores_the_no_limit_number(tmp_path) -> None:

@@ -295,6 +295,11 @@ def test_model_kinds_classes_and_build_model() -> None:
         assert type(model) is cls and model.config["model"] == kind
     with pytest.raises(ValueError, match="unknown model 'gan'; choose one of vae, ae, dae, sae"):
         build_model({"model": "gan"})
+    model = VAE(4, hidden=[3], latent=2, backend=Backend("numpy", "float64", seed=7))
+    assert repr(model) == (
+        f"VAE({model.config}, {model.n_params} parameters, Backend('numpy', dtype='float64', "
+        "seed=7))"
+    )
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -5,6 +5,7 @@ count, the noise cut as the serial step uses it, and the kernels' slices on thre
 from __future__ import annotations
 
 import importlib
+import time
 
 import numpy as np  # numpy-boundary: comparing host arrays
 import pytest
@@ -213,6 +214,18 @@ def test_run_parallel_returns_in_order_and_raises_the_first_error():
 
     with pytest.raises(KeyError, match="task 2"):
         run_parallel([lambda: 1, lambda: 2, boom, lambda: 4])
+    # the calling thread's own task failing: the pool's tasks still finish before the raise
+    # (the kernels' slices write into shared arrays), and the first error in task order wins
+    finished = []
+
+    def slow(i):
+        time.sleep(0.1 * i)  # task 0 (this thread's) fails at once, the others later
+        finished.append(i)
+        raise KeyError(f"task {i}")
+
+    with pytest.raises(KeyError, match="task 0"):
+        run_parallel([lambda: slow(0), lambda: slow(1), lambda: slow(2)])
+    assert sorted(finished) == [0, 1, 2]
 
 
 def test_threads_setting_and_its_checks(monkeypatch):
@@ -227,3 +240,8 @@ def test_threads_setting_and_its_checks(monkeypatch):
         module._from_environment()
     monkeypatch.setenv("SCRATCHVAE_THREADS", "2")
     assert module._from_environment() == 2
+    for unset in (" auto ", ""):  # a run picks its count from the free cores
+        monkeypatch.setenv("SCRATCHVAE_THREADS", unset)
+        assert module._from_environment() is None
+    monkeypatch.delenv("SCRATCHVAE_THREADS")
+    assert module._from_environment() is None

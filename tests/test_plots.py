@@ -139,6 +139,20 @@ def test_ten_labels_get_a_legend_not_a_colour_bar(tmp_path, digits, vae2, figure
     assert len(figures[1].axes) == 2 and figures[1].axes[0].get_legend() is None
 
 
+def test_a_one_dimensional_code_and_float_labels(tmp_path, digits, figures):
+    """latent 1: the codes on a line (y = 0); labels 3.0 shown as '3', 2.5 as it is."""
+    vae1 = VAE(64, hidden=[8], latent=1, backend=Backend(seed=0))
+    x = digits.get_batch(slice(0, 6))
+    plot_latent(vae1, x, np.array([3.0, 3.0, 2.5, 1.0, 1.0, 2.5]), tmp_path / "l.png")
+    (fig,) = figures
+    ax = fig.axes[0]
+    offsets = ax.collections[0].get_offsets()
+    np.testing.assert_array_equal(np.asarray(offsets)[:, 1], 0.0)
+    np.testing.assert_allclose(np.asarray(offsets)[:, 0], np.ravel(vae1.encode(x)[0]), rtol=1e-6)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("z1", "z2")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1", "2.5", "3"]
+
+
 def test_features_get_a_colour_scale(tmp_path, figures):
     weights = np.random.default_rng(0).normal(size=(9, 64)) * np.arange(1, 10)[:, None]
     plot_features(weights, SHAPE, tmp_path / "f.png", "decoder weights")

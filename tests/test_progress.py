@@ -22,6 +22,20 @@ def test_a_bar_only_when_asked_and_the_stream_is_a_terminal():
     assert not Progress(10, stream=Terminal(), bar=False).shows_bar
     assert not Progress(10, stream=io.StringIO()).shows_bar  # a log file
     assert not progress.is_terminal(None)
+    closed = io.StringIO()
+    closed.close()  # isatty raises ValueError on a closed file
+    assert not progress.is_terminal(closed) and not progress.is_terminal(object())
+
+
+def test_stages_on_a_terminal_are_bars_without_start_lines():
+    term = Terminal()
+    stages = Stages(prefix="scratchvae: ", stream=term)
+    stages("test ELBO", 0, 10)
+    stages("test ELBO", 10, 10)
+    stages("importance-weighted bound, k=5", 50, 50)
+    stages.close()
+    text = term.getvalue()
+    assert "test ELBO" in text and "%|" in text and " ...\n" not in text
 
 
 def test_a_bar_goes_to_the_terminal_and_lines_above_it():

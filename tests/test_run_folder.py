@@ -133,6 +133,10 @@ def test_a_gpu_run_is_looked_at_on_numpy_and_resumed_only_when_asked(run, tmp_pa
     assert "trained on cupy, which cannot run here; using numpy" in capsys.readouterr().err
     assert main(["train", "--out", str(run), "--resume", "--epochs", "3"]) == 2
     assert "resume on the CPU with --backend numpy" in _last_line(capsys)
+    # asked for by name, CuPy is not replaced by NumPy: one line saying why it cannot run
+    assert main(["evaluate", str(run), "--backend", "cupy"]) == 2
+    line = _last_line(capsys)
+    assert line.startswith("scratchvae: error: ") and "CuPy" in line and "using numpy" not in line
 
 
 def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path):

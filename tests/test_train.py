@@ -178,6 +178,42 @@ def test_non_finite_loss_raises_and_keeps_the_last_good_checkpoint(small, tmp_pa
     assert load_checkpoint(tmp_path).epoch == 3
 
 
+def test_a_non_finite_validation_loss_is_divergence_and_says_what_was_kept(
+    small, tmp_path, monkeypatch
+):
+    """Training finite, validation NaN (from epoch 3, or from the first): the message names
+    the validation loss and what the run folder holds: the last checkpoint this run wrote, or
+    none, or nothing at all without a folder."""
+    validate = Trainer.validate
+
+    def nan_from(epoch):
+        def patched(self):
+            out = validate(self)
+            return {**out, "loss": math.nan} if len(self.history.records) + 1 >= epoch else out
+
+        return patched
+
+    monkeypatch.setattr(Trainer, "validate", nan_from(3))
+    with pytest.raises(TrainingDiverged, match="validation loss became NaN") as info:
+        fit(_vae(), small, _cfg(epochs=4, out_dir=str(tmp_path / "a")))
+    assert str(info.value).endswith(
+        f"the last good checkpoint ({tmp_path / 'a' / 'checkpoint.npz'}, epoch 2) is kept"
+    )
+    assert load_checkpoint(tmp_path / "a").epoch == 2
+    monkeypatch.setattr(Trainer, "validate", nan_from(1))
+    with pytest.raises(TrainingDiverged, match="in epoch 1") as info:
+        fit(_vae(), small, _cfg(epochs=2, out_dir=str(tmp_path / "b")))
+    assert str(info.value).endswith(f"no checkpoint of this run was written in {tmp_path / 'b'}")
+    with pytest.raises(TrainingDiverged) as info:
+        fit(_vae(), small, _cfg(epochs=2))  # no run folder: nothing to say about one
+    assert str(info.value).endswith("or check the data for extreme values")
+
+
+def test_resume_without_a_run_folder_is_refused(small):
+    with pytest.raises(ValueError, match="resuming needs the run folder: set out_dir"):
+        fit(_vae(), small, _cfg(), resume=True)
+
+
 @pytest.mark.parametrize(
     "make",
     [

@@ -40,9 +40,10 @@ _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 def _dtype_name(dtype: Any) -> str:
-    """'float32' for "float32", numpy.float32 or numpy.dtype('float32'); str(dtype) otherwise."""
+    """'float32' for "float32", numpy.float32 or numpy.dtype('float32'); str(dtype) otherwise
+    (None too: NumPy reads it as float64, which a default of float32 must not become)."""
     try:
-        return np.dtype(dtype).name
+        return str(dtype) if dtype is None else np.dtype(dtype).name
     except TypeError:
         return str(dtype)
 

@@ -300,14 +300,16 @@ def _summary_row(key: dict, timed: dict[str, dict[str, float]], scratch: str) ->
 
 
 # ============================================================================ entry points
-def _rerun_with_threads(n: int) -> int:
-    """Run this same command in a fresh process whose libraries all use ``n`` threads
-    (BLAS reads its thread count when it loads, so the variables must be set before that;
-    JAX follows only the cores the process may use, so the process is pinned to ``n``)."""
+def _rerun_with_threads(n: int, argv: list[str] | None) -> int:
+    """Run this same command (its options ``argv``; None: this process's command line) in a
+    fresh process whose libraries all use ``n`` threads (BLAS reads its thread count when it
+    loads, so the variables must be set before that; JAX follows only the cores the process
+    may use, so the process is pinned to ``n``)."""
     env, pin = threads_env(n)
     env["SCRATCHVAE_BENCH_THREADS"] = str(n)
-    argv = sys.argv[1:]
-    argv = argv[1:] if argv[:1] == ["bench"] else argv  # `scratchvae bench ...`
+    if argv is None:
+        argv = sys.argv[1:]
+        argv = argv[1:] if argv[:1] == ["bench"] else argv  # `scratchvae bench ...`
     cmd = [sys.executable, "-m", "scratchvae.bench", *argv]
     return subprocess.run(cmd, env=env, preexec_fn=pin).returncode  # noqa: PLW1509 - no threads yet
 
@@ -343,7 +345,7 @@ def run_cli(args: argparse.Namespace) -> int:
         print(one_line_error(problem), file=sys.stderr)
         return 2
     if args.threads and os.environ.get("SCRATCHVAE_BENCH_THREADS") != str(args.threads):
-        return _rerun_with_threads(args.threads)
+        return _rerun_with_threads(args.threads, getattr(args, "argv", None))
     if args.threads and installed_version("torch") and args.torch_device != "none":
         import_torch().set_num_threads(args.threads)
     if not args.out:
@@ -376,4 +378,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m scratchvae.bench`` and ``benchmarks/run.py``."""
     parser = OneLineParser(prog="scratchvae bench", description=DESCRIPTION)
     add_arguments(parser)
-    return run_cli(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for a rerun (--threads)
+    return run_cli(args)

@@ -208,8 +208,9 @@ def run_thread_sweep(opts: argparse.Namespace, log: Callable[[str], None] = prin
                 rows.append({"threads": n, **row})
                 log(f"threads {n:3d} B={row['batch']:5d} {row['impl']:10s} "
                     f"{row['samples_per_s']:9.0f}/s")  # fmt: skip
+    torch = "cpu" if _references(opts)[0] else None  # its threads, where it was run
     return {"schema": "scratchvae-bench-threads/1", "config": opts.configs[0],
-            "dtype": opts.dtypes[0], "machine": machine_info(Backend("numpy"), "cpu"),
+            "dtype": opts.dtypes[0], "machine": machine_info(Backend("numpy"), torch),
             "rows": rows}  # fmt: skip
 
 

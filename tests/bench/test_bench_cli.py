@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from scratchvae import bench
+from scratchvae.backend.threads import usable_cores
 
 
 def _args(tmp_path, *extra: str) -> argparse.Namespace:
@@ -71,6 +72,8 @@ def test_quick_run_writes_json_markdown_and_plot(tmp_path, capsys) -> None:
         (("--eval-k", "-1"), "--eval-k >= 0"),
         (("--torch-device", "tpu"), "--torch-device must be cpu, cuda"),
         (("--threads", "0"), "--threads must be >= 1"),
+        (("--reps", "0"), "--reps and --memory-steps must be >= 1, --target-seconds > 0"),
+        (("--pause", "-1"), "--pause >= 0"),
         (("--target-seconds", "inf"), "--target-seconds and --pause must be finite"),
         (("--pause", "nan"), "--target-seconds and --pause must be finite"),
     ],
@@ -208,3 +211,60 @@ def test_python_dash_m_scratchvae_bench_and_no_reference_library_imported() -> N
     assert proc.returncode == 0, proc.stderr
     assert "usage: scratchvae bench" in proc.stdout and "--quick" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1] == "[]"  # imported only when a reference runs
+
+
+def test_the_thread_sweep_and_contention_runs_write_their_tables(tmp_path, capsys) -> None:
+    """--thread-sweep: each thread count 1, 2, 4, ... up to the usable cores in a process of
+    its own; --contention (here its idle condition only): the step as a run starting now would
+    take it. Each writes NAME.json and NAME.md, NAME from the machine when not given."""
+    tiny = ("--batch-sizes", "8", "--reps", "2", "--target-seconds", "0.002", "--dtypes", "float64")
+    assert bench.run_cli(_args(tmp_path, "--thread-sweep", *tiny)) == 0
+    (sweep,) = tmp_path.glob("*-threads.json")
+    res = json.loads(sweep.read_text())
+    cores = usable_cores()
+    counts = sorted({r["threads"] for r in res["rows"]})
+    assert counts[0] == 1 and counts[-1] == cores and len(counts) == len(set(counts))
+    assert {r["impl"] for r in res["rows"]} == {"scratchvae"}
+    # --torch-device none: PyTorch neither run nor asked for its threads (that import was a
+    # traceback after the whole sweep, on a machine without PyTorch)
+    assert "torch_threads" not in res["machine"]
+    assert all(r["batch"] == 8 and r["samples_per_s"] > 0 for r in res["rows"])
+    assert "| 1 | 8 | scratchvae |" in sweep.with_suffix(".md").read_text()
+    assert bench.run_cli(_args(tmp_path, "--contention", "--conditions", "idle", *tiny)) == 0
+    (contention,) = tmp_path.glob("*-contention.json")
+    (row,) = json.loads(contention.read_text())["rows"]
+    assert row["condition"] == "idle" and row["kept"] == 1.0
+    assert "wrote " in capsys.readouterr().out
+
+
+def test_threads_reruns_the_command_given_with_its_thread_count(tmp_path, monkeypatch) -> None:
+    """--threads N runs the same options again in a process whose libraries use N threads.
+    main([...]) called from Python reran this process's own command line instead (pytest's
+    here; nothing after `python -c`: the full default benchmark)."""
+    from scratchvae.cli import main
+
+    runs = []
+
+    def run(cmd, env, preexec_fn):
+        runs.append((cmd, env))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(bench.cli.subprocess, "run", run)
+    options = ["--threads", "1", "--quick", "--no-jax", "--torch-device", "none", *TINY]
+    assert main(["bench", *options, "--out", str(tmp_path)]) == 0
+    assert bench.main([*options, "--out", str(tmp_path)]) == 0
+    for cmd, env in runs:
+        assert cmd == [sys.executable, "-m", "scratchvae.bench", *options, "--out", str(tmp_path)]
+        assert env["SCRATCHVAE_BENCH_THREADS"] == env["SCRATCHVAE_THREADS"] == "1"
+    assert len(runs) == 2
+
+
+def test_a_backend_that_cannot_run_here_is_one_line(tmp_path, capsys) -> None:
+    from scratchvae.backend import cupy_available
+
+    if cupy_available():
+        pytest.skip("CuPy works here")
+    assert bench.run_cli(_args(tmp_path, "--backend", "cupy", *TINY)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("scratchvae: error: ") and "CuPy" in err and err.count("\n") == 1
+    assert not list(tmp_path.glob("t.*"))  # nothing written

@@ -73,6 +73,13 @@ def _object_array_npz() -> bytes:
     return buf.getvalue()
 
 
+def _npy_format_3() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf, zf.open("x.npy", "w") as member:
+        np.lib.format.write_array(member, X, version=(3, 0))
+    return buf.getvalue()
+
+
 def _empty_zip() -> bytes:
     buf = io.BytesIO()
     zipfile.ZipFile(buf, "w").close()
@@ -113,6 +120,7 @@ DAMAGED = {
         "announces shape (-8,)",
     ),
     "object-array": (_object_array_npz(), "holds Python objects"),
+    "npy-format-3": (_npy_format_3(), "member 'x.npy' is .npy format (3, 0), not 1.0 or 2.0"),
     "not-an-array": (_text_member(), "truncated or damaged"),
     "no-arrays": (_empty_zip(), "holds no arrays"),
     "not-a-zip": (b"x,y\n1,2\n", "is not an .npz archive (it is not a zip file)"),

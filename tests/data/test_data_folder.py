@@ -171,3 +171,37 @@ def test_progress_bar_only_on_a_terminal_by_default(tmp_path, serve, capfd):
     assert capfd.readouterr().err == ""
     download_file(url, tmp_path / "b" / "f.gz", progress=True)
     assert "f.gz" in capfd.readouterr().err
+
+
+def test_resume_with_data_dir_finds_the_data_where_it_lives_now(
+    tmp_path, tiny, tiny_checksums, monkeypatch, capsys
+):
+    """A run on MNIST records its --data-dir; the files moved, `train --resume --data-dir NEW`
+    continues from them (and records NEW), where a plain --resume looks in the old place."""
+    from scratchvae.checkpoint import load_checkpoint
+    from scratchvae.cli import main
+
+    monkeypatch.setenv("SCRATCHVAE_MNIST_MIRROR", DEAD_URL)  # no download in this test
+    old, run = write(tmp_path / "old", tiny["gz"]), tmp_path / "run"
+    tiny_run = ["--hidden", "4", "--latent", "2", "--batch-size", "2", "--no-progress"]
+    argv = ["train", "--data", "mnist", "--out", str(run), *tiny_run, "--no-figures"]
+    assert main([*argv, "--data-dir", str(old), "--epochs", "1"]) == 0
+    new = tmp_path / "new"
+    old.rename(new)
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "2"]) == 2
+    assert str(old) in capsys.readouterr().err.strip().splitlines()[-1]
+    resume = ["train", "--resume", "--out", str(run), "--epochs", "2", "--no-figures"]
+    assert main([*resume, "--data-dir", str(new)]) == 0
+    ckpt = load_checkpoint(run)
+    assert ckpt.epoch == 2 and ckpt.train_config["data_dir"] == str(new)
+
+
+def test_the_folders_a_failed_download_made_go_but_not_one_holding_another_file(tmp_path):
+    """Someone else's file appeared meanwhile in a folder the download made: that folder and
+    those above it stay (they are not empty), the file untouched; the empty one below goes."""
+    deep = tmp_path / "a" / "b" / "c"
+    made = download._missing_folders(deep)  # deepest first: c, b, a
+    deep.mkdir(parents=True)
+    (tmp_path / "a" / "b" / "theirs.txt").write_text("keep")
+    download._remove_empty(made)
+    assert not deep.exists() and (tmp_path / "a" / "b" / "theirs.txt").read_text() == "keep"

@@ -190,6 +190,35 @@ def test_unreadable_files(tmp_path):
         load_dataset(str(tmp_path / "x.csv"))
 
 
+def test_files_the_user_cannot_read_or_hold(tmp_path, monkeypatch):
+    """Permissions (simulated: the tests may run as root, who reads anything), a folder where
+    an IDX file should be, an archive too large for memory: one DataError line each."""
+    from scratchvae.data import load
+    from scratchvae.data.idx import read_idx
+
+    np.save(tmp_path / "x.npy", np.zeros((2, 3), np.float32))
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 3), np.float32))
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(load, "_head", denied)
+    for name in ("x.npy", "x.npz"):
+        with pytest.raises(DataError, match=rf"cannot read .*{name} \(Permission denied\); check"):
+            load_dataset(str(tmp_path / name))
+    monkeypatch.undo()
+
+    def too_large(path, advice):
+        raise MemoryError
+
+    monkeypatch.setattr(load, "_npz_arrays", too_large)
+    with pytest.raises(DataError, match="x.npz holds arrays too large for this machine's memory"):
+        load_dataset(str(tmp_path / "x.npz"))
+    (tmp_path / "train-images-idx3-ubyte").mkdir()
+    with pytest.raises(DataError, match=r"cannot read .*train-images-idx3-ubyte \(Is a direc"):
+        read_idx(tmp_path / "train-images-idx3-ubyte")
+
+
 def test_image_folder(tmp_path):
     from PIL import Image
 

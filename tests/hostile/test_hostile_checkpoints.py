@@ -7,6 +7,7 @@ T = ``scratchvae train --hidden 32 --latent 2 --epochs 2 --no-progress --no-figu
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -14,12 +15,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np  # numpy-boundary: writing crafted files
 import pytest
 
 from scratchvae import atomic
-from scratchvae.atomic import FolderLocked, folder_lock
+from scratchvae.atomic import FolderLocked, atomic_write, folder_lock
 from scratchvae.backend import Backend, BackendError
 from scratchvae.checkpoint import CheckpointError, load_checkpoint, load_model
 from scratchvae.cli import main
@@ -323,6 +325,8 @@ def test_evaluate_json_never_prints_bare_nan(cli_results):
         ("model_config.decoder_std", float("nan"), "'decoder_std' is NaN"),
         ("model_config.beta", -1.0, "beta must be >= 0"),
         ("model_config.beta", "1", "'beta' is \"1\", not float"),
+        ("model_config.beta", 10**400, "'beta' is 1000"),  # a whole number beyond any float
+        ("model_config.dropout", 1.0, "'dropout' is 1.0, not in [0, 1)"),
         ("model_config", [], "model_config is not a JSON object"),
     ],
 )
@@ -336,6 +340,23 @@ def test_model_config_values_are_refused_naming_the_entry(run_dir, tmp_path, ent
 def test_a_missing_model_config_entry_is_named(run_dir, tmp_path):
     out = _crafted(run_dir, tmp_path, _with(_meta(run_dir), "model_config.latent", 0, True))
     with pytest.raises(CheckpointError, match="model_config lacks the entry 'latent'"):
+        load_checkpoint(out)
+
+
+def test_a_checkpoint_that_is_a_folder_is_not_readable(tmp_path):
+    (tmp_path / "checkpoint.npz").mkdir()
+    with pytest.raises(
+        CheckpointError,
+        match=r"checkpoint.npz is not a readable scratchvae "
+        r"checkpoint \(truncated or not an .npz: \[Errno 21\] Is a directory",
+    ):
+        load_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_without_parameters_is_damaged(run_dir, tmp_path):
+    params = {k: None for k in _arrays(run_dir) if k.startswith("param/")}
+    out = _crafted(run_dir, tmp_path, **params)
+    with pytest.raises(CheckpointError, match="is damaged: it holds no parameters"):
         load_checkpoint(out)
 
 
@@ -565,6 +586,28 @@ def test_without_fcntl_the_lock_is_a_pid_file(tmp_path, monkeypatch):
     lock.write_text(dead.stdout.decode())  # left by a process that no longer runs: stale
     with folder_lock(tmp_path):
         assert lock.read_text().strip() == str(os.getpid())
+
+
+def test_a_file_system_without_flock_falls_back_to_the_pid_file(tmp_path, monkeypatch):
+    """Some network file systems refuse flock (ENOLCK): the lock is then the pid file, as
+    without fcntl, and the empty lock file the flock attempt created is not mistaken for a
+    holder."""
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(atomic, "fcntl", SimpleNamespace(flock=no_flock, LOCK_EX=fcntl.LOCK_EX,
+                                                         LOCK_NB=fcntl.LOCK_NB))  # fmt: skip
+    with folder_lock(tmp_path) as lock:
+        assert lock.read_text().strip() == str(os.getpid())
+        with pytest.raises(FolderLocked, match=f"in use by process {os.getpid()}"):
+            with folder_lock(tmp_path):
+                pass
+    assert not lock.exists()
+    with pytest.raises(ValueError, match="atomic_write mode must be 'wb' or 'w', got 'a'"):
+        with atomic_write(tmp_path / "x.txt", "a"):
+            pass
 
 
 # ------------------------------------------------------------------ stale temporary files

@@ -21,7 +21,7 @@ from scratchvae.lab.estimators import (
     vae_estimators,
     vae_gradient_samples,
 )
-from scratchvae.lab.study import estimator_study
+from scratchvae.lab.study import estimator_study, format_study
 from scratchvae.models import AE, VAE
 from scratchvae.ops.losses import GaussianKLCache, gaussian_kl_backward, log_normal
 
@@ -219,6 +219,11 @@ def test_study_detects_a_biased_estimator_and_passes_unbiased_ones():
             assert r.bias_z < SIGMAS, r
     assert not any(r.estimator == "score+loo" and r.n_samples == 1 for r in rows)
     v = {(r.estimator, r.n_samples, r.group): r.variance for r in rows}
+    lines = format_study(rows).splitlines()  # a header, a rule, a line per row in its order
+    assert len(lines) == len(rows) + 2 and lines[0].split()[:3] == ["estimator", "S", "group"]
+    first = lines[2].split()
+    assert first[:3] == [rows[0].estimator, str(rows[0].n_samples), rows[0].group]
+    assert float(first[3]) == pytest.approx(rows[0].variance, rel=1e-3)
     # independent samples: Var of the S-sample mean = Var of one sample / S (10% noise each)
     assert 16 * 0.7 < v[("pathwise", 1, "mu")] / v[("pathwise", 16, "mu")] < 16 / 0.7
 
@@ -239,6 +244,15 @@ def test_bad_input_gives_clear_errors():
         vae_gradient_samples(AE(16, hidden=(4,), latent=2, backend=bk), x, 4)
     with pytest.raises(ValueError, match="repeats"):
         estimator_study({}, {}, repeats=1)
+    with pytest.raises(ValueError, match="unknown kl 'sampled'; choose 'analytic' or 'mc'"):
+        vae_gradient_samples(model, x, 4, kl="sampled")
+    with pytest.raises(ValueError, match="the number of samples must be >= 1, got 0"):
+        vae_gradient_samples(model, x, 0)
+    with pytest.raises(ValueError, match=r"baseline decay must be in \[0, 1\), got 1.0"):
+        RunningBaseline(decay=1.0)
+    toy, mu, lv = _toy(bk)
+    with pytest.raises(ValueError, match="unknown estimator 'reinforce'; choose 'pathwise' or"):
+        toy_samples(toy, mu, lv, bk.normal((4, 3)), "reinforce")
 
 
 def test_example_runs_and_writes_both_figures(tmp_path, capsys, monkeypatch):

@@ -1,5 +1,6 @@
 """Tests for scratchvae.impute: a briefly trained digits VAE fills in missing pixels."""
 
+import numpy as np
 import pytest
 from test_evaluate import linear_gaussian  # the exact linear-Gaussian VAE (tests/ on sys.path)
 
@@ -107,6 +108,54 @@ def test_importance_imputation_finds_the_exact_conditional_mean():
     # a mean-field pass is not the conditional mean: the test can tell the difference
     mf = im.impute(m, x, mask, n_iter=1, sample=False, fill=b)
     assert float(abs(mf[:, u] - exact).mean()) > 5 * errors[1]
+
+
+def test_importance_imputation_with_a_learned_variance_and_a_first_pass():
+    """The same linear-Gaussian model with likelihood gaussian-learned (the decoder's second
+    half, the log-variance, a constant log 0.25 from its bias): the log-weights mask both
+    halves of the output, the estimate is the exact conditional mean as well; n_iter > 0
+    starts the proposal from deterministic passes."""
+    fixed, x, _ = linear_gaussian(dlogvar=2.0, n=40)
+    xp = fixed.xp
+    m = VAE(6, hidden=(), latent=2, activation="identity", likelihood="gaussian-learned",
+            backend=Backend("numpy", "float64", seed=0))  # fmt: skip
+    m.params["encoder.0.W"][...] = fixed.params["encoder.0.W"]
+    m.params["encoder.0.b"][...] = fixed.params["encoder.0.b"]
+    W, b = fixed.params["decoder.0.W"], fixed.params["decoder.0.b"]
+    m.params["decoder.0.W"][...] = xp.concatenate([W, xp.zeros_like(W)], axis=1)
+    m.params["decoder.0.b"][...] = xp.concatenate([b, xp.full(6, xp.log(0.5**2))])
+    C = W.T @ W + 0.5**2 * xp.eye(6)
+    o, u = [0, 2, 4], [1, 3, 5]
+    exact = b[u] + (x[:, o] - b[o]) @ xp.linalg.solve(C[xp.ix_(o, o)], C[xp.ix_(o, u)])
+    mask = xp.zeros((40, 6), dtype=bool)
+    mask[:, o] = True
+    est = im.impute_importance(m, x, mask, k=4000, fill=b, budget=1 << 16, backend=Backend(seed=4))
+    assert float(abs(est[:, u] - exact).mean()) < 0.02 * float(exact.std())
+    want = im.impute_importance(fixed, x, mask, k=50, n_iter=2, fill=b, backend=Backend(seed=5))
+    got = im.impute_importance(m, x, mask, k=50, n_iter=2, fill=b, backend=Backend(seed=5))
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)  # the same model, written twice
+
+
+def test_more_bad_input_is_rejected(trained):
+    model, _, x = trained
+    mask = im.make_mask(4, (8, 8))
+    with pytest.raises(ValueError, match="n_iter and n_average must be >= 1, got 0 and 10"):
+        im.impute(model, x[:4], mask, n_iter=0)
+    with pytest.raises(ValueError, match="need k >= 1 samples and n_iter >= 0, got k=0"):
+        im.impute_importance(model, x[:4], mask, k=0)
+    with pytest.raises(ValueError, match="mask must have the shape of x"):
+        im.impute_importance(model, x[:4], im.make_mask(5, (8, 8)))
+    with pytest.raises(ValueError, match=r"the missing fraction must be in \(0, 1\), got 1.0"):
+        im.make_mask(2, (8, 8), "random", missing=1.0)
+
+
+def test_an_autoencoder_imputes_with_its_deterministic_code():
+    bk = Backend("numpy", "float64", seed=0)
+    ae = AE(64, hidden=(8,), latent=2, backend=bk)
+    x, mask = bk.uniform((3, 64)), im.make_mask(3, (8, 8))
+    filled = im.impute(ae, x, mask, n_iter=1, sample=True, fill=0.5)  # sample: no effect
+    want = ae.decode(ae.encode(bk.xp.where(mask, x, 0.5)))
+    np.testing.assert_array_equal(filled, bk.xp.where(mask, x, want))
 
 
 @pytest.mark.gpu

@@ -40,6 +40,15 @@ def test_the_table_has_a_line_per_k(rows):
     assert all(r.floor == pytest.approx(NOISE_FLOOR / math.sqrt(40)) for r in rows)
 
 
+def test_a_gradient_that_never_varies_has_no_snr():
+    """SNR is |mean| / std over the parameters whose draws vary; where none does (a constant
+    gradient: a dead unit, or one draw repeated) there is nothing to average: NaN, not inf."""
+    constant = np.tile(np.array([[0.0, 2.0, -1.0]]), (5, 1))
+    assert math.isnan(_snr(constant))
+    varied = constant + np.array([[0.0], [0.0], [0.0], [0.0], [1.0]]) * np.array([0.0, 1.0, 0.0])
+    assert _snr(varied) == pytest.approx(2.2 / varied[:, 1].std(ddof=1))  # the varying one only
+
+
 def test_too_few_draws_are_refused():
     model = VAE(4, hidden=[3], latent=2)
     with pytest.raises(ValueError, match="at least two draws"):

@@ -277,6 +277,9 @@ def test_cli_defaults_and_bad_input():
     assert not args.check and args.checkpoint is None and args.data_dir is None
     with pytest.raises(ValueError, match="--batch-size"):
         run_cli(_cli("--batch-size", "0"))
+    for flags in (("--latent", "0"), ("--hidden", "8", "0")):
+        with pytest.raises(ValueError, match="--latent and every --hidden size must be >= 1"):
+            run_cli(_cli(*flags))
 
 
 def test_cli_traces_a_checkpoint(tmp_path, capsys):
@@ -288,6 +291,9 @@ def test_cli_traces_a_checkpoint(tmp_path, capsys):
     assert "(2, 9)" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--objective, --k: the checkpoint's model is traced"):
         run_cli(_cli("--checkpoint", str(tmp_path), "--objective", "iwae", "--k", "5"))
+    save_checkpoint(tmp_path / "checkpoint.npz", VAE(10, hidden=(3,), latent=2))
+    with pytest.raises(ValueError, match="takes 10 features, the data has 64; pass the --data"):
+        run_cli(_cli("--checkpoint", str(tmp_path)))
 
 
 def test_cli_traces_a_checkpoint_on_its_own_data_in_its_dtype(tmp_path, capsys):

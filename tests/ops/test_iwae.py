@@ -124,6 +124,39 @@ def test_stl_is_pathwise_without_the_score_and_dreg_reweights_the_path():
         iwae.iw_latent_backward(cache, dz, dratio, "reinforce")
 
 
+@given(
+    K=st.integers(1, 4),
+    B=st.integers(1, 4),
+    L=st.integers(1, 4),
+    seed=seeds,
+    estimator=st.sampled_from(["stl", "dreg"]),
+    beta=st.sampled_from([0.0, 0.3, 1.0, 2.5]),
+)
+@settings(deadline=None)
+def test_stl_and_dreg_backward_are_gradients_of_their_surrogates(K, B, L, seed, estimator, beta):
+    """stl: the gradient with q's own parameters held where they are (log q(z | mu0, lv0),
+    only the path z = mu + sigma eps moves); dreg: the same with each sample's two upstream
+    gradients weighted by 1 - beta (1 - w~), the weights held too. Central differences of
+    that surrogate in h, written here from the definitions (float64, rtol 1e-6)."""
+    rng = np.random.default_rng(seed)
+    h, eps = rng.standard_normal((B, 2 * L)), rng.standard_normal((K, B, L))
+    dz, dratio = rng.standard_normal((K, B, L)), rng.standard_normal((K, B))
+    w = rng.dirichlet(np.ones(K), B).T  # (K, B) normalised weights
+    factor = 1 - beta * (1 - w) if estimator == "dreg" else np.ones((K, B))
+    _, cache = iwae.iw_latent_forward(h, eps)
+    got = iwae.iw_latent_backward(cache, dz, dratio, estimator, w, beta)
+    mu0, lv0 = h[:, :L].copy(), h[:, L:].copy()  # q's parameters, held
+
+    def surrogate(hh):
+        z = hh[:, :L] + np.exp(0.5 * hh[:, L:]) * eps  # (K, B, L)
+        log_p = -0.5 * (z**2 + np.log(2 * np.pi)).sum(-1)
+        log_q = -0.5 * ((z - mu0) ** 2 * np.exp(-lv0) + lv0 + np.log(2 * np.pi)).sum(-1)
+        return (factor[..., None] * z * dz).sum() + (factor * (log_p - log_q) * dratio).sum()
+
+    want = numerical_vjp(lambda hh: np.asarray(surrogate(hh)), h, np.asarray(1.0))
+    assert_close(got, want, rtol=1e-6, atol=1e-8, name=f"{estimator} beta {beta}")
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_log_ratio_is_exact_however_small_sigma(dtype):
     """log q(z|x) from eps, not from (z - mu)^2 / sigma^2: z - mu keeps none of sigma eps's
