@@ -186,9 +186,10 @@ def test_bad_input_is_rejected_with_a_clear_message():
 
 def test_evaluate_refuses_empty_data_and_a_vae_without_a_likelihood():
     m, x = random_bernoulli_vae(n=5)
-    for bad in (x[:0], x[0]):  # no examples; one example without its batch axis
-        with pytest.raises(ValueError, match=r"expected data of shape \(N, D\) with N >= 1"):
-            ev.evaluate(m, bad)
+    with pytest.raises(ValueError, match=r"the data is empty \(shape \(0, 12\)\)"):
+        ev.evaluate(m, x[:0])  # no examples
+    with pytest.raises(ValueError, match=r"rank 1\); expected \(N, D\) vectors or \(N, H, W\)"):
+        ev.evaluate(m, x[0])  # one example without its batch axis
     for fn in (ev.elbo_terms, ev.active_units):
         with pytest.raises(ValueError, match="batch size must be >= 1, got 0"):
             fn(m, x, batch_size=0)
