@@ -86,7 +86,7 @@ def model_settings(kind: str) -> dict[str, str]:
     its class's ``__init__`` and, through ``**kwargs``, its bases' (backend and seed aside).
     Exactly what its ``config`` holds besides ``model``."""
     settings: dict[str, str] = {}
-    for klass in model_classes()[kind].__mro__:  # each defines __init__ (else: its base's again)
+    for klass in model_classes()[kind].__mro__:  # every model class defines its own __init__
         args = list(inspect.signature(klass.__init__).parameters.values())[1:]
         for a in args:
             if a.kind is a.POSITIONAL_OR_KEYWORD and a.name not in ("backend", "seed"):
