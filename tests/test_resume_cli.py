@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import numpy as np  # numpy-boundary: writing a user data file, comparing host arrays
 import pytest
@@ -40,21 +41,28 @@ def _files(folder):
     return {p.name: p.read_bytes() for p in folder.iterdir()}
 
 
-def test_ctrl_c_then_resume_gives_the_run_that_never_stopped(tmp_path, monkeypatch, capsys):
-    run = ["train", *TINY, "--model", "dae", "--noise", "mask", "--binarize", "dynamic",
-           "--epochs", "3", "--save-every", "2", "--patience", "3"]  # fmt: skip
-    assert main([*run, "--out", str(tmp_path / "a")]) == 0
-    out = tmp_path / "b"
+@contextmanager
+def _ctrl_c_at_step(monkeypatch, n: int):
+    """Inside the block, the n-th training step (counted from 1) raises KeyboardInterrupt."""
     real, calls = Trainer.train_step, []
 
-    def interrupted(self, *args):  # Ctrl-C in epoch 3: the checkpoint is epoch 2's
+    def interrupted(self, *args):
         calls.append(1)
-        if len(calls) == 13:
+        if len(calls) == n:
             raise KeyboardInterrupt
         return real(self, *args)
 
     with monkeypatch.context() as mp:
         mp.setattr(Trainer, "train_step", interrupted)
+        yield
+
+
+def test_ctrl_c_then_resume_gives_the_run_that_never_stopped(tmp_path, monkeypatch, capsys):
+    run = ["train", *TINY, "--model", "dae", "--noise", "mask", "--binarize", "dynamic",
+           "--epochs", "3", "--save-every", "2", "--patience", "3"]  # fmt: skip
+    assert main([*run, "--out", str(tmp_path / "a")]) == 0
+    out = tmp_path / "b"
+    with _ctrl_c_at_step(monkeypatch, 13):  # in epoch 3: the checkpoint is epoch 2's
         assert main([*run, "--out", str(out)]) == 130
     assert "interrupted; the last checkpoint in" in _error_line(capsys)
     assert load_checkpoint(out).epoch == 2
@@ -126,16 +134,7 @@ def test_a_run_stopped_before_its_first_checkpoint_says_how_to_start_over(
     # with --save-every 2, Ctrl-C in epoch 2 leaves epoch 1's metrics.jsonl and no checkpoint:
     # `--resume` said "train without --resume first", which then refused the metrics file
     run = ["train", *TINY, "--epochs", "2", "--save-every", "2", "--out", str(tmp_path)]
-    real, calls = Trainer.train_step, []
-
-    def interrupted(self, *args):
-        calls.append(1)
-        if len(calls) == 7:
-            raise KeyboardInterrupt
-        return real(self, *args)
-
-    with monkeypatch.context() as mp:
-        mp.setattr(Trainer, "train_step", interrupted)
+    with _ctrl_c_at_step(monkeypatch, 7):
         assert main(run) == 130
     assert _error_line(capsys).endswith(
         f"no checkpoint was written in {tmp_path} yet (--force starts the run over, replacing "

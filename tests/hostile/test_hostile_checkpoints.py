@@ -572,14 +572,21 @@ def test_fit_refuses_a_locked_folder_before_writing(run_dir, tmp_path):
     assert len(trainer.fit(resume=True)) == 4  # free again
 
 
-def test_without_fcntl_the_lock_is_a_pid_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(atomic, "fcntl", None)
-    with folder_lock(tmp_path) as lock:
+def _pid_file_lock(folder):
+    """The folder's lock is the pid file: it names this process while held, refuses a second
+    holder in one line, and is gone after; returns its path."""
+    with folder_lock(folder) as lock:
         assert lock.read_text().strip() == str(os.getpid())
         with pytest.raises(FolderLocked, match=f"in use by process {os.getpid()}"):
-            with folder_lock(tmp_path):
+            with folder_lock(folder):
                 pass
     assert not lock.exists()
+    return lock
+
+
+def test_without_fcntl_the_lock_is_a_pid_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "fcntl", None)
+    lock = _pid_file_lock(tmp_path)
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
     )
@@ -599,12 +606,7 @@ def test_a_file_system_without_flock_falls_back_to_the_pid_file(tmp_path, monkey
 
     monkeypatch.setattr(atomic, "fcntl", SimpleNamespace(flock=no_flock, LOCK_EX=fcntl.LOCK_EX,
                                                          LOCK_NB=fcntl.LOCK_NB))  # fmt: skip
-    with folder_lock(tmp_path) as lock:
-        assert lock.read_text().strip() == str(os.getpid())
-        with pytest.raises(FolderLocked, match=f"in use by process {os.getpid()}"):
-            with folder_lock(tmp_path):
-                pass
-    assert not lock.exists()
+    _pid_file_lock(tmp_path)
     with pytest.raises(ValueError, match="atomic_write mode must be 'wb' or 'w', got 'a'"):
         with atomic_write(tmp_path / "x.txt", "a"):
             pass
