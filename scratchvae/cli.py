@@ -354,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         if _PROGRAM:  # the process ends now: a second Ctrl-C would print a traceback
             ignore_interrupts()
-        return interrupted(getattr(args, "out_dir", None), isinstance(exc, Terminated))
+        out, trained = getattr(args, "out_dir", None), getattr(args, "trained", False)
+        return interrupted(out, isinstance(exc, Terminated), trained)
     except MemoryError as exc:  # what the checks up front did not foresee
         first = str(exc).splitlines()[0] if str(exc) else "an allocation failed"
         msg = f"out of memory: {first}; choose a smaller model, --batch-size or --iw-samples"

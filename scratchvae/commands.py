@@ -238,6 +238,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config.progress, config.progress_bar = True, not args.no_progress
     _say(_start_line(model, data, config, args.resume))
     history = fit(model, data, config, resume=args.resume, replace=args.force)
+    args.trained = True  # Ctrl-C from here on: the run is done, its figures are not
     figures = [] if args.no_figures else _figures(model, data, history, out)
     print(_summary(history, out, len(figures)))
     return 0

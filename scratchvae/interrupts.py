@@ -42,12 +42,16 @@ def sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def interrupted(out: Path | None, terminated: bool) -> int:
+def interrupted(out: Path | None, terminated: bool, trained: bool = False) -> int:
     """Say how the run ended and what it left in its folder ``out`` (None: a command without
-    one); return 143 (SIGTERM) or 130 (Ctrl-C)."""
+    one; ``trained``: the run had finished, its figures had not); return 143 (SIGTERM) or 130
+    (Ctrl-C)."""
     what = "terminated (SIGTERM)" if terminated else "interrupted"
     if out is None:
         kept = ""
+    elif trained:  # --resume would have nothing to train: say what is missing
+        kept = f"; the run in {out} had finished (checkpoint written); "
+        kept += f"scratchvae plot {out} draws its figures"
     elif (out / CHECKPOINT_NAME).exists():
         kept = f"; the last checkpoint in {out} is intact (--resume continues)"
     else:  # a run stopped before its first checkpoint may have written its metrics

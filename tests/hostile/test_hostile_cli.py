@@ -192,6 +192,27 @@ def test_waiting_for_a_line_from_a_silent_child_times_out():
         proc.communicate()
 
 
+def test_ctrl_c_while_drawing_a_finished_runs_figures_says_how_to_draw_them(
+    tmp_path, monkeypatch, capsys
+):
+    # it said "--resume continues", and --resume then had nothing to train
+    import scratchvae.commands as commands
+
+    def drawing(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "_figures", drawing)
+    out = tmp_path / "done"
+    assert main([*T[:-1], "--out", str(out)]) == 130  # T without --no-figures
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"scratchvae: interrupted; the run in {out} had finished (checkpoint written); "
+        f"scratchvae plot {out} draws its figures"
+    )
+    assert load_checkpoint(out).epoch == 2
+    monkeypatch.undo()
+    assert main(["plot", str(out)]) == 0
+
+
 def test_sigterm_ends_training_like_ctrl_c_with_the_checkpoint_kept(tmp_path):
     out = tmp_path / "term"
     proc = _start(*T[:-4], "--epochs", "5000", "--no-progress", "--no-figures", "--out", str(out))
