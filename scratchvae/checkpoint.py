@@ -346,24 +346,27 @@ def _optimizer_state(ckpt: Checkpoint, optimizer: Optimizer, model: AE) -> dict[
             _other_settings(ckpt, optimizer, model)
             or f"{ckpt.path} is damaged: {_one_line(exc)}; train again without --resume"
         ) from None
-    bk = model.backend
-    state: dict[str, Any] = {"t": int(ckpt.optim_state["t"][()])}
-    for key, value in ckpt.optim_state.items():
-        if key != "t":
-            state[key] = bk.asarray(value, dtype=value.dtype)
-    return state
+    saved = ckpt.optim_state
+    state = {k: model.backend.asarray(v, dtype=v.dtype) for k, v in saved.items() if k != "t"}
+    return {"t": int(saved["t"][()]), **state}
 
 
 def _other_settings(ckpt: Checkpoint, optimizer: Optimizer, model: AE) -> str | None:
     """Why a sound checkpoint's optimizer state does not fit, when it is the settings: the run
     was trained in another dtype or with another optimizer (else None: the file is damaged)."""
-    saved, now = ckpt.backend.get("dtype"), model.params.flat.dtype.name
-    if saved and saved != now:
-        return f"{ckpt.path} was trained in {saved}, not {now}; resume with the same dtype"
+    other_dtype = _other_dtype(ckpt, model)
     saved, now = ckpt.train_config.get("optimizer"), type(optimizer).__name__.lower()
-    if saved and saved != now:
-        return f"{ckpt.path} was trained with {saved}, not {now}; resume with the same optimizer"
-    return None
+    if other_dtype or not saved or saved == now:
+        return other_dtype
+    return f"{ckpt.path} was trained with {saved}, not {now}; resume with the same optimizer"
+
+
+def _other_dtype(ckpt: Checkpoint, model: AE) -> str | None:
+    """Why ``model`` cannot resume ``ckpt``'s run: another dtype (none saved: float32); or None."""
+    saved, now = ckpt.backend.get("dtype", "float32"), model.params.flat.dtype.name
+    if saved == now:
+        return None
+    return f"{ckpt.path} was trained in {saved}, not {now}; resume with the same dtype"
 
 
 def restore_optimizer(ckpt: Checkpoint, optimizer: Optimizer, model: AE) -> None:
@@ -381,12 +384,9 @@ def restore_training(ckpt: Checkpoint, model: AE, optimizer: Optimizer) -> None:
             f"{ckpt.path} was trained with {_other_model(ckpt.model_config, model.config)}; "
             "resume with the same model settings or use another out_dir"
         )
-    dtype = ckpt.backend.get("dtype", "float32")
-    if dtype != model.params.flat.dtype.name:  # another run: other arithmetic, other draws
-        raise CheckpointError(
-            f"{ckpt.path} was trained in {dtype}, not {model.params.flat.dtype.name}; "
-            "resume with the same dtype"
-        )
+    other_dtype = _other_dtype(ckpt, model)  # another run: other arithmetic, other draws
+    if other_dtype:
+        raise CheckpointError(other_dtype)
     check_params(ckpt, model)
     state = _optimizer_state(ckpt, optimizer, model)
     try:
