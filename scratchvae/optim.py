@@ -59,7 +59,8 @@ def _whole_number(t: Any) -> bool:
 
 
 class Optimizer:
-    """Base: step counting, clipping, state export."""
+    """Base: step counting, clipping, state export and checks. A subclass defines the update
+    of one parameter array (``_update``) and the state it keeps (``state_shapes``)."""
 
     def __init__(self, lr: float, clip_norm: float | None = None) -> None:
         if not 0 < lr < math.inf:  # NaN too
@@ -96,8 +97,13 @@ class Optimizer:
         for key, p, g in pairs:
             self._update(key, p, g)
 
+    # A subclass defines the two methods below: the update rule and the state it keeps.
     def _update(self, key: str, p: Array, g: Array) -> None:
-        raise NotImplementedError
+        """Update the parameter array ``p`` (named ``key``) in place from its gradient ``g``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must define _update(key, p, g): the update of one "
+            "parameter array in place"
+        )
 
     def _state_array(self, name: str, like: Array) -> Array:
         """The state array ``name`` (kept between steps, saved in checkpoints), zero at first."""
@@ -111,8 +117,12 @@ class Optimizer:
         return {"t": self.t, **{k: v.copy() for k, v in self.state.items()}}
 
     def state_shapes(self, params: Mapping[str, Array]) -> dict[str, tuple[int, ...]]:
-        """The state arrays a step on ``params`` keeps, by key, with their shapes (none here)."""
-        return {}
+        """The state arrays a step on ``params`` keeps, by key, with their shapes (what
+        :meth:`check_state` holds a loaded state to)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must define state_shapes(params): the state arrays its "
+            "step keeps, by key, with their shapes ({} when it keeps none)"
+        )
 
     def check_state(self, state: Mapping[str, Any], params: Mapping[str, Array]) -> None:
         """Raise ValueError (one line) unless ``state`` is a state this optimizer could have

@@ -13,6 +13,7 @@ from scratchvae.models import VAE
 from scratchvae.optim import (
     SGD,
     Adam,
+    Optimizer,
     adam_update,
     build_optimizer,
     clip_by_global_norm,
@@ -290,6 +291,24 @@ def test_bad_hyperparameters_raise() -> None:
     with pytest.raises(ValueError, match="same keys"):
         SGD(0.1).step({"a": np.zeros(1)}, {"b": np.zeros(1)})
     assert isinstance(build_optimizer("adam", 0.1), Adam)
+
+
+def test_a_subclass_must_define_its_update_and_its_state() -> None:
+    """The base class counts steps, clips and checks states; the update of one parameter and
+    the state arrays it keeps are a subclass's to define, and a subclass that forgets either
+    is told which one at the first call that needs it."""
+
+    class Bare(Optimizer):
+        pass
+
+    params, grads = {"w": np.zeros(2)}, {"w": np.ones(2)}
+    with pytest.raises(NotImplementedError, match=r"Bare must define _update\(key, p, g\)"):
+        Bare(0.1).step(params, grads)
+    with pytest.raises(NotImplementedError, match=r"Bare must define state_shapes\(params\)"):
+        Bare(0.1).check_state({"t": 0}, params)
+    for defined in (SGD(0.1), SGD(0.1, momentum=0.9), Adam(0.1)):
+        defined.step(params, grads)
+        defined.check_state(defined.state_dict(), params)
 
 
 # ------------------------------------------------------------------ checking a state
