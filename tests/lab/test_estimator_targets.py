@@ -99,9 +99,10 @@ def test_estimator_mean_is_the_gradient_of_its_objective(objective, k, estimator
 
 @pytest.mark.parametrize("k, beta", [(2, 1.0), (3, 1.0), (3, 0.5)])
 def test_stl_for_iwae_is_biased_by_exactly_the_score_it_drops(k, beta):
-    """STL for IWAE (k > 1) estimates the IWAE gradient plus beta E[sum_j w~_j d log q/dphi]:
-    that expectation is not zero when the weights depend on the draws (Tucker et al. 2019;
-    Roeder et al. 2017 left its bias open). The decoder's gradient is unbiased."""
+    """STL for IWAE (k > 1) estimates the gradient of the bound L_k plus beta E[sum_j w~_j
+    d log q/dphi] (for the loss -L_k: minus it, _stl_shift): that expectation is not zero when
+    the weights depend on the draws (Tucker et al. 2019; Roeder et al. 2017 left its bias
+    open). The decoder's gradient is unbiased."""
     model, x = tiny_vae(seed=10 + k, objective="iwae", k=k, estimator="stl", beta=beta)
     iwae = _reference(model, x, k, beta, iwae=True)
     shift = _stl_shift(model, x, k, beta)
