@@ -273,7 +273,9 @@ class Adam(Optimizer):
         m += (1 - self.b1) * g
         v *= self.b2
         v += (1 - self.b2) * (g * g)
-        # lr * m_hat / (sqrt(v_hat) + eps) with the corrections folded into two scalars
+        # lr * m_hat / (sqrt(v_hat) + eps), each correction a scalar: m_hat = m / (1 - b1^t)
+        # as lr / (1 - b1^t) on the step, sqrt(v_hat) = sqrt(v) / sqrt(1 - b2^t); eps is added
+        # to sqrt(v_hat), after the correction, as in the paper
         step_size = self.lr / (1 - self.b1**self.t)
         denom = xp.sqrt(v)
         denom /= math.sqrt(1 - self.b2**self.t)

@@ -8,6 +8,9 @@ With mask m (True where a pixel is OBSERVED) and a first guess for the missing p
         x_hat = decode(z)               (probabilities or means, (B, D))
         x_cur = m * x + (1 - m) * x_hat  (observed pixels stay fixed)
 
+(Rezende et al.'s chain draws x_hat ~ p(x | z) as well, a Markov chain over completions; this
+one takes the decoder's mean.)
+
 Each step moves the missing pixels towards what the model finds consistent with the observed
 ones. With ``sample=True`` the answer is the average of ``x_hat`` over the last ``n_average``
 steps. Both variants tend to settle on ONE plausible completion: when the observed pixels leave

@@ -7,11 +7,11 @@ the gradient g of the importance-weighted bound L_k with respect to one paramete
 
 and found that with the pathwise (reparameterized) IWAE gradient the decoder's SNR grows like
 sqrt(k) while the encoder's FALLS like 1/sqrt(k): a tighter bound gives the encoder a noisier
-gradient. Tucker et al. (2019) showed that the doubly reparameterized estimator (DReG) keeps
-the encoder's SNR from falling. :func:`gradient_snr` measures this on a model: for each k and
-estimator, ``repeats`` gradients of the loss from independent draws, their mean and standard
-deviation per parameter, and the SNR averaged over the encoder's and over the decoder's
-parameters. ``examples/iwae_snr.py`` makes the figure and the table.
+gradient. Tucker et al. (2019) showed that with the doubly reparameterized estimator (DReG)
+the encoder's SNR rises with k instead. :func:`gradient_snr` measures this on a model: for each
+k and estimator, ``repeats`` gradients of the loss from independent draws, their mean and
+standard deviation per parameter, and the SNR averaged over the encoder's and over the
+decoder's parameters. ``examples/iwae_snr.py`` makes the figure and the table.
 
 The estimate's floor. From R draws with mean m and standard deviation s per parameter,
 E[m^2] = (E g)^2 + s^2 / R: a gradient with zero mean still shows |m| / s of about

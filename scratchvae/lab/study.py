@@ -27,8 +27,9 @@ class StudyRow:
     """One estimator, one S, one group of parameters, over ``repeats`` independent estimates.
 
     bias: ||mean estimate - reference|| (L2 over the group);  bias_z: max over the group's P
-    parameters of |mean - reference| / standard error (unbiased: about sqrt(2 ln P) for normal
-    errors, 3 for P = 100, 4.3 for 10^4, more with heavy tails; grows with a real bias). The
+    parameters of |mean - reference| / standard error (unbiased: a little under sqrt(2 ln P)
+    for normal errors, on average 2.8 for P = 100 and 4.0 for 10^4, more with heavy tails or
+    few repeats; grows with a real bias). The
     standard error is the estimates' alone: a reference estimated from N samples adds its own
     noise, which makes bias_z of the S-sample pathwise rows larger by up to
     sqrt(1 + repeats S / N);

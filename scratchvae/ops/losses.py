@@ -65,7 +65,7 @@ def log_normal_draw(eps: Array, logvar: Array) -> Array:
 
     :func:`log_normal` (z, mu, logvar) in exact arithmetic, without forming z - mu: that
     difference keeps only the digits of sigma eps that mu's rounding leaves (none once sigma is
-    below mu's last bit), and exp(-logvar) overflows below logvar = -88 in float32."""
+    below mu's last bit), and exp(-logvar) overflows below logvar = -88.7 in float32."""
     return -0.5 * ((eps * eps).sum(axis=-1) + logvar.sum(axis=-1) + eps.shape[-1] * LOG_2PI)
 
 
