@@ -203,7 +203,7 @@ class AE(Model):
         masks = noise if train else None  # each MLP reads its dropout masks by name from it
         x_in = self._corrupt(x, noise) if train else x  # x~ for a denoising AE
         code, enc = self.encoder.forward(self.params, x_in, masks, ws)  # (B, latent)
-        out, dec = self.decoder.forward(self.params, code, masks, ws)  # (B, D)
+        out, dec = self.decoder.forward(self.params, code, masks, ws)  # e.g. logits, (B, D)
         recon, lik = self.lik.forward(out, x, ws=scope(ws, "lik"))  # target: the clean x
         return {"loss": recon, "recon": recon}, AECache(enc, dec, lik)
 

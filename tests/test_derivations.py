@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from scratchvae.lab.estimators import pathwise_grads, score_function_grads
-from scratchvae.ops.losses import gaussian_nll_forward, squared_error_forward
+from scratchvae.ops.losses import (
+    gaussian_kl_backward,
+    gaussian_kl_forward,
+    gaussian_nll_forward,
+    squared_error_forward,
+)
 from scratchvae.optim import SGD, Adam
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "derivations.md"
@@ -101,6 +106,17 @@ def test_score_function_variance_grows_with_an_offset_the_pathwise_one_ignores()
         assert score_mu.var() == pytest.approx(2 + c * c, rel=0.03)
         path_mu, _ = pathwise_grads(np.ones_like(z), z, np.exp(0.5 * logvar))
         assert path_mu.var() == 0.0 and path_mu.mean() == 1.0
+
+
+def test_the_kl_and_both_its_gradients_vanish_exactly_at_the_prior():
+    """Section 2: KL(q || N(0, I)) and its gradients mu / B, (e^lambda - 1) / (2B) are all
+    zero at mu = 0, lambda = 0, and only there."""
+    kl, cache = gaussian_kl_forward(np.zeros((3, 4)), np.zeros((3, 4)))
+    grads = gaussian_kl_backward(cache, 1.0)
+    assert float(kl) == 0.0 and not grads.dmu.any() and not grads.dlogvar.any()
+    mu, logvar = np.array([[0.0, 0.5]]), np.array([[-0.5, 0.0]])
+    grads = gaussian_kl_backward(gaussian_kl_forward(mu, logvar)[1], 1.0)
+    assert grads.dmu[0, 1] == 0.5 and grads.dlogvar[0, 0] == pytest.approx(np.expm1(-0.5) / 2)
 
 
 def test_squared_error_is_the_gaussian_nll_with_variance_one_half():
