@@ -1,4 +1,4 @@
-"""Tests for scratchvae.impute: a briefly trained digits VAE fills in missing pixels."""
+"""Tests for scratchvae.lab.impute: a briefly trained digits VAE fills in missing pixels."""
 
 import numpy as np
 import pytest
