@@ -29,10 +29,9 @@ class StudyRow:
     bias: ||mean estimate - reference|| (L2 over the group);  bias_z: max over the group's P
     parameters of |mean - reference| / standard error (unbiased: a little under sqrt(2 ln P)
     for normal errors, on average 2.8 for P = 100 and 4.0 for 10^4, more with heavy tails or
-    few repeats; grows with a real bias). The
-    standard error is the estimates' alone: a reference estimated from N samples adds its own
-    noise, which makes bias_z of the S-sample pathwise rows larger by up to
-    sqrt(1 + repeats S / N);
+    few repeats; grows with a real bias). The standard error is the estimates' alone: a
+    reference estimated from N samples adds its own noise, which makes bias_z of the S-sample
+    pathwise rows larger by up to sqrt(1 + repeats S / N);
     variance: the S-sample estimate's variance summed over the group's parameters;
     variance_per_param: per parameter (a NumPy array, flattened); rel_std: sqrt(variance) /
     ||reference||, the estimate's noise relative to the gradient's size.
