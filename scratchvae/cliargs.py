@@ -23,6 +23,7 @@ __all__ = [
     "NON_NEGATIVE",
     "OPEN_UNIT",
     "POSITIVE",
+    "CLIError",
     "OneLineParser",
     "checked",
     "error_message",
@@ -32,6 +33,10 @@ __all__ = [
 ]
 
 PROG = "scratchvae"
+
+
+class CLIError(ValueError):
+    """A bad command line or input (printed as one line, exit status 2)."""
 
 
 def one_line_error(message: str, prog: str = PROG) -> str:
