@@ -4,7 +4,8 @@ Layout of the file (every entry a plain array, so it loads with ``allow_pickle=F
 
     __format__        0-d str    "scratchvae-checkpoint"   (the marker: foreign files lack it)
     __version__       0-d int    FORMAT_VERSION
-    meta              0-d str    JSON: model config, train config, epoch, step, history, backend
+    meta              0-d str    JSON: model config, train config, epoch, step, history, backend,
+                                 data_fingerprint (absent in files written before it)
     rng_state         0-d str    JSON: the backend generator's state at the epoch boundary
     param/<name>      arrays     the model's parameters by name ("param/encoder.0.W", ...)
     optim/<key>       arrays     the optimizer's state_dict ("optim/t", "optim/m.flat", ...)
@@ -31,7 +32,7 @@ import numpy as np  # numpy-boundary: checkpoint file I/O
 
 from .atomic import atomic_write
 from .backend import Backend, BackendError, get_backend, to_numpy
-from .checkpoint_checks import check_meta, check_rng_state
+from .checkpoint_checks import check_meta, check_progress, check_rng_state
 from .checkpoint_file import (
     FORMAT,
     FORMAT_VERSION,
@@ -75,6 +76,7 @@ class Checkpoint:
     step: int
     history: list[dict[str, Any]] = field(default_factory=list)
     backend: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: dict[str, Any] | None = None  # the training data's (fingerprint.py)
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
@@ -115,16 +117,23 @@ def save_checkpoint(
     rng_state: str | None = None,
     train_config: dict[str, Any] | None = None,
     history: list[dict[str, Any]] | None = None,
+    data_fingerprint: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` (+ optimizer state, generator state, progress) to ``path`` atomically.
+    """Write ``model`` (+ optimizer state, generator state, progress, the fingerprint of the
+    data it was trained on) to ``path`` atomically.
 
     ``rng_state`` defaults to the model backend's current state. Refuses (CheckpointError) to
-    save non-finite parameters, so a diverged run never overwrites its last good checkpoint.
+    save non-finite parameters, so a diverged run never overwrites its last good checkpoint,
+    and a ``history`` that is not one record per epoch done (a file it could not load again).
     """
     path = Path(path)
     bk = model.backend
     if not bk.is_finite(model.params.flat):
         raise CheckpointError(f"refusing to save non-finite parameters to {path}")
+    try:
+        check_progress(int(epoch), int(step), history or [])
+    except ValueError as exc:
+        raise CheckpointError(f"refusing to save to {path}: {exc}") from None
     meta = {
         "model_config": model.config,
         "train_config": train_config or {},
@@ -132,6 +141,7 @@ def save_checkpoint(
         "step": int(step),
         "history": history or [],
         "backend": {"name": bk.name, "dtype": bk.dtype.name, "seed": bk.seed},
+        "data_fingerprint": data_fingerprint,
     }
     state = bk.rng_state() if rng_state is None else rng_state
     with atomic_write(path) as f:
@@ -170,6 +180,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         step=meta["step"],
         history=meta.get("history", []),
         backend=meta.get("backend", {}),
+        data_fingerprint=meta.get("data_fingerprint"),
     )
 
 

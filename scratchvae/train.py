@@ -34,12 +34,13 @@ from .atomic import folder_lock
 from .backend import Backend, cpu_threads, op, to_numpy, training_threads
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_training, save_checkpoint
 from .data import Dataset, as_dataset, binarize, check_n_features, train_val_split
+from .fingerprint import data_fingerprint
 from .history import METRICS_NAME, History, write_metrics
 from .inputs import require as _check
 from .models import AE
 from .optim import Optimizer, build_optimizer
 from .progress import Progress, epoch_line, postfix, quiet_float_warnings
-from .resume import check_same_run
+from .resume import check_progress_fits, check_same_data, check_same_run
 from .train_config import TrainConfig
 
 __all__ = ["History", "TrainConfig", "Trainer", "TrainingDiverged", "fit", "write_metrics"]
@@ -79,6 +80,7 @@ class Trainer:
         self.step_runner = self.bk.step_graph(self._step)
         self._said_fallback = False
         self._first_epoch: int | None = None  # the first epoch this fit() runs
+        self._fingerprint: dict[str, Any] | None = None  # the data's, once per fit()
 
     def _build_optimizer(self) -> Optimizer:
         c = self.config
@@ -115,7 +117,7 @@ class Trainer:
                 return self._fit(resume, allow_changes)
 
     def _fit(self, resume: bool, allow_changes: Sequence[str]) -> History:
-        self._first_epoch = None
+        self._first_epoch, self._fingerprint = None, None
         if not resume and (self.step or len(self.history)):  # a new run on a used Trainer: its
             self.history, self.step = History(), 0  # epochs from 1 again, not after the old ones
             self.optimizer.load_state_dict({"t": 0})
@@ -296,6 +298,7 @@ class Trainer:
                 step=self.step,
                 train_config=self.config.to_dict(),
                 history=self.history.records,
+                data_fingerprint=self.data_fingerprint(),
             )
 
     def _resume(self, allow_changes: Sequence[str] = ()) -> int:
@@ -307,10 +310,19 @@ class Trainer:
             raise ValueError("resuming needs the run folder: set out_dir (--out DIR)")
         ckpt = load_checkpoint(path)
         check_same_run(ckpt, self.config, allow_changes)  # the run's batch size, lr, seed, ...
+        check_same_data(ckpt, self.data_fingerprint)  # and its data
+        check_progress_fits(ckpt, self.steps_per_epoch, allow_changes)
         restore_training(ckpt, self.model, self.optimizer)
         self.history = History(list(ckpt.history))
         self.step = ckpt.step
         return ckpt.epoch
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        """The training data's fingerprint (:mod:`scratchvae.fingerprint`), computed once per
+        :meth:`fit`: saved in each checkpoint, compared on resume."""
+        if self._fingerprint is None:
+            self._fingerprint = data_fingerprint(self.data)
+        return self._fingerprint
 
 
 @op
