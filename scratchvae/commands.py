@@ -153,6 +153,8 @@ def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig,
         overrides["epochs"] = args.epochs
     if args.data_dir is not None:
         overrides["data_dir"] = _absolute(args.data_dir)
+    if args.data is not None and ckpt.train_config.get("data") is None:  # a run made by fit():
+        overrides["data"] = _absolute(args.data)  # recorded now, as a fresh CLI run records it
     if "save_every" in getattr(args, "typed", ()):  # how often it saves: not the run's numbers
         overrides["save_every"] = args.save_every
     config = TrainConfig.from_dict(ckpt.train_config, **overrides)

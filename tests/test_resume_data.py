@@ -1,6 +1,7 @@
 """A resumed run continues on the data it was trained on: its checkpoint records the data's
 fingerprint (scratchvae/fingerprint.py), and a resume on other data is refused in one line
-(it used to continue silently, from the library and from the command line)."""
+(it used to continue silently, from the library and from the command line). A run made by
+fit() and resumed with --data records that data, as a fresh command-line run does."""
 
 from __future__ import annotations
 
@@ -110,3 +111,24 @@ def test_the_cli_refuses_to_resume_on_a_data_file_that_changed(tmp_path, capsys)
         "run in another out_dir (--out DIR)"
     )
     assert _files(out) == before
+
+
+def test_a_cli_resume_of_a_fit_run_records_its_data(tmp_path, capsys):
+    # fit() records no data path: a resume with --data did not record it either, so every later
+    # --resume (and evaluate, plot, ...) needed --data again
+    x = _grey(0)
+    np.save(tmp_path / "mine.npy", x)
+    np.save(tmp_path / "other.npy", _grey(1))
+    out = tmp_path / "run"
+    fit(_vae(), x, _config(out, 1))  # the uint8 array itself; --data memory-maps the file
+    resume = ["train", "--resume", "--out", str(out), *FLAGS[-2:]]
+    assert main([*resume, "--epochs", "2", "--data", str(tmp_path / "other.npy")]) == 2
+    assert "was trained on other data (the same shape" in _error_line(capsys)
+    assert load_checkpoint(out).train_config["data"] is None  # the refusal recorded nothing
+    assert main([*resume, "--epochs", "2", "--data", str(tmp_path / "mine.npy")]) == 0
+    assert load_checkpoint(out).train_config["data"] == str(tmp_path / "mine.npy")
+    assert main([*resume, "--epochs", "3"]) == 0  # no --data: the run names it now
+    ckpt = load_checkpoint(out)
+    assert ckpt.epoch == 3 and ckpt.train_config["data"] == str(tmp_path / "mine.npy")
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--iw-samples", "2", "--split", "train"]) == 0
