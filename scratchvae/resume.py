@@ -16,12 +16,14 @@ flag is given when its value differs from the default. ``--epochs`` may raise th
 the run's is refused (it used to continue with them, no longer the run it resumed). Both sides
 resume only on the data the run was trained on (:func:`check_same_data`: its fingerprint, when
 its checkpoint records one) and from a checkpoint whose progress agrees with itself and with
-that data (:func:`check_progress_fits`).
+that data (:func:`check_progress_fits`). A resume on another CPU thread count than the run's
+last epoch goes on with a :class:`ResumeWarning` (:func:`warn_other_threads`).
 """
 
 from __future__ import annotations
 
 import argparse
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,15 +41,22 @@ if TYPE_CHECKING:  # train imports this module
 __all__ = [
     "RUN_SETTINGS",
     "ResumeMismatch",
+    "ResumeWarning",
     "check_progress_fits",
     "check_resume_flags",
     "check_same_data",
     "check_same_run",
+    "warn_other_threads",
 ]
 
 
 class ResumeMismatch(ValueError):
     """A --resume command line that asks for other settings than the run has (one line)."""
+
+
+class ResumeWarning(UserWarning):
+    """A resumed run goes on, but not exactly as a run that never stopped (one line; the
+    command line prints it as ``scratchvae: ...`` on stderr)."""
 
 
 # What --resume compares with the checkpoint: flag -> (where the run keeps it, its key there).
@@ -261,3 +270,20 @@ def check_progress_fits(ckpt: Checkpoint, steps_per_epoch: int, allow: Sequence[
         why = f"its last epoch took {last} steps, where {gives}"
     if why:
         raise damaged(ckpt.path, f"{why} (not as scratchvae writes a checkpoint)")
+
+
+def warn_other_threads(ckpt: Checkpoint, threads: int) -> None:
+    """Warn (:class:`ResumeWarning`) when the resumed run goes on with another number of CPU
+    threads than its last epoch used: BLAS sums in another order, the batch is split another
+    way, so its numbers differ in the last bits from those of a run that never stopped."""
+    ran = ckpt.history[-1].get("threads") if ckpt.history else None
+    if ran is None or ran == threads:
+        return
+    warnings.warn(
+        f"the run in {ckpt.path.parent} continues on {threads} CPU thread"
+        f"{'s' * (threads != 1)} where its last epoch ran on {ran}, so its numbers will differ "
+        f"in the last bits from a run that never stopped; SCRATCHVAE_THREADS={ran} reproduces "
+        "them",
+        ResumeWarning,
+        stacklevel=4,  # the caller of Trainer.fit
+    )

@@ -17,7 +17,8 @@ divergence check) and at the end of the epoch. Progress is one line per epoch, a
 terminal (:mod:`scratchvae.progress`). Every random draw comes from
 ``model.backend.rng`` in a fixed order, and a checkpoint stores that generator's state at the
 epoch boundary, so a resumed run equals an uninterrupted one bit for bit (NumPy, with the same
-CPU thread counts: ``backend/threads.py``; CuPy's counter-based generator is restored exactly
+CPU thread counts: ``backend/threads.py``, and a resume on another count than the run's last
+epoch says so with a ``ResumeWarning``; CuPy's counter-based generator is restored exactly
 too). Validation uses its own generator, reseeded every epoch (the same eps every epoch).
 """
 
@@ -40,7 +41,7 @@ from .inputs import require as _check
 from .models import AE
 from .optim import Optimizer, build_optimizer
 from .progress import Progress, epoch_line, postfix, quiet_float_warnings
-from .resume import check_progress_fits, check_same_data, check_same_run
+from .resume import check_progress_fits, check_same_data, check_same_run, warn_other_threads
 from .train_config import TrainConfig
 
 __all__ = ["History", "TrainConfig", "Trainer", "TrainingDiverged", "fit", "write_metrics"]
@@ -81,6 +82,7 @@ class Trainer:
         self._said_fallback = False
         self._first_epoch: int | None = None  # the first epoch this fit() runs
         self._fingerprint: dict[str, Any] | None = None  # the data's, once per fit()
+        self._ckpt: Any = None  # the checkpoint the last resume started from
 
     def _build_optimizer(self) -> Optimizer:
         c = self.config
@@ -126,6 +128,8 @@ class Trainer:
             self.history.stopped_early = True
             return self.history
         c, n = self.config, len(self.train_idx)
+        if resume and start < c.epochs and self.bk.name == "numpy":
+            warn_other_threads(self._ckpt, self._threads.count)  # another sum order
         bar = Progress(
             (c.epochs - start) * n,
             bar=c.progress and c.progress_bar,
@@ -308,7 +312,7 @@ class Trainer:
         path = self.config.checkpoint_path
         if path is None:
             raise ValueError("resuming needs the run folder: set out_dir (--out DIR)")
-        ckpt = load_checkpoint(path)
+        ckpt = self._ckpt = load_checkpoint(path)
         check_same_run(ckpt, self.config, allow_changes)  # the run's batch size, lr, seed, ...
         check_same_data(ckpt, self.data_fingerprint)  # and its data
         check_progress_fits(ckpt, self.steps_per_epoch, allow_changes)
