@@ -4,14 +4,16 @@ Layout of the file (every entry a plain array, so it loads with ``allow_pickle=F
 
     __format__        0-d str    "scratchvae-checkpoint"   (the marker: foreign files lack it)
     __version__       0-d int    FORMAT_VERSION
-    meta              0-d str    JSON: model config, train config, epoch, step, history, backend
+    meta              0-d str    JSON: model config, train config, epoch, step, history, backend,
+                                 data_fingerprint (absent in files written before it)
     rng_state         0-d str    JSON: the backend generator's state at the epoch boundary
     param/<name>      arrays     the model's parameters by name ("param/encoder.0.W", ...)
     optim/<key>       arrays     the optimizer's state_dict ("optim/t", "optim/m.flat", ...)
 
 Writing is atomic (:func:`scratchvae.atomic.atomic_write`): a crash or Ctrl-C while saving
-leaves the previous checkpoint as it was. Reading trusts nothing in the file: every entry is
-checked (:mod:`scratchvae.checkpoint_checks` for the metadata, :func:`check_params` and the
+leaves the previous checkpoint as it was. Reading trusts nothing in the file: the .npz is read
+safely (:mod:`scratchvae.checkpoint_file`), then every entry is checked
+(:mod:`scratchvae.checkpoint_checks` for the metadata, :func:`check_params` and the
 optimizer's ``check_state`` for the arrays) before a model is built or a kernel sees an array.
 
 This module is an I/O boundary: it uses NumPy to read and write the file, and moves arrays to
@@ -30,7 +32,15 @@ import numpy as np  # numpy-boundary: checkpoint file I/O
 
 from .atomic import atomic_write
 from .backend import Backend, BackendError, get_backend, to_numpy
-from .checkpoint_checks import check_meta, check_rng_state
+from .checkpoint_checks import check_meta, check_progress, check_rng_state
+from .checkpoint_file import (
+    FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    damaged,
+    one_line,
+    read_entries,
+)
 from .models import AE, build_model
 from .optim import Optimizer
 
@@ -49,13 +59,7 @@ __all__ = [
     "save_checkpoint",
 ]
 
-FORMAT = "scratchvae-checkpoint"
-FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.npz"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or used (a one-line message: what is wrong, what to do)."""
 
 
 @dataclass
@@ -72,6 +76,7 @@ class Checkpoint:
     step: int
     history: list[dict[str, Any]] = field(default_factory=list)
     backend: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: dict[str, Any] | None = None  # the training data's (fingerprint.py)
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
@@ -112,16 +117,23 @@ def save_checkpoint(
     rng_state: str | None = None,
     train_config: dict[str, Any] | None = None,
     history: list[dict[str, Any]] | None = None,
+    data_fingerprint: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` (+ optimizer state, generator state, progress) to ``path`` atomically.
+    """Write ``model`` (+ optimizer state, generator state, progress, the fingerprint of the
+    data it was trained on) to ``path`` atomically.
 
     ``rng_state`` defaults to the model backend's current state. Refuses (CheckpointError) to
-    save non-finite parameters, so a diverged run never overwrites its last good checkpoint.
+    save non-finite parameters, so a diverged run never overwrites its last good checkpoint,
+    and a ``history`` that is not one record per epoch done (a file it could not load again).
     """
     path = Path(path)
     bk = model.backend
     if not bk.is_finite(model.params.flat):
         raise CheckpointError(f"refusing to save non-finite parameters to {path}")
+    try:
+        check_progress(int(epoch), int(step), history or [])
+    except ValueError as exc:
+        raise CheckpointError(f"refusing to save to {path}: {exc}") from None
     meta = {
         "model_config": model.config,
         "train_config": train_config or {},
@@ -129,6 +141,7 @@ def save_checkpoint(
         "step": int(step),
         "history": history or [],
         "backend": {"name": bk.name, "dtype": bk.dtype.name, "seed": bk.seed},
+        "data_fingerprint": data_fingerprint,
     }
     state = bk.rng_state() if rng_state is None else rng_state
     with atomic_write(path) as f:
@@ -137,101 +150,6 @@ def save_checkpoint(
 
 
 # ------------------------------------------------------------------------------------ loading
-MAX_EXPANSION = 100  # an entry stored more than 100 times smaller than it unpacks to is refused
-
-
-def _one_line(exc: Exception, limit: int = 200) -> str:
-    """An exception's message on one line, shortened (it may show a whole array)."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _damaged(path: Path, what: str) -> CheckpointError:
-    return CheckpointError(f"{path} is damaged: {what}; use another checkpoint or train again")
-
-
-def _read_all(path: Path) -> dict[str, Any]:
-    """Every array of the .npz, read eagerly (a damaged member fails here, not later)."""
-    if not path.exists():
-        raise CheckpointError(
-            f"no checkpoint at {path}; train first (scratchvae train --out DIR) or pass the "
-            "run folder that holds checkpoint.npz"
-        )
-    _refuse_foreign(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            for info in z.zip.infolist():  # a zip bomb would fill the memory before anything
-                if info.file_size > MAX_EXPANSION * max(info.compress_size, 1 << 16):
-                    raise ValueError(f"entry {info.filename} unpacks {info.file_size} bytes")
-            return {key: z[key] for key in z.files}
-    except Exception as exc:  # noqa: BLE001 - whatever a hostile zip raises (BadZipFile,
-        # zlib.error, EOFError, NotImplementedError, MemoryError, ...) means the same here
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "pickle" in reason:  # NumPy's advice to load it unsafely is no advice to give
-            reason = "it holds pickled Python objects, which scratchvae never writes"
-        raise CheckpointError(
-            f"{path} is not a readable scratchvae checkpoint (truncated or not an .npz: "
-            f"{reason}); use another checkpoint or train again"
-        ) from None
-
-
-_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first member, or an empty zip
-
-
-def _refuse_foreign(path: Path) -> None:
-    """A file that is no zip archive at all (metrics.jsonl, a .npy) is not a checkpoint: said
-    so before NumPy takes it for a pickle and suggests loading it unsafely."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(6)
-    except OSError:
-        return  # np.load meets the same error and reports it
-    if head[:4] in _ZIP_MAGICS:
-        return
-    what = "not an .npz archive"
-    if not head:
-        what = "an empty file"
-    elif head == b"\x93NUMPY":
-        what = "a .npy array, not an .npz archive"
-    raise CheckpointError(
-        f"{path} is not a scratchvae checkpoint ({what}); pass the run folder or the "
-        "checkpoint.npz that scratchvae train wrote"
-    )
-
-
-def _text(arrays: dict[str, Any], key: str, path: Path) -> str:
-    if key not in arrays:
-        raise _damaged(path, f"entry {key!r} is missing")
-    a = arrays[key]
-    if a.ndim != 0 or a.dtype.kind != "U":
-        raise _damaged(path, f"entry {key!r} is {a.dtype.name}{list(a.shape)}, not text")
-    return str(a[()])
-
-
-def _json(arrays: dict[str, Any], key: str, path: Path) -> Any:
-    text = _text(arrays, key, path)
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
-        raise _damaged(path, f"entry {key!r} is not valid JSON") from None
-
-
-def _version(arrays: dict[str, Any], path: Path) -> None:
-    a = arrays.get("__format__")
-    if a is None or a.ndim != 0 or a.dtype.kind != "U" or str(a[()]) != FORMAT:
-        raise CheckpointError(
-            f"{path} is not a scratchvae checkpoint (no format marker); pass a checkpoint.npz "
-            "written by scratchvae train"
-        )
-    v = arrays.get("__version__", np.array(-1))
-    version = int(v[()]) if v.ndim == 0 and v.dtype.kind in "iu" else repr(v.tolist())[:20]
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format version {version}, this scratchvae reads version "
-            f"{FORMAT_VERSION}; use the scratchvae version that wrote it"
-        )
-
-
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read and check a checkpoint file (or a run folder holding ``checkpoint.npz``).
 
@@ -241,19 +159,16 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     line naming the entry); the parameters' and optimizer state's values are checked against
     the model they are copied into (:func:`copy_params`, :func:`restore_optimizer`)."""
     path = resolve_path(path)
-    arrays = _read_all(path)
-    _version(arrays, path)
-    meta = _json(arrays, "meta", path)
-    rng_state = _text(arrays, "rng_state", path)
+    arrays, meta, rng_state = read_entries(path)
     params = {k.removeprefix("param/"): v for k, v in arrays.items() if k.startswith("param/")}
     optim = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
     if not params:
-        raise _damaged(path, "it holds no parameters")
+        raise damaged(path, "it holds no parameters")
     try:
         check_meta(meta, params)
         check_rng_state(rng_state)
     except ValueError as exc:
-        raise _damaged(path, _one_line(exc, 300)) from None
+        raise damaged(path, one_line(exc, 300)) from None
     return Checkpoint(
         path=path,
         model_config=meta["model_config"],
@@ -265,6 +180,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         step=meta["step"],
         history=meta.get("history", []),
         backend=meta.get("backend", {}),
+        data_fingerprint=meta.get("data_fingerprint"),
     )
 
 
@@ -283,7 +199,7 @@ def load_model(
     try:
         model = build_model(ckpt.model_config, backend)
     except ValueError as exc:  # a value the model refuses (beta < 0, an unknown noise, ...)
-        raise _damaged(ckpt.path, f"its model_config is refused: {_one_line(exc)}") from None
+        raise damaged(ckpt.path, f"its model_config is refused: {one_line(exc)}") from None
     copy_params(ckpt, model)
     return model, ckpt
 
@@ -344,7 +260,7 @@ def _optimizer_state(ckpt: Checkpoint, optimizer: Optimizer, model: AE) -> dict[
     except ValueError as exc:
         raise CheckpointError(
             _other_settings(ckpt, optimizer, model)
-            or f"{ckpt.path} is damaged: {_one_line(exc)}; train again without --resume"
+            or f"{ckpt.path} is damaged: {one_line(exc)}; train again without --resume"
         ) from None
     saved = ckpt.optim_state
     state = {k: model.backend.asarray(v, dtype=v.dtype) for k, v in saved.items() if k != "t"}
@@ -393,7 +309,7 @@ def restore_training(ckpt: Checkpoint, model: AE, optimizer: Optimizer) -> None:
         model.backend.set_rng_state(ckpt.rng_state, reseed_offset=ckpt.epoch)
     except (BackendError, ValueError) as exc:
         raise CheckpointError(
-            f"{ckpt.path}: its rng_state cannot be used: {_one_line(exc)}"
+            f"{ckpt.path}: its rng_state cannot be used: {one_line(exc)}"
         ) from None
     copy_params(ckpt, model)
     optimizer.load_state_dict(state)

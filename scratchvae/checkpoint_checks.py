@@ -26,7 +26,9 @@ from .optim import build_optimizer
 
 __all__ = [
     "OPTIONAL_SETTINGS",
+    "check_data_fingerprint",
     "check_meta",
+    "check_progress",
     "check_rng_state",
     "is_a",
     "model_settings",
@@ -177,6 +179,47 @@ def _check_history(history: Any) -> None:
             )
 
 
+def check_progress(epoch: int, step: int, history: list[dict[str, Any]]) -> None:
+    """The run's progress, told three times, agrees: a history (when there is one: a model
+    saved by hand may have none) holds one record per epoch done, numbered 1 to ``epoch``,
+    whose optimizer steps rise (every epoch takes one at least) to ``step``; a record's thread
+    count is a whole number >= 1. Raises ValueError (one line) where they disagree, or where
+    a record is not an epoch number with finite numbers."""
+    _check_history(history)
+    if history and len(history) != epoch:
+        n = len(history)
+        raise ValueError(
+            f"its history holds {n} epoch record{'s' * (n != 1)}, but its epoch is {epoch}"
+        )
+    before = 0
+    for i, record in enumerate(history):
+        at, steps, threads = record["epoch"], record.get("step"), record.get("threads")
+        if at != i + 1:
+            raise ValueError(f"its history record {i} is of epoch {at}, not {i + 1}")
+        if steps is not None and not (_whole(steps) and before < steps <= step):
+            raise ValueError(
+                f"its history record {i} is at step {steps}, not after step {before} and by "
+                f"step {step}"
+            )
+        if threads is not None and not (_whole(threads) and threads >= 1):
+            raise ValueError(f"its history record {i} has {threads!r} threads")
+        before = before if steps is None else steps
+    if history and "step" in history[-1] and before != step:
+        raise ValueError(f"its step is {step}, but its last epoch ended at step {before}")
+
+
+def check_data_fingerprint(fingerprint: Any) -> None:
+    """The ``data_fingerprint`` entry, when there is one (:mod:`scratchvae.fingerprint`)."""
+    if fingerprint is None:  # written before data was fingerprinted
+        return
+    ok = type(fingerprint) is dict and set(fingerprint) == {"shape", "dtype", "blake2b"}
+    shape, digest = (fingerprint.get(k) for k in ("shape", "blake2b")) if ok else (None, None)
+    ok = ok and type(shape) is list and len(shape) == 2 and all(_whole(n) for n in shape)
+    ok = ok and fingerprint["dtype"] == "float32" and type(digest) is str and len(digest) == 32
+    if not ok or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError("meta entry 'data_fingerprint' is not a shape, dtype and blake2b hash")
+
+
 def _check_train_config(train_config: Any) -> None:
     """The fields TrainConfig knows of their types and values (unknown keys are ignored, as
     ``TrainConfig.from_dict`` ignores them)."""
@@ -204,7 +247,8 @@ def _check_backend(backend: Any) -> None:
 
 def check_meta(meta: Any, params: Mapping[str, Any]) -> None:
     """The ``meta`` entry (parsed JSON) of a checkpoint whose parameter arrays are ``params``
-    (name -> array): model config, epoch, step, history, train config, backend."""
+    (name -> array): model config, epoch, step, history (and that the three agree), train
+    config, backend, data fingerprint."""
     if type(meta) is not dict:
         raise ValueError("meta is not a JSON object")
     for key in ("model_config", "epoch", "step"):
@@ -214,7 +258,12 @@ def check_meta(meta: Any, params: Mapping[str, Any]) -> None:
         if not _whole(meta[key]):
             raise ValueError(f"meta entry {key!r} is {meta[key]!r}, not a whole number >= 0")
     check_model_config(meta["model_config"], {k: tuple(v.shape) for k, v in params.items()})
-    _check_history(meta.get("history", []))
+    _check_history(meta.get("history", []))  # its types, named as the meta entry
+    try:
+        check_progress(meta["epoch"], meta["step"], meta.get("history", []))
+    except ValueError as exc:
+        raise ValueError(f"{exc} (not as scratchvae writes a checkpoint)") from None
+    check_data_fingerprint(meta.get("data_fingerprint"))
     _check_train_config(meta.get("train_config", {}))
     _check_backend(meta.get("backend", {}))
 

@@ -32,6 +32,7 @@ from .cliargs import (
     OneLineParser,
     error_message,
     one_line_error,
+    one_line_warnings,
     typed_options,
     up_to,
 )
@@ -51,6 +52,7 @@ from .interrupts import Terminated, ignore_interrupts, interrupted, sigterm_inte
 from .lab import trace  # `scratchvae trace`
 from .models import MODEL_KINDS
 from .ops.activations import ACTIVATIONS
+from .resume import ResumeWarning
 from .train import TrainingDiverged
 
 __all__ = ["Terminated", "build_parser", "main", "version"]
@@ -349,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(one_line_error(msg), file=sys.stderr)
         return 2
     try:
-        with sigterm_interrupts():
+        with sigterm_interrupts(), one_line_warnings(ResumeWarning):
             return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:
         if _PROGRAM:  # the process ends now: a second Ctrl-C would print a traceback

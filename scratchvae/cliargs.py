@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 __all__ = [
@@ -23,15 +26,21 @@ __all__ = [
     "NON_NEGATIVE",
     "OPEN_UNIT",
     "POSITIVE",
+    "CLIError",
     "OneLineParser",
     "checked",
     "error_message",
     "one_line_error",
+    "one_line_warnings",
     "typed_options",
     "up_to",
 ]
 
 PROG = "scratchvae"
+
+
+class CLIError(ValueError):
+    """A bad command line or input (printed as one line, exit status 2)."""
 
 
 def one_line_error(message: str, prog: str = PROG) -> str:
@@ -51,6 +60,25 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and filename and not named:
         msg = f"{msg}: {filename}"
     return msg
+
+
+@contextmanager
+def one_line_warnings(category: type[Warning]) -> Iterator[None]:
+    """Inside the block a warning of ``category`` is one line ``scratchvae: <message>`` on
+    stderr, each time it is raised (Python would add its file, line and source line); other
+    warnings show as Python shows them."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message: Any, kind: type[Warning], *where: Any, **more: Any) -> None:
+            if issubclass(kind, category):
+                print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+            else:
+                shown(message, kind, *where, **more)
+
+        warnings.showwarning = show
+        warnings.simplefilter("always", category)
+        yield
 
 
 class OneLineParser(argparse.ArgumentParser):

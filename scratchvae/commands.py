@@ -30,15 +30,15 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from .backend import Backend, BackendError, get_backend
+from .backend import Backend, get_backend
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
-from .cliargs import PROG
-from .data import Dataset, binarize, check_n_features, load_dataset, named_dataset
+from .cliargs import PROG, CLIError
+from .data import Dataset, binarize, load_dataset, named_dataset
 from .data.dataset import train_val_split
-from .data.load import NoSuchSplit
 from .init import default_init
 from .models import AE, model_classes
 from .resume import check_flags_apply, check_resume_flags, nothing_to_train, resume_data
+from .runs import backend_for, data_likelihood, load_run, run_data
 from .train import METRICS_NAME, TrainConfig, fit
 
 __all__ = [
@@ -56,10 +56,6 @@ __all__ = [
 # Defaults by data set (when not given): (hidden, latent, epochs, batch size, init).
 _SMALL_DEFAULTS = ([256], 2, 100, 64, None)  # the 8x8 digits; init by activation (he for relu)
 _LARGE_DEFAULTS = ([400], 20, 10, 128, "uniform")  # MNIST-sized: the PyTorch VAE example
-
-
-class CLIError(ValueError):
-    """A bad command line or input (printed as one line, exit status 2)."""
 
 
 # ============================================================================ helpers
@@ -87,53 +83,6 @@ def _absolute(path: str | None) -> str | None:
 def _guess_shape(n_features: int) -> tuple[int, int] | None:
     side = math.isqrt(n_features)
     return (side, side) if side * side == n_features else None
-
-
-def _backend_for(
-    args: argparse.Namespace, saved: dict[str, Any], seed: int, fallback: bool = True
-) -> Backend:
-    """The backend a run was trained on (or --backend). A GPU run looked at where CuPy cannot
-    run (``fallback``: evaluate, sample, ...) uses NumPy, with a line saying so."""
-    given = getattr(args, "backend", None)
-    name, dtype = given or saved.get("name", "numpy"), saved.get("dtype") or "float32"
-    try:
-        return get_backend(name, dtype, seed)
-    except BackendError as exc:
-        if given or name == "numpy":
-            raise
-        if not fallback:  # resuming a GPU run
-            raise CLIError(f"{exc}; or resume on the CPU with --backend numpy") from None
-        _say(f"{PROG}: the run was trained on {name}, which cannot run here; using numpy")
-        return get_backend("numpy", dtype, seed)
-
-
-def _load_run(args: argparse.Namespace, seed: int | None = None) -> tuple[AE, Any]:
-    """The model and checkpoint of run folder ``args.run`` (missing folder: one-line error)."""
-    run = Path(args.run)
-    if not run.exists():
-        raise CLIError(f"no run folder or checkpoint at {run}; train first: scratchvae train")
-    ckpt = load_checkpoint(run)
-    bk = _backend_for(args, ckpt.backend, ckpt.backend.get("seed", 0) if seed is None else seed)
-    return load_model(ckpt, bk)
-
-
-def _run_data(args: argparse.Namespace, ckpt: Any, model: AE, split: str) -> Dataset:
-    """The data set named on the command line, else the one recorded in the checkpoint."""
-    spec = resume_data(args.data, ckpt.train_config.get("data"), ckpt.path.parent)
-    data_dir = args.data_dir or ckpt.train_config.get("data_dir")
-    try:
-        data = load_dataset(spec, split, data_dir, likelihood=_data_likelihood(model))
-    except NoSuchSplit as exc:  # the user's own file: say which flags choose other data
-        raise CLIError(
-            f"{exc.path} is one data set with no {split!r} split; pass --split train to use "
-            "it, or --data FILE with the held-out examples"
-        ) from None
-    check_n_features(data, model.n_features)
-    return data
-
-
-def _data_likelihood(model: AE) -> str:
-    return "bernoulli" if model.lik.kind == "bernoulli" else "gaussian"
 
 
 def _out_dir(run: str) -> Path:
@@ -204,12 +153,14 @@ def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig,
         overrides["epochs"] = args.epochs
     if args.data_dir is not None:
         overrides["data_dir"] = _absolute(args.data_dir)
+    if args.data is not None and ckpt.train_config.get("data") is None:  # a run made by fit():
+        overrides["data"] = _absolute(args.data)  # recorded now, as a fresh CLI run records it
     if "save_every" in getattr(args, "typed", ()):  # how often it saves: not the run's numbers
         overrides["save_every"] = args.save_every
     config = TrainConfig.from_dict(ckpt.train_config, **overrides)
     check_resume_flags(args, ckpt, config)
     done = nothing_to_train(ckpt, config)
-    bk = _backend_for(args, ckpt.backend, ckpt.backend.get("seed", 0), fallback=False)
+    bk = backend_for(args, ckpt.backend, ckpt.backend.get("seed", 0), fallback=False)
     model, _ = load_model(ckpt, bk)
     return model, config, done
 
@@ -224,7 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             _say(f"{PROG}: nothing to train in {out}: {done}")
             return 0
         spec = resume_data(args.data, config.data, out)
-        data = load_dataset(spec, "train", config.data_dir, likelihood=_data_likelihood(model))
+        data = load_dataset(spec, "train", config.data_dir, likelihood=data_likelihood(model))
     else:
         args.data = args.data or "digits"
         out = args.out_dir = Path(args.out or _default_out(args.data, args.model))  # for Ctrl-C
@@ -320,8 +271,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_report, json_numbers
     from .progress import Stages
 
-    model, ckpt = _load_run(args)
-    data = _run_data(args, ckpt, model, args.split)
+    model, ckpt = load_run(args)
+    data = run_data(args, ckpt, model, args.split)
     mode = args.binarize or ckpt.train_config.get("binarize", "none")
     k = args.iw_samples if args.iw_samples is not None else 1000 if data.n < 5000 else 100
     bk = model.backend
@@ -372,7 +323,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     _check_n(args.n, MAX_SAMPLES)
     out = _figure_out(args, "samples.png")
-    model, _ = _load_run(args, seed=args.seed)
+    model, _ = load_run(args, seed=args.seed)
     path = plot_samples(model.sample(args.n), _guess_shape(model.n_features), out)
     print(f"{PROG}: wrote {path}")
     return 0
@@ -383,8 +334,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     _check_n(args.n, MAX_RECONSTRUCTIONS)
     out = _figure_out(args, "recon.png")
-    model, ckpt = _load_run(args)
-    data = _run_data(args, ckpt, model, args.split)
+    model, ckpt = load_run(args)
+    data = run_data(args, ckpt, model, args.split)
     x = data.get_batch(slice(0, min(args.n, data.n)))
     path = plot_reconstructions(x, model.reconstruct(x), data.image_shape, out)
     print(f"{PROG}: wrote {path}")
@@ -392,8 +343,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    model, ckpt = _load_run(args)
-    data = _run_data(args, ckpt, model, "train")
+    model, ckpt = load_run(args)
+    data = run_data(args, ckpt, model, "train")
     paths = _figures(model, data, ckpt.history, _out_dir(args.run))
     print(f"{PROG}: wrote {len(paths)} figures: {', '.join(str(p) for p in paths)}")
     return 0

@@ -13,29 +13,50 @@ flag is given when its value differs from the default. ``--epochs`` may raise th
 
 :func:`check_same_run` is the library's side of the same rule: ``fit(..., resume=True)`` with a
 :class:`~scratchvae.train.TrainConfig` whose batch size, learning rate, seed, ... differ from
-the run's is refused (it used to continue with them, no longer the run it resumed).
+the run's is refused (it used to continue with them, no longer the run it resumed). Both sides
+resume only on the data the run was trained on (:func:`check_same_data`: its fingerprint, when
+its checkpoint records one) and from a checkpoint whose progress agrees with itself and with
+that data (:func:`check_progress_fits`). A resume on another CPU thread count than the run's
+last epoch goes on with a :class:`ResumeWarning` (:func:`warn_other_threads`).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checkpoint import Checkpoint
 from .checkpoint_checks import OPTIONAL_SETTINGS
+from .checkpoint_file import damaged
 from .data import named_dataset
+from .fingerprint import how_data_differs
 from .history import History
 
 if TYPE_CHECKING:  # train imports this module
     from .train import TrainConfig
 
-__all__ = ["RUN_SETTINGS", "ResumeMismatch", "check_resume_flags", "check_same_run"]
+__all__ = [
+    "RUN_SETTINGS",
+    "ResumeMismatch",
+    "ResumeWarning",
+    "check_progress_fits",
+    "check_resume_flags",
+    "check_same_data",
+    "check_same_run",
+    "warn_other_threads",
+]
 
 
 class ResumeMismatch(ValueError):
     """A --resume command line that asks for other settings than the run has (one line)."""
+
+
+class ResumeWarning(UserWarning):
+    """A resumed run goes on, but not exactly as a run that never stopped (one line; the
+    command line prints it as ``scratchvae: ...`` on stderr)."""
 
 
 # What --resume compares with the checkpoint: flag -> (where the run keeps it, its key there).
@@ -207,3 +228,62 @@ def check_flags_apply(args: argparse.Namespace) -> None:
             raise ValueError(
                 f"{flag} applies to {option} {value} only; drop it, or pass {option} {value}"
             )
+
+
+# ------------------------------------------------------------------ the run's data and progress
+def check_same_data(ckpt: Checkpoint, fingerprint: Callable[[], dict[str, Any]]) -> None:
+    """Refuse (:class:`ResumeMismatch`, one line) to resume the run in ``ckpt`` on data whose
+    ``fingerprint()`` (:func:`scratchvae.fingerprint.data_fingerprint`, computed only when
+    needed) is not the one it records. A checkpoint written before data was fingerprinted
+    records none: it resumes as before, on whatever data it is given."""
+    if ckpt.data_fingerprint is None:
+        return
+    differs = how_data_differs(ckpt.data_fingerprint, fingerprint())
+    if differs:
+        raise ResumeMismatch(
+            f"{ckpt.path} was trained on other data ({differs}); resume it on the data it was "
+            "trained on, or start a new run in another out_dir (--out DIR)"
+        )
+
+
+def check_progress_fits(ckpt: Checkpoint, steps_per_epoch: int, allow: Sequence[str]) -> None:
+    """Refuse (CheckpointError, one line: the file is damaged) a checkpoint whose progress a
+    resume cannot continue: epochs done with no history of them (a resume would write
+    metrics.jsonl without them), an optimizer step count other than the run's (Adam's bias
+    correction and the KL warm-up would disagree), or, on the data it was trained on (its
+    fingerprint matched) with the same batch size and split, a last epoch of another number
+    of steps than the data gives."""
+    t, history = ckpt.optim_state.get("t"), ckpt.history
+    steps = [r.get("step") for r in history[-2:]]
+    last = None if None in steps or not steps else steps[-1] - (steps[0] if len(steps) == 2 else 0)
+    why = None
+    if ckpt.epoch and not history:
+        why = f"it records no history of its {ckpt.epoch} epochs"
+    elif t is not None and t.ndim == 0 and t.dtype.kind in "iu" and 0 <= t != ckpt.step:
+        why = f"its optimizer state is at step {int(t)}, but the run at step {ckpt.step}"
+    elif (
+        ckpt.data_fingerprint is not None
+        and not {"batch_size", "val_fraction"} & set(allow)
+        and last not in (None, steps_per_epoch)
+    ):
+        gives = f"its data and batch size give {steps_per_epoch}"
+        why = f"its last epoch took {last} steps, where {gives}"
+    if why:
+        raise damaged(ckpt.path, f"{why} (not as scratchvae writes a checkpoint)")
+
+
+def warn_other_threads(ckpt: Checkpoint, threads: int) -> None:
+    """Warn (:class:`ResumeWarning`) when the resumed run goes on with another number of CPU
+    threads than its last epoch used: BLAS sums in another order, the batch is split another
+    way, so its numbers differ in the last bits from those of a run that never stopped."""
+    ran = ckpt.history[-1].get("threads") if ckpt.history else None
+    if ran is None or ran == threads:
+        return
+    warnings.warn(
+        f"the run in {ckpt.path.parent} continues on {threads} CPU thread"
+        f"{'s' * (threads != 1)} where its last epoch ran on {ran}, so its numbers will differ "
+        f"in the last bits from a run that never stopped; SCRATCHVAE_THREADS={ran} reproduces "
+        "them",
+        ResumeWarning,
+        stacklevel=4,  # the caller of Trainer.fit
+    )

@@ -17,103 +17,42 @@ divergence check) and at the end of the epoch. Progress is one line per epoch, a
 terminal (:mod:`scratchvae.progress`). Every random draw comes from
 ``model.backend.rng`` in a fixed order, and a checkpoint stores that generator's state at the
 epoch boundary, so a resumed run equals an uninterrupted one bit for bit (NumPy, with the same
-CPU thread counts: ``backend/threads.py``; CuPy's counter-based generator is restored exactly
+CPU thread counts: ``backend/threads.py``, and a resume on another count than the run's last
+epoch says so with a ``ResumeWarning``; CuPy's counter-based generator is restored exactly
 too). Validation uses its own generator, reseeded every epoch (the same eps every epoch).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .atomic import folder_lock
 from .backend import Backend, cpu_threads, op, to_numpy, training_threads
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_training, save_checkpoint
-from .data import BINARIZE_MODES, Dataset, as_dataset, binarize, check_n_features, train_val_split
+from .data import Dataset, as_dataset, binarize, check_n_features, train_val_split
+from .fingerprint import data_fingerprint
 from .history import METRICS_NAME, History, write_metrics
-from .inputs import real, whole
 from .inputs import require as _check
 from .models import AE
 from .optim import Optimizer, build_optimizer
 from .progress import Progress, epoch_line, postfix, quiet_float_warnings
-from .resume import check_same_run
+from .resume import check_progress_fits, check_same_data, check_same_run, warn_other_threads
+from .train_config import TrainConfig
 
 __all__ = ["History", "TrainConfig", "Trainer", "TrainingDiverged", "fit", "write_metrics"]
-# History and write_metrics live in history.py, re-exported here where users import them
+# History and write_metrics live in history.py, TrainConfig in train_config.py: re-exported
+# here, where users import them
 
 _VAL_SEED_OFFSET = 1_000_003  # the validation generator's seed is config.seed + this
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite (a one-line message naming the epoch and step)."""
-
-
-@dataclass
-class TrainConfig:
-    """How to train. Every field is saved in the checkpoint (``to_dict``)."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    optimizer: str = "adam"  # adam | sgd
-    momentum: float = 0.0  # sgd only
-    warmup_epochs: float = 0.0  # KL weight 0 -> beta linearly over this many epochs (per step)
-    clip_norm: float | None = None  # global gradient-norm clipping
-    binarize: str = "none"  # none | threshold | dynamic (a fresh Bernoulli draw every batch)
-    val_fraction: float = 0.1  # held-out part of the training data (fixed by seed)
-    patience: int | None = None  # early stopping: epochs without a better validation loss
-    seed: int = 0  # the train/validation split and the validation noise
-    progress: bool = True  # print a line per epoch (a tenth of them below a bar) ...
-    progress_bar: bool = True  # ... and a progress bar, when stderr is a terminal
-    out_dir: str | None = None  # where checkpoint.npz and metrics.jsonl go (None: not saved)
-    save_every: int = 1  # checkpoint every this many epochs (and at the end)
-    log_every: int = 50  # steps between progress updates and divergence checks (a host sync)
-    data: str | None = None  # the data spec and folder, recorded for `scratchvae evaluate DIR`
-    data_dir: str | None = None  #   (not used by fit: it is given the data set itself)
-
-    def __post_init__(self) -> None:
-        self.epochs, self.seed = whole(self.epochs, "epochs"), whole(self.seed, "seed", 0)
-        self.batch_size = whole(self.batch_size, "batch size")
-        for name in ("lr", "momentum", "warmup_epochs", "val_fraction", "clip_norm"):
-            setattr(self, name, real(getattr(self, name), name, optional=name == "clip_norm"))
-        self.save_every, self.log_every = (
-            whole(self.save_every, "save_every"),
-            whole(self.log_every, "log_every"),
-        )
-        if self.patience is not None:
-            self.patience = whole(self.patience, "patience", 0)  # >= 1: checked below
-        _check(0 < self.lr < math.inf, f"learning rate must be > 0 and finite, got {self.lr}")
-        _check(self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}")
-        _check(
-            self.binarize in BINARIZE_MODES,
-            f"unknown binarization {self.binarize!r}; choose one of {', '.join(BINARIZE_MODES)}",
-        )
-        _check(
-            0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"
-        )
-        _check(
-            self.patience is None or (self.patience >= 1 and self.val_fraction > 0),
-            "early stopping needs patience >= 1 and a validation part (val_fraction > 0)",
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> TrainConfig:
-        """Rebuild from ``to_dict`` output (unknown keys ignored), with ``overrides`` applied."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{**{k: v for k, v in d.items() if k in names}, **overrides})
-
-    @property
-    def checkpoint_path(self) -> Path | None:
-        return None if self.out_dir is None else Path(self.out_dir) / CHECKPOINT_NAME
 
 
 class Trainer:
@@ -142,6 +81,8 @@ class Trainer:
         self.step_runner = self.bk.step_graph(self._step)
         self._said_fallback = False
         self._first_epoch: int | None = None  # the first epoch this fit() runs
+        self._fingerprint: dict[str, Any] | None = None  # the data's, once per fit()
+        self._ckpt: Any = None  # the checkpoint the last resume started from
 
     def _build_optimizer(self) -> Optimizer:
         c = self.config
@@ -178,7 +119,7 @@ class Trainer:
                 return self._fit(resume, allow_changes)
 
     def _fit(self, resume: bool, allow_changes: Sequence[str]) -> History:
-        self._first_epoch = None
+        self._first_epoch, self._fingerprint = None, None
         if not resume and (self.step or len(self.history)):  # a new run on a used Trainer: its
             self.history, self.step = History(), 0  # epochs from 1 again, not after the old ones
             self.optimizer.load_state_dict({"t": 0})
@@ -187,6 +128,8 @@ class Trainer:
             self.history.stopped_early = True
             return self.history
         c, n = self.config, len(self.train_idx)
+        if resume and start < c.epochs and self.bk.name == "numpy":
+            warn_other_threads(self._ckpt, self._threads.count)  # another sum order
         bar = Progress(
             (c.epochs - start) * n,
             bar=c.progress and c.progress_bar,
@@ -359,6 +302,7 @@ class Trainer:
                 step=self.step,
                 train_config=self.config.to_dict(),
                 history=self.history.records,
+                data_fingerprint=self.data_fingerprint(),
             )
 
     def _resume(self, allow_changes: Sequence[str] = ()) -> int:
@@ -368,12 +312,21 @@ class Trainer:
         path = self.config.checkpoint_path
         if path is None:
             raise ValueError("resuming needs the run folder: set out_dir (--out DIR)")
-        ckpt = load_checkpoint(path)
+        ckpt = self._ckpt = load_checkpoint(path)
         check_same_run(ckpt, self.config, allow_changes)  # the run's batch size, lr, seed, ...
+        check_same_data(ckpt, self.data_fingerprint)  # and its data
+        check_progress_fits(ckpt, self.steps_per_epoch, allow_changes)
         restore_training(ckpt, self.model, self.optimizer)
         self.history = History(list(ckpt.history))
         self.step = ckpt.step
         return ckpt.epoch
+
+    def data_fingerprint(self) -> dict[str, Any]:
+        """The training data's fingerprint (:mod:`scratchvae.fingerprint`), computed once per
+        :meth:`fit`: saved in each checkpoint, compared on resume."""
+        if self._fingerprint is None:
+            self._fingerprint = data_fingerprint(self.data)
+        return self._fingerprint
 
 
 @op

@@ -37,8 +37,9 @@ def _trained(seed=0):
 
 
 def _save(path, model, opt, **kw):
-    args = dict(epoch=2, step=6, train_config={"epochs": 5}, history=[{"epoch": 1}])
-    return save_checkpoint(path, model, opt, **{**args, **kw})
+    args = {**dict(epoch=2, step=6, train_config={"epochs": 5}), **kw}
+    args.setdefault("history", [{"epoch": e + 1} for e in range(args["epoch"])])  # one an epoch
+    return save_checkpoint(path, model, opt, **args)
 
 
 def test_round_trip_restores_model_optimizer_generator_and_progress(tmp_path):
@@ -55,7 +56,7 @@ def test_round_trip_restores_model_optimizer_generator_and_progress(tmp_path):
         2,
         6,
         {"epochs": 5},
-        [{"epoch": 1}],
+        [{"epoch": 1}, {"epoch": 2}],
     )
     assert ckpt.backend == {"name": "numpy", "dtype": "float32", "seed": 0}
     opt2 = Adam(1e-2)
@@ -350,3 +351,20 @@ def test_restore_optimizer_names_another_optimizer_or_dtype(tmp_path):
     wide = VAE(12, hidden=[8], latent=3, beta=0.5, backend=Backend("numpy", "float64"))
     with pytest.raises(CheckpointError, match="was trained in float32, not float64; resume with"):
         restore_optimizer(ckpt, Adam(1e-2), wide)
+
+
+def test_a_history_that_is_not_one_record_per_epoch_is_never_written(tmp_path):
+    # a file load_checkpoint would refuse as damaged: refused before anything is written
+    model, opt = _trained()
+    for history, needle in [
+        ([{"epoch": 1}], "its history holds 1 epoch record, but its epoch is 2"),
+        ([{"epoch": 2}, {"epoch": 1}], "its history record 0 is of epoch 2, not 1"),
+        ([{"epoch": 1, "step": 3}, {"epoch": 2, "step": 5}], "its step is 6, but its last epoch"),
+    ]:
+        with pytest.raises(CheckpointError, match=needle) as info:
+            _save(tmp_path / "checkpoint.npz", model, opt, history=history)
+        assert str(info.value).startswith(f"refusing to save to {tmp_path / 'checkpoint.npz'}: ")
+        assert not (tmp_path / "checkpoint.npz").exists()
+    # a model saved by hand with no history at all is saved and loads, as before
+    _save(tmp_path / "checkpoint.npz", model, opt, epoch=3, history=None)
+    assert load_checkpoint(tmp_path).epoch == 3

@@ -248,6 +248,45 @@ CLI_CASES = {
         ["--data", "{base}/other.npy"],
         ["was trained with --data digits; you asked for --data "],
     ),
+    # the run's progress told three ways that disagree: trusted, it resumed silently wrong
+    "history-short-resume": (
+        lambda run: {"meta": _with(_meta(run), "history", _meta(run)["history"][:1])},
+        "resume",
+        [],
+        [
+            "/crafted/checkpoint.npz is damaged: its history holds 1 epoch record, but its epoch "
+            "is 2 (not as scratchvae writes a checkpoint); use another checkpoint or train again"
+        ],
+    ),  # fmt: skip
+    "history-short-evaluate": (
+        lambda run: {"meta": _with(_meta(run), "history", _meta(run)["history"][:1])},
+        "evaluate",
+        EVALUATE,
+        ["is damaged: its history holds 1 epoch record, but its epoch is 2"],
+    ),
+    "optimizer-step-resume": (
+        lambda run: {"optim/t": np.array(43)},
+        "resume",
+        [],
+        ["is damaged: its optimizer state is at step 43, but the run at step 44 (not as"],
+    ),
+    "no-history-resume": (
+        _meta_change("history", []),
+        "resume",
+        [],
+        ["is damaged: it records no history of its 2 epochs (not as scratchvae writes"],
+    ),
+    "steps-per-epoch-resume": (
+        lambda run: {
+            "meta": _with(
+                _with(_with(_meta(run), "step", 40), "history.0.step", 20), "history.1.step", 40
+            ),
+            "optim/t": np.array(40),
+        },
+        "resume",
+        [],
+        ["is damaged: its last epoch took 20 steps, where its data and batch size give 22"],
+    ),  # fmt: skip
 }
 
 
@@ -345,12 +384,15 @@ def test_a_missing_model_config_entry_is_named(run_dir, tmp_path):
 
 def test_a_checkpoint_that_is_a_folder_is_not_readable(tmp_path):
     (tmp_path / "checkpoint.npz").mkdir()
+    # the OS's own words for it differ (Linux: "[Errno 21] Is a directory", Windows: a
+    # permission error); scratchvae's part of the message is what is checked
     with pytest.raises(
         CheckpointError,
-        match=r"checkpoint.npz is not a readable scratchvae "
-        r"checkpoint \(truncated or not an .npz: \[Errno 21\] Is a directory",
-    ):
+        match=r"checkpoint.npz is not a readable scratchvae checkpoint \(truncated or not an "
+        r"\.npz: .+\); use another checkpoint or train again$",
+    ) as info:
         load_checkpoint(tmp_path)
+    assert "\n" not in str(info.value)
 
 
 def test_a_checkpoint_without_parameters_is_damaged(run_dir, tmp_path):
@@ -482,6 +524,58 @@ def test_required_meta_entries(run_dir, tmp_path, entry):
 def test_unknown_train_config_keys_are_ignored(run_dir, tmp_path):
     out = _crafted(run_dir, tmp_path, _with(_meta(run_dir), "train_config.future", [1, 2]))
     assert load_checkpoint(out).train_config["future"] == [1, 2]
+
+
+# ------------------------------------------------------------------ epoch, step and history agree
+def _dropped(meta: dict) -> dict:
+    return _with(meta, "history", meta["history"][:1])
+
+
+def _swapped(meta: dict) -> dict:
+    return _with(meta, "history", meta["history"][::-1])
+
+
+def _one_more(meta: dict) -> dict:
+    extra = {**meta["history"][-1], "epoch": 3, "step": 66}
+    return _with(meta, "history", [*meta["history"], extra])
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (_dropped, "its history holds 1 epoch record, but its epoch is 2"),
+        (_one_more, "its history holds 3 epoch records, but its epoch is 2"),
+        (lambda m: _with(m, "epoch", 3), "its history holds 2 epoch records, but its epoch is 3"),
+        (_swapped, "its history record 0 is of epoch 2, not 1"),
+        (lambda m: _with(m, "step", 45), "its step is 45, but its last epoch ended at step 44"),
+        (lambda m: _with(m, "history.1.step", 22), "record 1 is at step 22, not after step 22"),
+        (lambda m: _with(m, "history.0.step", 99), "record 0 is at step 99, not after step 0 and"),
+        (lambda m: _with(m, "history.1.threads", 0), "its history record 1 has 0 threads"),
+        (lambda m: _with(m, "data_fingerprint", {"shape": [1]}), "'data_fingerprint' is not a"),
+        (lambda m: _with(m, "data_fingerprint.blake2b", "x" * 32), "'data_fingerprint' is not"),
+    ],
+)
+def test_a_checkpoint_whose_progress_disagrees_is_damaged(run_dir, tmp_path, change, needle):
+    # the epoch, the step count and the per-epoch history were each trusted alone: a history
+    # of one epoch in a checkpoint of two resumed and wrote metrics.jsonl without epoch 1
+    out = _crafted(run_dir, tmp_path, change(_meta(run_dir)))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(out)
+    message = str(info.value)
+    assert message.startswith(f"{out / 'checkpoint.npz'} is damaged: ") and "\n" not in message
+    assert needle in message and message.endswith("; use another checkpoint or train again")
+
+
+def test_a_checkpoint_without_history_loads_but_does_not_resume(run_dir, tmp_path):
+    # save_checkpoint(path, model, epoch=2) with no history: a model saved by hand is looked at
+    # as before; resuming it would write metrics.jsonl without its first epochs
+    out = _crafted(run_dir, tmp_path, _with(_meta(run_dir), "history", []))
+    model, ckpt = load_model(out)
+    assert ckpt.epoch == 2 and ckpt.history == []
+    config = TrainConfig.from_dict(ckpt.train_config, out_dir=str(out), epochs=3)
+    with pytest.raises(CheckpointError, match="it records no history of its 2 epochs"):
+        Trainer(model, load_dataset("digits"), config).fit(resume=True)
+    assert (out / "metrics.jsonl").read_bytes() == (run_dir / "metrics.jsonl").read_bytes()
 
 
 # ------------------------------------------------------------------ resume with other flags

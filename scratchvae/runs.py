@@ -1,0 +1,69 @@
+"""A run folder as the commands find it: the backend it runs on, its model and checkpoint, and
+the data it was trained on (:mod:`scratchvae.commands` does the rest of each command)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .backend import Backend, BackendError, get_backend
+from .checkpoint import load_checkpoint, load_model
+from .cliargs import PROG, CLIError
+from .data import Dataset, check_n_features, load_dataset
+from .data.load import NoSuchSplit
+from .models import AE
+from .resume import resume_data
+
+__all__ = ["backend_for", "data_likelihood", "load_run", "run_data"]
+
+
+def backend_for(
+    args: argparse.Namespace, saved: dict[str, Any], seed: int, fallback: bool = True
+) -> Backend:
+    """The backend a run was trained on (or --backend). A GPU run looked at where CuPy cannot
+    run (``fallback``: evaluate, sample, ...) uses NumPy, with a line saying so."""
+    given = getattr(args, "backend", None)
+    name, dtype = given or saved.get("name", "numpy"), saved.get("dtype") or "float32"
+    try:
+        return get_backend(name, dtype, seed)
+    except BackendError as exc:
+        if given or name == "numpy":
+            raise
+        if not fallback:  # resuming a GPU run
+            raise CLIError(f"{exc}; or resume on the CPU with --backend numpy") from None
+        print(
+            f"{PROG}: the run was trained on {name}, which cannot run here; using numpy",
+            file=sys.stderr,
+        )
+        return get_backend("numpy", dtype, seed)
+
+
+def load_run(args: argparse.Namespace, seed: int | None = None) -> tuple[AE, Any]:
+    """The model and checkpoint of run folder ``args.run`` (missing folder: one-line error)."""
+    run = Path(args.run)
+    if not run.exists():
+        raise CLIError(f"no run folder or checkpoint at {run}; train first: scratchvae train")
+    ckpt = load_checkpoint(run)
+    bk = backend_for(args, ckpt.backend, ckpt.backend.get("seed", 0) if seed is None else seed)
+    return load_model(ckpt, bk)
+
+
+def run_data(args: argparse.Namespace, ckpt: Any, model: AE, split: str) -> Dataset:
+    """The data set named on the command line, else the one recorded in the checkpoint."""
+    spec = resume_data(args.data, ckpt.train_config.get("data"), ckpt.path.parent)
+    data_dir = args.data_dir or ckpt.train_config.get("data_dir")
+    try:
+        data = load_dataset(spec, split, data_dir, likelihood=data_likelihood(model))
+    except NoSuchSplit as exc:  # the user's own file: say which flags choose other data
+        raise CLIError(
+            f"{exc.path} is one data set with no {split!r} split; pass --split train to use "
+            "it, or --data FILE with the held-out examples"
+        ) from None
+    check_n_features(data, model.n_features)
+    return data
+
+
+def data_likelihood(model: AE) -> str:
+    return "bernoulli" if model.lik.kind == "bernoulli" else "gaussian"
