@@ -8,7 +8,7 @@ import numpy as np  # numpy-boundary: building test inputs
 import pytest
 from matplotlib.figure import Figure
 
-from scratchvae import plots
+from scratchvae import figure_parts, plots
 from scratchvae.atomic import temp_files
 from scratchvae.autoencoders import DenoisingAE
 from scratchvae.backend import Backend
@@ -124,7 +124,8 @@ def figures(monkeypatch) -> list:
         drawn.append(fig)
         return save(fig, path)
 
-    monkeypatch.setattr(plots, "_save", keep)
+    for module in (plots, figure_parts):  # the figures of both save through _save
+        monkeypatch.setattr(module, "_save", keep)
     return drawn
 
 
@@ -219,11 +220,11 @@ def test_long_rows_wrap_into_blocks_of_inputs_above_reconstructions(tmp_path, di
     path = plot_reconstructions(x, x, SHAPE, tmp_path / "r.png")
     width, height = _png_size(path)
     assert width < 2000 and height < 2000 and height > width / 2
-    panels = plots._wrapped([("input", x), ("recon", x)], SHAPE)
+    panels = figure_parts._wrapped([("input", x), ("recon", x)], SHAPE)
     labels = [label for label, _ in panels]
     assert labels[:4] == ["input\n1-25", "recon\n1-25", "input\n26-50", "recon\n26-50"]
     assert labels[-1] == "recon\n276-297" and len({m.shape for _, m in panels}) == 1
-    assert [label for label, _ in plots._wrapped([("input", x[:20])], SHAPE)] == ["input"]
+    assert [label for label, _ in figure_parts._wrapped([("input", x[:20])], SHAPE)] == ["input"]
 
 
 def test_a_large_sample_grid_keeps_a_pixel_per_pixel(tmp_path):
@@ -238,7 +239,7 @@ def test_a_save_removes_what_a_killed_save_left_and_keeps_a_live_one(tmp_path):
     save of that figure once nothing has written it for STALE_FIGURE seconds."""
     import os
 
-    from scratchvae.plots import STALE_FIGURE, plot_samples
+    from scratchvae.figure_parts import STALE_FIGURE
 
     dead, live = tmp_path / ".samples.png.dead.tmp", tmp_path / ".samples.png.live.tmp"
     for tmp, age in ((dead, STALE_FIGURE + 60), (live, 5)):
