@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         grids[f"{name} samples"] = samples[:64]
         result[name] = {"nn": float(nn.mean()), "code_std": std.tolist()}
     _common.show(side_by_side(grids, shape, s.out / "ae_vs_vae_samples.png"))
-    print(f"done in {s.elapsed()}")
+    print(f"done in {s.elapsed()} in all")
     return {**result, "out": s.out}
 
 

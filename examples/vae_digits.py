@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     _common.show(plots.plot_manifold(model2, shape, s.out / "manifold_2d.png"))
     y = None if s.test.y is None else s.test.y[:2000]
     _common.show(plots.plot_latent(model2, s.x_test(2000), y, s.out / "latent_2d.png"))
-    print(f"done in {s.elapsed()}")
+    print(f"done in {s.elapsed()} in all")
     return {"latent": result, "latent2": result2, "out": s.out}
 
 

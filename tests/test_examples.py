@@ -205,3 +205,52 @@ def test_estimator_variance_writes_under_the_repository_by_default():
     module, common = _import_example("estimator_variance")
     assert module.DEFAULT_OUT == common.HERE / "out" / "estimator_variance"
     assert module.DEFAULT_OUT.is_absolute()
+
+
+def test_the_seed_sets_the_train_validation_split_too(tmp_path, monkeypatch):
+    """--seed reached the weights only: the trainer's split was seed 0's whatever --seed said."""
+    import scratchvae.train
+    from scratchvae.data import train_val_split
+    from scratchvae.models import AE
+
+    _, common = _import_example("sparse_ae")
+    splits = {}
+
+    def recorded(n, val_fraction, seed):
+        splits[seed] = train_val_split(n, val_fraction, seed)[1]
+        return train_val_split(n, val_fraction, seed)
+
+    monkeypatch.setattr(scratchvae.train, "train_val_split", recorded)
+    for seed in ("0", "3"):
+        argv = ["--n-train", "40", "--epochs", "1", "--seed", seed, "--out", str(tmp_path)]
+        s = common.setup("sparse_ae", argv, common.parser("t"), {"digits": 9})
+        common.train(AE(64, hidden=(), latent=2, backend=s.backend), s)
+    assert sorted(splits) == [0, 3]
+    assert list(splits[0]) == list(train_val_split(40, 0.1, 0)[1])  # the default: as before
+    assert list(splits[0]) != list(splits[3])
+
+
+def test_a_training_line_times_that_training_alone(tmp_path, monkeypatch, capsys):
+    """The time printed after a model's training included the data loading and every model
+    trained before it (and "1 epochs")."""
+    from types import SimpleNamespace
+
+    from scratchvae.train import History
+
+    _, common = _import_example("sparse_ae")
+    clock = SimpleNamespace(now=100.0)
+    monkeypatch.setattr(common, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+
+    def fit(model, data, config):  # 7 s of training
+        clock.now += 7.0
+        return History([{"epoch": 1, "train_loss": 1.0}])
+
+    monkeypatch.setattr(common, "fit", fit)
+    argv = ["--n-train", "40", "--epochs", "1", "--out", str(tmp_path)]
+    s = common.setup("sparse_ae", argv, common.parser("t"), {"digits": 9})
+    clock.now += 30.0  # something else before the training (an evaluation, figures)
+    common.train(object(), s)
+    common.train(object(), s)
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [line.split(";")[0] for line in lines] == ["  object: 1 epoch in 7.0 s"] * 2
+    assert s.elapsed() == "44.0 s"
