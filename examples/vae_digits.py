@@ -17,6 +17,7 @@ import _common
 
 from scratchvae import plots
 from scratchvae.cliargs import COUNT, NATURAL
+from scratchvae.data.labels import class_names
 from scratchvae.evaluate import evaluate
 from scratchvae.models import VAE
 
@@ -71,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report("VAE latent=2", result2)
     _common.show(plots.plot_manifold(model2, shape, s.out / "manifold_2d.png"))
     y = None if s.test.y is None else s.test.y[:2000]
-    _common.show(plots.plot_latent(model2, s.x_test(2000), y, s.out / "latent_2d.png"))
+    names = class_names(s.test.name)  # Fashion-MNIST: "Trouser", not 1
+    _common.show(plots.plot_latent(model2, s.x_test(2000), y, s.out / "latent_2d.png", names))
     print(f"done in {s.elapsed()} in all")
     return {"latent": result, "latent2": result2, "out": s.out}
 

@@ -43,6 +43,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy.stats import norm  # noqa: E402  # numpy-boundary: plotting (prior quantiles)
 
 from .backend import to_numpy  # noqa: E402
+from .data.labels import class_names  # noqa: E402
 from .figure_parts import (  # noqa: E402
     FIGURE_SUFFIXES,
     PathLike,
@@ -124,11 +125,15 @@ def _pca2(codes: np.ndarray) -> tuple[np.ndarray, str]:
 MAX_LEGEND_LABELS = 10  # up to this many distinct labels: one colour each and a legend
 
 
-def plot_latent(model: AE, x: Any, y: Any, path: PathLike) -> Path:
+def plot_latent(
+    model: AE, x: Any, y: Any, path: PathLike, class_names: Sequence[str] | None = None
+) -> Path:
     """Encoder means (an AE's codes) of x (N, D), coloured by label y (N,) (None: uncoloured).
 
     A few distinct labels (classes, at most :data:`MAX_LEGEND_LABELS`) get one colour each and
-    a legend; more (or values that are not classes) a continuous colour bar."""
+    a legend, which names label i ``class_names[i]`` when given (Fashion-MNIST's
+    :data:`~scratchvae.data.labels.FASHION_MNIST_CLASSES`); more labels (or values that are not
+    classes) a continuous colour bar."""
     points, axis = _pca2(_code(model, x))
     fig, ax = plt.subplots(figsize=(6, 5))
     if points.shape[1] == 1:
@@ -142,11 +147,12 @@ def plot_latent(model: AE, x: Any, y: Any, path: PathLike) -> Path:
         colours = palette[np.searchsorted(classes, labels)]
         ax.scatter(points[:, 0], points[:, 1], c=colours, s=6, alpha=0.8)
         handles = [
-            Line2D([], [], ls="", marker="o", color=palette[i], label=_label_text(c))
+            Line2D([], [], ls="", marker="o", color=palette[i], label=_label_text(c, class_names))
             for i, c in enumerate(classes)
         ]
         beside = {"loc": "center left", "bbox_to_anchor": (1.01, 0.5), "frameon": False}
-        ax.legend(handles=handles, title="label", **beside)  # right of the axes
+        title = "label" if class_names is None else "class"
+        ax.legend(handles=handles, title=title, **beside)  # right of the axes
     else:
         sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="viridis", s=6, alpha=0.8)
         fig.colorbar(sc, ax=ax, label="label")
@@ -158,10 +164,12 @@ def plot_latent(model: AE, x: Any, y: Any, path: PathLike) -> Path:
     return _save(fig, path)
 
 
-def _label_text(label: Any) -> str:
-    """'3' for 3 or 3.0, else str(label)."""
+def _label_text(label: Any, names: Sequence[str] | None = None) -> str:
+    """names[3] (when given) or '3' for 3 or 3.0, else str(label)."""
     if isinstance(label, (float, np.floating)) and float(label).is_integer():
-        return str(int(label))
+        label = int(label)
+    if names is not None and isinstance(label, (int, np.integer)) and 0 <= label < len(names):
+        return names[label]
     return str(label)
 
 
@@ -279,7 +287,8 @@ def save_standard_figures(
     paths.append(plot_samples(model.sample(64), shape, out / "samples.png"))
     many = _spread(data.n, 2000)
     labels = None if data.y is None else data.y[many]
-    paths.append(plot_latent(model, data.get_batch(many), labels, out / "latent.png"))
+    names = class_names(data.name)  # Fashion-MNIST's legend: "Trouser", not 1
+    paths.append(plot_latent(model, data.get_batch(many), labels, out / "latent.png", names))
     paths.append(plot_interpolation(model, x_show[0], x_show[1], shape, out / "interp.png"))
     if isinstance(model, VAE) and model.latent == 2:
         paths.append(plot_manifold(model, shape, out / "manifold.png"))

@@ -254,3 +254,33 @@ def test_a_training_line_times_that_training_alone(tmp_path, monkeypatch, capsys
     lines = capsys.readouterr().out.splitlines()[1:]
     assert [line.split(";")[0] for line in lines] == ["  object: 1 epoch in 7.0 s"] * 2
     assert s.elapsed() == "44.0 s"
+
+
+def test_vae_digits_names_fashion_mnist_classes_in_its_latent_legends(tmp_path, monkeypatch):
+    """Both latent figures of a Fashion-MNIST run said 0..9 (here a stand-in archive of random
+    images in the place of fashion-mnist-train.npz / -test.npz, read without a download)."""
+    import numpy as np  # numpy-boundary: building a stand-in data set
+
+    from scratchvae import plots
+    from scratchvae.data.labels import FASHION_MNIST_CLASSES
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "fashion-mnist").mkdir()
+    for split, n in (("train", 300), ("test", 40)):
+        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        np.savez(
+            tmp_path / "fashion-mnist" / f"fashion-mnist-{split}.npz", x=x, y=np.arange(n) % 10
+        )
+    names, draw = [], plots.plot_latent
+
+    def recorded(model, x, y, path, class_names=None):
+        names.append((path.name, class_names))
+        return draw(model, x, y, path, class_names)
+
+    monkeypatch.setattr(plots, "plot_latent", recorded)
+    argv = ["--data", "fashion-mnist", "--data-dir", str(tmp_path), "--iw-samples", "0"]
+    run_example("vae_digits", tmp_path / "out", *argv)
+    assert names == [
+        ("latent.png", FASHION_MNIST_CLASSES),
+        ("latent_2d.png", FASHION_MNIST_CLASSES),
+    ]

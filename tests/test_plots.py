@@ -13,6 +13,7 @@ from scratchvae.atomic import temp_files
 from scratchvae.autoencoders import DenoisingAE
 from scratchvae.backend import Backend
 from scratchvae.data import dataset_from_array, load_dataset
+from scratchvae.data.labels import FASHION_MNIST_CLASSES, class_names
 from scratchvae.models import VAE
 from scratchvae.plots import (
     FIGURE_SUFFIXES,
@@ -152,6 +153,30 @@ def test_a_one_dimensional_code_and_float_labels(tmp_path, digits, figures):
     np.testing.assert_allclose(np.asarray(offsets)[:, 0], np.ravel(vae1.encode(x)[0]), rtol=1e-6)
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("z1", "z2")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1", "2.5", "3"]
+
+
+def _legend(fig) -> tuple[str, list[str]]:
+    legend = fig.axes[0].get_legend()
+    return legend.get_title().get_text(), [t.get_text() for t in legend.get_texts()]
+
+
+def test_fashion_mnist_classes_are_named_in_the_latent_legend(tmp_path, digits, vae2, figures):
+    """Fashion-MNIST's latent figure said 0..9; it names the classes, MNIST's keeps its digits
+    (the standard set of ``scratchvae train`` / ``scratchvae plot`` as well as plot_latent)."""
+    x = digits.get_batch(slice(None))
+    plot_latent(vae2, x, digits.y, tmp_path / "l.png", FASHION_MNIST_CLASSES)
+    title, texts = _legend(figures[-1])
+    assert title == "class" and texts == [FASHION_MNIST_CLASSES[c] for c in np.unique(digits.y)]
+    assert "Ankle boot" in texts and "T-shirt/top" in texts
+    for name, expected in (("fashion-mnist", list(FASHION_MNIST_CLASSES)), ("mnist", None)):
+        data = dataset_from_array(digits.x, digits.y, name)
+        figures.clear()
+        save_standard_figures(vae2, data, None, tmp_path / name)
+        (latent,) = [f for f in figures if f.axes[0].get_legend() is not None]
+        title, texts = _legend(latent)
+        assert texts == (expected or [str(c) for c in range(10)])
+        assert title == ("class" if expected else "label")
+    assert class_names("fashion-mnist") == FASHION_MNIST_CLASSES and class_names("mnist") is None
 
 
 def test_features_get_a_colour_scale(tmp_path, figures):
