@@ -5,6 +5,7 @@ anything given as a backend array is copied to the host with ``to_numpy`` first.
 not images (``image_shape`` None) are drawn as 1 x D strips.
 
 * :func:`plot_reconstructions`   inputs above their reconstructions
+* :func:`plot_run_reconstructions`  the same of a run, its inputs binarized as in its training
 * :func:`plot_samples`           decoded draws from the prior
 * :func:`plot_manifold`          the decoder over a grid of prior quantiles (2-D latent)
 * :func:`plot_latent`            encoder means coloured by label (PCA to 2-D when latent > 2):
@@ -14,7 +15,8 @@ not images (``image_shape`` None) are drawn as 1 x D strips.
 * :func:`plot_denoising`         noisy input / output / clean, one row each
 * :func:`plot_imputation`        masked input / filled-in output / truth, one row each
 * :func:`plot_features`          one image per unit's weights, with a colour scale
-* :func:`save_standard_figures`  the set ``scratchvae train`` and ``scratchvae plot`` write
+* :func:`save_standard_figures`  the set ``scratchvae train`` and ``scratchvae plot`` write,
+                                 of the inputs as the run saw them (:func:`as_trained`)
 
 Each figure is written atomically (:func:`scratchvae.atomic.atomic_write`): a save that fails
 midway, on a full disk say, leaves the file that was there. The suffix of the path chooses the
@@ -42,7 +44,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy.stats import norm  # noqa: E402  # numpy-boundary: plotting (prior quantiles)
 
-from .backend import to_numpy  # noqa: E402
+from .backend import Backend, to_numpy  # noqa: E402
+from .data import binarize as binarize_images  # noqa: E402
 from .data.labels import class_names  # noqa: E402
 from .figure_parts import (  # noqa: E402
     FIGURE_SUFFIXES,
@@ -60,6 +63,8 @@ from .models import AE, VAE  # noqa: E402
 
 __all__ = [
     "FIGURE_SUFFIXES",
+    "INPUT_NOTES",
+    "as_trained",
     "figure_path",
     "plot_curves",
     "plot_denoising",
@@ -69,6 +74,7 @@ __all__ = [
     "plot_latent",
     "plot_manifold",
     "plot_reconstructions",
+    "plot_run_reconstructions",
     "plot_samples",
     "save_standard_figures",
 ]
@@ -197,7 +203,13 @@ def plot_curves(history: Sequence[Mapping[str, Any]] | Any, path: PathLike) -> P
 
 
 def plot_interpolation(
-    model: AE, x_a: Any, x_b: Any, image_shape: Shape, path: PathLike, steps: int = 10
+    model: AE,
+    x_a: Any,
+    x_b: Any,
+    image_shape: Shape,
+    path: PathLike,
+    steps: int = 10,
+    title: str = "interpolation in latent space (first and last: the two inputs)",
 ) -> Path:
     """Decode (1 - t) code(x_a) + t code(x_b) for t in [0, 1]; x_a, x_b: (D,) or (1, D)."""
     bk = model.backend
@@ -206,7 +218,6 @@ def plot_interpolation(
     t = np.linspace(0.0, 1.0, steps)[:, None]  # (steps, 1)
     decoded = _host(model.decode(bk.asarray((1 - t) * za + t * zb)))  # (steps, D)
     row = np.concatenate([_host(x_a).reshape(1, -1), decoded, _host(x_b).reshape(1, -1)])
-    title = "interpolation in latent space (first and last: the two inputs)"
     return _rows_figure([("", row)], image_shape, title, path)
 
 
@@ -266,35 +277,73 @@ def plot_features(
 
 
 # ------------------------------------------------------------------------------------ the set
+#: What a run's figures say of their inputs, per ``TrainConfig.binarize``: the model was trained
+#: on (and is shown) the binarized images, not the grey levels.
+INPUT_NOTES = {
+    "none": "",
+    "threshold": "binarized at 0.5, as in training",
+    "dynamic": "binarized by a Bernoulli draw per pixel, as in training",
+}
+
+
+def as_trained(x: Any, binarize_mode: str, backend: Any, seed: int = 0) -> Any:
+    """Grey-level rows x (N, D) as a run trained with ``binarize=binarize_mode`` saw them: as
+    they are, thresholded at 0.5, or one Bernoulli draw per pixel (from a generator seeded
+    ``seed``: the same figure every time). A backend array of ``backend``."""
+    noise = Backend(backend.name, backend.dtype.name, seed=seed)
+    return binarize_images(backend.asarray(x), binarize_mode, noise)
+
+
+def plot_run_reconstructions(
+    model: AE, x: Any, image_shape: Shape, path: PathLike, binarize: str = "none"
+) -> Path:
+    """A run's reconstructions of grey-level rows x (N, D), below its inputs as it was trained
+    on them (``binarize``, the run's ``TrainConfig.binarize``; the title says how)."""
+    x = as_trained(x, binarize, model.backend)
+    note = INPUT_NOTES[binarize]
+    title = "input / reconstruction" + (f"; input {note}" if note else "")
+    return plot_reconstructions(x, model.reconstruct(x), image_shape, path, title)
+
+
 def _spread(n_total: int, k: int) -> np.ndarray:
     """min(k, n_total) distinct indices evenly spread over 0..n_total-1 (sorted)."""
     return np.unique(np.linspace(0, n_total - 1, min(k, n_total)).astype(np.int64))
 
 
 def save_standard_figures(
-    model: AE, data: Any, history: Any, out_dir: PathLike, n: int = 10
+    model: AE, data: Any, history: Any, out_dir: PathLike, n: int = 10, binarize: str = "none"
 ) -> list[Path]:
     """Curves, reconstructions, samples, latent scatter, interpolation (+ manifold for a 2-D
-    VAE, denoising for a DenoisingAE) into ``out_dir``; returns the paths written."""
+    VAE, denoising for a DenoisingAE) into ``out_dir``; returns the paths written.
+
+    ``binarize``: the run's ``TrainConfig.binarize``. The model is given, and the figures show,
+    its inputs as it was trained on them (:func:`as_trained`), and the titles say so."""
     out = Path(out_dir)
     bk = model.backend
-    shape = data.image_shape
-    x_show = data.get_batch(_spread(data.n, n))  # evenly spread examples: no random state
+    shape, note = data.image_shape, INPUT_NOTES[binarize]
+    grey = data.get_batch(_spread(data.n, n))  # evenly spread examples
+    x_show = as_trained(grey, binarize, bk)
     paths = []
     if history is not None and len(history):
         paths.append(plot_curves(history, out / "curves.png"))
-    paths.append(plot_reconstructions(x_show, model.reconstruct(x_show), shape, out / "recon.png"))
+    paths.append(plot_run_reconstructions(model, grey, shape, out / "recon.png", binarize))
     paths.append(plot_samples(model.sample(64), shape, out / "samples.png"))
     many = _spread(data.n, 2000)
     labels = None if data.y is None else data.y[many]
     names = class_names(data.name)  # Fashion-MNIST's legend: "Trouser", not 1
-    paths.append(plot_latent(model, data.get_batch(many), labels, out / "latent.png", names))
-    paths.append(plot_interpolation(model, x_show[0], x_show[1], shape, out / "interp.png"))
+    x_many = as_trained(data.get_batch(many), binarize, bk)
+    paths.append(plot_latent(model, x_many, labels, out / "latent.png", names))
+    ends = "the two inputs" + (f", {note}" if note else "")
+    title = f"interpolation in latent space (first and last: {ends})"
+    paths.append(
+        plot_interpolation(model, x_show[0], x_show[1], shape, out / "interp.png", 10, title)
+    )
     if isinstance(model, VAE) and model.latent == 2:
         paths.append(plot_manifold(model, shape, out / "manifold.png"))
     if hasattr(model, "corrupt"):  # a DenoisingAE
-        noisy = model.corrupt(bk.asarray(x_show))
+        noisy = model.corrupt(x_show)
         out_img = model.reconstruct(noisy)
         title = f"denoising: {model.noise} noise {model.noise_level:g}"  # as it was trained
+        title += f" on the input {note}" if note else ""
         paths.append(plot_denoising(noisy, out_img, x_show, shape, out / "denoise.png", title))
     return paths

@@ -17,7 +17,9 @@ from scratchvae.data.labels import FASHION_MNIST_CLASSES, class_names
 from scratchvae.models import VAE
 from scratchvae.plots import (
     FIGURE_SUFFIXES,
+    INPUT_NOTES,
     _pca2,
+    as_trained,
     figure_path,
     plot_curves,
     plot_denoising,
@@ -307,3 +309,51 @@ def test_denoising_and_imputation_figures_take_a_title_and_a_dae_names_its_noise
     titles = [f._suptitle.get_text() for f in figures if f._suptitle is not None]
     assert titles[:2] == ["30% zeroed", "bottom half missing"]
     assert "denoising: mask noise 0.3" in titles
+
+
+def _shown(fig, row: int = 0) -> np.ndarray:
+    """The pixel values of one mosaic row of a rows figure (an input row, say)."""
+    return np.asarray(fig.axes[row].images[0].get_array())
+
+
+@pytest.mark.parametrize("mode", ["threshold", "dynamic"])
+def test_a_binarized_run_is_shown_the_binarized_input(tmp_path, digits, mode, figures):
+    """A run trained on binarized digits was drawn (and encoded) from the grey levels: its
+    inputs are now binarized as in training, and the titles say so."""
+    dae = DenoisingAE(64, hidden=[8], latent=2, noise="mask", noise_level=0.3, backend=Backend())
+    save_standard_figures(dae, digits, None, tmp_path / mode, binarize=mode)
+    recon, interp, denoise = (f for f in figures if f._suptitle is not None)
+    note = INPUT_NOTES[mode]
+    assert recon._suptitle.get_text() == f"input / reconstruction; input {note}"
+    assert interp._suptitle.get_text().endswith(f"the two inputs, {note})")
+    assert denoise._suptitle.get_text().endswith(f"on the input {note}")
+    for fig, row in ((recon, 0), (denoise, 2)):  # the input, the clean row
+        assert set(np.unique(_shown(fig, row))) == {0.0, 1.0}  # gaps 0, pixels 0 or 1
+    x = digits.get_batch(slice(None))
+    expected = as_trained(x, mode, Backend())
+    assert set(np.unique(np.asarray(expected))) == {0.0, 1.0}
+    if mode == "threshold":
+        np.testing.assert_array_equal(expected, x > 0.5)
+    figures.clear()
+    save_standard_figures(dae, digits, None, tmp_path / "grey")  # binarize "none": grey levels
+    recon = next(f for f in figures if f._suptitle is not None)
+    assert recon._suptitle.get_text() == "input / reconstruction"
+    assert len(np.unique(_shown(recon))) > 2
+
+
+def test_train_reconstruct_and_plot_show_a_binarized_run_its_binarized_input(tmp_path, figures):
+    """`scratchvae train`, `reconstruct` and `plot` follow the run's recorded binarization."""
+    from scratchvae.cli import main
+
+    run = tmp_path / "run"
+    tiny = ["--epochs", "1", "--hidden", "8", "--latent", "2", "--no-progress"]
+    assert main(["train", "--out", str(run), *tiny, "--binarize", "threshold"]) == 0
+    assert main(["reconstruct", str(run), "--out", str(tmp_path / "r.png")]) == 0
+    assert main(["plot", str(run)]) == 0
+    recons = [
+        f for f in figures if f._suptitle is not None and "reconstruction" in f._suptitle.get_text()
+    ]
+    assert len(recons) == 3
+    for fig in recons:
+        assert fig._suptitle.get_text().endswith("binarized at 0.5, as in training")
+        assert set(np.unique(_shown(fig))) == {0.0, 1.0}
