@@ -157,10 +157,13 @@ def setup(
     return Setup(args, backend, train, test, out, n_epochs, t0)
 
 
-def train(model: Any, s: Setup, epochs: int | None = None, **config: Any) -> History:
-    """Train with the library's trainer (Adam, shuffled minibatches), quietly. ``--seed`` seeds
-    the train/validation split and the validation noise (``TrainConfig.seed``) as well as the
-    backend (weights, shuffling), as ``scratchvae train --seed`` does."""
+def train(
+    model: Any, s: Setup, epochs: int | None = None, label: str | None = None, **config: Any
+) -> History:
+    """Train with the library's trainer (Adam, shuffled minibatches), quietly; the line printed
+    names the model ``label`` (default: its class, "VAE"). ``--seed`` seeds the train/validation
+    split and the validation noise (``TrainConfig.seed``) as well as the backend (weights,
+    shuffling), as ``scratchvae train --seed`` does."""
     batch = s.args.batch_size
     if batch is None:
         batch = 64 if s.small else 128
@@ -172,7 +175,7 @@ def train(model: Any, s: Setup, epochs: int | None = None, **config: Any) -> His
     took = time.perf_counter() - start
     last = history[-1]
     shown = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.startswith(("train_", "val_")))
-    n, name = len(history), type(model).__name__
+    n, name = len(history), label or type(model).__name__
     print(f"  {name}: {n} epoch{'' if n == 1 else 's'} in {took:.1f} s; last epoch: {shown}")
     return history
 

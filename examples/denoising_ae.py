@@ -50,8 +50,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ),
         "DAE mask": DenoisingAE(D, noise="mask", noise_level=MASKED, backend=s.backend, **kw),
     }
-    for model in models.values():
-        _common.train(model, s)
+    for name, model in models.items():
+        _common.train(model, s, label=name)
 
     clean = s.x_test(None if s.small else 2000)
     table: dict[str, dict[str, float]] = {}

@@ -250,9 +250,10 @@ def test_a_training_line_times_that_training_alone(tmp_path, monkeypatch, capsys
     s = common.setup("sparse_ae", argv, common.parser("t"), {"digits": 9})
     clock.now += 30.0  # something else before the training (an evaluation, figures)
     common.train(object(), s)
-    common.train(object(), s)
+    common.train(object(), s, label="DAE mask")  # which of two models of one class
     lines = capsys.readouterr().out.splitlines()[1:]
-    assert [line.split(";")[0] for line in lines] == ["  object: 1 epoch in 7.0 s"] * 2
+    heads = [line.split(";")[0] for line in lines]
+    assert heads == ["  object: 1 epoch in 7.0 s", "  DAE mask: 1 epoch in 7.0 s"]
     assert s.elapsed() == "44.0 s"
 
 
