@@ -68,6 +68,7 @@ class Setup:
     out: Path
     epochs: int
     t0: float  # the start: before the data are loaded
+    told_test_rows: bool = False  # whether a line said that only some test rows are used
 
     @property
     def small(self) -> bool:
@@ -75,7 +76,11 @@ class Setup:
         return self.train.n_features <= 256
 
     def x_test(self, n: int | None = None) -> Any:
-        """The first n test rows as a backend array (all when n is None)."""
+        """The first n test rows as a backend array (all when n is None). The first time that
+        is fewer than all of them, a line says so (the first line counted them all)."""
+        if n is not None and n < self.test.n and not self.told_test_rows:
+            print(f"  using the first {n:,} of the {self.test.n:,} test rows")
+            self.told_test_rows = True
         rows = self.test.get_batch(slice(0, n))
         return self.backend.asarray(rows)
 

@@ -192,6 +192,16 @@ def test_the_first_line_says_the_epochs_only_of_an_example_trained_by_epochs(tmp
     assert steps.endswith("40 train / 297 test rows")
 
 
+def test_a_line_says_when_only_some_test_rows_are_used(tmp_path, capsys):
+    """MNIST's examples evaluate the first 2,000 test images; the first line said 10000."""
+    _, common = _import_example("sparse_ae")
+    s = common.setup("sparse_ae", ["--out", str(tmp_path)], common.parser("t"), {"digits": 9})
+    s.x_test(None), s.x_test(400)  # all 297 rows: nothing to say
+    assert s.x_test(5).shape == (5, 64) and s.x_test(5).shape == (5, 64)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == ["  using the first 5 of the 297 test rows"]  # once
+
+
 def test_vae_digits_iw_samples_0_skips_the_bound(capsys):
     module, _ = _import_example("vae_digits")
     r = {"neg_elbo": 24.0, "recon": 20.0, "kl": 4.0, "iw_nll": None, "iw_samples": 0,
