@@ -321,7 +321,7 @@ def save_standard_figures(
     out = Path(out_dir)
     bk = model.backend
     shape, note = data.image_shape, INPUT_NOTES[binarize]
-    grey = data.get_batch(_spread(data.n, n))  # evenly spread examples
+    grey = data.get_batch(_spread(data.n, n))  # evenly spread examples: no random state
     x_show = as_trained(grey, binarize, bk)
     paths = []
     if history is not None and len(history):
