@@ -67,7 +67,8 @@ class Setup:
     test: Dataset
     out: Path
     epochs: int
-    t0: float
+    t0: float  # the start: before the data are loaded
+    told_test_rows: bool = False  # whether a line said that only some test rows are used
 
     @property
     def small(self) -> bool:
@@ -75,11 +76,16 @@ class Setup:
         return self.train.n_features <= 256
 
     def x_test(self, n: int | None = None) -> Any:
-        """The first n test rows as a backend array (all when n is None)."""
+        """The first n test rows as a backend array (all when n is None). The first time that
+        is fewer than all of them, a line says so (the first line counted them all)."""
+        if n is not None and n < self.test.n and not self.told_test_rows:
+            print(f"  using the first {n:,} of the {self.test.n:,} test rows")
+            self.told_test_rows = True
         rows = self.test.get_batch(slice(0, n))
         return self.backend.asarray(rows)
 
     def elapsed(self) -> str:
+        """The time since the script started, data loading included: the whole run."""
         return f"{time.perf_counter() - self.t0:.1f} s"
 
 
@@ -94,7 +100,12 @@ def parser(description: str) -> argparse.ArgumentParser:
         "--n-train", type=AT_LEAST_TWO, default=None, help="use only the first N training rows"
     )
     p.add_argument("--out", default=None, help="output folder (default examples/out/NAME)")
-    p.add_argument("--seed", type=NATURAL, default=0)
+    p.add_argument(
+        "--seed",
+        type=NATURAL,
+        default=0,
+        help="seed of the weights, the train/validation split and every random draw (default 0)",
+    )
     p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
     p.add_argument("--fast", action="store_true", help="a tiny run for smoke tests")
     return p
@@ -151,18 +162,26 @@ def setup(
     return Setup(args, backend, train, test, out, n_epochs, t0)
 
 
-def train(model: Any, s: Setup, epochs: int | None = None, **config: Any) -> History:
-    """Train with the library's trainer (Adam, shuffled minibatches), quietly."""
+def train(
+    model: Any, s: Setup, epochs: int | None = None, label: str | None = None, **config: Any
+) -> History:
+    """Train with the library's trainer (Adam, shuffled minibatches), quietly; the line printed
+    names the model ``label`` (default: its class, "VAE"). ``--seed`` seeds the train/validation
+    split and the validation noise (``TrainConfig.seed``) as well as the backend (weights,
+    shuffling), as ``scratchvae train --seed`` does."""
     batch = s.args.batch_size
     if batch is None:
         batch = 64 if s.small else 128
     epochs = s.epochs if epochs is None else epochs
-    cfg = dict(epochs=epochs, batch_size=batch, lr=1e-3, progress=False, seed=0)
+    cfg = dict(epochs=epochs, batch_size=batch, lr=1e-3, progress=False, seed=s.args.seed)
     cfg.update(config)
+    start = time.perf_counter()  # this model's training alone, not the phases before it
     history = fit(model, s.train, TrainConfig(**cfg))
+    took = time.perf_counter() - start
     last = history[-1]
     shown = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.startswith(("train_", "val_")))
-    print(f"  {type(model).__name__}: {len(history)} epochs; last epoch: {shown}  [{s.elapsed()}]")
+    n, name = len(history), label or type(model).__name__
+    print(f"  {name}: {n} epoch{'' if n == 1 else 's'} in {took:.1f} s; last epoch: {shown}")
     return history
 
 

@@ -66,9 +66,7 @@ def side_by_side(grids: dict[str, np.ndarray], shape: tuple[int, int], path: Any
         ax.imshow(tile(samples, shape), cmap="gray", vmin=0, vmax=1)
         ax.set_title(title)
         ax.set_axis_off()
-    return _common.save_figure(
-        fig, path, "decoded z ~ N(0, I): same architecture, same training time"
-    )
+    return _common.save_figure(fig, path, "decoded z ~ N(0, I): same architecture, same epochs")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -99,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         grids[f"{name} samples"] = samples[:64]
         result[name] = {"nn": float(nn.mean()), "code_std": std.tolist()}
     _common.show(side_by_side(grids, shape, s.out / "ae_vs_vae_samples.png"))
-    print(f"done in {s.elapsed()}")
+    print(f"done in {s.elapsed()} in all")
     return {**result, "out": s.out}
 
 

@@ -50,8 +50,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ),
         "DAE mask": DenoisingAE(D, noise="mask", noise_level=MASKED, backend=s.backend, **kw),
     }
-    for model in models.values():
-        _common.train(model, s)
+    for name, model in models.items():
+        _common.train(model, s, label=name)
 
     clean = s.x_test(None if s.small else 2000)
     table: dict[str, dict[str, float]] = {}
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"  {'model':14s} {'gaussian noise':>15s} {'masking noise':>15s}")
     for name in ("input", *models):
         print(f"  {name:14s} {table['gaussian'][name]:15.2f} {table['mask'][name]:15.2f}")
-    print(f"done in {s.elapsed()}")
+    print(f"done in {s.elapsed()} in all")
     return {"errors": table, "out": s.out}
 
 

@@ -58,7 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = _common.Parser(prog="estimator_variance.py", description=description)
     default_out = "examples/out/estimator_variance/ in this repository, wherever run from"
     p.add_argument("--out", default=None, help=f"output folder (default {default_out})")
-    p.add_argument("--seed", type=NATURAL, default=0)
+    p.add_argument(
+        "--seed", type=NATURAL, default=0, help="seed of the weights and every draw (default 0)"
+    )
     p.add_argument("--steps", type=NATURAL, default=1500, help="Adam steps training the VAE")
     p.add_argument("--hidden", type=COUNT, default=128)
     p.add_argument("--latent", type=COUNT, default=8)

@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rows = gradient_snr(model, s.x_test(s.args.batch), ks=ks, repeats=repeats)
     print(format_snr(rows))
     _common.show(plot(rows, s.out / "iwae_snr.png"))
-    print(f"done in {s.elapsed()}")
+    print(f"done in {s.elapsed()} in all")
     return {"rows": rows, "out": s.out}
 
 

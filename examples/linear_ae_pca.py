@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             axes[row][j].set_axis_off()
     title = f"top: principal axes 1..{k};  bottom: their projection on the AE's subspace"
     _common.show(_common.save_figure(fig, s.out / "pca_vs_linear_ae.png", title))
-    print(f"done in {s.elapsed()}")
+    print(f"done in {s.elapsed()} in all")
     return {"max_angle_deg": float(angles.max()), "loss": losses[-1], "pca_loss": float(best)}
 
 

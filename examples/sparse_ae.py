@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     _common.show(plot_features(dec, shape, s.out / "decoder_features.png", title))
     title = "encoder weights per hidden unit (red +, blue -)"
     _common.show(plot_features(enc, shape, s.out / "encoder_features.png", title))
-    print(f"done in {s.elapsed()}")
+    print(f"done in {s.elapsed()} in all")
     return {"mean_activation": float(h.mean()), "rho": rho, "out": s.out}
 
 

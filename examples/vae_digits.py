@@ -17,6 +17,7 @@ import _common
 
 from scratchvae import plots
 from scratchvae.cliargs import COUNT, NATURAL
+from scratchvae.data.labels import class_names
 from scratchvae.evaluate import evaluate
 from scratchvae.models import VAE
 
@@ -59,20 +60,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     x_test = s.x_test(None if s.small else 2000)  # MNIST: the first 2,000 test digits
 
     model = VAE(D, hidden=hidden, latent=latent, backend=s.backend)
-    history = _common.train(model, s, warmup_epochs=min(10, s.epochs / 2))
+    warmup = min(10, s.epochs / 2)
+    history = _common.train(model, s, label=f"VAE latent={latent}", warmup_epochs=warmup)
     result = evaluate(model, x_test, iw_samples=k, seed=s.args.seed)
     report(f"VAE latent={latent}", result)
     for path in plots.save_standard_figures(model, s.test, history, s.out):
         _common.show(path)
 
     model2 = VAE(D, hidden=hidden, latent=2, backend=s.backend)
-    _common.train(model2, s, warmup_epochs=min(10, s.epochs / 2))
+    _common.train(model2, s, label="VAE latent=2", warmup_epochs=warmup)
     result2 = evaluate(model2, x_test, iw_samples=k, seed=s.args.seed)
     report("VAE latent=2", result2)
     _common.show(plots.plot_manifold(model2, shape, s.out / "manifold_2d.png"))
     y = None if s.test.y is None else s.test.y[:2000]
-    _common.show(plots.plot_latent(model2, s.x_test(2000), y, s.out / "latent_2d.png"))
-    print(f"done in {s.elapsed()}")
+    names = class_names(s.test.name)  # Fashion-MNIST: "Trouser", not 1
+    _common.show(plots.plot_latent(model2, s.x_test(2000), y, s.out / "latent_2d.png", names))
+    print(f"done in {s.elapsed()} in all")
     return {"latent": result, "latent2": result2, "out": s.out}
 
 

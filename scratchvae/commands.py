@@ -190,7 +190,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _say(_start_line(model, data, config, args.resume))
     history = fit(model, data, config, resume=args.resume, replace=args.force)
     args.trained = True  # Ctrl-C from here on: the run is done, its figures are not
-    figures = [] if args.no_figures else _figures(model, data, history, out)
+    figures = [] if args.no_figures else _figures(model, data, history, out, config.to_dict())
     print(_summary(history, out, len(figures)))
     return 0
 
@@ -260,10 +260,10 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _figures(model: AE, data: Dataset, history: Any, out: Path) -> list[Path]:
+def _figures(model: AE, data: Dataset, history: Any, out: Path, config: dict) -> list[Path]:
     from .plots import save_standard_figures  # matplotlib: imported only when drawing
 
-    return save_standard_figures(model, data, history, out)
+    return save_standard_figures(model, data, history, out, binarize=config.get("binarize", "none"))
 
 
 # ============================================================================ evaluate
@@ -330,14 +330,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from .plots import plot_reconstructions
+    from .plots import plot_run_reconstructions
 
     _check_n(args.n, MAX_RECONSTRUCTIONS)
     out = _figure_out(args, "recon.png")
     model, ckpt = load_run(args)
     data = run_data(args, ckpt, model, args.split)
     x = data.get_batch(slice(0, min(args.n, data.n)))
-    path = plot_reconstructions(x, model.reconstruct(x), data.image_shape, out)
+    mode = ckpt.train_config.get("binarize", "none")  # the inputs shown as the run saw them
+    path = plot_run_reconstructions(model, x, data.image_shape, out, mode)
     print(f"{PROG}: wrote {path}")
     return 0
 
@@ -345,6 +346,6 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     model, ckpt = load_run(args)
     data = run_data(args, ckpt, model, "train")
-    paths = _figures(model, data, ckpt.history, _out_dir(args.run))
+    paths = _figures(model, data, ckpt.history, _out_dir(args.run), ckpt.train_config)
     print(f"{PROG}: wrote {len(paths)} figures: {', '.join(str(p) for p in paths)}")
     return 0

@@ -5,6 +5,7 @@ anything given as a backend array is copied to the host with ``to_numpy`` first.
 not images (``image_shape`` None) are drawn as 1 x D strips.
 
 * :func:`plot_reconstructions`   inputs above their reconstructions
+* :func:`plot_run_reconstructions`  the same of a run, its inputs binarized as in its training
 * :func:`plot_samples`           decoded draws from the prior
 * :func:`plot_manifold`          the decoder over a grid of prior quantiles (2-D latent)
 * :func:`plot_latent`            encoder means coloured by label (PCA to 2-D when latent > 2):
@@ -14,12 +15,14 @@ not images (``image_shape`` None) are drawn as 1 x D strips.
 * :func:`plot_denoising`         noisy input / output / clean, one row each
 * :func:`plot_imputation`        masked input / filled-in output / truth, one row each
 * :func:`plot_features`          one image per unit's weights, with a colour scale
-* :func:`save_standard_figures`  the set ``scratchvae train`` and ``scratchvae plot`` write
+* :func:`save_standard_figures`  the set ``scratchvae train`` and ``scratchvae plot`` write,
+                                 of the inputs as the run saw them (:func:`as_trained`)
 
 Each figure is written atomically (:func:`scratchvae.atomic.atomic_write`): a save that fails
 midway, on a full disk say, leaves the file that was there. The suffix of the path chooses the
 format (:data:`FIGURE_SUFFIXES`); a path without one gets ``.png``, and the path returned is
-the file written.
+the file written. The pieces the figures are built from (mosaics, rows of images, the save)
+are in :mod:`scratchvae.figure_parts`.
 
 This module is an I/O boundary (it hands host arrays to matplotlib), so it imports NumPy.
 """
@@ -27,7 +30,6 @@ This module is an I/O boundary (it hands host arrays to matplotlib), so it impor
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,12 +44,27 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy.stats import norm  # noqa: E402  # numpy-boundary: plotting (prior quantiles)
 
-from .atomic import atomic_write, remove_stale_temp_files  # noqa: E402
-from .backend import to_numpy  # noqa: E402
+from .backend import Backend, to_numpy  # noqa: E402
+from .data import binarize as binarize_images  # noqa: E402
+from .data.labels import class_names  # noqa: E402
+from .figure_parts import (  # noqa: E402
+    FIGURE_SUFFIXES,
+    PathLike,
+    Shape,
+    _grid_figure,
+    _host,
+    _images,
+    _rows_figure,
+    _save,
+    _tile,
+    figure_path,
+)
 from .models import AE, VAE  # noqa: E402
 
 __all__ = [
     "FIGURE_SUFFIXES",
+    "INPUT_NOTES",
+    "as_trained",
     "figure_path",
     "plot_curves",
     "plot_denoising",
@@ -57,128 +74,12 @@ __all__ = [
     "plot_latent",
     "plot_manifold",
     "plot_reconstructions",
+    "plot_run_reconstructions",
     "plot_samples",
     "save_standard_figures",
 ]
 
-PathLike = str | os.PathLike
-Shape = tuple[int, int] | None
-
-# what a figure may be saved as: matplotlib's own writers and Pillow's common ones (not pgf,
-# which needs LaTeX, nor raw pixel dumps)
-FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".eps", ".jpg", ".jpeg")
-MAX_ROW = 20  # images in one row of a rows figure before it wraps
 MAX_MARKED_EPOCHS = 30  # up to this many epochs, each epoch's point is marked on the curves
-STALE_FIGURE = 600  # seconds: a figure's save takes seconds; a temporary file older is a dead one
-
-
-# ------------------------------------------------------------------------------------ helpers
-def _host(a: Any) -> np.ndarray:
-    return np.asarray(to_numpy(a), dtype=np.float64)
-
-
-def _images(rows: Any, image_shape: Shape) -> np.ndarray:
-    """(N, D) -> (N, H, W) host array (a 1 x D strip per row when there is no image shape)."""
-    rows = _host(rows)
-    rows = rows.reshape(len(rows), -1)
-    h, w = image_shape if image_shape is not None else (1, rows.shape[1])
-    return rows.reshape(len(rows), h, w)
-
-
-def _tile(images: np.ndarray, ncols: int, pad: int = 1) -> np.ndarray:
-    """(N, H, W) -> one (rows*(H+pad)+pad, ncols*(W+pad)+pad) mosaic, empty cells left at 0."""
-    n, h, w = images.shape
-    nrows = math.ceil(n / ncols)
-    out = np.zeros((nrows * (h + pad) + pad, ncols * (w + pad) + pad))
-    for i, im in enumerate(images):
-        r, c = divmod(i, ncols)
-        top, left = pad + r * (h + pad), pad + c * (w + pad)
-        out[top : top + h, left : left + w] = im
-    return out
-
-
-def figure_path(path: PathLike) -> Path:
-    """Where a figure asked for at ``path`` is written: ``.png`` added to a name without a
-    suffix (as matplotlib would, so the path returned is the file written); a suffix not in
-    :data:`FIGURE_SUFFIXES` raises ValueError."""
-    path = Path(path)
-    if not path.suffix:
-        return path.with_name(path.name + ".png")
-    if path.suffix.lower() not in FIGURE_SUFFIXES:
-        raise ValueError(
-            f"cannot write a figure to {path}: {path.suffix} is not one of "
-            f"{', '.join(FIGURE_SUFFIXES)}; end the file name in .png"
-        )
-    return path
-
-
-def _save(fig: Any, path: PathLike) -> Path:
-    """Write ``fig`` atomically: a failure midway (a full disk) leaves the file that was there
-    before, never a truncated or empty one."""
-    try:
-        path = figure_path(path)
-        remove_stale_temp_files(path, STALE_FIGURE)  # a save killed mid-way left it
-        with atomic_write(path) as f:
-            fig.savefig(f, format=path.suffix[1:].lower(), dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
-
-
-def _row_length(n: int, n_rows: int) -> int:
-    """Images per row: all n up to MAX_ROW; past that about sqrt(n_rows * n), so that the
-    wrapped blocks make a roughly square figure instead of one row thousands of pixels long."""
-    return n if n <= MAX_ROW else max(MAX_ROW, math.ceil(math.sqrt(n_rows * n)))
-
-
-def _wrapped(rows: Sequence[tuple[str, Any]], image_shape: Shape) -> list[tuple[str, Any]]:
-    """(label, mosaic) panels: each block of columns shows every row in turn (an input above
-    its reconstruction), labelled with the examples' numbers once a row wraps."""
-    n = len(_host(rows[0][1]))
-    ncols = _row_length(n, len(rows))
-    panels = []
-    for start in range(0, n, ncols):
-        stop = min(start + ncols, n)
-        for label, arr in rows:
-            mosaic = _tile(_images(_host(arr)[start:stop], image_shape), ncols=ncols)
-            where = f"{start + 1}-{stop}" if ncols < n else ""
-            panels.append(("\n".join(t for t in (label, where) if t), mosaic))
-    return panels
-
-
-def _rows_figure(rows: Sequence[tuple[str, Any]], image_shape: Shape, title: str, path: PathLike):
-    """One labelled mosaic row per (label, (N, D) array), all N the same, wrapped into blocks
-    of rows past MAX_ROW images. The figure takes the mosaics' shape (no blank band above or
-    below a long thin row); 1 x D strips (no image shape) are stretched to a readable height."""
-    panels = _wrapped(rows, image_shape)
-    mosaic_h, mosaic_w = panels[0][1].shape
-    width = max(4.0, 0.6 * _row_length(len(_host(rows[0][1])), len(rows)))
-    row_height = width * mosaic_h / mosaic_w if image_shape else 0.5
-    size = (width, len(panels) * row_height * 1.08 + 0.35)  # + the title's line
-    fig, axes = plt.subplots(len(panels), 1, figsize=size, layout="constrained")
-    fig.get_layout_engine().set(h_pad=0.02, w_pad=0.02, hspace=0.0)
-    aspect = "equal" if image_shape else "auto"
-    for ax, (label, mosaic) in zip(np.atleast_1d(axes), panels, strict=True):
-        ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, aspect=aspect)
-        ax.set_ylabel(label, rotation=0, ha="right", va="center")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for side in ax.spines.values():
-            side.set_visible(False)
-    fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
-
-
-def _grid_figure(images: np.ndarray, ncols: int, title: str, path: PathLike) -> Path:
-    """A mosaic of images, 6 inches wide, wider when that would draw an image's pixels
-    smaller than the screen's (a large grid stays legible)."""
-    mosaic = _tile(images, ncols)
-    width = max(6.0, mosaic.shape[1] / 75)  # the axes get ~3/4 of the width, at 100 dpi
-    fig, ax = plt.subplots(figsize=(width, width * mosaic.shape[0] / mosaic.shape[1] + 0.4))
-    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1)
-    ax.set_axis_off()
-    ax.set_title(title)
-    return _save(fig, path)
 
 
 def _code(model: AE, x: Any) -> np.ndarray:
@@ -230,11 +131,15 @@ def _pca2(codes: np.ndarray) -> tuple[np.ndarray, str]:
 MAX_LEGEND_LABELS = 10  # up to this many distinct labels: one colour each and a legend
 
 
-def plot_latent(model: AE, x: Any, y: Any, path: PathLike) -> Path:
+def plot_latent(
+    model: AE, x: Any, y: Any, path: PathLike, class_names: Sequence[str] | None = None
+) -> Path:
     """Encoder means (an AE's codes) of x (N, D), coloured by label y (N,) (None: uncoloured).
 
     A few distinct labels (classes, at most :data:`MAX_LEGEND_LABELS`) get one colour each and
-    a legend; more (or values that are not classes) a continuous colour bar."""
+    a legend, which names label i ``class_names[i]`` when given (Fashion-MNIST's
+    :data:`~scratchvae.data.labels.FASHION_MNIST_CLASSES`); more labels (or values that are not
+    classes) a continuous colour bar."""
     points, axis = _pca2(_code(model, x))
     fig, ax = plt.subplots(figsize=(6, 5))
     if points.shape[1] == 1:
@@ -248,11 +153,12 @@ def plot_latent(model: AE, x: Any, y: Any, path: PathLike) -> Path:
         colours = palette[np.searchsorted(classes, labels)]
         ax.scatter(points[:, 0], points[:, 1], c=colours, s=6, alpha=0.8)
         handles = [
-            Line2D([], [], ls="", marker="o", color=palette[i], label=_label_text(c))
+            Line2D([], [], ls="", marker="o", color=palette[i], label=_label_text(c, class_names))
             for i, c in enumerate(classes)
         ]
         beside = {"loc": "center left", "bbox_to_anchor": (1.01, 0.5), "frameon": False}
-        ax.legend(handles=handles, title="label", **beside)  # right of the axes
+        title = "label" if class_names is None else "class"
+        ax.legend(handles=handles, title=title, **beside)  # right of the axes
     else:
         sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="viridis", s=6, alpha=0.8)
         fig.colorbar(sc, ax=ax, label="label")
@@ -264,10 +170,12 @@ def plot_latent(model: AE, x: Any, y: Any, path: PathLike) -> Path:
     return _save(fig, path)
 
 
-def _label_text(label: Any) -> str:
-    """'3' for 3 or 3.0, else str(label)."""
+def _label_text(label: Any, names: Sequence[str] | None = None) -> str:
+    """names[3] (when given) or '3' for 3 or 3.0, else str(label)."""
     if isinstance(label, (float, np.floating)) and float(label).is_integer():
-        return str(int(label))
+        label = int(label)
+    if names is not None and isinstance(label, (int, np.integer)) and 0 <= label < len(names):
+        return names[label]
     return str(label)
 
 
@@ -295,7 +203,13 @@ def plot_curves(history: Sequence[Mapping[str, Any]] | Any, path: PathLike) -> P
 
 
 def plot_interpolation(
-    model: AE, x_a: Any, x_b: Any, image_shape: Shape, path: PathLike, steps: int = 10
+    model: AE,
+    x_a: Any,
+    x_b: Any,
+    image_shape: Shape,
+    path: PathLike,
+    steps: int = 10,
+    title: str = "interpolation in latent space (first and last: the two inputs)",
 ) -> Path:
     """Decode (1 - t) code(x_a) + t code(x_b) for t in [0, 1]; x_a, x_b: (D,) or (1, D)."""
     bk = model.backend
@@ -304,7 +218,6 @@ def plot_interpolation(
     t = np.linspace(0.0, 1.0, steps)[:, None]  # (steps, 1)
     decoded = _host(model.decode(bk.asarray((1 - t) * za + t * zb)))  # (steps, D)
     row = np.concatenate([_host(x_a).reshape(1, -1), decoded, _host(x_b).reshape(1, -1)])
-    title = "interpolation in latent space (first and last: the two inputs)"
     return _rows_figure([("", row)], image_shape, title, path)
 
 
@@ -364,34 +277,73 @@ def plot_features(
 
 
 # ------------------------------------------------------------------------------------ the set
+#: What a run's figures say of their inputs, per ``TrainConfig.binarize``: the model was trained
+#: on (and is shown) the binarized images, not the grey levels.
+INPUT_NOTES = {
+    "none": "",
+    "threshold": "binarized at 0.5, as in training",
+    "dynamic": "binarized by a Bernoulli draw per pixel, as in training",
+}
+
+
+def as_trained(x: Any, binarize_mode: str, backend: Any, seed: int = 0) -> Any:
+    """Grey-level rows x (N, D) as a run trained with ``binarize=binarize_mode`` saw them: as
+    they are, thresholded at 0.5, or one Bernoulli draw per pixel (from a generator seeded
+    ``seed``: the same figure every time). A backend array of ``backend``."""
+    noise = Backend(backend.name, backend.dtype.name, seed=seed)
+    return binarize_images(backend.asarray(x), binarize_mode, noise)
+
+
+def plot_run_reconstructions(
+    model: AE, x: Any, image_shape: Shape, path: PathLike, binarize: str = "none"
+) -> Path:
+    """A run's reconstructions of grey-level rows x (N, D), below its inputs as it was trained
+    on them (``binarize``, the run's ``TrainConfig.binarize``; the title says how)."""
+    x = as_trained(x, binarize, model.backend)
+    note = INPUT_NOTES[binarize]
+    title = "input / reconstruction" + (f"; input {note}" if note else "")
+    return plot_reconstructions(x, model.reconstruct(x), image_shape, path, title)
+
+
 def _spread(n_total: int, k: int) -> np.ndarray:
     """min(k, n_total) distinct indices evenly spread over 0..n_total-1 (sorted)."""
     return np.unique(np.linspace(0, n_total - 1, min(k, n_total)).astype(np.int64))
 
 
 def save_standard_figures(
-    model: AE, data: Any, history: Any, out_dir: PathLike, n: int = 10
+    model: AE, data: Any, history: Any, out_dir: PathLike, n: int = 10, binarize: str = "none"
 ) -> list[Path]:
     """Curves, reconstructions, samples, latent scatter, interpolation (+ manifold for a 2-D
-    VAE, denoising for a DenoisingAE) into ``out_dir``; returns the paths written."""
+    VAE, denoising for a DenoisingAE) into ``out_dir``; returns the paths written.
+
+    ``binarize``: the run's ``TrainConfig.binarize``. The model is given, and the figures show,
+    its inputs as it was trained on them (:func:`as_trained`), and the titles say so."""
     out = Path(out_dir)
     bk = model.backend
-    shape = data.image_shape
-    x_show = data.get_batch(_spread(data.n, n))  # evenly spread examples: no random state
+    shape, note = data.image_shape, INPUT_NOTES[binarize]
+    grey = data.get_batch(_spread(data.n, n))  # evenly spread examples: no random state
+    x_show = as_trained(grey, binarize, bk)
     paths = []
     if history is not None and len(history):
         paths.append(plot_curves(history, out / "curves.png"))
-    paths.append(plot_reconstructions(x_show, model.reconstruct(x_show), shape, out / "recon.png"))
+    paths.append(plot_run_reconstructions(model, grey, shape, out / "recon.png", binarize))
     paths.append(plot_samples(model.sample(64), shape, out / "samples.png"))
     many = _spread(data.n, 2000)
     labels = None if data.y is None else data.y[many]
-    paths.append(plot_latent(model, data.get_batch(many), labels, out / "latent.png"))
-    paths.append(plot_interpolation(model, x_show[0], x_show[1], shape, out / "interp.png"))
+    names = class_names(data.name)  # Fashion-MNIST's legend: "Trouser", not 1
+    x_many = as_trained(data.get_batch(many), binarize, bk)
+    paths.append(plot_latent(model, x_many, labels, out / "latent.png", names))
+    ends = "the two inputs" + (f", {note}" if note else "")
+    title = f"interpolation in latent space (first and last: {ends})"
+    paths.append(
+        plot_interpolation(model, x_show[0], x_show[1], shape, out / "interp.png", 10, title)
+    )
     if isinstance(model, VAE) and model.latent == 2:
         paths.append(plot_manifold(model, shape, out / "manifold.png"))
     if hasattr(model, "corrupt"):  # a DenoisingAE
-        noisy = model.corrupt(bk.asarray(x_show))
+        noisy = model.corrupt(x_show)
         out_img = model.reconstruct(noisy)
         title = f"denoising: {model.noise} noise {model.noise_level:g}"  # as it was trained
+        title += f" on the input {note}" if note else ""
         paths.append(plot_denoising(noisy, out_img, x_show, shape, out / "denoise.png", title))
     return paths

@@ -192,6 +192,16 @@ def test_the_first_line_says_the_epochs_only_of_an_example_trained_by_epochs(tmp
     assert steps.endswith("40 train / 297 test rows")
 
 
+def test_a_line_says_when_only_some_test_rows_are_used(tmp_path, capsys):
+    """MNIST's examples evaluate the first 2,000 test images; the first line said 10000."""
+    _, common = _import_example("sparse_ae")
+    s = common.setup("sparse_ae", ["--out", str(tmp_path)], common.parser("t"), {"digits": 9})
+    s.x_test(None), s.x_test(400)  # all 297 rows: nothing to say
+    assert s.x_test(5).shape == (5, 64) and s.x_test(5).shape == (5, 64)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == ["  using the first 5 of the 297 test rows"]  # once
+
+
 def test_vae_digits_iw_samples_0_skips_the_bound(capsys):
     module, _ = _import_example("vae_digits")
     r = {"neg_elbo": 24.0, "recon": 20.0, "kl": 4.0, "iw_nll": None, "iw_samples": 0,
@@ -205,3 +215,83 @@ def test_estimator_variance_writes_under_the_repository_by_default():
     module, common = _import_example("estimator_variance")
     assert module.DEFAULT_OUT == common.HERE / "out" / "estimator_variance"
     assert module.DEFAULT_OUT.is_absolute()
+
+
+def test_the_seed_sets_the_train_validation_split_too(tmp_path, monkeypatch):
+    """--seed reached the weights only: the trainer's split was seed 0's whatever --seed said."""
+    import scratchvae.train
+    from scratchvae.data import train_val_split
+    from scratchvae.models import AE
+
+    _, common = _import_example("sparse_ae")
+    splits = {}
+
+    def recorded(n, val_fraction, seed):
+        splits[seed] = train_val_split(n, val_fraction, seed)[1]
+        return train_val_split(n, val_fraction, seed)
+
+    monkeypatch.setattr(scratchvae.train, "train_val_split", recorded)
+    for seed in ("0", "3"):
+        argv = ["--n-train", "40", "--epochs", "1", "--seed", seed, "--out", str(tmp_path)]
+        s = common.setup("sparse_ae", argv, common.parser("t"), {"digits": 9})
+        common.train(AE(64, hidden=(), latent=2, backend=s.backend), s)
+    assert sorted(splits) == [0, 3]
+    assert list(splits[0]) == list(train_val_split(40, 0.1, 0)[1])  # the default: as before
+    assert list(splits[0]) != list(splits[3])
+
+
+def test_a_training_line_times_that_training_alone(tmp_path, monkeypatch, capsys):
+    """The time printed after a model's training included the data loading and every model
+    trained before it (and "1 epochs")."""
+    from types import SimpleNamespace
+
+    from scratchvae.train import History
+
+    _, common = _import_example("sparse_ae")
+    clock = SimpleNamespace(now=100.0)
+    monkeypatch.setattr(common, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+
+    def fit(model, data, config):  # 7 s of training
+        clock.now += 7.0
+        return History([{"epoch": 1, "train_loss": 1.0}])
+
+    monkeypatch.setattr(common, "fit", fit)
+    argv = ["--n-train", "40", "--epochs", "1", "--out", str(tmp_path)]
+    s = common.setup("sparse_ae", argv, common.parser("t"), {"digits": 9})
+    clock.now += 30.0  # something else before the training (an evaluation, figures)
+    common.train(object(), s)
+    common.train(object(), s, label="DAE mask")  # which of two models of one class
+    lines = capsys.readouterr().out.splitlines()[1:]
+    heads = [line.split(";")[0] for line in lines]
+    assert heads == ["  object: 1 epoch in 7.0 s", "  DAE mask: 1 epoch in 7.0 s"]
+    assert s.elapsed() == "44.0 s"
+
+
+def test_vae_digits_names_fashion_mnist_classes_in_its_latent_legends(tmp_path, monkeypatch):
+    """Both latent figures of a Fashion-MNIST run said 0..9 (here a stand-in archive of random
+    images in the place of fashion-mnist-train.npz / -test.npz, read without a download)."""
+    import numpy as np  # numpy-boundary: building a stand-in data set
+
+    from scratchvae import plots
+    from scratchvae.data.labels import FASHION_MNIST_CLASSES
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "fashion-mnist").mkdir()
+    for split, n in (("train", 300), ("test", 40)):
+        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        np.savez(
+            tmp_path / "fashion-mnist" / f"fashion-mnist-{split}.npz", x=x, y=np.arange(n) % 10
+        )
+    names, draw = [], plots.plot_latent
+
+    def recorded(model, x, y, path, class_names=None):
+        names.append((path.name, class_names))
+        return draw(model, x, y, path, class_names)
+
+    monkeypatch.setattr(plots, "plot_latent", recorded)
+    argv = ["--data", "fashion-mnist", "--data-dir", str(tmp_path), "--iw-samples", "0"]
+    run_example("vae_digits", tmp_path / "out", *argv)
+    assert names == [
+        ("latent.png", FASHION_MNIST_CLASSES),
+        ("latent_2d.png", FASHION_MNIST_CLASSES),
+    ]

@@ -8,15 +8,18 @@ import numpy as np  # numpy-boundary: building test inputs
 import pytest
 from matplotlib.figure import Figure
 
-from scratchvae import plots
+from scratchvae import figure_parts, plots
 from scratchvae.atomic import temp_files
 from scratchvae.autoencoders import DenoisingAE
 from scratchvae.backend import Backend
 from scratchvae.data import dataset_from_array, load_dataset
+from scratchvae.data.labels import FASHION_MNIST_CLASSES, class_names
 from scratchvae.models import VAE
 from scratchvae.plots import (
     FIGURE_SUFFIXES,
+    INPUT_NOTES,
     _pca2,
+    as_trained,
     figure_path,
     plot_curves,
     plot_denoising,
@@ -124,7 +127,8 @@ def figures(monkeypatch) -> list:
         drawn.append(fig)
         return save(fig, path)
 
-    monkeypatch.setattr(plots, "_save", keep)
+    for module in (plots, figure_parts):  # the figures of both save through _save
+        monkeypatch.setattr(module, "_save", keep)
     return drawn
 
 
@@ -151,6 +155,30 @@ def test_a_one_dimensional_code_and_float_labels(tmp_path, digits, figures):
     np.testing.assert_allclose(np.asarray(offsets)[:, 0], np.ravel(vae1.encode(x)[0]), rtol=1e-6)
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("z1", "z2")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1", "2.5", "3"]
+
+
+def _legend(fig) -> tuple[str, list[str]]:
+    legend = fig.axes[0].get_legend()
+    return legend.get_title().get_text(), [t.get_text() for t in legend.get_texts()]
+
+
+def test_fashion_mnist_classes_are_named_in_the_latent_legend(tmp_path, digits, vae2, figures):
+    """Fashion-MNIST's latent figure said 0..9; it names the classes, MNIST's keeps its digits
+    (the standard set of ``scratchvae train`` / ``scratchvae plot`` as well as plot_latent)."""
+    x = digits.get_batch(slice(None))
+    plot_latent(vae2, x, digits.y, tmp_path / "l.png", FASHION_MNIST_CLASSES)
+    title, texts = _legend(figures[-1])
+    assert title == "class" and texts == [FASHION_MNIST_CLASSES[c] for c in np.unique(digits.y)]
+    assert "Ankle boot" in texts and "T-shirt/top" in texts
+    for name, expected in (("fashion-mnist", list(FASHION_MNIST_CLASSES)), ("mnist", None)):
+        data = dataset_from_array(digits.x, digits.y, name)
+        figures.clear()
+        save_standard_figures(vae2, data, None, tmp_path / name)
+        (latent,) = [f for f in figures if f.axes[0].get_legend() is not None]
+        title, texts = _legend(latent)
+        assert texts == (expected or [str(c) for c in range(10)])
+        assert title == ("class" if expected else "label")
+    assert class_names("fashion-mnist") == FASHION_MNIST_CLASSES and class_names("mnist") is None
 
 
 def test_features_get_a_colour_scale(tmp_path, figures):
@@ -219,11 +247,11 @@ def test_long_rows_wrap_into_blocks_of_inputs_above_reconstructions(tmp_path, di
     path = plot_reconstructions(x, x, SHAPE, tmp_path / "r.png")
     width, height = _png_size(path)
     assert width < 2000 and height < 2000 and height > width / 2
-    panels = plots._wrapped([("input", x), ("recon", x)], SHAPE)
+    panels = figure_parts._wrapped([("input", x), ("recon", x)], SHAPE)
     labels = [label for label, _ in panels]
     assert labels[:4] == ["input\n1-25", "recon\n1-25", "input\n26-50", "recon\n26-50"]
     assert labels[-1] == "recon\n276-297" and len({m.shape for _, m in panels}) == 1
-    assert [label for label, _ in plots._wrapped([("input", x[:20])], SHAPE)] == ["input"]
+    assert [label for label, _ in figure_parts._wrapped([("input", x[:20])], SHAPE)] == ["input"]
 
 
 def test_a_large_sample_grid_keeps_a_pixel_per_pixel(tmp_path):
@@ -238,7 +266,7 @@ def test_a_save_removes_what_a_killed_save_left_and_keeps_a_live_one(tmp_path):
     save of that figure once nothing has written it for STALE_FIGURE seconds."""
     import os
 
-    from scratchvae.plots import STALE_FIGURE, plot_samples
+    from scratchvae.figure_parts import STALE_FIGURE
 
     dead, live = tmp_path / ".samples.png.dead.tmp", tmp_path / ".samples.png.live.tmp"
     for tmp, age in ((dead, STALE_FIGURE + 60), (live, 5)):
@@ -281,3 +309,51 @@ def test_denoising_and_imputation_figures_take_a_title_and_a_dae_names_its_noise
     titles = [f._suptitle.get_text() for f in figures if f._suptitle is not None]
     assert titles[:2] == ["30% zeroed", "bottom half missing"]
     assert "denoising: mask noise 0.3" in titles
+
+
+def _shown(fig, row: int = 0) -> np.ndarray:
+    """The pixel values of one mosaic row of a rows figure (an input row, say)."""
+    return np.asarray(fig.axes[row].images[0].get_array())
+
+
+@pytest.mark.parametrize("mode", ["threshold", "dynamic"])
+def test_a_binarized_run_is_shown_the_binarized_input(tmp_path, digits, mode, figures):
+    """A run trained on binarized digits was drawn (and encoded) from the grey levels: its
+    inputs are now binarized as in training, and the titles say so."""
+    dae = DenoisingAE(64, hidden=[8], latent=2, noise="mask", noise_level=0.3, backend=Backend())
+    save_standard_figures(dae, digits, None, tmp_path / mode, binarize=mode)
+    recon, interp, denoise = (f for f in figures if f._suptitle is not None)
+    note = INPUT_NOTES[mode]
+    assert recon._suptitle.get_text() == f"input / reconstruction; input {note}"
+    assert interp._suptitle.get_text().endswith(f"the two inputs, {note})")
+    assert denoise._suptitle.get_text().endswith(f"on the input {note}")
+    for fig, row in ((recon, 0), (denoise, 2)):  # the input, the clean row
+        assert set(np.unique(_shown(fig, row))) == {0.0, 1.0}  # gaps 0, pixels 0 or 1
+    x = digits.get_batch(slice(None))
+    expected = as_trained(x, mode, Backend())
+    assert set(np.unique(np.asarray(expected))) == {0.0, 1.0}
+    if mode == "threshold":
+        np.testing.assert_array_equal(expected, x > 0.5)
+    figures.clear()
+    save_standard_figures(dae, digits, None, tmp_path / "grey")  # binarize "none": grey levels
+    recon = next(f for f in figures if f._suptitle is not None)
+    assert recon._suptitle.get_text() == "input / reconstruction"
+    assert len(np.unique(_shown(recon))) > 2
+
+
+def test_train_reconstruct_and_plot_show_a_binarized_run_its_binarized_input(tmp_path, figures):
+    """`scratchvae train`, `reconstruct` and `plot` follow the run's recorded binarization."""
+    from scratchvae.cli import main
+
+    run = tmp_path / "run"
+    tiny = ["--epochs", "1", "--hidden", "8", "--latent", "2", "--no-progress"]
+    assert main(["train", "--out", str(run), *tiny, "--binarize", "threshold"]) == 0
+    assert main(["reconstruct", str(run), "--out", str(tmp_path / "r.png")]) == 0
+    assert main(["plot", str(run)]) == 0
+    recons = [
+        f for f in figures if f._suptitle is not None and "reconstruction" in f._suptitle.get_text()
+    ]
+    assert len(recons) == 3
+    for fig in recons:
+        assert fig._suptitle.get_text().endswith("binarized at 0.5, as in training")
+        assert set(np.unique(_shown(fig))) == {0.0, 1.0}
