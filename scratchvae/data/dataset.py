@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np  # numpy-boundary: host arrays read from files
 
+from ..backend.memory import host_available_memory
+
 if TYPE_CHECKING:
     from scratchvae.backend import Backend
 
@@ -29,6 +31,7 @@ __all__ = [
     "as_dataset",
     "binarize",
     "check_likelihood",
+    "check_memory",
     "check_n_features",
     "check_split",
     "dataset_from_array",
@@ -139,6 +142,19 @@ def check_likelihood(likelihood: str) -> None:
     """Raise :class:`DataError` unless ``likelihood`` is one of :data:`LIKELIHOODS`."""
     if likelihood not in LIKELIHOODS:
         raise DataError(f"unknown likelihood {likelihood!r}; choose 'bernoulli' or 'gaussian'")
+
+
+def check_memory(nbytes: int, what: str, advice: str) -> None:
+    """Raise :class:`DataError` when ``what`` (a phrase naming the file and the shape it
+    announces) needs more than the host's available memory: a crafted size is refused up front,
+    not allocated (NumPy only reserves pages, so Linux's out-of-memory killer would end the
+    process while they are filled)."""
+    free = host_available_memory()
+    if free is not None and nbytes > free:
+        raise DataError(
+            f"{what} ({nbytes / 2**30:.3g} GiB) but {free / 2**30:.3g} GiB of memory is "
+            f"available; {advice}"
+        )
 
 
 def check_split(split: str, allowed: tuple[str, ...], what: str) -> None:
