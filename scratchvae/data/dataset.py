@@ -51,6 +51,7 @@ BINARIZE_MODES = ("none", "threshold", "dynamic")
 #: The fewest examples a training part may have (:func:`train_val_split`).
 MIN_TRAIN = 2
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Rows are validated this many elements at a time, so a memory-mapped array is never read whole.
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -199,6 +200,17 @@ def _flatten(x: np.ndarray, name: str) -> tuple[np.ndarray, tuple[int, int] | No
     return x, ((side, side) if side * side == x.shape[1] else None)
 
 
+def _check_grey_levels(x: np.ndarray, name: str) -> None:
+    """DataError when uint8 ``x`` holds only 0 and 1: binary images, which dividing by 255
+    would turn into 0 and 1/255 (all 0 reads the same either way). Read in chunks of rows."""
+    if _scan(x, name)[1] == 1:
+        raise DataError(
+            f"{name} is uint8 holding only 0 and 1, but uint8 is read as grey levels 0..255 and "
+            "divided by 255 (1 would become 0.0039); save binary images as bool or float32 "
+            "(x.astype(np.float32)), or grey levels as 0..255"
+        )
+
+
 def _scan(x: np.ndarray, name: str) -> tuple[float, float]:
     """(min, max) of ``x``, read in chunks of rows; DataError at the first NaN or Inf."""
     rows = max(1, _CHUNK_ELEMENTS // max(1, x.shape[1]))
@@ -219,9 +231,15 @@ def validate_values(
 ) -> tuple[float, float]:
     """Check ``x`` is finite and, for a Bernoulli likelihood, in [0, 1]; return (min, max).
 
-    Works in chunks of rows, so a memory-mapped array is never loaded whole.
+    Works in chunks of rows, so a memory-mapped array is never loaded whole. Values beyond
+    float32's range are refused (a data set holds float32: they would become Inf).
     """
     lo, hi = _scan(x, name)
+    if max(-lo, hi) > _FLOAT32_MAX:  # finite here, Inf once held as float32
+        raise DataError(
+            f"{name} has values in [{lo:g}, {hi:g}], beyond float32's range (+-3.4e38), in "
+            "which data sets are held and trained; scale them down"
+        )
     if likelihood == "bernoulli" and (lo < 0 or hi > 1):
         how = "divide by 255 if they are 8-bit grey levels, else " if lo >= 0 and hi <= 255 else ""
         raise DataError(
@@ -235,13 +253,20 @@ def validate_values(
 def _check_labels(y: Any, n: int, name: str) -> np.ndarray | None:
     if y is None:
         return None
-    y = np.asarray(y).reshape(-1)
+    try:
+        y = np.asarray(y).reshape(-1)
+    except ValueError:  # ragged
+        raise DataError(
+            f"{name}'s labels (y) are not one array of numbers (its parts differ in shape); "
+            "pass one integer class per example"
+        ) from None
     if len(y) != n:
         raise DataError(f"{name} has {n} examples but {len(y)} labels; pass matching x and y")
     whole = y.dtype.kind in "biu" or (
         y.dtype.kind == "f" and bool(np.isfinite(y).all()) and bool((y == np.round(y)).all())
     )
-    if not whole or (y.size and (y.min() < -(2**62) or y.max() > 2**62)):
+    # compared as Python numbers: 2**62 in y's own dtype (float16) would overflow, with a warning
+    if not whole or (y.size and max(-float(y.min()), float(y.max())) > 2**62):
         raise DataError(
             f"{name}'s labels (y, dtype {y.dtype}) are not whole numbers of a usable size; save "
             "them as integer classes such as 0..9"
@@ -258,7 +283,8 @@ def dataset_from_array(
 ) -> Dataset:
     """Validate an (N, D) or (N, H, W) array and wrap it as a :class:`Dataset`.
 
-    uint8 values are scaled by 1/255. An ``np.memmap`` stays on disk (uint8 through
+    uint8 values are scaled by 1/255 (uint8 holding only 0 and 1, binary images, is refused:
+    it would become 0 and 1/255). An ``np.memmap`` stays on disk (uint8 through
     :class:`LazyScaled`); any other array becomes float32 in memory.
     """
     check_likelihood(likelihood)
@@ -266,6 +292,7 @@ def dataset_from_array(
     y = _check_labels(y, x.shape[0], name)
     lazy = isinstance(x, np.memmap)
     if x.dtype == np.uint8:
+        _check_grey_levels(x, name)
         data = LazyScaled(x) if lazy else np.divide(x, 255, dtype=np.float32)
         values = "grey levels in [0, 1] (uint8 scaled by 1/255)"
     else:
@@ -284,7 +311,10 @@ def host_rows(x: Any, name: str = "the data") -> np.ndarray:
     :class:`DataError`), uint8 grey levels scaled by 1/255 (float32), other numbers kept in
     their dtype (their values are the caller's to check)."""
     x, _ = _flatten(_as_array(x, name), name)
-    return np.divide(x, 255, dtype=np.float32) if x.dtype == np.uint8 else x
+    if x.dtype != np.uint8:
+        return x
+    _check_grey_levels(x, name)
+    return np.divide(x, 255, dtype=np.float32)
 
 
 def as_dataset(data: Any, likelihood: str = "bernoulli") -> Dataset:

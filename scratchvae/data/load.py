@@ -27,6 +27,7 @@ from .dataset import (
     DataError,
     Dataset,
     check_likelihood,
+    check_memory,
     check_n_features,
     check_split,
     dataset_from_array,
@@ -119,11 +120,12 @@ def _head(path: Path) -> bytes:
         return f.read(len(_NPY_MAGIC))
 
 
-def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> np.ndarray:
+def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, advice: str) -> np.ndarray:
     """One array of an archive, read whole now, so a damaged member fails here and not later.
 
-    Its header's shape and dtype are checked against the member's size before anything is
-    allocated, and reading to the end checks the member's CRC."""
+    Its header's shape and dtype are checked against the member's size and the memory available
+    before anything is allocated, and reading to the end checks the member's CRC."""
+    limit = path.stat().st_size
     if info.compress_size > limit:
         raise ValueError(f"member {info.filename!r} is larger than the archive")
     with zf.open(info) as member:
@@ -140,6 +142,7 @@ def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> np.nd
                 f"member {info.filename!r} announces shape {shape} ({declared} bytes) but "
                 f"holds {held} bytes"
             )
+        check_memory(declared, f"{path}: member {info.filename!r} announces shape {shape}", advice)
     with zf.open(info) as member:
         array = np.lib.format.read_array(member, allow_pickle=False)
         member.read(1)  # to its end (no byte is left: the sizes agree): zipfile checks the CRC
@@ -154,10 +157,9 @@ def _npz_arrays(path: Path, advice: str) -> dict[str, np.ndarray]:
     if head[:4] not in _ZIP_MAGICS:
         what = "is empty" if not head else "is not an .npz archive (it is not a zip file)"
         raise DataError(f"{path} {what}; {advice}")
-    size = path.stat().st_size
     with zipfile.ZipFile(path) as zf:
         return {
-            info.filename.removesuffix(".npy"): _npz_member(zf, info, size)
+            info.filename.removesuffix(".npy"): _npz_member(zf, info, path, advice)
             for info in zf.infolist()
             if not info.is_dir()
         }
