@@ -45,6 +45,7 @@ from .idx import (
     local_idx,
     read_idx,
 )
+from .images import load_image_folder
 
 __all__ = ["DIGITS_SPLIT_SEED", "DIGITS_TEST_SIZE", "NoSuchSplit", "load_dataset", "named_dataset"]
 
@@ -240,37 +241,6 @@ def _standard_dataset(
 # The user's own files
 # --------------------------------------------------------------------------------------------
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".tif", ".tiff")
-
-
-def _read_gray(path: Path) -> np.ndarray:
-    """One image as a uint8 (H, W) grayscale array (Pillow, which matplotlib depends on)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"could not read image {path} ({exc})") from None
-
-
-def _load_image_folder(folder: Path, likelihood: str) -> Dataset:
-    """Every image in ``folder`` (sorted by name), grayscale, all the same size, loaded whole."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(
-            f"{folder} holds no IDX files and no images ({', '.join(_IMAGE_SUFFIXES)}); "
-            "point at a .npy/.npz file or a folder of images"
-        )
-    images = [_read_gray(p) for p in files]
-    for path, image in zip(files, images, strict=True):
-        if image.shape != images[0].shape:
-            raise DataError(
-                f"images in {folder} differ in size: {files[0].name} is {images[0].shape} but "
-                f"{path.name} is {image.shape}; resize them to one size"
-            )
-    return dataset_from_array(np.stack(images), None, folder.name, likelihood)
-
 
 def _load_idx_folder(path: Path, split: str, likelihood: str) -> Dataset:
     """The images and labels of ``split`` from a folder that holds IDX files (official names,
@@ -303,7 +273,7 @@ def _load_path(path: Path, split: str, likelihood: str) -> Dataset:
     if split not in ("train", "all"):
         raise NoSuchSplit(path, split)
     if path.is_dir():
-        return _load_image_folder(path, likelihood)
+        return load_image_folder(path, likelihood)
     if path.suffix == ".npz":
         x, y = _read_npz(path, "replace it with an intact copy (np.savez writes one)")
         return dataset_from_array(x, y, path.name, likelihood)
