@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np  # numpy-boundary: host arrays read from files
@@ -33,6 +34,7 @@ __all__ = [
     "check_likelihood",
     "check_memory",
     "check_n_features",
+    "check_regular_file",
     "check_split",
     "dataset_from_array",
     "holdout",
@@ -155,6 +157,15 @@ def check_memory(nbytes: int, what: str, advice: str) -> None:
         raise DataError(
             f"{what} ({nbytes / 2**30:.3g} GiB) but {free / 2**30:.3g} GiB of memory is "
             f"available; {advice}"
+        )
+
+
+def check_regular_file(path: Path) -> None:
+    """Raise :class:`DataError` when ``path`` is a named pipe or a device: opening one for
+    reading waits for a writer, for ever. (A folder or a missing file is open()'s to report.)"""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise DataError(
+            f"{path} is not a regular file (a pipe or a device); save the data to a file"
         )
 
 

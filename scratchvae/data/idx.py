@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np  # numpy-boundary: parsing IDX files
 
-from .dataset import DataError, check_memory, check_split
+from .dataset import DataError, check_memory, check_regular_file, check_split
 from .download import check_url, download_file, remove_stale_temps
 
 __all__ = [
@@ -144,6 +144,7 @@ def read_idx(
     holds more is refused without decompressing the rest.
     """
     path = Path(path)
+    check_regular_file(path)
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np  # numpy-boundary: images read from files
 
-from .dataset import DataError, Dataset, dataset_from_array
+from .dataset import DataError, Dataset, check_regular_file, dataset_from_array
 
 __all__ = ["IMAGE_SUFFIXES", "load_image_folder", "read_gray"]
 
@@ -29,6 +29,7 @@ def read_gray(path: Path) -> np.ndarray:
     """One image as a uint8 (H, W) array of grey levels, or one-line :class:`DataError`."""
     from PIL import Image, UnidentifiedImageError
 
+    check_regular_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -29,6 +29,7 @@ from .dataset import (
     check_likelihood,
     check_memory,
     check_n_features,
+    check_regular_file,
     check_split,
     dataset_from_array,
     holdout,
@@ -274,6 +275,7 @@ def _load_path(path: Path, split: str, likelihood: str) -> Dataset:
         raise NoSuchSplit(path, split)
     if path.is_dir():
         return load_image_folder(path, likelihood)
+    check_regular_file(path)
     if path.suffix == ".npz":
         x, y = _read_npz(path, "replace it with an intact copy (np.savez writes one)")
         return dataset_from_array(x, y, path.name, likelihood)
