@@ -209,3 +209,22 @@ def test_an_npz_member_larger_than_memory_is_refused_before_it_is_read(tmp_path,
         f"{path}: member 'x.npy' announces shape (100, 10) (7.45e-06 GiB) but 9.31e-07 GiB of "
         "memory is available; "
     )
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_a_long_npy_header_is_refused_without_numpys_pickle_advice(tmp_path, suffix):
+    """NumPy refuses a header over 10,000 bytes with advice to "fully trust the .npy file using
+    allow_pickle=True", which was relayed (cut at 200 characters) to the user."""
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }" + " " * 20000 + "\n"
+    npy = b"\x93NUMPY\x02\x00" + len(header).to_bytes(4, "little") + header.encode() + bytes(16)
+    path = tmp_path / f"x{suffix}"
+    if suffix == ".npy":
+        path.write_bytes(npy)
+    else:
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("x.npy", npy)
+    with pytest.raises(DataError) as err:
+        load_dataset(str(path))
+    message = str(err.value)
+    assert "its .npy header is longer than NumPy reads safely (10,000 bytes)" in message
+    assert "allow_pickle" not in message and "\n" not in message
