@@ -288,7 +288,8 @@ def _load_path(path: Path, split: str, likelihood: str) -> Dataset:
 
 
 def _read_npy(path: Path) -> np.ndarray:
-    """A .npy file, memory-mapped (the mapping checks its size against its header)."""
+    """A .npy file, memory-mapped (the mapping checks its size against its header); one in
+    Fortran order is read into memory in C order, since its rows are not contiguous on disk."""
     try:
         head = _head(path)
         if head[:4] in _ZIP_MAGICS:
@@ -299,7 +300,16 @@ def _read_npy(path: Path) -> np.ndarray:
                 f"could not read {path} as a NumPy .npy file ({why}); replace it with an intact "
                 "copy (np.save writes one)"
             )
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+        if x.ndim > 1 and not x.flags.c_contiguous:  # Fortran order: its rows are scattered
+            check_memory(
+                x.nbytes + 4 * x.size,  # and their float32 copy
+                f"{path} is stored in Fortran order, so it is read into memory",
+                "save it in C order (np.save(path, np.ascontiguousarray(x))) to read it from "
+                "disk batch by batch",
+            )
+            return np.ascontiguousarray(x)
+        return x
     except DataError:
         raise
     except PermissionError as exc:

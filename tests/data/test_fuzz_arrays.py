@@ -228,3 +228,27 @@ def test_a_long_npy_header_is_refused_without_numpys_pickle_advice(tmp_path, suf
     message = str(err.value)
     assert "its .npy header is longer than NumPy reads safely (10,000 bytes)" in message
     assert "allow_pickle" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (6, 2, 2)], ids=["2-D", "3-D"])
+def test_a_fortran_order_npy_is_read_into_memory_or_refused(tmp_path, monkeypatch, shape):
+    """A Fortran-order file's rows are scattered over the file: a 3-D one was copied whole into
+    memory while the data set called itself memory-mapped, a 2-D one read every batch from all
+    over the file. It is read into memory in C order, or refused when memory cannot hold it."""
+    from scratchvae.data import dataset
+
+    x = np.asfortranarray(np.arange(24, dtype=np.float32).reshape(shape) / 24)
+    np.save(tmp_path / "f.npy", x)
+    ds = load_dataset(str(tmp_path / "f.npy"))
+    assert not ds.memmapped and "memory-mapped" not in ds.description
+    np.testing.assert_array_equal(ds.get_batch(slice(None)), x.reshape(6, -1))
+    monkeypatch.setattr(dataset, "host_available_memory", lambda: 50)
+    with pytest.raises(DataError) as err:
+        load_dataset(str(tmp_path / "f.npy"))
+    assert str(err.value).startswith(
+        f"{tmp_path / 'f.npy'} is stored in Fortran order, so it is read into memory ("
+    )
+    assert str(err.value).endswith(
+        "save it in C order (np.save(path, np.ascontiguousarray(x))) to read it from disk batch "
+        "by batch"
+    )
