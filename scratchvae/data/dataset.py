@@ -181,9 +181,15 @@ def check_split(split: str, allowed: tuple[str, ...], what: str) -> None:
 
 
 def _as_array(x: Any, name: str) -> np.ndarray:
-    """``x`` itself when it is an array, else the array of a list (a ragged one, such as a
-    tuple ``(x, y)`` of images and labels, is a one-line :class:`DataError`)."""
+    """``x`` itself when it is an array (a masked one without masked values), else the array of
+    a list (a ragged one, such as a tuple ``(x, y)`` of images and labels, is a one-line
+    :class:`DataError`)."""
     if isinstance(x, np.ndarray):
+        if (masked := int(np.ma.count_masked(x)) if np.ma.isMaskedArray(x) else 0) > 0:
+            raise DataError(
+                f"{name} is a masked array with {masked} masked value{'s' * (masked > 1)}; "
+                "fill them first (x.filled(0)) or drop those examples"
+            )
         return x
     try:
         return np.asarray(x)

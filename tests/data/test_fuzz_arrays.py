@@ -252,3 +252,16 @@ def test_a_fortran_order_npy_is_read_into_memory_or_refused(tmp_path, monkeypatc
         "save it in C order (np.save(path, np.ascontiguousarray(x))) to read it from disk batch "
         "by batch"
     )
+
+
+def test_a_masked_array_with_masked_values_is_refused_not_read_under_its_mask():
+    """The values under a mask (a missing pixel stored as 0.9) were trained on as data."""
+    x = np.ma.masked_array([[0.5, 0.9], [0.25, 1.0]], mask=[[False, True], [False, False]])
+    with pytest.raises(DataError) as err:
+        dataset_from_array(x)
+    assert str(err.value) == (
+        "data is a masked array with 1 masked value; fill them first (x.filled(0)) or drop "
+        "those examples"
+    )
+    unmasked = dataset_from_array(np.ma.masked_array(x.data, mask=False))  # nothing masked
+    np.testing.assert_array_equal(unmasked.get_batch(slice(None)), x.data.astype(np.float32))
