@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import example, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -111,8 +111,10 @@ def test_an_array_becomes_exactly_its_values_or_one_data_error(xy, how, likeliho
             message = str(exc)
             assert "\n" not in message and message.startswith("x.npy"), message
             assert expected is None or not _labels_ok(y, n), message  # a good array refused
+            event(f"refused ({how})")
             return
         assert expected is not None and _labels_ok(y, n), (x, y)
+        event(f"loaded ({how})")
         batch = ds.get_batch(slice(None))
         assert batch.dtype == np.float32
         np.testing.assert_array_equal(batch, expected)
