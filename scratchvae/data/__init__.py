@@ -31,6 +31,7 @@ The modules, one concept each:
 * :mod:`.dataset`   the :class:`Dataset` type, validation of arrays, splits, binarization;
 * :mod:`.idx`       the IDX format, md5 checks, the data root, what to download;
 * :mod:`.download`  downloads: verified, atomic, clearing what killed ones left;
+* :mod:`.images`    a folder of images, read as 8-bit grey levels;
 * :mod:`.load`      :func:`load_dataset`: the embedded digits, MNIST, the user's own files.
 """
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np  # numpy-boundary: host arrays read from files
+
+from ..backend.memory import host_available_memory
 
 if TYPE_CHECKING:
     from scratchvae.backend import Backend
@@ -29,7 +32,9 @@ __all__ = [
     "as_dataset",
     "binarize",
     "check_likelihood",
+    "check_memory",
     "check_n_features",
+    "check_regular_file",
     "check_split",
     "dataset_from_array",
     "holdout",
@@ -48,6 +53,7 @@ BINARIZE_MODES = ("none", "threshold", "dynamic")
 #: The fewest examples a training part may have (:func:`train_val_split`).
 MIN_TRAIN = 2
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Rows are validated this many elements at a time, so a memory-mapped array is never read whole.
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -141,6 +147,28 @@ def check_likelihood(likelihood: str) -> None:
         raise DataError(f"unknown likelihood {likelihood!r}; choose 'bernoulli' or 'gaussian'")
 
 
+def check_memory(nbytes: int, what: str, advice: str) -> None:
+    """Raise :class:`DataError` when ``what`` (a phrase naming the file and the shape it
+    announces) needs more than the host's available memory: a crafted size is refused up front,
+    not allocated (NumPy only reserves pages, so Linux's out-of-memory killer would end the
+    process while they are filled)."""
+    free = host_available_memory()
+    if free is not None and nbytes > free:
+        raise DataError(
+            f"{what} ({nbytes / 2**30:.3g} GiB) but {free / 2**30:.3g} GiB of memory is "
+            f"available; {advice}"
+        )
+
+
+def check_regular_file(path: Path) -> None:
+    """Raise :class:`DataError` when ``path`` is a named pipe or a device: opening one for
+    reading waits for a writer, for ever. (A folder or a missing file is open()'s to report.)"""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise DataError(
+            f"{path} is not a regular file (a pipe or a device); save the data to a file"
+        )
+
+
 def check_split(split: str, allowed: tuple[str, ...], what: str) -> None:
     """Raise :class:`DataError` unless data set ``what`` has the split ``split``."""
     if split not in allowed:
@@ -153,9 +181,15 @@ def check_split(split: str, allowed: tuple[str, ...], what: str) -> None:
 
 
 def _as_array(x: Any, name: str) -> np.ndarray:
-    """``x`` itself when it is an array, else the array of a list (a ragged one, such as a
-    tuple ``(x, y)`` of images and labels, is a one-line :class:`DataError`)."""
+    """``x`` itself when it is an array (a masked one without masked values), else the array of
+    a list (a ragged one, such as a tuple ``(x, y)`` of images and labels, is a one-line
+    :class:`DataError`)."""
     if isinstance(x, np.ndarray):
+        if (masked := int(np.ma.count_masked(x)) if np.ma.isMaskedArray(x) else 0) > 0:
+            raise DataError(
+                f"{name} is a masked array with {masked} masked value{'s' * (masked > 1)}; "
+                "fill them first (x.filled(0)) or drop those examples"
+            )
         return x
     try:
         return np.asarray(x)
@@ -183,6 +217,17 @@ def _flatten(x: np.ndarray, name: str) -> tuple[np.ndarray, tuple[int, int] | No
     return x, ((side, side) if side * side == x.shape[1] else None)
 
 
+def _check_grey_levels(x: np.ndarray, name: str) -> None:
+    """DataError when uint8 ``x`` holds only 0 and 1: binary images, which dividing by 255
+    would turn into 0 and 1/255 (all 0 reads the same either way). Read in chunks of rows."""
+    if _scan(x, name)[1] == 1:
+        raise DataError(
+            f"{name} is uint8 holding only 0 and 1, but uint8 is read as grey levels 0..255 and "
+            "divided by 255 (1 would become 0.0039); save binary images as bool or float32 "
+            "(x.astype(np.float32)), or grey levels as 0..255"
+        )
+
+
 def _scan(x: np.ndarray, name: str) -> tuple[float, float]:
     """(min, max) of ``x``, read in chunks of rows; DataError at the first NaN or Inf."""
     rows = max(1, _CHUNK_ELEMENTS // max(1, x.shape[1]))
@@ -203,9 +248,15 @@ def validate_values(
 ) -> tuple[float, float]:
     """Check ``x`` is finite and, for a Bernoulli likelihood, in [0, 1]; return (min, max).
 
-    Works in chunks of rows, so a memory-mapped array is never loaded whole.
+    Works in chunks of rows, so a memory-mapped array is never loaded whole. Values beyond
+    float32's range are refused (a data set holds float32: they would become Inf).
     """
     lo, hi = _scan(x, name)
+    if max(-lo, hi) > _FLOAT32_MAX:  # finite here, Inf once held as float32
+        raise DataError(
+            f"{name} has values in [{lo:g}, {hi:g}], beyond float32's range (+-3.4e38), in "
+            "which data sets are held and trained; scale them down"
+        )
     if likelihood == "bernoulli" and (lo < 0 or hi > 1):
         how = "divide by 255 if they are 8-bit grey levels, else " if lo >= 0 and hi <= 255 else ""
         raise DataError(
@@ -219,13 +270,20 @@ def validate_values(
 def _check_labels(y: Any, n: int, name: str) -> np.ndarray | None:
     if y is None:
         return None
-    y = np.asarray(y).reshape(-1)
+    try:
+        y = np.asarray(y).reshape(-1)
+    except ValueError:  # ragged
+        raise DataError(
+            f"{name}'s labels (y) are not one array of numbers (its parts differ in shape); "
+            "pass one integer class per example"
+        ) from None
     if len(y) != n:
         raise DataError(f"{name} has {n} examples but {len(y)} labels; pass matching x and y")
     whole = y.dtype.kind in "biu" or (
         y.dtype.kind == "f" and bool(np.isfinite(y).all()) and bool((y == np.round(y)).all())
     )
-    if not whole or (y.size and (y.min() < -(2**62) or y.max() > 2**62)):
+    # compared as Python numbers: 2**62 in y's own dtype (float16) would overflow, with a warning
+    if not whole or (y.size and max(-float(y.min()), float(y.max())) > 2**62):
         raise DataError(
             f"{name}'s labels (y, dtype {y.dtype}) are not whole numbers of a usable size; save "
             "them as integer classes such as 0..9"
@@ -242,7 +300,8 @@ def dataset_from_array(
 ) -> Dataset:
     """Validate an (N, D) or (N, H, W) array and wrap it as a :class:`Dataset`.
 
-    uint8 values are scaled by 1/255. An ``np.memmap`` stays on disk (uint8 through
+    uint8 values are scaled by 1/255 (uint8 holding only 0 and 1, binary images, is refused:
+    it would become 0 and 1/255). An ``np.memmap`` stays on disk (uint8 through
     :class:`LazyScaled`); any other array becomes float32 in memory.
     """
     check_likelihood(likelihood)
@@ -250,6 +309,7 @@ def dataset_from_array(
     y = _check_labels(y, x.shape[0], name)
     lazy = isinstance(x, np.memmap)
     if x.dtype == np.uint8:
+        _check_grey_levels(x, name)
         data = LazyScaled(x) if lazy else np.divide(x, 255, dtype=np.float32)
         values = "grey levels in [0, 1] (uint8 scaled by 1/255)"
     else:
@@ -268,7 +328,10 @@ def host_rows(x: Any, name: str = "the data") -> np.ndarray:
     :class:`DataError`), uint8 grey levels scaled by 1/255 (float32), other numbers kept in
     their dtype (their values are the caller's to check)."""
     x, _ = _flatten(_as_array(x, name), name)
-    return np.divide(x, 255, dtype=np.float32) if x.dtype == np.uint8 else x
+    if x.dtype != np.uint8:
+        return x
+    _check_grey_levels(x, name)
+    return np.divide(x, 255, dtype=np.float32)
 
 
 def as_dataset(data: Any, likelihood: str = "bernoulli") -> Dataset:

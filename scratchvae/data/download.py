@@ -80,11 +80,13 @@ def check_url(url: str, source: str) -> None:
 
 def _stream(url: str, out: Any, desc: str, progress: bool | None) -> str:
     """Copy ``url`` into the open file ``out`` with a progress bar (``None``: only when stderr is
-    a terminal, so a log file gets no carriage-return updates); return the md5 of the bytes."""
+    a terminal, so a log file gets no carriage-return updates); return the md5 of the bytes.
+    Fewer bytes than the Content-Length announced is a failed download (URLError)."""
     show = sys.stderr.isatty() if progress is None else progress
-    digest = hashlib.md5(usedforsecurity=False)
+    digest, received = hashlib.md5(usedforsecurity=False), 0
     with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
-        total = int(response.headers.get("Content-Length") or 0) or None
+        length = response.headers.get("Content-Length", "")
+        total = int(length) if length.isdigit() else None  # "abc", "-5": no size, as http.client
         bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not show, leave=False)
         with bar:
             read = getattr(response, "read1", response.read)  # what came, without waiting
@@ -92,6 +94,9 @@ def _stream(url: str, out: Any, desc: str, progress: bool | None) -> str:
                 out.write(chunk)
                 digest.update(chunk)
                 bar.update(len(chunk))
+                received += len(chunk)
+    if total is not None and received < total:  # read1 ends quietly at a closed connection
+        raise urllib.error.URLError(f"the connection closed after {received:,} of {total:,} bytes")
     return digest.hexdigest()
 
 
@@ -139,5 +144,6 @@ def download_file(
             ) from None
         http_error = isinstance(exc, urllib.error.HTTPError)
         reason = exc if http_error else getattr(exc, "reason", None) or exc
+        reason = " ".join(str(reason).split())  # one line: a redirect loop's reason has three
         raise DataError(f"could not download {url} ({reason}); {advice}") from None
     return dest

@@ -21,10 +21,11 @@ import struct
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np  # numpy-boundary: parsing IDX files
 
-from .dataset import DataError, check_split
+from .dataset import DataError, check_memory, check_regular_file, check_split
 from .download import check_url, download_file, remove_stale_temps
 
 __all__ = [
@@ -112,9 +113,17 @@ def _chunks(path: Path, advice: str) -> Iterator[bytes]:
         raise DataError(f"cannot read {path} ({exc.strerror or _reason(exc)})") from None
 
 
-def _read_bytes(path: Path, advice: str) -> bytes:
-    """The file's bytes, decompressed when it is gzipped."""
-    return b"".join(_chunks(path, advice))
+#: Deflate expands its input at most 1032 to 1, so a gzipped file that announces more bytes
+#: than that is truncated or crafted, whatever its stream holds.
+_MAX_GZIP_RATIO = 1032
+
+
+def _fill(source: Any, buffer: memoryview) -> int:
+    """Read from ``source`` into ``buffer`` until it is full or the data ends; bytes read."""
+    done = 0
+    while done < len(buffer) and (n := source.readinto(buffer[done : done + (1 << 20)])):
+        done += n
+    return done
 
 
 def read_idx(
@@ -128,10 +137,36 @@ def read_idx(
     Header: a big-endian uint32 magic (0, 0, dtype code, ndim), then ndim big-endian uint32
     sizes, then the data. ``magic`` (2051 images, 2049 labels) is required when given. A damaged
     file raises :class:`DataError`, whose message ends with ``advice`` (what to do).
+
+    The header is read first, and the data only up to the size it announces: a size the file
+    cannot hold (a raw file of another size, a gzipped one beyond deflate's 1032:1, more than
+    the memory available) is refused before anything is allocated, and a gzip stream that
+    holds more is refused without decompressing the rest.
     """
     path = Path(path)
-    data = _read_bytes(path, advice)
-    code = int.from_bytes(data[:4], "big") if len(data) >= 4 else -1
+    check_regular_file(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            gzipped = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            with gzip.open(f, "rb") if gzipped else f as source:
+                return _parse_idx(path, source, size, gzipped, magic, advice)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # damage inside the gzip stream
+        raise DataError(
+            f"{path} is a truncated or damaged gzip file ({_reason(exc)}); {advice}"
+        ) from None
+    except OSError as exc:  # the file itself: permissions, a folder, a disk error
+        raise DataError(f"cannot read {path} ({exc.strerror or _reason(exc)})") from None
+
+
+def _parse_idx(
+    path: Path, source: Any, size: int, gzipped: bool, magic: int | None, advice: str
+) -> np.ndarray:
+    """:func:`read_idx` on the open (decompressing) ``source`` of the file ``path`` of ``size``
+    bytes on disk."""
+    head = source.read(4)
+    code = int.from_bytes(head, "big") if len(head) == 4 else -1
     dtype_code, ndim = (code >> 8) & 0xFF, code & 0xFF
     valid = code >> 16 == 0 and dtype_code in _IDX_DTYPES and ndim > 0
     if not valid or (magic is not None and code != magic):
@@ -140,17 +175,34 @@ def read_idx(
             f"{path} is not an IDX file of the expected kind: magic number {code}, expected "
             f"{want}; {advice}"
         )
-    header = 4 + 4 * ndim
-    dims = struct.unpack(f">{ndim}I", data[4:header]) if len(data) >= header else None
-    dtype = np.dtype(_IDX_DTYPES[dtype_code])
-    need = header + math.prod(dims or ()) * dtype.itemsize
-    if dims is None or len(data) != need:
-        announced = (
-            f"its header announces shape {dims} ({need} bytes)" if dims else "no full header"
+    header, sizes = 4 + 4 * ndim, source.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise DataError(
+            f"{path} is truncated or damaged: {4 + len(sizes)} bytes, no full header; {advice}"
         )
-        raise DataError(f"{path} is truncated or damaged: {len(data)} bytes, {announced}; {advice}")
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="), copy=False)
+    dims = struct.unpack(f">{ndim}I", sizes)
+    dtype = np.dtype(_IDX_DTYPES[dtype_code])
+    nbytes = math.prod(dims) * dtype.itemsize
+    need, held = header + nbytes, f"{size} bytes gzipped" if gzipped else f"{size} bytes"
+    announced = f"its header announces shape {dims} ({need} bytes)"
+    if need > size * _MAX_GZIP_RATIO if gzipped else need != size:
+        raise DataError(f"{path} is truncated or damaged: {held}, {announced}; {advice}")
+    check_memory(nbytes, f"{path} announces shape {dims}", advice)
+    data = bytearray(nbytes)
+    got = _fill(source, memoryview(data))
+    if got < nbytes:
+        raise DataError(
+            f"{path} is truncated or damaged: {header + got} bytes, {announced}; {advice}"
+        )
+    if source.read(1):  # to the end: the gzip stream's CRC and length are checked there
+        raise DataError(
+            f"{path} is damaged: it holds more than the {need} bytes its header announces "
+            f"(shape {dims}); {advice}"
+        )
+    arr = np.frombuffer(data, dtype=dtype).reshape(dims)
+    arr = arr.astype(dtype.newbyteorder("="), copy=False)
+    arr.flags.writeable = False
+    return arr
 
 
 def _md5(path: Path) -> str:

@@ -27,7 +27,9 @@ from .dataset import (
     DataError,
     Dataset,
     check_likelihood,
+    check_memory,
     check_n_features,
+    check_regular_file,
     check_split,
     dataset_from_array,
     holdout,
@@ -44,6 +46,7 @@ from .idx import (
     local_idx,
     read_idx,
 )
+from .images import load_image_folder
 
 __all__ = ["DIGITS_SPLIT_SEED", "DIGITS_TEST_SIZE", "NoSuchSplit", "load_dataset", "named_dataset"]
 
@@ -110,7 +113,10 @@ _DAMAGE = (
 
 
 def _reason(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+    text = " ".join(str(exc).split())
+    if "max_header_size" in text:  # NumPy's words advise allow_pickle=True: never relay them
+        return "its .npy header is longer than NumPy reads safely (10,000 bytes)"
+    return text[:200] or type(exc).__name__
 
 
 def _head(path: Path) -> bytes:
@@ -119,11 +125,12 @@ def _head(path: Path) -> bytes:
         return f.read(len(_NPY_MAGIC))
 
 
-def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> np.ndarray:
+def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, advice: str) -> np.ndarray:
     """One array of an archive, read whole now, so a damaged member fails here and not later.
 
-    Its header's shape and dtype are checked against the member's size before anything is
-    allocated, and reading to the end checks the member's CRC."""
+    Its header's shape and dtype are checked against the member's size and the memory available
+    before anything is allocated, and reading to the end checks the member's CRC."""
+    limit = path.stat().st_size
     if info.compress_size > limit:
         raise ValueError(f"member {info.filename!r} is larger than the archive")
     with zf.open(info) as member:
@@ -140,6 +147,7 @@ def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> np.nd
                 f"member {info.filename!r} announces shape {shape} ({declared} bytes) but "
                 f"holds {held} bytes"
             )
+        check_memory(declared, f"{path}: member {info.filename!r} announces shape {shape}", advice)
     with zf.open(info) as member:
         array = np.lib.format.read_array(member, allow_pickle=False)
         member.read(1)  # to its end (no byte is left: the sizes agree): zipfile checks the CRC
@@ -154,10 +162,9 @@ def _npz_arrays(path: Path, advice: str) -> dict[str, np.ndarray]:
     if head[:4] not in _ZIP_MAGICS:
         what = "is empty" if not head else "is not an .npz archive (it is not a zip file)"
         raise DataError(f"{path} {what}; {advice}")
-    size = path.stat().st_size
     with zipfile.ZipFile(path) as zf:
         return {
-            info.filename.removesuffix(".npy"): _npz_member(zf, info, size)
+            info.filename.removesuffix(".npy"): _npz_member(zf, info, path, advice)
             for info in zf.infolist()
             if not info.is_dir()
         }
@@ -238,37 +245,6 @@ def _standard_dataset(
 # The user's own files
 # --------------------------------------------------------------------------------------------
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".tif", ".tiff")
-
-
-def _read_gray(path: Path) -> np.ndarray:
-    """One image as a uint8 (H, W) grayscale array (Pillow, which matplotlib depends on)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"could not read image {path} ({exc})") from None
-
-
-def _load_image_folder(folder: Path, likelihood: str) -> Dataset:
-    """Every image in ``folder`` (sorted by name), grayscale, all the same size, loaded whole."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(
-            f"{folder} holds no IDX files and no images ({', '.join(_IMAGE_SUFFIXES)}); "
-            "point at a .npy/.npz file or a folder of images"
-        )
-    images = [_read_gray(p) for p in files]
-    for path, image in zip(files, images, strict=True):
-        if image.shape != images[0].shape:
-            raise DataError(
-                f"images in {folder} differ in size: {files[0].name} is {images[0].shape} but "
-                f"{path.name} is {image.shape}; resize them to one size"
-            )
-    return dataset_from_array(np.stack(images), None, folder.name, likelihood)
-
 
 def _load_idx_folder(path: Path, split: str, likelihood: str) -> Dataset:
     """The images and labels of ``split`` from a folder that holds IDX files (official names,
@@ -301,7 +277,8 @@ def _load_path(path: Path, split: str, likelihood: str) -> Dataset:
     if split not in ("train", "all"):
         raise NoSuchSplit(path, split)
     if path.is_dir():
-        return _load_image_folder(path, likelihood)
+        return load_image_folder(path, likelihood)
+    check_regular_file(path)
     if path.suffix == ".npz":
         x, y = _read_npz(path, "replace it with an intact copy (np.savez writes one)")
         return dataset_from_array(x, y, path.name, likelihood)
@@ -311,7 +288,8 @@ def _load_path(path: Path, split: str, likelihood: str) -> Dataset:
 
 
 def _read_npy(path: Path) -> np.ndarray:
-    """A .npy file, memory-mapped (the mapping checks its size against its header)."""
+    """A .npy file, memory-mapped (the mapping checks its size against its header); one in
+    Fortran order is read into memory in C order, since its rows are not contiguous on disk."""
     try:
         head = _head(path)
         if head[:4] in _ZIP_MAGICS:
@@ -322,7 +300,16 @@ def _read_npy(path: Path) -> np.ndarray:
                 f"could not read {path} as a NumPy .npy file ({why}); replace it with an intact "
                 "copy (np.save writes one)"
             )
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+        if x.ndim > 1 and not x.flags.c_contiguous:  # Fortran order: its rows are scattered
+            check_memory(
+                x.nbytes + 4 * x.size,  # and their float32 copy
+                f"{path} is stored in Fortran order, so it is read into memory",
+                "save it in C order (np.save(path, np.ascontiguousarray(x))) to read it from "
+                "disk batch by batch",
+            )
+            return np.ascontiguousarray(x)
+        return x
     except DataError:
         raise
     except PermissionError as exc:
