@@ -34,7 +34,7 @@ from .backend import Backend, get_backend
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
 from .cliargs import PROG, CLIError
 from .data import Dataset, binarize, load_dataset, named_dataset
-from .data.dataset import train_val_split
+from .data.splits import train_val_split
 from .init import default_init
 from .models import AE, model_classes
 from .resume import check_flags_apply, check_resume_flags, nothing_to_train, resume_data

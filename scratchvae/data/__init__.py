@@ -28,7 +28,8 @@ time, with a one-line message naming the file, what is wrong and what to do.
 
 The modules, one concept each:
 
-* :mod:`.dataset`   the :class:`Dataset` type, validation of arrays, splits, binarization;
+* :mod:`.dataset`   the :class:`Dataset` type, validation of arrays;
+* :mod:`.splits`    the train/validation split, binarization;
 * :mod:`.idx`       the IDX format, md5 checks, the data root, what to download;
 * :mod:`.download`  downloads: verified, atomic, clearing what killed ones left;
 * :mod:`.images`    a folder of images, read as 8-bit grey levels;
@@ -42,10 +43,8 @@ from .dataset import (
     Dataset,
     LazyScaled,
     as_dataset,
-    binarize,
     check_n_features,
     dataset_from_array,
-    train_val_split,
     validate_values,
 )
 from .idx import (
@@ -59,6 +58,7 @@ from .idx import (
     read_idx,
 )
 from .load import DIGITS_SPLIT_SEED, DIGITS_TEST_SIZE, load_dataset, named_dataset
+from .splits import binarize, train_val_split
 
 __all__ = [
     "BINARIZE_MODES",

@@ -32,7 +32,6 @@ from .dataset import (
     check_regular_file,
     check_split,
     dataset_from_array,
-    holdout,
 )
 from .idx import (
     IDX_IMAGES_MAGIC,
@@ -47,6 +46,7 @@ from .idx import (
     read_idx,
 )
 from .images import load_image_folder
+from .splits import holdout
 
 __all__ = ["DIGITS_SPLIT_SEED", "DIGITS_TEST_SIZE", "NoSuchSplit", "load_dataset", "named_dataset"]
 

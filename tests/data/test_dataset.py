@@ -12,15 +12,13 @@ from scratchvae.data.dataset import (
     BINARIZE_MODES,
     LIKELIHOODS,
     LazyScaled,
-    binarize,
     check_likelihood,
     check_n_features,
     check_split,
     dataset_from_array,
-    holdout,
-    train_val_split,
     validate_values,
 )
+from scratchvae.data.splits import binarize, holdout, train_val_split
 
 # --------------------------------------------------------------------------------------------
 # The Dataset and LazyScaled

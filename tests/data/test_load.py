@@ -8,8 +8,9 @@ import pytest
 from idx_helpers import write
 
 from scratchvae.data import DataError, load_dataset
-from scratchvae.data.dataset import LazyScaled, holdout
+from scratchvae.data.dataset import LazyScaled
 from scratchvae.data.load import DIGITS_SPLIT_SEED, DIGITS_TEST_SIZE
+from scratchvae.data.splits import holdout
 
 # --------------------------------------------------------------------------------------------
 # Embedded digits and splits
