@@ -53,6 +53,11 @@ def _read_all(path: Path) -> dict[str, Any]:
             f"no checkpoint at {path}; train first (scratchvae train --out DIR) or pass the "
             "run folder that holds checkpoint.npz"
         )
+    if not path.is_file() and not path.is_dir():  # opening a pipe waits for a writer
+        raise CheckpointError(
+            f"{path} is not a regular file (a pipe or a device); pass the run folder or the "
+            "checkpoint.npz that scratchvae train wrote"
+        )
     _refuse_foreign(path)
     try:
         with np.load(path, allow_pickle=False) as z:

@@ -395,6 +395,20 @@ def test_a_checkpoint_that_is_a_folder_is_not_readable(tmp_path):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+@pytest.mark.parametrize("name", ["checkpoint.npz", "b.ckpt"])
+def test_a_checkpoint_that_is_a_named_pipe_is_refused_at_once(tmp_path, name):
+    # opening a pipe for reading waits for a writer: the command hung until killed
+    os.mkfifo(tmp_path / name)
+    where = tmp_path if name == "checkpoint.npz" else tmp_path / name
+    with pytest.raises(CheckpointError, match=r"is not a regular file \(a pipe or a device\)"):
+        load_checkpoint(where)
+    cmd = [sys.executable, "-m", "scratchvae", "evaluate", str(where)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "not a regular file" in done.stderr
+
+
 def test_a_checkpoint_without_parameters_is_damaged(run_dir, tmp_path):
     params = {k: None for k in _arrays(run_dir) if k.startswith("param/")}
     out = _crafted(run_dir, tmp_path, **params)
