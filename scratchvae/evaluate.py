@@ -30,7 +30,7 @@ from typing import Any
 
 from .backend import Backend, get_special, get_xp, to_numpy
 from .data import Dataset
-from .data.dataset import host_rows
+from .data.dataset import check_float32_range, host_rows
 from .inputs import check_targets, whole
 from .models import AE, VAE, Model
 from .ops.losses import kl_standard_normal, log_normal_draw, log_standard_normal
@@ -251,6 +251,7 @@ def evaluate(
         x = x.get_batch(slice(None))
     elif get_xp(x).__name__ == "numpy":  # a host array or list, read as fit reads it
         x = host_rows(x)
+        check_float32_range(x, "the data")  # before a cast could make 1e39 Inf
     x = model.backend.asarray(x)
     check_targets(x, model.lik.kind, "the data")  # NaN, or outside [0, 1] for a Bernoulli decoder
     if x.ndim != 2 or x.shape[0] == 0:

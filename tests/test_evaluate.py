@@ -247,3 +247,13 @@ def test_iw_bound_budget_defaults_to_the_backends(monkeypatch):
     ev.iw_bound(m, m.backend.uniform((3, 6)), 4)
     ev.iw_bound(m, m.backend.uniform((3, 6)), 4, budget=1000)
     assert seen == [ev.DEFAULT_BUDGET, 1000] and ev.GPU_BUDGET > ev.DEFAULT_BUDGET
+
+
+def test_values_beyond_float32_are_refused_before_the_cast(recwarn):
+    # fit refuses them (a data set holds float32); evaluate cast them to Inf first, with
+    # NumPy's overflow warning, then called them "NaN or Inf"
+    np = pytest.importorskip("numpy")  # numpy-boundary: a host array of the user's
+    m = VAE(4, hidden=[4], latent=2, backend=Backend("numpy", seed=0), likelihood="gaussian")
+    with pytest.raises(ValueError, match=r"beyond float32's range .*; scale them down$"):
+        ev.evaluate(m, np.full((3, 4), 1e39))
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -28,6 +28,7 @@ __all__ = [
     "LazyScaled",
     "as_dataset",
     "check_likelihood",
+    "check_float32_range",
     "check_memory",
     "check_n_features",
     "check_regular_file",
@@ -237,6 +238,18 @@ def _scan(x: np.ndarray, name: str) -> tuple[float, float]:
     return lo, hi
 
 
+def check_float32_range(x: np.ndarray, name: str = "data") -> tuple[float, float]:
+    """Check ``x`` is finite and within float32's range (a data set holds float32: such values
+    would become Inf); return (min, max). In chunks of rows, as :func:`validate_values`."""
+    lo, hi = _scan(x, name)
+    if max(-lo, hi) > _FLOAT32_MAX:  # finite here, Inf once held as float32
+        raise DataError(
+            f"{name} has values in [{lo:g}, {hi:g}], beyond float32's range (+-3.4e38), in "
+            "which data sets are held and trained; scale them down"
+        )
+    return lo, hi
+
+
 def validate_values(
     x: np.ndarray, likelihood: str = "bernoulli", name: str = "data"
 ) -> tuple[float, float]:
@@ -245,12 +258,7 @@ def validate_values(
     Works in chunks of rows, so a memory-mapped array is never loaded whole. Values beyond
     float32's range are refused (a data set holds float32: they would become Inf).
     """
-    lo, hi = _scan(x, name)
-    if max(-lo, hi) > _FLOAT32_MAX:  # finite here, Inf once held as float32
-        raise DataError(
-            f"{name} has values in [{lo:g}, {hi:g}], beyond float32's range (+-3.4e38), in "
-            "which data sets are held and trained; scale them down"
-        )
+    lo, hi = check_float32_range(x, name)
     if likelihood == "bernoulli" and (lo < 0 or hi > 1):
         how = "divide by 255 if they are 8-bit grey levels, else " if lo >= 0 and hi <= 255 else ""
         raise DataError(
