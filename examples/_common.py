@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from scratchvae.backend import Backend, BackendError
-from scratchvae.cliargs import COUNT, NATURAL, checked, error_message, one_line_error
+from scratchvae.cliargs import COUNT, NATURAL, checked, error_message, one_line_error, stdout_gone
 from scratchvae.data import Dataset, dataset_from_array, load_dataset
 from scratchvae.train import History, TrainConfig, fit
 
@@ -53,6 +53,8 @@ def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None 
     try:
         main(argv)
     except USER_ERRORS as exc:
+        if stdout_gone(exc):  # `python example.py | head`: the reader stopped, no error
+            raise SystemExit(1) from None
         print(one_line_error(error_message(exc), prog), file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -33,6 +33,7 @@ from .cliargs import (
     error_message,
     one_line_error,
     one_line_warnings,
+    stdout_gone,
     typed_options,
     up_to,
 )
@@ -364,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(one_line_error(msg), file=sys.stderr)
         return 2
     except _USER_ERRORS as exc:
+        if stdout_gone(exc):  # the reader of the output stopped reading: as Python's docs do
+            return 1
         print(one_line_error(error_message(exc)), file=sys.stderr)
         return 2
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import select
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -48,6 +50,31 @@ def one_line_error(message: str, prog: str = PROG) -> str:
     examples give their script's name as ``prog``)."""
     first = message.strip().splitlines()[0] if message.strip() else "unknown error"
     return f"{prog}: error: {first}"
+
+
+def stdout_gone(exc: BaseException) -> bool:
+    """True when ``exc`` is the broken pipe of a reader of stdout that stopped reading
+    (``scratchvae ... | head``): not an error to report. stdout is then pointed at the null
+    device, so that Python's own flush at exit does not fail on it again."""
+    if not isinstance(exc, BrokenPipeError) or not _reader_gone(sys.stdout):
+        return False  # a pipe of another kind (a socket, a child process's): an error
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
+    return True
+
+
+def _reader_gone(stream: Any) -> bool:
+    """Whether ``stream`` is a pipe whose reading end is closed (poll says POLLERR for it;
+    where there is no poll, any broken pipe is taken to be stdout's, as Python's docs do)."""
+    if not hasattr(select, "poll"):
+        return True
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # closed, or no file descriptor (a StringIO)
+        return False
 
 
 def error_message(exc: BaseException) -> str:

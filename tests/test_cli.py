@@ -448,3 +448,22 @@ def test_typed_options_tells_a_typed_default_from_no_flag():
     typed = typed_options(build_parser(), ["train", "--lr", "0.001", "--hidden", "8"])
     assert {"lr", "hidden"} <= typed and "latent" not in typed and "seed" not in typed
     assert typed_options(build_parser(), ["evaluate", "run", "--iw-samples", "5"]) >= {"iw_samples"}
+
+
+def test_a_reader_that_stops_reading_is_no_error(run_dir):
+    # `scratchvae evaluate RUN | head -1`: the pipe breaks when the reader has gone; the
+    # command stops quietly (status 1, as Python's docs do) instead of "error: Broken pipe"
+    cmd = [sys.executable, "-m", "scratchvae", "evaluate", str(run_dir), "--iw-samples", "5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1
+    assert "error" not in err and "Traceback" not in err, err
+
+
+def test_a_broken_pipe_other_than_stdout_is_still_an_error():
+    # a socket's or a child process's pipe, while stdout is fine: reported as an error
+    from scratchvae.cliargs import stdout_gone
+
+    assert not stdout_gone(BrokenPipeError(errno.EPIPE, "Broken pipe"))
+    assert not stdout_gone(OSError(errno.EPIPE, "Broken pipe"))
