@@ -37,7 +37,13 @@ from .data import Dataset, binarize, load_dataset, named_dataset
 from .data.splits import train_val_split
 from .init import default_init
 from .models import AE, model_classes
-from .resume import check_flags_apply, check_resume_flags, nothing_to_train, resume_data
+from .resume import (
+    check_flags_apply,
+    check_resume_flags,
+    data_moved,
+    nothing_to_train,
+    resume_data,
+)
 from .runs import backend_for, data_likelihood, load_run, run_data
 from .train import METRICS_NAME, TrainConfig, fit
 
@@ -155,6 +161,8 @@ def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig,
         overrides["data_dir"] = _absolute(args.data_dir)
     if args.data is not None and ckpt.train_config.get("data") is None:  # a run made by fit():
         overrides["data"] = _absolute(args.data)  # recorded now, as a fresh CLI run records it
+    elif data_moved(ckpt, args.data):  # its fingerprint says, at the start, if it is the same
+        overrides["data"] = _absolute(args.data)  # where it lives now, recorded
     if "save_every" in getattr(args, "typed", ()):  # how often it saves: not the run's numbers
         overrides["save_every"] = args.save_every
     config = TrainConfig.from_dict(ckpt.train_config, **overrides)

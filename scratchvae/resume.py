@@ -45,6 +45,7 @@ __all__ = [
     "check_progress_fits",
     "check_resume_flags",
     "check_same_data",
+    "data_moved",
     "check_same_run",
     "warn_other_threads",
 ]
@@ -110,6 +111,17 @@ def _same_data(saved: str | None, asked: str) -> bool:
     if key_saved or key_asked:
         return key_saved == key_asked
     return Path(saved).expanduser().resolve() == Path(asked).expanduser().resolve()
+
+
+def data_moved(ckpt: Checkpoint, asked: str | None) -> bool:
+    """Whether ``--data`` (``asked``) names a file or folder other than the one the run
+    records, for a run that records its data's fingerprint: taken as the run's data moved, the
+    fingerprint (:func:`check_same_data`, when the run resumes) then says whether it is the same
+    data. A checkpoint written before fingerprints has its path only: that must agree."""
+    saved = ckpt.train_config.get("data")
+    if asked is None or saved is None or ckpt.data_fingerprint is None:
+        return False
+    return not (named_dataset(saved) or named_dataset(asked) or _same_data(saved, asked))
 
 
 def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: TrainConfig) -> None:

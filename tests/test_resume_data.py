@@ -132,3 +132,30 @@ def test_a_cli_resume_of_a_fit_run_records_its_data(tmp_path, capsys):
     assert ckpt.epoch == 3 and ckpt.train_config["data"] == str(tmp_path / "mine.npy")
     capsys.readouterr()
     assert main(["evaluate", str(out), "--iw-samples", "2", "--split", "train"]) == 0
+
+
+def test_a_run_whose_data_file_moved_resumes_from_its_new_place(tmp_path, capsys):
+    # the path comparison refused the moved file; the fingerprint now says it is the same data
+    old, new, other, out = (tmp_path / n for n in ("a.npy", "b.npy", "c.npy", "run"))
+    np.save(old, _grey(0))
+    assert main(["train", *FLAGS, "--data", str(old), "--epochs", "1", "--out", str(out)]) == 0
+    old.rename(new)
+    np.save(other, _grey(1))
+    before = _files(out)
+    resume = ["train", "--resume", "--out", str(out), *FLAGS[-2:]]
+    assert main([*resume, "--epochs", "2", "--data", str(other)]) == 2  # moved, but not the same
+    assert "was trained on other data (the same shape" in _error_line(capsys)
+    assert _files(out) == before
+    assert main([*resume, "--epochs", "2", "--data", str(new)]) == 0
+    assert load_checkpoint(out).train_config["data"] == str(new)  # where it lives now
+    assert main([*resume, "--epochs", "3"]) == 0  # no --data: the run names the new place
+    assert load_checkpoint(out).epoch == 3
+
+
+def test_a_moved_named_data_set_is_still_compared_by_name(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *FLAGS, "--epochs", "1", "--out", str(out)]) == 0  # the digits
+    np.save(tmp_path / "a.npy", _grey(0))
+    resume = ["train", "--resume", "--out", str(out), "--epochs", "2", *FLAGS[-2:]]
+    assert main([*resume, "--data", str(tmp_path / "a.npy")]) == 2
+    assert "was trained with --data digits; you asked for --data" in _error_line(capsys)
