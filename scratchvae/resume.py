@@ -261,16 +261,21 @@ def check_same_data(ckpt: Checkpoint, fingerprint: Callable[[], dict[str, Any]])
 def check_progress_fits(ckpt: Checkpoint, steps_per_epoch: int, allow: Sequence[str]) -> None:
     """Refuse (CheckpointError, one line: the file is damaged) a checkpoint whose progress a
     resume cannot continue: epochs done with no history of them (a resume would write
-    metrics.jsonl without them), an optimizer step count other than the run's (Adam's bias
-    correction and the KL warm-up would disagree), or, on the data it was trained on (its
-    fingerprint matched) with the same batch size and split, a last epoch of another number
-    of steps than the data gives."""
+    metrics.jsonl without them), an epoch with no validation loss in a run that validates
+    (early stopping would restart its count without a word), an optimizer step count other
+    than the run's (Adam's bias correction and the KL warm-up would disagree), or, on the data
+    it was trained on (its fingerprint matched) with the same batch size and split, a last
+    epoch of another number of steps than the data gives."""
     t, history = ckpt.optim_state.get("t"), ckpt.history
     steps = [r.get("step") for r in history[-2:]]
     last = None if None in steps or not steps else steps[-1] - (steps[0] if len(steps) == 2 else 0)
     why = None
+    unscored = [r.get("epoch") for r in history if "val_loss" not in r]
     if ckpt.epoch and not history:
         why = f"it records no history of its {ckpt.epoch} epochs"
+    elif unscored and ckpt.train_config.get("val_fraction") and "val_fraction" not in allow:
+        # the best epoch and early stopping's patience are read from them
+        why = f"its epoch {unscored[0]} has no validation loss, though the run holds rows out"
     elif t is not None and t.ndim == 0 and t.dtype.kind in "iu" and 0 <= t != ckpt.step:
         why = f"its optimizer state is at step {int(t)}, but the run at step {ckpt.step}"
     elif (

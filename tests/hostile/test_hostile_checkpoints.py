@@ -592,6 +592,18 @@ def test_a_checkpoint_without_history_loads_but_does_not_resume(run_dir, tmp_pat
     assert (out / "metrics.jsonl").read_bytes() == (run_dir / "metrics.jsonl").read_bytes()
 
 
+def test_a_validating_run_whose_history_lacks_a_validation_loss_does_not_resume(run_dir, tmp_path):
+    # the best epoch and early stopping's patience come from the val_loss records: a crafted
+    # history without them turned early stopping off without a word
+    meta = _with(_meta(run_dir), "history.0.val_loss", None, delete=True)
+    assert meta["train_config"]["val_fraction"] > 0
+    out = _crafted(run_dir, tmp_path, meta)
+    model, ckpt = load_model(out)  # looked at as before
+    config = TrainConfig.from_dict(ckpt.train_config, out_dir=str(out), epochs=3)
+    with pytest.raises(CheckpointError, match="its epoch 1 has no validation loss, though the run"):
+        Trainer(model, load_dataset("digits"), config).fit(resume=True)
+
+
 # ------------------------------------------------------------------ resume with other flags
 def test_resume_accepts_the_run_s_own_flags_and_takes_the_rest_from_it(run_dir, tmp_path):
     out = _crafted(run_dir, tmp_path)
