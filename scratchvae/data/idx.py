@@ -20,6 +20,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,22 +96,31 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
-def _chunks(path: Path, advice: str) -> Iterator[bytes]:
-    """The file's bytes in pieces of 1 MiB, decompressed when it is gzipped (told by its first
-    two bytes)."""
+@contextmanager
+def _opened(path: Path, advice: str) -> Iterator[tuple[Any, int, bool]]:
+    """(source, size on disk, gzipped): the file open for reading, decompressed when it is
+    gzipped (told by its first two bytes). A failure to read it, in the ``with`` block too, is
+    one :class:`DataError` line ending with ``advice`` where the file is damaged."""
     try:
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             gzipped = f.read(2) == b"\x1f\x8b"
             f.seek(0)
             with gzip.open(f, "rb") if gzipped else f as source:
-                while chunk := source.read(1 << 20):
-                    yield chunk
+                yield source, size, gzipped
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # damage inside the gzip stream
         raise DataError(
             f"{path} is a truncated or damaged gzip file ({_reason(exc)}); {advice}"
         ) from None
     except OSError as exc:  # the file itself: permissions, a folder, a disk error
         raise DataError(f"cannot read {path} ({exc.strerror or _reason(exc)})") from None
+
+
+def _chunks(path: Path, advice: str) -> Iterator[bytes]:
+    """The file's bytes in pieces of 1 MiB, decompressed when it is gzipped."""
+    with _opened(path, advice) as (source, _, _):
+        while chunk := source.read(1 << 20):
+            yield chunk
 
 
 #: Deflate expands its input at most 1032 to 1, so a gzipped file that announces more bytes
@@ -145,19 +155,8 @@ def read_idx(
     """
     path = Path(path)
     check_regular_file(path)
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            gzipped = f.read(2) == b"\x1f\x8b"
-            f.seek(0)
-            with gzip.open(f, "rb") if gzipped else f as source:
-                return _parse_idx(path, source, size, gzipped, magic, advice)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # damage inside the gzip stream
-        raise DataError(
-            f"{path} is a truncated or damaged gzip file ({_reason(exc)}); {advice}"
-        ) from None
-    except OSError as exc:  # the file itself: permissions, a folder, a disk error
-        raise DataError(f"cannot read {path} ({exc.strerror or _reason(exc)})") from None
+    with _opened(path, advice) as (source, size, gzipped):
+        return _parse_idx(path, source, size, gzipped, magic, advice)
 
 
 def _parse_idx(

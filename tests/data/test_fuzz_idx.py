@@ -105,18 +105,23 @@ def test_every_truncation_of_an_idx_file(kind, gzipped):
         _check_one(blob[:cut], gzipped, IDX_IMAGES_MAGIC if kind == "images" else IDX_LABELS_MAGIC)
 
 
+def _refused_within(path, match: str, peak_bytes: int) -> None:
+    """read_idx(path) refuses the file (``match``), its memory peak under ``peak_bytes``."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=match):
+            read_idx(path, IDX_IMAGES_MAGIC)
+        assert tracemalloc.get_traced_memory()[1] < peak_bytes
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.parametrize("dims", [(2**32 - 1,) * 3, (60000, 2**31, 28), (1, 1, 2**32 - 1)])
 @pytest.mark.parametrize("gzipped", [False, True], ids=["raw", "gz"])
 def test_huge_announced_sizes_are_refused_without_allocating(tmp_path, dims, gzipped):
     blob = struct.pack(">I3I", IDX_IMAGES_MAGIC, *dims) + bytes(100)
     path = write(tmp_path, {"x": gzip.compress(blob) if gzipped else blob}) / "x"
-    tracemalloc.start()
-    try:
-        with pytest.raises(DataError, match=r"x is truncated or damaged: .*announces shape"):
-            read_idx(path, IDX_IMAGES_MAGIC)
-        assert tracemalloc.get_traced_memory()[1] < 1 << 20
-    finally:
-        tracemalloc.stop()
+    _refused_within(path, r"x is truncated or damaged: .*announces shape", 1 << 20)
 
 
 def _gzip_bomb(header: bytes, zeros: int) -> bytes:
@@ -133,13 +138,7 @@ def test_a_gzip_bomb_is_read_no_further_than_its_header_announces(tmp_path):
     could take 20 GB)."""
     header = struct.pack(">I3I", IDX_IMAGES_MAGIC, 1, 28, 28)
     path = write(tmp_path, {"bomb.gz": _gzip_bomb(header, 64 << 20)}) / "bomb.gz"
-    tracemalloc.start()
-    try:
-        with pytest.raises(DataError, match=r"bomb.gz is damaged: it holds more than the 800 "):
-            read_idx(path, IDX_IMAGES_MAGIC)
-        assert tracemalloc.get_traced_memory()[1] < 8 << 20
-    finally:
-        tracemalloc.stop()
+    _refused_within(path, r"bomb.gz is damaged: it holds more than the 800 ", 8 << 20)
 
 
 def test_a_gzip_stream_announcing_more_than_deflate_can_hold_is_refused_unread(tmp_path):
@@ -147,13 +146,7 @@ def test_a_gzip_stream_announcing_more_than_deflate_can_hold_is_refused_unread(t
     its stream holds, and is refused before anything is allocated or decompressed."""
     header = struct.pack(">I3I", IDX_IMAGES_MAGIC, 500_000, 28, 28)
     path = write(tmp_path, {"x.gz": _gzip_bomb(header, 40 << 20)}) / "x.gz"
-    tracemalloc.start()
-    try:
-        with pytest.raises(DataError, match=r"x.gz is truncated or damaged: .* gzipped"):
-            read_idx(path, IDX_IMAGES_MAGIC)
-        assert tracemalloc.get_traced_memory()[1] < 1 << 20
-    finally:
-        tracemalloc.stop()
+    _refused_within(path, r"x.gz is truncated or damaged: .* gzipped", 1 << 20)
 
 
 def test_more_than_memory_holds_is_refused_up_front(tmp_path, monkeypatch):
