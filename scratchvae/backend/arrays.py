@@ -229,8 +229,8 @@ class Backend:
         self.dtype = np.dtype(_DTYPES[dtype])
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
-        self.seed = int(seed)
-        self.rng = _generator(name, self.seed)
+        self.seed: int = int(seed)
+        self.rng: Any = _generator(name, self.seed)  # NumPy's Generator, or CounterRNG on CuPy
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, dtype={self.dtype.name!r}, seed={self.seed})"
