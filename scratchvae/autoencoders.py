@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from .backend import Backend
 from .inputs import foreign_cache
 from .mlp import MLPCache
-from .models import AE, Noise
+from .models import AE, Noise, Terms
 from .ops.activations import ActivationCache, sigmoid_backward, sigmoid_forward
 from .ops.losses import (
     LikelihoodCache,
@@ -58,7 +59,9 @@ class DenoisingAE(AE):
     def config(self) -> dict[str, Any]:
         return {**super().config, "noise": self.noise, "noise_level": self.noise_level}
 
-    def draw_noise(self, batch_size, backend=None, train=True):  # noqa: ANN001, ANN201
+    def draw_noise(
+        self, batch_size: int, backend: Backend | None = None, train: bool = True
+    ) -> dict[str, Array]:
         noise = super().draw_noise(batch_size, backend, train)
         if not train:
             return noise
@@ -119,7 +122,14 @@ class SparseAE(AE):
     def config(self) -> dict[str, Any]:
         return {**super().config, "rho": self.rho, "beta": self.beta}
 
-    def forward(self, x, noise=None, train=True, kl_weight=None, ws=None):  # noqa: ANN001, ANN201
+    def forward(
+        self,
+        x: Array,
+        noise: Noise | None = None,
+        train: bool = True,
+        kl_weight: float | None = None,
+        ws: Workspace | None = None,
+    ) -> tuple[Terms, SparseAECache]:
         x = self.prepare(x, 1)
         masks = self._noise(x, noise, train) if train else None
         a, enc = self.encoder.forward(self.params, x, masks, ws)  # (B, latent) pre-activation

@@ -16,7 +16,7 @@ import dataclasses
 import inspect
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .mlp import MLP
@@ -48,7 +48,7 @@ def _finite(v: Any) -> bool:
         return False
 
 
-_IS = {
+_IS: dict[str, Callable[[Any], bool]] = {
     "int": lambda v: type(v) is int and -_INT_RANGE <= v < _INT_RANGE,
     "float": lambda v: type(v) in (int, float) and _finite(v),
     "bool": lambda v: type(v) is bool,

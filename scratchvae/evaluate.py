@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from functools import partial
 from typing import Any
 
 from .backend import Backend, get_special, get_xp, to_numpy
@@ -273,7 +272,10 @@ def evaluate(
     if iw_samples > 0:
         stage, pairs = f"importance-weighted bound, k={iw_samples:,}", n * int(iw_samples)
         say(stage, 0, pairs)
-        report = partial(say, stage, total=pairs)
+
+        def report(done: int) -> None:
+            say(stage, done, pairs)  # positional, as a Report is called
+
         bound = _mean(iw_bound(model, x, iw_samples, batch_size, budget, bk, progress=report))
         out.update(iw_bound=bound, iw_nll=-bound, bits_per_dim=bits_per_dim(-bound, x.shape[1]))
     out["active_units"], _ = active_units(model, x, batch_size)

@@ -107,7 +107,9 @@ def _wrapped(rows: Sequence[tuple[str, Any]], image_shape: Shape) -> list[tuple[
     return panels
 
 
-def _rows_figure(rows: Sequence[tuple[str, Any]], image_shape: Shape, title: str, path: PathLike):
+def _rows_figure(
+    rows: Sequence[tuple[str, Any]], image_shape: Shape, title: str, path: PathLike
+) -> Path:
     """One labelled mosaic row per (label, (N, D) array), all N the same, wrapped into blocks
     of rows past MAX_ROW images. The figure takes the mosaics' shape (no blank band above or
     below a long thin row); 1 x D strips (no image shape) are stretched to a readable height."""

@@ -140,7 +140,9 @@ class Stages:
     each stage gets a bar in a terminal, else a line when it starts and status lines while it
     runs. ``prefix`` begins each line ('scratchvae: ')."""
 
-    def __init__(self, bar: bool = True, prefix: str = "", unit: str = "", stream: Any = None):
+    def __init__(
+        self, bar: bool = True, prefix: str = "", unit: str = "", stream: Any = None
+    ) -> None:
         self.bar, self.prefix, self.unit, self.stream = bar, prefix, unit, stream
         self.stage: str | None = None
         self.current: Progress | None = None

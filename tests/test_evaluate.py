@@ -163,6 +163,18 @@ def test_evaluate_reports_every_figure():
     assert ev.evaluate(m, x, iw_samples=0)["iw_bound"] is None
 
 
+def test_evaluate_calls_progress_with_positional_arguments_only():
+    # progress is a Report, (stage, done, total): any callable of three arguments, whatever
+    # it names them (it was called with total=... as a keyword, which only Stages accepted)
+    m, x = random_bernoulli_vae(n=20)
+    seen = []
+    ev.evaluate(
+        m, x, iw_samples=3, batch_size=8, seed=0, progress=lambda s, d, n: seen.append((s, d, n))
+    )
+    bound = [(d, n) for s, d, n in seen if s.startswith("importance")]
+    assert bound[0] == (0, 60) and bound[-1] == (60, 60)
+
+
 def test_evaluate_non_vae_reports_reconstruction_only():
     bk = Backend("numpy", "float32", seed=0)
     ae = AE(12, hidden=(8,), latent=2, backend=bk)

@@ -57,12 +57,14 @@ class BackendError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 
-def _softplus(xp: ModuleType):
+def _softplus(xp: ModuleType) -> Callable[..., Any]:
     # softplus(x) = log(1 + e^x) = logaddexp(0, x)
     #             = max(x, 0) + log1p(e^{-|x|})     (e^{-|x|} <= 1: stable for |x| of 1000)
     # The second form is the one computed: same value to rounding, and much faster than
     # NumPy's logaddexp (five cheap vectorised ufuncs instead of one slow scalar loop).
-    def softplus(x, out=None, work=None):  # work: scratch of x's shape (else allocated)
+    def softplus(
+        x: Any, out: Any = None, work: Any = None
+    ) -> Any:  # work: scratch of x's shape (else allocated)
         if xp is not np:  # on the GPU logaddexp is already one fused kernel
             return xp.logaddexp(0, x, out=out)
         t = xp.abs(x, out=out)
@@ -120,8 +122,8 @@ def import_cupy() -> ModuleType:
     return cupy
 
 
-def _logsumexp_fallback(xp: ModuleType):
-    def logsumexp(a, axis=None, keepdims=False):
+def _logsumexp_fallback(xp: ModuleType) -> Callable[..., Any]:
+    def logsumexp(a: Any, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Any:
         a_max = xp.max(a, axis=axis, keepdims=True)
         a_max = xp.where(xp.isfinite(a_max), a_max, 0)
         out = xp.log(xp.sum(xp.exp(a - a_max), axis=axis, keepdims=True)) + a_max
@@ -227,8 +229,8 @@ class Backend:
         self.dtype = np.dtype(_DTYPES[dtype])
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
-        self.seed = int(seed)
-        self.rng = _generator(name, self.seed)
+        self.seed: int = int(seed)
+        self.rng: Any = _generator(name, self.seed)  # NumPy's Generator, or CounterRNG on CuPy
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, dtype={self.dtype.name!r}, seed={self.seed})"

@@ -249,6 +249,8 @@ class ThreadChoice:
     chosen from the free cores by :meth:`update`; ``count`` is the current one, ``busy`` the
     cores found busy with other work (None: not measured)."""
 
+    busy: float | None
+
     def __init__(self, pinned: int | None, probe: LoadProbe | None = None) -> None:
         self.pinned, self.probe = pinned, probe
         self.count, self.busy = pinned or usable_cores(), None

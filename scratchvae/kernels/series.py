@@ -106,7 +106,7 @@ def _exp_minus(a, c):  # noqa: ANN001, ANN202 - compiled
 
 
 @_series_jit
-def exp_minus_abs(x, c):  # noqa: ANN001, ANN202 - compiled
+def exp_minus_abs(x: Any, c: SeriesConstants) -> Any:  # x: a float scalar of c's dtype
     # exp(-|x|) for any x: 0 past c.arg_max (the exact value is below the smallest normal
     # number there), NaN for NaN. NaN and the far tail take arg_max into _exp_minus, so its
     # float-to-integer conversion always has a defined result.
@@ -118,7 +118,7 @@ def exp_minus_abs(x, c):  # noqa: ANN001, ANN202 - compiled
 
 
 @_series_jit
-def log1p_unit(e, c):  # noqa: ANN001, ANN202 - compiled
+def log1p_unit(e: Any, c: SeriesConstants) -> Any:  # e: a float scalar of c's dtype
     # log(1 + e) for e in [0, 1]: 1 + e = (1 + s) / (1 - s) with s = e / (2 + e) in
     # [0, 1/3], and log((1 + s) / (1 - s)) = 2 atanh(s) = 2s (1 + s^2/3 + s^4/5 + ...).
     # The leading 2s is added last, so the series' rounding is that of a small correction.

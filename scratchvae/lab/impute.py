@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..backend import Backend, get_special, get_xp
-from ..models import VAE, Model
+from ..models import AE, VAE
 from ..ops.losses import log_normal_draw, log_standard_normal
 from ..ops.reparam import reparam_forward
 
@@ -61,7 +61,7 @@ def _fill_value(fill: float | Array, x: Array) -> Array:
     return fill
 
 
-def _code(model: Model, x: Array, sample: bool, backend: Backend) -> Array:
+def _code(model: AE, x: Array, sample: bool, backend: Backend) -> Array:
     """z ~ q(z|x) (VAE, sample=True) or the deterministic code mu(x) / encode(x).   (B, L)"""
     if not isinstance(model, VAE):
         return model.encode(x)
@@ -72,7 +72,7 @@ def _code(model: Model, x: Array, sample: bool, backend: Backend) -> Array:
 
 
 def impute(
-    model: Model,
+    model: AE,
     x: Array,
     mask: Array,
     n_iter: int = 50,
@@ -212,7 +212,7 @@ def masked_mse(x_filled: Array, x_true: Array, mask: Array) -> float:
     return float(err.sum()) / n
 
 
-def denoise(model: Model, x_noisy: Array) -> Array:
+def denoise(model: AE, x_noisy: Array) -> Array:
     """The model's reconstruction of a noisy input: decode(encode(x_noisy)) (z = mu for a VAE).
 
     A denoising AE was trained for exactly this; a plain AE or VAE also pulls a noisy input
