@@ -56,7 +56,7 @@ from .ops.activations import ACTIVATIONS
 from .resume import ResumeWarning
 from .train import TrainingDiverged
 
-__all__ = ["Terminated", "build_parser", "main", "version"]
+__all__ = ["Terminated", "build_parser", "main", "run", "version"]
 
 # commands whose options and run_cli live in their own module: (module, help, description)
 _TOOLS = {

@@ -42,11 +42,14 @@ __all__ = [
     "RUN_SETTINGS",
     "ResumeMismatch",
     "ResumeWarning",
+    "check_flags_apply",
     "check_progress_fits",
     "check_resume_flags",
     "check_same_data",
-    "data_moved",
     "check_same_run",
+    "data_moved",
+    "nothing_to_train",
+    "resume_data",
     "warn_other_threads",
 ]
 
