@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from typing import Any
 
 from ..backend import Backend, BackendError
 from ..cliargs import OneLineParser, one_line_error
-from .checks import check_busy_cores, check_name, prepare_out
+from .checks import check_busy_cores, check_name, prepare_out, usable_cores
 from .conditions import CONDITIONS, default_name, run_contention, run_thread_sweep, write
 from .equivalence import ReferenceMismatch, raise_if_disagrees
 from .memory import eval_cost, measure_memory
@@ -159,15 +160,37 @@ def _validate(args: argparse.Namespace) -> str | None:
         return "--target-seconds and --pause must be finite numbers"
     if args.eval_n < 1 or args.eval_k < 0:
         return "--eval-n must be >= 1 and --eval-k >= 0 (0 skips the evaluation)"
-    if args.torch_device not in ("none", "cpu") and not args.torch_device.startswith("cuda"):
+    if not re.fullmatch(r"none|cpu|cuda(:[0-9]+)?", args.torch_device):
         return f"--torch-device must be cpu, cuda[:N] or none, got {args.torch_device!r}"
     if args.contention and args.thread_sweep:
         return "--contention and --thread-sweep are two runs; pass one of them"
+    if args.threads is not None and args.threads > usable_cores():
+        return (
+            f"--threads {args.threads}: this process may use {usable_cores()} core(s); more "
+            "threads than cores would time their contention, not the libraries"
+        )
+    if args.contention or args.thread_sweep:
+        problem = _conditions_problem(args)
+        if problem:
+            return problem
     if args.busy_cores is not None and not args.contention:
         return "--busy-cores sets the busy condition of --contention; add --contention"
     if args.conditions is not None and not args.contention:
         return "--conditions chooses the conditions of --contention; add --contention"
     return check_name(args.name) or check_busy_cores(args.busy_cores)
+
+
+def _conditions_problem(args: argparse.Namespace) -> str | None:
+    """What --contention and --thread-sweep cannot do (bench/conditions.py): they time NumPy
+    and PyTorch on the CPU, one config and one dtype, and set the threads themselves."""
+    mode = "--contention" if args.contention else "--thread-sweep"
+    if args.backend != "numpy" or args.torch_device not in ("cpu", "none"):
+        return f"{mode} times the CPU steps only: drop --backend cupy and --torch-device cuda"
+    if len(args.configs) > 1 or len(args.dtypes) > 1:
+        return f"{mode} times one config and one dtype: give one --configs and one --dtypes"
+    if args.thread_sweep and args.threads is not None:
+        return "--thread-sweep sets the thread counts itself; drop --threads"
+    return None
 
 
 # ============================================================================ the whole run

@@ -71,6 +71,10 @@ def test_quick_run_writes_json_markdown_and_plot(tmp_path, capsys) -> None:
         (("--batch-sizes", "0"), "batch sizes must be >= 1"),
         (("--eval-k", "-1"), "--eval-k >= 0"),
         (("--torch-device", "tpu"), "--torch-device must be cpu, cuda"),
+        (
+            ("--torch-device", "cuda:x"),
+            "--torch-device must be cpu, cuda[:N] or none, got 'cuda:x'",
+        ),
         (("--threads", "0"), "--threads must be >= 1"),
         (("--reps", "0"), "--reps and --memory-steps must be >= 1, --target-seconds > 0"),
         (("--pause", "-1"), "--pause >= 0"),
@@ -106,6 +110,14 @@ def no_timing(monkeypatch):
         (("--conditions", "busy"), "--conditions chooses the conditions of --contention; add"),
         (("--contention", "--thread-sweep"), "--contention and --thread-sweep are two runs"),
         (("--contention", "--busy-cores", "0", "999"), "--busy-cores 999: not a core"),
+        # was: run on more threads than cores; the conditions ran NumPy and PyTorch CPU and
+        # their first config and dtype whatever was asked, and --threads gave way to the sweep
+        (("--threads", "999"), "--threads 999: this process may use"),
+        (("--contention", "--torch-device", "cuda"), "--contention times the CPU steps only"),
+        (("--thread-sweep", "--backend", "cupy"), "--thread-sweep times the CPU steps only"),
+        (("--contention", "--dtypes", "float32", "float64"), "one config and one dtype"),
+        (("--thread-sweep", "--configs", "mnist", "wide"), "one config and one dtype"),
+        (("--thread-sweep", "--threads", "1"), "--thread-sweep sets the thread counts itself"),
     ],
 )
 def test_names_and_cores_are_checked_before_any_timing(
@@ -154,9 +166,10 @@ def test_a_backend_that_cannot_run_is_one_line_before_anything_else(
     args.no_jax = False
     assert bench.run_cli(args) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err == (
-        "scratchvae: error: the CuPy backend needs CuPy, which is not installed\n"
-    )
+    said = "the CuPy backend needs CuPy, which is not installed"
+    if extra:  # the conditions run on the CPU only, CuPy or not
+        said = f"{extra[0]} times the CPU steps only: drop --backend cupy and --torch-device cuda"
+    assert out == "" and err == f"scratchvae: error: {said}\n"
     assert list(tmp_path.iterdir()) == []  # no temporary folder made
     assert bench.run_cli(_args(tmp_path / "out", "--backend", "cupy")) == 2
     assert not (tmp_path / "out").exists()  # nor --out
