@@ -117,7 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--contention",
         action="store_true",
-        help="time the steps under --conditions instead (default: idle, busy, pair; batch 128)",
+        help="time the steps under --conditions instead (default: idle, busy, pair; batch "
+        "128; mnist float32)",
     )
     parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=None)
     parser.add_argument(
@@ -131,7 +132,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--thread-sweep",
         action="store_true",
-        help="time the steps with 1, 2, 4, ... threads up to the cores present (batch 128, 2048)",
+        help="time the steps with 1, 2, 4, ... threads up to the usable cores (batch 128, "
+        "2048; mnist float32)",
     )
     parser.add_argument(
         "--threads",
@@ -363,8 +365,10 @@ def _backend_problem(name: str) -> str | None:
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run the benchmarks and write the results. Returns the exit status."""
-    if (args.contention or args.thread_sweep) and args.batch_sizes is None:
-        args.batch_sizes = [128] if args.contention else [128, 2048]
+    if args.contention or args.thread_sweep:  # their defaults: one config, one dtype
+        if args.batch_sizes is None:
+            args.batch_sizes = [128] if args.contention else [128, 2048]
+        args.configs, args.dtypes = args.configs or ["mnist"], args.dtypes or ["float32"]
     args = _fill_defaults(args)
     problem = _validate(args) or _backend_problem(args.backend) or prepare_out(args.out)
     if problem:  # all of it before any timing, any line and any folder made

@@ -281,3 +281,18 @@ def test_a_backend_that_cannot_run_here_is_one_line(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.startswith("scratchvae: error: ") and "CuPy" in err and err.count("\n") == 1
     assert not list(tmp_path.glob("t.*"))  # nothing written
+
+
+def test_contention_and_the_sweep_default_to_one_config_and_dtype(tmp_path, monkeypatch) -> None:
+    """Was (this session): without --quick, the full suite's two configs and dtypes were
+    refused by the conditions' own check."""
+    seen = []
+    monkeypatch.setattr(bench.cli, "_run_conditions", lambda args: seen.append(args) or 0)
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    for mode in ("--contention", "--thread-sweep"):
+        assert bench.run_cli(parser.parse_args([mode, "--out", str(tmp_path)])) == 0
+    assert [(a.configs, a.dtypes, a.batch_sizes) for a in seen] == [
+        (["mnist"], ["float32"], [128]),
+        (["mnist"], ["float32"], [128, 2048]),
+    ]
