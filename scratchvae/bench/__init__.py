@@ -30,7 +30,8 @@ The modules, by concern:
                    and Adam update, before anything is timed
 ``memory``         memory probes in fresh processes, tracemalloc, the evaluation's cost
 ``report``         machine information, the JSON / Markdown files and the throughput plot
-``cli``            the options, their checks, the whole run (``scratchvae bench``)
+``options``        the options, their defaults and the checks that need no machine
+``cli``            the whole run (``scratchvae bench``)
 ``checks``         the checks that touch the machine: --out, --name, --busy-cores
 =================  ==========================================================================
 """

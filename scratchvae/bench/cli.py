@@ -1,6 +1,6 @@
 """``scratchvae bench``: its options, their checks, and the whole run.
 
-:func:`add_arguments` adds the options to a parser (``scratchvae bench``,
+:func:`add_arguments` (bench/options.py) adds the options to a parser (``scratchvae bench``,
 ``benchmarks/run.py``); :func:`run_cli` fills the defaults (``--quick`` or the full suite),
 checks them, runs :func:`run_benchmarks` and writes the results: into ``--out``, else
 ``$SCRATCHVAE_BENCH_OUT``, else a new temporary folder (printed), never into the current
@@ -12,9 +12,7 @@ checks and times every (config, dtype, batch) cell, then measures memory and the
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -24,10 +22,11 @@ from typing import Any
 
 from ..backend import Backend, BackendError
 from ..cliargs import OneLineParser, one_line_error
-from .checks import check_busy_cores, check_name, prepare_out, usable_cores
+from .checks import prepare_out
 from .conditions import CONDITIONS, default_name, run_contention, run_thread_sweep, write
 from .equivalence import ReferenceMismatch, raise_if_disagrees
 from .memory import eval_cost, measure_memory
+from .options import add_arguments, fill_defaults, validate
 from .references import (
     JaxStep,
     TorchGraphStep,
@@ -51,148 +50,6 @@ __all__ = ["SCHEMA", "add_arguments", "main", "run_benchmarks", "run_cli"]
 
 SCHEMA = "scratchvae-bench/1"
 DESCRIPTION = "Benchmarks: scratchvae's training step against PyTorch and JAX, the matmul bound."
-BATCH_SIZES = (32, 128, 512, 2048)
-DTYPES = ("float32", "float64")
-FULL = {
-    "configs": list(CONFIGS),
-    "dtypes": list(DTYPES),
-    "batch_sizes": list(BATCH_SIZES),
-    "reps": 7,
-    "target_seconds": 0.25,
-    "pause": 0.15,
-    "memory_steps": 1000,
-    "eval_n": 10_000,
-    "eval_k": 5000,
-}
-QUICK = {
-    "configs": ["mnist"],
-    "dtypes": ["float32"],
-    "batch_sizes": [32, 128],
-    "reps": 3,
-    "target_seconds": 0.02,
-    "pause": 0.0,
-    "memory_steps": 20,
-    "eval_n": 64,
-    "eval_k": 16,
-}
-
-
-# ============================================================================ options
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``scratchvae bench`` (also used by ``benchmarks/run.py``)."""
-    parser.add_argument("--quick", action="store_true", help="a fast subset (seconds)")
-    parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
-    parser.add_argument(
-        "--torch-device",
-        default="cpu",
-        help="device of the PyTorch reference: cpu, cuda, or none to skip it (default cpu)",
-    )
-    parser.add_argument("--no-jax", action="store_true", help="skip the JAX reference")
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=None)
-    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None)
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=None)
-    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 7)")
-    parser.add_argument(
-        "--target-seconds", type=float, default=None, help="time per repetition (default 0.25)"
-    )
-    parser.add_argument(
-        "--pause",
-        type=float,
-        default=None,
-        help="seconds of rest before each repetition, so that other libraries' spinning "
-        "threads sleep (default 0.15; quick 0)",
-    )
-    parser.add_argument(
-        "--memory-steps", type=int, default=None, help="steps for memory growth (default 1000)"
-    )
-    parser.add_argument("--eval-n", type=int, default=None, help="inputs (default 10000)")
-    parser.add_argument("--eval-k", type=int, default=None, help="iw samples, 0 skips (5000)")
-    parser.add_argument(
-        "--out",
-        default=os.environ.get("SCRATCHVAE_BENCH_OUT"),
-        help="output folder (default $SCRATCHVAE_BENCH_OUT, else a new temporary folder, "
-        "printed; the repository's own results are in benchmarks/results)",
-    )
-    parser.add_argument("--name", default=None, help="file name stem (default: the machine)")
-    parser.add_argument(
-        "--contention",
-        action="store_true",
-        help="time the steps under --conditions instead (default: idle, busy, pair; batch "
-        "128; mnist float32)",
-    )
-    parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=None)
-    parser.add_argument(
-        "--busy-cores",
-        type=int,
-        nargs="+",
-        default=None,
-        help="busy: one spinning process pinned to each of these cores (default: the first "
-        "core this process may use)",
-    )
-    parser.add_argument(
-        "--thread-sweep",
-        action="store_true",
-        help="time the steps with 1, 2, 4, ... threads up to the usable cores (batch 128, "
-        "2048; mnist float32)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads for every library (BLAS, OpenMP, scratchvae's pool, XLA): the run "
-        "restarts itself with these set; default: each library's own choice",
-    )
-
-
-def _fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    for k, v in (QUICK if args.quick else FULL).items():
-        if getattr(args, k, None) is None:
-            setattr(args, k, v)
-    return args
-
-
-def _validate(args: argparse.Namespace) -> str | None:
-    if any(b < 1 for b in args.batch_sizes):
-        return "batch sizes must be >= 1"
-    if args.reps < 1 or args.target_seconds <= 0 or args.memory_steps < 1 or args.pause < 0:
-        return "--reps and --memory-steps must be >= 1, --target-seconds > 0, --pause >= 0"
-    if args.threads is not None and args.threads < 1:
-        return "--threads must be >= 1"
-    if not all(math.isfinite(v) for v in (args.target_seconds, args.pause)):
-        return "--target-seconds and --pause must be finite numbers"
-    if args.eval_n < 1 or args.eval_k < 0:
-        return "--eval-n must be >= 1 and --eval-k >= 0 (0 skips the evaluation)"
-    if not re.fullmatch(r"none|cpu|cuda(:[0-9]+)?", args.torch_device):
-        return f"--torch-device must be cpu, cuda[:N] or none, got {args.torch_device!r}"
-    if args.contention and args.thread_sweep:
-        return "--contention and --thread-sweep are two runs; pass one of them"
-    if args.threads is not None and args.threads > usable_cores():
-        return (
-            f"--threads {args.threads}: this process may use {usable_cores()} core(s); more "
-            "threads than cores would time their contention, not the libraries"
-        )
-    if args.contention or args.thread_sweep:
-        problem = _conditions_problem(args)
-        if problem:
-            return problem
-    if args.busy_cores is not None and not args.contention:
-        return "--busy-cores sets the busy condition of --contention; add --contention"
-    if args.conditions is not None and not args.contention:
-        return "--conditions chooses the conditions of --contention; add --contention"
-    return check_name(args.name) or check_busy_cores(args.busy_cores)
-
-
-def _conditions_problem(args: argparse.Namespace) -> str | None:
-    """What --contention and --thread-sweep cannot do (bench/conditions.py): they time NumPy
-    and PyTorch on the CPU, one config and one dtype, and set the threads themselves."""
-    mode = "--contention" if args.contention else "--thread-sweep"
-    if args.backend != "numpy" or args.torch_device not in ("cpu", "none"):
-        return f"{mode} times the CPU steps only: drop --backend cupy and --torch-device cuda"
-    if len(args.configs) > 1 or len(args.dtypes) > 1:
-        return f"{mode} times one config and one dtype: give one --configs and one --dtypes"
-    if args.thread_sweep and args.threads is not None:
-        return "--thread-sweep sets the thread counts itself; drop --threads"
-    return None
 
 
 # ============================================================================ the whole run
@@ -369,8 +226,8 @@ def run_cli(args: argparse.Namespace) -> int:
         if args.batch_sizes is None:
             args.batch_sizes = [128] if args.contention else [128, 2048]
         args.configs, args.dtypes = args.configs or ["mnist"], args.dtypes or ["float32"]
-    args = _fill_defaults(args)
-    problem = _validate(args) or _backend_problem(args.backend) or prepare_out(args.out)
+    args = fill_defaults(args)
+    problem = validate(args) or _backend_problem(args.backend) or prepare_out(args.out)
     if problem:  # all of it before any timing, any line and any folder made
         print(one_line_error(problem), file=sys.stderr)
         return 2

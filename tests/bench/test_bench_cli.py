@@ -209,7 +209,7 @@ def test_a_busy_machine_is_said_to_be_and_a_fraction_above_1_is_not_a_figure(mon
 
 
 def test_quick_fills_the_quick_defaults_and_keeps_what_was_given(tmp_path) -> None:
-    args = bench.cli._fill_defaults(_args(tmp_path, "--reps", "5"))
+    args = bench.options.fill_defaults(_args(tmp_path, "--reps", "5"))
     assert args.reps == 5 and args.batch_sizes == [32, 128] and args.configs == ["mnist"]
 
 
