@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from typing import Any
 
 from ..backend import Backend, BackendError
 from ..cliargs import OneLineParser, one_line_error
+from ..interrupts import Terminated, ignore_interrupts, interrupted, sigterm_interrupts
 from .checks import prepare_out
 from .conditions import CONDITIONS, default_name, run_contention, run_thread_sweep, write
 from .equivalence import ReferenceMismatch, raise_if_disagrees
@@ -196,7 +198,21 @@ def _rerun_with_threads(n: int, argv: list[str] | None) -> int:
         argv = sys.argv[1:]
         argv = argv[1:] if argv[:1] == ["bench"] else argv  # `scratchvae bench ...`
     cmd = [sys.executable, "-m", "scratchvae.bench", *argv]
-    return subprocess.run(cmd, env=env, preexec_fn=pin).returncode  # noqa: PLW1509 - no threads yet
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=pin)  # noqa: PLW1509 - no threads yet
+    try:
+        return proc.wait()
+    except KeyboardInterrupt as exc:  # the run is the child's: it says how it ended, in one line
+        ignore = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if isinstance(exc, Terminated):  # sent to this process alone (`timeout`, `kill`)
+                proc.terminate()
+            try:  # a terminal's Ctrl-C reached the child too
+                return proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                return proc.wait()
+        finally:
+            signal.signal(signal.SIGINT, ignore)
 
 
 def _run_conditions(args: argparse.Namespace) -> int:
@@ -266,4 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for a rerun (--threads)
-    return run_cli(args)
+    try:  # as `scratchvae bench` (scratchvae/cli.py): Ctrl-C and SIGTERM end it in one line
+        with sigterm_interrupts():
+            return run_cli(args)
+    except KeyboardInterrupt as exc:
+        if argv is None:  # this process's own command line: it ends now
+            ignore_interrupts()
+        return interrupted(None, isinstance(exc, Terminated))

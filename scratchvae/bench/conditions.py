@@ -32,14 +32,31 @@ from typing import Any
 from ..atomic import atomic_write
 from ..backend import Backend, training_threads, usable_core_ids, usable_cores
 from .references import JaxStep, TorchStep, installed_version
-from .report import cores_text, load_average, machine_info, machine_name, threads_env
+from .report import (
+    cores_text,
+    interrupts_deferred,
+    load_average,
+    machine_info,
+    machine_name,
+    threads_env,
+)
 from .timing import CONFIGS, ScratchStep, time_interleaved
 
 __all__ = ["CONDITIONS", "run_contention", "run_thread_sweep"]
 
 CONDITIONS = ("idle", "busy", "pair")
-_BUSY = "while True: pass"
-_CALL = "import sys; from scratchvae.bench.conditions import {0} as f; f(*sys.argv[1:])"
+# the children started here leave Ctrl-C to this process, which stops them (a KeyboardInterrupt
+# traceback from each, on a terminal's Ctrl-C, was the output), and end by themselves once it
+# is gone (killed, it cannot stop them: a spinner then burned a core for ever). The parent's
+# pid is written in: read in the child, it would be init's if the parent died meanwhile.
+_CHILD = "import os, signal; signal.signal(signal.SIGINT, signal.SIG_IGN); PARENT = {parent}\n"
+_BUSY = _CHILD + "while os.getppid() == PARENT:\n    for _ in range(100_000): pass"
+_CALL = _CHILD + "import sys; from scratchvae.bench.conditions import {call} as f; f(*sys.argv[1:])"
+
+
+def _child(code: str, call: str = "") -> list[str]:
+    """The command line of a child running ``code`` (``_BUSY``, ``_CALL`` of ``call``)."""
+    return [sys.executable, "-c", code.format(parent=os.getpid(), call=call)]
 
 
 # ============================================================================ competitors
@@ -77,12 +94,12 @@ def competitors(
     try:
         if condition == "busy":
             for core in busy_cores:
-                procs.append(subprocess.Popen([sys.executable, "-c", _BUSY]))
+                procs.append(subprocess.Popen(_child(_BUSY)))
                 _pin(procs[-1].pid, core)
             info["busy_cores"] = busy_cores
         elif condition == "pair":
-            argv = [sys.executable, "-c", _CALL.format("_partner"), config, str(batch), dtype,
-                    str(rate_file)]  # fmt: skip
+            argv = [*_child(_CALL, "_partner"), config, str(batch), dtype,
+                    str(rate_file), str(os.getpid())]  # fmt: skip
             procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
             _wait_until_training(procs[-1], rate_file)
         if condition != "pair":
@@ -115,7 +132,7 @@ def _wait_until_training(proc: subprocess.Popen, rate_file: Path, limit_s: float
         time.sleep(0.05)
 
 
-def _partner(config: str, batch: str, dtype: str, rate_file: str) -> None:
+def _partner(config: str, batch: str, dtype: str, rate_file: str, parent: str) -> None:
     """The second training of the "pair" condition: steps until SIGTERM, then writes its
     samples/s (after a warm-up) to ``rate_file``."""
     batch_size = int(batch)
@@ -128,7 +145,7 @@ def _partner(config: str, batch: str, dtype: str, rate_file: str) -> None:
             run()
         Path(rate_file).write_text(_READY + "\n")
         n, t0 = 0, time.perf_counter()
-        while not stop:
+        while not stop and os.getppid() == int(parent):  # see _CHILD
             run()
             n += 1
     Path(rate_file).write_text(f"{batch_size * n / max(time.perf_counter() - t0, 1e-9)}\n")
@@ -201,7 +218,7 @@ def run_thread_sweep(opts: argparse.Namespace, log: Callable[[str], None] = prin
     for n in _sweep_counts():
         env, pin = threads_env(n)  # n threads for BLAS, OpenMP, scratchvae; n cores for JAX
         with tempfile.TemporaryDirectory() as tmp:
-            argv = [sys.executable, "-c", _CALL.format("_sweep_one"), tmp,
+            argv = [*_child(_CALL, "_sweep_one"), tmp,
                     json.dumps(vars(opts), default=str)]  # fmt: skip
             subprocess.run(argv, env=env, check=True, preexec_fn=pin)  # noqa: PLW1509
             for row in json.loads((Path(tmp) / "rows.json").read_text()):
@@ -277,10 +294,11 @@ def write(results: dict, out: Path, name: str) -> list[Path]:
     """``name``.json and ``name``.md under ``out``, atomically."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.json", out / f"{name}.md"]
-    with atomic_write(paths[0], "w") as f:
-        f.write(json.dumps(results, indent=1) + "\n")
-    with atomic_write(paths[1], "w") as f:
-        f.write(markdown(results))
+    texts = [json.dumps(results, indent=1) + "\n", markdown(results)]
+    with interrupts_deferred():  # both new, or both as they were
+        for path, text in zip(paths, texts, strict=True):
+            with atomic_write(path, "w") as f:
+                f.write(text)
     return paths
 
 

@@ -258,11 +258,14 @@ def test_threads_reruns_the_command_given_with_its_thread_count(tmp_path, monkey
 
     runs = []
 
-    def run(cmd, env, preexec_fn):
-        runs.append((cmd, env))
-        return subprocess.CompletedProcess(cmd, 0)
+    class Popen:
+        def __init__(self, cmd, env, preexec_fn):
+            runs.append((cmd, env))
 
-    monkeypatch.setattr(bench.cli.subprocess, "run", run)
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(bench.cli.subprocess, "Popen", Popen)
     options = ["--threads", "1", "--quick", "--no-jax", "--torch-device", "none", *TINY]
     assert main(["bench", *options, "--out", str(tmp_path)]) == 0
     assert bench.main([*options, "--out", str(tmp_path)]) == 0
