@@ -254,9 +254,9 @@ def run_cli(args: argparse.Namespace) -> int:
     if not args.out:
         args.out = tempfile.mkdtemp(prefix="scratchvae-bench-")
         print(f"results go to {args.out} (a new temporary folder; --out DIR to choose)")
-    if args.contention or args.thread_sweep:
-        return _run_conditions(args)
     try:
+        if args.contention or args.thread_sweep:
+            return _run_conditions(args)
         results = run_benchmarks(args, log=lambda msg: print(msg, flush=True))
     except BackendError as exc:
         print(one_line_error(str(exc)), file=sys.stderr)

@@ -31,7 +31,8 @@ from typing import Any
 
 from ..atomic import atomic_write
 from ..backend import Backend, training_threads, usable_core_ids, usable_cores
-from .references import JaxStep, TorchStep, installed_version
+from .equivalence import ReferenceMismatch, raise_if_disagrees
+from .references import JaxStep, TorchStep, check_jax, check_torch, installed_version
 from .report import (
     cores_text,
     interrupts_deferred,
@@ -153,12 +154,16 @@ def _partner(config: str, batch: str, dtype: str, rate_file: str, parent: str) -
 
 # ============================================================================ the runs
 def _steps(config: str, batch: int, dtype: str, torch: bool, jax: bool) -> dict[str, Any]:
+    """The steps to time, each reference checked first (bench/equivalence.py)."""
     step = ScratchStep(CONFIGS[config], batch, Backend("numpy", dtype, seed=0))
     fns: dict[str, Any] = {"scratchvae": (step, step.sync)}
+    key = {"config": config, "dtype": dtype, "batch": batch}
     if torch:
+        raise_if_disagrees({**key, **check_torch(step, "cpu")})
         ref = TorchStep(step.model, step.x, "cpu")
         fns["torch"] = (ref, ref.sync)
     if jax:
+        raise_if_disagrees({**key, **check_jax(step)})
         jstep = JaxStep(step.model, step.x)
         fns["jax"] = (jstep, jstep.sync)
     return fns
@@ -173,6 +178,7 @@ def run_contention(opts: argparse.Namespace, log: Callable[[str], None] = print)
     """samples/s of each implementation under each condition, and the share of idle kept."""
     torch, jax = _references(opts)
     config, dtype = opts.configs[0], opts.dtypes[0]
+    machine = machine_info(Backend("numpy"), "cpu" if torch else None)  # its load: at the start
     busy = opts.busy_cores if opts.busy_cores is not None else usable_core_ids()[:1]
     rows = []
     for batch in opts.batch_sizes:
@@ -198,10 +204,21 @@ def run_contention(opts: argparse.Namespace, log: Callable[[str], None] = print)
             partner = info.get("partner_samples_per_s")
             log(f"B={batch:5d} {condition:5s} {line}"
                 + (f"  (partner {partner:.0f}/s)" if partner else ""))  # fmt: skip
+    machine["load_avg_end"] = load_average()
     return {"schema": "scratchvae-bench-contention/1", "config": config, "dtype": dtype,
-            "machine": machine_info(Backend("numpy"), "cpu" if torch else None),
-            "threads": os.environ.get("SCRATCHVAE_THREADS"), "reps": opts.reps,
-            "load_avg_end": load_average(), "rows": rows}  # fmt: skip
+            "machine": machine, "threads": os.environ.get("SCRATCHVAE_THREADS"),
+            "reps": opts.reps, "settings": _settings(opts, torch, jax),
+            "load_avg_end": machine["load_avg_end"], "rows": rows}  # fmt: skip
+
+
+def _settings(opts: argparse.Namespace, torch: bool, jax: bool) -> dict[str, Any]:
+    """What the figures of a condition run depend on, besides the machine."""
+    return {"config": opts.configs[0], "dtype": opts.dtypes[0],
+            "batch_sizes": list(opts.batch_sizes), "reps": opts.reps,
+            "target_seconds_per_rep": opts.target_seconds,
+            "pause_seconds_between_reps": opts.pause, "torch": torch, "jax": jax,
+            "conditions": getattr(opts, "conditions", None) if opts.contention else None,
+            "busy_cores": getattr(opts, "busy_cores", None)}  # fmt: skip
 
 
 def _sweep_counts() -> list[int]:
@@ -214,21 +231,27 @@ def _sweep_counts() -> list[int]:
 
 def run_thread_sweep(opts: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     """The steps with 1, 2, 4, ... threads (each count in a fresh process)."""
-    rows = []
+    torch, jax = _references(opts)
+    machine, rows = machine_info(Backend("numpy"), "cpu" if torch else None), []
     for n in _sweep_counts():
         env, pin = threads_env(n)  # n threads for BLAS, OpenMP, scratchvae; n cores for JAX
         with tempfile.TemporaryDirectory() as tmp:
             argv = [*_child(_CALL, "_sweep_one"), tmp,
                     json.dumps(vars(opts), default=str)]  # fmt: skip
-            subprocess.run(argv, env=env, check=True, preexec_fn=pin)  # noqa: PLW1509
+            proc = subprocess.run(argv, env=env, preexec_fn=pin, stderr=subprocess.PIPE,  # noqa: PLW1509
+                                  text=True)  # fmt: skip
+            if proc.returncode != 0:  # its last line: what went wrong (a traceback's, too)
+                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                last = last.removeprefix("scratchvae.bench.equivalence.ReferenceMismatch: ")
+                raise ReferenceMismatch(f"the {n}-thread run of the sweep failed: {last}")
             for row in json.loads((Path(tmp) / "rows.json").read_text()):
                 rows.append({"threads": n, **row})
                 log(f"threads {n:3d} B={row['batch']:5d} {row['impl']:10s} "
                     f"{row['samples_per_s']:9.0f}/s")  # fmt: skip
-    torch = "cpu" if _references(opts)[0] else None  # its threads, where it was run
+    machine["load_avg_end"] = load_average()
     return {"schema": "scratchvae-bench-threads/1", "config": opts.configs[0],
-            "dtype": opts.dtypes[0], "machine": machine_info(Backend("numpy"), torch),
-            "rows": rows}  # fmt: skip
+            "dtype": opts.dtypes[0], "machine": machine,
+            "settings": _settings(opts, torch, jax), "rows": rows}  # fmt: skip
 
 
 def _sweep_one(out: str, opts_json: str) -> None:
