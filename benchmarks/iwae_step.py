@@ -105,7 +105,7 @@ def check(model: VAE, ref: TorchIWAE, x) -> float:  # noqa: ANN001
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--k", type=COUNT, default=50)
     p.add_argument("--batch", type=COUNT, default=20)
     p.add_argument("--reps", type=COUNT, default=9)

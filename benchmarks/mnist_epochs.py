@@ -102,7 +102,7 @@ def test_elbo_torch(ref: TorchStep, x_test) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data", type=Path, help="folder with mnist-train.npz and mnist-test.npz")
     p.add_argument("--epochs", type=COUNT, default=10)
     p.add_argument("--batch", type=COUNT, default=128)
