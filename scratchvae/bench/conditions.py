@@ -275,7 +275,7 @@ def markdown(results: dict) -> str:
     """The contention or thread-sweep results as a Markdown table."""
     m = results["machine"]
     head = [f"# scratchvae benchmark: {m['cpu']} ({cores_text(m)}), {results['config']} "
-            f"{results['dtype']}", ""]  # fmt: skip
+            f"{results['dtype']}", "", *_about(results), ""]  # fmt: skip
     if results["schema"].endswith("threads/1"):
         lines = ["| threads | batch | impl | samples/s |", "|---|---|---|---|"]
         lines += [f"| {r['threads']} | {r['batch']} | {r['impl']} | {r['samples_per_s']:.0f} |"
@@ -294,6 +294,22 @@ def markdown(results: dict) -> str:
     note = ("busy: one spinning process per core in `busy_cores`; pair: a second scratchvae "
             "training of the same step alongside (its own rate in the last column).")  # fmt: skip
     return "\n".join([*head, *lines, "", note, "", *_ratios(results["rows"], "condition"), ""])
+
+
+def _about(results: dict) -> list[str]:
+    """The versions, BLAS, load and settings the figures depend on (the JSON has them all)."""
+    m, s = results["machine"], results.get("settings") or {}
+    load = [f"{v[0]:.1f}" if v else "?" for v in (m.get("load_avg_start"), m.get("load_avg_end"))]
+    lines = [
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items() if v),
+        f"- BLAS {m.get('blas')}; 1-minute load average {load[0]} at the start, {load[1]} at "
+        "the end",
+    ]
+    if s:
+        lines.append(f"- median of {s['reps']} interleaved repetitions of "
+                     f"{s['target_seconds_per_rep']} s each, {s['pause_seconds_between_reps']} s "
+                     "pause before each")  # fmt: skip
+    return lines
 
 
 def _ratios(rows: list[dict], key: str) -> list[str]:

@@ -46,6 +46,8 @@ def test_contention_runs_each_condition_and_names_the_thread_count() -> None:
     assert rows[2]["partner_samples_per_s"] > 0
     assert rows[0]["kept"] == 1.0
     assert "| 8 | busy | scratchvae (" in markdown(results)
+    assert "\n- versions: scratchvae " in markdown(results)  # was: the machine's name only
+    assert "- median of 2 interleaved repetitions of 0.01 s each" in markdown(results)
     assert conditions.CONDITIONS == ("idle", "busy", "pair")
 
 
