@@ -92,7 +92,7 @@ def train(name: str, train_set, run: Path, stages: int, seed: int, log) -> VAE:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", required=True, help="folder holding mnist/ (the IDX files)")
     p.add_argument("--stages", type=COUNT, default=4, help="stages 0 .. N-1 (4: 40 epochs)")
     p.add_argument("--models", nargs="+", default=["VAE k=1", "IWAE k=5", "IWAE k=50"],

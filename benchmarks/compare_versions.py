@@ -120,7 +120,7 @@ def _setting(text: str) -> tuple[str, str]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("old", type=_tree)
     p.add_argument("new", type=_tree)
     p.add_argument("--reps", type=_count, default=15)

@@ -29,6 +29,8 @@ import numpy as np  # noqa: E402  # numpy-boundary: comparing host arrays
 from scratchvae.atomic import atomic_write  # noqa: E402
 from scratchvae.backend import Backend, to_numpy  # noqa: E402
 from scratchvae.bench import machine_info, machine_name  # noqa: E402
+from scratchvae.bench.checks import prepare_out  # noqa: E402
+from scratchvae.bench.references import installed_version  # noqa: E402
 from scratchvae.cliargs import COUNT, POSITIVE  # noqa: E402
 from scratchvae.kernels.cpu import warm_up  # noqa: E402
 from scratchvae.models import VAE  # noqa: E402
@@ -105,7 +107,7 @@ def check(model: VAE, ref: TorchIWAE, x) -> float:  # noqa: ANN001
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--k", type=COUNT, default=50)
     p.add_argument("--batch", type=COUNT, default=20)
     p.add_argument("--reps", type=COUNT, default=9)
@@ -113,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=COUNT, default=None, help="torch threads (default: its own)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
+    if installed_version("torch") is None:  # said before minutes of work, not after
+        p.error("needs PyTorch (pip install 'scratchvae[bench]')")
+    problem = prepare_out(str(args.out))
+    if problem:
+        p.error(problem)
     import torch
 
     if args.threads:

@@ -26,8 +26,10 @@ import numpy as np  # numpy-boundary: loading the .npz files of the data folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
 
+from scratchvae.atomic import atomic_write  # noqa: E402
 from scratchvae.backend import Backend, to_numpy  # noqa: E402
 from scratchvae.bench import TorchStep, machine_info  # noqa: E402
+from scratchvae.bench.checks import prepare_out  # noqa: E402
 from scratchvae.cliargs import COUNT, NATURAL  # noqa: E402
 from scratchvae.data import dataset_from_array  # noqa: E402
 from scratchvae.models import VAE  # noqa: E402
@@ -102,7 +104,7 @@ def test_elbo_torch(ref: TorchStep, x_test) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data", type=Path, help="folder with mnist-train.npz and mnist-test.npz")
     p.add_argument("--epochs", type=COUNT, default=10)
     p.add_argument("--batch", type=COUNT, default=128)
@@ -111,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--seed", type=NATURAL, default=0)
     args = p.parse_args(argv)
+    problem = prepare_out(str(args.out))  # said now, not after the epochs
+    if problem:
+        p.error(problem)
     x_train, x_test = load(args.data, "train"), load(args.data, "test")
     bk = Backend(args.backend, "float32", seed=args.seed)
     model = VAE(784, hidden=(400,), latent=20, backend=bk)
@@ -133,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     res["machine"]["load_avg_end"] = list(os.getloadavg())
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"mnist-{args.epochs}epochs-{args.backend}"
-    (args.out / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
+    with atomic_write(args.out / f"{stem}.json", "w") as f:  # the old file whole, or the new
+        f.write(json.dumps(res, indent=1) + "\n")
     for k in ("scratchvae", "torch"):
         if k in res:
             r = res[k]

@@ -128,7 +128,7 @@ def _child(library: str, reps: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=COUNT, default=9)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

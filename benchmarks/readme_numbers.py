@@ -245,7 +245,7 @@ def report(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", help="a folder holding mnist/ (the MNIST table; else skipped)")
     groups = list(dict.fromkeys(c.group for c in CLAIMS))
     p.add_argument("--only", nargs="+", choices=groups, metavar="GROUP",

@@ -15,7 +15,9 @@
 # where the step's time goes (products, Adam, the rest) between the two.
 set -uo pipefail
 out="${1:-${OUT:-benchmarks/results}}"
-mkdir -p "$out"
+mkdir -p "$out" || exit 2
+out="$(cd "$out" && pwd)"  # absolute: the commands below run from the repository root
+cd "$(dirname "$0")/.." || exit 2
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}." PYTHONUNBUFFERED=1
 export JAX_PLATFORMS=cpu CUDA_VISIBLE_DEVICES=""  # the CPU steps only, on every library
 lscpu | grep -E "^(Model name|CPU\(s\)|Thread|Core|Socket)" | tee "$out/cpu-host.txt"

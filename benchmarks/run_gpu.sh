@@ -12,7 +12,14 @@
 set -uo pipefail
 out="${1:-${OUT:-benchmarks/results}}"
 mnist="${2:-}"
-mkdir -p "$out"
+if [ -n "$mnist" ] && [ ! -f "$mnist/mnist-train.npz" ]; then  # said now, not after the rest
+    echo "run_gpu.sh: $mnist holds no mnist-train.npz (MNIST_DIR: mnist-train.npz, mnist-test.npz)" >&2
+    exit 2
+fi
+mkdir -p "$out" || exit 2
+out="$(cd "$out" && pwd)"  # absolute: the commands below run from the repository root
+[ -z "$mnist" ] || mnist="$(cd "$mnist" && pwd)"
+cd "$(dirname "$0")/.." || exit 2
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}." PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX would otherwise take 75% of the GPU's memory
 nvidia-smi -L | tee "$out/device.txt"

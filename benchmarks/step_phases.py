@@ -82,7 +82,7 @@ def phases(
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-sizes", nargs="+", type=COUNT, default=[128, 2048])
     p.add_argument("--reps", type=COUNT, default=9)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")

@@ -9,7 +9,7 @@ and the cost of the importance-weighted evaluation.
 * the same step in PyTorch (same architecture, loss, optimizer) and in JAX (``jax.jit``),
   timed in the same run, interleaved repetition by repetition so load changes hit all alike;
   before timing, both are checked to give the same loss, gradients and Adam update for the
-  same weights, data and eps;
+  same weights, data and eps (a reference that does not stops the run, nothing timed);
 * the matrix-product bound: the step's products alone (same shapes, dtype, backend), and the
   fraction ``matmul time / step time`` the step reaches;
 * memory: peak and growth over many steps (tracemalloc and RSS; the GPU's pools on CuPy);
@@ -25,10 +25,13 @@ The modules, by concern:
 
 =================  ==========================================================================
 ``timing``         the timed step (:class:`ScratchStep`), interleaved timing, the matmul bound
-``references``     the PyTorch and JAX steps and the checks that they compute the same numbers
+``references``     the PyTorch and JAX steps, and their adapters for the check below
+``equivalence``    the check that a reference computes scratchvae's weights, loss, gradients
+                   and Adam update, before anything is timed
 ``memory``         memory probes in fresh processes, tracemalloc, the evaluation's cost
 ``report``         machine information, the JSON / Markdown files and the throughput plot
-``cli``            the options, their checks, the whole run (``scratchvae bench``)
+``options``        the options, their defaults and the checks that need no machine
+``cli``            the whole run (``scratchvae bench``)
 ``checks``         the checks that touch the machine: --out, --name, --busy-cores
 =================  ==========================================================================
 """

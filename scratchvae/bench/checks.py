@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..backend import usable_core_ids
+from ..backend import usable_core_ids, usable_cores
 
-__all__ = ["check_busy_cores", "check_name", "prepare_out", "usable_core_ids"]
+__all__ = ["check_busy_cores", "check_name", "prepare_out", "usable_core_ids", "usable_cores"]
 
 
 def _ranges(cores: list[int]) -> str:

@@ -1,6 +1,6 @@
 """``scratchvae bench``: its options, their checks, and the whole run.
 
-:func:`add_arguments` adds the options to a parser (``scratchvae bench``,
+:func:`add_arguments` (bench/options.py) adds the options to a parser (``scratchvae bench``,
 ``benchmarks/run.py``); :func:`run_cli` fills the defaults (``--quick`` or the full suite),
 checks them, runs :func:`run_benchmarks` and writes the results: into ``--out``, else
 ``$SCRATCHVAE_BENCH_OUT``, else a new temporary folder (printed), never into the current
@@ -12,8 +12,8 @@ checks and times every (config, dtype, batch) cell, then measures memory and the
 from __future__ import annotations
 
 import argparse
-import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,9 +23,12 @@ from typing import Any
 
 from ..backend import Backend, BackendError
 from ..cliargs import OneLineParser, one_line_error
-from .checks import check_busy_cores, check_name, prepare_out
+from ..interrupts import Terminated, ignore_interrupts, interrupted, sigterm_interrupts
+from .checks import prepare_out
 from .conditions import CONDITIONS, default_name, run_contention, run_thread_sweep, write
+from .equivalence import ReferenceMismatch, raise_if_disagrees
 from .memory import eval_cost, measure_memory
+from .options import add_arguments, fill_defaults, validate
 from .references import (
     JaxStep,
     TorchGraphStep,
@@ -49,124 +52,6 @@ __all__ = ["SCHEMA", "add_arguments", "main", "run_benchmarks", "run_cli"]
 
 SCHEMA = "scratchvae-bench/1"
 DESCRIPTION = "Benchmarks: scratchvae's training step against PyTorch and JAX, the matmul bound."
-BATCH_SIZES = (32, 128, 512, 2048)
-DTYPES = ("float32", "float64")
-FULL = {
-    "configs": list(CONFIGS),
-    "dtypes": list(DTYPES),
-    "batch_sizes": list(BATCH_SIZES),
-    "reps": 7,
-    "target_seconds": 0.25,
-    "pause": 0.15,
-    "memory_steps": 1000,
-    "eval_n": 10_000,
-    "eval_k": 5000,
-}
-QUICK = {
-    "configs": ["mnist"],
-    "dtypes": ["float32"],
-    "batch_sizes": [32, 128],
-    "reps": 3,
-    "target_seconds": 0.02,
-    "pause": 0.0,
-    "memory_steps": 20,
-    "eval_n": 64,
-    "eval_k": 16,
-}
-
-
-# ============================================================================ options
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``scratchvae bench`` (also used by ``benchmarks/run.py``)."""
-    parser.add_argument("--quick", action="store_true", help="a fast subset (seconds)")
-    parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
-    parser.add_argument(
-        "--torch-device",
-        default="cpu",
-        help="device of the PyTorch reference: cpu, cuda, or none to skip it (default cpu)",
-    )
-    parser.add_argument("--no-jax", action="store_true", help="skip the JAX reference")
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=None)
-    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None)
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=None)
-    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 7)")
-    parser.add_argument(
-        "--target-seconds", type=float, default=None, help="time per repetition (default 0.25)"
-    )
-    parser.add_argument(
-        "--pause",
-        type=float,
-        default=None,
-        help="seconds of rest before each repetition, so that other libraries' spinning "
-        "threads sleep (default 0.15; quick 0)",
-    )
-    parser.add_argument(
-        "--memory-steps", type=int, default=None, help="steps for memory growth (default 1000)"
-    )
-    parser.add_argument("--eval-n", type=int, default=None, help="inputs (default 10000)")
-    parser.add_argument("--eval-k", type=int, default=None, help="iw samples, 0 skips (5000)")
-    parser.add_argument(
-        "--out",
-        default=os.environ.get("SCRATCHVAE_BENCH_OUT"),
-        help="output folder (default $SCRATCHVAE_BENCH_OUT, else a new temporary folder, "
-        "printed; the repository's own results are in benchmarks/results)",
-    )
-    parser.add_argument("--name", default=None, help="file name stem (default: the machine)")
-    parser.add_argument(
-        "--contention",
-        action="store_true",
-        help="time the steps under --conditions instead (default: idle, busy, pair; batch 128)",
-    )
-    parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=None)
-    parser.add_argument(
-        "--busy-cores",
-        type=int,
-        nargs="+",
-        default=None,
-        help="busy: one spinning process pinned to each of these cores (default: the first "
-        "core this process may use)",
-    )
-    parser.add_argument(
-        "--thread-sweep",
-        action="store_true",
-        help="time the steps with 1, 2, 4, ... threads up to the cores present (batch 128, 2048)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads for every library (BLAS, OpenMP, scratchvae's pool, XLA): the run "
-        "restarts itself with these set; default: each library's own choice",
-    )
-
-
-def _fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    for k, v in (QUICK if args.quick else FULL).items():
-        if getattr(args, k, None) is None:
-            setattr(args, k, v)
-    return args
-
-
-def _validate(args: argparse.Namespace) -> str | None:
-    if any(b < 1 for b in args.batch_sizes):
-        return "batch sizes must be >= 1"
-    if args.reps < 1 or args.target_seconds <= 0 or args.memory_steps < 1 or args.pause < 0:
-        return "--reps and --memory-steps must be >= 1, --target-seconds > 0, --pause >= 0"
-    if args.threads is not None and args.threads < 1:
-        return "--threads must be >= 1"
-    if not all(math.isfinite(v) for v in (args.target_seconds, args.pause)):
-        return "--target-seconds and --pause must be finite numbers"
-    if args.eval_n < 1 or args.eval_k < 0:
-        return "--eval-n must be >= 1 and --eval-k >= 0 (0 skips the evaluation)"
-    if args.torch_device not in ("none", "cpu") and not args.torch_device.startswith("cuda"):
-        return f"--torch-device must be cpu, cuda[:N] or none, got {args.torch_device!r}"
-    if args.contention and args.thread_sweep:
-        return "--contention and --thread-sweep are two runs; pass one of them"
-    if args.busy_cores is not None and not args.contention:
-        return "--busy-cores sets the busy condition of --contention; add --contention"
-    if args.conditions is not None and not args.contention:
-        return "--conditions chooses the conditions of --contention; add --contention"
-    return check_name(args.name) or check_busy_cores(args.busy_cores)
 
 
 # ============================================================================ the whole run
@@ -246,6 +131,7 @@ def _bench_cell(
     if torch_device:
         if batch == opts.batch_sizes[0]:
             results["equivalence"].append({**key, **check_torch(step, torch_device)})
+            raise_if_disagrees(results["equivalence"][-1])  # before anything is timed
         ref = TorchStep(step.model, step.x, torch_device)
         fns[f"torch-{torch_device}"] = (ref, ref.sync)
         if torch_device.startswith("cuda"):  # and the step replayed from a CUDA graph
@@ -254,6 +140,7 @@ def _bench_cell(
     if use_jax:
         if batch == opts.batch_sizes[0]:
             results["equivalence"].append({**key, **check_jax(step)})
+            raise_if_disagrees(results["equivalence"][-1])
         jstep = JaxStep(step.model, step.x)
         fns[f"jax-{jstep.jax.default_backend()}"] = (jstep, jstep.sync)
     scratch = f"scratchvae-{opts.backend}"
@@ -311,7 +198,21 @@ def _rerun_with_threads(n: int, argv: list[str] | None) -> int:
         argv = sys.argv[1:]
         argv = argv[1:] if argv[:1] == ["bench"] else argv  # `scratchvae bench ...`
     cmd = [sys.executable, "-m", "scratchvae.bench", *argv]
-    return subprocess.run(cmd, env=env, preexec_fn=pin).returncode  # noqa: PLW1509 - no threads yet
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=pin)  # noqa: PLW1509 - no threads yet
+    try:
+        return proc.wait()
+    except KeyboardInterrupt as exc:  # the run is the child's: it says how it ended, in one line
+        ignore = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if isinstance(exc, Terminated):  # sent to this process alone (`timeout`, `kill`)
+                proc.terminate()
+            try:  # a terminal's Ctrl-C reached the child too
+                return proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                return proc.wait()
+        finally:
+            signal.signal(signal.SIGINT, ignore)
 
 
 def _run_conditions(args: argparse.Namespace) -> int:
@@ -337,10 +238,12 @@ def _backend_problem(name: str) -> str | None:
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run the benchmarks and write the results. Returns the exit status."""
-    if (args.contention or args.thread_sweep) and args.batch_sizes is None:
-        args.batch_sizes = [128] if args.contention else [128, 2048]
-    args = _fill_defaults(args)
-    problem = _validate(args) or _backend_problem(args.backend) or prepare_out(args.out)
+    if args.contention or args.thread_sweep:  # their defaults: one config, one dtype
+        if args.batch_sizes is None:
+            args.batch_sizes = [128] if args.contention else [128, 2048]
+        args.configs, args.dtypes = args.configs or ["mnist"], args.dtypes or ["float32"]
+    args = fill_defaults(args)
+    problem = validate(args) or _backend_problem(args.backend) or prepare_out(args.out)
     if problem:  # all of it before any timing, any line and any folder made
         print(one_line_error(problem), file=sys.stderr)
         return 2
@@ -351,13 +254,16 @@ def run_cli(args: argparse.Namespace) -> int:
     if not args.out:
         args.out = tempfile.mkdtemp(prefix="scratchvae-bench-")
         print(f"results go to {args.out} (a new temporary folder; --out DIR to choose)")
-    if args.contention or args.thread_sweep:
-        return _run_conditions(args)
     try:
+        if args.contention or args.thread_sweep:
+            return _run_conditions(args)
         results = run_benchmarks(args, log=lambda msg: print(msg, flush=True))
     except BackendError as exc:
         print(one_line_error(str(exc)), file=sys.stderr)
         return 2
+    except ReferenceMismatch as exc:  # a bug in a reference or in scratchvae: nothing written
+        print(one_line_error(str(exc)), file=sys.stderr)
+        return 1
     note = busy_note(results["machine"])
     if note:
         print(f"note: {note}")
@@ -367,10 +273,6 @@ def run_cli(args: argparse.Namespace) -> int:
         name += "-quick" if args.quick else ""
     paths = write_outputs(results, Path(args.out), name)
     print("wrote " + ", ".join(str(p) for p in paths))
-    bad = [e for e in results["equivalence"] if not e["ok"]]
-    if bad:
-        print(f"scratchvae bench: {len(bad)} reference check(s) disagree: see {paths[1]}")
-        return 1
     return 0
 
 
@@ -380,4 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for a rerun (--threads)
-    return run_cli(args)
+    try:  # as `scratchvae bench` (scratchvae/cli.py): Ctrl-C and SIGTERM end it in one line
+        with sigterm_interrupts():
+            return run_cli(args)
+    except KeyboardInterrupt as exc:
+        if argv is None:  # this process's own command line: it ends now
+            ignore_interrupts()
+        return interrupted(None, isinstance(exc, Terminated))

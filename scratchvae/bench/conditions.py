@@ -31,15 +31,33 @@ from typing import Any
 
 from ..atomic import atomic_write
 from ..backend import Backend, training_threads, usable_core_ids, usable_cores
-from .references import JaxStep, TorchStep, installed_version
-from .report import cores_text, load_average, machine_info, machine_name, threads_env
+from .equivalence import ReferenceMismatch, raise_if_disagrees
+from .references import JaxStep, TorchStep, check_jax, check_torch, installed_version
+from .report import (
+    cores_text,
+    interrupts_deferred,
+    load_average,
+    machine_info,
+    machine_name,
+    threads_env,
+)
 from .timing import CONFIGS, ScratchStep, time_interleaved
 
 __all__ = ["CONDITIONS", "run_contention", "run_thread_sweep"]
 
 CONDITIONS = ("idle", "busy", "pair")
-_BUSY = "while True: pass"
-_CALL = "import sys; from scratchvae.bench.conditions import {0} as f; f(*sys.argv[1:])"
+# the children started here leave Ctrl-C to this process, which stops them (a KeyboardInterrupt
+# traceback from each, on a terminal's Ctrl-C, was the output), and end by themselves once it
+# is gone (killed, it cannot stop them: a spinner then burned a core for ever). The parent's
+# pid is written in: read in the child, it would be init's if the parent died meanwhile.
+_CHILD = "import os, signal; signal.signal(signal.SIGINT, signal.SIG_IGN); PARENT = {parent}\n"
+_BUSY = _CHILD + "while os.getppid() == PARENT:\n    for _ in range(100_000): pass"
+_CALL = _CHILD + "import sys; from scratchvae.bench.conditions import {call} as f; f(*sys.argv[1:])"
+
+
+def _child(code: str, call: str = "") -> list[str]:
+    """The command line of a child running ``code`` (``_BUSY``, ``_CALL`` of ``call``)."""
+    return [sys.executable, "-c", code.format(parent=os.getpid(), call=call)]
 
 
 # ============================================================================ competitors
@@ -77,12 +95,12 @@ def competitors(
     try:
         if condition == "busy":
             for core in busy_cores:
-                procs.append(subprocess.Popen([sys.executable, "-c", _BUSY]))
+                procs.append(subprocess.Popen(_child(_BUSY)))
                 _pin(procs[-1].pid, core)
             info["busy_cores"] = busy_cores
         elif condition == "pair":
-            argv = [sys.executable, "-c", _CALL.format("_partner"), config, str(batch), dtype,
-                    str(rate_file)]  # fmt: skip
+            argv = [*_child(_CALL, "_partner"), config, str(batch), dtype,
+                    str(rate_file), str(os.getpid())]  # fmt: skip
             procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
             _wait_until_training(procs[-1], rate_file)
         if condition != "pair":
@@ -115,7 +133,7 @@ def _wait_until_training(proc: subprocess.Popen, rate_file: Path, limit_s: float
         time.sleep(0.05)
 
 
-def _partner(config: str, batch: str, dtype: str, rate_file: str) -> None:
+def _partner(config: str, batch: str, dtype: str, rate_file: str, parent: str) -> None:
     """The second training of the "pair" condition: steps until SIGTERM, then writes its
     samples/s (after a warm-up) to ``rate_file``."""
     batch_size = int(batch)
@@ -128,7 +146,7 @@ def _partner(config: str, batch: str, dtype: str, rate_file: str) -> None:
             run()
         Path(rate_file).write_text(_READY + "\n")
         n, t0 = 0, time.perf_counter()
-        while not stop:
+        while not stop and os.getppid() == int(parent):  # see _CHILD
             run()
             n += 1
     Path(rate_file).write_text(f"{batch_size * n / max(time.perf_counter() - t0, 1e-9)}\n")
@@ -136,12 +154,16 @@ def _partner(config: str, batch: str, dtype: str, rate_file: str) -> None:
 
 # ============================================================================ the runs
 def _steps(config: str, batch: int, dtype: str, torch: bool, jax: bool) -> dict[str, Any]:
+    """The steps to time, each reference checked first (bench/equivalence.py)."""
     step = ScratchStep(CONFIGS[config], batch, Backend("numpy", dtype, seed=0))
     fns: dict[str, Any] = {"scratchvae": (step, step.sync)}
+    key = {"config": config, "dtype": dtype, "batch": batch}
     if torch:
+        raise_if_disagrees({**key, **check_torch(step, "cpu")})
         ref = TorchStep(step.model, step.x, "cpu")
         fns["torch"] = (ref, ref.sync)
     if jax:
+        raise_if_disagrees({**key, **check_jax(step)})
         jstep = JaxStep(step.model, step.x)
         fns["jax"] = (jstep, jstep.sync)
     return fns
@@ -156,6 +178,7 @@ def run_contention(opts: argparse.Namespace, log: Callable[[str], None] = print)
     """samples/s of each implementation under each condition, and the share of idle kept."""
     torch, jax = _references(opts)
     config, dtype = opts.configs[0], opts.dtypes[0]
+    machine = machine_info(Backend("numpy"), "cpu" if torch else None)  # its load: at the start
     busy = opts.busy_cores if opts.busy_cores is not None else usable_core_ids()[:1]
     rows = []
     for batch in opts.batch_sizes:
@@ -181,10 +204,21 @@ def run_contention(opts: argparse.Namespace, log: Callable[[str], None] = print)
             partner = info.get("partner_samples_per_s")
             log(f"B={batch:5d} {condition:5s} {line}"
                 + (f"  (partner {partner:.0f}/s)" if partner else ""))  # fmt: skip
+    machine["load_avg_end"] = load_average()
     return {"schema": "scratchvae-bench-contention/1", "config": config, "dtype": dtype,
-            "machine": machine_info(Backend("numpy"), "cpu" if torch else None),
-            "threads": os.environ.get("SCRATCHVAE_THREADS"), "reps": opts.reps,
-            "load_avg_end": load_average(), "rows": rows}  # fmt: skip
+            "machine": machine, "threads": os.environ.get("SCRATCHVAE_THREADS"),
+            "reps": opts.reps, "settings": _settings(opts, torch, jax),
+            "load_avg_end": machine["load_avg_end"], "rows": rows}  # fmt: skip
+
+
+def _settings(opts: argparse.Namespace, torch: bool, jax: bool) -> dict[str, Any]:
+    """What the figures of a condition run depend on, besides the machine."""
+    return {"config": opts.configs[0], "dtype": opts.dtypes[0],
+            "batch_sizes": list(opts.batch_sizes), "reps": opts.reps,
+            "target_seconds_per_rep": opts.target_seconds,
+            "pause_seconds_between_reps": opts.pause, "torch": torch, "jax": jax,
+            "conditions": getattr(opts, "conditions", None) if opts.contention else None,
+            "busy_cores": getattr(opts, "busy_cores", None)}  # fmt: skip
 
 
 def _sweep_counts() -> list[int]:
@@ -197,21 +231,27 @@ def _sweep_counts() -> list[int]:
 
 def run_thread_sweep(opts: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     """The steps with 1, 2, 4, ... threads (each count in a fresh process)."""
-    rows = []
+    torch, jax = _references(opts)
+    machine, rows = machine_info(Backend("numpy"), "cpu" if torch else None), []
     for n in _sweep_counts():
         env, pin = threads_env(n)  # n threads for BLAS, OpenMP, scratchvae; n cores for JAX
         with tempfile.TemporaryDirectory() as tmp:
-            argv = [sys.executable, "-c", _CALL.format("_sweep_one"), tmp,
+            argv = [*_child(_CALL, "_sweep_one"), tmp,
                     json.dumps(vars(opts), default=str)]  # fmt: skip
-            subprocess.run(argv, env=env, check=True, preexec_fn=pin)  # noqa: PLW1509
+            proc = subprocess.run(argv, env=env, preexec_fn=pin, stderr=subprocess.PIPE,  # noqa: PLW1509
+                                  text=True)  # fmt: skip
+            if proc.returncode != 0:  # its last line: what went wrong (a traceback's, too)
+                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                last = last.removeprefix("scratchvae.bench.equivalence.ReferenceMismatch: ")
+                raise ReferenceMismatch(f"the {n}-thread run of the sweep failed: {last}")
             for row in json.loads((Path(tmp) / "rows.json").read_text()):
                 rows.append({"threads": n, **row})
                 log(f"threads {n:3d} B={row['batch']:5d} {row['impl']:10s} "
                     f"{row['samples_per_s']:9.0f}/s")  # fmt: skip
-    torch = "cpu" if _references(opts)[0] else None  # its threads, where it was run
+    machine["load_avg_end"] = load_average()
     return {"schema": "scratchvae-bench-threads/1", "config": opts.configs[0],
-            "dtype": opts.dtypes[0], "machine": machine_info(Backend("numpy"), torch),
-            "rows": rows}  # fmt: skip
+            "dtype": opts.dtypes[0], "machine": machine,
+            "settings": _settings(opts, torch, jax), "rows": rows}  # fmt: skip
 
 
 def _sweep_one(out: str, opts_json: str) -> None:
@@ -235,7 +275,7 @@ def markdown(results: dict) -> str:
     """The contention or thread-sweep results as a Markdown table."""
     m = results["machine"]
     head = [f"# scratchvae benchmark: {m['cpu']} ({cores_text(m)}), {results['config']} "
-            f"{results['dtype']}", ""]  # fmt: skip
+            f"{results['dtype']}", "", *_about(results), ""]  # fmt: skip
     if results["schema"].endswith("threads/1"):
         lines = ["| threads | batch | impl | samples/s |", "|---|---|---|---|"]
         lines += [f"| {r['threads']} | {r['batch']} | {r['impl']} | {r['samples_per_s']:.0f} |"
@@ -254,6 +294,22 @@ def markdown(results: dict) -> str:
     note = ("busy: one spinning process per core in `busy_cores`; pair: a second scratchvae "
             "training of the same step alongside (its own rate in the last column).")  # fmt: skip
     return "\n".join([*head, *lines, "", note, "", *_ratios(results["rows"], "condition"), ""])
+
+
+def _about(results: dict) -> list[str]:
+    """The versions, BLAS, load and settings the figures depend on (the JSON has them all)."""
+    m, s = results["machine"], results.get("settings") or {}
+    load = [f"{v[0]:.1f}" if v else "?" for v in (m.get("load_avg_start"), m.get("load_avg_end"))]
+    lines = [
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items() if v),
+        f"- BLAS {m.get('blas')}; 1-minute load average {load[0]} at the start, {load[1]} at "
+        "the end",
+    ]
+    if s:
+        lines.append(f"- median of {s['reps']} interleaved repetitions of "
+                     f"{s['target_seconds_per_rep']} s each, {s['pause_seconds_between_reps']} s "
+                     "pause before each")  # fmt: skip
+    return lines
 
 
 def _ratios(rows: list[dict], key: str) -> list[str]:
@@ -277,10 +333,11 @@ def write(results: dict, out: Path, name: str) -> list[Path]:
     """``name``.json and ``name``.md under ``out``, atomically."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.json", out / f"{name}.md"]
-    with atomic_write(paths[0], "w") as f:
-        f.write(json.dumps(results, indent=1) + "\n")
-    with atomic_write(paths[1], "w") as f:
-        f.write(markdown(results))
+    texts = [json.dumps(results, indent=1) + "\n", markdown(results)]
+    with interrupts_deferred():  # both new, or both as they were
+        for path, text in zip(paths, texts, strict=True):
+            with atomic_write(path, "w") as f:
+                f.write(text)
     return paths
 
 

@@ -71,6 +71,10 @@ def test_quick_run_writes_json_markdown_and_plot(tmp_path, capsys) -> None:
         (("--batch-sizes", "0"), "batch sizes must be >= 1"),
         (("--eval-k", "-1"), "--eval-k >= 0"),
         (("--torch-device", "tpu"), "--torch-device must be cpu, cuda"),
+        (
+            ("--torch-device", "cuda:x"),
+            "--torch-device must be cpu, cuda[:N] or none, got 'cuda:x'",
+        ),
         (("--threads", "0"), "--threads must be >= 1"),
         (("--reps", "0"), "--reps and --memory-steps must be >= 1, --target-seconds > 0"),
         (("--pause", "-1"), "--pause >= 0"),
@@ -106,6 +110,14 @@ def no_timing(monkeypatch):
         (("--conditions", "busy"), "--conditions chooses the conditions of --contention; add"),
         (("--contention", "--thread-sweep"), "--contention and --thread-sweep are two runs"),
         (("--contention", "--busy-cores", "0", "999"), "--busy-cores 999: not a core"),
+        # was: run on more threads than cores; the conditions ran NumPy and PyTorch CPU and
+        # their first config and dtype whatever was asked, and --threads gave way to the sweep
+        (("--threads", "999"), "--threads 999: this process may use"),
+        (("--contention", "--torch-device", "cuda"), "--contention times the CPU steps only"),
+        (("--thread-sweep", "--backend", "cupy"), "--thread-sweep times the CPU steps only"),
+        (("--contention", "--dtypes", "float32", "float64"), "one config and one dtype"),
+        (("--thread-sweep", "--configs", "mnist", "wide"), "one config and one dtype"),
+        (("--thread-sweep", "--threads", "1"), "--thread-sweep sets the thread counts itself"),
     ],
 )
 def test_names_and_cores_are_checked_before_any_timing(
@@ -154,9 +166,10 @@ def test_a_backend_that_cannot_run_is_one_line_before_anything_else(
     args.no_jax = False
     assert bench.run_cli(args) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err == (
-        "scratchvae: error: the CuPy backend needs CuPy, which is not installed\n"
-    )
+    said = "the CuPy backend needs CuPy, which is not installed"
+    if extra:  # the conditions run on the CPU only, CuPy or not
+        said = f"{extra[0]} times the CPU steps only: drop --backend cupy and --torch-device cuda"
+    assert out == "" and err == f"scratchvae: error: {said}\n"
     assert list(tmp_path.iterdir()) == []  # no temporary folder made
     assert bench.run_cli(_args(tmp_path / "out", "--backend", "cupy")) == 2
     assert not (tmp_path / "out").exists()  # nor --out
@@ -196,7 +209,7 @@ def test_a_busy_machine_is_said_to_be_and_a_fraction_above_1_is_not_a_figure(mon
 
 
 def test_quick_fills_the_quick_defaults_and_keeps_what_was_given(tmp_path) -> None:
-    args = bench.cli._fill_defaults(_args(tmp_path, "--reps", "5"))
+    args = bench.options.fill_defaults(_args(tmp_path, "--reps", "5"))
     assert args.reps == 5 and args.batch_sizes == [32, 128] and args.configs == ["mnist"]
 
 
@@ -245,11 +258,14 @@ def test_threads_reruns_the_command_given_with_its_thread_count(tmp_path, monkey
 
     runs = []
 
-    def run(cmd, env, preexec_fn):
-        runs.append((cmd, env))
-        return subprocess.CompletedProcess(cmd, 0)
+    class Popen:
+        def __init__(self, cmd, env, preexec_fn):
+            runs.append((cmd, env))
 
-    monkeypatch.setattr(bench.cli.subprocess, "run", run)
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(bench.cli.subprocess, "Popen", Popen)
     options = ["--threads", "1", "--quick", "--no-jax", "--torch-device", "none", *TINY]
     assert main(["bench", *options, "--out", str(tmp_path)]) == 0
     assert bench.main([*options, "--out", str(tmp_path)]) == 0
@@ -268,3 +284,18 @@ def test_a_backend_that_cannot_run_here_is_one_line(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.startswith("scratchvae: error: ") and "CuPy" in err and err.count("\n") == 1
     assert not list(tmp_path.glob("t.*"))  # nothing written
+
+
+def test_contention_and_the_sweep_default_to_one_config_and_dtype(tmp_path, monkeypatch) -> None:
+    """Was (this session): without --quick, the full suite's two configs and dtypes were
+    refused by the conditions' own check."""
+    seen = []
+    monkeypatch.setattr(bench.cli, "_run_conditions", lambda args: seen.append(args) or 0)
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    for mode in ("--contention", "--thread-sweep"):
+        assert bench.run_cli(parser.parse_args([mode, "--out", str(tmp_path)])) == 0
+    assert [(a.configs, a.dtypes, a.batch_sizes) for a in seen] == [
+        (["mnist"], ["float32"], [128]),
+        (["mnist"], ["float32"], [128, 2048]),
+    ]

@@ -24,7 +24,8 @@ def test_torch_gives_the_same_loss_gradients_and_adam_update(dtype) -> None:
     pytest.importorskip("torch")
     res = references.check_torch(_step(dtype), "cpu")
     assert res["ok"], res
-    assert res["params_after_adam_max_rel_diff"] <= references.EQ_TOL[dtype]
+    assert res["adam_update_max_rel_diff"] <= references.EQ_TOL[dtype]
+    assert res["weights_max_rel_diff"] == 0
 
 
 def test_torch_step_copies_the_weights_and_trains() -> None:
@@ -42,6 +43,7 @@ def test_jax_gives_the_same_loss_and_gradients(dtype) -> None:
     pytest.importorskip("jax")
     res = references.check_jax(_step(dtype))
     assert res["ok"], res
+    assert res["adam_update_max_rel_diff"] <= references.EQ_TOL[dtype]  # was not checked
 
 
 def test_jax_step_runs_jitted() -> None:
@@ -51,3 +53,48 @@ def test_jax_step_runs_jitted() -> None:
     ref()
     ref.sync()
     assert float(ref.last) > 0 and int(ref.t) == 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_torch_reference_with_a_planted_difference_is_caught(monkeypatch, dtype) -> None:
+    pytest.importorskip("torch")
+
+    def kl_sign_flipped(self, eps):
+        F = self.torch.nn.functional
+        h = self.enc(self.x)
+        mu, logvar = h[:, : self.latent], h[:, self.latent :]
+        logits = self.dec(mu + self.torch.exp(0.5 * logvar) * eps)
+        recon = F.binary_cross_entropy_with_logits(logits, self.x, reduction="sum")
+        return (recon - 0.5 * (mu * mu + logvar.exp() - logvar - 1).sum()) / self.batch
+
+    with monkeypatch.context() as m:
+        m.setattr(references.TorchStep, "loss", kl_sign_flipped)
+        res = references.check_torch(_step(dtype), "cpu")
+    assert not res["ok"] and res["grad_max_rel_diff"] > 1e-3, res
+    with monkeypatch.context() as m:  # Adam's eps 1e-7 in the reference only
+        m.setattr(references, "ADAM", {**timing.ADAM, "eps": 1e-7})
+        res = references.check_torch(_step(dtype), "cpu")
+    assert not res["ok"] and res["adam_update_max_rel_diff"] > 1e-3, res
+    assert res["grad_max_rel_diff"] <= references.EQ_TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_jax_reference_with_a_planted_difference_is_caught(monkeypatch, dtype) -> None:
+    pytest.importorskip("jax")
+    with monkeypatch.context() as m:  # Adam's eps 1e-7 in JAX's hand-written Adam only
+        m.setattr(references, "ADAM", {**timing.ADAM, "eps": 1e-7})
+        res = references.check_jax(_step(dtype))
+    assert not res["ok"] and res["adam_update_max_rel_diff"] > 1e-3, res
+    real_loss = references.JaxStep.loss
+
+    def kl_sign_flipped(self, params, x, eps):
+        enc = params[: 2 * self.n_enc]
+        h = self._mlp(enc, x)
+        mu, logvar = h[:, : self.latent], h[:, self.latent :]
+        kl = 0.5 * (mu * mu + self.jnp.exp(logvar) - logvar - 1).sum() / x.shape[0]
+        return real_loss(self, params, x, eps) - 2 * kl
+
+    with monkeypatch.context() as m:
+        m.setattr(references.JaxStep, "loss", kl_sign_flipped)
+        res = references.check_jax(_step(dtype))
+    assert not res["ok"] and res["grad_max_rel_diff"] > 1e-3, res

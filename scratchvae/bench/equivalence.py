@@ -1,0 +1,125 @@
+"""Before anything is timed: does a reference compute scratchvae's numbers?
+
+:func:`compare` takes scratchvae's step and a :class:`Reference` (the PyTorch or JAX step
+behind a small adapter, or a fake in the tests) and checks, on the same data and the same eps:
+
+* the weights: the reference holds an exact copy of scratchvae's initial weights;
+* the loss and every gradient, from those weights;
+* the update: two Adam steps from zero moments, both sides fed scratchvae's gradients (two
+  different draws, so that the betas matter: one step from zero moments is ``lr * g / (|g| +
+  eps)`` whatever they are). The update (weights after minus before) is compared with its own
+  scale, ``lr``, so an eps of 1e-7 instead of 1e-8 shows; compared with the weights' scale it
+  would hide under their rounding.
+
+Feeding both optimizers the same gradients keeps the update check about the optimizers: a
+gradient entry near 0 whose sign differs by rounding would move by +lr in one and -lr in the
+other. :func:`raise_if_disagrees` turns a failed comparison into one line naming the worst
+figure, before the timing starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..backend import to_numpy
+from ..optim import Adam
+from .timing import ScratchStep
+
+__all__ = ["EQ_TOL", "Reference", "ReferenceMismatch", "compare", "raise_if_disagrees"]
+
+# max relative difference, each array's difference over its own largest entry: float32 sums of
+# a few hundred terms differ by ~1e-6 relative; float64 by ~1e-14
+EQ_TOL = {"float32": 2e-4, "float64": 1e-9}
+
+
+class ReferenceMismatch(RuntimeError):
+    """A reference computes other numbers than scratchvae: timing it would compare nothing."""
+
+
+class Reference(Protocol):
+    """A reference step seen as NumPy arrays under scratchvae's names and layouts (W (in, out))."""
+
+    name: str
+
+    def weights(self) -> dict[str, Any]:
+        """The weights it holds now."""
+
+    def loss_and_grads(self, eps: Any) -> tuple[float, dict[str, Any]]:
+        """Loss and gradients on its copy of the data, with this eps, at its current weights."""
+
+    def adam(self, grads: list[dict[str, Any]]) -> dict[str, Any]:
+        """Its weights after one Adam step per gradient dict, from zero moments."""
+
+
+def max_rel(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """max over arrays of max|a - b| / max|b| (relative to each array's scale)."""
+    worst = 0.0
+    for k in b:
+        ref = to_numpy(b[k]).astype("float64")
+        diff = abs(to_numpy(a[k]).astype("float64") - ref).max()
+        worst = max(worst, float(diff / max(abs(ref).max(), 1e-30)))
+    return worst
+
+
+def _numpy(store: Any) -> dict[str, Any]:
+    return {n: to_numpy(store[n]).copy() for n in store}
+
+
+def compare(step: ScratchStep, ref: Reference) -> dict[str, Any]:
+    """Weights, loss, gradients and two Adam updates of scratchvae vs ``ref``, built from
+    ``step.model`` and ``step.x``; the model's weights are as before when it returns."""
+    model, bk = step.model, step.model.backend
+    before = _numpy(model.params)
+    weights_rel = max_rel(ref.weights(), before)
+    noise = model.draw_noise(step.batch)
+    terms, grads = model.loss_and_grads(step.x, noise)
+    loss_s, grads_s = float(to_numpy(terms["loss"])), _numpy(grads)
+    loss_r, grads_r = ref.loss_and_grads(to_numpy(noise["eps"]))
+    second = _numpy(model.loss_and_grads(step.x, model.draw_noise(step.batch))[1])
+    timed = step.opt  # a fresh Adam with the settings of the one timed
+    opt = Adam(timed.lr, betas=(timed.b1, timed.b2), eps=timed.eps)
+    for g in (grads_s, second):
+        opt.step(model.params, {n: bk.asarray(v) for n, v in g.items()})
+    update_s = {n: to_numpy(model.params[n]) - before[n] for n in before}
+    for n, v in before.items():  # the timed steps start from the weights checked here
+        model.params[n] = v
+    after_r = ref.adam([grads_s, second])
+    update_r = {n: to_numpy(after_r[n]) - before[n] for n in before}
+    loss_rel = abs(loss_s - loss_r) / max(abs(loss_r), 1e-30)
+    grad_rel, update_rel = max_rel(grads_s, grads_r), max_rel(update_s, update_r)
+    tol = EQ_TOL[bk.dtype.name]
+    return {
+        "reference": ref.name,
+        "weights_max_rel_diff": weights_rel,
+        "loss_scratch": loss_s,
+        "loss_reference": loss_r,
+        "loss_rel_diff": loss_rel,
+        "grad_max_rel_diff": grad_rel,
+        "adam_update_max_rel_diff": update_rel,
+        "tolerance": tol,
+        "ok": weights_rel == 0 and max(loss_rel, grad_rel, update_rel) <= tol,
+    }
+
+
+def raise_if_disagrees(row: dict[str, Any]) -> None:
+    """:class:`ReferenceMismatch` with one line naming the worst figure, unless ``row['ok']``."""
+    if row["ok"]:
+        return
+    where = f"{row.get('config', '?')} {row.get('dtype', '?')} batch {row.get('batch', '?')}"
+    if row["weights_max_rel_diff"] != 0:
+        what = f"its copy of the initial weights differs ({row['weights_max_rel_diff']:.1e})"
+    else:
+        figures = {
+            "loss": row["loss_rel_diff"],
+            "gradients": row["grad_max_rel_diff"],
+            "Adam update": row["adam_update_max_rel_diff"],
+        }
+        worst = max(figures, key=lambda k: figures[k] / row["tolerance"])
+        what = (
+            f"its {worst} differ{'s' * (worst != 'gradients')} by {figures[worst]:.1e} "
+            f"(relative; tolerance {row['tolerance']:.0e})"
+        )
+    raise ReferenceMismatch(
+        f"{row['reference']} does not compute scratchvae's step ({where}): {what}; "
+        "nothing was timed"
+    )

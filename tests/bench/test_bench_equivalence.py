@@ -1,0 +1,120 @@
+"""scratchvae.bench.equivalence: a reference that computes other numbers is caught, in one line,
+before anything is timed. The references here are fakes built from scratchvae itself (a copy
+of the model, a second Adam), each with one planted difference; no PyTorch or JAX needed."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from scratchvae.backend import Backend, to_numpy
+from scratchvae.bench import cli, equivalence, timing
+from scratchvae.models import VAE
+from scratchvae.optim import Adam
+
+
+def _step(dtype: str, batch: int = 16) -> timing.ScratchStep:
+    return timing.ScratchStep(timing.CONFIGS["mnist"], batch, Backend("numpy", dtype, seed=0))
+
+
+class Fake:
+    """A reference made of a second scratchvae VAE holding a copy of the weights."""
+
+    name = "fake"
+
+    def __init__(self, step, kl_weight=1.0, adam=None, nudge=0.0, x_flip=False) -> None:
+        bk = step.model.backend
+        self.model = VAE(**timing.CONFIGS["mnist"], backend=Backend("numpy", bk.dtype.name, 1))
+        for n in step.model.params:
+            self.model.params[n] = to_numpy(step.model.params[n])
+        self.model.params["decoder.1.b"][0] += nudge  # a weight not copied exactly
+        self.x = bk.asarray(to_numpy(step.x).copy())
+        if x_flip:
+            self.x[0, 0] = 1 - self.x[0, 0]  # another batch
+        self.kl_weight = kl_weight
+        self.opt = Adam(**({"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8} | (adam or {})))
+
+    def weights(self):
+        return {n: to_numpy(self.model.params[n]) for n in self.model.params}
+
+    def loss_and_grads(self, eps):
+        terms, grads = self.model.loss_and_grads(self.x, {"eps": eps}, self.kl_weight)
+        return float(terms["loss"]), {n: to_numpy(grads[n]).copy() for n in grads}
+
+    def adam(self, grads):
+        for g in grads:
+            self.opt.step(self.model.params, g)
+        return self.weights()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_faithful_reference_passes_and_the_weights_stay_as_they_were(dtype) -> None:
+    step = _step(dtype)
+    before = step.model.params.flat.copy()
+    row = equivalence.compare(step, Fake(step))
+    assert row["ok"], row
+    assert row["weights_max_rel_diff"] == 0 and row["loss_rel_diff"] <= 1e-12
+    assert (step.model.params.flat == before).all()  # the timed steps start from these
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "plant, figure",
+    [
+        ({"kl_weight": -1.0}, "its gradients differ"),  # a wrong sign in the KL
+        ({"kl_weight": 0.5}, "its gradients differ"),  # KL halved
+        ({"adam": {"eps": 1e-7}}, "its Adam update differs"),  # eps 1e-7 instead of 1e-8
+        ({"adam": {"betas": (0.8, 0.999)}}, "its Adam update differs"),  # another beta1
+        ({"adam": {"betas": (0.9, 0.99)}}, "its Adam update differs"),  # another beta2
+        ({"adam": {"lr": 1.01e-3}}, "its Adam update differs"),  # lr 1% off
+        ({"x_flip": True}, "differ"),  # one pixel of another batch
+        ({"nudge": 1e-6}, "its copy of the initial weights differs"),
+    ],
+)
+def test_a_planted_difference_is_caught_in_one_line(dtype, plant, figure) -> None:
+    step = _step(dtype)
+    row = equivalence.compare(step, Fake(step, **plant))
+    assert not row["ok"], row
+    with pytest.raises(equivalence.ReferenceMismatch) as info:
+        equivalence.raise_if_disagrees({"config": "mnist", "dtype": dtype, "batch": 16, **row})
+    line = str(info.value)
+    assert "\n" not in line and line.startswith(
+        f"fake does not compute scratchvae's step (mnist {dtype} batch 16): "
+    )
+    assert figure in line and line.endswith("; nothing was timed")
+
+
+def test_a_disagreeing_reference_stops_the_run_before_timing_and_writes_nothing(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """Was: the mismatch went into the results as 'NO', every cell was timed anyway and the
+    files written (replacing an earlier run's), then exit status 1."""
+    (tmp_path / "t.json").write_text("earlier results")
+    monkeypatch.setattr(cli, "_resolve_torch", lambda device, log: "cpu")
+    info = cli.machine_info
+    monkeypatch.setattr(cli, "machine_info", lambda backend, device: info(backend, None))
+    monkeypatch.setattr(
+        cli,
+        "check_torch",
+        lambda step, device: equivalence.compare(step, Fake(step, kl_weight=-1.0)),
+    )
+
+    def timed(*args, **kwargs):
+        raise AssertionError("timed a reference that disagrees")
+
+    monkeypatch.setattr(cli, "time_interleaved", timed)
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(
+        ["--quick", "--no-jax", "--out", str(tmp_path), "--name", "t", "--eval-k", "0"]
+    )
+    assert cli.run_cli(args) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith(
+        "scratchvae: error: fake does not compute scratchvae's step "
+        "(mnist float32 batch 32): its gradients differ by "
+    )
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]
+    assert (tmp_path / "t.json").read_text() == "earlier results"

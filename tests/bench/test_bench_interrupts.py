@@ -1,0 +1,110 @@
+"""Ctrl-C and SIGTERM during a benchmark: one line, nothing half-written, no child process left
+(the busy spinners, the pair's partner, the thread sweep's children)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scratchvae.bench import report
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "killpg"), reason="POSIX process groups")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start(*options: str) -> subprocess.Popen:
+    def own_group() -> None:  # as a terminal's foreground job: Ctrl-C reaches every process
+        os.setsid()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "scratchvae.bench", "--reps", "50", "--target-seconds", "0.5"]
+    return subprocess.Popen([*cmd, *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, preexec_fn=own_group)  # fmt: skip  # noqa: PLW1509
+
+
+def _wait_for_child(proc: subprocess.Popen) -> list[int]:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 60 and proc.poll() is None:
+        kids = _children(proc.pid)
+        if kids:
+            time.sleep(0.5)  # the child gets going
+            return kids
+        time.sleep(0.05)
+    pytest.fail(f"no child process started: {proc.communicate()}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc")
+@pytest.mark.parametrize(
+    "options, to_group, sig, line",
+    [
+        (("--contention", "--conditions", "busy"), True, signal.SIGINT, "interrupted"),
+        (("--contention", "--conditions", "pair"), True, signal.SIGINT, "interrupted"),
+        (("--thread-sweep",), True, signal.SIGINT, "interrupted"),
+        (("--contention", "--conditions", "busy"), False, signal.SIGTERM, "terminated (SIGTERM)"),
+    ],
+)
+def test_an_interrupted_run_says_one_line_and_leaves_no_process(
+    tmp_path, options, to_group, sig, line
+) -> None:
+    """Was: a KeyboardInterrupt traceback from every child on Ctrl-C; and `python -m
+    scratchvae.bench` killed by SIGTERM (`timeout`) left its spinner burning a core."""
+    (tmp_path / "keep.json").write_text("earlier")
+    proc = _start(*options, "--no-jax", "--torch-device", "none", "--out", str(tmp_path))
+    kids = _wait_for_child(proc)
+    if to_group:
+        os.killpg(proc.pid, sig)
+    else:
+        os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=60)
+    assert err == f"scratchvae: {line}\n"
+    assert proc.returncode == 128 + sig
+    t0 = time.monotonic()
+    while any(_alive(k) for k in kids) and time.monotonic() - t0 < 10:
+        time.sleep(0.1)
+    assert not any(_alive(k) for k in kids)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.json"]
+
+
+def test_a_spinner_ends_by_itself_when_its_parent_is_killed() -> None:
+    code = (
+        "import subprocess; from scratchvae.bench.conditions import _BUSY, _child; "
+        "print(subprocess.Popen(_child(_BUSY), stdout=subprocess.DEVNULL).pid)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    spinner = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True, env=env, timeout=60).stdout)  # fmt: skip
+    t0 = time.monotonic()
+    while _alive(spinner) and time.monotonic() - t0 < 10:
+        time.sleep(0.05)
+    assert not _alive(spinner)
+
+
+def test_files_written_together_wait_for_a_ctrl_c(tmp_path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        with report.interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            (tmp_path / "a").write_text("written")  # still runs
+    assert (tmp_path / "a").read_text() == "written"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
