@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from scratchvae.atomic import atomic_write  # noqa: E402
 from scratchvae.backend import Backend, to_numpy  # noqa: E402
 from scratchvae.checkpoint import CHECKPOINT_NAME, load_checkpoint  # noqa: E402
-from scratchvae.cliargs import COUNT, NATURAL  # noqa: E402
-from scratchvae.data import binarize, load_dataset  # noqa: E402
+from scratchvae.cliargs import COUNT, NATURAL, one_line_error  # noqa: E402
+from scratchvae.data import DataError, binarize, load_dataset  # noqa: E402
 from scratchvae.evaluate import iw_bound  # noqa: E402
 from scratchvae.models import VAE  # noqa: E402
 from scratchvae.optim import Adam  # noqa: E402
@@ -109,8 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    train_set = load_dataset("mnist", "train", args.data_dir)
-    test_set = load_dataset("mnist", "test", args.data_dir)
+    try:  # a folder without the files: one line, as scratchvae's own commands say it
+        train_set = load_dataset("mnist", "train", args.data_dir)
+        test_set = load_dataset("mnist", "test", args.data_dir)
+    except DataError as exc:
+        print(one_line_error(str(exc), "burda_table1.py"), file=sys.stderr)
+        return 2
     bk = Backend("numpy", "float32", seed=args.seed + 123)  # the test set, binarized once
     n_test = test_set.n if args.n_test is None else min(args.n_test, test_set.n)
     x_test = binarize(bk.asarray(test_set.get_batch(slice(0, n_test))), "dynamic", bk)

@@ -8,7 +8,9 @@
 # (eps, forward, backward, Adam, the products), each replayed as its own CUDA graph
 # (benchmarks/step_phases.py); and, with MNIST_DIR (a folder holding mnist-train.npz and
 # mnist-test.npz), ten epochs of the PyTorch example's protocol with scratchvae's trainer and
-# with PyTorch eager. About 6 minutes on an H100.
+# with PyTorch eager. About 6 minutes on an H100; the steps' timeouts add up to 570 s, so the
+# whole script fits one 600 s device call (a session has 15 minutes of device time, start-up
+# included).
 set -uo pipefail
 out="${1:-${OUT:-benchmarks/results}}"
 mnist="${2:-}"
@@ -25,15 +27,15 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX would otherwise take 75% of th
 nvidia-smi -L | tee "$out/device.txt"
 python3 -c "import cupy, numpy, torch, jax; print('cupy', cupy.__version__, 'numpy', numpy.__version__,
 'torch', torch.__version__, 'jax', jax.__version__, jax.default_backend())" | tee -a "$out/device.txt"
-timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$out/pytest-gpu.log" |
+timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$out/pytest-gpu.log" |
     tail -15
-timeout 240 python3 -m scratchvae.bench --backend cupy --torch-device cuda --configs mnist \
+timeout 180 python3 -m scratchvae.bench --backend cupy --torch-device cuda --configs mnist \
     --dtypes float32 --batch-sizes 128 2048 --eval-k 0 --memory-steps 100 --reps 5 \
     --target-seconds 0.2 --out "$out" 2>&1 | tee "$out/bench-gpu.log" | grep -v "^  "
 # where the GPU step's time goes: each phase replayed as its own CUDA graph, and the products
-timeout 90 python3 benchmarks/step_phases.py --backend cupy --reps 5 2>&1 |
+timeout 60 python3 benchmarks/step_phases.py --backend cupy --reps 5 2>&1 |
     tee "$out/phases-gpu.txt" | grep -v "^  "
 if [ -n "$mnist" ]; then
-    timeout 240 python3 benchmarks/mnist_epochs.py "$mnist" --backend cupy --torch-device cuda \
+    timeout 90 python3 benchmarks/mnist_epochs.py "$mnist" --backend cupy --torch-device cuda \
         --out "$out" 2>&1 | tee "$out/mnist-gpu.log" | tail -4
 fi

@@ -51,3 +51,15 @@ def test_step_phases_times_every_phase():
         "noise", "forward", "backward", "adam", "step (whole)", "step (as trained)", "products"
     }  # fmt: skip
     assert all(t > 0 for t in ms.values())
+
+
+def test_burda_table1_without_the_mnist_files_is_one_line(tmp_path, monkeypatch, capsys):
+    # it tried to download them and ended in a DataError traceback
+    from dead_port import dead_url
+
+    monkeypatch.setenv("SCRATCHVAE_MNIST_MIRROR", dead_url())
+    burda = _script("burda_table1")
+    assert burda.main(["--data-dir", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("burda_table1.py: error: could not download ") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # nothing written, no cache folder left
