@@ -6,12 +6,20 @@ returns a one-line problem, or None.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from ..backend import usable_core_ids, usable_cores
 
-__all__ = ["check_busy_cores", "check_name", "prepare_out", "usable_core_ids", "usable_cores"]
+__all__ = [
+    "check_busy_cores",
+    "check_name",
+    "check_replaces_results_only",
+    "prepare_out",
+    "usable_core_ids",
+    "usable_cores",
+]
 
 
 def _ranges(cores: list[int]) -> str:
@@ -67,3 +75,29 @@ def prepare_out(out: str | None) -> str | None:
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"--out {out}: cannot write into this folder; choose another --out"
     return None
+
+
+def _is_results(path: Path) -> bool:
+    """Whether ``path`` is a JSON file that ``scratchvae bench`` wrote (its ``schema``)."""
+    try:
+        schema = json.loads(path.read_text()).get("schema", "")
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
+        return False
+    return isinstance(schema, str) and schema.startswith("scratchvae-bench")
+
+
+def check_replaces_results_only(out: str | None, name: str | None) -> str | None:
+    """``--out DIR --name NAME``: the run replaces NAME.json, .md and .png in DIR; that is
+    refused when they are not an earlier run's results (no NAME.json of scratchvae bench's
+    beside them), so that ``--name notes`` cannot replace a notes.md of the user's."""
+    if not out or not name:
+        return None  # the default name is the machine's: its files are earlier results
+    folder = Path(out).expanduser()
+    present = [folder / f"{name}{ext}" for ext in (".json", ".md", ".png")]
+    present = [p for p in present if p.exists()]
+    if not present or _is_results(folder / f"{name}.json"):
+        return None
+    return (
+        f"--name {name}: {present[0]} is not the results of an earlier scratchvae bench run, "
+        "and the run would replace it; choose another --name or --out"
+    )

@@ -24,7 +24,7 @@ from typing import Any
 from ..backend import Backend, BackendError
 from ..cliargs import OneLineParser, one_line_error
 from ..interrupts import Terminated, ignore_interrupts, interrupted, sigterm_interrupts
-from .checks import prepare_out
+from .checks import check_replaces_results_only, prepare_out
 from .conditions import CONDITIONS, default_name, run_contention, run_thread_sweep, write
 from .equivalence import ReferenceMismatch, raise_if_disagrees
 from .memory import eval_cost, measure_memory
@@ -244,6 +244,7 @@ def run_cli(args: argparse.Namespace) -> int:
         args.configs, args.dtypes = args.configs or ["mnist"], args.dtypes or ["float32"]
     args = fill_defaults(args)
     problem = validate(args) or _backend_problem(args.backend) or prepare_out(args.out)
+    problem = problem or check_replaces_results_only(args.out, args.name)
     if problem:  # all of it before any timing, any line and any folder made
         print(one_line_error(problem), file=sys.stderr)
         return 2

@@ -147,6 +147,23 @@ def test_an_out_that_cannot_be_a_folder_is_refused_before_any_timing(
     assert (tmp_path / "new" / "deeper").is_dir()
 
 
+def test_a_name_whose_files_are_not_earlier_results_is_refused(tmp_path, capsys, no_timing):
+    # was: --name notes replaced the user's notes.md (and .json, .png) without a word
+    (tmp_path / "notes.md").write_text("mine")
+    assert bench.run_cli(_args(tmp_path, "--name", "notes")) == 2
+    assert capsys.readouterr().err == (
+        f"scratchvae: error: --name notes: {tmp_path / 'notes.md'} is not the results of an "
+        "earlier scratchvae bench run, and the run would replace it; choose another --name or "
+        "--out\n"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.md"]
+    assert (tmp_path / "notes.md").read_text() == "mine"
+    (tmp_path / "runs.json").write_text(json.dumps({"schema": bench.SCHEMA}))
+    (tmp_path / "runs.md").write_text("an earlier run's table")  # replaced: results
+    assert bench.cli.check_replaces_results_only(str(tmp_path), "runs") is None
+    assert bench.cli.check_replaces_results_only(str(tmp_path), "fresh") is None
+
+
 @pytest.mark.parametrize("extra", [(), ("--contention",), ("--thread-sweep",)])
 def test_a_backend_that_cannot_run_is_one_line_before_anything_else(
     tmp_path, monkeypatch, capsys, no_timing, extra
