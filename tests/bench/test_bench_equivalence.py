@@ -90,7 +90,8 @@ def test_a_disagreeing_reference_stops_the_run_before_timing_and_writes_nothing(
 ) -> None:
     """Was: the mismatch went into the results as 'NO', every cell was timed anyway and the
     files written (replacing an earlier run's), then exit status 1."""
-    (tmp_path / "t.json").write_text("earlier results")
+    earlier = '{"schema": "scratchvae-bench/1", "note": "earlier results"}'
+    (tmp_path / "t.json").write_text(earlier)
     monkeypatch.setattr(cli, "_resolve_torch", lambda device, log: "cpu")
     info = cli.machine_info
     monkeypatch.setattr(cli, "machine_info", lambda backend, device: info(backend, None))
@@ -117,4 +118,4 @@ def test_a_disagreeing_reference_stops_the_run_before_timing_and_writes_nothing(
     )
     assert err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]
-    assert (tmp_path / "t.json").read_text() == "earlier results"
+    assert (tmp_path / "t.json").read_text() == earlier
