@@ -26,6 +26,7 @@ from scratchvae.backend import Backend, BackendError
 from scratchvae.checkpoint import CheckpointError, load_checkpoint, load_model
 from scratchvae.cli import main
 from scratchvae.data import load_dataset
+from scratchvae.models import VAE
 from scratchvae.train import TrainConfig, Trainer
 
 T = ["--hidden", "32", "--latent", "2", "--epochs", "2", "--no-progress", "--no-figures"]
@@ -595,13 +596,28 @@ def test_a_checkpoint_without_history_loads_but_does_not_resume(run_dir, tmp_pat
 def test_a_validating_run_whose_history_lacks_a_validation_loss_does_not_resume(run_dir, tmp_path):
     # the best epoch and early stopping's patience come from the val_loss records: a crafted
     # history without them turned early stopping off without a word
-    meta = _with(_meta(run_dir), "history.0.val_loss", None, delete=True)
+    last = len(_meta(run_dir)["history"]) - 1
+    meta = _with(_meta(run_dir), f"history.{last}.val_loss", None, delete=True)
     assert meta["train_config"]["val_fraction"] > 0
     out = _crafted(run_dir, tmp_path, meta)
     model, ckpt = load_model(out)  # looked at as before
     config = TrainConfig.from_dict(ckpt.train_config, out_dir=str(out), epochs=3)
-    with pytest.raises(CheckpointError, match="its epoch 1 has no validation loss, though the run"):
+    with pytest.raises(CheckpointError, match="its last epoch, 2, has no validation loss, though"):
         Trainer(model, load_dataset("digits"), config).fit(resume=True)
+
+
+def test_a_run_that_began_validating_on_a_resume_resumes_again(tmp_path):
+    # its first epochs have no validation loss (val_fraction was 0 then): not damaged
+    def run(epochs: int, val_fraction: float, **allow) -> None:
+        config = TrainConfig(epochs=epochs, batch_size=500, val_fraction=val_fraction,
+                             progress=False, out_dir=str(tmp_path))  # fmt: skip
+        model = VAE(64, hidden=[8], latent=2, backend=Backend(seed=0))
+        Trainer(model, load_dataset("digits"), config).fit(resume=epochs > 1, **allow)
+
+    run(1, 0.0)
+    run(2, 0.25, allow_changes=("val_fraction",))
+    run(3, 0.25)
+    assert [("val_loss" in r) for r in load_checkpoint(tmp_path).history] == [False, True, True]
 
 
 # ------------------------------------------------------------------ resume with other flags
