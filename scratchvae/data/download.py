@@ -86,7 +86,8 @@ def _stream(url: str, out: Any, desc: str, progress: bool | None) -> str:
     digest, received = hashlib.md5(usedforsecurity=False), 0
     with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
         length = response.headers.get("Content-Length", "")
-        total = int(length) if length.isdigit() else None  # "abc", "-5": no size, as http.client
+        # "abc", "-5", "\xb2" (a digit to isdigit, not to int): no size, as http.client reads them
+        total = int(length) if length.isascii() and length.isdigit() else None
         bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not show, leave=False)
         with bar:
             read = getattr(response, "read1", response.read)  # what came, without waiting

@@ -1,9 +1,9 @@
 """A folder of images as a data set: :func:`load_image_folder`.
 
 Every image is read with Pillow (which matplotlib depends on) as 8-bit grey levels 0..255:
-grey, colour, palette and 1-bit images convert exactly. Deeper images (16-bit, 32-bit,
-floating point) are refused, since converting them to 8 bits clips or truncates their
-values; so are images past Pillow's decompression-bomb limit.
+grey, colour, palette and 1-bit images convert exactly. Deeper images (16-bit grey, a PNG of
+16 bits a channel, 32-bit, floating point) are refused, since converting them to 8 bits clips or
+truncates their values; so are images past Pillow's decompression-bomb limit.
 
 This module is an I/O boundary, so it uses NumPy directly; the arrays it returns are NumPy arrays
 on the host.
@@ -34,7 +34,8 @@ def read_gray(path: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                if im.mode.split(";")[0] in _DEEP_MODES:
+                deep = im.mode.split(";")[0] in _DEEP_MODES or _png_bit_depth(im, path) == 16
+                if deep:
                     raise DataError(
                         f"{path} is an image of mode {im.mode}, not 8-bit: its values would be "
                         "clipped to 0..255; convert the images to 8-bit grey levels, or save "
@@ -48,6 +49,16 @@ def read_gray(path: Path) -> np.ndarray:
         ) from None
     except (OSError, UnidentifiedImageError) as exc:
         raise DataError(f"could not read image {path} ({exc})") from None
+
+
+def _png_bit_depth(im: object, path: Path) -> int | None:
+    """A PNG's bits per channel (its IHDR's byte 24), None for other formats: Pillow opens a
+    colour PNG of 16 bits a channel as mode RGB and keeps only each value's high byte."""
+    if getattr(im, "format", None) != "PNG":
+        return None
+    with open(path, "rb") as f:
+        head = f.read(25)
+    return head[24] if len(head) == 25 and head[12:16] == b"IHDR" else None
 
 
 def load_image_folder(folder: Path, likelihood: str) -> Dataset:

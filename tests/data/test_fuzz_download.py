@@ -22,6 +22,11 @@ PAYLOAD = bytes(range(256)) * 400  # 100 kB
 MD5 = hashlib.md5(PAYLOAD).hexdigest()
 
 
+# Content-Lengths that are no size: "\u00b2" (superscript two, sent as latin-1) is a digit to
+# str.isdigit but not to int()
+LENGTHS = {"no-number": "abc", "negative": "-5", "superscript": "\u00b2"}
+
+
 class _Hostile(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -48,8 +53,8 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
             self._head(200, Content_Length=str(len(PAYLOAD)))
             self.wfile.write(PAYLOAD[:5000])
             self._close()
-        elif case in ("no-number", "negative"):  # http.client takes such a length as unknown
-            length = "abc" if case == "no-number" else "-5"
+        elif case in LENGTHS:  # http.client takes such a length as unknown
+            length = LENGTHS[case]
             self._head(200, Content_Length=length, Connection="close")
             self.wfile.write(PAYLOAD)
             self._close()
@@ -99,9 +104,10 @@ def test_a_response_cut_short_is_not_kept(tmp_path, hostile, md5):
     assert download_file(hostile + "good", dest, md5, progress=False).read_bytes() == PAYLOAD
 
 
-@pytest.mark.parametrize("case", ["no-number", "negative"])
+@pytest.mark.parametrize("case", list(LENGTHS))
 def test_a_content_length_that_is_no_size_is_ignored(tmp_path, hostile, case):
-    """Content-Length: abc was int()'s ValueError, a traceback from deep inside."""
+    """Content-Length: abc (and a superscript digit) was int()'s ValueError, a traceback from
+    deep inside."""
     dest = tmp_path / "f.gz"
     assert download_file(hostile + case, dest, MD5, progress=True).read_bytes() == PAYLOAD
 

@@ -4,7 +4,9 @@ levels 0..255; 16-bit, 32-bit and floating-point images are refused (they were c
 
 from __future__ import annotations
 
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -70,6 +72,32 @@ def test_images_deeper_than_8_bits_are_refused_not_clipped(tmp_path, array, suff
         "clipped to 0..255; convert the images to 8-bit grey levels, or save the data as a "
         ".npy array scaled to [0, 1]"
     )
+
+
+def _png_rgb16(path, rgb: np.ndarray) -> None:
+    """A PNG of 16 bits a channel, colour (Pillow reads such files but cannot write them)."""
+    h, w, _ = rgb.shape
+    rows = b"".join(b"\0" + rgb[i].astype(">u2").tobytes() for i in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)  # bit depth 16, colour type 2: RGB
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows))
+    path.write_bytes(png + chunk(b"IEND", b""))
+
+
+def test_a_colour_png_of_16_bits_a_channel_is_refused_not_truncated(tmp_path):
+    """Pillow opens it as mode RGB and keeps each value's high byte: 0x0180 became 1."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        _png_rgb16(folder / f"{i}.png", np.full((2, 2, 3), 0x0180, np.uint16))
+    with Image.open(folder / "0.png") as im:
+        assert im.mode == "RGB"  # what made the check by mode miss it
+    with pytest.raises(DataError, match=r"0\.png is an image of mode RGB, not 8-bit"):
+        load_dataset(str(folder))
 
 
 @pytest.mark.parametrize("pixels", [100_000_000, 200_000_000], ids=["warned", "refused"])
