@@ -12,8 +12,9 @@ uint8 array to ``fit``, the same array saved to a ``.npy`` (memory-mapped by ``-
 :class:`~scratchvae.data.Dataset`. A float64 file whose values round to the same float32
 matches too: the run would see exactly the same numbers.
 
-The hash is BLAKE2b (16 bytes), over the rows in order; an in-memory float32 array is hashed
-where it lies, other data (a memory map, uint8 scaled per read) a few MB of rows at a time.
+The hash is BLAKE2b (16 bytes), over the rows in order; a float32 array, in memory or
+memory-mapped, is hashed where it lies, other data (uint8 scaled per read) a few MB of rows at
+a time.
 """
 
 from __future__ import annotations

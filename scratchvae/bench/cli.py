@@ -202,7 +202,7 @@ def _rerun_with_threads(n: int, argv: list[str] | None) -> int:
     try:
         return proc.wait()
     except KeyboardInterrupt as exc:  # the run is the child's: it says how it ended, in one line
-        ignore = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             if isinstance(exc, Terminated):  # sent to this process alone (`timeout`, `kill`)
                 proc.terminate()
@@ -212,7 +212,7 @@ def _rerun_with_threads(n: int, argv: list[str] | None) -> int:
                 proc.kill()
                 return proc.wait()
         finally:
-            signal.signal(signal.SIGINT, ignore)
+            signal.signal(signal.SIGINT, previous)
 
 
 def _run_conditions(args: argparse.Namespace) -> int:

@@ -334,7 +334,7 @@ def write(results: dict, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.json", out / f"{name}.md"]
     texts = [json.dumps(results, indent=1) + "\n", markdown(results)]
-    with interrupts_deferred():  # both new, or both as they were
+    with interrupts_deferred():  # a signal waits: not a new JSON beside the old Markdown
         for path, text in zip(paths, texts, strict=True):
             with atomic_write(path, "w") as f:
                 f.write(text)

@@ -14,7 +14,6 @@ from typing import Any
 from ..backend import to_numpy
 from ..models import VAE
 from .equivalence import EQ_TOL, compare
-from .equivalence import max_rel as _max_rel  # noqa: F401 - its old name here
 from .timing import ADAM, ScratchStep
 
 __all__ = [

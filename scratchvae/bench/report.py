@@ -165,9 +165,10 @@ def machine_name(info: dict[str, Any], backend: str) -> str:
 # ============================================================================ files
 @contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait for the end of the block (then act as they would have): the
-    files a run writes together are all the new ones or all the previous ones, never a new
-    JSON beside the previous Markdown. Outside the main thread, a plain block."""
+    """Ctrl-C and SIGTERM wait for the end of the block (then act as they would have), so a
+    signal does not leave a new JSON beside the previous Markdown (a write that fails, a full
+    disk, still can: each file is atomic, the set is not). Outside the main thread, a plain
+    block."""
     caught: list[int] = []
     try:
         previous = {s: signal.signal(s, lambda n, _: caught.append(n)) for s in _DEFERRED}

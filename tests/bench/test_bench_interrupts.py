@@ -52,7 +52,9 @@ def _wait_for_child(proc: subprocess.Popen) -> list[int]:
             time.sleep(0.5)  # the child gets going
             return kids
         time.sleep(0.05)
-    pytest.fail(f"no child process started: {proc.communicate()}")
+    if proc.poll() is None:  # still running without a child: stop it and all it started
+        os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail(f"no child process started: {proc.communicate(timeout=30)}")
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc")

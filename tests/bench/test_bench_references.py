@@ -8,6 +8,7 @@ import pytest
 
 from scratchvae.backend import Backend
 from scratchvae.bench import references, timing
+from scratchvae.bench.equivalence import max_rel
 
 
 def _step(dtype: str, config: str = "mnist", batch: int = 16) -> timing.ScratchStep:
@@ -32,10 +33,10 @@ def test_torch_step_copies_the_weights_and_trains() -> None:
     pytest.importorskip("torch")
     step = _step("float32", "wide", batch=4)
     ref = references.TorchStep(step.model, step.x, "cpu")
-    assert references._max_rel(ref.params_like_scratch(step.model), step.model.params) == 0.0
+    assert max_rel(ref.params_like_scratch(step.model), step.model.params) == 0.0
     ref()
     ref.sync()
-    assert references._max_rel(ref.params_like_scratch(step.model), step.model.params) > 0
+    assert max_rel(ref.params_like_scratch(step.model), step.model.params) > 0
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
