@@ -94,7 +94,7 @@ def memory_probe(impl: str, backend_name: str, batch: int, steps: int) -> dict[s
     if gpu:
         out.update(_gpu_peak(impl, bk))
         out["gpu_used_growth_mib"] = (_gpu_used(impl, bk) - used_warm) / 2**20
-    elif None not in (rss0, rss_warm, rss_end, peak):
+    elif rss0 is not None and rss_warm is not None and rss_end is not None and peak is not None:
         out["rss_peak_above_baseline_mib"] = (peak - rss0) / 1024 if resettable else None
         out["rss_growth_mib"] = (rss_end - rss_warm) / 1024
     if impl.startswith("scratchvae") and not gpu:
