@@ -159,10 +159,12 @@ def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig,
         overrides["epochs"] = args.epochs
     if args.data_dir is not None:
         overrides["data_dir"] = _absolute(args.data_dir)
-    if args.data is not None and ckpt.train_config.get("data") is None:  # a run made by fit():
-        overrides["data"] = _absolute(args.data)  # recorded now, as a fresh CLI run records it
-    elif data_moved(ckpt, args.data):  # its fingerprint says, at the start, if it is the same
-        overrides["data"] = _absolute(args.data)  # where it lives now, recorded
+    # --data recorded now: for a run made by fit(), which records none (as a fresh CLI run
+    # records it), and for data that moved (its fingerprint says, at the start, if it is the same)
+    if args.data is not None and (
+        ckpt.train_config.get("data") is None or data_moved(ckpt, args.data)
+    ):
+        overrides["data"] = _absolute(args.data)
     if "save_every" in getattr(args, "typed", ()):  # how often it saves: not the run's numbers
         overrides["save_every"] = args.save_every
     config = TrainConfig.from_dict(ckpt.train_config, **overrides)

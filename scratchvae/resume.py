@@ -275,14 +275,12 @@ def check_progress_fits(ckpt: Checkpoint, steps_per_epoch: int, allow: Sequence[
     why = None
     # the count of early stopping goes on from the last epoch's validation loss (earlier epochs
     # may lack one: a run resumed with allow_changes=("val_fraction",) from val_fraction 0)
-    unscored = [r.get("epoch") for r in history[-1:] if "val_loss" not in r]
+    last_unscored = bool(history) and "val_loss" not in history[-1]
     if ckpt.epoch and not history:
         why = f"it records no history of its {ckpt.epoch} epochs"
-    elif unscored and ckpt.train_config.get("val_fraction") and "val_fraction" not in allow:
+    elif last_unscored and ckpt.train_config.get("val_fraction") and "val_fraction" not in allow:
         # the best epoch and early stopping's patience are read from them
-        why = (
-            f"its last epoch, {unscored[0]}, has no validation loss, though the run holds rows out"
-        )
+        why = f"its last epoch, {ckpt.epoch}, has no validation loss, though the run holds rows out"
     elif t is not None and t.ndim == 0 and t.dtype.kind in "iu" and 0 <= t != ckpt.step:
         why = f"its optimizer state is at step {int(t)}, but the run at step {ckpt.step}"
     elif (
