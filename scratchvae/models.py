@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .backend import Backend, get_backend, is_floating, row_chunks
+from .factory import MODEL_KINDS, build_model, model_classes  # noqa: F401 - the public names
 from .inputs import check_backend, check_codes, check_targets, foreign_cache, layer_sizes, whole
 from .mlp import MLP, MLPCache
 from .ops.iwae import (
@@ -377,24 +378,3 @@ class VAE(AE):
         if sample:
             mu = reparam_forward(mu, logvar, self.backend.normal(mu.shape))[0]
         return self.decode(mu)
-
-
-# ============================================================================ factory
-MODEL_KINDS = ("vae", "ae", "dae", "sae")
-
-
-def model_classes() -> dict[str, type[AE]]:
-    """kind -> class: the two here and the AE variants of :mod:`scratchvae.autoencoders`."""
-    from .autoencoders import DenoisingAE, SparseAE  # noqa: PLC0415 - they subclass AE
-
-    return {"vae": VAE, "ae": AE, "dae": DenoisingAE, "sae": SparseAE}
-
-
-def build_model(config: Mapping[str, Any], backend: Backend | None = None) -> AE:
-    """Rebuild a model from its ``config`` (as saved in a checkpoint)."""
-    from .checkpoint_checks import check_settings  # noqa: PLC0415 - it imports this module
-
-    config = dict(config)
-    kind = config.pop("model", None)
-    check_settings(kind, config)  # the kind and its settings' names, else one line
-    return model_classes()[kind](backend=backend, **config)
