@@ -19,25 +19,22 @@ The AE variants are in :mod:`scratchvae.autoencoders`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from .backend import Backend, get_backend, is_floating, row_chunks
 from .factory import MODEL_KINDS, build_model, model_classes  # noqa: F401 - the public names
 from .inputs import check_backend, check_codes, check_targets, foreign_cache, layer_sizes, whole
-from .mlp import MLP, MLPCache
+from .mlp import MLP
+from .model_caches import AECache, IWCache, VAECache
 from .ops.iwae import (
     ESTIMATORS,
-    BoundCache,
-    IWLatentCache,
     iw_bound_backward,
     iw_bound_forward,
     iw_latent_backward,
     iw_latent_forward,
 )
-from .ops.losses import Likelihood, LikelihoodCache, weighted
+from .ops.losses import Likelihood, weighted
 from .ops.reparam import (
-    LatentCache,
-    RepeatCache,
     all_rows,
     latent_backward,
     latent_forward,
@@ -141,12 +138,6 @@ class Model:
 
 
 # ============================================================================ plain auto-encoder
-class AECache(NamedTuple):
-    enc: MLPCache  # the encoder's
-    dec: MLPCache  # the decoder's
-    lik: LikelihoodCache  # the reconstruction loss's
-
-
 class AE(Model):
     """x -> encoder -> code (linear, ``latent`` units) -> decoder -> reconstruction of x.
 
@@ -234,24 +225,6 @@ class AE(Model):
 
 
 # ============================================================================ VAE
-class VAECache(NamedTuple):
-    enc: MLPCache  # the encoder's: x -> h = [mu | logvar]
-    copies: RepeatCache  # k copies of h, for k samples per example (k = 1: h itself)
-    latent: LatentCache  # the latent layer's: h, eps -> z, KL
-    dec: MLPCache  # the decoder's: z -> out (Bernoulli logits, or Gaussian means)
-    lik: LikelihoodCache  # the reconstruction loss's
-    beta: float  # the KL weight of this step: dL/dKL
-
-
-class IWCache(NamedTuple):
-    enc: MLPCache  # the encoder's: x -> h = [mu | logvar]
-    latent: IWLatentCache  # the k draws: h, eps -> z (k, B, L), log p(z) - log q(z|x)
-    dec: MLPCache  # the decoder's, on the k B draws
-    lik: LikelihoodCache  # -log p(x | z_k) per draw
-    bound: BoundCache  # the k log-weights combined; their normalised weights
-    beta: float  # the weight of log p(z) - log q(z|x) in log w
-
-
 class VAE(AE):
     """Variational auto-encoder (Kingma & Welling 2014).
 
