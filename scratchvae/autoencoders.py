@@ -122,7 +122,7 @@ class SparseAE(AE):
     def config(self) -> dict[str, Any]:
         return {**super().config, "rho": self.rho, "beta": self.beta}
 
-    def forward(
+    def forward(  # type: ignore[override]  # its own cache, not an AE's (Model.backward)
         self,
         x: Array,
         noise: Noise | None = None,
@@ -144,7 +144,9 @@ class SparseAE(AE):
         }
         return terms, SparseAECache(enc, code, dec, lik, sp)
 
-    def backward(self, cache: SparseAECache, ws: Workspace | None = None) -> ParamStore:
+    def backward(  # type: ignore[override]  # its own cache, not an AE's (Model.backward)
+        self, cache: SparseAECache, ws: Workspace | None = None
+    ) -> ParamStore:
         isinstance(cache, SparseAECache) or foreign_cache(cache, self)  # else one line
         dout = self.lik.backward(cache.lik, 1.0, scope(ws, "lik"))
         dh = self.decoder.backward(self.params, self.grads, cache.dec, dout, ws=ws)  # (B, latent)

@@ -74,8 +74,8 @@ class MLP:
         self.init_name = init or default_init(activation)
         if self.init_name not in INITIALISERS:
             raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITIALISERS)}")
-        self.names = [
-            LayerNames(*(self.name(i, what) for what in ("W", "b", "dropout")), f"{prefix}.{i}")
+        self.names = [  # (mypy can't count the three names a generator unpacks: call-arg)
+            LayerNames(*(self.name(i, what) for what in ("W", "b", "dropout")), f"{prefix}.{i}")  # type: ignore[call-arg]
             for i in range(self.n_layers)
         ]
 

@@ -13,7 +13,7 @@ Every model has
 over features, averaged over the batch (nats per example). ``grads`` is the model's own store,
 overwritten by the next call: copy it. A cache made by ``forward(..., ws=workspace)`` holds that
 workspace's arrays: a later forward into the same workspace overwrites it (backward first).
-The AE variants are in :mod:`scratchvae.autoencoders`.
+The AE variants are in :mod:`scratchvae.autoencoders`; the caches in :mod:`.model_caches`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 from .backend import Backend, get_backend, is_floating, row_chunks
 from .factory import MODEL_KINDS, build_model, model_classes  # noqa: F401 - the public names
 from .inputs import check_backend, check_codes, check_targets, foreign_cache, layer_sizes, whole
-from .mlp import MLP
+from .mlp import MLP, MLPCache
 from .model_caches import AECache, IWCache, VAECache
 from .ops.iwae import (
     ESTIMATORS,
@@ -60,6 +60,7 @@ class Model:
     rows_independent = True  # each row's loss term depends on that row only (see .parallel)
     n_features: int
     latent: int
+    lik: Likelihood  # the decoder's likelihood: its output -> the reconstruction loss
 
     def __init__(self, backend: Backend | None, seed: int | None) -> None:
         check_backend(backend, seed)
@@ -72,9 +73,31 @@ class Model:
         for net in self._nets():
             net.init_params(self.params, backend)
 
-    # Subclasses give _nets(), config, forward(x, noise, train, kl_weight, ws) -> (terms, cache)
-    # (train=False: no dropout or corruption; kl_weight: a VAE's beta for this step, else
-    # ignored) and backward(cache, ws) -> grads.
+    # -- what a subclass defines (and lik) -----------------------------------------------
+    def _nets(self) -> Sequence[MLP]:
+        """The networks whose parameters the model holds (encoder, decoder)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _nets(): its MLPs")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What :func:`build_model` rebuilds the model from (saved in checkpoints)."""
+        raise NotImplementedError(f"{type(self).__name__} must define config: its settings")
+
+    def forward(
+        self,
+        x: Array,
+        noise: Noise | None = None,
+        train: bool = True,
+        kl_weight: float | None = None,
+        ws: Workspace | None = None,
+    ) -> tuple[Terms, Any]:
+        """(terms, cache). train=False: no dropout or corruption; kl_weight: a VAE's beta."""
+        raise NotImplementedError(f"{type(self).__name__} must define forward(): the loss")
+
+    def backward(self, cache: Any, ws: Workspace | None = None) -> ParamStore:
+        """``self.grads`` for the loss whose ``cache`` forward made, of the class's own cache
+        type (a subclass narrows it: ``ignore[override]``; another's: ``foreign_cache``)."""
+        raise NotImplementedError(f"{type(self).__name__} must define backward(): the grads")
 
     kl_beta = property(lambda self: None, doc="The KL term's weight (a VAE's beta), else None.")
 
@@ -179,7 +202,6 @@ class AE(Model):
 
     @property
     def config(self) -> dict[str, Any]:
-        """What :func:`build_model` rebuilds the model from (saved in checkpoints)."""
         sizes = {"n_features": self.n_features, "hidden": list(self.hidden), "latent": self.latent}
         return {"model": self.kind, **sizes, "activation": self.activation,
                 "likelihood": self.lik.kind, "decoder_std": self.lik.std,
@@ -189,7 +211,14 @@ class AE(Model):
         """The encoder's input in training. A plain AE sees x itself (DenoisingAE overrides)."""
         return x
 
-    def forward(self, x, noise=None, train=True, kl_weight=None, ws=None):  # noqa: ANN001, ANN201
+    def forward(
+        self,
+        x: Array,
+        noise: Noise | None = None,
+        train: bool = True,
+        kl_weight: float | None = None,
+        ws: Workspace | None = None,
+    ) -> tuple[Terms, AECache]:
         x = self.prepare(x, 1)
         noise = self._noise(x, noise, train)
         masks = noise if train else None  # each MLP reads its dropout masks by name from it
@@ -281,7 +310,9 @@ class VAE(AE):
 
     kl_beta = property(lambda self: self.beta, doc="The KL weight beta of the loss.")
 
-    def draw_noise(self, batch_size, backend=None, train=True):  # noqa: ANN001, ANN201
+    def draw_noise(
+        self, batch_size: int, backend: Backend | None = None, train: bool = True
+    ) -> dict[str, Array]:
         """eps (B, L); in training (k, B, L) for k samples per example when k > 1 or the
         estimator is stl or dreg (the log-weights path, k = 1 included)."""
         noise = super().draw_noise(batch_size, backend, train)
@@ -291,7 +322,14 @@ class VAE(AE):
         noise["eps"] = bk.normal((k, B, L) if k > 1 or (train and self.weighted) else (B, L))
         return noise
 
-    def forward(self, x, noise=None, train=True, kl_weight=None, ws=None):  # noqa: ANN001, ANN201
+    def forward(  # type: ignore[override]  # a VAE's caches, not an AE's (Model.backward)
+        self,
+        x: Array,
+        noise: Noise | None = None,
+        train: bool = True,
+        kl_weight: float | None = None,
+        ws: Workspace | None = None,
+    ) -> tuple[Terms, VAECache | IWCache]:
         """-ELBO and its terms (the mean over k draws), or -L_k (iwae; train=False: -ELBO)."""
         x = self.prepare(x, 1)
         noise = self._noise(x, noise, train)
@@ -308,7 +346,7 @@ class VAE(AE):
         terms = {"loss": recon + weighted(beta, kl), "recon": recon, "kl": kl}
         return terms, VAECache(enc, copies, lat, dec, lik, float(beta))
 
-    def backward(self, cache: VAECache | IWCache, ws: Workspace | None = None) -> ParamStore:
+    def backward(self, cache: VAECache | IWCache, ws: Workspace | None = None) -> ParamStore:  # type: ignore[override]  # its own caches
         isinstance(cache, (VAECache, IWCache)) or foreign_cache(cache, self)  # else one line
         if isinstance(cache, IWCache):
             return self._backward_weighted(cache, ws)
@@ -319,7 +357,16 @@ class VAE(AE):
         self.encoder.backward(self.params, self.grads, cache.enc, dh, False, ws)
         return self.grads
 
-    def _forward_weighted(self, x, h, enc, eps, masks, beta, ws):  # noqa: ANN001, ANN202
+    def _forward_weighted(
+        self,
+        x: Array,
+        h: Array,
+        enc: MLPCache,
+        eps: Array,
+        masks: Noise | None,
+        beta: float,
+        ws: Workspace | None,
+    ) -> tuple[Terms, IWCache]:
         # the k log-weights log w = log p(x|z) + beta (log p(z) - log q(z|x)), combined
         k, B, L = eps.shape
         (z, log_ratio), lat = iw_latent_forward(h, eps)  # z (k, B, L), log ratio (k, B)
@@ -334,7 +381,7 @@ class VAE(AE):
         dlog_w = iw_bound_backward(cache.bound, -1.0)  # dL/dlog w, (k, B)
         dout = self.lik.backward(cache.lik, -dlog_w, scope(ws, "lik"))  # dL/dnll = -dL/dlog w
         dz = self.decoder.backward(self.params, self.grads, cache.dec, all_rows(dout), ws=ws)
-        dz = dz.reshape(cache.latent.eps.shape)  # (k, B, L)
+        dz = dz.reshape(cache.latent.eps.shape)  # type: ignore[union-attr]  # (k, B, L): need_dx
         w, beta = cache.bound.weights, cache.beta  # dlog_w: -w / B
         dh = iw_latent_backward(cache.latent, dz, beta * dlog_w, self.estimator, w, beta)  # (B, 2L)
         self.encoder.backward(self.params, self.grads, cache.enc, dh, False, ws)

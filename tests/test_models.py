@@ -22,7 +22,7 @@ from scratchvae.autoencoders import DenoisingAE, SparseAE
 from scratchvae.backend import Backend
 from scratchvae.backend import kernels as kernels_switch
 from scratchvae.gradcheck import assert_close, numerical_param_grads
-from scratchvae.models import AE, MODEL_KINDS, VAE, build_model, model_classes
+from scratchvae.models import AE, MODEL_KINDS, VAE, Model, build_model, model_classes
 from scratchvae.optim import Adam
 
 # Whole-model checks: a larger step than for single ops (the loss sums many terms, so roundoff
@@ -283,6 +283,21 @@ def test_draw_noise_keys_backend_and_train_flag() -> None:
     )
     assert model.backend.rng_state() == state  # the model's generator was not touched
     assert AE(5, dropout=0.5).draw_noise(3, train=False) == {}
+
+
+def test_the_base_class_names_what_a_subclass_must_define() -> None:
+    class Bare(Model):
+        pass
+
+    with pytest.raises(NotImplementedError, match=r"Bare must define _nets\(\): its MLPs"):
+        Bare(None, 0)
+    bare = object.__new__(Bare)  # past __init__, to reach the other three
+    with pytest.raises(NotImplementedError, match="Bare must define config: its settings"):
+        _ = bare.config
+    with pytest.raises(NotImplementedError, match=r"Bare must define forward\(\): the loss"):
+        bare.forward(np.zeros((1, 2)))
+    with pytest.raises(NotImplementedError, match=r"Bare must define backward\(\): the grads"):
+        bare.backward(None)
 
 
 def test_model_kinds_classes_and_build_model() -> None:
