@@ -71,7 +71,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     tmp = Path(tmp_name)
     try:
         os.chmod(tmp, FILE_MODE)
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+        # (mypy: the str in **kwargs could reach fdopen's int buffering; it goes to encoding)
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:  # type: ignore[call-overload]
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -170,7 +171,8 @@ def _flock(folder: Path, path: Path) -> Iterator[Path]:
         with _pid_file_lock(folder, path):
             yield path
         return
-    fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    fd: int | None  # None: no flock on this file system
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

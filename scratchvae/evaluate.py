@@ -180,7 +180,7 @@ def iw_bound(
             done += (sl.stop - sl.start) * (ss.stop - ss.start)
             if progress is not None:
                 progress(done)
-        bounds.append(total - math.log(k))  # (b,)
+        bounds.append(total - math.log(k))  # type: ignore[operator]  # (b,); set: k >= 1
     return xp.concatenate(bounds)
 
 

@@ -119,7 +119,8 @@ def _rows_figure(
     row_height = width * mosaic_h / mosaic_w if image_shape else 0.5
     size = (width, len(panels) * row_height * 1.08 + 0.35)  # + the title's line
     fig, axes = plt.subplots(len(panels), 1, figsize=size, layout="constrained")
-    fig.get_layout_engine().set(h_pad=0.02, w_pad=0.02, hspace=0.0)
+    # (mypy sees a LayoutEngine or None: "constrained" makes one whose set() takes these)
+    fig.get_layout_engine().set(h_pad=0.02, w_pad=0.02, hspace=0.0)  # type: ignore[union-attr, call-arg]
     aspect = "equal" if image_shape else "auto"
     for ax, (label, mosaic) in zip(np.atleast_1d(axes), panels, strict=True):
         ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, aspect=aspect)

@@ -131,7 +131,7 @@ class Optimizer:
         parameters' dtype and finite. Run before anything is loaded: a state of the wrong size
         would otherwise reach the compiled update, which indexes every array by the
         parameters' size."""
-        t = state.get("t")
+        t: Any = state.get("t")  # an int or a 0-d integer array once checked
         if not _whole_number(t):
             raise ValueError(f"optimizer step count must be a whole number >= 0, got {t!r}")
         expected = self.state_shapes(params)

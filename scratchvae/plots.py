@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib
 
@@ -145,18 +145,23 @@ def plot_latent(
     if points.shape[1] == 1:
         points = np.concatenate([points, np.zeros_like(points)], axis=1)
     labels = None if y is None else np.asarray(to_numpy(y)).ravel()
-    classes = [] if labels is None else np.unique(labels)
+    classes: list[Any] | np.ndarray = [] if labels is None else np.unique(labels)
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.8)
     elif len(classes) <= MAX_LEGEND_LABELS:  # one scatter: the classes drawn interleaved
-        palette = np.asarray(plt.get_cmap("tab10").colors)[: len(classes)]
+        # (tab10 is a ListedColormap: mypy sees a Colormap, without colors)
+        palette = np.asarray(plt.get_cmap("tab10").colors)[: len(classes)]  # type: ignore[attr-defined]
         colours = palette[np.searchsorted(classes, labels)]
         ax.scatter(points[:, 0], points[:, 1], c=colours, s=6, alpha=0.8)
         handles = [
             Line2D([], [], ls="", marker="o", color=palette[i], label=_label_text(c, class_names))
             for i, c in enumerate(classes)
         ]
-        beside = {"loc": "center left", "bbox_to_anchor": (1.01, 0.5), "frameon": False}
+        beside: dict[str, Any] = {
+            "loc": "center left",
+            "bbox_to_anchor": (1.01, 0.5),
+            "frameon": False,
+        }
         title = "label" if class_names is None else "class"
         ax.legend(handles=handles, title=title, **beside)  # right of the axes
     else:
@@ -175,7 +180,7 @@ def _label_text(label: Any, names: Sequence[str] | None = None) -> str:
     if isinstance(label, (float, np.floating)) and float(label).is_integer():
         label = int(label)
     if names is not None and isinstance(label, (int, np.integer)) and 0 <= label < len(names):
-        return names[label]
+        return names[label]  # type: ignore[index]  # a NumPy integer indexes (__index__)
     return str(label)
 
 
@@ -267,7 +272,7 @@ def plot_features(
     mosaic = _tile(_images(scaled, image_shape), ncols)  # gaps at 0: white on RdBu
     height = 6.0 * mosaic.shape[0] / mosaic.shape[1] if image_shape else 0.12 * len(w)
     fig, ax = plt.subplots(figsize=(6.4, height + 0.6))
-    aspect = "equal" if image_shape else "auto"
+    aspect: Literal["equal", "auto"] = "equal" if image_shape else "auto"
     shown = ax.imshow(mosaic, cmap="RdBu_r", vmin=-1, vmax=1, aspect=aspect)
     ax.set_axis_off()
     bar = fig.colorbar(shown, ax=ax, fraction=0.04, pad=0.02, ticks=[-1, -0.5, 0, 0.5, 1])
@@ -343,7 +348,8 @@ def save_standard_figures(
     if hasattr(model, "corrupt"):  # a DenoisingAE
         noisy = model.corrupt(x_show)
         out_img = model.reconstruct(noisy)
-        title = f"denoising: {model.noise} noise {model.noise_level:g}"  # as it was trained
+        # as it was trained (mypy: hasattr(corrupt) means a DenoisingAE, with these)
+        title = f"denoising: {model.noise} noise {model.noise_level:g}"  # type: ignore[attr-defined]
         title += f" on the input {note}" if note else ""
         paths.append(plot_denoising(noisy, out_img, x_show, shape, out / "denoise.png", title))
     return paths

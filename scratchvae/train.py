@@ -106,7 +106,8 @@ class Trainer:
         out, run_files = self.config.out_dir, [CHECKPOINT_NAME, METRICS_NAME]
         with nullcontext() if out is None else folder_lock(out, run_files):
             kept = [] if resume or out is None else run_files
-            held = [name for name in kept if (Path(out) / name).exists()]
+            # (mypy: out may be None; kept, and so held, are [] then)
+            held = [name for name in kept if (Path(out) / name).exists()]  # type: ignore[arg-type]
             how = "resume=True continues it, " if CHECKPOINT_NAME in held else ""  # else no run
             _check(
                 replace or not held,
@@ -114,7 +115,8 @@ class Trainer:
                 "over, or choose another out_dir",
             )
             for name in held:
-                (Path(out) / name).unlink(missing_ok=True)  # a new run: not beside an old one's
+                # a new run: not beside an old one's
+                (Path(out) / name).unlink(missing_ok=True)  # type: ignore[arg-type]
             with training_threads(self.bk.name == "numpy") as self._threads:
                 return self._fit(resume, allow_changes)
 

@@ -320,7 +320,8 @@ class Backend:
                 words = data.get("state")  # NumPy 1 wraps a negative one round silently
                 if isinstance(words, dict) and any(_negative_int(v) for v in words.values()):
                     raise ValueError("a negative number in the PCG64 state")
-                np.random.PCG64(0).state = data  # a trial first: a refused state changes nothing
+                # a trial first: a refused state changes nothing (mypy: a TypedDict in the stubs)
+                np.random.PCG64(0).state = data  # type: ignore[assignment]
                 self.rng.bit_generator.state = data
             elif "cupy" in data:
                 self.rng = _generator("cupy", data["cupy"]["seed"], data["cupy"]["counter"])

@@ -60,6 +60,7 @@ def _fits(a: Any, floats: str) -> str | None:
 def _select(name: str, args: tuple) -> tuple[Callable[..., Any] | None, str]:
     """(kernel, label) for op ``name`` on ``args`` (the positional and keyword arguments'
     values, one level into tuples); (None, "numpy"/"cupy") means the op's body."""
+    floats: str | None  # the arguments' float dtype code ("": none yet); None: no kernel
     kind, floats = "numpy", ""
     for a in args:
         t = type(a)

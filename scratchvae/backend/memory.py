@@ -51,6 +51,7 @@ def _stat(path: Path, *keys: str) -> int:
 def _level_free(directory: Path) -> int | None:
     """limit - (usage - file cache) of one cgroup folder, v2 or v1; None without a limit."""
     v2_limit = _read(directory / "memory.max")
+    cache_keys: tuple[str, ...]  # the file cache's names in memory.stat
     if v2_limit is not None:
         usage, cache_keys = _read(directory / "memory.current"), ("file",)
         limit = None if v2_limit == "max" else v2_limit

@@ -33,7 +33,7 @@ try:  # an optional dependency: every op works without it
 
     from .series import SERIES, exp_minus_abs, log1p_unit
 except ImportError:  # pragma: no cover - depends on the environment
-    numba = None
+    numba = None  # type: ignore[assignment]  # no Numba: the module's name is None
 
 KERNELS: dict[str, Any] = {}  # op name -> kernel; empty without Numba
 # the fewest elements per thread for which an elementwise pass (Adam, the gradient sum) is
@@ -306,7 +306,8 @@ def _each_slice(kernel: Any, n: int, *args: Any, per_element: float = 1.0) -> No
     bounds = [n * i // parts for i in range(parts + 1)]
     slices = zip(bounds[:-1], bounds[1:], strict=True)
     # unsigned bounds: Numba then drops the negative-index check that blocks vectorising
-    run_parallel([lambda a=a, b=b: kernel(*args, np.uint64(a), np.uint64(b)) for a, b in slices])
+    # (mypy cannot infer the type of a lambda with default arguments)
+    run_parallel([lambda a=a, b=b: kernel(*args, np.uint64(a), np.uint64(b)) for a, b in slices])  # type: ignore[misc]
 
 
 def weighted_sum(out, parts, weights):  # noqa: ANN001, ANN201

@@ -30,8 +30,8 @@ ELU_ALPHA = 1.0  # ELU saturates at -alpha for x -> -inf
 class ActivationCache(NamedTuple):
     """What the backward pass reads: the input x, the output y, or both (the other None)."""
 
-    x: Array | None = None
-    y: Array | None = None
+    x: Array = None  # (Array, not Array | None: each op reads the one it kept)
+    y: Array = None
 
 
 def _y(ws: WS, x: Array) -> Array:

@@ -101,7 +101,8 @@ def iw_latent_backward(
         # takes beta w~ (1 - w~) d log w/dz off the path's w~ d log w/dz.
         # w~ + (1 - beta)(1 - w~) = 1 - beta (1 - w~), exactly w~ at beta = 1 (1 - (1 - w~)
         # would round a weight under the dtype's eps to 0)
-        dz_total = dz_total * (weights + (1 - beta) * (1 - weights))[..., None]
+        # (mypy: weights may be None; dreg's callers give them)
+        dz_total = dz_total * (weights + (1 - beta) * (1 - weights))[..., None]  # type: ignore[operator, index]
     dmu = dz_total.sum(axis=0)  # (B, L)
     dlogvar = (dz_total * eps).sum(axis=0) * (0.5 * sigma)
     if estimator == "pathwise":  # the score of q: zero in expectation, noise in a sample

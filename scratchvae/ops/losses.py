@@ -52,7 +52,8 @@ def log_normal(z: Array, mu: Array | float, logvar: Array | float) -> Array:
     ``logvar`` an array, or a float for a fixed variance (a Python float keeps float32 arrays
     float32)."""
     if hasattr(logvar, "shape"):
-        inv_var, lv_sum = get_xp(logvar).exp(-logvar), logvar.sum(axis=-1)
+        # (an array: mypy does not narrow Array | float by hasattr)
+        inv_var, lv_sum = get_xp(logvar).exp(-logvar), logvar.sum(axis=-1)  # type: ignore[union-attr]
     else:
         inv_var, lv_sum = math.exp(-logvar), z.shape[-1] * logvar
     return -0.5 * (((z - mu) ** 2 * inv_var).sum(axis=-1) + lv_sum + z.shape[-1] * LOG_2PI)
