@@ -3,10 +3,12 @@ function at a tiny sigma, importance weights at large |log w| or past float32's 
 log-weights that are -inf for every sample."""
 
 import numpy as np  # numpy-boundary: host-side test arithmetic
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from scratchvae.backend import Backend
+from scratchvae.lab import impute as im
 from scratchvae.lab.estimators import LinearGaussianToy, toy_samples, vae_gradient_samples
 from scratchvae.models import VAE
 
@@ -77,3 +79,75 @@ def test_vae_score_function_in_float32_matches_float64(logvar, seed):
             got, want = getattr(g32, name), getattr(g64, name)
             scale = float(np.abs(want).max())
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * scale, err_msg=f"{kl} {name}")
+
+
+# ------------------------------------------------------------------ 2. the importance weights
+def _bernoulli_vae(logit, features=8, latent=2, seed=0):
+    """A float32 Bernoulli VAE whose decoder emits the logit ``logit`` for every pixel,
+    whatever z: log p(x_obs | z) = -n_obs softplus(logit) for an all-zero x, and every missing
+    pixel's mean is sigmoid(logit) (1.0 in float32 past 17)."""
+    model = VAE(features, hidden=[5], latent=latent, backend=Backend("numpy", "float32", seed=seed))
+    model.params["decoder.1.W"][...] = 0
+    model.params["decoder.1.b"][...] = logit
+    return model
+
+
+@given(logit=st.floats(1e3, 1e6, **finite), seed=st.integers(0, 2**16))
+def test_importance_weights_sum_to_one_at_a_large_log_weight(logit, seed):
+    """The estimate is a convex combination of the decoded means: with every missing pixel's
+    mean exactly 1, it is sum_k w~_k, which must be 1 within K roundings. Normalised by
+    exp(log w - logsumexp log w) it was off by logsumexp's rounding at |log w| (float32,
+    |log w| 4e6: ulp 0.25, up to 13%): probabilities above 1."""
+    model = _bernoulli_vae(logit, seed=seed)
+    x = np.zeros((3, 8), dtype=F32)
+    mask = np.zeros((3, 8), dtype=bool)
+    mask[:, :4] = True  # 4 observed pixels: log w about -4 logit
+    filled = im.impute_importance(model, x, mask, k=64, backend=Backend("numpy", "float32", seed))
+    np.testing.assert_allclose(filled[:, 4:], 1.0, rtol=0, atol=64 * np.finfo(F32).eps)
+
+
+def test_underflowed_importance_weights_do_not_change_the_estimate():
+    """float32 weights that underflow to 0 (log w more than 103 nats under the example's
+    largest) against float64, which keeps them: the estimates agree to float32's rounding of
+    the kept ones (impute._softmax_over_samples says why)."""
+    m32, m64 = _twins(3, latent=2, features=8)
+    m32.params["decoder.1.W"][...] *= 200  # a sharp likelihood: log w spread over 100s of nats
+    _copy(m32, m64)
+    x = (m32.backend.uniform((6, 8)) > 0.5).astype(F32)
+    mask = np.zeros((6, 8), dtype=bool)
+    mask[:, ::2] = True
+    eps = m32.backend.normal((200, 6, 2))
+    spread = {}
+    for name, m, xx, e in (("32", m32, x, eps), ("64", m64, x.astype(np.float64),
+                                                 eps.astype(np.float64))):  # fmt: skip
+        mu, logvar = m.encode(np.where(mask, xx, 0.5))
+        z = mu + np.exp(0.5 * logvar) * e
+        out = m.decoder.forward(m.params, z.reshape(-1, 2))[0].reshape(200, 6, -1)
+        log_w = m.lik.log_prob(out * mask, xx * mask) - 0.5 * (z**2).sum(-1)
+        log_w = log_w + 0.5 * ((e**2).sum(-1) + logvar.sum(-1))
+        spread[name] = log_w.max(0) - log_w
+    underflowed = (np.exp(-spread["32"]).astype(F32) == 0) & (np.exp(-spread["64"]) > 0)
+    assert underflowed.mean() > 0.1, underflowed.mean()  # the case this test is about
+    got = im._conditional_mean(m32, x, mask, np.where(mask, x, F32(0.5)), eps)
+    x64 = x.astype(np.float64)
+    want = im._conditional_mean(m64, x64, mask, np.where(mask, x64, 0.5), eps.astype(np.float64))
+    # the kept weights are float32's roundings of float64's (measured: 3e-7 apart at most)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------ 3. every sample impossible
+def test_every_log_weight_minus_inf_is_reachable_and_an_error():
+    """Reachable from the public API with finite parameters: an encoder whose logvar is 100
+    draws z of about e^50 eps = 5e21 eps, whose z^2 overflows float32 (3.4e38): log p(z) = -inf
+    for every sample of every example. (So can a Bernoulli log-likelihood, a sum of D terms of
+    up to |logit| each, and a Gaussian one with a learned log-variance under -88.7, e^-logvar
+    = inf.) The weights are 0/0: imputation raised nothing and returned NaN; now one clear
+    ValueError."""
+    model = _bernoulli_vae(0.0, seed=1)
+    _set_logvar(model, 100.0)
+    assert all(bool(np.isfinite(model.params[n]).all()) for n in model.params)
+    x = np.zeros((2, 8), dtype=F32)
+    mask = np.zeros((2, 8), dtype=bool)
+    mask[:, :4] = True
+    with np.errstate(over="ignore"), pytest.raises(ValueError, match=r"every one of the 16 "):
+        im.impute_importance(model, x, mask, k=16, backend=Backend("numpy", "float32", seed=0))
