@@ -8,8 +8,8 @@ pathwise        z = mu + sigma * eps, eps ~ N(0, I), sigma = exp(logvar / 2):
                     d/dmu E[f] = E[ f'(z) ],   d/dlogvar E[f] = E[ f'(z) * eps * sigma / 2 ]
                 (the backward pass of ``reparam.py``; needs f'(z), i.e. a differentiable f)
 score function  d/dphi E[f] = E[ f(z) * d/dphi log q(z|x) ]     (the log-derivative trick)
-                    d/dmu     log N(z; mu, e^lv) = (z - mu) e^-lv
-                    d/dlogvar log N(z; mu, e^lv) = 0.5 ((z - mu)^2 e^-lv - 1)
+                    d/dmu     log N(z; mu, e^lv) = (z - mu) e^-lv = eps / sigma
+                    d/dlogvar log N(z; mu, e^lv) = 0.5 ((z - mu)^2 e^-lv - 1) = 0.5 (eps^2 - 1)
                 (needs only values of f; E[score] = 0, so f may be shifted by a baseline c that
                 does not depend on z: E[(f - c) * score] is the same gradient, with less variance
                 when c is close to f)
