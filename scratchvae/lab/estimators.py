@@ -84,26 +84,19 @@ def pathwise_grads(df_dz: Array, eps: Array, sigma: Array) -> tuple[Array, Array
 
 
 def score_function_grads(
-    f: Array,
-    z: Array,
-    mu: Array,
-    logvar: Array,
-    c: Array | float = 0.0,
-    eps: Array | None = None,
+    f: Array, z: Array, mu: Array, logvar: Array, c: Array | float = 0.0, eps: Array | None = None
 ) -> tuple[Array, Array]:
     """Per-sample score-function gradients (f - c) * d/dphi log q(z), phi = (mu, logvar).
 
     f, c: (S, *batch) values of f (c a baseline independent of this sample);
-    z: (S, *batch, L);  mu, logvar: (*batch, L);  eps: (S, *batch, L), the noise that drew
-    z = mu + sigma eps (give it when you have it).  Returns (d/dmu, d/dlogvar), each like z.
+    z, eps: (S, *batch, L), the draws z = mu + sigma eps and their noise (give it if you have
+    it);  mu, logvar: (*batch, L).  Returns (d/dmu, d/dlogvar), each like z.
 
         d/dmu     log N(z; mu, e^lv) = (z - mu) e^-lv           = eps / sigma
         d/dlogvar log N(z; mu, e^lv) = 0.5 ((z - mu)^2 e^-lv - 1) = 0.5 (eps^2 - 1)
 
-    (z - mu = sigma eps.) From eps, not from z - mu: that difference keeps only the digits of
-    sigma eps that mu's rounding leaves, none once sigma is below mu's last bit (float32, mu 3,
-    logvar -40: z == mu, a score of 0 where eps / sigma is 5e8). Without eps it is recovered
-    from the draw, with that rounding.
+    From eps, not z - mu: that difference keeps only the digits of sigma eps that mu's rounding
+    leaves (float32, mu 3, logvar -40: z == mu, a score of 0 where eps / sigma is 5e8).
     """
     xp = get_xp(z)
     inv_sigma = xp.exp(-0.5 * logvar)  # (*batch, L)   1 / sigma = e^(-lv/2)
