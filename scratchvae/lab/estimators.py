@@ -8,8 +8,8 @@ pathwise        z = mu + sigma * eps, eps ~ N(0, I), sigma = exp(logvar / 2):
                     d/dmu E[f] = E[ f'(z) ],   d/dlogvar E[f] = E[ f'(z) * eps * sigma / 2 ]
                 (the backward pass of ``reparam.py``; needs f'(z), i.e. a differentiable f)
 score function  d/dphi E[f] = E[ f(z) * d/dphi log q(z|x) ]     (the log-derivative trick)
-                    d/dmu     log N(z; mu, e^lv) = (z - mu) e^-lv
-                    d/dlogvar log N(z; mu, e^lv) = 0.5 ((z - mu)^2 e^-lv - 1)
+                    d/dmu     log N(z; mu, e^lv) = (z - mu) e^-lv = eps / sigma
+                    d/dlogvar log N(z; mu, e^lv) = 0.5 ((z - mu)^2 e^-lv - 1) = 0.5 (eps^2 - 1)
                 (needs only values of f; E[score] = 0, so f may be shifted by a baseline c that
                 does not depend on z: E[(f - c) * score] is the same gradient, with less variance
                 when c is close to f)
@@ -84,21 +84,26 @@ def pathwise_grads(df_dz: Array, eps: Array, sigma: Array) -> tuple[Array, Array
 
 
 def score_function_grads(
-    f: Array, z: Array, mu: Array, logvar: Array, c: Array | float = 0.0
+    f: Array, z: Array, mu: Array, logvar: Array, c: Array | float = 0.0, eps: Array | None = None
 ) -> tuple[Array, Array]:
     """Per-sample score-function gradients (f - c) * d/dphi log q(z), phi = (mu, logvar).
 
     f, c: (S, *batch) values of f (c a baseline independent of this sample);
-    z: (S, *batch, L);  mu, logvar: (*batch, L).  Returns (d/dmu, d/dlogvar), each like z.
+    z, eps: (S, *batch, L), the draws z = mu + sigma eps and their noise (give it if you have
+    it);  mu, logvar: (*batch, L).  Returns (d/dmu, d/dlogvar), each like z.
 
-        d/dmu     log N(z; mu, e^lv) = (z - mu) e^-lv
-        d/dlogvar log N(z; mu, e^lv) = 0.5 ((z - mu)^2 e^-lv - 1)
+        d/dmu     log N(z; mu, e^lv) = (z - mu) e^-lv           = eps / sigma
+        d/dlogvar log N(z; mu, e^lv) = 0.5 ((z - mu)^2 e^-lv - 1) = 0.5 (eps^2 - 1)
+
+    From eps, not z - mu: that difference keeps only the digits of sigma eps that mu's rounding
+    leaves (float32, mu 3, logvar -40: z == mu, a score of 0 where eps / sigma is 5e8).
     """
     xp = get_xp(z)
-    inv_var = xp.exp(-logvar)  # (*batch, L)
-    diff = z - mu  # (S, *batch, L)
-    score_mu = diff * inv_var
-    score_lv = 0.5 * (diff * diff * inv_var - 1)
+    inv_sigma = xp.exp(-0.5 * logvar)  # (*batch, L)   1 / sigma = e^(-lv/2)
+    if eps is None:
+        eps = (z - mu) * inv_sigma  # (S, *batch, L)  the draw's noise, as rounded in z
+    score_mu = eps * inv_sigma
+    score_lv = 0.5 * (eps * eps - 1)
     w = (f - c)[..., None]  # (S, *batch, 1): the same weight for every latent unit
     return w * score_mu, w * score_lv
 
@@ -221,7 +226,9 @@ def toy_samples(
     elif estimator == "score":
         f = toy.f(z)  # (S, K): one "example" per coordinate, L = 1 latent unit each
         c = _baseline(f, baseline, running)
-        gmu, glv = score_function_grads(f, z[..., None], mu[..., None], logvar[..., None], c)
+        gmu, glv = score_function_grads(
+            f, z[..., None], mu[..., None], logvar[..., None], c, eps[..., None]
+        )
         gmu, glv = gmu[..., 0], glv[..., 0]
     else:
         raise ValueError(f"unknown estimator {estimator!r}; choose 'pathwise' or 'score'")
@@ -344,7 +351,7 @@ def vae_gradient_samples(
         if kl == "mc":
             f = f + beta * (log_standard_normal(z) - log_normal_draw(eps, logvar))
         c = _baseline(f, baseline, running)
-        gmu, glv = score_function_grads(f, z, mu, logvar, c)  # gradients of E[f]
+        gmu, glv = score_function_grads(f, z, mu, logvar, c, eps)  # gradients of E[f]
         gmu, glv = -gmu / B, -glv / B  # of L = -(1/B) sum_b E[f_b]
         if kl == "analytic":
             gmu, glv = gmu + beta * dmu_kl, glv + beta * dlv_kl

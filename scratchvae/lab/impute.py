@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..backend import Backend, get_special, get_xp
+from ..backend import Backend, get_xp
 from ..models import AE, VAE
 from ..ops.losses import log_normal_draw, log_standard_normal
 from ..ops.reparam import reparam_forward
@@ -107,6 +107,42 @@ def impute(
     return xp.where(observed, x, total / n_avg)
 
 
+def _softmax_over_samples(log_w: Array) -> Array:
+    """The self-normalised weights w~_k = w_k / sum_j w_j of each example from log w (K, b):
+
+        w~_k = exp(log w_k - m) / sum_j exp(log w_j - m),   m = max_j log w_j   (any m: it cancels)
+
+    Shifting by the largest, not by logsumexp_j log w_j: that sum is rounded to the dtype at
+    |log w|'s magnitude (float32 at |log w| = 1e6: to 0.06), and every weight inherits its
+    error as one common factor, so the weights no longer sum to 1 (the estimate leaves the hull
+    of the decoded means: a probability above 1). Here the largest term is exactly 1, the sum is
+    in [1, K], and the weights sum to 1 within K rounding errors.
+
+    A weight under the dtype's smallest number (float32: log w_k some 103 nats below the
+    largest) is stored as 0. Provably harmless: it removes less than 2^-149 |m_k| from
+    sum_k w~_k m_k, all such together less than K 2^-149 max_k |m_k|. For probabilities
+    (|m_k| <= 1) that is under float32's smallest normal number 2^-126 for any K below 8e6,
+    under the rounding of any result that is not itself subnormal; for means it reaches 1e-7
+    only with some |m_k| above 7e37 / K (tests/lab/test_lab_precision.py compares with
+    float64, which keeps them).
+
+    An example whose every log w_k is -inf (every sample impossible under the model: z^2 or a
+    log-likelihood beyond float32's range, from extreme parameters) has no weights: 0/0. That is
+    an error, not a NaN estimate."""
+    xp = get_xp(log_w)
+    top = log_w.max(axis=0)  # (b,)  m, the largest log-weight of each example
+    impossible = top == -xp.inf
+    if bool(impossible.any()):
+        raise ValueError(
+            f"importance imputation: for {int(impossible.sum())} of {log_w.shape[1]} examples "
+            f"every one of the {log_w.shape[0]} samples has log-weight -inf (log p(x_obs | z) + "
+            "log p(z) - log q(z | x) beyond the dtype's range: are the model's parameters "
+            "extreme?); there are no weights to normalise"
+        )
+    shifted = xp.exp(log_w - top)  # (K, b) in [0, 1], the largest exactly 1
+    return shifted / shifted.sum(axis=0)
+
+
 def _conditional_mean(model: VAE, x: Array, observed: Array, x_cur: Array, eps: Array) -> Array:
     """Self-normalised importance-sampling estimate of E[x | x_obs] for one block of examples.
 
@@ -122,7 +158,7 @@ def _conditional_mean(model: VAE, x: Array, observed: Array, x_cur: Array, eps: 
         m = get_xp(x).concatenate([m, m], axis=1)  # mask the [mean | logvar] output
     log_w = model.lik.log_prob(out * m, x * observed) + log_standard_normal(z)
     log_w = log_w - log_normal_draw(eps, logvar)  # (K, b)
-    weights = get_xp(x).exp(log_w - get_special(x).logsumexp(log_w, axis=0))  # softmax over K
+    weights = _softmax_over_samples(log_w)  # (K, b)
     return (weights[:, :, None] * model.lik.mean(out.reshape(K * b, -1)).reshape(K, b, -1)).sum(0)
 
 

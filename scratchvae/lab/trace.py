@@ -352,6 +352,9 @@ def format_weights(rows: list[TraceRow], examples: int = 4, samples: int = 6) ->
     ]
     for b in range(min(examples, B)):
         w = weights[:, b]
+        if not w.any():  # every log w_k -inf (the loss is inf): the step stored w~ = 0 (0/0)
+            lines.append(f"{b:>9}{'none: every log-weight is -inf':>41}")
+            continue
         shown = " ".join(f"{v:.3f}" for v in w[:samples]) + (" ..." if K > samples else "")
         lines.append(f"{b:>9}{w.max():>10.3f}{1.0 / (w**2).sum():>8.2f}   {shown}")
     return "\n".join(lines)
