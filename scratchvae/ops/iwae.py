@@ -86,6 +86,12 @@ def iw_latent_backward(
     d log q/dlogvar = (eps^2 - 1) / 2), which enters log w with -dratio:
     dL/dmu     -= sum_k dratio * eps / sigma
     dL/dlogvar -= sum_k dratio * (eps^2 - 1) / 2
+    The score's eps / sigma cancels the path's exactly (log q at its own draw is
+    -0.5 sum_L (eps^2 + logvar + log 2 pi), which depends on mu not at all), so pathwise is
+    computed without forming the two: with path = dz - dratio * z,
+    dL/dmu     = sum_k path
+    dL/dlogvar = sum_k path * eps * sigma / 2 + sum_k dratio / 2
+    (formed, each is about 1/sigma: at logvar -40, 5e8 in float32, where the gradient is ~1).
     stl leaves the score out; dreg leaves it out too and, with w~ = ``weights`` (K, B),
     dz_total *= 1 - beta (1 - w~)     (= w~ at beta = 1: the path weighted by w~^2)
     """
@@ -94,7 +100,12 @@ def iw_latent_backward(
     xp = get_xp(dz)
     _, eps, sigma, z = cache
     dratio = dratio[..., None]  # (K, B, 1): the same for every latent unit
-    dz_total = dz + dratio * (eps / sigma - z)
+    path = dz - dratio * z  # (K, B, L): through log p(x|z) and log p(z)
+    if estimator == "pathwise":  # the path's and the score's eps / sigma cancel: not formed
+        dmu = path.sum(axis=0)  # (B, L)
+        dlogvar = (path * eps).sum(axis=0) * (0.5 * sigma) + 0.5 * dratio.sum(axis=0)
+        return xp.concatenate([dmu, dlogvar], axis=-1)
+    dz_total = path + dratio * (eps / sigma)  # stl, dreg: the path into z only
     if estimator == "dreg":
         # Why (Tucker et al. 2019; docs/derivations.md, section 10): the score of beta log q
         # carries w~ (in dratio); reparameterized, with d w~/dz = w~ (1 - w~) d log w/dz, it
@@ -105,9 +116,6 @@ def iw_latent_backward(
         dz_total = dz_total * (weights + (1 - beta) * (1 - weights))[..., None]  # type: ignore[operator, index]
     dmu = dz_total.sum(axis=0)  # (B, L)
     dlogvar = (dz_total * eps).sum(axis=0) * (0.5 * sigma)
-    if estimator == "pathwise":  # the score of q: zero in expectation, noise in a sample
-        dmu -= (dratio * eps).sum(axis=0) / sigma
-        dlogvar -= (dratio * (0.5 * (eps * eps - 1))).sum(axis=0)
     return xp.concatenate([dmu, dlogvar], axis=-1)
 
 
