@@ -25,13 +25,14 @@ import math
 from typing import Any, Protocol
 
 from ..backend import to_numpy
+from ..models import VAE
 from ..optim import Adam
-from .timing import ScratchStep
 
 __all__ = [
     "EQ_TOL",
     "Reference",
     "ReferenceMismatch",
+    "Step",
     "compare",
     "raise_if_disagrees",
     "update_tolerance",
@@ -74,6 +75,17 @@ class ReferenceMismatch(RuntimeError):
     """A reference computes other numbers than scratchvae: timing it would compare nothing."""
 
 
+class Step(Protocol):
+    """What :func:`compare` reads of scratchvae's side: a model, its batch ``x`` of ``batch``
+    rows and the Adam it is timed with (:class:`~scratchvae.bench.timing.ScratchStep`, or
+    a script's own step: ``benchmarks/iwae_step.py``)."""
+
+    model: VAE
+    x: Any
+    batch: int
+    opt: Adam
+
+
 class Reference(Protocol):
     """A reference step seen as NumPy arrays under scratchvae's names and layouts (W (in, out))."""
 
@@ -103,7 +115,7 @@ def _numpy(store: Any) -> dict[str, Any]:
     return {n: to_numpy(store[n]).copy() for n in store}
 
 
-def compare(step: ScratchStep, ref: Reference) -> dict[str, Any]:
+def compare(step: Step, ref: Reference) -> dict[str, Any]:
     """Weights, loss, gradients and two Adam updates of scratchvae vs ``ref``, built from
     ``step.model`` and ``step.x``; the model's weights are as before when it returns."""
     model, bk = step.model, step.model.backend
