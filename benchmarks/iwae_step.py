@@ -15,7 +15,6 @@ Needs PyTorch (``pip install torch==2.13.0``: the CPU build). Prints and writes
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -35,7 +34,7 @@ from scratchvae.bench import machine_info, machine_name  # noqa: E402
 from scratchvae.bench.checks import prepare_out  # noqa: E402
 from scratchvae.bench.equivalence import ReferenceMismatch, compare, raise_if_disagrees  # noqa: E402
 from scratchvae.bench.references import installed_version  # noqa: E402
-from scratchvae.cliargs import COUNT, POSITIVE  # noqa: E402
+from scratchvae.cliargs import COUNT, POSITIVE, script_parser  # noqa: E402
 from scratchvae.kernels.cpu import warm_up  # noqa: E402
 from scratchvae.models import VAE  # noqa: E402
 from scratchvae.optim import Adam  # noqa: E402
@@ -146,7 +145,7 @@ def check(model: VAE, x, k: int, opt: Adam) -> dict:  # noqa: ANN001
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = script_parser(__file__, __doc__.split("\n\n")[0])
     p.add_argument("--k", type=COUNT, default=50)
     p.add_argument("--batch", type=COUNT, default=20)
     p.add_argument("--reps", type=COUNT, default=9)

@@ -5,6 +5,7 @@ step_phases.py: every phase timed."""
 import argparse
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _script(name):
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # a dataclass looks its module up there
     spec.loader.exec_module(module)
     return module
 
@@ -93,3 +95,20 @@ def test_iwae_step_checks_the_adam_update_too(monkeypatch):
     assert not row["ok"] and row["grad_max_rel_diff"] <= row["tolerance"], row
     with pytest.raises(iwae.ReferenceMismatch, match=r"\(IWAE k=50 float32 batch 20\): its Adam"):
         iwae.raise_if_disagrees(row)
+
+
+SCRIPTS = ["burda_table1", "compare_versions", "iwae_step", "mnist_epochs", "products",
+           "readme_numbers", "step_phases"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_a_bad_argument_is_one_error_line(name, monkeypatch, capsys):
+    # argparse printed its usage block (several lines) above the error
+    module = _script(name)
+    monkeypatch.setattr("sys.argv", [f"{name}.py", "--no-such-flag"])
+    with pytest.raises(SystemExit) as info:
+        module.main()
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"{name}.py: error: ")  # the flag, or a required argument missing
