@@ -135,7 +135,8 @@ def test_a_wrong_warm_up_in_the_train_config_is_damaged(warm_run, tmp_path):
     out, _ = _crafted(warm_run, tmp_path, lambda m: m["train_config"].update(warmup_epochs=2.0))
     _damaged(
         out,
-        "its history record 0 has kl_weight 0.3333333333333333, where its warm-up gives 0.6666666666666666",
+        "its history record 0 has kl_weight 0.3333333333333333, where its warm-up gives "
+        "0.6666666666666666",
     )
 
 
@@ -189,3 +190,10 @@ def test_a_file_without_kl_weights_or_steps_loads(warm_run, tmp_path):
 
     out, _ = _crafted(warm_run, tmp_path, change)
     assert load_checkpoint(out).epoch == 3
+
+
+@pytest.mark.parametrize("since", [0, 5, 1.5, "2"])
+def test_a_warmup_since_that_is_no_epoch_of_the_run_is_damaged(warm_run, tmp_path, since):
+    out, _ = _crafted(warm_run, tmp_path, lambda m: m.update(warmup_since=since))
+    with pytest.raises(CheckpointError, match="meta entry 'warmup_since' is .*, not an epoch of"):
+        load_checkpoint(out)
