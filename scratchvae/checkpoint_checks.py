@@ -227,19 +227,21 @@ def check_schedule(
     or 1.0 there). Raises ValueError (one line) where they disagree."""
     from .train_config import kl_weight_at  # noqa: PLC0415 - it imports the checkpoint modules
 
-    target = train_config.get("epochs")
+    target: Any = train_config.get("epochs")  # JSON values, their types checked here
     if type(target) is int and epoch > target:
         raise ValueError(
             f"its epoch is {epoch}, above the {target} epochs its train_config runs to"
         )
-    beta, warmup = model_config.get("beta"), train_config.get("warmup_epochs")
+    beta: Any = model_config.get("beta")
+    warmup: Any = train_config.get("warmup_epochs")
     if model_config.get("model") != "vae" or not (is_a(beta, "float") and is_a(warmup, "float")):
         return
     if beta < 0:  # refused by the model itself, naming it (load_model)
         return
     before: Any = 0  # the step the record's epoch began at (None: not recorded)
     for i, record in enumerate(history):
-        steps, weight = record.get("step"), record.get("kl_weight")
+        steps: Any = record.get("step")
+        weight = record.get("kl_weight")
         if i + 1 >= warmup_since and None not in (before, steps, weight):
             gives = kl_weight_at(beta, warmup, steps - before, steps - 1)
             if weight != gives:
