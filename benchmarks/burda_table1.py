@@ -21,7 +21,6 @@ with the epochs actually run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from scratchvae.atomic import atomic_write  # noqa: E402
 from scratchvae.backend import Backend, to_numpy  # noqa: E402
 from scratchvae.checkpoint import CHECKPOINT_NAME, load_checkpoint  # noqa: E402
-from scratchvae.cliargs import COUNT, NATURAL, one_line_error  # noqa: E402
+from scratchvae.cliargs import COUNT, NATURAL, one_line_error, script_parser  # noqa: E402
 from scratchvae.data import DataError, binarize, load_dataset  # noqa: E402
 from scratchvae.evaluate import iw_bound  # noqa: E402
 from scratchvae.models import VAE  # noqa: E402
@@ -92,7 +91,7 @@ def train(name: str, train_set, run: Path, stages: int, seed: int, log) -> VAE:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = script_parser(__file__, __doc__.split("\n\n")[0])
     p.add_argument("--data-dir", required=True, help="folder holding mnist/ (the IDX files)")
     p.add_argument("--stages", type=COUNT, default=4, help="stages 0 .. N-1 (4: 40 epochs)")
     p.add_argument("--models", nargs="+", default=["VAE k=1", "IWAE k=5", "IWAE k=50"],

@@ -36,6 +36,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's, for its parser
+
+from scratchvae.cliargs import script_parser  # noqa: E402 - the sides run in their own processes
+
 STEP = r"""
 import json, sys, time
 import scratchvae
@@ -120,7 +124,7 @@ def _setting(text: str) -> tuple[str, str]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = script_parser(__file__, __doc__.split("\n\n")[0])
     p.add_argument("old", type=_tree)
     p.add_argument("new", type=_tree)
     p.add_argument("--reps", type=_count, default=15)

@@ -6,14 +6,15 @@ with scratchvae and with a PyTorch reference of exactly the same step, in one in
 
 The step: draw eps (k, B, L), encode, k draws z, decode the k B draws, the IWAE bound
 log (1/k) sum_k w_k, its pathwise gradient, Adam (eps 1e-4). Both start from the same weights
-and, before timing, are checked to give the same loss and gradients for the same x and eps.
+and, before timing, are checked to give the same loss, gradients and Adam update for the same
+x and eps (:func:`scratchvae.bench.equivalence.compare`, as ``scratchvae bench`` checks its
+references); a disagreement ends the run in one line, before timing.
 Needs PyTorch (``pip install torch==2.13.0``: the CPU build). Prints and writes
 ``iwae-step-<machine>.json``: samples per second of each and the ratio.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
@@ -30,8 +32,9 @@ from scratchvae.atomic import atomic_write  # noqa: E402
 from scratchvae.backend import Backend, to_numpy  # noqa: E402
 from scratchvae.bench import machine_info, machine_name  # noqa: E402
 from scratchvae.bench.checks import prepare_out  # noqa: E402
+from scratchvae.bench.equivalence import ReferenceMismatch, compare, raise_if_disagrees  # noqa: E402
 from scratchvae.bench.references import installed_version  # noqa: E402
-from scratchvae.cliargs import COUNT, POSITIVE  # noqa: E402
+from scratchvae.cliargs import COUNT, POSITIVE, script_parser  # noqa: E402
 from scratchvae.kernels.cpu import warm_up  # noqa: E402
 from scratchvae.models import VAE  # noqa: E402
 from scratchvae.optim import Adam  # noqa: E402
@@ -84,30 +87,65 @@ class TorchIWAE:
         loss.backward()
         self.opt.step()
 
+    def weights(self, model: VAE) -> dict[str, np.ndarray]:
+        return self._like_scratch(model, lambda t: t)
+
     def grads(self, model: VAE) -> dict[str, np.ndarray]:
-        out = {}
+        return self._like_scratch(model, lambda t: t.grad)
+
+    def set_grads(self, model: VAE, grads: dict[str, np.ndarray]) -> None:
+        for name, lin in self._linears(model):
+            lin.weight.grad = self.torch.as_tensor(np.ascontiguousarray(grads[f"{name}.W"].T))
+            lin.bias.grad = self.torch.as_tensor(grads[f"{name}.b"].copy())
+
+    def _linears(self, model: VAE):  # noqa: ANN202
         for net, seq in zip((model.encoder, model.decoder), self.nets, strict=True):
             for i, lin in enumerate(m for m in seq if hasattr(m, "weight")):
-                out[f"{net.prefix}.{i}.W"] = lin.weight.grad.numpy().T
-                out[f"{net.prefix}.{i}.b"] = lin.bias.grad.numpy()
+                yield f"{net.prefix}.{i}", lin
+
+    def _like_scratch(self, model: VAE, of) -> dict[str, np.ndarray]:  # noqa: ANN001
+        out = {}
+        for name, lin in self._linears(model):
+            out[f"{name}.W"] = of(lin.weight).detach().numpy().T.copy()
+            out[f"{name}.b"] = of(lin.bias).detach().numpy().copy()
         return out
 
 
-def check(model: VAE, ref: TorchIWAE, x) -> float:  # noqa: ANN001
-    """The largest relative difference of the loss and of any gradient, same x and eps."""
-    noise = model.draw_noise(x.shape[0])
-    terms, grads = model.loss_and_grads(x, noise)
-    loss_t = ref.loss(ref.torch.as_tensor(to_numpy(noise["eps"])))
-    loss_t.backward()
-    loss_t = loss_t.detach()
-    worst = abs(float(terms["loss"]) - float(loss_t)) / abs(float(loss_t))
-    for name, g in ref.grads(model).items():
-        worst = max(worst, float(np.abs(grads[name] - g).max() / max(np.abs(g).max(), 1e-30)))
-    return worst
+class Reference:
+    """:class:`TorchIWAE` as :func:`~scratchvae.bench.equivalence.compare` sees a reference."""
+
+    name = "torch-cpu"
+
+    def __init__(self, model: VAE, ref: TorchIWAE) -> None:
+        self.model, self.ref = model, ref
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return self.ref.weights(self.model)
+
+    def loss_and_grads(self, eps: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        self.ref.opt.zero_grad(set_to_none=True)
+        loss = self.ref.loss(self.ref.torch.as_tensor(eps))
+        loss.backward()
+        return float(loss.detach()), self.ref.grads(self.model)
+
+    def adam(self, grads: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        for g in grads:  # torch.optim.Adam, as timed, fed the gradients given
+            self.ref.set_grads(self.model, g)
+            self.ref.opt.step()
+        return self.weights()
+
+
+def check(model: VAE, x, k: int, opt: Adam) -> dict:  # noqa: ANN001
+    """Weights, loss, gradients and two Adam updates of scratchvae (``model`` on ``x``, Adam
+    with ``opt``'s settings) vs a :class:`TorchIWAE` of its own: same x and eps. The row of
+    :func:`~scratchvae.bench.equivalence.compare`; the model's weights are as before."""
+    step = SimpleNamespace(model=model, x=x, batch=x.shape[0], opt=opt)
+    row = compare(step, Reference(model, TorchIWAE(model, to_numpy(x), k)))
+    return {"config": f"IWAE k={k}", "dtype": "float32", "batch": x.shape[0], **row}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = script_parser(__file__, __doc__.split("\n\n")[0])
     p.add_argument("--k", type=COUNT, default=50)
     p.add_argument("--batch", type=COUNT, default=20)
     p.add_argument("--reps", type=COUNT, default=9)
@@ -129,12 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     model = VAE(784, hidden=[200, 200], latent=50, activation="tanh", objective="iwae",
                 k=args.k, backend=bk)  # fmt: skip
     x = bk.asarray(bk.uniform((args.batch, 784)) < 0.3)
-    ref = TorchIWAE(model, to_numpy(x), args.k)
-    diff = check(model, ref, x)
-    if not diff < 1e-4:  # float32: the two steps agree to about 1e-6
-        print(f"iwae_step: the two steps differ by {diff:.1e} before timing; not timed")
-        return 1
     opt = Adam(ADAM["lr"], betas=ADAM["betas"], eps=ADAM["eps"])
+    row = check(model, x, args.k, opt)
+    try:
+        raise_if_disagrees(row)
+    except ReferenceMismatch as exc:
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    diff = max(row["loss_rel_diff"], row["grad_max_rel_diff"])
+    ref = TorchIWAE(model, to_numpy(x), args.k)  # the timed one: fresh moments
 
     def scratch() -> None:
         _, grads = model.loss_and_grads(x)
@@ -156,13 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     ratios = sorted(t / s for s, t in zip(times["scratchvae"], times["torch"], strict=True))
     info = machine_info(bk, "cpu")
     result = {
-        "k": args.k, "batch": args.batch, "max_rel_diff": diff, "step_s": times,
+        "k": args.k, "batch": args.batch, "max_rel_diff": diff, "equivalence": row,
+        "step_s": times,
         "samples_per_s": {name: args.batch / t for name, t in med.items()},
         "speedup_vs_torch": statistics.median(ratios), "ratios": ratios, "machine": info,
         "torch_threads": torch.get_num_threads(), "load_avg_end": list(os.getloadavg()),
     }  # fmt: skip
     print(
-        f"IWAE k={args.k} batch {args.batch} (same loss and gradients: max rel. diff {diff:.1e}): "
+        f"IWAE k={args.k} batch {args.batch} (same loss and gradients: max rel. diff {diff:.1e}; "
+        f"Adam update {row['adam_update_max_rel_diff']:.1e}): "
         f"scratchvae {med['scratchvae'] * 1e3:.2f} ms, torch {med['torch'] * 1e3:.2f} ms a step; "
         f"{result['speedup_vs_torch']:.2f}x torch (median of {args.reps} interleaved pairs)"
     )

@@ -15,7 +15,6 @@ DATA is a folder with mnist-train.npz and mnist-test.npz (arrays 'x', uint8, (N,
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -30,7 +29,7 @@ from scratchvae.atomic import atomic_write  # noqa: E402
 from scratchvae.backend import Backend, to_numpy  # noqa: E402
 from scratchvae.bench import TorchStep, machine_info  # noqa: E402
 from scratchvae.bench.checks import prepare_out  # noqa: E402
-from scratchvae.cliargs import COUNT, NATURAL  # noqa: E402
+from scratchvae.cliargs import COUNT, NATURAL, script_parser  # noqa: E402
 from scratchvae.data import dataset_from_array  # noqa: E402
 from scratchvae.models import VAE  # noqa: E402
 from scratchvae.train import TrainConfig, Trainer  # noqa: E402
@@ -104,7 +103,7 @@ def test_elbo_torch(ref: TorchStep, x_test) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = script_parser(__file__, __doc__.split("\n\n")[0])
     p.add_argument("data", type=Path, help="folder with mnist-train.npz and mnist-test.npz")
     p.add_argument("--epochs", type=COUNT, default=10)
     p.add_argument("--batch", type=COUNT, default=128)

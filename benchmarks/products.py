@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402  # numpy-boundary: the products themselves
 
 from scratchvae.bench.report import threads_env  # noqa: E402
-from scratchvae.cliargs import COUNT  # noqa: E402
+from scratchvae.cliargs import COUNT, script_parser  # noqa: E402
 
 B, D, H = 128, 784, 400
 # name -> (rows, columns, inner size, A transposed, B transposed) of C = op(A) op(B), row-major
@@ -128,7 +128,7 @@ def _child(library: str, reps: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__file__, __doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=COUNT, default=9)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -18,7 +18,6 @@ benchmarks/results/) and exits 1 when a number does not reproduce.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -39,6 +38,7 @@ from scratchvae.atomic import atomic_write  # noqa: E402
 from scratchvae.backend import kernels  # noqa: E402
 from scratchvae.checkpoint import load_model  # noqa: E402
 from scratchvae.cli import main as cli_main  # noqa: E402
+from scratchvae.cliargs import script_parser  # noqa: E402
 from scratchvae.data import load_dataset  # noqa: E402
 from scratchvae.evaluate import evaluate  # noqa: E402
 
@@ -245,7 +245,7 @@ def report(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = script_parser(__file__, __doc__.split("\n\n")[0])
     p.add_argument("--data-dir", help="a folder holding mnist/ (the MNIST table; else skipped)")
     groups = list(dict.fromkeys(c.group for c in CLAIMS))
     p.add_argument("--only", nargs="+", choices=groups, metavar="GROUP",

@@ -23,7 +23,6 @@ size.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from scratchvae.backend import Backend, cpu_threads, row_chunks  # noqa: E402
 from scratchvae.bench.timing import CONFIGS, matmul_bound_fn, time_interleaved  # noqa: E402
-from scratchvae.cliargs import COUNT  # noqa: E402
+from scratchvae.cliargs import COUNT, script_parser  # noqa: E402
 from scratchvae.kernels.cpu import warm_up  # noqa: E402
 from scratchvae.models import VAE  # noqa: E402
 from scratchvae.optim import Adam  # noqa: E402
@@ -82,7 +81,7 @@ def phases(
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = script_parser(__file__, __doc__.split("\n\n")[0])
     p.add_argument("--batch-sizes", nargs="+", type=COUNT, default=[128, 2048])
     p.add_argument("--reps", type=COUNT, default=9)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")

@@ -32,7 +32,7 @@ import numpy as np  # numpy-boundary: checkpoint file I/O
 
 from .atomic import atomic_write
 from .backend import Backend, BackendError, get_backend, to_numpy
-from .checkpoint_checks import check_meta, check_progress, check_rng_state
+from .checkpoint_checks import check_meta, check_progress, check_rng_state, check_schedule
 from .checkpoint_file import (
     FORMAT,
     FORMAT_VERSION,
@@ -77,6 +77,7 @@ class Checkpoint:
     history: list[dict[str, Any]] = field(default_factory=list)
     backend: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: dict[str, Any] | None = None  # the training data's (fingerprint.py)
+    warmup_since: int = 1  # the first epoch of train_config's warm-up (check_schedule)
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
@@ -118,13 +119,17 @@ def save_checkpoint(
     train_config: dict[str, Any] | None = None,
     history: list[dict[str, Any]] | None = None,
     data_fingerprint: dict[str, Any] | None = None,
+    warmup_since: int = 1,
 ) -> Path:
     """Write ``model`` (+ optimizer state, generator state, progress, the fingerprint of the
     data it was trained on) to ``path`` atomically.
 
     ``rng_state`` defaults to the model backend's current state. Refuses (CheckpointError) to
     save non-finite parameters, so a diverged run never overwrites its last good checkpoint,
-    and a ``history`` that is not one record per epoch done (a file it could not load again).
+    and a ``history`` that is not one record per epoch done or disagrees with its
+    ``train_config`` (:func:`~scratchvae.checkpoint_checks.check_schedule`): a file it could not
+    load again. ``warmup_since``: the first epoch trained with ``train_config``'s warm-up (a
+    resume may change it, with ``allow_changes``).
     """
     path = Path(path)
     bk = model.backend
@@ -132,6 +137,7 @@ def save_checkpoint(
         raise CheckpointError(f"refusing to save non-finite parameters to {path}")
     try:
         check_progress(int(epoch), int(step), history or [])
+        check_schedule(int(epoch), history or [], model.config, train_config or {}, warmup_since)
     except ValueError as exc:
         raise CheckpointError(f"refusing to save to {path}: {exc}") from None
     meta = {
@@ -143,6 +149,8 @@ def save_checkpoint(
         "backend": {"name": bk.name, "dtype": bk.dtype.name, "seed": bk.seed},
         "data_fingerprint": data_fingerprint,
     }
+    if warmup_since != 1:  # written only when a resume changed the warm-up
+        meta["warmup_since"] = int(warmup_since)
     state = bk.rng_state() if rng_state is None else rng_state
     with atomic_write(path) as f:
         np.savez(f, **_arrays(model, optimizer, state, meta))
@@ -181,6 +189,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         history=meta.get("history", []),
         backend=meta.get("backend", {}),
         data_fingerprint=meta.get("data_fingerprint"),
+        warmup_since=meta.get("warmup_since", 1),
     )
 
 

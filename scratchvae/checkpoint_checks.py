@@ -30,6 +30,7 @@ __all__ = [
     "check_meta",
     "check_progress",
     "check_rng_state",
+    "check_schedule",
     "is_a",
     "model_settings",
     "param_shapes",
@@ -208,6 +209,49 @@ def check_progress(epoch: int, step: int, history: list[dict[str, Any]]) -> None
         raise ValueError(f"its step is {step}, but its last epoch ended at step {before}")
 
 
+def check_schedule(
+    epoch: int,
+    history: list[dict[str, Any]],
+    model_config: Mapping[str, Any],
+    train_config: Mapping[str, Any],
+    warmup_since: int = 1,
+) -> None:
+    """The run's progress against its settings, as the Trainer writes them: its epoch no more
+    than the epochs its train config runs to (``--epochs`` raised on a resume is saved with the
+    run), and a VAE's KL weight on record (each epoch's last step's) what the warm-up schedule
+    gives (:func:`~scratchvae.train_config.kl_weight_at`, the Trainer's formula: compared
+    exactly) from epoch ``warmup_since`` on; the epochs before it followed the warm-up that a
+    resume with ``allow_changes=("warmup_epochs",)`` replaced. Not compared: what a file does not
+    record (a train config's epochs or warm-up, a record's step or kl_weight) and the numbers
+    of other models (files written before kl_weight was a VAE's alone hold a sparse AE's beta
+    or 1.0 there). Raises ValueError (one line) where they disagree."""
+    from .train_config import kl_weight_at  # noqa: PLC0415 - it imports the checkpoint modules
+
+    target: Any = train_config.get("epochs")  # JSON values, their types checked here
+    if type(target) is int and epoch > target:
+        raise ValueError(
+            f"its epoch is {epoch}, above the {target} epochs its train_config runs to"
+        )
+    beta: Any = model_config.get("beta")
+    warmup: Any = train_config.get("warmup_epochs")
+    if model_config.get("model") != "vae" or not (is_a(beta, "float") and is_a(warmup, "float")):
+        return
+    if beta < 0:  # refused by the model itself, naming it (load_model)
+        return
+    before: Any = 0  # the step the record's epoch began at (None: not recorded)
+    for i, record in enumerate(history):
+        steps: Any = record.get("step")
+        weight = record.get("kl_weight")
+        if i + 1 >= warmup_since and None not in (before, steps, weight):
+            gives = kl_weight_at(beta, warmup, steps - before, steps - 1)
+            if weight != gives:
+                raise ValueError(
+                    f"its history record {i} has kl_weight {weight!r}, where its warm-up gives "
+                    f"{gives!r}"
+                )
+        before = steps
+
+
 def check_data_fingerprint(fingerprint: Any) -> None:
     """The ``data_fingerprint`` entry, when there is one (:mod:`scratchvae.fingerprint`)."""
     if fingerprint is None:  # written before data was fingerprinted
@@ -248,7 +292,8 @@ def _check_backend(backend: Any) -> None:
 def check_meta(meta: Any, params: Mapping[str, Any]) -> None:
     """The ``meta`` entry (parsed JSON) of a checkpoint whose parameter arrays are ``params``
     (name -> array): model config, epoch, step, history (and that the three agree), train
-    config, backend, data fingerprint."""
+    config, backend, data fingerprint, and the progress against the settings
+    (:func:`check_schedule`)."""
     if type(meta) is not dict:
         raise ValueError("meta is not a JSON object")
     for key in ("model_config", "epoch", "step"):
@@ -266,6 +311,14 @@ def check_meta(meta: Any, params: Mapping[str, Any]) -> None:
     check_data_fingerprint(meta.get("data_fingerprint"))
     _check_train_config(meta.get("train_config", {}))
     _check_backend(meta.get("backend", {}))
+    since = meta.get("warmup_since", 1)
+    if not (_whole(since) and 1 <= since <= meta["epoch"] + 1):
+        raise ValueError(f"meta entry 'warmup_since' is {since!r}, not an epoch of the run")
+    try:  # its types checked above
+        check_schedule(meta["epoch"], meta.get("history", []), meta["model_config"],
+                       meta.get("train_config", {}), since)  # fmt: skip
+    except ValueError as exc:
+        raise ValueError(f"{exc} (not as scratchvae writes a checkpoint)") from None
 
 
 # ------------------------------------------------------------------------------ generator state

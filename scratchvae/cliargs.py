@@ -34,6 +34,7 @@ __all__ = [
     "error_message",
     "one_line_error",
     "one_line_warnings",
+    "script_parser",
     "typed_options",
     "up_to",
 ]
@@ -110,10 +111,21 @@ def one_line_warnings(category: type[Warning]) -> Iterator[None]:
 
 class OneLineParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line and exit status 2 (subparsers made
-    from it are of the same class)."""
+    from it are of the same class), ``scratchvae: error: ...`` unless ``error_prog`` names
+    another program (:func:`script_parser`)."""
+
+    error_prog = PROG
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, one_line_error(message) + "\n")
+        self.exit(2, one_line_error(message, self.error_prog) + "\n")
+
+
+def script_parser(script: str, description: str | None = None) -> OneLineParser:
+    """The parser of a script (``__file__`` of one under ``benchmarks/``): its errors one line
+    ``<script>.py: error: ...``, exit status 2, wherever it is run from."""
+    parser = OneLineParser(prog=os.path.basename(script), description=description)
+    parser.error_prog = parser.prog
+    return parser
 
 
 _UNTYPED = object()  # the default of every option while typed_options parses

@@ -42,7 +42,7 @@ from .models import AE
 from .optim import Optimizer, build_optimizer
 from .progress import Progress, epoch_line, postfix, quiet_float_warnings
 from .resume import check_progress_fits, check_same_data, check_same_run, warn_other_threads
-from .train_config import TrainConfig
+from .train_config import TrainConfig, kl_weight_at
 
 __all__ = ["History", "TrainConfig", "Trainer", "TrainingDiverged", "fit", "write_metrics"]
 # History and write_metrics live in history.py, TrainConfig in train_config.py: re-exported
@@ -122,6 +122,7 @@ class Trainer:
 
     def _fit(self, resume: bool, allow_changes: Sequence[str]) -> History:
         self._first_epoch, self._fingerprint = None, None
+        self._warmup_since = 1  # the first epoch of config.warmup_epochs' schedule (saved)
         if not resume and (self.step or len(self.history)):  # a new run on a used Trainer: its
             self.history, self.step = History(), 0  # epochs from 1 again, not after the old ones
             self.optimizer.load_state_dict({"t": 0})
@@ -266,10 +267,7 @@ class Trainer:
     def kl_weight(self, step: int) -> float:
         """beta * min(1, step / warm-up steps): the KL weight used at optimizer step ``step``."""
         beta = self.model.kl_beta or 0.0
-        warmup_steps = self.config.warmup_epochs * self.steps_per_epoch
-        if warmup_steps <= 0:
-            return beta
-        return beta * min(1.0, max(step, 0) / warmup_steps)
+        return kl_weight_at(beta, self.config.warmup_epochs, self.steps_per_epoch, step)
 
     def validate(self) -> dict[str, float]:
         """Mean terms on the validation part (no dropout, no corruption), nats per example.
@@ -305,6 +303,7 @@ class Trainer:
                 train_config=self.config.to_dict(),
                 history=self.history.records,
                 data_fingerprint=self.data_fingerprint(),
+                warmup_since=self._warmup_since,
             )
 
     def _resume(self, allow_changes: Sequence[str] = ()) -> int:
@@ -321,6 +320,8 @@ class Trainer:
         restore_training(ckpt, self.model, self.optimizer)
         self.history = History(list(ckpt.history))
         self.step = ckpt.step
+        same_warmup = ckpt.train_config.get("warmup_epochs") == self.config.warmup_epochs
+        self._warmup_since = ckpt.warmup_since if same_warmup else ckpt.epoch + 1  # allowed
         return ckpt.epoch
 
     def data_fingerprint(self) -> dict[str, Any]:

@@ -18,7 +18,18 @@ from .data import BINARIZE_MODES
 from .inputs import real, whole
 from .inputs import require as _check
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "kl_weight_at"]
+
+
+def kl_weight_at(beta: float, warmup_epochs: float, steps_per_epoch: int, step: int) -> float:
+    """beta * min(1, step / warm-up steps): the KL weight at optimizer step ``step`` of a run
+    whose warm-up lasts ``warmup_epochs`` epochs of ``steps_per_epoch`` steps. The one formula:
+    the Trainer weighs each step with it, and a checkpoint's history is checked against it
+    (:mod:`scratchvae.checkpoint_checks`), exactly (the same arithmetic on the same floats)."""
+    warmup_steps = warmup_epochs * steps_per_epoch
+    if warmup_steps <= 0:
+        return beta
+    return beta * min(1.0, max(step, 0) / warmup_steps)
 
 
 @dataclass

@@ -230,9 +230,11 @@ def _sweep_counts() -> list[int]:
 
 
 def run_thread_sweep(opts: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
-    """The steps with 1, 2, 4, ... threads (each count in a fresh process)."""
+    """The steps with 1, 2, 4, ... threads (each count in a fresh process). A PyTorch row
+    records the threads PyTorch used in its process (``torch_threads``); this process's count,
+    which timed nothing, is not recorded (it was, as the machine's)."""
     torch, jax = _references(opts)
-    machine, rows = machine_info(Backend("numpy"), "cpu" if torch else None), []
+    machine, rows = machine_info(Backend("numpy"), None), []
     for n in _sweep_counts():
         env, pin = threads_env(n)  # n threads for BLAS, OpenMP, scratchvae; n cores for JAX
         with tempfile.TemporaryDirectory() as tmp:
@@ -257,6 +259,7 @@ def run_thread_sweep(opts: argparse.Namespace, log: Callable[[str], None] = prin
 def _sweep_one(out: str, opts_json: str) -> None:
     opts = argparse.Namespace(**json.loads(opts_json))
     torch, jax = _references(opts)
+    used: dict[str, Any] = {}  # what this process's PyTorch was timed with
     if torch:
         from .references import import_torch  # noqa: PLC0415
 
@@ -265,8 +268,10 @@ def _sweep_one(out: str, opts_json: str) -> None:
     for batch in opts.batch_sizes:
         fns = _steps(opts.configs[0], batch, opts.dtypes[0], torch, jax)
         timed = time_interleaved(fns, opts.reps, opts.target_seconds, opts.pause)
-        rows += [{"batch": batch, "impl": k, "samples_per_s": batch / t["median"]}
-                 for k, t in timed.items()]  # fmt: skip
+        if torch:  # read after the timing: the count it ran with
+            used["torch"] = {"torch_threads": import_torch().get_num_threads()}
+        rows += [{"batch": batch, "impl": k, "samples_per_s": batch / t["median"],
+                  **used.get(k, {})} for k, t in timed.items()]  # fmt: skip
     Path(out, "rows.json").write_text(json.dumps(rows))
 
 
@@ -278,8 +283,10 @@ def markdown(results: dict) -> str:
             f"{results['dtype']}", "", *_about(results), ""]  # fmt: skip
     if results["schema"].endswith("threads/1"):
         lines = ["| threads | batch | impl | samples/s |", "|---|---|---|---|"]
-        lines += [f"| {r['threads']} | {r['batch']} | {r['impl']} | {r['samples_per_s']:.0f} |"
-                  for r in results["rows"]]  # fmt: skip
+        for r in results["rows"]:
+            n = r.get("torch_threads")  # PyTorch's own count, where it differs
+            impl = r["impl"] + (f" ({n} threads)" if n is not None and n != r["threads"] else "")
+            lines.append(f"| {r['threads']} | {r['batch']} | {impl} | {r['samples_per_s']:.0f} |")
         return "\n".join([*head, *lines, "", *_ratios(results["rows"], "threads"), ""])
     lines = ["| batch | condition | impl | samples/s | kept of idle | partner samples/s |",
              "|---|---|---|---|---|---|"]  # fmt: skip

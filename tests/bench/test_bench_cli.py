@@ -267,6 +267,21 @@ def test_the_thread_sweep_and_contention_runs_write_their_tables(tmp_path, capsy
     assert "wrote " in capsys.readouterr().out
 
 
+def test_the_thread_sweep_records_the_threads_torch_was_timed_with(tmp_path) -> None:
+    """Was: ``torch_threads`` was this process's count (in the machine's entry), not that of
+    the process that timed PyTorch with each count of the sweep."""
+    pytest.importorskip("torch")
+    tiny = ("--batch-sizes", "8", "--reps", "1", "--target-seconds", "0.002", "--dtypes",
+            "float64", "--torch-device", "cpu", "--name", "sweep")  # fmt: skip
+    assert bench.run_cli(_args(tmp_path, "--thread-sweep", *tiny)) == 0
+    res = json.loads((tmp_path / "sweep.json").read_text())
+    assert "torch_threads" not in res["machine"]
+    torch_rows = [r for r in res["rows"] if r["impl"] == "torch"]
+    assert len(torch_rows) == len({r["threads"] for r in res["rows"]}) > 0
+    assert all(r["torch_threads"] == r["threads"] for r in torch_rows), torch_rows
+    assert all("torch_threads" not in r for r in res["rows"] if r["impl"] != "torch")
+
+
 def test_threads_reruns_the_command_given_with_its_thread_count(tmp_path, monkeypatch) -> None:
     """--threads N runs the same options again in a process whose libraries use N threads.
     main([...]) called from Python reran this process's own command line instead (pytest's

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np  # numpy-boundary: test arrays
 import pytest
 
 from scratchvae.backend import Backend, to_numpy
@@ -68,6 +69,8 @@ def test_a_faithful_reference_passes_and_the_weights_stay_as_they_were(dtype) ->
         ({"adam": {"betas": (0.8, 0.999)}}, "its Adam update differs"),  # another beta1
         ({"adam": {"betas": (0.9, 0.99)}}, "its Adam update differs"),  # another beta2
         ({"adam": {"lr": 1.01e-3}}, "its Adam update differs"),  # lr 1% off
+        ({"adam": {"lr": 1.0001e-3}}, "its Adam update differs by 1.0e-04 in "),  # 0.01% off:
+        # under float32's one tolerance of 2e-4 for every array (now each array's own)
         ({"x_flip": True}, "differ"),  # one pixel of another batch
         ({"nudge": 1e-6}, "its copy of the initial weights differs"),
     ],
@@ -119,3 +122,18 @@ def test_a_disagreeing_reference_stops_the_run_before_timing_and_writes_nothing(
     assert err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]
     assert (tmp_path / "t.json").read_text() == earlier
+
+
+def test_the_update_tolerance_is_the_rounding_of_the_weights_and_the_step() -> None:
+    # two steps of lr 1e-3; the MNIST decoder's weights reach 1.16 (ulp 1.19e-7), biases are 0
+    ones = np.full(3, 1.16)
+    update = np.full(3, 2e-3)
+    step_and_b2 = 16 * 2.0**-23 + 2 * 2.0**-23 / (4 * (1 - 0.999**2))  # 1.9e-6 + 3.0e-5
+    assert equivalence.update_tolerance(ones, update, "float32", 2, 0.999) == pytest.approx(
+        2 * 2.0**-23 / 2e-3 + step_and_b2
+    )
+    assert equivalence.update_tolerance(0 * ones, update, "float32", 2, 0.999) == pytest.approx(
+        2 * 2.0**-32 / 2e-3 + step_and_b2  # the weights after: 2e-3, ulp 2**-32
+    )
+    assert 1.4e-4 < equivalence.update_tolerance(ones, update, "float32", 2, 0.999) < 1.6e-4
+    assert equivalence.update_tolerance(ones, update, "float64", 2, 0.999) < 3e-13

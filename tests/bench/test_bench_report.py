@@ -74,7 +74,7 @@ def test_markdown_report_has_every_section() -> None:
     assert "versions: numpy 2.0\n" in md  # missing libraries are left out
     assert "| mnist | float32 | 32 | 3200 (2909-3556) | 3200 (2909-3556) | 3200 (2909-3556) |" in md
     assert "| 1.50 | 0.80 | 0.90 |" in md
-    assert "| mnist | float32 | 32 | torch-cpu | 1.0e-07 | 2.0e-06 | - | 2e-04 | NO |" in md
+    assert "| mnist | float32 | 32 | torch-cpu | 1.0e-07 | 2.0e-06 | 2e-04 | - | - | NO |" in md
     assert "- torch-cpu, batch 32, 5 steps: error: boom" in md
     assert "k = 4, 8 inputs, float32 on numpy: 0.5 s, peak 3 MiB (tracemalloc)" in md
 

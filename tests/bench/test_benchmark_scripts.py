@@ -5,6 +5,7 @@ step_phases.py: every phase timed."""
 import argparse
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _script(name):
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # a dataclass looks its module up there
     spec.loader.exec_module(module)
     return module
 
@@ -63,3 +65,50 @@ def test_burda_table1_without_the_mnist_files_is_one_line(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert err.startswith("burda_table1.py: error: could not download ") and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []  # nothing written, no cache folder left
+
+
+def _iwae_case(k=50, batch=20):
+    from scratchvae.backend import Backend
+    from scratchvae.models import VAE
+    from scratchvae.optim import Adam
+
+    iwae = _script("iwae_step")
+    bk = Backend("numpy", "float32", seed=0)
+    model = VAE(784, hidden=[200, 200], latent=50, activation="tanh", objective="iwae", k=k,
+                backend=bk)  # fmt: skip
+    x = bk.asarray(bk.uniform((batch, 784)) < 0.3)
+    opt = Adam(iwae.ADAM["lr"], betas=iwae.ADAM["betas"], eps=iwae.ADAM["eps"])
+    return iwae, model, x, opt
+
+
+def test_iwae_step_checks_the_adam_update_too(monkeypatch):
+    # it checked the loss and the gradients only: an Adam of other settings went unnoticed
+    pytest.importorskip("torch")
+    iwae, model, x, opt = _iwae_case()
+    before = model.params.flat.copy()
+    row = iwae.check(model, x, 50, opt)
+    assert row["ok"], row
+    assert row["adam_update_worst"]["rel_diff"] <= row["adam_update_worst"]["tolerance"]
+    assert (model.params.flat == before).all()  # timed from the weights checked
+    monkeypatch.setitem(iwae.ADAM, "eps", 1e-5)  # the reference's Adam only
+    row = iwae.check(model, x, 50, opt)
+    assert not row["ok"] and row["grad_max_rel_diff"] <= row["tolerance"], row
+    with pytest.raises(iwae.ReferenceMismatch, match=r"\(IWAE k=50 float32 batch 20\): its Adam"):
+        iwae.raise_if_disagrees(row)
+
+
+SCRIPTS = ["burda_table1", "compare_versions", "iwae_step", "mnist_epochs", "products",
+           "readme_numbers", "step_phases"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_a_bad_argument_is_one_error_line(name, monkeypatch, capsys):
+    # argparse printed its usage block (several lines) above the error
+    module = _script(name)
+    monkeypatch.setattr("sys.argv", [f"{name}.py", "--no-such-flag"])
+    with pytest.raises(SystemExit) as info:
+        module.main()
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"{name}.py: error: ")  # the flag, or a required argument missing
