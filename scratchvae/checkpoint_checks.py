@@ -90,7 +90,7 @@ def model_settings(kind: str) -> dict[str, str]:
     Exactly what its ``config`` holds besides ``model``."""
     settings: dict[str, str] = {}
     for klass in model_classes()[kind].__mro__:  # every model class defines its own __init__
-        args = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        args = list(inspect.signature(vars(klass)["__init__"]).parameters.values())[1:]
         for a in args:
             if a.kind is a.POSITIONAL_OR_KEYWORD and a.name not in ("backend", "seed"):
                 settings.setdefault(a.name, str(a.annotation))
@@ -260,7 +260,7 @@ def check_data_fingerprint(fingerprint: Any) -> None:
     shape, digest = (fingerprint.get(k) for k in ("shape", "blake2b")) if ok else (None, None)
     ok = ok and type(shape) is list and len(shape) == 2 and all(_whole(n) for n in shape)
     ok = ok and fingerprint["dtype"] == "float32" and type(digest) is str and len(digest) == 32
-    if not ok or any(c not in "0123456789abcdef" for c in digest):
+    if not ok or any(c not in "0123456789abcdef" for c in str(digest)):  # ok: digest is a str
         raise ValueError("meta entry 'data_fingerprint' is not a shape, dtype and blake2b hash")
 
 

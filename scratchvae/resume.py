@@ -171,12 +171,13 @@ def resume_data(given: str | None, recorded: str | None, run: Path) -> str:
     checked against the run's by :func:`check_resume_flags` on resume), else the data the run
     recorded. A run made by ``fit`` records none, so without ``--data`` it is refused (it used
     to go on with the digits, or be evaluated on them, without a word)."""
-    if given is None and recorded is None:
+    data = given or recorded
+    if data is None:
         raise ResumeMismatch(
             f"the run in {run} does not record its data (it was trained by fit(), not "
             "scratchvae train); pass --data with the data it was trained on"
         )
-    return given or recorded
+    return data
 
 
 def nothing_to_train(ckpt: Checkpoint, config: TrainConfig) -> str | None:
@@ -271,7 +272,10 @@ def check_progress_fits(ckpt: Checkpoint, steps_per_epoch: int, allow: Sequence[
     epoch of another number of steps than the data gives."""
     t, history = ckpt.optim_state.get("t"), ckpt.history
     steps = [r.get("step") for r in history[-2:]]
-    last = None if None in steps or not steps else steps[-1] - (steps[0] if len(steps) == 2 else 0)
+    if None in steps or not steps:
+        last = None
+    else:  # the last epoch's steps (mypy: None is ruled out above)
+        last = steps[-1] - (steps[0] if len(steps) == 2 else 0)  # type: ignore[operator]
     why = None
     # the count of early stopping goes on from the last epoch's validation loss (earlier epochs
     # may lack one: a run resumed with allow_changes=("val_fraction",) from val_fraction 0)

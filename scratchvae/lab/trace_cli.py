@@ -161,9 +161,10 @@ def run_cli(args: argparse.Namespace) -> int:
     if not args.check:
         print("add --check to check every backward op numerically")
         return 0
-    if getattr(model, "estimator", "pathwise") != "pathwise":
+    estimator = getattr(model, "estimator", "pathwise")  # an AE has none
+    if estimator != "pathwise":
         print(
-            f"iw_latent_backward with {model.estimator} is not the forward's derivative: it drops\n"
+            f"iw_latent_backward with {estimator} is not the forward's derivative: it drops\n"
             "terms zero in expectation (unchecked; tests/ops/test_iwae.py tests it statistically)"
         )
     verdict, failed = check_summary(rows)
