@@ -47,10 +47,13 @@ __all__ = ["CONDITIONS", "run_contention", "run_thread_sweep"]
 
 CONDITIONS = ("idle", "busy", "pair")
 # the children started here leave Ctrl-C to this process, which stops them (a KeyboardInterrupt
-# traceback from each, on a terminal's Ctrl-C, was the output), and end by themselves once it
-# is gone (killed, it cannot stop them: a spinner then burned a core for ever). The parent's
-# pid is written in: read in the child, it would be init's if the parent died meanwhile.
-_CHILD = "import os, signal; signal.signal(signal.SIGINT, signal.SIG_IGN); PARENT = {parent}\n"
+# traceback from each, on a terminal's Ctrl-C, was the output): each runs in its own session
+# (_start), out of the terminal's reach. Ignoring SIGINT in the child's first line was not
+# enough: a Ctrl-C during its interpreter's start, before that line, still printed the
+# traceback (90 of 200 children signalled in their first 20 ms). They end by themselves once
+# this process is gone (killed, it cannot stop them: a spinner then burned a core for ever).
+# The parent's pid is written in: read in the child, it would be init's if the parent died.
+_CHILD = "import os; PARENT = {parent}\n"
 _BUSY = _CHILD + "while os.getppid() == PARENT:\n    for _ in range(100_000): pass"
 _CALL = _CHILD + "import sys; from scratchvae.bench.conditions import {call} as f; f(*sys.argv[1:])"
 
@@ -58,6 +61,11 @@ _CALL = _CHILD + "import sys; from scratchvae.bench.conditions import {call} as 
 def _child(code: str, call: str = "") -> list[str]:
     """The command line of a child running ``code`` (``_BUSY``, ``_CALL`` of ``call``)."""
     return [sys.executable, "-c", code.format(parent=os.getpid(), call=call)]
+
+
+def _start(argv: list[str], **popen: Any) -> subprocess.Popen:
+    """Start a child in its own session: a terminal's Ctrl-C reaches this process only."""
+    return subprocess.Popen(argv, start_new_session=True, **popen)
 
 
 # ============================================================================ competitors
@@ -95,13 +103,13 @@ def competitors(
     try:
         if condition == "busy":
             for core in busy_cores:
-                procs.append(subprocess.Popen(_child(_BUSY)))
+                procs.append(_start(_child(_BUSY)))
                 _pin(procs[-1].pid, core)
             info["busy_cores"] = busy_cores
         elif condition == "pair":
             argv = [*_child(_CALL, "_partner"), config, str(batch), dtype,
                     str(rate_file), str(os.getpid())]  # fmt: skip
-            procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
+            procs.append(_start(argv, stdout=subprocess.DEVNULL))
             _wait_until_training(procs[-1], rate_file)
         if condition != "pair":
             time.sleep(0.3)  # the busy processes get going
@@ -241,7 +249,7 @@ def run_thread_sweep(opts: argparse.Namespace, log: Callable[[str], None] = prin
             argv = [*_child(_CALL, "_sweep_one"), tmp,
                     json.dumps(vars(opts), default=str)]  # fmt: skip
             proc = subprocess.run(argv, env=env, preexec_fn=pin, stderr=subprocess.PIPE,  # noqa: PLW1509
-                                  text=True)  # fmt: skip
+                                  text=True, start_new_session=True)  # fmt: skip  # as _start
             if proc.returncode != 0:  # its last line: what went wrong (a traceback's, too)
                 last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                 last = last.removeprefix("scratchvae.bench.equivalence.ReferenceMismatch: ")
