@@ -110,7 +110,7 @@ def _stream(url: str, out: Any, desc: str, progress: bool | None) -> str:
     Fewer bytes than the Content-Length announced, or fewer than ``_SPEED_LIMIT`` bytes/s over
     ``_SPEED_TIME`` seconds, is a failed download (URLError)."""
     show = is_terminal(sys.stderr) if progress is None else progress
-    lines = progress is None and not show
+    lines = progress is None and not show and sys.stderr is not None  # None: pythonw
     digest, received = hashlib.md5(usedforsecurity=False), 0
     start = time.monotonic()
     with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
