@@ -258,10 +258,11 @@ def _verify_local(path: Path, checksums: Mapping[str, str], title: str) -> None:
 def _held_md5(path: Path, size: int | None) -> tuple[str | None, str | None]:
     """(md5, None) of what the gzipped file ``path`` holds, or (None, why it cannot hold the
     official file) as soon as that is known: no IDX header, a header announcing another size
-    than ``size`` (when known), more bytes than the header announces. Only the announced bytes
+    than ``size`` (when known) or more than deflate's 1032:1 can hold, more bytes than the
+    header announces. Only the announced bytes
     are decompressed, so a gzip bomb in the data folder is refused at once."""
     digest = hashlib.md5(usedforsecurity=False)
-    with _opened(path, REFETCH) as (source, _, _):
+    with _opened(path, REFETCH) as (source, on_disk, _):
         head = source.read(4)
         code = int.from_bytes(head, "big") if len(head) == 4 else -1
         ndim = code & 0xFF
@@ -274,6 +275,8 @@ def _held_md5(path: Path, size: int | None) -> tuple[str | None, str | None]:
         need = 4 + 4 * ndim + math.prod(dims) * np.dtype(_IDX_DTYPES[(code >> 8) & 0xFF]).itemsize
         if size is not None and need != size:
             return None, f"it announces shape {dims} ({need:,} bytes), not {size:,}"
+        if need > on_disk * _MAX_GZIP_RATIO:  # more than its deflate stream can hold
+            return None, f"it announces shape {dims} ({need:,} bytes), more than it can hold"
         digest.update(head + sizes)
         left = need - len(head) - len(sizes)
         while left > 0 and (chunk := source.read(min(left, 1 << 20))):  # memory stays flat

@@ -76,3 +76,15 @@ def test_a_recompressed_copy_still_passes_and_a_damaged_one_is_named(
     (tmp_path / "mnist" / f"{name}.gz").write_bytes(bytes(bad))
     with pytest.raises(DataError, match="not the official MNIST file|damaged"):
         load_dataset("mnist", data_dir=tmp_path, download=False)
+
+
+def test_a_header_announcing_more_than_deflate_can_hold_is_refused(tmp_path, tiny, tiny_checksums):
+    """Sizes of the tests' own tables are unknown: the header is bounded by the file's size."""
+    name = f"{STEMS['train'][0]}.gz"
+    header = struct.pack(">IIII", 2051, 60000, 28, 28)
+    write(tmp_path / "mnist", {**tiny["gz"], name: gzip.compress(header, mtime=0) + MEMBER * 3})
+    message, took = _refused(tmp_path)
+    assert took < 0.5, took
+    assert (
+        ", and it announces shape (60000, 28, 28) (47,040,016 bytes), more than it can" in message
+    )
