@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 from scratchvae.backend import Backend, BackendError
 from scratchvae.cliargs import COUNT, NATURAL, checked, error_message, one_line_error, stdout_gone
-from scratchvae.data import Dataset, dataset_from_array, load_dataset
+from scratchvae.data import Dataset, dataset_from_array, load_dataset, train_val_split
 from scratchvae.train import History, TrainConfig, fit
 
 HERE = Path(__file__).resolve().parent
@@ -153,14 +153,18 @@ def setup(
         test = _subset(test, slice(0, 200))
     for ds in (train, test):  # rows that are not images are drawn as 1 x D strips
         ds.image_shape = ds.image_shape or (1, ds.n_features)
-    n_epochs, length = 0, ""
+    n_epochs, length, rows = 0, "", f"{train.n:,} train"
     if epochs is not None:
         default = epochs["digits"] if train.n_features <= 256 else epochs["other"]
         n_epochs = 2 if args.fast else (default if args.epochs is None else args.epochs)
         length = f", {n_epochs} epoch{'' if n_epochs == 1 else 's'}"
+        # the trainer holds out a validation part (seeded by --seed, as in train()): the rows
+        # it trains on are fewer than the training set's
+        fit_rows, val_rows = train_val_split(train.n, TrainConfig.val_fraction, args.seed)
+        rows = f"{len(fit_rows):,} train / {len(val_rows):,} validation"
     out = Path(args.out) if args.out else HERE / "out" / name
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{name}: {train.description}; {train.n} train / {test.n} test rows{length}")
+    print(f"{name}: {train.description}; {rows} / {test.n:,} test rows{length}")
     return Setup(args, backend, train, test, out, n_epochs, t0)
 
 

@@ -67,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     s = _common.setup("linear_ae_pca", argv, p, None)  # full-batch steps, not epochs
     D, shape, k = s.train.n_features, s.train.image_shape, s.args.k
     x = s.train.get_batch(slice(0, 10000)).astype(np.float64)  # MNIST: 10,000 rows suffice
+    if len(x) < s.train.n:  # the first line counted them all
+        print(f"  using the first {len(x):,} of the {s.train.n:,} training rows")
     most = min(x.shape) - 1  # k + 1 principal components: the gap lambda_k / lambda_{k+1}
     if k > most:
         p.error(

@@ -32,6 +32,7 @@ __all__ = [
     "OneLineParser",
     "checked",
     "error_message",
+    "one_line",
     "one_line_error",
     "one_line_warnings",
     "script_parser",
@@ -46,11 +47,17 @@ class CLIError(ValueError):
     """A bad command line or input (printed as one line, exit status 2)."""
 
 
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and other control characters written as ``repr`` writes
+    them (``\\n``, ``\\x1b``): a path holding a newline stays on its one line, and shows where
+    the newline is, instead of ending the message there."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def one_line_error(message: str, prog: str = PROG) -> str:
-    """``scratchvae: error: <the first line of message>`` (what every error prints; the
-    examples give their script's name as ``prog``)."""
-    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
-    return f"{prog}: error: {first}"
+    """``scratchvae: error: <message>`` on one line (what every error prints; the examples
+    give their script's name as ``prog``): control characters escaped by :func:`one_line`."""
+    return f"{prog}: error: {one_line(message.strip()) or 'unknown error'}"
 
 
 def stdout_gone(exc: BaseException) -> bool:
@@ -79,9 +86,10 @@ def _reader_gone(stream: Any) -> bool:
 
 
 def error_message(exc: BaseException) -> str:
-    """What a user error says: its first line (its type's name when empty), and for an OSError
-    the file it concerns when the message does not name it."""
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """What a user error says: its message (its type's name when empty), and for an OSError
+    the file it concerns when the message does not name it. A message of several lines (a
+    newline in a path it names) is kept whole: :func:`one_line_error` puts it on one line."""
+    msg = str(exc).strip() or type(exc).__name__
     filename = getattr(exc, "filename", None)
     # Python's own message names it by its repr: 'C:\\data\\x.npy', 'a\\tb', PosixPath('/a')
     named = filename and (str(filename) in msg or repr(filename) in msg)
@@ -100,7 +108,7 @@ def one_line_warnings(category: type[Warning]) -> Iterator[None]:
 
         def show(message: Any, kind: type[Warning], *where: Any, **more: Any) -> None:
             if issubclass(kind, category):
-                print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+                print(f"{PROG}: {one_line(str(message))}", file=sys.stderr, flush=True)
             else:
                 shown(message, kind, *where, **more)
 

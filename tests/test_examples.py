@@ -187,9 +187,35 @@ def test_the_first_line_says_the_epochs_only_of_an_example_trained_by_epochs(tmp
         common.setup("sparse_ae", [*argv, "--epochs", epochs], common.parser("t"), {"digits": 9})
     common.setup("linear_ae_pca", argv, common.parser("t"), None)
     one, two, steps = capsys.readouterr().out.splitlines()
-    assert one.endswith("40 train / 297 test rows, 1 epoch")
-    assert two.endswith("40 train / 297 test rows, 2 epochs")
-    assert steps.endswith("40 train / 297 test rows")
+    assert one.endswith("36 train / 4 validation / 297 test rows, 1 epoch")
+    assert two.endswith("36 train / 4 validation / 297 test rows, 2 epochs")
+    assert steps.endswith("40 train / 297 test rows")  # no trainer: no validation part
+
+
+def test_the_first_line_counts_the_rows_the_trainer_trains_and_validates_on(
+    tmp_path, monkeypatch, capsys
+):
+    """It said "1500 train" where the trainer held out 150 of them for validation."""
+    import scratchvae.train
+    from scratchvae.data import train_val_split
+    from scratchvae.models import AE
+
+    _, common = _import_example("sparse_ae")
+    used = []
+
+    def recorded(n, val_fraction, seed):
+        fit_rows, val_rows = train_val_split(n, val_fraction, seed)
+        used.append(f"{len(fit_rows):,} train / {len(val_rows):,} validation / 297 test rows")
+        return fit_rows, val_rows
+
+    monkeypatch.setattr(scratchvae.train, "train_val_split", recorded)
+    for n in ("1500", "45"):
+        argv = ["--n-train", n, "--epochs", "1", "--seed", "2", "--out", str(tmp_path)]
+        s = common.setup("sparse_ae", argv, common.parser("t"), {"digits": 9})
+        common.train(AE(64, hidden=(), latent=2, backend=s.backend), s)
+    firsts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("sparse")]
+    assert [line.split("; ")[1].removesuffix(", 1 epoch") for line in firsts] == used
+    assert used[0] == "1,350 train / 150 validation / 297 test rows"
 
 
 def test_a_line_says_when_only_some_test_rows_are_used(tmp_path, capsys):

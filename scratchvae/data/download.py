@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +22,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ..atomic import atomic_write, remove_stale_temp_files
+from ..progress import Progress, duration, is_terminal
 from .dataset import DataError
 
 __all__ = ["STALE_AFTER", "check_url", "download_file", "remove_stale_temps"]
@@ -47,6 +49,12 @@ def _remove_empty(folders: list[Path]) -> None:
 
 #: Seconds a download waits for the server (to connect, for each read) before it fails.
 _TIMEOUT = 60
+#: A download slower than _SPEED_LIMIT bytes/s over _SPEED_TIME seconds fails (curl's
+#: --speed-limit / --speed-time): each read's timeout alone lets a server that sends a byte
+#: every few seconds hold a download for days. 1 kB/s brings MNIST's largest file (9.9 MB)
+#: in under three hours; a link slower than that is better served by a manual download.
+_SPEED_LIMIT = 1000
+_SPEED_TIME = 60.0
 #: A download's temporary file not modified for this long was left by one that was killed.
 STALE_AFTER = 10 * _TIMEOUT
 
@@ -78,26 +86,63 @@ def check_url(url: str, source: str) -> None:
         )
 
 
+def _size(n: int) -> str:
+    """'9.9 MB', '28.9 kB', '512 bytes'."""
+    if n >= 1e6:
+        return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n} bytes"
+
+
+def _too_slow(got: int, seconds: float) -> urllib.error.URLError:
+    return urllib.error.URLError(
+        f"too slow: {_size(got)} in the last {seconds:.0f} s, under the "
+        f"{_size(_SPEED_LIMIT)}/s a download needs"
+    )
+
+
 def _stream(url: str, out: Any, desc: str, progress: bool | None) -> str:
-    """Copy ``url`` into the open file ``out`` with a progress bar (``None``: only when stderr is
-    a terminal, so a log file gets no carriage-return updates); return the md5 of the bytes.
-    Fewer bytes than the Content-Length announced is a failed download (URLError)."""
-    show = sys.stderr.isatty() if progress is None else progress
+    """Copy ``url`` into the open file ``out``; return the md5 of the bytes.
+
+    ``progress``: True, a progress bar; False, nothing; None (the default), a bar when stderr is
+    a terminal, else plain lines on stderr (a log file gets no carriage-return updates, and
+    still says what is downloaded): 'downloading URL (9.9 MB) ...', a status line now and then
+    (:meth:`~scratchvae.progress.Progress.status`), 'downloaded NAME (9.9 MB in 12 s)'.
+    Fewer bytes than the Content-Length announced, or fewer than ``_SPEED_LIMIT`` bytes/s over
+    ``_SPEED_TIME`` seconds, is a failed download (URLError)."""
+    show = is_terminal(sys.stderr) if progress is None else progress
+    lines = progress is None and not show and sys.stderr is not None  # None: pythonw
     digest, received = hashlib.md5(usedforsecurity=False), 0
+    start = time.monotonic()
     with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
+        window, in_window = time.monotonic(), 0  # the speed's: bytes received since ``window``
         length = response.headers.get("Content-Length", "")
         # "abc", "-5", "\xb2" (a digit to isdigit, not to int): no size, as http.client reads them
         total = int(length) if length.isascii() and length.isdigit() else None
+        if lines:
+            size = "" if total is None else f" ({_size(total)})"
+            print(f"downloading {url}{size} ...", file=sys.stderr, flush=True)
         bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not show, leave=False)
-        with bar:
+        status = Progress(total or 0, bar=False, stream=sys.stderr)
+        with bar, status:
             read = getattr(response, "read1", response.read)  # what came, without waiting
             while chunk := read(1 << 16):  # for more: a live download's temp file stays fresh
                 out.write(chunk)
                 digest.update(chunk)
                 bar.update(len(chunk))
                 received += len(chunk)
+                in_window += len(chunk)
+                if (now := time.monotonic()) - window >= _SPEED_TIME:
+                    if in_window < _SPEED_LIMIT * (now - window):
+                        raise _too_slow(in_window, now - window)
+                    window, in_window = now, 0
+                if lines:
+                    status.update(len(chunk))
+                    status.status(f"downloading {desc}")
     if total is not None and received < total:  # read1 ends quietly at a closed connection
         raise urllib.error.URLError(f"the connection closed after {received:,} of {total:,} bytes")
+    if lines:
+        took = duration(time.monotonic() - start)
+        print(f"downloaded {desc} ({_size(received)} in {took})", file=sys.stderr, flush=True)
     return digest.hexdigest()
 
 
@@ -114,7 +159,8 @@ def download_file(
     On a mismatch or a failed download nothing is left behind (``dest`` is as it was, and the
     folders created for it are removed again) and :class:`DataError` is raised, its message
     ending with ``advice`` (what to do; default: try again, or put the file there yourself).
-    ``progress``: show a progress bar (default: when stderr is a terminal). The file is written
+    ``progress``: show a progress bar (True), nothing (False), or by default a bar when stderr
+    is a terminal and plain lines when it is not (:func:`_stream`). The file is written
     by :func:`~scratchvae.atomic.atomic_write`; the temporary files that killed downloads of
     ``dest`` left are removed first (:func:`remove_stale_temps`).
     """

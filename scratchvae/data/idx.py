@@ -86,6 +86,18 @@ CHECKSUMS: dict[str, dict[str, str]] = {
     },
 }
 
+#: Sizes of the official raw files, by their md5 (the same shapes in both sets): a gzipped file
+#: whose IDX header announces another size cannot hold the official data.
+_RAW_SIZES = {
+    CHECKSUMS[name][stem]: size
+    for name in CHECKSUMS
+    for stem, size in {
+        "train-images-idx3-ubyte": 16 + 60000 * 784,
+        "train-labels-idx1-ubyte": 8 + 60000,
+        "t10k-images-idx3-ubyte": 16 + 10000 * 784,
+        "t10k-labels-idx1-ubyte": 8 + 10000,
+    }.items()
+}
 
 #: What to do about a damaged or wrong file in the data folder.
 REFETCH = "delete it so it is downloaded again, or replace it with the official file"
@@ -114,13 +126,6 @@ def _opened(path: Path, advice: str) -> Iterator[tuple[Any, int, bool]]:
         ) from None
     except OSError as exc:  # the file itself: permissions, a folder, a disk error
         raise DataError(f"cannot read {path} ({exc.strerror or _reason(exc)})") from None
-
-
-def _chunks(path: Path, advice: str) -> Iterator[bytes]:
-    """The file's bytes in pieces of 1 MiB, decompressed when it is gzipped."""
-    with _opened(path, advice) as (source, _, _):
-        while chunk := source.read(1 << 20):
-            yield chunk
 
 
 #: Deflate expands its input at most 1032 to 1, so a gzipped file that announces more bytes
@@ -240,16 +245,46 @@ def _verify_local(path: Path, checksums: Mapping[str, str], title: str) -> None:
     other = _identify(got)
     with open(path, "rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
-    if other is None and raw_expected and gzipped:  # a re-compressed copy: compare what it holds
-        digest = hashlib.md5(usedforsecurity=False)
-        for chunk in _chunks(path, REFETCH):  # in pieces: memory stays flat whatever it holds
-            digest.update(chunk)
-        got = digest.hexdigest()
-        if got == raw_expected:
-            return
-        expected, other = raw_expected, _identify(got)
     what = f"it is {other}" if other else f"md5 {got}, expected {expected}"
+    if other is None and raw_expected and gzipped:  # a re-compressed copy: compare what it holds
+        held, unlike = _held_md5(path, _RAW_SIZES.get(raw_expected))
+        if held == raw_expected:
+            return
+        other = _identify(held) if held else None
+        what = f"it is {other}" if other else f"{what}, and {unlike or f'it holds md5 {held}'}"
     raise DataError(f"{path} is not the official {title} file ({what}); {REFETCH}")
+
+
+def _held_md5(path: Path, size: int | None) -> tuple[str | None, str | None]:
+    """(md5, None) of what the gzipped file ``path`` holds, or (None, why it cannot hold the
+    official file) as soon as that is known: no IDX header, a header announcing another size
+    than ``size`` (when known) or more than deflate's 1032:1 can hold, more bytes than the
+    header announces. Only the announced bytes
+    are decompressed, so a gzip bomb in the data folder is refused at once."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with _opened(path, REFETCH) as (source, on_disk, _):
+        head = source.read(4)
+        code = int.from_bytes(head, "big") if len(head) == 4 else -1
+        ndim = code & 0xFF
+        if code >> 16 or (code >> 8) & 0xFF not in _IDX_DTYPES or not ndim:
+            return None, "what it holds is no IDX file"
+        sizes = source.read(4 * ndim)
+        if len(sizes) < 4 * ndim:
+            return None, "what it holds is no IDX file"
+        dims = struct.unpack(f">{ndim}I", sizes)
+        need = 4 + 4 * ndim + math.prod(dims) * np.dtype(_IDX_DTYPES[(code >> 8) & 0xFF]).itemsize
+        if size is not None and need != size:
+            return None, f"it announces shape {dims} ({need:,} bytes), not {size:,}"
+        if need > on_disk * _MAX_GZIP_RATIO:  # more than its deflate stream can hold
+            return None, f"it announces shape {dims} ({need:,} bytes), more than it can hold"
+        digest.update(head + sizes)
+        left = need - len(head) - len(sizes)
+        while left > 0 and (chunk := source.read(min(left, 1 << 20))):  # memory stays flat
+            digest.update(chunk)
+            left -= len(chunk)
+        if source.read(1):  # more than announced: not the official file, whatever follows
+            return None, f"it holds more than the {need:,} bytes its header announces"
+    return digest.hexdigest(), None
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:

@@ -1,12 +1,19 @@
 """What a data set's labels mean: the class names of Fashion-MNIST, for legends.
 
 MNIST's and the digits' labels are the digits themselves (0-9) and need no names; a user's own
-data set's labels are shown as they are.
+data set's labels are shown as they are. A folder of IDX files given by path is told to be
+MNIST's or Fashion-MNIST's by its labels (:func:`official_labels`), whatever it is called.
 """
 
 from __future__ import annotations
 
-__all__ = ["FASHION_MNIST_CLASSES", "class_names"]
+import hashlib
+import struct
+from typing import Any
+
+from .idx import CHECKSUMS, IDX_LABELS_MAGIC, IDX_STEMS
+
+__all__ = ["FASHION_MNIST_CLASSES", "class_names", "official_labels"]
 
 #: Fashion-MNIST's labels 0..9 (Xiao, Rasul and Vollgraf 2017, the data set's README).
 FASHION_MNIST_CLASSES = (
@@ -30,3 +37,18 @@ def class_names(name: str) -> tuple[str, ...] | None:
     ``name``, e.g. ``"fashion-mnist"``), or None when its labels are their own names (MNIST's
     and the digits' digits, a user's labels)."""
     return _CLASS_NAMES.get(name)
+
+
+def official_labels(y: Any) -> str | None:
+    """The data set (``"mnist"``, ``"fashion-mnist"``) whose official train or test labels are
+    exactly ``y`` (uint8, one dimension), else None: told by the md5 of the raw IDX file that
+    holds them, so gzipped, raw or re-compressed files alike, at the cost of hashing N bytes.
+    The two sets' files have the same names; their labels differ."""
+    if getattr(y, "dtype", None) is None or y.dtype.str != "|u1" or y.ndim != 1:
+        return None
+    raw = struct.pack(">II", IDX_LABELS_MAGIC, len(y)) + y.tobytes()
+    digest = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+    for name, table in CHECKSUMS.items():
+        if any(table.get(labels) == digest for _, labels in IDX_STEMS.values()):
+            return name
+    return None

@@ -46,6 +46,7 @@ from .idx import (
     read_idx,
 )
 from .images import load_image_folder
+from .labels import official_labels
 from .splits import holdout
 
 __all__ = ["DIGITS_SPLIT_SEED", "DIGITS_TEST_SIZE", "NoSuchSplit", "load_dataset", "named_dataset"]
@@ -266,7 +267,10 @@ def _load_idx_folder(path: Path, split: str, likelihood: str) -> Dataset:
     where = f"the IDX files in {path} ({images.name}, {labels.name})"
     advice = "they disagree: replace them with the images and labels of one data set"
     _check_counts(x, y, where, advice)
-    return _standard_dataset(x, y, path.name, path.name, split, likelihood)
+    # MNIST's or Fashion-MNIST's by its labels, whatever the folder's name (the class names of
+    # a figure's legend follow the data set's name); a user's own labels: the folder's name
+    name = official_labels(y) or path.name
+    return _standard_dataset(x, y, name, path.name, split, likelihood)
 
 
 def _load_path(path: Path, split: str, likelihood: str) -> Dataset:

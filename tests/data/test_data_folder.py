@@ -168,9 +168,12 @@ def test_fetch_idx_messages_name_the_mirror_variable(tmp_path):
 def test_progress_bar_only_on_a_terminal_by_default(tmp_path, serve, capfd):
     url = serve(write(tmp_path / "mirror", {"f.gz": b"x" * 5000})) + "f.gz"
     download_file(url, tmp_path / "a" / "f.gz")  # stderr is captured here: not a terminal
-    assert capfd.readouterr().err == ""
+    err = capfd.readouterr().err  # plain lines, no bar's carriage returns
+    assert "\r" not in err and err.startswith(f"downloading {url} (5.0 kB) ...\n")
     download_file(url, tmp_path / "b" / "f.gz", progress=True)
     assert "f.gz" in capfd.readouterr().err
+    download_file(url, tmp_path / "c" / "f.gz", progress=False)
+    assert capfd.readouterr().err == ""
 
 
 def test_resume_with_data_dir_finds_the_data_where_it_lives_now(

@@ -67,6 +67,15 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
         elif case == "bad-status-line":
             self.wfile.write(b"HELLO\r\nTHERE\r\n\r\n")
             self._close()
+        elif case == "trickle":  # announces 100 kB, then sends a byte every 20 ms (50 B/s)
+            self._head(200, Content_Length=str(len(PAYLOAD)))
+            try:
+                for i in range(250):  # 5 s at most
+                    self.wfile.write(PAYLOAD[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.02)
+            except OSError:  # the client gave up: what the test expects
+                self.close_connection = True
         elif case == "stall":  # headers and 10 bytes, then nothing
             self._head(200, Content_Length=str(len(PAYLOAD)))
             self.wfile.write(PAYLOAD[:10])
@@ -139,3 +148,47 @@ def test_a_stalled_server_times_out_and_leaves_nothing(tmp_path, hostile, monkey
     message = _refused(hostile + "stall", tmp_path / "cache" / "f.gz", MD5)
     assert "(timed out)" in message and time.monotonic() - start < 2.5
     assert files_under(tmp_path) == []
+
+
+def test_a_trickling_server_fails_by_its_speed_and_leaves_nothing(tmp_path, hostile, monkeypatch):
+    """Each read waited at most _TIMEOUT, but a server sending a byte every few seconds held
+    a download for ever: under _SPEED_LIMIT bytes/s over _SPEED_TIME seconds it fails."""
+    monkeypatch.setattr(download, "_SPEED_TIME", 0.5)
+    start = time.monotonic()
+    message = _refused(hostile + "trickle", tmp_path / "cache" / "f.gz", MD5)
+    assert time.monotonic() - start < 2.5
+    assert "(too slow: " in message and "under the 1.0 kB/s a download needs)" in message
+    assert files_under(tmp_path) == []
+    download_file(hostile + "good", tmp_path / "cache" / "f.gz", MD5, progress=False)  # recovers
+    assert files_under(tmp_path) == [tmp_path / "cache" / "f.gz"]
+
+
+def test_a_fast_download_is_not_refused_by_the_speed_rule(tmp_path, hostile, monkeypatch):
+    monkeypatch.setattr(download, "_SPEED_TIME", 0.0)  # checked at every read
+    assert download_file(hostile + "good", tmp_path / "f.gz", MD5, progress=False).exists()
+
+
+@pytest.mark.parametrize("progress", [None, False])
+def test_a_download_says_what_it_fetches_when_stderr_is_no_terminal(
+    tmp_path, hostile, capsys, progress
+):
+    """Progress showed as a bar on a terminal only: in a log nothing said a download (minutes
+    of MNIST) was under way. Plain lines instead, unless asked for no progress at all."""
+    download_file(hostile + "good", tmp_path / "f.gz", MD5, progress=progress)
+    out, err = capsys.readouterr()
+    assert out == "" and "\r" not in err
+    if progress is False:
+        assert err == ""
+        return
+    first, last = err.splitlines()
+    assert first == f"downloading {hostile}good (102.4 kB) ..."
+    assert last.startswith("downloaded f.gz (102.4 kB in ") and last.endswith(" s)")
+
+
+def test_on_a_terminal_a_download_shows_its_bar_and_no_lines(
+    tmp_path, hostile, capsys, monkeypatch
+):
+    monkeypatch.setattr(download, "is_terminal", lambda stream: True)
+    download_file(hostile + "good", tmp_path / "f.gz", MD5)
+    err = capsys.readouterr().err
+    assert "downloading " not in err and "downloaded " not in err

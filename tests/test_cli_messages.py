@@ -1,0 +1,30 @@
+"""Every error the command line prints is ONE line, whatever the paths it names hold."""
+
+from __future__ import annotations
+
+import pytest
+
+from scratchvae.cli import main
+from scratchvae.cliargs import one_line, one_line_error
+
+
+def test_control_characters_are_escaped_as_repr_writes_them():
+    assert one_line("a\nb\r\tc\x1b[31m d\u2028e") == "a\\nb\\r\\tc\\x1b[31m d\\u2028e"
+    assert one_line("caf\u00e9 /data/x.npy") == "caf\u00e9 /data/x.npy"  # printable: kept
+    assert one_line_error("  \n ") == "scratchvae: error: unknown error"
+    assert one_line_error("bad\nthing", "ex.py") == "ex.py: error: bad\\nthing"
+
+
+@pytest.mark.parametrize("name", ["two\nlines.npy", "car\rriage.npy", "tab\tand\x1b.npy"])
+def test_a_path_holding_a_newline_gives_one_whole_error_line(tmp_path, capsys, name):
+    """A newline in a path ended the message at the newline, so the line named half a path
+    (or, printed whole, became two lines)."""
+    bad = tmp_path / name
+    bad.write_bytes(b"not a numpy file")
+    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\r" not in err and "\x1b" not in err
+    line = err.rstrip("\n")
+    assert line.startswith("scratchvae: error: could not read ")
+    assert one_line(str(bad)) in line  # the whole path, its control characters escaped
+    assert line.endswith("replace it with an intact copy (np.save writes one)")
