@@ -19,7 +19,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 __all__ = [
     "COUNT",
@@ -104,13 +104,20 @@ def one_line_warnings(category: type[Warning]) -> Iterator[None]:
     stderr, each time it is raised (Python would add its file, line and source line); other
     warnings show as Python shows them."""
     with warnings.catch_warnings():
-        shown = warnings.showwarning
+        shown, one_lined = warnings.showwarning, category
 
-        def show(message: Any, kind: type[Warning], *where: Any, **more: Any) -> None:
-            if issubclass(kind, category):
+        def show(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: TextIO | None = None,
+            line: str | None = None,
+        ) -> None:  # warnings.showwarning's signature
+            if issubclass(category, one_lined):
                 print(f"{PROG}: {one_line(str(message))}", file=sys.stderr, flush=True)
             else:
-                shown(message, kind, *where, **more)
+                shown(message, category, filename, lineno, file, line)
 
         warnings.showwarning = show
         warnings.simplefilter("always", category)

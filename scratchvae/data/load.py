@@ -263,6 +263,7 @@ def _load_idx_folder(path: Path, split: str, likelihood: str) -> Dataset:
             f"split needs; put the {split} images and labels there{fix}"
         )
     images, labels = (local_idx(path, stem) for stem in stems)
+    assert images is not None and labels is not None  # none is missing (above)
     x, y = read_idx(images, IDX_IMAGES_MAGIC), read_idx(labels, IDX_LABELS_MAGIC)
     where = f"the IDX files in {path} ({images.name}, {labels.name})"
     advice = "they disagree: replace them with the images and labels of one data set"
