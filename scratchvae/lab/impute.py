@@ -34,6 +34,7 @@ from typing import Any
 
 from ..backend import Backend, get_xp
 from ..models import AE, VAE
+from ..ops.iwae import why_not_finite
 from ..ops.losses import log_normal_draw, log_standard_normal
 from ..ops.reparam import reparam_forward
 
@@ -126,19 +127,16 @@ def _softmax_over_samples(log_w: Array) -> Array:
     only with some |m_k| above 7e37 / K (tests/lab/test_lab_precision.py compares with
     float64, which keeps them).
 
-    An example whose every log w_k is -inf (every sample impossible under the model: z^2 or a
-    log-likelihood beyond float32's range, from extreme parameters) has no weights: 0/0. That is
-    an error, not a NaN estimate."""
+    An example whose largest log w_k is not finite has no weights: every log w_k -inf (every
+    sample impossible under the model: z^2 or a log-likelihood beyond float32's range, from
+    extreme parameters; 0/0), one +inf (a density beyond the dtype's range, e.g. eps^2 in
+    log q; inf/inf), or NaN (a learned Gaussian variance under e^-88.7 at a pixel equal to
+    its mean: 0 * inf). Each is an error, as it is in ``scratchvae evaluate``
+    (:func:`~scratchvae.ops.iwae.why_not_finite` says which), not a NaN estimate."""
     xp = get_xp(log_w)
-    top = log_w.max(axis=0)  # (b,)  m, the largest log-weight of each example
-    impossible = top == -xp.inf
-    if bool(impossible.any()):
-        raise ValueError(
-            f"importance imputation: for {int(impossible.sum())} of {log_w.shape[1]} examples "
-            f"every one of the {log_w.shape[0]} samples has log-weight -inf (log p(x_obs | z) + "
-            "log p(z) - log q(z | x) beyond the dtype's range: are the model's parameters "
-            "extreme?); there are no weights to normalise"
-        )
+    top = log_w.max(axis=0)  # (b,)  m, the largest log-weight of each example (NaN if one is)
+    if not bool(xp.isfinite(top).all()):
+        raise ValueError(f"importance imputation: {why_not_finite(top, log_w.shape[0])}")
     shifted = xp.exp(log_w - top)  # (K, b) in [0, 1], the largest exactly 1
     return shifted / shifted.sum(axis=0)
 

@@ -36,6 +36,14 @@ from .reparam import split_latent
 
 Array = Any
 WS = Workspace | None
+__all__ = [
+    "iw_latent_forward",
+    "iw_latent_backward",
+    "iw_bound_forward",
+    "iw_bound_backward",
+    "why_not_finite",
+]
+
 ESTIMATORS = ("pathwise", "stl", "dreg")
 COMBINE = ("logmeanexp", "mean")
 
@@ -135,7 +143,13 @@ def iw_bound_forward(
     mean:        L   = (1/K) sum_k log w_k           (K single-sample ELBOs; weights 1/K)
 
     then the mean over B (``reduce="mean"``) or one value per example (``"none"``). The
-    weights under eps (the dtype's) times their example's largest are stored as 0 (below)."""
+    weights under eps (the dtype's) times their example's largest are stored as 0 (below).
+
+    An example whose largest log w is not finite has no weights (:func:`why_not_finite`):
+    every log w -inf (L_K = -inf), one +inf (L_K = +inf: a density beyond the dtype's range,
+    not a sample worth all the mass) or NaN. Its bound is that value, so the loss is not
+    finite (the trainer stops: divergence), and its weights, 0/0 = NaN from exp(log w - max),
+    are stored as 0 by the cut below (NaN >= cut is false): no test, no sync, no extra pass."""
     K = log_w.shape[0]
     if combine == "logmeanexp":
         bound = get_special(log_w).logsumexp(log_w, axis=0) - math.log(K)  # (B,), overflow-free
@@ -168,3 +182,26 @@ def iw_bound_backward(cache: BoundCache, dbound: Any) -> Array:
 
     (A per-example dbound (B,) broadcasts over the K samples.)"""
     return cache.weights * (cache.scale * dbound)
+
+
+def why_not_finite(top: Array, k: int) -> str:
+    """ "" when every example's ``top`` (B,) is finite, else which examples have no importance
+    weights and why. ``top``: per example, the largest of its k log-weights or their
+    logsumexp (the two are -inf, +inf or NaN together): -inf when every log w is -inf (every
+    sample impossible), +inf when one is +inf (no NaN), NaN when one is NaN. (A host sync:
+    for the lab and evaluation, not for the training step.)"""
+    xp = get_xp(top)
+    counts = (
+        (int((top == -xp.inf).sum()), f"every one of its {k} log-weights -inf"),
+        (int((top == xp.inf).sum()), "a log-weight +inf"),
+        (int(xp.isnan(top).sum()), "a log-weight NaN"),
+    )
+    bad = [f"{n} with {why}" for n, why in counts if n]
+    if not bad:
+        return ""
+    total = sum(n for n, _ in counts)
+    return (
+        f"{total} of {top.shape[0]} examples have no importance weights ({'; '.join(bad)}): "
+        "log p(x | z) + log p(z) - log q(z | x) is beyond the dtype's range; are the model's "
+        "parameters extreme?"
+    )

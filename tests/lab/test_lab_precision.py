@@ -149,7 +149,10 @@ def test_every_log_weight_minus_inf_is_reachable_and_an_error():
     x = np.zeros((2, 8), dtype=F32)
     mask = np.zeros((2, 8), dtype=bool)
     mask[:, :4] = True
-    with np.errstate(over="ignore"), pytest.raises(ValueError, match=r"every one of the 16 "):
+    with (
+        np.errstate(over="ignore"),
+        pytest.raises(ValueError, match=r"2 of 2 examples .*every one of its 16 log-weights -inf"),
+    ):
         im.impute_importance(model, x, mask, k=16, backend=Backend("numpy", "float32", seed=0))
 
 
@@ -230,3 +233,53 @@ def test_iwae_step_with_every_log_weight_minus_inf_is_a_defined_inf_loss():
         assert not np.isnan(grads.flat).any(), estimator
         text = format_weights(rows)
         assert text.count("none: every log-weight is -inf") == 3 and "nan" not in text, text
+
+
+class _CraftedNoise(Backend):
+    """A float32 backend whose normal draws are ``eps`` (the importance sampler's noise)."""
+
+    def __init__(self, eps):
+        super().__init__("numpy", "float32", seed=0)
+        self.eps = np.asarray(eps, dtype=F32)
+
+    def normal(self, shape):
+        assert tuple(shape) == self.eps.shape, (shape, self.eps.shape)
+        return self.eps.copy()
+
+
+def _gaussian_learned_vae(logvar):
+    """A float32 VAE whose decoder emits mean 0 and log-variance ``logvar`` for every pixel."""
+    model = VAE(4, hidden=[5], latent=2, likelihood="gaussian-learned",
+                backend=Backend("numpy", "float32", seed=0))  # fmt: skip
+    model.params["decoder.1.W"][...] = 0
+    model.params["decoder.1.b"][:4], model.params["decoder.1.b"][4:] = 0, logvar
+    return model
+
+
+def test_a_log_weight_of_plus_inf_is_an_error_in_imputation():
+    """log q(z|x) = -0.5 sum (eps^2 + logvar + log 2 pi): with q's logvar -80 and one draw's
+    eps 2e19, eps^2 overflows float32 while z = mu + 4e-18 eps stays near mu, so that draw's
+    log-weight is +inf. exp(log w - max) was inf - inf = NaN: the estimate NaN, no error. A
+    +inf weight is the density overflowing, not a sample worth all the mass: one ValueError,
+    as for every log-weight -inf."""
+    model = _bernoulli_vae(0.0, seed=1)
+    _set_logvar(model, -80.0)
+    eps = np.zeros((4, 2, 2), dtype=F32)
+    eps[1, 0] = 2e19  # example 0, sample 1
+    x, mask = np.zeros((2, 8), dtype=F32), np.zeros((2, 8), dtype=bool)
+    mask[:, :4] = True
+    with np.errstate(over="ignore", invalid="ignore"):
+        with pytest.raises(ValueError, match=r"1 of 2 examples.*\+inf"):
+            im.impute_importance(model, x, mask, k=4, backend=_CraftedNoise(eps))
+
+
+def test_a_nan_log_weight_is_an_error_in_imputation():
+    """Reachable with finite parameters: a learned-variance Gaussian decoder with log-variance
+    -100 at a pixel equal to its mean gives (x - m)^2 e^-logvar = 0 * inf = NaN in float32
+    (ops/losses.py's log_normal). The estimate was NaN, silently; now one ValueError."""
+    model = _gaussian_learned_vae(-100.0)
+    x, mask = np.zeros((3, 4), dtype=F32), np.ones((3, 4), dtype=bool)
+    mask[:, 2:] = False
+    with np.errstate(over="ignore", invalid="ignore"):
+        with pytest.raises(ValueError, match=r"3 of 3 examples.*NaN"):
+            im.impute_importance(model, x, mask, k=5, backend=Backend("numpy", "float32", seed=0))

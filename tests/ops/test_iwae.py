@@ -50,6 +50,45 @@ def test_bound_values_and_weights():
         iwae.iw_bound_forward(log_w, "max")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_an_example_whose_largest_log_weight_is_not_finite_has_no_weights(dtype):
+    """Column 0: a log w +inf among finite ones; 1: every log w -inf; 2: a NaN; 3: finite.
+    The bound is the column's +inf, -inf, NaN; its weights (0/0 or inf/inf) are stored as 0,
+    never NaN, and the other examples' are untouched (iw_bound_forward's rule, the one
+    why_not_finite describes for the lab and evaluation)."""
+    inf, nan = np.inf, np.nan
+    log_w = np.array([[inf, -inf, nan, 0.0], [1.0, -inf, 1.0, np.log(3.0)]], dtype=dtype)
+    with np.errstate(invalid="ignore"):
+        bound, cache = iwae.iw_bound_forward(log_w, "logmeanexp", "none")
+    assert bound[0] == inf and bound[1] == -inf and np.isnan(bound[2]), bound
+    assert not np.isnan(cache.weights).any() and not cache.weights[:, :3].any()
+    np.testing.assert_allclose(cache.weights[:, 3], [0.25, 0.75], rtol=1e-6)
+    why = iwae.why_not_finite(log_w.max(axis=0), 2)
+    assert why.startswith("3 of 4 examples have no importance weights (1 with every one of its 2")
+    assert "1 with a log-weight +inf; 1 with a log-weight NaN)" in why
+    assert iwae.why_not_finite(bound[3:], 2) == ""
+
+
+def test_an_iwae_step_with_a_log_weight_of_plus_inf_is_a_minus_inf_loss_without_nan():
+    """Through the public step with the noise given (VAE.loss_and_grads(x, {"eps": ...})): q's
+    logvar -80 and one draw's eps 2e19 overflow eps^2 in log q(z|x) (z = mu + 4e-18 eps stays
+    finite), so that draw's log w is +inf. The bound is +inf, the loss -inf (the trainer stops:
+    divergence); the example's weights are 0, so no NaN reaches the gradients."""
+    for estimator in iwae.ESTIMATORS:
+        model = VAE(6, hidden=[5], latent=2, objective="iwae", k=4, estimator=estimator,
+                    backend=Backend("numpy", "float32", seed=0))  # fmt: skip
+        model.params["encoder.1.W"][:, 2:], model.params["encoder.1.b"][2:] = 0, -80.0
+        x = model.backend.uniform((3, 6))
+        eps = model.backend.normal((4, 3, 2))
+        eps[2, 1] = 2e19  # example 1, sample 2
+        with np.errstate(over="ignore", invalid="ignore"):
+            terms, grads = model.loss_and_grads(x, {"eps": eps})
+            _, cache = model.forward(x, {"eps": eps})
+        assert float(terms["loss"]) == -np.inf, estimator
+        assert not cache.bound.weights[:, 1].any() and cache.bound.weights[:, [0, 2]].all()
+        assert np.isfinite(grads.flat).all(), estimator
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("K", [1, 7, 100_000])
 @pytest.mark.parametrize("center", [0.0, -1e4, 1e4, -1e6, -1e30])
