@@ -32,8 +32,10 @@ from .data import Dataset
 from .data.dataset import check_float32_range, host_rows
 from .inputs import check_targets, whole
 from .models import AE, VAE, Model
-from .ops.losses import kl_standard_normal, log_normal_draw, log_standard_normal
+from .ops.iwae import iw_latent_forward, why_not_finite
+from .ops.losses import kl_standard_normal
 from .ops.reparam import reparam_forward
+from .progress import quiet_float_warnings
 
 Array = Any
 Report = Callable[[str, int, int], None]  # (stage, units of work done, units in the stage)
@@ -123,14 +125,16 @@ def _chunk_sizes(model: VAE, batch_size: int, k: int, budget: int) -> tuple[int,
     return b, max(1, min(k, rows // b))
 
 
-def _log_weights(model: VAE, xb: Array, mu: Array, logvar: Array, eps: Array) -> Array:
-    """log w = log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps.
+def _log_weights(model: VAE, xb: Array, h: Array, eps: Array) -> Array:
+    """log w = log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, the training
+    step's log-weights (``VAE.forward`` with objective "iwae", at beta = 1): the draws and
+    log p(z) - log q(z|x) from the same op, :func:`~scratchvae.ops.iwae.iw_latent_forward`.
 
-    xb: (b, D); mu, logvar: (b, L); eps: (s, b, L) -> log w: (s, b)."""
+    xb: (b, D); h = [mu | logvar]: (b, 2L); eps: (s, b, L) -> log w: (s, b)."""
     s, b, L = eps.shape
-    z, _ = reparam_forward(mu, logvar, eps)  # (s, b, L), broadcast over samples
+    (z, log_ratio), _ = iw_latent_forward(h, eps)  # z (s, b, L), log p(z) - log q(z|x) (s, b)
     out = _decoder_out(model, z.reshape(s * b, L)).reshape(s, b, -1)  # (s, b, D_out)
-    return model.lik.log_prob(out, xb) + log_standard_normal(z) - log_normal_draw(eps, logvar)
+    return model.lik.log_prob(out, xb) + log_ratio
 
 
 def iw_bound(
@@ -157,6 +161,13 @@ def iw_bound(
     of fresh draws (for tests). ``progress(n)`` is called after each chunk with the number of
     (example, sample) pairs done so far (of N * k). k = 1 is the one-sample ELBO estimator
     log p(x|z) + log p(z) - log q(z|x).
+
+    It is the training step's L_K (:func:`~scratchvae.ops.iwae.iw_bound_forward` on the
+    log-weights of ``VAE.forward``, objective "iwae", beta 1), equal on the same draws in
+    float64; here the log-weights, computed in the model's dtype, are combined in float64 (in
+    float32 the two differ by float32's rounding). An example whose log-weights are all -inf
+    gets -inf, one with a +inf (and no NaN) +inf, one with a NaN NaN (:func:`evaluate` refuses
+    to summarise them: :func:`~scratchvae.ops.iwae.why_not_finite`).
     """
     _require_vae(model, "the importance-weighted bound")
     if int(k) < 1:
@@ -170,11 +181,12 @@ def iw_bound(
     bounds, done = [], 0
     for sl in _batches(x.shape[0], b_size):
         xb = model.prepare(x[sl])  # (b, D)
-        mu, logvar = model.encode(xb)  # (b, L)
+        h = model.encoder.forward(model.params, xb)[0]  # [mu | logvar] (b, 2L), as in encode
         total = None  # logsumexp over the samples so far, (b,) float64
         for ss in _batches(k, s_size):
-            e = bk.normal((ss.stop - ss.start, *mu.shape)) if eps is None else eps[ss, sl]
-            log_w = _log_weights(model, xb, mu, logvar, bk.asarray(e)).astype(xp.float64)
+            n_s = ss.stop - ss.start
+            e = bk.normal((n_s, xb.shape[0], model.latent)) if eps is None else eps[ss, sl]
+            log_w = _log_weights(model, xb, h, bk.asarray(e)).astype(xp.float64)
             part = lse(log_w, axis=0)  # (b,)
             total = part if total is None else xp.logaddexp(total, part)
             done += (sl.stop - sl.start) * (ss.stop - ss.start)
@@ -222,6 +234,7 @@ def _recon_only(model: Model, x: Array, batch_size: int) -> dict[str, Any]:
     return {"recon": total / x.shape[0], "n": int(x.shape[0]), "note": note}
 
 
+@quiet_float_warnings  # a model whose numbers overflow gets one error or a result, no warnings
 def evaluate(
     model: Model,
     x: Array,
@@ -241,8 +254,10 @@ def evaluate(
     VAE: ``neg_elbo``, ``recon``, ``kl`` (test ELBO, ``elbo_samples`` eps draws per example),
     ``iw_bound`` (L_k, the lower bound on log p(x): negative), ``iw_nll`` (= -iw_bound),
     ``iw_samples`` (k), ``active_units`` (of ``latent``), ``bits_per_dim`` (from iw_nll),
-    ``n``. ``iw_samples=0`` skips the bound (its entries are None). Other models: ``recon``,
-    ``n`` and a ``note``. Noise comes from a backend seeded ``seed`` (None: the model's own).
+    ``n``. ``iw_samples=0`` skips the bound (its entries are None); a bound that is not
+    finite for some example (extreme parameters) is a ValueError saying why. Other models:
+    ``recon``, ``n`` and a ``note``. Noise comes from a backend seeded ``seed`` (None: the
+    model's own).
     ``progress(stage, done, total)`` is told each stage's start and the bound's progress in
     (example, sample) pairs.
     """
@@ -276,7 +291,11 @@ def evaluate(
         def report(done: int) -> None:
             say(stage, done, pairs)  # positional, as a Report is called
 
-        bound = _mean(iw_bound(model, x, iw_samples, batch_size, budget, bk, progress=report))
+        bounds = iw_bound(model, x, iw_samples, batch_size, budget, bk, progress=report)
+        if not bool(bk.xp.isfinite(bounds).all()):  # a mean of -inf would hide every other
+            why = why_not_finite(bounds, iw_samples)
+            raise ValueError(f"the importance-weighted bound (k={iw_samples}): {why}")
+        bound = _mean(bounds)  # in float64, as the bounds are
         out.update(iw_bound=bound, iw_nll=-bound, bits_per_dim=bits_per_dim(-bound, x.shape[1]))
     out["active_units"], _ = active_units(model, x, batch_size)
     out.update(latent=model.latent, n=int(x.shape[0]))
