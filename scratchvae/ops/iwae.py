@@ -36,14 +36,6 @@ from .reparam import split_latent
 
 Array = Any
 WS = Workspace | None
-__all__ = [
-    "iw_latent_forward",
-    "iw_latent_backward",
-    "iw_bound_forward",
-    "iw_bound_backward",
-    "why_not_finite",
-]
-
 ESTIMATORS = ("pathwise", "stl", "dreg")
 COMBINE = ("logmeanexp", "mean")
 
@@ -185,8 +177,8 @@ def iw_bound_backward(cache: BoundCache, dbound: Any) -> Array:
 
 
 def why_not_finite(top: Array, k: int) -> str:
-    """ "" when every example's ``top`` (B,) is finite, else which examples have no importance
-    weights and why. ``top``: per example, the largest of its k log-weights or their
+    """Which examples have no importance weights and why ("" when every one has: every
+    value of ``top`` (B,) finite). ``top``: per example, the largest of its k log-weights or their
     logsumexp (the two are -inf, +inf or NaN together): -inf when every log w is -inf (every
     sample impossible), +inf when one is +inf (no NaN), NaN when one is NaN. (A host sync:
     for the lab and evaluation, not for the training step.)"""
