@@ -166,8 +166,8 @@ def iw_bound(
     log-weights of ``VAE.forward``, objective "iwae", beta 1), equal on the same draws in
     float64; here the log-weights, computed in the model's dtype, are combined in float64 (in
     float32 the two differ by float32's rounding). An example whose log-weights are all -inf
-    gets -inf, one with a +inf (and no NaN) +inf, one with a NaN NaN (:func:`evaluate` refuses
-    to summarise them: :func:`~scratchvae.ops.iwae.why_not_finite`).
+    gets -inf, one with a +inf (and no NaN) +inf, one with a NaN NaN (:func:`evaluate` says
+    why in its ``iw_note``: :func:`~scratchvae.ops.iwae.why_not_finite`).
     """
     _require_vae(model, "the importance-weighted bound")
     if int(k) < 1:
@@ -234,7 +234,7 @@ def _recon_only(model: Model, x: Array, batch_size: int) -> dict[str, Any]:
     return {"recon": total / x.shape[0], "n": int(x.shape[0]), "note": note}
 
 
-@quiet_float_warnings  # a model whose numbers overflow gets one error or a result, no warnings
+@quiet_float_warnings  # numbers that overflow are reported in the results, not as warnings
 def evaluate(
     model: Model,
     x: Array,
@@ -254,8 +254,9 @@ def evaluate(
     VAE: ``neg_elbo``, ``recon``, ``kl`` (test ELBO, ``elbo_samples`` eps draws per example),
     ``iw_bound`` (L_k, the lower bound on log p(x): negative), ``iw_nll`` (= -iw_bound),
     ``iw_samples`` (k), ``active_units`` (of ``latent``), ``bits_per_dim`` (from iw_nll),
-    ``n``. ``iw_samples=0`` skips the bound (its entries are None); a bound that is not
-    finite for some example (extreme parameters) is a ValueError saying why. Other models:
+    ``n``. ``iw_samples=0`` skips the bound (its entries are None). When the bound of some
+    example is not finite (extreme parameters: every log-weight -inf, one +inf or NaN), the
+    mean is too, and ``iw_note`` says how many examples and why (else None). Other models:
     ``recon``, ``n`` and a ``note``. Noise comes from a backend seeded ``seed`` (None: the
     model's own).
     ``progress(stage, done, total)`` is told each stage's start and the bound's progress in
@@ -284,6 +285,7 @@ def evaluate(
     say("test ELBO", n, n)
     out: dict[str, Any] = {k: _mean(v) for k, v in terms.items()}
     out.update(iw_bound=None, iw_nll=None, iw_samples=int(iw_samples), bits_per_dim=None)
+    out["iw_note"] = None  # why the bound is not finite, when it is not
     if iw_samples > 0:
         stage, pairs = f"importance-weighted bound, k={iw_samples:,}", n * int(iw_samples)
         say(stage, 0, pairs)
@@ -292,11 +294,10 @@ def evaluate(
             say(stage, done, pairs)  # positional, as a Report is called
 
         bounds = iw_bound(model, x, iw_samples, batch_size, budget, bk, progress=report)
-        if not bool(bk.xp.isfinite(bounds).all()):  # a mean of -inf would hide every other
-            why = why_not_finite(bounds, iw_samples)
-            raise ValueError(f"the importance-weighted bound (k={iw_samples}): {why}")
         bound = _mean(bounds)  # in float64, as the bounds are
         out.update(iw_bound=bound, iw_nll=-bound, bits_per_dim=bits_per_dim(-bound, x.shape[1]))
+        if not bool(bk.xp.isfinite(bounds).all()):  # the mean says -inf, inf or nan; this why
+            out["iw_note"] = why_not_finite(bounds, iw_samples)
     out["active_units"], _ = active_units(model, x, batch_size)
     out.update(latent=model.latent, n=int(x.shape[0]))
     return out
@@ -339,7 +340,10 @@ def format_report(r: dict[str, Any], model: AE, epoch: int, n_features: int) -> 
         lines.append(f"note          {r.get('note', '')}")
         return "\n".join(lines)
     lines.append(f"-ELBO         {r['neg_elbo']:.3f}  (recon {r['recon']:.3f} + KL {r['kl']:.3f})")
-    if r.get("iw_bound") is not None:
+    if r.get("iw_note"):  # a bound that is not finite: its value, then why
+        lines.append(f"IW bound      {r['iw_bound']}  (k={r['iw_samples']}): {r['iw_note']}")
+        lines.append("bits/dim      none (the IW bound is not finite)")
+    elif r.get("iw_bound") is not None:
         lines.append(
             f"IW bound      log p(x) >= {r['iw_bound']:.3f}  (k={r['iw_samples']}; "
             f"ELBO {-r['neg_elbo']:.3f}): -log p(x) <= {r['iw_nll']:.3f}"

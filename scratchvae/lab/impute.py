@@ -131,8 +131,9 @@ def _softmax_over_samples(log_w: Array) -> Array:
     sample impossible under the model: z^2 or a log-likelihood beyond float32's range, from
     extreme parameters; 0/0), one +inf (a density beyond the dtype's range, e.g. eps^2 in
     log q; inf/inf), or NaN (a learned Gaussian variance under e^-88.7 at a pixel equal to
-    its mean: 0 * inf). Each is an error, as it is in ``scratchvae evaluate``
-    (:func:`~scratchvae.ops.iwae.why_not_finite` says which), not a NaN estimate."""
+    its mean: 0 * inf). Each is an error, not a NaN estimate, in the words
+    (:func:`~scratchvae.ops.iwae.why_not_finite`) ``scratchvae evaluate`` prints beside a
+    bound that is not finite."""
     xp = get_xp(log_w)
     top = log_w.max(axis=0)  # (b,)  m, the largest log-weight of each example (NaN if one is)
     if not bool(xp.isfinite(top).all()):
