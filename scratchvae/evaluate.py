@@ -189,7 +189,7 @@ def iw_bound(
             log_w = _log_weights(model, xb, h, bk.asarray(e)).astype(xp.float64)
             part = lse(log_w, axis=0)  # (b,)
             total = part if total is None else xp.logaddexp(total, part)
-            done += (sl.stop - sl.start) * (ss.stop - ss.start)
+            done += (sl.stop - sl.start) * n_s
             if progress is not None:
                 progress(done)
         bounds.append(total - math.log(k))  # type: ignore[operator]  # (b,); set: k >= 1
@@ -296,7 +296,7 @@ def evaluate(
         bounds = iw_bound(model, x, iw_samples, batch_size, budget, bk, progress=report)
         bound = _mean(bounds)  # in float64, as the bounds are
         out.update(iw_bound=bound, iw_nll=-bound, bits_per_dim=bits_per_dim(-bound, x.shape[1]))
-        if not bool(bk.xp.isfinite(bounds).all()):  # the mean says -inf, inf or nan; this why
+        if not bool(bk.xp.isfinite(bounds).all()):  # the mean is -inf, inf or nan: say why
             out["iw_note"] = why_not_finite(bounds, iw_samples)
     out["active_units"], _ = active_units(model, x, batch_size)
     out.update(latent=model.latent, n=int(x.shape[0]))
