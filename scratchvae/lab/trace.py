@@ -353,8 +353,10 @@ def format_weights(rows: list[TraceRow], examples: int = 4, samples: int = 6) ->
     ]
     for b in range(min(examples, B)):
         w = weights[:, b]
-        if not w.any():  # every log w_k -inf (the loss is inf): the step stored w~ = 0 (0/0)
-            lines.append(f"{b:>9}{'none: every log-weight is -inf':>41}")
+        # every log w_k -inf, or one +inf or NaN (ops.iwae.why_not_finite): the step stored
+        # w~ = 0 (0/0, inf/inf); a finite largest one always keeps its weight >= 1/K
+        if not w.any():
+            lines.append(f"{b:>9}{'none: largest log-weight not finite':>41}")
             continue
         shown = " ".join(f"{v:.3f}" for v in w[:samples]) + (" ..." if K > samples else "")
         lines.append(f"{b:>9}{w.max():>10.3f}{1.0 / (w**2).sum():>8.2f}   {shown}")
