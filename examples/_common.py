@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,8 +26,19 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from scratchvae.backend import Backend, BackendError
-from scratchvae.cliargs import COUNT, NATURAL, checked, error_message, one_line_error, stdout_gone
+from scratchvae.checkpoint import CHECKPOINT_NAME
+from scratchvae.cliargs import (
+    COUNT,
+    NATURAL,
+    checked,
+    error_message,
+    one_line,
+    one_line_error,
+    stdout_gone,
+)
 from scratchvae.data import Dataset, dataset_from_array, load_dataset, train_val_split
+from scratchvae.figure_parts import save_figure as save_atomically
+from scratchvae.history import METRICS_NAME
 from scratchvae.train import History, TrainConfig, fit
 
 HERE = Path(__file__).resolve().parent
@@ -113,11 +126,48 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+_SHAPE = re.compile(r"(?: (?:train|test))? \((\d+) x (\d+)\)")
+
+
+def describe(ds: Dataset) -> str:
+    """The data set's description without its split and its full size, "(1500 x 64)": the
+    first line counts the rows actually used after it. The image shape takes the size's place:
+    ``UCI digits, 8 x 8 images, grey levels in [0, 1] (0..16 / 16)``."""
+    h, w = ds.image_shape or (1, ds.n_features)
+    what = f"{h} x {w} images" if h > 1 else f"{ds.n_features} features"
+    text, found = _SHAPE.subn(f", {what}", ds.description, count=1)
+    return text if found else f"{text}, {what}"
+
+
+def output_folder(out: Path) -> Path:
+    """``out``, created, once it is known that the figures can be written there: a folder that
+    cannot be written, or a file in the way, is said now, not after the training; a folder
+    holding a ``scratchvae train`` run is refused (its figures have the same names)."""
+    shown = one_line(str(out))
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {shown} is a file, not a folder; give a folder for the figures")
+    if (out / CHECKPOINT_NAME).exists() or (out / METRICS_NAME).exists():
+        raise ValueError(
+            f"--out {shown} holds a scratchvae training run (its {CHECKPOINT_NAME} or "
+            f"{METRICS_NAME}); the example would replace that run's figures: choose another folder"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # can a file be written there?
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OSError(f"cannot write the figures to --out {shown}: {reason}") from None
+    return out
+
+
 def _subset(ds: Dataset, rows: slice) -> Dataset:
     """Some rows of a data set, loaded into memory."""
     y = None if ds.y is None else ds.y[rows]
     sub = dataset_from_array(ds.get_batch(rows), y, ds.name, "bernoulli")
-    sub.image_shape, sub.description = ds.image_shape, ds.description
+    # in memory now, whatever the file was
+    sub.image_shape = ds.image_shape
+    sub.description = ds.description.replace(", memory-mapped", "")
     return sub
 
 
@@ -132,13 +182,15 @@ def setup(
 
     The parser's errors name the script (``NAME.py: error: ...``), also when ``main`` is called
     in a process that is not the script. The backend is made before the data are loaded (or
-    downloaded), so that a missing CuPy is said at once."""
+    downloaded), so that a missing CuPy is said at once, and so is an output folder that cannot
+    be written (:func:`output_folder`)."""
     p.prog = f"{name}.py"
     args = p.parse_args(argv)
     if epochs is None and args.epochs is not None:
         p.error("--epochs does not apply to this example (see --help for what sets its length)")
     t0 = time.perf_counter()
     backend = Backend(args.backend, "float32", seed=args.seed)
+    out = output_folder(Path(args.out) if args.out else HERE / "out" / name)  # before a download
     train = load_dataset(args.data, "train", args.data_dir)
     try:
         test = load_dataset(args.data, "test", args.data_dir)
@@ -146,6 +198,7 @@ def setup(
         n_test = max(1, train.n // 10)
         test = _subset(train, slice(train.n - n_test, None))
         train = _subset(train, slice(0, train.n - n_test))
+    n_train_all, n_test_all = train.n, test.n
     n_train = 300 if args.fast else args.n_train
     if n_train is not None and n_train < train.n:
         train = _subset(train, slice(0, n_train))
@@ -162,9 +215,11 @@ def setup(
         # it trains on are fewer than the training set's
         fit_rows, val_rows = train_val_split(train.n, TrainConfig.val_fraction, args.seed)
         rows = f"{len(fit_rows):,} train / {len(val_rows):,} validation"
-    out = Path(args.out) if args.out else HERE / "out" / name
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"{name}: {train.description}; {rows} / {test.n:,} test rows{length}")
+    # the data set without its full size (the rows used follow), then what was left out of it
+    parts = ((train, n_train_all, "training"), (test, n_test_all, "test"))
+    subset = [f"the first {ds.n:,} of the {n:,} {part} rows" for ds, n, part in parts if ds.n < n]
+    used = f"; from {' and '.join(subset)}" if subset else ""
+    print(f"{name}: {describe(train)}; {rows} / {test.n:,} test rows{length}{used}")
     return Setup(args, backend, train, test, out, n_epochs, t0)
 
 
@@ -192,16 +247,13 @@ def train(
 
 
 def show(path: Path) -> None:
-    print(f"  wrote {path}")
+    print(f"  wrote {one_line(str(path))}")  # a newline in --out stays on the line
 
 
 def save_figure(fig: Any, path: Path, title: str | None = None) -> Path:
-    """Title, save as PNG (creating the folder) and close ``fig``; returns ``path``."""
-    import matplotlib.pyplot as plt
-
+    """Title, save (creating the folder) and close ``fig``; returns the path written. The save
+    is atomic, as the library's figures are: a failure midway leaves the file that was there."""
     if title:
         fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_atomically(fig, path)

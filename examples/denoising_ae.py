@@ -62,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             table[kind][name] = squared_error(denoise(model, noisy), clean)
         own = models[f"DAE {kind}"]
         path = s.out / f"denoise_{kind}.png"
-        what = f"Gaussian noise, sigma {SIGMA}" if kind == "gaussian" else f"{MASKED:.0%} zeroed"
+        what = (
+            f"Gaussian noise, sigma {SIGMA}"
+            if kind == "gaussian"
+            else f"{MASKED:.0%} of the pixels zeroed"
+        )
         title = f"{what}: the DAE trained on that noise"
         out = denoise(own, noisy[:12])
         _common.show(plots.plot_denoising(noisy[:12], out, clean[:12], shape, path, title))

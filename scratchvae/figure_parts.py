@@ -86,6 +86,12 @@ def _save(fig: Any, path: PathLike) -> Path:
     return path
 
 
+def save_figure(fig: Any, path: PathLike) -> Path:
+    """Write a matplotlib figure made elsewhere (an example's own) as the figures here are:
+    atomically, the format from the suffix, then closed; returns the path written."""
+    return _save(fig, path)
+
+
 def _row_length(n: int, n_rows: int) -> int:
     """Images per row: all n up to MAX_ROW; past that about sqrt(n_rows * n), so that the
     wrapped blocks make a roughly square figure instead of one row thousands of pixels long."""

@@ -187,9 +187,10 @@ def test_the_first_line_says_the_epochs_only_of_an_example_trained_by_epochs(tmp
         common.setup("sparse_ae", [*argv, "--epochs", epochs], common.parser("t"), {"digits": 9})
     common.setup("linear_ae_pca", argv, common.parser("t"), None)
     one, two, steps = capsys.readouterr().out.splitlines()
-    assert one.endswith("36 train / 4 validation / 297 test rows, 1 epoch")
-    assert two.endswith("36 train / 4 validation / 297 test rows, 2 epochs")
-    assert steps.endswith("40 train / 297 test rows")  # no trainer: no validation part
+    subset = "; from the first 40 of the 1,500 training rows"
+    assert one.endswith(f"36 train / 4 validation / 297 test rows, 1 epoch{subset}")
+    assert two.endswith(f"36 train / 4 validation / 297 test rows, 2 epochs{subset}")
+    assert steps.endswith(f"40 train / 297 test rows{subset}")  # no trainer: no validation
 
 
 def test_the_first_line_counts_the_rows_the_trainer_trains_and_validates_on(
@@ -215,6 +216,7 @@ def test_the_first_line_counts_the_rows_the_trainer_trains_and_validates_on(
         common.train(AE(64, hidden=(), latent=2, backend=s.backend), s)
     firsts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("sparse")]
     assert [line.split("; ")[1].removesuffix(", 1 epoch") for line in firsts] == used
+    assert firsts[1].endswith("; from the first 45 of the 1,500 training rows")
     assert used[0] == "1,350 train / 150 validation / 297 test rows"
 
 
@@ -321,3 +323,119 @@ def test_vae_digits_names_fashion_mnist_classes_in_its_latent_legends(tmp_path, 
         ("latent.png", FASHION_MNIST_CLASSES),
         ("latent_2d.png", FASHION_MNIST_CLASSES),
     ]
+
+
+# ---------------------------------------------------------------- the first line, the output
+def test_the_first_line_does_not_give_the_full_sets_size_before_the_rows_used(tmp_path, capsys):
+    """It said "UCI digits train (1500 x 64), ...; 270 train / 30 validation / 200 test rows":
+    1500 rows, then 300 of them, with nothing to say which; now the rows used, and of what."""
+    _, common = _import_example("sparse_ae")
+    common.setup("sparse_ae", ["--fast", "--out", str(tmp_path)], common.parser("t"), {"digits": 9})
+    common.setup("sparse_ae", ["--out", str(tmp_path)], common.parser("t"), {"digits": 9})
+    fast, full = capsys.readouterr().out.splitlines()
+    assert "1500 x 64" not in fast and "1500 x 64" not in full
+    assert fast == (
+        "sparse_ae: UCI digits, 8 x 8 images, grey levels in [0, 1] (0..16 / 16); "
+        "270 train / 30 validation / 200 test rows, 2 epochs; "
+        "from the first 300 of the 1,500 training rows and the first 200 of the 297 test rows"
+    )
+    assert full.endswith("; 1,350 train / 150 validation / 297 test rows, 9 epochs")
+
+
+def test_the_first_line_of_a_file_with_its_test_part_held_out(tmp_path, capsys):
+    import numpy as np  # numpy-boundary: building a data file
+
+    np.save(tmp_path / "rows.npy", np.random.default_rng(0).random((50, 6)))
+    _, common = _import_example("sparse_ae")
+    argv = ["--data", str(tmp_path / "rows.npy"), "--out", str(tmp_path / "o")]
+    common.setup("sparse_ae", argv, common.parser("t"), {"digits": 9})
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "(50 x 6)" not in line and "(45 x 6)" not in line
+    assert (
+        ", 6 features, " in line
+        and "memory-mapped" not in line
+        and line.endswith("; 41 train / 4 validation / 5 test rows, 9 epochs")
+    )
+
+
+def test_an_output_folder_that_cannot_be_used_is_said_before_the_data_and_training(
+    tmp_path, capsys, monkeypatch
+):
+    """A folder that could not be written was found when the first figure was saved, after
+    the training (minutes on MNIST); a `scratchvae train` run folder had its figures replaced."""
+    module, common = _import_example("sparse_ae")
+    (tmp_path / "afile").write_text("mine")
+    run_folder = tmp_path / "run"
+    run_folder.mkdir()
+    (run_folder / "metrics.jsonl").write_text("{}\n")
+    cases = [
+        (tmp_path / "afile", "is a file, not a folder"),
+        (run_folder, "holds a scratchvae training run"),
+    ]
+    for out, expected in cases:
+        with pytest.raises(SystemExit) as exit_:
+            common.run(module.main, ["--n-train", "40", "--epochs", "1", "--out", str(out)])
+        assert exit_.value.code == 2
+        captured = capsys.readouterr()
+        (line,) = captured.err.splitlines()
+        assert line.startswith("sparse_ae.py: error: --out ") and expected in line, line
+        assert "last epoch" not in captured.out
+    assert (tmp_path / "afile").read_text() == "mine"
+    assert sorted(p.name for p in run_folder.iterdir()) == ["metrics.jsonl"]
+
+    def refused(*args, **kwargs):  # what a read-only folder says (root may write anywhere)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(common.tempfile, "TemporaryFile", refused)
+    with pytest.raises(SystemExit) as exit_:
+        common.run(module.main, ["--fast", "--out", str(tmp_path / "ro")])
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and "last epoch" not in captured.out
+    assert captured.err == (
+        f"sparse_ae.py: error: cannot write the figures to --out {tmp_path / 'ro'}: "
+        "Permission denied\n"
+    )
+
+
+def test_paths_printed_stay_on_one_line(tmp_path, capsys):
+    out = tmp_path / "a\nb"
+    run_example("sparse_ae", out)
+    wrote = [line for line in capsys.readouterr().out.splitlines() if "wrote" in line]
+    assert len(wrote) == 2 and all("a\\nb" in line for line in wrote), wrote
+    assert (out / "decoder_features.png").is_file()
+
+
+def test_an_examples_own_figure_is_saved_atomically(tmp_path):
+    """_common.save_figure called fig.savefig(path): a save failing midway (a full disk) left a
+    truncated file in the place of the previous run's figure."""
+    import matplotlib.pyplot as plt
+
+    _, common = _import_example("sparse_ae")
+    path = tmp_path / "fig.png"
+    path.write_bytes(b"the previous run's figure")
+    fig, _ = plt.subplots()
+
+    def full_disk(target, **kwargs):
+        if isinstance(target, (str, os.PathLike)):
+            Path(target).write_bytes(b"trunc")
+        else:
+            target.write(b"trunc")
+        raise OSError(28, "No space left on device")
+
+    fig.savefig = full_disk
+    with pytest.raises(OSError, match="No space left"):
+        common.save_figure(fig, path, "title")
+    assert path.read_bytes() == b"the previous run's figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]
+
+
+def test_estimator_variance_with_only_one_sample_per_estimate(tmp_path, capsys):
+    """--sample-sizes 1 ended in ZeroDivisionError (leave-one-out has no S = 1 row), after the
+    whole study."""
+    module, _ = _import_example("estimator_variance")
+    argv = ["--out", str(tmp_path), "--steps", "2", "--repeats", "2", "--reference", "10"]
+    module.main([*argv, "--hist-groups", "1", "--sample-sizes", "1"])
+    printed = capsys.readouterr().out
+    assert "score+loo: n/a (S >= 2)" in printed
+    for name in ("estimator_variance.png", "estimator_distribution.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
