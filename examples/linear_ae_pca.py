@@ -103,7 +103,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             lim = np.abs(img).max() + 1e-12
             axes[row][j].imshow(img.reshape(shape), cmap="RdBu_r", vmin=-lim, vmax=lim)
             axes[row][j].set_axis_off()
-    title = f"top: principal axes 1..{k};  bottom: their projection on the AE's subspace"
+    title = (
+        f"top: principal axes 1..{k};  bottom: their projection on the AE's subspace\n"
+        "(red +, blue -, white 0; each image scaled to its own largest |value|)"
+    )
     _common.show(_common.save_figure(fig, s.out / "pca_vs_linear_ae.png", title))
     print(f"done in {s.elapsed()} in all")
     return {"max_angle_deg": float(angles.max()), "loss": losses[-1], "pca_loss": float(best)}

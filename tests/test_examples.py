@@ -439,3 +439,22 @@ def test_estimator_variance_with_only_one_sample_per_estimate(tmp_path, capsys):
     assert "score+loo: n/a (S >= 2)" in printed
     for name in ("estimator_variance.png", "estimator_distribution.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_iwae_snr_figure_labels_both_panels_and_says_stl_is_biased(tmp_path, monkeypatch):
+    """The decoder panel had no y label (its scale is not the encoder's), the noise floor not
+    its number of draws, and STL's rising encoder SNR read as a merit (its IWAE gradient is
+    biased beyond k = 1)."""
+    from scratchvae.lab.snr import SNRRow
+
+    module, common = _import_example("iwae_snr")
+    rows = [SNRRow(est, k, 50, 0.5 * k, 2.0 * k, 0.11) for est in ("pathwise", "stl", "dreg")
+            for k in (1, 10)]  # fmt: skip
+    drawn = []
+    monkeypatch.setattr(common, "save_figure", lambda fig, path, title: drawn.append(fig))
+    module.plot(rows, tmp_path / "snr.png")
+    (fig,) = drawn
+    encoder, decoder = fig.axes
+    assert encoder.get_ylabel() and decoder.get_ylabel() == encoder.get_ylabel()
+    legend = [t.get_text() for t in encoder.get_legend().get_texts()]
+    assert legend == ["pathwise", "STL (biased for k > 1)", "DReG", "noise floor (50 draws)"]
