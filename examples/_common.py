@@ -104,15 +104,32 @@ class Setup:
         return f"{time.perf_counter() - self.t0:.1f} s"
 
 
+def summary(doc: str) -> str:
+    """The first paragraph of a docstring on one line: an example's ``--help`` description
+    (its first line alone stopped mid-sentence where the sentence wraps)."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
 def parser(description: str) -> argparse.ArgumentParser:
-    """The options every example takes."""
-    p = Parser(description=description)
-    p.add_argument("--data", default="digits", help="digits, mnist, fashion-mnist (or a path)")
-    p.add_argument("--data-dir", default=None, help="folder holding mnist/ or fashion-mnist/")
+    """The options every example takes; ``description``: the script's docstring (its first
+    paragraph is shown) or one line. Every option's help says its default."""
+    p = Parser(description=summary(description))
+    p.add_argument(
+        "--data", default="digits", help="digits, mnist, fashion-mnist, or a path (default digits)"
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding mnist/ or fashion-mnist/ (default $SCRATCHVAE_DATA, else "
+        "~/.cache/scratchvae); MNIST is downloaded there when it is not found",
+    )
     p.add_argument("--epochs", type=COUNT, default=None, help="default: per data set")
     p.add_argument("--batch-size", type=COUNT, default=None, help="default: 64 digits, 128 else")
     p.add_argument(
-        "--n-train", type=AT_LEAST_TWO, default=None, help="use only the first N training rows"
+        "--n-train",
+        type=AT_LEAST_TWO,
+        default=None,
+        help="use only the first N training rows (default: all of them)",
     )
     p.add_argument("--out", default=None, help="output folder (default examples/out/NAME)")
     p.add_argument(
@@ -121,8 +138,13 @@ def parser(description: str) -> argparse.ArgumentParser:
         default=0,
         help="seed of the weights, the train/validation split and every random draw (default 0)",
     )
-    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
-    p.add_argument("--fast", action="store_true", help="a tiny run for smoke tests")
+    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"), help="default numpy")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="a smoke test: 2 epochs on the first 300 training and 200 test rows (the numbers "
+        "mean little)",
+    )
     return p
 
 

@@ -70,7 +70,7 @@ def side_by_side(grids: dict[str, np.ndarray], shape: tuple[int, int], path: Any
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = _common.parser(__doc__.splitlines()[0])
+    p = _common.parser(__doc__)
     p.add_argument("--latent", type=COUNT, default=None, help="default: 8 digits, 20 else")
     s = _common.setup("ae_vs_vae", argv, p, EPOCHS)
     D, shape = s.train.n_features, s.train.image_shape

@@ -39,7 +39,7 @@ def squared_error(out: Any, clean: Any) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = _common.parser(__doc__.splitlines()[0])
+    p = _common.parser(__doc__)
     s = _common.setup("denoising_ae", argv, p, EPOCHS)
     D, shape = s.train.n_features, s.train.image_shape
     kw = dict(hidden=(128,) if s.small else (400,), latent=32 if s.small else 64)

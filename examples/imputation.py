@@ -28,9 +28,16 @@ KINDS = ("bottom-half", "random")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = _common.parser(__doc__.splitlines()[0])
-    p.add_argument("--iters", type=COUNT, default=50, help="encode/decode iterations")
-    p.add_argument("--k", type=COUNT, default=200, help="importance samples per image")
+    p = _common.parser(__doc__)
+    p.add_argument(
+        "--iters", type=COUNT, default=50, help="encode/decode iterations (default 50; --fast: 5)"
+    )
+    p.add_argument(
+        "--k",
+        type=COUNT,
+        default=200,
+        help="importance samples per image (default 200; --fast: 10)",
+    )
     s = _common.setup("imputation", argv, p, EPOCHS)
     D, shape = s.train.n_features, s.train.image_shape
     model = VAE(

@@ -60,19 +60,28 @@ def plot(rows: list, path: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = _common.parser(__doc__.splitlines()[0])
+    p = _common.parser(__doc__)
     p.add_argument(
-        "--repeats", type=_common.AT_LEAST_TWO, default=200, help="draws per (k, estimator) (200)"
+        "--repeats",
+        type=_common.AT_LEAST_TWO,
+        default=200,
+        help="draws per (k, estimator) (default 200; --fast: 10)",
     )
-    p.add_argument("--ks", type=COUNT, nargs="+", default=[1, 3, 10, 30, 100, 300, 1000])
-    p.add_argument("--batch", type=COUNT, default=8, help="examples in the batch (8)")
+    p.add_argument(
+        "--ks",
+        type=COUNT,
+        nargs="+",
+        default=[1, 3, 10, 30, 100, 300, 1000],
+        help="the numbers of samples k (default 1 3 10 30 100 300 1000; --fast: 1 10 100)",
+    )
+    p.add_argument("--batch", type=COUNT, default=8, help="examples in the batch (default 8)")
     p.add_argument(
         "--train-objective",
         choices=["iwae", "elbo"],
         default="iwae",
         help="train the model with the IWAE bound (DReG) or the ELBO (default iwae)",
     )
-    p.add_argument("--train-k", type=COUNT, default=50, help="k of the IWAE training (50)")
+    p.add_argument("--train-k", type=COUNT, default=50, help="k of the IWAE training (default 50)")
     s = _common.setup("iwae_snr", argv, p, EPOCHS)
     ks, repeats = ([1, 10, 100], 10) if s.args.fast else (s.args.ks, s.args.repeats)
     iwae = {"objective": "iwae", "k": s.args.train_k, "estimator": "dreg"}

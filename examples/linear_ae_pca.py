@@ -1,6 +1,6 @@
 """A linear auto-encoder trained with squared error learns the principal subspace (PCA).
 
-    python examples/linear_ae_pca.py                   # digits, k = 5, ~20 s
+    python examples/linear_ae_pca.py                   # digits, k = 5, ~5 s
     python examples/linear_ae_pca.py --data mnist --data-dir ~/data --k 5
 
 AE(D, hidden=(), activation="identity", likelihood="mse") computes x_hat = (x W_e + b_e) W_d + b_d.
@@ -51,7 +51,7 @@ def principal_axes(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = _common.parser(__doc__.splitlines()[0])
+    p = _common.parser(__doc__)
     p.add_argument(
         "--k",
         type=COUNT,

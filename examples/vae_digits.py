@@ -1,6 +1,6 @@
 """Train a VAE on the digits; show reconstructions, samples, the latent space and the 2-D manifold.
 
-    python examples/vae_digits.py                      # the embedded 8x8 digits, ~10 s
+    python examples/vae_digits.py                      # the embedded 8x8 digits, ~15 s
     python examples/vae_digits.py --data mnist --data-dir ~/data --epochs 10
 
 Prints the test ELBO (with its terms) and the importance-weighted bound on log p(x), all in
@@ -39,7 +39,7 @@ def report(name: str, r: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = _common.parser(__doc__.splitlines()[0])
+    p = _common.parser(__doc__)
     p.add_argument("--latent", type=COUNT, default=None, help="default: 8 digits, 20 else")
     p.add_argument(
         "--iw-samples",

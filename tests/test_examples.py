@@ -458,3 +458,30 @@ def test_iwae_snr_figure_labels_both_panels_and_says_stl_is_biased(tmp_path, mon
     assert encoder.get_ylabel() and decoder.get_ylabel() == encoder.get_ylabel()
     legend = [t.get_text() for t in encoder.get_legend().get_texts()]
     assert legend == ["pathwise", "STL (biased for k > 1)", "DReG", "noise floor (50 draws)"]
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_help_gives_a_whole_description_and_every_default(name, monkeypatch):
+    """iwae_snr's --help described it as "... for the encoder and the decoder," (the first
+    line of a wrapped sentence); --rho, --beta, --iters, --k, --ks, --data, --backend did not
+    say their defaults, nor --iters, --k, --repeats, --ks what --fast makes of them."""
+    module, common = _import_example(name)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def parsed(name, argv, p, epochs):
+        seen.append(p)
+        raise Stop
+
+    monkeypatch.setattr(common, "setup", parsed)
+    with pytest.raises(Stop):
+        module.main([])
+    (p,) = seen
+    assert p.description == common.summary(module.__doc__)
+    assert p.description.endswith(".") and "\n" not in p.description
+    for action in p._actions:
+        if action.dest in ("help", "fast"):
+            continue
+        assert "default" in (action.help or ""), (action.dest, action.help)
