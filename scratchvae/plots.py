@@ -96,8 +96,13 @@ def plot_reconstructions(
     return _rows_figure([("input", x), ("recon", x_rec)], image_shape, title, path)
 
 
+#: what :meth:`~scratchvae.models.AE.sample` returns: z drawn from N(0, I), decoded to the
+#: likelihood's mean (a Bernoulli decoder's pixel probabilities), not a draw of x
+SAMPLES_TITLE = "decoded z ~ N(0, I) (the decoder's mean image of each draw)"
+
+
 def plot_samples(
-    samples: Any, image_shape: Shape, path: PathLike, title: str = "samples from the prior"
+    samples: Any, image_shape: Shape, path: PathLike, title: str = SAMPLES_TITLE
 ) -> Path:
     """A square-ish grid of samples (N, D)."""
     images = _images(samples, image_shape)
@@ -116,7 +121,12 @@ def plot_manifold(model: VAE, image_shape: Shape, path: PathLike, n: int = 15) -
     z1, z2 = np.meshgrid(q, q[::-1])  # z2 grows upwards in the figure
     z = np.stack([z1.ravel(), z2.ravel()], axis=1)  # (n*n, 2)
     images = _images(model.decode(model.backend.asarray(z)), image_shape)
-    return _grid_figure(images, n, "decoder over the prior's quantiles", path)
+    steps = "in steps of equal prior probability"
+    labels = (
+        f"z1 from {q[0]:.2f} (left) to {q[-1]:.2f}, {steps}",
+        f"z2 from {q[0]:.2f} (bottom) to {q[-1]:.2f}",
+    )
+    return _grid_figure(images, n, "decoder over the prior's quantiles", path, labels)
 
 
 def _pca2(codes: np.ndarray) -> tuple[np.ndarray, str]:

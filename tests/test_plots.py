@@ -357,3 +357,14 @@ def test_train_reconstruct_and_plot_show_a_binarized_run_its_binarized_input(tmp
     for fig in recons:
         assert fig._suptitle.get_text().endswith("binarized at 0.5, as in training")
         assert set(np.unique(_shown(fig))) == {0.0, 1.0}
+
+
+def test_the_manifold_says_what_its_axes_are_and_samples_what_they_show(tmp_path, vae2, figures):
+    """The manifold was a bare grid (which way is z1, over what range?); the samples' title
+    said "samples from the prior" of decoded means, not draws of x."""
+    plot_manifold(vae2, SHAPE, tmp_path / "m.png", n=5)
+    plot_samples(vae2.sample(4), SHAPE, tmp_path / "s.png")
+    manifold, samples = (fig.axes[0] for fig in figures)
+    assert manifold.get_xlabel().startswith("z1 from -1.28 (left) to 1.28")
+    assert manifold.get_ylabel() == "z2 from -1.28 (bottom) to 1.28"
+    assert "mean" in samples.get_title() and "N(0, I)" in samples.get_title()
