@@ -6,22 +6,28 @@ Each example is ``python examples/NAME.py [--data digits|mnist|fashion-mnist] [-
 epochs on a few hundred examples): the figures are written, the numbers mean little.
 
 Bad input ends the script with ONE line ``NAME.py: error: <what was wrong>`` on stderr and exit
-status 2, no traceback: the parser (:class:`Parser`) refuses an option's value itself (the types
-of :mod:`scratchvae.cliargs`), and :func:`run`, which every script's ``__main__`` calls, turns
-the library's errors about the data, the backend or a file (``ValueError``, which
-``DataError`` is, ``BackendError``, ``OSError``) into that line.
+status 2, no traceback (Ctrl-C: one line too, status 130): the parser (:class:`Parser`) refuses
+an option's value itself (the types of :mod:`scratchvae.cliargs`), and :func:`run`, which every
+script's ``__main__`` calls, turns the library's errors about the data, the backend or a file
+(``ValueError``, which ``DataError`` is, ``BackendError``, ``OSError``) into that line.
+
+A run's figures are written to a hidden folder inside the output folder and moved into it
+together at the end (:meth:`Setup.finish`): a run that fails or is stopped midway leaves the
+figures of the run before it as they were, not some of them replaced.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import re
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -45,6 +51,9 @@ HERE = Path(__file__).resolve().parent
 
 #: What a user can cause and fix (bad data, a missing backend, an unwritable folder): one line.
 USER_ERRORS = (ValueError, BackendError, OSError)
+
+#: the hidden folders of the runs in this process not finished yet (removed when one fails)
+_UNFINISHED: list[Path] = []
 
 #: --n-train (the trainer holds out 10%, at least one row, and trains on the others) and
 #: --repeats (a variance needs two draws).
@@ -70,6 +79,12 @@ def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None 
             raise SystemExit(1) from None
         print(one_line_error(error_message(exc), prog), file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback from inside the training
+        print(f"{prog}: interrupted; the output folder keeps what it held", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:  # a run that did not finish: its figures are dropped, the earlier run's kept
+        while _UNFINISHED:
+            shutil.rmtree(_UNFINISHED.pop(), ignore_errors=True)
 
 
 @dataclass
@@ -80,10 +95,41 @@ class Setup:
     backend: Backend
     train: Dataset
     test: Dataset
-    out: Path
+    out: Path  # the output folder
     epochs: int
     t0: float  # the start: before the data are loaded
     told_test_rows: bool = False  # whether a line said that only some test rows are used
+    staging: Path | None = None  # where the figures go until the run has finished
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def figures(self) -> Path:
+        """The folder the figures are written to during the run: a hidden one in the output
+        folder, whose figures :meth:`finish` moves into the output folder."""
+        if self.staging is None:
+            self.staging = Path(tempfile.mkdtemp(prefix=".unfinished-", dir=self.out))
+            _UNFINISHED.append(self.staging)
+        return self.staging
+
+    def figure(self, name: str) -> Path:
+        """Where to write the figure ``name`` during the run."""
+        return self.figures / name
+
+    def show(self, path: Path) -> None:
+        """Note a figure written (at :meth:`figure`'s path); :meth:`finish` says where it is."""
+        self.written.append(path)
+
+    def finish(self) -> None:
+        """Move the run's figures into the output folder together (each replacing the one of
+        the same name), say which, and the whole run's time."""
+        for path in self.written:
+            os.replace(path, self.out / path.name)
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            _UNFINISHED.remove(self.staging)
+        for path in self.written:
+            show(self.out / path.name)
+        print(f"done in {self.elapsed()} in all")
 
     @property
     def small(self) -> bool:

@@ -96,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         grids[f"{name} samples"] = samples[:64]
         result[name] = {"nn": float(nn.mean()), "code_std": std.tolist()}
-    _common.show(side_by_side(grids, shape, s.out / "ae_vs_vae_samples.png"))
-    print(f"done in {s.elapsed()} in all")
+    s.show(side_by_side(grids, shape, s.figure("ae_vs_vae_samples.png")))
+    s.finish()
     return {**result, "out": s.out}
 
 

@@ -91,8 +91,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     _common.train(model, s, lr=3e-3)
     rows = gradient_snr(model, s.x_test(s.args.batch), ks=ks, repeats=repeats)
     print(format_snr(rows))
-    _common.show(plot(rows, s.out / "iwae_snr.png"))
-    print(f"done in {s.elapsed()} in all")
+    s.show(plot(rows, s.figure("iwae_snr.png")))
+    s.finish()
     return {"rows": rows, "out": s.out}
 
 

@@ -107,8 +107,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"top: principal axes 1..{k};  bottom: their projection on the AE's subspace\n"
         "(red +, blue -, white 0; each image scaled to its own largest |value|)"
     )
-    _common.show(_common.save_figure(fig, s.out / "pca_vs_linear_ae.png", title))
-    print(f"done in {s.elapsed()} in all")
+    s.show(_common.save_figure(fig, s.figure("pca_vs_linear_ae.png"), title))
+    s.finish()
     return {"max_angle_deg": float(angles.max()), "loss": losses[-1], "pca_loss": float(best)}
 
 

@@ -58,10 +58,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     dec = to_numpy(model.params["decoder.0.W"])  # (units, D): what each unit adds
     enc = to_numpy(model.params["encoder.0.W"]).T  # (units, D): what each unit responds to
     title = "decoder weights per hidden unit (red +, blue -)"
-    _common.show(plot_features(dec, shape, s.out / "decoder_features.png", title))
+    s.show(plot_features(dec, shape, s.figure("decoder_features.png"), title))
     title = "encoder weights per hidden unit (red +, blue -)"
-    _common.show(plot_features(enc, shape, s.out / "encoder_features.png", title))
-    print(f"done in {s.elapsed()} in all")
+    s.show(plot_features(enc, shape, s.figure("encoder_features.png"), title))
+    s.finish()
     return {"mean_activation": float(h.mean()), "rho": rho, "out": s.out}
 
 

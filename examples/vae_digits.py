@@ -64,18 +64,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     history = _common.train(model, s, label=f"VAE latent={latent}", warmup_epochs=warmup)
     result = evaluate(model, x_test, iw_samples=k, seed=s.args.seed)
     report(f"VAE latent={latent}", result)
-    for path in plots.save_standard_figures(model, s.test, history, s.out):
-        _common.show(path)
+    for path in plots.save_standard_figures(model, s.test, history, s.figures):
+        s.show(path)
 
     model2 = VAE(D, hidden=hidden, latent=2, backend=s.backend)
     _common.train(model2, s, label="VAE latent=2", warmup_epochs=warmup)
     result2 = evaluate(model2, x_test, iw_samples=k, seed=s.args.seed)
     report("VAE latent=2", result2)
-    _common.show(plots.plot_manifold(model2, shape, s.out / "manifold_2d.png"))
+    s.show(plots.plot_manifold(model2, shape, s.figure("manifold_2d.png")))
     y = None if s.test.y is None else s.test.y[:2000]
     names = class_names(s.test.name)  # Fashion-MNIST: "Trouser", not 1
-    _common.show(plots.plot_latent(model2, s.x_test(2000), y, s.out / "latent_2d.png", names))
-    print(f"done in {s.elapsed()} in all")
+    s.show(plots.plot_latent(model2, s.x_test(2000), y, s.figure("latent_2d.png"), names))
+    s.finish()
     return {"latent": result, "latent2": result2, "out": s.out}
 
 

@@ -485,3 +485,36 @@ def test_help_gives_a_whole_description_and_every_default(name, monkeypatch):
         if action.dest in ("help", "fast"):
             continue
         assert "default" in (action.help or ""), (action.dest, action.help)
+
+
+@pytest.mark.parametrize("stop", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_run_stopped_midway_leaves_the_earlier_runs_figures(tmp_path, capsys, monkeypatch, stop):
+    """The figures were written one by one into the output folder: a run that failed (or was
+    stopped with Ctrl-C) after its first figure left that one new beside the earlier run's
+    others, a set from two runs; Ctrl-C printed a traceback."""
+    module, common = _import_example("sparse_ae")
+    out = tmp_path / "out"
+    run_example("sparse_ae", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["decoder_features.png", "encoder_features.png"]
+    capsys.readouterr()
+    draw, calls = module.plot_features, []
+
+    def second_fails(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise stop
+        return draw(*args)
+
+    monkeypatch.setattr(module, "plot_features", second_fails)
+    with pytest.raises(SystemExit) as exit_:
+        common.run(module.main, ["--fast", "--seed", "1", "--out", str(out)])
+    assert len(calls) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no hidden folder left
+    captured = capsys.readouterr()
+    assert "wrote" not in captured.out and len(captured.err.splitlines()) == 1, captured.err
+    if isinstance(stop, KeyboardInterrupt):
+        assert exit_.value.code == 130
+        assert captured.err == "sparse_ae.py: interrupted; the output folder keeps what it held\n"
+    else:
+        assert exit_.value.code == 2 and "No space left" in captured.err
