@@ -194,12 +194,25 @@ def _label_text(label: Any, names: Sequence[str] | None = None) -> str:
     return str(label)
 
 
+def _warmup(records: list[Mapping[str, Any]]) -> tuple[float, float, int] | None:
+    """(first KL weight, largest, the first epoch at the largest) of a history whose KL weight
+    ``w`` (a VAE's ``kl_weight``) rose over the epochs, else None."""
+    weights = [r.get("kl_weight") for r in records]
+    if any(w is None for w in weights) or min(weights) == max(weights):
+        return None
+    top = max(weights)
+    return weights[0], top, records[weights.index(top)]["epoch"]
+
+
 def plot_curves(history: Sequence[Mapping[str, Any]] | Any, path: PathLike) -> Path:
-    """Training and validation loss terms per epoch, nats per example."""
+    """Training and validation loss terms per epoch, nats per example. During a KL warm-up
+    the training loss is recon + w KL with w below its final value (validation: the final
+    weight), so the two do not compare there: those epochs are shaded and the title says it."""
     records = list(history)
     if not records:
         raise ValueError("no training history to plot; train for at least one epoch")
     epochs = [r["epoch"] for r in records]
+    warmup = _warmup(records)
     terms = [t for t in ("loss", "recon", "kl", "sparsity") if f"train_{t}" in records[0]]
     marker = "o" if len(records) <= MAX_MARKED_EPOCHS else None  # 1 epoch: a point, no line
     fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.5), squeeze=False)
@@ -209,6 +222,11 @@ def plot_curves(history: Sequence[Mapping[str, Any]] | Any, path: PathLike) -> P
             if key in records[0]:
                 ax.plot(epochs, [r[key] for r in records], style, marker=marker, ms=4, label=split)
         ax.set_title(term)
+        if warmup is not None:
+            w0, top, since = warmup
+            ax.axvspan(epochs[0], since, color="0.9", zorder=0, label="KL warm-up")
+            if term == "loss":
+                ax.set_title(f"loss (train: recon + w KL, w {w0:.2g} -> {top:.2g})")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
         ax.legend()
