@@ -197,11 +197,13 @@ def _label_text(label: Any, names: Sequence[str] | None = None) -> str:
 def _warmup(records: list[Mapping[str, Any]]) -> tuple[float, float, int] | None:
     """(first KL weight, largest, the first epoch at the largest) of a history whose KL weight
     ``w`` (a VAE's ``kl_weight``) rose over the epochs, else None."""
-    weights = [r.get("kl_weight") for r in records]
-    if any(w is None for w in weights) or min(weights) == max(weights):
-        return None
+    if any(r.get("kl_weight") is None for r in records):
+        return None  # an AE, or a history written before the weight was recorded
+    weights = [float(r["kl_weight"]) for r in records]
     top = max(weights)
-    return weights[0], top, records[weights.index(top)]["epoch"]
+    if min(weights) == top:
+        return None
+    return weights[0], top, int(records[weights.index(top)]["epoch"])
 
 
 def plot_curves(history: Sequence[Mapping[str, Any]] | Any, path: PathLike) -> Path:
