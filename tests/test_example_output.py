@@ -203,3 +203,12 @@ def test_a_run_stopped_midway_leaves_the_earlier_runs_figures(tmp_path, capsys, 
         assert captured.err == "sparse_ae.py: interrupted; the output folder keeps what it held\n"
     else:
         assert exit_.value.code == 2 and "No space left" in captured.err
+
+
+def test_vae_digits_latent_2_trains_its_2d_model_once(tmp_path, capsys):
+    """--latent 2 trained the same 2-D VAE a second time for the manifold (twice the time)."""
+    r = run_example("vae_digits", tmp_path, "--latent", "2", "--iw-samples", "0")
+    printed = capsys.readouterr().out
+    assert printed.count("last epoch") == 1 and "VAE latent=2: the model above" in printed
+    assert r["latent2"] is r["latent"]
+    assert (tmp_path / "manifold_2d.png").is_file() and (tmp_path / "latent_2d.png").is_file()
