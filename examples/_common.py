@@ -6,32 +6,54 @@ Each example is ``python examples/NAME.py [--data digits|mnist|fashion-mnist] [-
 epochs on a few hundred examples): the figures are written, the numbers mean little.
 
 Bad input ends the script with ONE line ``NAME.py: error: <what was wrong>`` on stderr and exit
-status 2, no traceback: the parser (:class:`Parser`) refuses an option's value itself (the types
-of :mod:`scratchvae.cliargs`), and :func:`run`, which every script's ``__main__`` calls, turns
-the library's errors about the data, the backend or a file (``ValueError``, which
-``DataError`` is, ``BackendError``, ``OSError``) into that line.
+status 2, no traceback (Ctrl-C: one line too, status 130): the parser (:class:`Parser`) refuses
+an option's value itself (the types of :mod:`scratchvae.cliargs`), and :func:`run`, which every
+script's ``__main__`` calls, turns the library's errors about the data, the backend or a file
+(``ValueError``, which ``DataError`` is, ``BackendError``, ``OSError``) into that line.
+
+A run's figures are written to a hidden folder inside the output folder and moved into it
+together at the end (:meth:`Setup.finish`): a run that fails or is stopped midway leaves the
+figures of the run before it as they were, not some of them replaced.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import os
+import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 from scratchvae.backend import Backend, BackendError
-from scratchvae.cliargs import COUNT, NATURAL, checked, error_message, one_line_error, stdout_gone
+from scratchvae.checkpoint import CHECKPOINT_NAME
+from scratchvae.cliargs import (
+    COUNT,
+    NATURAL,
+    checked,
+    error_message,
+    one_line,
+    one_line_error,
+    stdout_gone,
+)
 from scratchvae.data import Dataset, dataset_from_array, load_dataset, train_val_split
+from scratchvae.figure_parts import save_figure as save_atomically
+from scratchvae.history import METRICS_NAME
 from scratchvae.train import History, TrainConfig, fit
 
 HERE = Path(__file__).resolve().parent
 
 #: What a user can cause and fix (bad data, a missing backend, an unwritable folder): one line.
 USER_ERRORS = (ValueError, BackendError, OSError)
+
+#: the hidden folders of the runs in this process not finished yet (removed when one fails)
+_UNFINISHED: list[Path] = []
 
 #: --n-train (the trainer holds out 10%, at least one row, and trains on the others) and
 #: --repeats (a variance needs two draws).
@@ -57,6 +79,12 @@ def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None 
             raise SystemExit(1) from None
         print(one_line_error(error_message(exc), prog), file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback from inside the training
+        print(f"{prog}: interrupted; the output folder keeps what it held", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:  # a run that did not finish: its figures are dropped, the earlier run's kept
+        while _UNFINISHED:
+            shutil.rmtree(_UNFINISHED.pop(), ignore_errors=True)
 
 
 @dataclass
@@ -67,10 +95,41 @@ class Setup:
     backend: Backend
     train: Dataset
     test: Dataset
-    out: Path
+    out: Path  # the output folder
     epochs: int
     t0: float  # the start: before the data are loaded
     told_test_rows: bool = False  # whether a line said that only some test rows are used
+    staging: Path | None = None  # where the figures go until the run has finished
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def figures(self) -> Path:
+        """The folder the figures are written to during the run: a hidden one in the output
+        folder, whose figures :meth:`finish` moves into the output folder."""
+        if self.staging is None:
+            self.staging = Path(tempfile.mkdtemp(prefix=".unfinished-", dir=self.out))
+            _UNFINISHED.append(self.staging)
+        return self.staging
+
+    def figure(self, name: str) -> Path:
+        """Where to write the figure ``name`` during the run."""
+        return self.figures / name
+
+    def show(self, path: Path) -> None:
+        """Note a figure written (at :meth:`figure`'s path); :meth:`finish` says where it is."""
+        self.written.append(path)
+
+    def finish(self) -> None:
+        """Move the run's figures into the output folder together (each replacing the one of
+        the same name), say which, and the whole run's time."""
+        for path in self.written:
+            os.replace(path, self.out / path.name)
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            _UNFINISHED.remove(self.staging)
+        for path in self.written:
+            show(self.out / path.name)
+        print(f"done in {self.elapsed()} in all")
 
     @property
     def small(self) -> bool:
@@ -91,15 +150,32 @@ class Setup:
         return f"{time.perf_counter() - self.t0:.1f} s"
 
 
+def summary(doc: str) -> str:
+    """The first paragraph of a docstring on one line: an example's ``--help`` description
+    (its first line alone stopped mid-sentence where the sentence wraps)."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
 def parser(description: str) -> argparse.ArgumentParser:
-    """The options every example takes."""
-    p = Parser(description=description)
-    p.add_argument("--data", default="digits", help="digits, mnist, fashion-mnist (or a path)")
-    p.add_argument("--data-dir", default=None, help="folder holding mnist/ or fashion-mnist/")
+    """The options every example takes; ``description``: the script's docstring (its first
+    paragraph is shown) or one line. Every option's help says its default."""
+    p = Parser(description=summary(description))
+    p.add_argument(
+        "--data", default="digits", help="digits, mnist, fashion-mnist, or a path (default digits)"
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding mnist/ or fashion-mnist/ (default $SCRATCHVAE_DATA, else "
+        "~/.cache/scratchvae); MNIST is downloaded there when it is not found",
+    )
     p.add_argument("--epochs", type=COUNT, default=None, help="default: per data set")
     p.add_argument("--batch-size", type=COUNT, default=None, help="default: 64 digits, 128 else")
     p.add_argument(
-        "--n-train", type=AT_LEAST_TWO, default=None, help="use only the first N training rows"
+        "--n-train",
+        type=AT_LEAST_TWO,
+        default=None,
+        help="use only the first N training rows (default: all of them)",
     )
     p.add_argument("--out", default=None, help="output folder (default examples/out/NAME)")
     p.add_argument(
@@ -108,16 +184,58 @@ def parser(description: str) -> argparse.ArgumentParser:
         default=0,
         help="seed of the weights, the train/validation split and every random draw (default 0)",
     )
-    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
-    p.add_argument("--fast", action="store_true", help="a tiny run for smoke tests")
+    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"), help="default numpy")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="a smoke test: 2 epochs on the first 300 training and 200 test rows (the numbers "
+        "mean little)",
+    )
     return p
+
+
+_SHAPE = re.compile(r"(?: (?:train|test))? \((\d+) x (\d+)\)")
+
+
+def describe(ds: Dataset) -> str:
+    """The data set's description without its split and its full size, "(1500 x 64)": the
+    first line counts the rows actually used after it. The image shape takes the size's place:
+    ``UCI digits, 8 x 8 images, grey levels in [0, 1] (0..16 / 16)``."""
+    h, w = ds.image_shape or (1, ds.n_features)
+    what = f"{h} x {w} images" if h > 1 else f"{ds.n_features} features"
+    text, found = _SHAPE.subn(f", {what}", ds.description, count=1)
+    return text if found else f"{text}, {what}"
+
+
+def output_folder(out: Path) -> Path:
+    """``out``, created, once it is known that the figures can be written there: a folder that
+    cannot be written, or a file in the way, is said now, not after the training; a folder
+    holding a ``scratchvae train`` run is refused (its figures have the same names)."""
+    shown = one_line(str(out))
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {shown} is a file, not a folder; give a folder for the figures")
+    if (out / CHECKPOINT_NAME).exists() or (out / METRICS_NAME).exists():
+        raise ValueError(
+            f"--out {shown} holds a scratchvae training run (its {CHECKPOINT_NAME} or "
+            f"{METRICS_NAME}); the example would replace that run's figures: choose another folder"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # can a file be written there?
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OSError(f"cannot write the figures to --out {shown}: {reason}") from None
+    return out
 
 
 def _subset(ds: Dataset, rows: slice) -> Dataset:
     """Some rows of a data set, loaded into memory."""
     y = None if ds.y is None else ds.y[rows]
     sub = dataset_from_array(ds.get_batch(rows), y, ds.name, "bernoulli")
-    sub.image_shape, sub.description = ds.image_shape, ds.description
+    # in memory now, whatever the file was
+    sub.image_shape = ds.image_shape
+    sub.description = ds.description.replace(", memory-mapped", "")
     return sub
 
 
@@ -132,13 +250,15 @@ def setup(
 
     The parser's errors name the script (``NAME.py: error: ...``), also when ``main`` is called
     in a process that is not the script. The backend is made before the data are loaded (or
-    downloaded), so that a missing CuPy is said at once."""
+    downloaded), so that a missing CuPy is said at once, and so is an output folder that cannot
+    be written (:func:`output_folder`)."""
     p.prog = f"{name}.py"
     args = p.parse_args(argv)
     if epochs is None and args.epochs is not None:
         p.error("--epochs does not apply to this example (see --help for what sets its length)")
     t0 = time.perf_counter()
     backend = Backend(args.backend, "float32", seed=args.seed)
+    out = output_folder(Path(args.out) if args.out else HERE / "out" / name)  # before a download
     train = load_dataset(args.data, "train", args.data_dir)
     try:
         test = load_dataset(args.data, "test", args.data_dir)
@@ -146,6 +266,7 @@ def setup(
         n_test = max(1, train.n // 10)
         test = _subset(train, slice(train.n - n_test, None))
         train = _subset(train, slice(0, train.n - n_test))
+    n_train_all, n_test_all = train.n, test.n
     n_train = 300 if args.fast else args.n_train
     if n_train is not None and n_train < train.n:
         train = _subset(train, slice(0, n_train))
@@ -162,9 +283,11 @@ def setup(
         # it trains on are fewer than the training set's
         fit_rows, val_rows = train_val_split(train.n, TrainConfig.val_fraction, args.seed)
         rows = f"{len(fit_rows):,} train / {len(val_rows):,} validation"
-    out = Path(args.out) if args.out else HERE / "out" / name
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"{name}: {train.description}; {rows} / {test.n:,} test rows{length}")
+    # the data set without its full size (the rows used follow), then what was left out of it
+    parts = ((train, n_train_all, "training"), (test, n_test_all, "test"))
+    subset = [f"the first {ds.n:,} of the {n:,} {part} rows" for ds, n, part in parts if ds.n < n]
+    used = f"; from {' and '.join(subset)}" if subset else ""
+    print(f"{name}: {describe(train)}; {rows} / {test.n:,} test rows{length}{used}")
     return Setup(args, backend, train, test, out, n_epochs, t0)
 
 
@@ -192,16 +315,13 @@ def train(
 
 
 def show(path: Path) -> None:
-    print(f"  wrote {path}")
+    print(f"  wrote {one_line(str(path))}")  # a newline in --out stays on the line
 
 
 def save_figure(fig: Any, path: Path, title: str | None = None) -> Path:
-    """Title, save as PNG (creating the folder) and close ``fig``; returns ``path``."""
-    import matplotlib.pyplot as plt
-
+    """Title, save (creating the folder) and close ``fig``; returns the path written. The save
+    is atomic, as the library's figures are: a failure midway leaves the file that was there."""
     if title:
         fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_atomically(fig, path)

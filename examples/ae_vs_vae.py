@@ -70,7 +70,7 @@ def side_by_side(grids: dict[str, np.ndarray], shape: tuple[int, int], path: Any
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = _common.parser(__doc__.splitlines()[0])
+    p = _common.parser(__doc__)
     p.add_argument("--latent", type=COUNT, default=None, help="default: 8 digits, 20 else")
     s = _common.setup("ae_vs_vae", argv, p, EPOCHS)
     D, shape = s.train.n_features, s.train.image_shape
@@ -96,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         grids[f"{name} samples"] = samples[:64]
         result[name] = {"nn": float(nn.mean()), "code_std": std.tolist()}
-    _common.show(side_by_side(grids, shape, s.out / "ae_vs_vae_samples.png"))
-    print(f"done in {s.elapsed()} in all")
+    s.show(side_by_side(grids, shape, s.figure("ae_vs_vae_samples.png")))
+    s.finish()
     return {**result, "out": s.out}
 
 

@@ -39,7 +39,7 @@ def squared_error(out: Any, clean: Any) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = _common.parser(__doc__.splitlines()[0])
+    p = _common.parser(__doc__)
     s = _common.setup("denoising_ae", argv, p, EPOCHS)
     D, shape = s.train.n_features, s.train.image_shape
     kw = dict(hidden=(128,) if s.small else (400,), latent=32 if s.small else 64)
@@ -61,17 +61,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for name, model in models.items():
             table[kind][name] = squared_error(denoise(model, noisy), clean)
         own = models[f"DAE {kind}"]
-        path = s.out / f"denoise_{kind}.png"
-        what = f"Gaussian noise, sigma {SIGMA}" if kind == "gaussian" else f"{MASKED:.0%} zeroed"
+        path = s.figure(f"denoise_{kind}.png")
+        what = (
+            f"Gaussian noise, sigma {SIGMA}"
+            if kind == "gaussian"
+            else f"{MASKED:.0%} of the pixels zeroed"
+        )
         title = f"{what}: the DAE trained on that noise"
         out = denoise(own, noisy[:12])
-        _common.show(plots.plot_denoising(noisy[:12], out, clean[:12], shape, path, title))
+        s.show(plots.plot_denoising(noisy[:12], out, clean[:12], shape, path, title))
 
     print("  squared error to the clean test image (sum over pixels, mean over examples):")
     print(f"  {'model':14s} {'gaussian noise':>15s} {'masking noise':>15s}")
     for name in ("input", *models):
         print(f"  {name:14s} {table['gaussian'][name]:15.2f} {table['mask'][name]:15.2f}")
-    print(f"done in {s.elapsed()} in all")
+    s.finish()
     return {"errors": table, "out": s.out}
 
 

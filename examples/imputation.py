@@ -28,9 +28,16 @@ KINDS = ("bottom-half", "random")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = _common.parser(__doc__.splitlines()[0])
-    p.add_argument("--iters", type=COUNT, default=50, help="encode/decode iterations")
-    p.add_argument("--k", type=COUNT, default=200, help="importance samples per image")
+    p = _common.parser(__doc__)
+    p.add_argument(
+        "--iters", type=COUNT, default=50, help="encode/decode iterations (default 50; --fast: 5)"
+    )
+    p.add_argument(
+        "--k",
+        type=COUNT,
+        default=200,
+        help="importance samples per image (default 200; --fast: 10)",
+    )
     s = _common.setup("imputation", argv, p, EPOCHS)
     D, shape = s.train.n_features, s.train.image_shape
     model = VAE(
@@ -57,18 +64,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "VAE z = mu": masked_mse(mfield, x, mask),
             f"VAE IS, K={k}": masked_mse(cmean, x, mask),
         }
-        path = s.out / f"imputation_{kind}.png"
+        path = s.figure(f"imputation_{kind}.png")
         what = "bottom half" if kind == "bottom-half" else "50% of the pixels at random"
         title = f"imputation, {what} missing (grey): filled by pseudo-Gibbs"
-        _common.show(
-            plots.plot_imputation(x[:12], gibbs[:12], x[:12], shape, path, mask[:12], title)
-        )
+        s.show(plots.plot_imputation(x[:12], gibbs[:12], x[:12], shape, path, mask[:12], title))
 
     print(f"  squared error per missing pixel ({n_iter} iterations):")
     print(f"  {'fill':18s} {'bottom half':>12s} {'50% random':>12s}")
     for name in errors[KINDS[0]]:
         print(f"  {name:18s} {errors['bottom-half'][name]:12.4f} {errors['random'][name]:12.4f}")
-    print(f"done in {s.elapsed()} in all")
+    s.finish()
     return {"errors": errors, "out": s.out}
 
 

@@ -1,6 +1,6 @@
 """A linear auto-encoder trained with squared error learns the principal subspace (PCA).
 
-    python examples/linear_ae_pca.py                   # digits, k = 5, ~20 s
+    python examples/linear_ae_pca.py                   # digits, k = 5, ~5 s
     python examples/linear_ae_pca.py --data mnist --data-dir ~/data --k 5
 
 AE(D, hidden=(), activation="identity", likelihood="mse") computes x_hat = (x W_e + b_e) W_d + b_d.
@@ -51,7 +51,7 @@ def principal_axes(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = _common.parser(__doc__.splitlines()[0])
+    p = _common.parser(__doc__)
     p.add_argument(
         "--k",
         type=COUNT,
@@ -103,9 +103,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             lim = np.abs(img).max() + 1e-12
             axes[row][j].imshow(img.reshape(shape), cmap="RdBu_r", vmin=-lim, vmax=lim)
             axes[row][j].set_axis_off()
-    title = f"top: principal axes 1..{k};  bottom: their projection on the AE's subspace"
-    _common.show(_common.save_figure(fig, s.out / "pca_vs_linear_ae.png", title))
-    print(f"done in {s.elapsed()} in all")
+    title = (
+        f"top: principal axes 1..{k};  bottom: their projection on the AE's subspace\n"
+        "(red +, blue -, white 0; each image scaled to its own largest |value|)"
+    )
+    s.show(_common.save_figure(fig, s.figure("pca_vs_linear_ae.png"), title))
+    s.finish()
     return {"max_angle_deg": float(angles.max()), "loss": losses[-1], "pca_loss": float(best)}
 
 

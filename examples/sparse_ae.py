@@ -1,6 +1,6 @@
 """A sparse auto-encoder (target mean activation rho = 0.05): its activations and its features.
 
-    python examples/sparse_ae.py                       # digits, ~20 s
+    python examples/sparse_ae.py                       # digits, ~5 s
     python examples/sparse_ae.py --data mnist --data-dir ~/data --epochs 10
 
 The code h = sigmoid(W_enc x + b) of a SparseAE is pushed towards a mean activation of rho per unit
@@ -27,10 +27,17 @@ EPOCHS = {"digits": 300, "other": 10}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = _common.parser(__doc__.splitlines()[0])
+    p = _common.parser(__doc__)
     p.add_argument("--units", type=COUNT, default=None, help="default: 64 digits, 196 else")
-    p.add_argument("--rho", type=OPEN_UNIT, default=0.05, help="target mean activation, in (0, 1)")
-    p.add_argument("--beta", type=NON_NEGATIVE, default=3.0, help="weight of the sparsity penalty")
+    p.add_argument(
+        "--rho",
+        type=OPEN_UNIT,
+        default=0.05,
+        help="target mean activation, in (0, 1) (default 0.05)",
+    )
+    p.add_argument(
+        "--beta", type=NON_NEGATIVE, default=3.0, help="weight of the sparsity penalty (default 3)"
+    )
     s = _common.setup("sparse_ae", argv, p, EPOCHS)
     D, shape = s.train.n_features, s.train.image_shape
     units = s.args.units
@@ -51,10 +58,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     dec = to_numpy(model.params["decoder.0.W"])  # (units, D): what each unit adds
     enc = to_numpy(model.params["encoder.0.W"]).T  # (units, D): what each unit responds to
     title = "decoder weights per hidden unit (red +, blue -)"
-    _common.show(plot_features(dec, shape, s.out / "decoder_features.png", title))
+    s.show(plot_features(dec, shape, s.figure("decoder_features.png"), title))
     title = "encoder weights per hidden unit (red +, blue -)"
-    _common.show(plot_features(enc, shape, s.out / "encoder_features.png", title))
-    print(f"done in {s.elapsed()} in all")
+    s.show(plot_features(enc, shape, s.figure("encoder_features.png"), title))
+    s.finish()
     return {"mean_activation": float(h.mean()), "rho": rho, "out": s.out}
 
 

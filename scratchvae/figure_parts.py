@@ -86,6 +86,12 @@ def _save(fig: Any, path: PathLike) -> Path:
     return path
 
 
+def save_figure(fig: Any, path: PathLike) -> Path:
+    """Write a matplotlib figure made elsewhere (an example's own) as the figures here are:
+    atomically, the format from the suffix, then closed; returns the path written."""
+    return _save(fig, path)
+
+
 def _row_length(n: int, n_rows: int) -> int:
     """Images per row: all n up to MAX_ROW; past that about sqrt(n_rows * n), so that the
     wrapped blocks make a roughly square figure instead of one row thousands of pixels long."""
@@ -133,13 +139,28 @@ def _rows_figure(
     return _save(fig, path)
 
 
-def _grid_figure(images: np.ndarray, ncols: int, title: str, path: PathLike) -> Path:
+def _grid_figure(
+    images: np.ndarray,
+    ncols: int,
+    title: str,
+    path: PathLike,
+    axis_labels: tuple[str, str] | None = None,
+) -> Path:
     """A mosaic of images, 6 inches wide, wider when that would draw an image's pixels
-    smaller than the screen's (a large grid stays legible)."""
+    smaller than the screen's (a large grid stays legible); ``axis_labels`` (x, y): what the
+    columns and the rows stand for (no ticks)."""
     mosaic = _tile(images, ncols)
     width = max(6.0, mosaic.shape[1] / 75)  # the axes get ~3/4 of the width, at 100 dpi
     fig, ax = plt.subplots(figsize=(width, width * mosaic.shape[0] / mosaic.shape[1] + 0.4))
     ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1)
-    ax.set_axis_off()
+    if axis_labels is None:
+        ax.set_axis_off()
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
     ax.set_title(title)
     return _save(fig, path)

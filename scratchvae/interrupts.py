@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import CHECKPOINT_NAME
-from .cliargs import PROG
+from .cliargs import PROG, one_line
 from .history import METRICS_NAME
 
 __all__ = ["Terminated", "ignore_interrupts", "interrupted", "sigterm_interrupts"]
@@ -47,15 +47,16 @@ def interrupted(out: Path | None, terminated: bool, trained: bool = False) -> in
     one; ``trained``: the run had finished, its figures had not); return 143 (SIGTERM) or 130
     (Ctrl-C)."""
     what = "terminated (SIGTERM)" if terminated else "interrupted"
+    shown = None if out is None else one_line(str(out))  # a newline in it: still one line
     if out is None:
         kept = ""
     elif trained:  # --resume would have nothing to train: say what is missing
-        kept = f"; the run in {out} had finished (checkpoint written); "
-        kept += f"scratchvae plot {out} draws its figures"
+        kept = f"; the run in {shown} had finished (checkpoint written); "
+        kept += f"scratchvae plot {shown} draws its figures"
     elif (out / CHECKPOINT_NAME).exists():
-        kept = f"; the last checkpoint in {out} is intact (--resume continues)"
+        kept = f"; the last checkpoint in {shown} is intact (--resume continues)"
     else:  # a run stopped before its first checkpoint may have written its metrics
-        kept = f"; no checkpoint was written in {out} yet"
+        kept = f"; no checkpoint was written in {shown} yet"
         if (out / METRICS_NAME).exists():  # kept, so a plain rerun is refused: say how
             kept += f" (--force starts the run over, replacing its {METRICS_NAME})"
     print(f"{PROG}: {what}{kept}", file=sys.stderr)

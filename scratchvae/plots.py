@@ -96,8 +96,13 @@ def plot_reconstructions(
     return _rows_figure([("input", x), ("recon", x_rec)], image_shape, title, path)
 
 
+#: what :meth:`~scratchvae.models.AE.sample` returns: z drawn from N(0, I), decoded to the
+#: likelihood's mean (a Bernoulli decoder's pixel probabilities), not a draw of x
+SAMPLES_TITLE = "decoded z ~ N(0, I) (the decoder's mean image of each draw)"
+
+
 def plot_samples(
-    samples: Any, image_shape: Shape, path: PathLike, title: str = "samples from the prior"
+    samples: Any, image_shape: Shape, path: PathLike, title: str = SAMPLES_TITLE
 ) -> Path:
     """A square-ish grid of samples (N, D)."""
     images = _images(samples, image_shape)
@@ -116,7 +121,12 @@ def plot_manifold(model: VAE, image_shape: Shape, path: PathLike, n: int = 15) -
     z1, z2 = np.meshgrid(q, q[::-1])  # z2 grows upwards in the figure
     z = np.stack([z1.ravel(), z2.ravel()], axis=1)  # (n*n, 2)
     images = _images(model.decode(model.backend.asarray(z)), image_shape)
-    return _grid_figure(images, n, "decoder over the prior's quantiles", path)
+    steps = "in steps of equal prior probability"
+    labels = (
+        f"z1 from {q[0]:.2f} (left) to {q[-1]:.2f}, {steps}",
+        f"z2 from {q[0]:.2f} (bottom) to {q[-1]:.2f}",
+    )
+    return _grid_figure(images, n, "decoder over the prior's quantiles", path, labels)
 
 
 def _pca2(codes: np.ndarray) -> tuple[np.ndarray, str]:
@@ -184,12 +194,27 @@ def _label_text(label: Any, names: Sequence[str] | None = None) -> str:
     return str(label)
 
 
+def _warmup(records: list[Mapping[str, Any]]) -> tuple[float, float, int] | None:
+    """(first KL weight, largest, the first epoch at the largest) of a history whose KL weight
+    ``w`` (a VAE's ``kl_weight``) rose over the epochs, else None."""
+    if any(r.get("kl_weight") is None for r in records):
+        return None  # an AE, or a history written before the weight was recorded
+    weights = [float(r["kl_weight"]) for r in records]
+    top = max(weights)
+    if min(weights) == top:
+        return None
+    return weights[0], top, int(records[weights.index(top)]["epoch"])
+
+
 def plot_curves(history: Sequence[Mapping[str, Any]] | Any, path: PathLike) -> Path:
-    """Training and validation loss terms per epoch, nats per example."""
+    """Training and validation loss terms per epoch, nats per example. During a KL warm-up
+    the training loss is recon + w KL with w below its final value (validation: the final
+    weight), so the two do not compare there: those epochs are shaded and the title says it."""
     records = list(history)
     if not records:
         raise ValueError("no training history to plot; train for at least one epoch")
     epochs = [r["epoch"] for r in records]
+    warmup = _warmup(records)
     terms = [t for t in ("loss", "recon", "kl", "sparsity") if f"train_{t}" in records[0]]
     marker = "o" if len(records) <= MAX_MARKED_EPOCHS else None  # 1 epoch: a point, no line
     fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.5), squeeze=False)
@@ -199,6 +224,11 @@ def plot_curves(history: Sequence[Mapping[str, Any]] | Any, path: PathLike) -> P
             if key in records[0]:
                 ax.plot(epochs, [r[key] for r in records], style, marker=marker, ms=4, label=split)
         ax.set_title(term)
+        if warmup is not None:
+            w0, top, since = warmup
+            ax.axvspan(epochs[0], since, color="0.9", zorder=0, label="KL warm-up")
+            if term == "loss":
+                ax.set_title(f"loss (train: recon + w KL, w {w0:.2g} -> {top:.2g})")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
         ax.legend()

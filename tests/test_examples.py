@@ -1,42 +1,13 @@
 """Smoke tests: every example runs in-process with --fast and writes its figures."""
 
-import importlib
 import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from dead_port import dead_url
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-FIGURES = {
-    "vae_digits": [
-        "curves.png",
-        "recon.png",
-        "samples.png",
-        "latent.png",
-        "manifold_2d.png",
-        "latent_2d.png",
-    ],
-    "ae_vs_vae": ["ae_vs_vae_samples.png"],
-    "denoising_ae": ["denoise_gaussian.png", "denoise_mask.png"],
-    "sparse_ae": ["decoder_features.png", "encoder_features.png"],
-    "linear_ae_pca": ["pca_vs_linear_ae.png"],
-    "imputation": ["imputation_bottom-half.png", "imputation_random.png"],
-    "iwae_snr": ["iwae_snr.png"],
-}
-
-
-def run_example(name: str, out: Path, *extra: str) -> dict:
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        module = importlib.import_module(name)
-        return module.main(["--fast", "--out", str(out), *extra])
-    finally:
-        sys.path.remove(str(EXAMPLES))
+from example_cases import EXAMPLES, FIGURES, import_example, run_example
 
 
 def check_vae_digits(r):
@@ -115,14 +86,6 @@ BAD_INPUT = [
 ]
 
 
-def _import_example(name: str):
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        return importlib.import_module(name), importlib.import_module("_common")
-    finally:
-        sys.path.remove(str(EXAMPLES))
-
-
 def _cupy_works() -> bool:
     from scratchvae.backend import cupy_available
 
@@ -137,7 +100,7 @@ def test_bad_input_is_one_line_and_status_2_before_training(
         pytest.skip("CuPy works here: no error to check")
     # a download that fails at once, without the network: every connection refused
     monkeypatch.setenv("SCRATCHVAE_MNIST_MIRROR", dead_url())
-    module, common = _import_example(name)
+    module, common = import_example(name)
     argv = [a.format(tmp=tmp_path) for a in argv]
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "out")]
@@ -170,7 +133,7 @@ def test_a_script_prints_no_traceback(tmp_path):
 
 def test_options_given_as_values_not_defaults(tmp_path):
     """--epochs and --n-train are taken as given (not `or default`); the data are not trained."""
-    _, common = _import_example("sparse_ae")
+    _, common = import_example("sparse_ae")
     p = common.parser("test")
     argv = ["--epochs", "3", "--n-train", "40", "--batch-size", "7", "--out", str(tmp_path)]
     s = common.setup("sparse_ae", argv, p, {"digits": 300, "other": 10})
@@ -181,15 +144,16 @@ def test_options_given_as_values_not_defaults(tmp_path):
 
 def test_the_first_line_says_the_epochs_only_of_an_example_trained_by_epochs(tmp_path, capsys):
     """linear_ae_pca (full-batch steps) said "1 epochs"."""
-    _, common = _import_example("sparse_ae")
+    _, common = import_example("sparse_ae")
     argv = ["--n-train", "40", "--out", str(tmp_path)]
     for epochs in ("1", "2"):
         common.setup("sparse_ae", [*argv, "--epochs", epochs], common.parser("t"), {"digits": 9})
     common.setup("linear_ae_pca", argv, common.parser("t"), None)
     one, two, steps = capsys.readouterr().out.splitlines()
-    assert one.endswith("36 train / 4 validation / 297 test rows, 1 epoch")
-    assert two.endswith("36 train / 4 validation / 297 test rows, 2 epochs")
-    assert steps.endswith("40 train / 297 test rows")  # no trainer: no validation part
+    subset = "; from the first 40 of the 1,500 training rows"
+    assert one.endswith(f"36 train / 4 validation / 297 test rows, 1 epoch{subset}")
+    assert two.endswith(f"36 train / 4 validation / 297 test rows, 2 epochs{subset}")
+    assert steps.endswith(f"40 train / 297 test rows{subset}")  # no trainer: no validation
 
 
 def test_the_first_line_counts_the_rows_the_trainer_trains_and_validates_on(
@@ -200,7 +164,7 @@ def test_the_first_line_counts_the_rows_the_trainer_trains_and_validates_on(
     from scratchvae.data import train_val_split
     from scratchvae.models import AE
 
-    _, common = _import_example("sparse_ae")
+    _, common = import_example("sparse_ae")
     used = []
 
     def recorded(n, val_fraction, seed):
@@ -215,12 +179,13 @@ def test_the_first_line_counts_the_rows_the_trainer_trains_and_validates_on(
         common.train(AE(64, hidden=(), latent=2, backend=s.backend), s)
     firsts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("sparse")]
     assert [line.split("; ")[1].removesuffix(", 1 epoch") for line in firsts] == used
+    assert firsts[1].endswith("; from the first 45 of the 1,500 training rows")
     assert used[0] == "1,350 train / 150 validation / 297 test rows"
 
 
 def test_a_line_says_when_only_some_test_rows_are_used(tmp_path, capsys):
     """MNIST's examples evaluate the first 2,000 test images; the first line said 10000."""
-    _, common = _import_example("sparse_ae")
+    _, common = import_example("sparse_ae")
     s = common.setup("sparse_ae", ["--out", str(tmp_path)], common.parser("t"), {"digits": 9})
     s.x_test(None), s.x_test(400)  # all 297 rows: nothing to say
     assert s.x_test(5).shape == (5, 64) and s.x_test(5).shape == (5, 64)
@@ -229,7 +194,7 @@ def test_a_line_says_when_only_some_test_rows_are_used(tmp_path, capsys):
 
 
 def test_vae_digits_iw_samples_0_skips_the_bound(capsys):
-    module, _ = _import_example("vae_digits")
+    module, _ = import_example("vae_digits")
     r = {"neg_elbo": 24.0, "recon": 20.0, "kl": 4.0, "iw_nll": None, "iw_samples": 0,
          "bits_per_dim": None, "active_units": 6, "latent": 8}  # fmt: skip
     module.report("VAE", r)
@@ -238,7 +203,7 @@ def test_vae_digits_iw_samples_0_skips_the_bound(capsys):
 
 
 def test_estimator_variance_writes_under_the_repository_by_default():
-    module, common = _import_example("estimator_variance")
+    module, common = import_example("estimator_variance")
     assert module.DEFAULT_OUT == common.HERE / "out" / "estimator_variance"
     assert module.DEFAULT_OUT.is_absolute()
 
@@ -249,7 +214,7 @@ def test_the_seed_sets_the_train_validation_split_too(tmp_path, monkeypatch):
     from scratchvae.data import train_val_split
     from scratchvae.models import AE
 
-    _, common = _import_example("sparse_ae")
+    _, common = import_example("sparse_ae")
     splits = {}
 
     def recorded(n, val_fraction, seed):
@@ -273,7 +238,7 @@ def test_a_training_line_times_that_training_alone(tmp_path, monkeypatch, capsys
 
     from scratchvae.train import History
 
-    _, common = _import_example("sparse_ae")
+    _, common = import_example("sparse_ae")
     clock = SimpleNamespace(now=100.0)
     monkeypatch.setattr(common, "time", SimpleNamespace(perf_counter=lambda: clock.now))
 

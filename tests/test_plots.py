@@ -357,3 +357,30 @@ def test_train_reconstruct_and_plot_show_a_binarized_run_its_binarized_input(tmp
     for fig in recons:
         assert fig._suptitle.get_text().endswith("binarized at 0.5, as in training")
         assert set(np.unique(_shown(fig))) == {0.0, 1.0}
+
+
+def test_the_manifold_says_what_its_axes_are_and_samples_what_they_show(tmp_path, vae2, figures):
+    """The manifold was a bare grid (which way is z1, over what range?); the samples' title
+    said "samples from the prior" of decoded means, not draws of x."""
+    plot_manifold(vae2, SHAPE, tmp_path / "m.png", n=5)
+    plot_samples(vae2.sample(4), SHAPE, tmp_path / "s.png")
+    manifold, samples = (fig.axes[0] for fig in figures)
+    assert manifold.get_xlabel().startswith("z1 from -1.28 (left) to 1.28")
+    assert manifold.get_ylabel() == "z2 from -1.28 (bottom) to 1.28"
+    assert "mean" in samples.get_title() and "N(0, I)" in samples.get_title()
+
+
+def test_the_curves_mark_the_kl_warm_up(tmp_path, figures):
+    """During the warm-up the training loss is recon + w KL with w < 1, the validation loss
+    recon + KL: the training loss fell below the validation loss and rose again when w
+    reached 1, with nothing on the figure to say why."""
+    weights = [0.25, 0.75, 1.0, 1.0]
+    history = [{**HISTORY[0], "epoch": e, "kl_weight": w} for e, w in enumerate(weights, 1)]
+    plot_curves(history, tmp_path / "c.png")
+    plot_curves([{**r, "kl_weight": 1.0} for r in history], tmp_path / "c2.png")
+    warm, plain = figures
+    assert warm.axes[0].get_title() == "loss (train: recon + w KL, w 0.25 -> 1)"
+    labels = [t.get_text() for t in warm.axes[0].get_legend().get_texts()]
+    assert "KL warm-up" in labels
+    assert plain.axes[0].get_title() == "loss"
+    assert "KL warm-up" not in [t.get_text() for t in plain.axes[0].get_legend().get_texts()]

@@ -1,0 +1,214 @@
+"""The examples' output: the first line, the output folder (checked up front, the figures
+moved in together at the end, each saved atomically), --help, the figures' labels."""
+
+import os
+from pathlib import Path
+
+import pytest
+from example_cases import FIGURES, import_example, run_example
+
+
+def test_the_first_line_does_not_give_the_full_sets_size_before_the_rows_used(tmp_path, capsys):
+    """It said "UCI digits train (1500 x 64), ...; 270 train / 30 validation / 200 test rows":
+    1500 rows, then 300 of them, with nothing to say which; now the rows used, and of what."""
+    _, common = import_example("sparse_ae")
+    common.setup("sparse_ae", ["--fast", "--out", str(tmp_path)], common.parser("t"), {"digits": 9})
+    common.setup("sparse_ae", ["--out", str(tmp_path)], common.parser("t"), {"digits": 9})
+    fast, full = capsys.readouterr().out.splitlines()
+    assert "1500 x 64" not in fast and "1500 x 64" not in full
+    assert fast == (
+        "sparse_ae: UCI digits, 8 x 8 images, grey levels in [0, 1] (0..16 / 16); "
+        "270 train / 30 validation / 200 test rows, 2 epochs; "
+        "from the first 300 of the 1,500 training rows and the first 200 of the 297 test rows"
+    )
+    assert full.endswith("; 1,350 train / 150 validation / 297 test rows, 9 epochs")
+
+
+def test_the_first_line_of_a_file_with_its_test_part_held_out(tmp_path, capsys):
+    import numpy as np  # numpy-boundary: building a data file
+
+    np.save(tmp_path / "rows.npy", np.random.default_rng(0).random((50, 6)))
+    _, common = import_example("sparse_ae")
+    argv = ["--data", str(tmp_path / "rows.npy"), "--out", str(tmp_path / "o")]
+    common.setup("sparse_ae", argv, common.parser("t"), {"digits": 9})
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "(50 x 6)" not in line and "(45 x 6)" not in line
+    assert (
+        ", 6 features, " in line
+        and "memory-mapped" not in line
+        and line.endswith("; 41 train / 4 validation / 5 test rows, 9 epochs")
+    )
+
+
+def test_an_output_folder_that_cannot_be_used_is_said_before_the_data_and_training(
+    tmp_path, capsys, monkeypatch
+):
+    """A folder that could not be written was found when the first figure was saved, after
+    the training (minutes on MNIST); a `scratchvae train` run folder had its figures replaced."""
+    module, common = import_example("sparse_ae")
+    (tmp_path / "afile").write_text("mine")
+    run_folder = tmp_path / "run"
+    run_folder.mkdir()
+    (run_folder / "metrics.jsonl").write_text("{}\n")
+    cases = [
+        (tmp_path / "afile", "is a file, not a folder"),
+        (run_folder, "holds a scratchvae training run"),
+    ]
+    for out, expected in cases:
+        with pytest.raises(SystemExit) as exit_:
+            common.run(module.main, ["--n-train", "40", "--epochs", "1", "--out", str(out)])
+        assert exit_.value.code == 2
+        captured = capsys.readouterr()
+        (line,) = captured.err.splitlines()
+        assert line.startswith("sparse_ae.py: error: --out ") and expected in line, line
+        assert "last epoch" not in captured.out
+    assert (tmp_path / "afile").read_text() == "mine"
+    assert sorted(p.name for p in run_folder.iterdir()) == ["metrics.jsonl"]
+
+    def refused(*args, **kwargs):  # what a read-only folder says (root may write anywhere)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(common.tempfile, "TemporaryFile", refused)
+    with pytest.raises(SystemExit) as exit_:
+        common.run(module.main, ["--fast", "--out", str(tmp_path / "ro")])
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and "last epoch" not in captured.out
+    assert captured.err == (
+        f"sparse_ae.py: error: cannot write the figures to --out {tmp_path / 'ro'}: "
+        "Permission denied\n"
+    )
+
+
+def test_paths_printed_stay_on_one_line(tmp_path, capsys):
+    out = tmp_path / "a\nb"
+    run_example("sparse_ae", out)
+    wrote = [line for line in capsys.readouterr().out.splitlines() if "wrote" in line]
+    assert len(wrote) == 2 and all("a\\nb" in line for line in wrote), wrote
+    assert (out / "decoder_features.png").is_file()
+
+
+def test_an_examples_own_figure_is_saved_atomically(tmp_path):
+    """_common.save_figure called fig.savefig(path): a save failing midway (a full disk) left a
+    truncated file in the place of the previous run's figure."""
+    import matplotlib.pyplot as plt
+
+    _, common = import_example("sparse_ae")
+    path = tmp_path / "fig.png"
+    path.write_bytes(b"the previous run's figure")
+    fig, _ = plt.subplots()
+
+    def full_disk(target, **kwargs):
+        if isinstance(target, (str, os.PathLike)):
+            Path(target).write_bytes(b"trunc")
+        else:
+            target.write(b"trunc")
+        raise OSError(28, "No space left on device")
+
+    fig.savefig = full_disk
+    with pytest.raises(OSError, match="No space left"):
+        common.save_figure(fig, path, "title")
+    assert path.read_bytes() == b"the previous run's figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]
+
+
+def test_estimator_variance_with_only_one_sample_per_estimate(tmp_path, capsys):
+    """--sample-sizes 1 ended in ZeroDivisionError (leave-one-out has no S = 1 row), after the
+    whole study."""
+    module, _ = import_example("estimator_variance")
+    argv = ["--out", str(tmp_path), "--steps", "2", "--repeats", "2", "--reference", "10"]
+    module.main([*argv, "--hist-groups", "1", "--sample-sizes", "1"])
+    printed = capsys.readouterr().out
+    assert "score+loo: n/a (S >= 2)" in printed
+    for name in ("estimator_variance.png", "estimator_distribution.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_iwae_snr_figure_labels_both_panels_and_says_stl_is_biased(tmp_path, monkeypatch):
+    """The decoder panel had no y label (its scale is not the encoder's), the noise floor not
+    its number of draws, and STL's rising encoder SNR read as a merit (its IWAE gradient is
+    biased beyond k = 1)."""
+    import matplotlib.pyplot as plt
+
+    from scratchvae.lab.snr import SNRRow
+
+    module, common = import_example("iwae_snr")
+    rows = [SNRRow(est, k, 50, 0.5 * k, 2.0 * k, 0.11) for est in ("pathwise", "stl", "dreg")
+            for k in (1, 10)]  # fmt: skip
+    drawn = []
+    monkeypatch.setattr(common, "save_figure", lambda fig, path, title: drawn.append(fig))
+    module.plot(rows, tmp_path / "snr.png")
+    (fig,) = drawn
+    plt.close(fig)  # not saved: closed here (tests/test_plots.py counts the open figures)
+    encoder, decoder = fig.axes
+    assert encoder.get_ylabel() and decoder.get_ylabel() == encoder.get_ylabel()
+    legend = [t.get_text() for t in encoder.get_legend().get_texts()]
+    assert legend == ["pathwise", "STL (biased for k > 1)", "DReG", "noise floor (50 draws)"]
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_help_gives_a_whole_description_and_every_default(name, monkeypatch):
+    """iwae_snr's --help described it as "... for the encoder and the decoder," (the first
+    line of a wrapped sentence); --rho, --beta, --iters, --k, --ks, --data, --backend did not
+    say their defaults, nor --iters, --k, --repeats, --ks what --fast makes of them."""
+    module, common = import_example(name)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def parsed(name, argv, p, epochs):
+        seen.append(p)
+        raise Stop
+
+    monkeypatch.setattr(common, "setup", parsed)
+    with pytest.raises(Stop):
+        module.main([])
+    (p,) = seen
+    assert p.description == common.summary(module.__doc__)
+    assert p.description.endswith(".") and "\n" not in p.description
+    for action in p._actions:
+        if action.dest in ("help", "fast"):
+            continue
+        assert "default" in (action.help or ""), (action.dest, action.help)
+
+
+@pytest.mark.parametrize("stop", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_run_stopped_midway_leaves_the_earlier_runs_figures(tmp_path, capsys, monkeypatch, stop):
+    """The figures were written one by one into the output folder: a run that failed (or was
+    stopped with Ctrl-C) after its first figure left that one new beside the earlier run's
+    others, a set from two runs; Ctrl-C printed a traceback."""
+    module, common = import_example("sparse_ae")
+    out = tmp_path / "out"
+    run_example("sparse_ae", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["decoder_features.png", "encoder_features.png"]
+    capsys.readouterr()
+    draw, calls = module.plot_features, []
+
+    def second_fails(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise stop
+        return draw(*args)
+
+    monkeypatch.setattr(module, "plot_features", second_fails)
+    with pytest.raises(SystemExit) as exit_:
+        common.run(module.main, ["--fast", "--seed", "1", "--out", str(out)])
+    assert len(calls) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no hidden folder left
+    captured = capsys.readouterr()
+    assert "wrote" not in captured.out and len(captured.err.splitlines()) == 1, captured.err
+    if isinstance(stop, KeyboardInterrupt):
+        assert exit_.value.code == 130
+        assert captured.err == "sparse_ae.py: interrupted; the output folder keeps what it held\n"
+    else:
+        assert exit_.value.code == 2 and "No space left" in captured.err
+
+
+def test_vae_digits_latent_2_trains_its_2d_model_once(tmp_path, capsys):
+    """--latent 2 trained the same 2-D VAE a second time for the manifold (twice the time)."""
+    r = run_example("vae_digits", tmp_path, "--latent", "2", "--iw-samples", "0")
+    printed = capsys.readouterr().out
+    assert printed.count("last epoch") == 1 and "VAE latent=2: the model above" in printed
+    assert r["latent2"] is r["latent"]
+    assert (tmp_path / "manifold_2d.png").is_file() and (tmp_path / "latent_2d.png").is_file()
