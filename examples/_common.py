@@ -54,6 +54,8 @@ USER_ERRORS = (ValueError, BackendError, OSError)
 
 #: the hidden folders of the runs in this process not finished yet (removed when one fails)
 _UNFINISHED: list[Path] = []
+#: the output folders this process made (removed again, where empty, when its run fails)
+_MADE: list[Path] = []
 
 #: --n-train (the trainer holds out 10%, at least one row, and trains on the others) and
 #: --repeats (a variance needs two draws).
@@ -72,8 +74,10 @@ def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None 
     """Run an example's ``main(argv)`` as a program: a user error (:data:`USER_ERRORS`) ends it
     with one line ``NAME.py: error: ...`` on stderr and exit status 2, not a traceback."""
     prog = Path(inspect.getfile(main)).name
+    finished = False
     try:
         main(argv)
+        finished = True
     except USER_ERRORS as exc:
         if stdout_gone(exc):  # `python example.py | head`: the reader stopped, no error
             raise SystemExit(1) from None
@@ -85,6 +89,19 @@ def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None 
     finally:  # a run that did not finish: its figures are dropped, the earlier run's kept
         while _UNFINISHED:
             shutil.rmtree(_UNFINISHED.pop(), ignore_errors=True)
+        while _MADE:  # and the output folders it made go again, if nothing was put in them
+            made = _MADE.pop()
+            if not finished:
+                _remove_empty_folders(made)
+
+
+def _remove_empty_folders(top: Path) -> None:
+    """Remove ``top`` and the folders under it, bottom up, where they hold nothing else."""
+    for folder, _, _ in os.walk(top, topdown=False):
+        try:
+            os.rmdir(folder)
+        except OSError:  # a file in it (or it is gone): kept
+            pass
 
 
 @dataclass
@@ -219,6 +236,11 @@ def output_folder(out: Path) -> Path:
             f"--out {shown} holds a scratchvae training run (its {CHECKPOINT_NAME} or "
             f"{METRICS_NAME}); the example would replace that run's figures: choose another folder"
         )
+    # the first folder mkdir makes (out or a parent), removed again by run() if the run stops
+    # before its figures are in (a --data that cannot be read left an empty folder behind)
+    made = next((p for p in (*reversed(out.parents), out) if not p.exists()), None)
+    if made is not None:
+        _MADE.append(made)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):  # can a file be written there?

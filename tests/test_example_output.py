@@ -212,3 +212,20 @@ def test_vae_digits_latent_2_trains_its_2d_model_once(tmp_path, capsys):
     assert printed.count("last epoch") == 1 and "VAE latent=2: the model above" in printed
     assert r["latent2"] is r["latent"]
     assert (tmp_path / "manifold_2d.png").is_file() and (tmp_path / "latent_2d.png").is_file()
+
+
+def test_a_run_that_fails_before_its_figures_leaves_no_folder_it_made(tmp_path, capsys):
+    """Was: the output folder (and its parents) is made before the data are loaded, to say
+    early that it cannot be written; a --data that could not be read then left it behind,
+    empty. A folder that was there before stays, and so does one the user put a file in."""
+    module, common = import_example("sparse_ae")
+    out = tmp_path / "new" / "figures"
+    argv = ["--data", str(tmp_path / "missing.npy"), "--fast", "--out", str(out)]
+    with pytest.raises(SystemExit) as exit_:
+        common.run(module.main, argv)
+    assert exit_.value.code == 2 and "missing.npy" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(SystemExit):
+        common.run(module.main, [*argv[:-1], str(tmp_path / "mine")])
+    assert (tmp_path / "mine").is_dir()
