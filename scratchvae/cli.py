@@ -238,7 +238,9 @@ def _add_evaluate(sub: Any) -> None:
     )
     _add_run_dir(p)
     _add_data_args(p, "default: the data it was trained on")
-    p.add_argument("--split", default="test", help="default test")
+    p.add_argument(
+        "--split", default="test", help="train, test or all, as the data has them (default test)"
+    )
     p.add_argument(
         "--iw-samples",
         type=NATURAL,
@@ -289,7 +291,9 @@ def _add_reconstruct(sub: Any) -> None:
     )
     _add_run_dir(p)
     _add_data_args(p, "default: the data it was trained on")
-    p.add_argument("--split", default="test", help="default test")
+    p.add_argument(
+        "--split", default="test", help="train, test or all, as the data has them (default test)"
+    )
     p.add_argument(
         "--n",
         type=up_to(MAX_RECONSTRUCTIONS),
