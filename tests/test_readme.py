@@ -37,9 +37,10 @@ def _readme_number(pattern: str) -> float:
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["kernels", "numpy"])
-def test_the_default_runs_numbers_reproduce(compiled, tmp_path):
+def test_the_default_runs_numbers_reproduce(compiled, tmp_path, capsys):
     """`scratchvae train` with no arguments, then `scratchvae evaluate`: the figures the README
-    prints, within its stated 0.02 nats (with the kernels: the block; NumPy alone: the note)."""
+    prints, within its stated 0.02 nats (with the kernels: the block; NumPy alone: the note),
+    and with the kernels the printout's lines, as the README shows them."""
     if not README.is_file():
         pytest.skip("README.md not beside the tests (installed package)")
     from scratchvae.backend import kernels
@@ -62,6 +63,17 @@ def test_the_default_runs_numbers_reproduce(compiled, tmp_path):
         r = evaluate(model, load_dataset("digits", "test").x, iw_samples=1000)
     assert abs(r["neg_elbo"] - want_elbo) <= 0.02, (r["neg_elbo"], want_elbo)
     assert abs(-r["iw_nll"] - want_bound) <= 0.02, (-r["iw_nll"], want_bound)
+    if compiled:  # the printout: the README's block, line by line, its labels and its words
+        capsys.readouterr()
+        assert main(["evaluate", "--no-progress", out]) == 0
+        printed = capsys.readouterr().out.replace(out, "runs/digits-vae").splitlines()
+        block = re.search(r"```\n(checkpoint .*?)```", README.read_text(), flags=re.S)
+        assert block, "README.md lacks the evaluate printout"
+
+        def words(lines):  # the printout without its numbers (they move within 0.02)
+            return [re.sub(r"-?\d[\d.,]*", "#", line).split() for line in lines]
+
+        assert words(printed) == words(block.group(1).splitlines())
 
 
 def _bash_commands() -> list[str]:
