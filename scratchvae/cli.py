@@ -188,9 +188,13 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--val-fraction", type=FRACTION, default=0.1, help="held-out part (default 0.1)")
     p.add_argument("--binarize", choices=BINARIZE_MODES, default="none", help="default none")
     p.add_argument("--noise", choices=["gaussian", "mask"], default="gaussian", help="dae")
-    p.add_argument("--noise-level", type=NON_NEGATIVE, default=0.3, help="dae (default 0.3)")
+    p.add_argument(
+        "--noise-level", type=NON_NEGATIVE, default=0.3, help="dae: noise std or masked share (0.3)"
+    )
     p.add_argument("--rho", type=OPEN_UNIT, default=0.05, help="sae target activation (0.05)")
-    p.add_argument("--sparsity-weight", type=NON_NEGATIVE, default=3.0, help="sae (default 3)")
+    p.add_argument(
+        "--sparsity-weight", type=NON_NEGATIVE, default=3.0, help="sae: penalty weight (3)"
+    )
     p.add_argument(
         "--seed",
         type=NATURAL,
@@ -201,7 +205,9 @@ def _add_train(sub: Any) -> None:
     p.add_argument(
         "--dtype", choices=["float32", "float64"], default="float32", help="default float32"
     )
-    p.add_argument("--out", help="run folder (default runs/<data>-<model>)")
+    p.add_argument(
+        "--out", help="run folder (default runs/<data>-<model>; <data>: a path's file name stem)"
+    )
     p.add_argument(
         "--force",
         action="store_true",
@@ -238,7 +244,9 @@ def _add_evaluate(sub: Any) -> None:
     )
     _add_run_dir(p)
     _add_data_args(p, "default: the data it was trained on")
-    p.add_argument("--split", default="test", help="default test")
+    p.add_argument(
+        "--split", default="test", help="train, test or all, as the data has them (default test)"
+    )
     p.add_argument(
         "--iw-samples",
         type=NATURAL,
@@ -289,7 +297,9 @@ def _add_reconstruct(sub: Any) -> None:
     )
     _add_run_dir(p)
     _add_data_args(p, "default: the data it was trained on")
-    p.add_argument("--split", default="test", help="default test")
+    p.add_argument(
+        "--split", default="test", help="train, test or all, as the data has them (default test)"
+    )
     p.add_argument(
         "--n",
         type=up_to(MAX_RECONSTRUCTIONS),
