@@ -180,8 +180,13 @@ def interrupts_deferred() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if caught:
-            signal.raise_signal(caught[0])
+        if caught:  # the first signal, as its own handler would have taken it
+            first = signal.Signals(caught[0])
+            handler = previous[first]
+            if callable(handler):  # Python's: KeyboardInterrupt, Terminated (called in place)
+                handler(first, None)
+            elif handler == signal.SIG_DFL:  # the system's: the process ends
+                signal.raise_signal(first)
 
 
 _DEFERRED = (signal.SIGINT, signal.SIGTERM)
