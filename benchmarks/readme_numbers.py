@@ -1,4 +1,5 @@
-"""Rerun what produced each number in the README (timings aside) and compare, within tolerance.
+"""Rerun what produced the README's checked numbers (the claims listed below; timings aside)
+and compare, within tolerance.
 
     python benchmarks/readme_numbers.py                       # the digits: a few minutes
     python benchmarks/readme_numbers.py --data-dir DIR        # and the MNIST table (DIR/mnist/)

@@ -5,7 +5,7 @@
 # Writes under OUT the thread sweep (`scratchvae bench --thread-sweep`: scratchvae, PyTorch and
 # JAX jit on 1, 2, 4, ... cores, each count in a fresh process pinned to that many cores,
 # batch 128 and 2048, float32) as JSON and Markdown; its last row is the whole machine, the
-# "at least as fast as JAX jit" of issue 15's item 3. Then two A/B comparisons on all the
+# "at least as fast as JAX jit" of issue 15's item 3. Then three A/B comparisons on all the
 # cores (benchmarks/compare_versions.py, fresh processes, alternating), to choose with numbers
 # where two cores cannot tell: at batch 2048 the batch split (16 chunks of 128 rows, BLAS on
 # one thread each) against the whole batch on BLAS's threads; at batch 128 OpenBLAS's worker
@@ -14,6 +14,10 @@
 # cores (REPS=5, AB_REPS=7); AB=0 skips the comparisons. benchmarks/step_phases.py prints
 # where the step's time goes (products, Adam, the rest) between the two.
 set -uo pipefail
+case "${1:-}" in  # --help: the lines above; another option is no folder name
+    -h | --help) sed -n '2,/^set /p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "run_cpu_host.sh: unknown option $1 (usage: bash benchmarks/run_cpu_host.sh OUT; --help)" >&2; exit 2 ;;
+esac
 out="${1:-${OUT:-benchmarks/results}}"
 mkdir -p "$out" || exit 2
 out="$(cd "$out" && pwd)"  # absolute: the commands below run from the repository root

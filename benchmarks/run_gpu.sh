@@ -12,6 +12,10 @@
 # whole script fits one 600 s device call (a session has 15 minutes of device time, start-up
 # included).
 set -uo pipefail
+case "${1:-}" in  # --help: the lines above; another option is no folder name
+    -h | --help) sed -n '2,/^set /p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "run_gpu.sh: unknown option $1 (usage: bash benchmarks/run_gpu.sh OUT [MNIST_DIR]; --help)" >&2; exit 2 ;;
+esac
 out="${1:-${OUT:-benchmarks/results}}"
 mnist="${2:-}"
 if [ -n "$mnist" ] && [ ! -f "$mnist/mnist-train.npz" ]; then  # said now, not after the rest

@@ -63,7 +63,8 @@ _TOOLS = {
     "trace": (
         trace,
         "print one training step's backward pass op by op (--check: numerical check)",
-        "Run one training step of a VAE and print every op of its backward pass in order: "
+        "Run one training step of a VAE (or, with --checkpoint, of the run's AE, denoising or "
+        "sparse AE) and print every op of its backward pass in order: "
         "shapes, the implementation that ran, the formula from the code; --check compares each "
         "backward op with central differences of its forward (float64).",
     ),
@@ -336,7 +337,7 @@ _USER_ERRORS = (
 )
 
 
-_PATHS = {"out": "--out", "run": "RUN", "data": "--data", "data_dir": "--data-dir",
+_PATHS = {"out": "--out", "run": "DIR", "data": "--data", "data_dir": "--data-dir",
           "checkpoint": "--checkpoint"}  # fmt: skip
 
 

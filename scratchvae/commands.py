@@ -259,10 +259,10 @@ def _summary(history: Any, out: Path, n_figures: int) -> str:
     loss = last.get(key, float("nan"))
     stop = " (early stop)" if history.stopped_early else ""
     epochs, figures = _count(len(history), "epoch"), _count(n_figures, "figure")
-    return (
-        f"{PROG}: {epochs}{stop}, {which} loss {loss:.2f} nats/example; wrote "
-        f"{out / CHECKPOINT_NAME}, {out / METRICS_NAME} and {figures} in {out}/"
-    )
+    files = f"{out / CHECKPOINT_NAME} and {out / METRICS_NAME}"  # --no-figures: no figures
+    if n_figures:
+        files = f"{out / CHECKPOINT_NAME}, {out / METRICS_NAME} and {figures} in {out}/"
+    return f"{PROG}: {epochs}{stop}, {which} loss {loss:.2f} nats/example; wrote {files}"
 
 
 def _count(n: int, noun: str) -> str:

@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--objective",
         choices=["elbo", "iwae"],
-        help="the bound the step follows: elbo (the mean of K single-sample ELBOs) or iwae",
+        help="the bound the step follows: elbo (the mean of K single-sample ELBOs; the "
+        "default) or iwae",
     )
     parser.add_argument("--k", type=COUNT, help="samples per example (1)")
     parser.add_argument(
@@ -55,9 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         default=None,
-        help="trace a trained model from this checkpoint (file or run folder)",
+        help="trace a trained model from this checkpoint (file or run folder): a VAE, or an "
+        "AE, denoising or sparse AE",
     )
-    parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    parser.add_argument(
+        "--backend",
+        default="numpy",
+        choices=["numpy", "cupy"],
+        help="the arrays' library: numpy (the default) or cupy (a CUDA GPU)",
+    )
     parser.add_argument(
         "--dtype",
         default=None,

@@ -112,3 +112,21 @@ def test_a_bad_argument_is_one_error_line(name, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1, err
     assert err.startswith(f"{name}.py: error: ")  # the flag, or a required argument missing
+
+
+@pytest.mark.skipif(not Path("/bin/bash").exists(), reason="needs bash")
+@pytest.mark.parametrize("script", ["run_cpu_host.sh", "run_gpu.sh"])
+def test_the_shell_scripts_take_help_and_refuse_other_options(tmp_path, script) -> None:
+    """Was: `bash benchmarks/run_cpu_host.sh --help` took --help for the output folder (mkdir
+    printed its own help) and went on to run the benchmarks."""
+    import subprocess
+
+    path = str(ROOT / "benchmarks" / script)
+    shown = subprocess.run(["bash", path, "--help"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=30)  # fmt: skip
+    assert shown.returncode == 0 and "bash benchmarks/" in shown.stdout and not shown.stderr
+    bad = subprocess.run(["bash", path, "--out"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=30)  # fmt: skip
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith(f"{script}: unknown option --out") and bad.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
