@@ -47,12 +47,15 @@ __all__ = ["CONDITIONS", "run_contention", "run_thread_sweep"]
 
 CONDITIONS = ("idle", "busy", "pair")
 # the children started here leave Ctrl-C to this process, which stops them (a KeyboardInterrupt
-# traceback from each, on a terminal's Ctrl-C, was the output): each runs in its own session
-# (_start), out of the terminal's reach. Ignoring SIGINT in the child's first line was not
-# enough: a Ctrl-C during its interpreter's start, before that line, still printed the
-# traceback (90 of 200 children signalled in their first 20 ms). They end by themselves once
-# this process is gone (killed, it cannot stop them: a spinner then burned a core for ever).
-# The parent's pid is written in: read in the child, it would be init's if the parent died.
+# traceback from each, on a terminal's Ctrl-C, was the output): each runs in its own process
+# group (_start), out of the terminal's reach. Ignoring SIGINT in the child's first line was
+# not enough: a Ctrl-C during its interpreter's start, before that line, still printed the
+# traceback (90 of 200 children signalled in their first 20 ms). A group, not a session: Linux
+# shares the CPU between sessions first (autogroups), so a spinner in a session of its own
+# took more than its thread's share from the timed steps (PyTorch's busy step fell from 6k to
+# 344 samples/s). They end by themselves once this process is gone (killed, it cannot stop
+# them: a spinner then burned a core for ever). The parent's pid is written in: read in the
+# child, it would be init's if the parent died meanwhile.
 _CHILD = "import os; PARENT = {parent}\n"
 _BUSY = _CHILD + "while os.getppid() == PARENT:\n    for _ in range(100_000): pass"
 _CALL = _CHILD + "import sys; from scratchvae.bench.conditions import {call} as f; f(*sys.argv[1:])"
@@ -63,9 +66,23 @@ def _child(code: str, call: str = "") -> list[str]:
     return [sys.executable, "-c", code.format(parent=os.getpid(), call=call)]
 
 
+def _own_group(then: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Popen's arguments for a child in a process group of its own (see _CHILD), in the same
+    session; ``then``: a function the child runs before its program (threads_env's pin)."""
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0, "preexec_fn": then}
+
+    def setpgrp_then() -> None:  # pragma: no cover - Python 3.10
+        os.setpgrp()
+        if then is not None:
+            then()
+
+    return {"preexec_fn": setpgrp_then}
+
+
 def _start(argv: list[str], **popen: Any) -> subprocess.Popen:
-    """Start a child in its own session: a terminal's Ctrl-C reaches this process only."""
-    return subprocess.Popen(argv, start_new_session=True, **popen)
+    """Start a child in its own process group: a terminal's Ctrl-C reaches this process only."""
+    return subprocess.Popen(argv, **_own_group(), **popen)
 
 
 # ============================================================================ competitors
@@ -248,8 +265,8 @@ def run_thread_sweep(opts: argparse.Namespace, log: Callable[[str], None] = prin
         with tempfile.TemporaryDirectory() as tmp:
             argv = [*_child(_CALL, "_sweep_one"), tmp,
                     json.dumps(vars(opts), default=str)]  # fmt: skip
-            proc = subprocess.run(argv, env=env, preexec_fn=pin, stderr=subprocess.PIPE,  # noqa: PLW1509
-                                  text=True, start_new_session=True)  # fmt: skip  # as _start
+            proc = subprocess.run(argv, env=env, stderr=subprocess.PIPE, text=True,
+                                  **_own_group(pin))  # fmt: skip
             if proc.returncode != 0:  # its last line: what went wrong (a traceback's, too)
                 last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                 last = last.removeprefix("scratchvae.bench.equivalence.ReferenceMismatch: ")
