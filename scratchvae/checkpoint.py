@@ -77,7 +77,9 @@ class Checkpoint:
     history: list[dict[str, Any]] = field(default_factory=list)
     backend: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: dict[str, Any] | None = None  # the training data's (fingerprint.py)
-    warmup_since: int = 1  # the first epoch of train_config's warm-up (check_schedule)
+    # the first epoch of train_config's warm-up (check_schedule); None: a file from before it
+    # was recorded, whose KL weights cannot be checked (a warm-up changed on resume fits none)
+    warmup_since: int | None = 1
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
@@ -149,8 +151,7 @@ def save_checkpoint(
         "backend": {"name": bk.name, "dtype": bk.dtype.name, "seed": bk.seed},
         "data_fingerprint": data_fingerprint,
     }
-    if warmup_since != 1:  # written only when a resume changed the warm-up
-        meta["warmup_since"] = int(warmup_since)
+    meta["warmup_since"] = int(warmup_since)  # always: a file without it is an older one
     state = bk.rng_state() if rng_state is None else rng_state
     with atomic_write(path) as f:
         np.savez(f, **_arrays(model, optimizer, state, meta))
@@ -189,7 +190,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         history=meta.get("history", []),
         backend=meta.get("backend", {}),
         data_fingerprint=meta.get("data_fingerprint"),
-        warmup_since=meta.get("warmup_since", 1),
+        warmup_since=meta.get("warmup_since"),
     )
 
 

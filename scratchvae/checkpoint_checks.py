@@ -214,7 +214,7 @@ def check_schedule(
     history: list[dict[str, Any]],
     model_config: Mapping[str, Any],
     train_config: Mapping[str, Any],
-    warmup_since: int = 1,
+    warmup_since: int | None = 1,
 ) -> None:
     """The run's progress against its settings, as the Trainer writes them: its epoch no more
     than the epochs its train config runs to (``--epochs`` raised on a resume is saved with the
@@ -224,7 +224,9 @@ def check_schedule(
     resume with ``allow_changes=("warmup_epochs",)`` replaced. Not compared: what a file does not
     record (a train config's epochs or warm-up, a record's step or kl_weight) and the numbers
     of other models (files written before kl_weight was a VAE's alone hold a sparse AE's beta
-    or 1.0 there). Raises ValueError (one line) where they disagree."""
+    or 1.0 there), and any KL weight of a file written before ``warmup_since`` was (None: a
+    warm-up changed on its resume then was not recorded, so no schedule is known to hold).
+    Raises ValueError (one line) where they disagree."""
     from .train_config import kl_weight_at  # noqa: PLC0415 - it imports the checkpoint modules
 
     target: Any = train_config.get("epochs")  # JSON values, their types checked here
@@ -235,6 +237,8 @@ def check_schedule(
     beta: Any = model_config.get("beta")
     warmup: Any = train_config.get("warmup_epochs")
     if model_config.get("model") != "vae" or not (is_a(beta, "float") and is_a(warmup, "float")):
+        return
+    if warmup_since is None:
         return
     if beta < 0:  # refused by the model itself, naming it (load_model)
         return
@@ -311,8 +315,8 @@ def check_meta(meta: Any, params: Mapping[str, Any]) -> None:
     check_data_fingerprint(meta.get("data_fingerprint"))
     _check_train_config(meta.get("train_config", {}))
     _check_backend(meta.get("backend", {}))
-    since = meta.get("warmup_since", 1)
-    if not (_whole(since) and 1 <= since <= meta["epoch"] + 1):
+    since = meta.get("warmup_since")  # None: written before it was recorded
+    if since is not None and not (_whole(since) and 1 <= since <= meta["epoch"] + 1):
         raise ValueError(f"meta entry 'warmup_since' is {since!r}, not an epoch of the run")
     try:  # its types checked above
         check_schedule(meta["epoch"], meta.get("history", []), meta["model_config"],

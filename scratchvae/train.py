@@ -321,7 +321,10 @@ class Trainer:
         self.history = History(list(ckpt.history))
         self.step = ckpt.step
         same_warmup = ckpt.train_config.get("warmup_epochs") == self.config.warmup_epochs
-        self._warmup_since = ckpt.warmup_since if same_warmup else ckpt.epoch + 1  # allowed
+        # a changed warm-up (allowed) holds from the next epoch; so does the warm-up of a file
+        # that does not record since when its own holds (an older one)
+        since = ckpt.warmup_since
+        self._warmup_since = since if same_warmup and since is not None else ckpt.epoch + 1
         return ckpt.epoch
 
     def data_fingerprint(self) -> dict[str, Any]:

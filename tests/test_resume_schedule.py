@@ -197,3 +197,22 @@ def test_a_warmup_since_that_is_no_epoch_of_the_run_is_damaged(warm_run, tmp_pat
     out, _ = _crafted(warm_run, tmp_path, lambda m: m.update(warmup_since=since))
     with pytest.raises(CheckpointError, match="meta entry 'warmup_since' is .*, not an epoch of"):
         load_checkpoint(out)
+
+
+def test_an_older_file_whose_warm_up_changed_on_resume_loads_and_resumes(tiny, tmp_path):
+    """Written before warmup_since was (ba2024f allowed allow_changes=("warmup_epochs",)): its
+    first epochs followed another warm-up, and nothing says which, so its KL weights are not
+    compared (it was refused as damaged); a resume checks the epochs it trains itself."""
+    run = tmp_path / "run"
+    fit(_vae(), tiny, _config(run, 1, warmup_epochs=4.0))
+    fit(_vae(), tiny, _config(run, 2, warmup_epochs=2.0), resume=True,
+        allow_changes=("warmup_epochs",))  # fmt: skip
+    older, _ = _crafted(run, tmp_path, lambda m: m.pop("warmup_since"))
+    assert load_checkpoint(older).warmup_since is None
+    fit(_vae(), tiny, _config(older, 3, warmup_epochs=2.0), resume=True)
+    assert _meta(older)["warmup_since"] == 3  # the epochs from the resume on
+    assert [r["kl_weight"] for r in load_checkpoint(older).history] == [1 / 6, 5 / 6, 1.0]
+
+
+def test_every_checkpoint_records_since_when_its_warm_up_holds(warm_run):
+    assert _meta(warm_run)["warmup_since"] == 1
