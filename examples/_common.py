@@ -45,6 +45,7 @@ from scratchvae.cliargs import (
 from scratchvae.data import Dataset, dataset_from_array, load_dataset, train_val_split
 from scratchvae.figure_parts import save_figure as save_atomically
 from scratchvae.history import METRICS_NAME
+from scratchvae.interrupts import Terminated, sigterm_interrupts
 from scratchvae.train import History, TrainConfig, fit
 
 HERE = Path(__file__).resolve().parent
@@ -76,16 +77,19 @@ def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None 
     prog = Path(inspect.getfile(main)).name
     finished = False
     try:
-        main(argv)
+        with sigterm_interrupts():  # SIGTERM (`timeout`, `kill`) ends it as Ctrl-C does
+            main(argv)
         finished = True
     except USER_ERRORS as exc:
         if stdout_gone(exc):  # `python example.py | head`: the reader stopped, no error
             raise SystemExit(1) from None
         print(one_line_error(error_message(exc), prog), file=sys.stderr)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback from inside the training
-        print(f"{prog}: interrupted; the output folder keeps what it held", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line, not a traceback from the training
+        what, status = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else (
+            "interrupted", 130)  # fmt: skip
+        print(f"{prog}: {what}; the output folder keeps what it held", file=sys.stderr)
+        raise SystemExit(status) from None
     finally:  # a run that did not finish: its figures are dropped, the earlier run's kept
         while _UNFINISHED:
             shutil.rmtree(_UNFINISHED.pop(), ignore_errors=True)
@@ -105,6 +109,44 @@ def _remove_empty_folders(top: Path) -> None:
 
 
 @dataclass
+class Staged:
+    """A run's figures, written to a hidden folder in the output folder ``out`` and moved into
+    it together when the run has finished (:meth:`move_in`): a run that fails or is stopped
+    midway leaves the figures of the run before it, not a mix of two runs."""
+
+    out: Path
+    staging: Path | None = None  # made when the first figure is written
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def figures(self) -> Path:
+        """The hidden folder the figures are written to during the run."""
+        if self.staging is None:
+            self.staging = Path(tempfile.mkdtemp(prefix=".unfinished-", dir=self.out))
+            _UNFINISHED.append(self.staging)
+        return self.staging
+
+    def figure(self, name: str) -> Path:
+        """Where to write the figure ``name`` during the run."""
+        return self.figures / name
+
+    def show(self, path: Path) -> None:
+        """Note a figure written (at :meth:`figure`'s path); :meth:`move_in` says where it is."""
+        self.written.append(path)
+
+    def move_in(self) -> None:
+        """Move the figures into the output folder (each replacing the one of the same name)
+        and say which."""
+        for path in self.written:
+            os.replace(path, self.out / path.name)
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            _UNFINISHED.remove(self.staging)
+        for path in self.written:
+            show(self.out / path.name)
+
+
+@dataclass
 class Setup:
     """Parsed arguments plus what they lead to: backend, train/test data, output folder."""
 
@@ -116,17 +158,15 @@ class Setup:
     epochs: int
     t0: float  # the start: before the data are loaded
     told_test_rows: bool = False  # whether a line said that only some test rows are used
-    staging: Path | None = None  # where the figures go until the run has finished
-    written: list[Path] = field(default_factory=list)
+    staged: Staged = field(init=False)  # the run's figures until it has finished
+
+    def __post_init__(self) -> None:
+        self.staged = Staged(self.out)
 
     @property
     def figures(self) -> Path:
-        """The folder the figures are written to during the run: a hidden one in the output
-        folder, whose figures :meth:`finish` moves into the output folder."""
-        if self.staging is None:
-            self.staging = Path(tempfile.mkdtemp(prefix=".unfinished-", dir=self.out))
-            _UNFINISHED.append(self.staging)
-        return self.staging
+        """The hidden folder the figures are written to during the run (:class:`Staged`)."""
+        return self.staged.figures
 
     def figure(self, name: str) -> Path:
         """Where to write the figure ``name`` during the run."""
@@ -134,18 +174,12 @@ class Setup:
 
     def show(self, path: Path) -> None:
         """Note a figure written (at :meth:`figure`'s path); :meth:`finish` says where it is."""
-        self.written.append(path)
+        self.staged.show(path)
 
     def finish(self) -> None:
-        """Move the run's figures into the output folder together (each replacing the one of
-        the same name), say which, and the whole run's time."""
-        for path in self.written:
-            os.replace(path, self.out / path.name)
-        if self.staging is not None:
-            shutil.rmtree(self.staging, ignore_errors=True)
-            _UNFINISHED.remove(self.staging)
-        for path in self.written:
-            show(self.out / path.name)
+        """Move the run's figures into the output folder together, say which, and the whole
+        run's time."""
+        self.staged.move_in()
         print(f"done in {self.elapsed()} in all")
 
     @property

@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     t0 = time.perf_counter()
     out = _common.output_folder(DEFAULT_OUT if args.out is None else Path(args.out))
+    staged = _common.Staged(out)  # both figures moved in at the end, or neither
     bk = Backend("numpy", "float64", seed=args.seed)
     xp = bk.xp
 
@@ -222,8 +223,9 @@ def main(argv: list[str] | None = None) -> None:
         [("toy f(z) = -(x - a z - b)^2 / 2: mu, logvar", total(toy_rows, ("mu", "logvar"))),
          ("VAE: dL/dmu, dL/dlogvar", total(vae_rows, ("mu", "logvar"))),
          ("VAE: encoder weights", total(vae_rows, ("weights",)))],
-        out / "estimator_variance.png",
+        staged.figure("estimator_variance.png"),
     )  # fmt: skip
+    staged.show(staged.figure("estimator_variance.png"))
 
     # ---- per-sample distributions of one entry, dL/dmu[0, 0]: groups of 16 (for loo)
     S, R, B = 16, args.hist_groups, x.shape[0]
@@ -235,10 +237,10 @@ def main(argv: list[str] | None = None) -> None:
         per[name] = R * g.mu.reshape(S, R, B, -1)[:, :, 0, 0].ravel()  # rescale 1/(RB) -> 1/B
     ref = float(to_numpy(reference["mu"][0, 0]))
     title = f"{R} groups of S = {S} samples (leave-one-out baseline: the other {S - 1} of a group)"
-    plot_distribution(per, ref, "dL/dmu[0, 0]", out / "estimator_distribution.png", title)
+    plot_distribution(per, ref, "dL/dmu[0, 0]", staged.figure("estimator_distribution.png"), title)
+    staged.show(staged.figure("estimator_distribution.png"))
     print()
-    _common.show(out / "estimator_variance.png")
-    _common.show(out / "estimator_distribution.png")
+    staged.move_in()
     print(f"runtime {time.perf_counter() - t0:.1f} s")
 
 

@@ -123,6 +123,31 @@ def test_estimator_variance_with_only_one_sample_per_estimate(tmp_path, capsys):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_estimator_variance_stopped_midway_keeps_the_previous_runs_figures(
+    tmp_path, capsys, monkeypatch
+):
+    """Was: its first figure was written straight into --out before the second was computed, so
+    a Ctrl-C between them left a new estimator_variance.png beside the previous run's
+    estimator_distribution.png (found by the review)."""
+    module, common = import_example("estimator_variance")
+    for name in ("estimator_variance.png", "estimator_distribution.png"):
+        (tmp_path / name).write_bytes(b"the previous run's")
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "vae_gradient_samples", stopped)
+    argv = ["--out", str(tmp_path), "--steps", "2", "--repeats", "2", "--reference", "10"]
+    with pytest.raises(SystemExit) as exit_:
+        common.run(module.main, [*argv, "--hist-groups", "1", "--sample-sizes", "2"])
+    assert exit_.value.code == 130 and "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "estimator_distribution.png",
+        "estimator_variance.png",
+    ]
+    assert {p.read_bytes() for p in tmp_path.iterdir()} == {b"the previous run's"}
+
+
 def test_iwae_snr_figure_labels_both_panels_and_says_stl_is_biased(tmp_path, monkeypatch):
     """The decoder panel had no y label (its scale is not the encoder's), the noise floor not
     its number of draws, and STL's rising encoder SNR read as a merit (its IWAE gradient is
@@ -172,11 +197,17 @@ def test_help_gives_a_whole_description_and_every_default(name, monkeypatch):
         assert "default" in (action.help or ""), (action.dest, action.help)
 
 
-@pytest.mark.parametrize("stop", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+@pytest.mark.parametrize(
+    "stop", [OSError(28, "No space left on device"), KeyboardInterrupt(), "SIGTERM"]
+)
 def test_a_run_stopped_midway_leaves_the_earlier_runs_figures(tmp_path, capsys, monkeypatch, stop):
     """The figures were written one by one into the output folder: a run that failed (or was
     stopped with Ctrl-C) after its first figure left that one new beside the earlier run's
-    others, a set from two runs; Ctrl-C printed a traceback."""
+    others, a set from two runs; Ctrl-C printed a traceback. SIGTERM (`timeout`, `kill`; the
+    handler called as Python calls it) ended the run without its cleanup: a hidden folder of
+    figures was left in --out."""
+    import signal
+
     module, common = import_example("sparse_ae")
     out = tmp_path / "out"
     run_example("sparse_ae", out)
@@ -187,6 +218,8 @@ def test_a_run_stopped_midway_leaves_the_earlier_runs_figures(tmp_path, capsys, 
 
     def second_fails(*args):
         calls.append(args)
+        if len(calls) == 2 and stop == "SIGTERM":
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
         if len(calls) == 2:
             raise stop
         return draw(*args)
@@ -201,6 +234,9 @@ def test_a_run_stopped_midway_leaves_the_earlier_runs_figures(tmp_path, capsys, 
     if isinstance(stop, KeyboardInterrupt):
         assert exit_.value.code == 130
         assert captured.err == "sparse_ae.py: interrupted; the output folder keeps what it held\n"
+    elif stop == "SIGTERM":
+        assert exit_.value.code == 143
+        assert captured.err.startswith("sparse_ae.py: terminated (SIGTERM); the output folder")
     else:
         assert exit_.value.code == 2 and "No space left" in captured.err
 

@@ -55,7 +55,8 @@ CONDITIONS = ("idle", "busy", "pair")
 # took more than its thread's share from the timed steps (PyTorch's busy step fell from 6k to
 # 344 samples/s). They end by themselves once this process is gone (killed, it cannot stop
 # them: a spinner then burned a core for ever). The parent's pid is written in: read in the
-# child, it would be init's if the parent died meanwhile.
+# child, it would be init's if the parent died meanwhile. (Out of the terminal's group, they
+# also miss its Ctrl-Z: a suspended benchmark's spinners keep spinning until it goes on.)
 _CHILD = "import os; PARENT = {parent}\n"
 _BUSY = _CHILD + "while os.getppid() == PARENT:\n    for _ in range(100_000): pass"
 _CALL = _CHILD + "import sys; from scratchvae.bench.conditions import {call} as f; f(*sys.argv[1:])"

@@ -185,7 +185,7 @@ def interrupts_deferred() -> Iterator[None]:
             handler = previous[first]
             if callable(handler):  # Python's: KeyboardInterrupt, Terminated (called in place)
                 handler(first, None)
-            elif handler == signal.SIG_DFL:  # the system's: the process ends
+            elif handler != signal.SIG_IGN:  # the system's (None: set outside Python): raised
                 signal.raise_signal(first)
 
 

@@ -33,7 +33,7 @@ try:  # an optional dependency: every op works without it
 
     from .series import SERIES, exp_minus_abs, log1p_unit
 except ImportError:  # pragma: no cover - depends on the environment
-    numba = None  # type: ignore[assignment]  # no Numba: the module's name is None
+    numba = None  # type: ignore[assignment, unused-ignore]  # no Numba: the name is None
 
 KERNELS: dict[str, Any] = {}  # op name -> kernel; empty without Numba
 # the fewest elements per thread for which an elementwise pass (Adam, the gradient sum) is
