@@ -475,9 +475,3 @@ def test_no_figures_says_what_was_written_without_0_figures(tmp_path, capsys):
     assert main(["train", "--out", str(run), *TINY, "--no-figures"]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
     assert last.endswith(f"wrote {run / 'checkpoint.npz'} and {run / 'metrics.jsonl'}"), last
-
-
-def test_an_empty_run_folder_is_named_as_the_help_names_it(capsys):
-    # was: "argument RUN: empty", where --help and the usage line say DIR
-    assert main(["evaluate", ""]) == 2
-    assert capsys.readouterr().err == "scratchvae: error: argument DIR: empty; give a path\n"

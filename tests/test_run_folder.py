@@ -179,7 +179,7 @@ def test_the_digits_init_follows_the_activation_as_the_help_says(tmp_path, activ
     "argv, name",
     [
         (["train", "--out", ""], "--out"),
-        (["evaluate", ""], "RUN"),
+        (["evaluate", ""], "DIR"),  # as --help names it (was RUN)
         (["train", "--data", ""], "--data"),
     ],
 )
