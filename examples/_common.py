@@ -108,6 +108,28 @@ def _remove_empty_folders(top: Path) -> None:
             pass
 
 
+_STAGING = ".unfinished-"  # the hidden folders of the figures of runs not finished yet
+
+
+def _remove_abandoned(out: Path) -> None:
+    """Remove the staging folders in ``out`` whose run's process no longer exists."""
+    for folder in out.glob(f"{_STAGING}*-*"):
+        pid = folder.name[len(_STAGING) :].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (another user's too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, but is not ours to signal
+        return True
+    return True
+
+
 @dataclass
 class Staged:
     """A run's figures, written to a hidden folder in the output folder ``out`` and moved into
@@ -120,9 +142,13 @@ class Staged:
 
     @property
     def figures(self) -> Path:
-        """The hidden folder the figures are written to during the run."""
+        """The hidden folder the figures are written to during the run, named after this
+        process (``.unfinished-PID-...``): the folders of runs whose process is gone (killed
+        with SIGKILL, so nothing removed them) are removed first."""
         if self.staging is None:
-            self.staging = Path(tempfile.mkdtemp(prefix=".unfinished-", dir=self.out))
+            _remove_abandoned(self.out)
+            prefix = f"{_STAGING}{os.getpid()}-"
+            self.staging = Path(tempfile.mkdtemp(prefix=prefix, dir=self.out))
             _UNFINISHED.append(self.staging)
         return self.staging
 

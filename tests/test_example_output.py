@@ -265,3 +265,24 @@ def test_a_run_that_fails_before_its_figures_leaves_no_folder_it_made(tmp_path, 
     with pytest.raises(SystemExit):
         common.run(module.main, [*argv[:-1], str(tmp_path / "mine")])
     assert (tmp_path / "mine").is_dir()
+
+
+def test_a_killed_runs_hidden_folder_is_removed_by_the_next_run(tmp_path):
+    """Was: a run killed with SIGKILL (no cleanup can run) left its .unfinished-* folder in
+    --out for good. The folders are named after their process; a run removes those whose
+    process is gone, and keeps a live one's (another run writing to the same folder)."""
+    import subprocess
+    import sys
+
+    _, common = import_example("sparse_ae")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    killed = tmp_path / f".unfinished-{gone}-abc"
+    running = tmp_path / f".unfinished-{os.getpid()}-xyz"  # this process: alive
+    for folder in (killed, running):
+        folder.mkdir()
+        (folder / "curves.png").write_bytes(b"half a run")
+    staged = common.Staged(tmp_path)
+    assert staged.figures.name.startswith(f".unfinished-{os.getpid()}-")
+    assert not killed.exists() and running.exists()
+    common._UNFINISHED.remove(staged.staging)  # as a finished run does
