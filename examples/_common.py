@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from scratchvae.atomic import process_running
 from scratchvae.backend import Backend, BackendError
 from scratchvae.checkpoint import CHECKPOINT_NAME
 from scratchvae.cliargs import (
@@ -115,19 +116,8 @@ def _remove_abandoned(out: Path) -> None:
     """Remove the staging folders in ``out`` whose run's process no longer exists."""
     for folder in out.glob(f"{_STAGING}*-*"):
         pid = folder.name[len(_STAGING) :].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_running(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists (another user's too)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists, but is not ours to signal
-        return True
-    return True
 
 
 @dataclass
@@ -196,7 +186,7 @@ class Setup:
 
     def figure(self, name: str) -> Path:
         """Where to write the figure ``name`` during the run."""
-        return self.figures / name
+        return self.staged.figure(name)
 
     def show(self, path: Path) -> None:
         """Note a figure written (at :meth:`figure`'s path); :meth:`finish` says where it is."""

@@ -33,6 +33,7 @@ __all__ = [
     "FolderLocked",
     "atomic_write",
     "folder_lock",
+    "process_running",
     "remove_stale_temp_files",
     "remove_temp_files",
     "temp_files",
@@ -194,7 +195,7 @@ def _flock(folder: Path, path: Path) -> Iterator[Path]:
         os.close(fd)  # drops the lock (so does the process's end, however it ends)
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
     """Whether process ``pid`` exists (on Windows, where signal 0 would be Ctrl-C, assume
     so: the message says which file to remove)."""
     if os.name == "nt":
@@ -216,7 +217,7 @@ def _pid_file_lock(folder: Path, path: Path) -> Iterator[None]:
             break
         except FileExistsError:
             pid = _read_pid(path)
-            if pid is not None and _running(pid):
+            if pid is not None and process_running(pid):
                 raise _locked(folder, pid) from None
             path.unlink(missing_ok=True)  # empty, or its holder is gone: stale
     else:
