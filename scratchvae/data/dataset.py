@@ -12,6 +12,8 @@ on the host.
 from __future__ import annotations
 
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ __all__ = [
     "check_split",
     "dataset_from_array",
     "host_rows",
+    "special_file",
     "validate_values",
 ]
 
@@ -154,10 +157,23 @@ def check_memory(nbytes: int, what: str, advice: str) -> None:
         )
 
 
+def special_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` (after symbolic links) is a named pipe, a socket or a device: opening
+    one for reading may wait for a writer, for ever. False for a regular file, a folder, and a
+    path that cannot be looked up (missing, a name too long, no permission): open() reports
+    those in its own words. One ``stat``, where exists(), is_file() and is_dir() made three
+    (and exists() raised on the errors it does not read as "missing")."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def check_regular_file(path: Path) -> None:
-    """Raise :class:`DataError` when ``path`` is a named pipe or a device: opening one for
-    reading waits for a writer, for ever. (A folder or a missing file is open()'s to report.)"""
-    if path.exists() and not path.is_file() and not path.is_dir():
+    """Raise :class:`DataError` when ``path`` is a named pipe or a device
+    (:func:`special_file`). (A folder or a missing file is open()'s to report.)"""
+    if special_file(path):
         raise DataError(
             f"{path} is not a regular file (a pipe or a device); save the data to a file"
         )
