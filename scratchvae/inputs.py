@@ -106,7 +106,8 @@ def value_range(x: Any, name: str, error: type[ValueError] = ValueError) -> tupl
         x, shape = x.reshape(1), (1,)
     per_row = math.prod(shape[1:])
     # one chunk on a GPU: its memory is not mapped from a file, and each min waits for the device
-    step = max(1, SCAN_ELEMENTS // max(1, per_row)) if xp.__name__ == "numpy" else shape[0]
+    rows = SCAN_ELEMENTS // max(1, per_row) if xp.__name__ == "numpy" else shape[0]
+    step = max(1, rows)
     lo, hi = math.inf, -math.inf
     for start in range(0, shape[0] if per_row else 0, step):
         chunk = x[start : start + step]

@@ -55,3 +55,13 @@ def test_grey_levels_are_told_to_divide_by_255_and_other_values_are_not():
     assert "divide" not in str(err.value)
     check_targets(_GREY * 300, "gaussian", "x")  # any finite values for a Gaussian decoder
     assert validate_values(_GREY * 300, "gaussian") == (_GREY.min() * 300, _GREY.max() * 300)
+
+
+def test_value_range_takes_any_shape():
+    assert inputs.value_range(np.zeros((0, 3)), "x") == (np.inf, -np.inf)
+    assert inputs.value_range(np.zeros((3, 0)), "x") == (np.inf, -np.inf)
+    assert inputs.value_range(np.array(2.0), "x") == (2.0, 2.0)
+    assert inputs.value_range(np.arange(5.0), "x") == (0.0, 4.0)
+    assert inputs.value_range(np.arange(24).reshape(2, 3, 4), "x") == (0.0, 23.0)
+    with pytest.raises(ValueError, match=r"first in row 4\)"):
+        inputs.value_range(np.array([0, 1, 2, 3, np.inf]), "x")
