@@ -21,10 +21,12 @@ from .backend import Backend, get_xp
 __all__ = [
     "check_backend",
     "check_codes",
+    "check_range",
     "check_targets",
     "layer_sizes",
     "real",
     "require",
+    "value_range",
     "whole",
 ]
 
@@ -89,21 +91,54 @@ def foreign_cache(cache: Any, model: Any) -> NoReturn:
     )
 
 
-def check_targets(x: Any, likelihood: str, name: str = "x") -> None:
-    """``x`` (a backend array) finite and, for a Bernoulli likelihood, in [0, 1]; else a
-    one-line ValueError (8-bit grey levels 0..255 are told to divide by 255)."""
-    xp = get_xp(x)
-    if x.size == 0:
-        return
-    if not bool(xp.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf; remove or replace those values")
-    lo, hi = float(x.min()), float(x.max())
+#: Values are scanned this many elements at a time (in whole rows): a memory-mapped array is
+#: never read whole, and a chunk's min and max (two reads of it) both find it in the cache.
+SCAN_ELEMENTS = 1 << 18
+
+
+def value_range(x: Any, name: str, error: type[ValueError] = ValueError) -> tuple[float, float]:
+    """(min, max) of ``x`` (a host array, memory-mapped too, or a backend array), read in chunks
+    of rows on the host; ``error`` naming the first row that holds NaN or Inf. Min and max
+    carry NaN and reach +-Inf, so finiteness costs no pass of its own: the row is looked for
+    only once a chunk is known to hold one. An empty ``x`` is (inf, -inf)."""
+    xp, shape = get_xp(x), tuple(x.shape)
+    if not shape:  # a scalar: one row of one value
+        x, shape = x.reshape(1), (1,)
+    per_row = math.prod(shape[1:])
+    # one chunk on a GPU: its memory is not mapped from a file, and each min waits for the device
+    rows = SCAN_ELEMENTS // max(1, per_row) if xp.__name__ == "numpy" else shape[0]
+    step = max(1, rows)
+    lo, hi = math.inf, -math.inf
+    for start in range(0, shape[0] if per_row else 0, step):
+        chunk = x[start : start + step]
+        c_lo, c_hi = float(chunk.min()), float(chunk.max())
+        if not (math.isfinite(c_lo) and math.isfinite(c_hi)):
+            row = start + int(xp.argwhere(~xp.isfinite(chunk))[0, 0])
+            raise error(f"{name} contains NaN or Inf (first in row {row}); remove or replace it")
+        lo, hi = min(lo, c_lo), max(hi, c_hi)
+    return lo, hi
+
+
+def check_range(
+    lo: float, hi: float, likelihood: str, name: str, error: type[ValueError] = ValueError
+) -> None:
+    """``error`` unless values in [``lo``, ``hi``] suit ``likelihood``: [0, 1] for a Bernoulli
+    one (8-bit grey levels 0..255 are told to divide by 255), any finite values otherwise."""
     if likelihood == "bernoulli" and (lo < 0 or hi > 1):
         how = "divide 8-bit grey levels by 255, else " if lo >= 0 and hi <= 255 else ""
-        raise ValueError(
+        raise error(
             f"{name} has values in [{lo:g}, {hi:g}] but the Bernoulli likelihood needs [0, 1]; "
-            f"{how}min-max scale to [0, 1], or build the model with likelihood='gaussian'"
+            f"{how}min-max scale to [0, 1], or use a Gaussian likelihood (--likelihood "
+            "gaussian, likelihood='gaussian')"
         )
+
+
+def check_targets(x: Any, likelihood: str, name: str = "x") -> None:
+    """``x`` (a backend array) finite and, for a Bernoulli likelihood, in [0, 1]; else a
+    one-line ValueError, in the words :func:`scratchvae.data.validate_values` uses for a data
+    set (:func:`value_range`, :func:`check_range`)."""
+    if x.size:
+        check_range(*value_range(x, name), likelihood, name)
 
 
 def layer_sizes(n_features: Any, hidden: Any, latent: Any) -> tuple[int, tuple[int, ...], int]:

@@ -147,7 +147,7 @@ def test_evaluate_reads_its_data_as_fit_does() -> None:
     for ints in (u8.tolist(), u8.astype(np.int64)):  # not uint8: refused, as fit refuses them
         with pytest.raises(ValueError, match="divide 8-bit grey levels by 255"):
             evaluate(model, ints, iw_samples=5)
-        with pytest.raises(ValueError, match="divide by 255 if they are 8-bit grey levels"):
+        with pytest.raises(ValueError, match="divide 8-bit grey levels by 255"):
             fit(_model(), ints, TrainConfig(epochs=1, progress=False))
     with pytest.raises(ValueError, match=r"shape \(320,\) \(rank 1\); expected \(N, D\)"):
         evaluate(model, u8.ravel(), iw_samples=5)

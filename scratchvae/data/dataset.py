@@ -12,6 +12,8 @@ on the host.
 from __future__ import annotations
 
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np  # numpy-boundary: host arrays read from files
 
 from ..backend.memory import host_available_memory
+from ..inputs import SCAN_ELEMENTS, check_range, value_range
 
 __all__ = [
     "BINARIZE_MODES",
@@ -35,6 +38,7 @@ __all__ = [
     "check_split",
     "dataset_from_array",
     "host_rows",
+    "special_file",
     "validate_values",
 ]
 
@@ -49,8 +53,6 @@ BINARIZE_MODES = ("none", "threshold", "dynamic")
 MIN_TRAIN = 2
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-# Rows are validated this many elements at a time, so a memory-mapped array is never read whole.
-_CHUNK_ELEMENTS = 1 << 22
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,10 +157,23 @@ def check_memory(nbytes: int, what: str, advice: str) -> None:
         )
 
 
+def special_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` (after symbolic links) is a named pipe, a socket or a device: opening
+    one for reading may wait for a writer, for ever. False for a regular file, a folder, and a
+    path that cannot be looked up (missing, a name too long, no permission): open() reports
+    those in its own words. One ``stat``, where exists(), is_file() and is_dir() made three
+    (and exists() raised on the errors it does not read as "missing")."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def check_regular_file(path: Path) -> None:
-    """Raise :class:`DataError` when ``path`` is a named pipe or a device: opening one for
-    reading waits for a writer, for ever. (A folder or a missing file is open()'s to report.)"""
-    if path.exists() and not path.is_file() and not path.is_dir():
+    """Raise :class:`DataError` when ``path`` is a named pipe or a device
+    (:func:`special_file`). (A folder or a missing file is open()'s to report.)"""
+    if special_file(path):
         raise DataError(
             f"{path} is not a regular file (a pipe or a device); save the data to a file"
         )
@@ -214,8 +229,10 @@ def _flatten(x: np.ndarray, name: str) -> tuple[np.ndarray, tuple[int, int] | No
 
 def _check_grey_levels(x: np.ndarray, name: str) -> None:
     """DataError when uint8 ``x`` holds only 0 and 1: binary images, which dividing by 255
-    would turn into 0 and 1/255 (all 0 reads the same either way). Read in chunks of rows."""
-    if _scan(x, name)[1] == 1:
+    would turn into 0 and 1/255 (all 0 reads the same either way). Only its max is needed
+    (uint8 is never below 0), read in chunks of rows."""
+    rows = max(1, SCAN_ELEMENTS // max(1, x.shape[1]))
+    if max(int(x[start : start + rows].max()) for start in range(0, x.shape[0], rows)) == 1:
         raise DataError(
             f"{name} is uint8 holding only 0 and 1, but uint8 is read as grey levels 0..255 and "
             "divided by 255 (1 would become 0.0039); save binary images as bool or float32 "
@@ -223,25 +240,10 @@ def _check_grey_levels(x: np.ndarray, name: str) -> None:
         )
 
 
-def _scan(x: np.ndarray, name: str) -> tuple[float, float]:
-    """(min, max) of ``x``, read in chunks of rows; DataError at the first NaN or Inf."""
-    rows = max(1, _CHUNK_ELEMENTS // max(1, x.shape[1]))
-    lo, hi = math.inf, -math.inf
-    for start in range(0, x.shape[0], rows):
-        chunk = np.asarray(x[start : start + rows])
-        if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
-            row = start + int(np.argwhere(~np.isfinite(chunk))[0, 0])
-            raise DataError(
-                f"{name} contains NaN or Inf (first in row {row}); remove or replace it"
-            )
-        lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
-    return lo, hi
-
-
 def check_float32_range(x: np.ndarray, name: str = "data") -> tuple[float, float]:
     """Check ``x`` is finite and within float32's range (a data set holds float32: such values
     would become Inf); return (min, max). In chunks of rows, as :func:`validate_values`."""
-    lo, hi = _scan(x, name)
+    lo, hi = value_range(x, name, DataError)
     if max(-lo, hi) > _FLOAT32_MAX:  # finite here, Inf once held as float32
         raise DataError(
             f"{name} has values in [{lo:g}, {hi:g}], beyond float32's range (+-3.4e38), in "
@@ -255,17 +257,13 @@ def validate_values(
 ) -> tuple[float, float]:
     """Check ``x`` is finite and, for a Bernoulli likelihood, in [0, 1]; return (min, max).
 
-    Works in chunks of rows, so a memory-mapped array is never loaded whole. Values beyond
-    float32's range are refused (a data set holds float32: they would become Inf).
+    The rule and its words are :func:`scratchvae.inputs.check_targets`'s (a model's check of
+    its input), raised here as :class:`DataError`. Works in chunks of rows (one read of each
+    for min and max), so a memory-mapped array is never loaded whole. Values beyond float32's
+    range are refused (a data set holds float32: they would become Inf).
     """
     lo, hi = check_float32_range(x, name)
-    if likelihood == "bernoulli" and (lo < 0 or hi > 1):
-        how = "divide by 255 if they are 8-bit grey levels, else " if lo >= 0 and hi <= 255 else ""
-        raise DataError(
-            f"{name} has values in [{lo:g}, {hi:g}] but the Bernoulli likelihood needs [0, 1]; "
-            f"{how}min-max scale to [0, 1], or use a Gaussian likelihood (--likelihood "
-            "gaussian, likelihood='gaussian')"
-        )
+    check_range(lo, hi, likelihood, name, DataError)
     return lo, hi
 
 

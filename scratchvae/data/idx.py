@@ -86,17 +86,18 @@ CHECKSUMS: dict[str, dict[str, str]] = {
     },
 }
 
-#: Sizes of the official raw files, by their md5 (the same shapes in both sets): a gzipped file
-#: whose IDX header announces another size cannot hold the official data.
+#: Sizes of the official raw files, by name (the same shapes in both sets): no file under an
+#: official name holds more, whatever table it is checked against.
+_OFFICIAL_SIZES = {
+    "train-images-idx3-ubyte": 16 + 60000 * 784,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 784,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+}
+#: ... and by their md5: a gzipped file whose IDX header announces another size cannot hold the
+#: official data.
 _RAW_SIZES = {
-    CHECKSUMS[name][stem]: size
-    for name in CHECKSUMS
-    for stem, size in {
-        "train-images-idx3-ubyte": 16 + 60000 * 784,
-        "train-labels-idx1-ubyte": 8 + 60000,
-        "t10k-images-idx3-ubyte": 16 + 10000 * 784,
-        "t10k-labels-idx1-ubyte": 8 + 10000,
-    }.items()
+    CHECKSUMS[name][stem]: size for name in CHECKSUMS for stem, size in _OFFICIAL_SIZES.items()
 }
 
 #: What to do about a damaged or wrong file in the data folder.
@@ -247,7 +248,7 @@ def _verify_local(path: Path, checksums: Mapping[str, str], title: str) -> None:
         gzipped = f.read(2) == b"\x1f\x8b"
     what = f"it is {other}" if other else f"md5 {got}, expected {expected}"
     if other is None and raw_expected and gzipped:  # a re-compressed copy: compare what it holds
-        held, unlike = _held_md5(path, _RAW_SIZES.get(raw_expected))
+        held, unlike = _held_md5(path, _RAW_SIZES.get(raw_expected), _OFFICIAL_SIZES.get(stem))
         if held == raw_expected:
             return
         other = _identify(held) if held else None
@@ -255,12 +256,15 @@ def _verify_local(path: Path, checksums: Mapping[str, str], title: str) -> None:
     raise DataError(f"{path} is not the official {title} file ({what}); {REFETCH}")
 
 
-def _held_md5(path: Path, size: int | None) -> tuple[str | None, str | None]:
+def _held_md5(
+    path: Path, size: int | None, most: int | None = None
+) -> tuple[str | None, str | None]:
     """(md5, None) of what the gzipped file ``path`` holds, or (None, why it cannot hold the
-    official file) as soon as that is known: no IDX header, a header announcing another size
-    than ``size`` (when known) or more than deflate's 1032:1 can hold, more bytes than the
-    header announces. Only the announced bytes
-    are decompressed, so a gzip bomb in the data folder is refused at once."""
+    file of the table) as soon as that is known: no IDX header, a header announcing another
+    size than ``size`` (an official file's: known), more than ``most`` (the official file of
+    its name: a caller's table gives no sizes, but no copy holds more) or than deflate's 1032:1
+    can hold, more bytes than the header announces. Only the announced bytes are decompressed,
+    and those only when the header allows them, so a gzip bomb is refused at once."""
     digest = hashlib.md5(usedforsecurity=False)
     with _opened(path, REFETCH) as (source, on_disk, _):
         head = source.read(4)
@@ -275,6 +279,11 @@ def _held_md5(path: Path, size: int | None) -> tuple[str | None, str | None]:
         need = 4 + 4 * ndim + math.prod(dims) * np.dtype(_IDX_DTYPES[(code >> 8) & 0xFF]).itemsize
         if size is not None and need != size:
             return None, f"it announces shape {dims} ({need:,} bytes), not {size:,}"
+        if most is not None and need > most:
+            return None, (
+                f"it announces shape {dims} ({need:,} bytes), more than the official file's "
+                f"{most:,}"
+            )
         if need > on_disk * _MAX_GZIP_RATIO:  # more than its deflate stream can hold
             return None, f"it announces shape {dims} ({need:,} bytes), more than it can hold"
         digest.update(head + sizes)

@@ -88,3 +88,28 @@ def test_a_header_announcing_more_than_deflate_can_hold_is_refused(tmp_path, tin
     assert (
         ", and it announces shape (60000, 28, 28) (47,040,016 bytes), more than it can" in message
     )
+
+
+def test_a_bomb_checked_against_the_callers_table_is_refused_from_its_header(
+    tmp_path, tiny, tiny_checksums
+):
+    """The caller's table (here the tests' own) gives no file sizes, so a re-compressed copy was
+    checked by decompressing what its header announced, up to deflate's 1032:1: a 1 MB file
+    announcing 1 GB of images (a consistent IDX file, its md5 no match) was decompressed and
+    hashed whole (seconds; a 10 MB one 10 GB) before it was refused. No file under an official
+    name holds more than the official file: the header's shape is refused before any data."""
+    name = f"{STEMS['train'][0]}.gz"
+    n = 1_337_500  # 1,048,600,000 bytes of 28x28 images, 22 times the official 60,000
+    zeros = n * 784 - MEMBERS * (1 << 20)
+    bomb = gzip.compress(struct.pack(">IIII", 2051, n, 28, 28) + bytes(zeros), mtime=0)
+    bomb += MEMBER * MEMBERS
+    assert 900 * len(bomb) < 16 + n * 784 < 1032 * len(bomb)  # within what deflate can hold
+    folder = write(tmp_path / "mnist", {**tiny["gz"], name: bomb})
+    message, took = _refused(tmp_path)
+    assert took < 0.5, took
+    assert message.startswith(f"{folder / name} is not the official MNIST file (md5 ")
+    assert message.endswith(
+        ", and it announces shape (1337500, 28, 28) (1,048,600,016 bytes), more than the "
+        "official file's 47,040,016); delete it so it is downloaded again, or replace it with "
+        "the official file"
+    )
