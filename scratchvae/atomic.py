@@ -10,11 +10,13 @@ results are all written this way.
 :func:`folder_lock` keeps two processes from writing one run folder at once: an exclusive lock
 on the file ``.lock`` in it, dropped by the operating system when the holder exits, however it
 exits. :func:`remove_temp_files` clears what a process killed while writing left behind.
+:func:`special_file` tells a pipe or a device, which a reader must not open, from a file.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -36,6 +38,7 @@ __all__ = [
     "process_running",
     "remove_stale_temp_files",
     "remove_temp_files",
+    "special_file",
     "temp_files",
 ]
 
@@ -228,3 +231,16 @@ def _pid_file_lock(folder: Path, path: Path) -> Iterator[None]:
         yield
     finally:
         path.unlink(missing_ok=True)
+
+
+def special_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` (after symbolic links) is a named pipe, a socket or a device: opening
+    one for reading may wait for a writer, for ever. False for a regular file, a folder, and a
+    path that cannot be looked up (missing, a name too long, no permission): open() reports
+    those in its own words. One ``stat``, where exists(), is_file() and is_dir() made three
+    (and exists() raised on the errors it does not read as "missing")."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np  # numpy-boundary: checkpoint file I/O
 
+from .atomic import special_file
+
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
@@ -53,7 +55,7 @@ def _read_all(path: Path) -> dict[str, Any]:
             f"no checkpoint at {path}; train first (scratchvae train --out DIR) or pass the "
             "run folder that holds checkpoint.npz"
         )
-    if not path.is_file() and not path.is_dir():  # opening a pipe waits for a writer
+    if special_file(path):  # opening a pipe waits for a writer
         raise CheckpointError(
             f"{path} is not a regular file (a pipe or a device); pass the run folder or the "
             "checkpoint.npz that scratchvae train wrote"

@@ -12,14 +12,13 @@ on the host.
 from __future__ import annotations
 
 import math
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np  # numpy-boundary: host arrays read from files
 
+from ..atomic import special_file
 from ..backend.memory import host_available_memory
 from ..inputs import SCAN_ELEMENTS, check_range, value_range
 
@@ -155,19 +154,6 @@ def check_memory(nbytes: int, what: str, advice: str) -> None:
             f"{what} ({nbytes / 2**30:.3g} GiB) but {free / 2**30:.3g} GiB of memory is "
             f"available; {advice}"
         )
-
-
-def special_file(path: str | os.PathLike) -> bool:
-    """True when ``path`` (after symbolic links) is a named pipe, a socket or a device: opening
-    one for reading may wait for a writer, for ever. False for a regular file, a folder, and a
-    path that cannot be looked up (missing, a name too long, no permission): open() reports
-    those in its own words. One ``stat``, where exists(), is_file() and is_dir() made three
-    (and exists() raised on the errors it does not read as "missing")."""
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, ValueError):  # ValueError: a NUL byte in the name
-        return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def check_regular_file(path: Path) -> None:

@@ -1,5 +1,5 @@
 """One condition for "a named pipe or a device" (opening one for reading waits for a writer, for
-ever): :func:`scratchvae.data.dataset.special_file`, one stat of the path."""
+ever): :func:`scratchvae.atomic.special_file`, one stat of the path."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import os
 import pytest
 
 from scratchvae.data import DataError
-from scratchvae.data.dataset import check_regular_file, special_file
+from scratchvae.atomic import special_file
+from scratchvae.data.dataset import check_regular_file
 from scratchvae.data.idx import read_idx
 from scratchvae.data.images import read_gray
 
