@@ -140,8 +140,7 @@ def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, advice: 
             raise ValueError(f"member {info.filename!r} is .npy format {version}, not 1.0 or 2.0")
         read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
         shape, _, dtype = read_header(member)
-        if dtype.hasobject:
-            raise ValueError(f"member {info.filename!r} holds Python objects (dtype {dtype})")
+        _refuse_objects(dtype, f"{path}: member {info.filename!r}", "np.savez(path, x=...)")
         held, declared = info.file_size - member.tell(), math.prod(shape) * dtype.itemsize
         if held != declared:
             raise ValueError(
@@ -153,6 +152,17 @@ def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, advice: 
         array = np.lib.format.read_array(member, allow_pickle=False)
         member.read(1)  # to its end (no byte is left: the sizes agree): zipfile checks the CRC
     return array
+
+
+def _refuse_objects(dtype: np.dtype, what: str, save: str) -> None:
+    """Raise :class:`DataError` when ``dtype`` holds Python objects: such a file is not
+    damaged (NumPy's own refusal, read among the damage, told the user to replace it), it
+    holds something else than numbers, which only a pickle could load."""
+    if dtype.hasobject:
+        raise DataError(
+            f"{what} holds Python objects (dtype {dtype}), not numbers; save the data as a "
+            f"numeric array, e.g. {save.replace('...', 'np.asarray(x, dtype=np.float32)')}"
+        )
 
 
 def _npz_arrays(path: Path, advice: str) -> dict[str, np.ndarray]:
@@ -305,6 +315,11 @@ def _read_npy(path: Path) -> np.ndarray:
                 f"could not read {path} as a NumPy .npy file ({why}); replace it with an intact "
                 "copy (np.save writes one)"
             )
+        with open(path, "rb") as f:  # NumPy's own refusal reads as damage (see _refuse_objects)
+            version = np.lib.format.read_magic(f)
+            if version in ((1, 0), (2, 0)):  # 3.0 (UTF-8 field names): np.load says it all
+                read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
+                _refuse_objects(read_header(f)[2], str(path), "np.save(path, ...)")
         x = np.load(path, mmap_mode="r", allow_pickle=False)
         if x.ndim > 1 and not x.flags.c_contiguous:  # Fortran order: its rows are scattered
             check_memory(

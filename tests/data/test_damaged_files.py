@@ -285,3 +285,21 @@ def test_damaged_mnist_archive_in_the_data_folder(tmp_path, tiny):
     assert message.endswith(
         "replace it, or delete it so the official IDX files are downloaded instead"
     )
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_an_array_of_python_objects_is_not_called_damaged(tmp_path, suffix):
+    """Was, for a .npy: "could not read x.npy as a NumPy .npy file (Array can't be
+    memory-mapped: Python objects in dtype.); replace it with an intact copy", and for a
+    .npz "is truncated or damaged": the file is intact, it holds objects, not numbers."""
+    path = tmp_path / f"x{suffix}"
+    ragged = np.array([[1.0, 2.0], [3.0]], dtype=object)
+    if suffix == ".npy":
+        np.save(path, ragged, allow_pickle=True)
+    else:
+        np.savez(path, x=ragged)
+    with pytest.raises(DataError) as err:
+        load_dataset(str(path))
+    message = str(err.value)
+    assert "holds Python objects (dtype object), not numbers; save the data as a numeric" in message
+    assert "damaged" not in message and "intact" not in message and "\n" not in message

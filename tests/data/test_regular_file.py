@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from scratchvae.data import DataError
 from scratchvae.atomic import special_file
+from scratchvae.data import DataError
 from scratchvae.data.dataset import check_regular_file
 from scratchvae.data.idx import read_idx
 from scratchvae.data.images import read_gray
