@@ -72,7 +72,7 @@ def _standardized(z: Array, mu: Array | float, logvar: Array | float) -> tuple[A
     d = z - mu  # a new array
     if hasattr(logvar, "shape"):
         xp = get_xp(logvar)
-        t = xp.multiply(logvar, -0.25)
+        t = xp.asarray(xp.multiply(logvar, -0.25))  # (a 0-d logvar: an array still)
         xp.minimum(t, _exp_cap(t), out=t)
         xp.exp(t, out=t)
     else:  # a fixed variance: t a Python float, so float32 arrays stay float32
@@ -89,8 +89,10 @@ def _standardized(z: Array, mu: Array | float, logvar: Array | float) -> tuple[A
 def _gaussian_nll(r2: Array, logvar: Array | float) -> Array:
     """-log N per example, 0.5 sum [ r^2 + lv + log 2 pi ] over the last axis, from r^2."""
     D = r2.shape[-1]
-    # (hasattr: an array; mypy does not narrow Array | float by it)
-    lv_sum = logvar.sum(axis=-1) if hasattr(logvar, "shape") else D * logvar  # type: ignore[union-attr]
+    if getattr(logvar, "ndim", 0) and logvar.shape[-1] == D:  # type: ignore[union-attr]
+        lv_sum = logvar.sum(axis=-1)  # type: ignore[union-attr]
+    else:  # one log-variance for every feature (a float, 0-d, or broadcast along the last axis)
+        lv_sum = D * (logvar[..., 0] if getattr(logvar, "ndim", 0) else logvar)  # type: ignore[index]
     return 0.5 * (r2.sum(axis=-1) + lv_sum + D * LOG_2PI)
 
 

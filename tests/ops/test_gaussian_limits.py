@@ -141,3 +141,13 @@ def test_gradient_check_over_wide_log_variances(seed: int, B: int, D: int, sprea
     bk = Backend("numpy", "float64", seed=seed)
     inputs = _make(bk, B, D, spread)
     check_op(WIDE, inputs, (bk.normal((B,)),))
+
+
+def test_one_log_variance_for_every_feature_counts_once_per_feature() -> None:
+    """A log-variance broadcast along the features ((B, 1), 0-d, a NumPy scalar) is each
+    feature's: -0.5 D lv, not -0.5 lv once (its sum over a last axis of 1)."""
+    bk = Backend("numpy", "float64", seed=21)
+    z, mu = bk.normal((2, 3)), bk.normal((2, 3))
+    want = log_normal(z, mu, np.full((2, 3), -1.0))
+    for lv in (np.full((2, 1), -1.0), np.asarray(-1.0), np.float64(-1.0), np.full(3, -1.0)):
+        np.testing.assert_allclose(log_normal(z, mu, lv), want, rtol=1e-14)
