@@ -46,17 +46,66 @@ def bernoulli_log_prob(logits: Array, x: Array) -> Array:
     return (x * logits - get_special(logits).softplus(logits)).sum(axis=-1)
 
 
+def _exp_cap(a: Array) -> int:
+    """C: the largest whole number with e^C finite in a's dtype (88 float32, 709 float64)."""
+    return math.floor(math.log(float(get_xp(a).finfo(a.dtype).max)))
+
+
+def _standardized(z: Array, mu: Array | float, logvar: Array | float) -> tuple[Array, Any]:
+    """(r, t): the residual in standard deviations r = (z - mu) e^(-lv/2), formed as
+    ((z - mu) t) t with t = e^(-lv/4) capped at e^C, C = 88 (float32) or 709 (float64), the
+    largest whole C with e^C finite; t is a float for a float ``logvar``. Then
+
+        (z - mu)^2 e^-lv = r^2          (z - mu) e^-lv = (r t) t
+
+    Why not (z - mu)^2 e^-lv: e^-lv overflows below lv = -88.7 (float32; -709.8 in float64),
+    and at z == mu that is 0 * inf = NaN where the true term is 0 (log-density
+    -0.5 (lv + log 2 pi), d/dmu = 0, d/dlv = 1/2). Here the only factor that multiplies z - mu
+    is t, finite by the cap, so no product is 0 * inf: z == mu gives r = 0, (r t) t = 0.
+    For lv >= -4C the cap is not reached and r, r^2, (r t) t are the formula's values to a few
+    roundings (each product moves monotonically toward the result: t >= 1 for lv <= 0, t < 1
+    above, so none overflows or underflows unless the result does). Past it (lv < -4C) any
+    nonzero z - mu, at least the smallest subnormal (e^-103.3; e^-744.4), has r^2 >=
+    e^(2 (2C - 103.3)) = e^145 (e^1347 in float64): the true r^2 and (r t) t overflow, and so
+    do the capped ones. The cap changes no finite result.
+    """
+    d = z - mu  # a new array
+    if hasattr(logvar, "shape"):
+        xp = get_xp(logvar)
+        t = xp.asarray(xp.multiply(logvar, -0.25))  # (a 0-d logvar: an array still)
+        xp.minimum(t, _exp_cap(t), out=t)
+        xp.exp(t, out=t)
+    else:  # a fixed variance: t a Python float, so float32 arrays stay float32
+        t = math.exp(min(-0.25 * logvar, _exp_cap(d)))
+    if getattr(t, "shape", d.shape) == d.shape and getattr(t, "dtype", d.dtype) == d.dtype:
+        d *= t  # in place (the usual case)
+        r = d
+    else:
+        r = d * t  # logvar broadcast against z - mu, or of another dtype
+    r *= t
+    return r, t
+
+
+def _gaussian_nll(r2: Array, logvar: Array | float) -> Array:
+    """-log N per example, 0.5 sum [ r^2 + lv + log 2 pi ] over the last axis, from r^2."""
+    D = r2.shape[-1]
+    if getattr(logvar, "ndim", 0) and logvar.shape[-1] == D:  # type: ignore[union-attr]
+        lv_sum = logvar.sum(axis=-1)  # type: ignore[union-attr]
+    else:  # one log-variance for every feature (a float, 0-d, or broadcast along the last axis)
+        lv_sum = D * (logvar[..., 0] if getattr(logvar, "ndim", 0) else logvar)  # type: ignore[index]
+    return 0.5 * (r2.sum(axis=-1) + lv_sum + D * LOG_2PI)
+
+
 def log_normal(z: Array, mu: Array | float, logvar: Array | float) -> Array:
     """log N(z; mu, diag(exp(logvar))) summed over the last axis.   (..., L) -> (...)
 
+    -0.5 sum [ (z - mu)^2 e^-lv + lv + log 2 pi ], with the quadratic term formed as r^2,
+    r = (z - mu) e^(-lv/2) (finite at z == mu however small the variance; see _standardized).
     ``logvar`` an array, or a float for a fixed variance (a Python float keeps float32 arrays
     float32)."""
-    if hasattr(logvar, "shape"):
-        # (an array: mypy does not narrow Array | float by hasattr)
-        inv_var, lv_sum = get_xp(logvar).exp(-logvar), logvar.sum(axis=-1)  # type: ignore[union-attr]
-    else:
-        inv_var, lv_sum = math.exp(-logvar), z.shape[-1] * logvar
-    return -0.5 * (((z - mu) ** 2 * inv_var).sum(axis=-1) + lv_sum + z.shape[-1] * LOG_2PI)
+    r, _ = _standardized(z, mu, logvar)
+    r *= r  # r^2, in place
+    return -_gaussian_nll(r, logvar)
 
 
 def log_normal_draw(eps: Array, logvar: Array) -> Array:
@@ -142,9 +191,8 @@ def bernoulli_nll_backward(cache: BernoulliCache, dloss: Any, ws: WS = None) -> 
 
 # ---------------------------------------------------------------------------- Gaussian NLL
 class GaussianNLLCache(NamedTuple):
-    mean: Array  # (..., D)
-    x: Array  # (..., D)
-    logvar: Array | float  # (..., D) when learned, a float for a fixed variance
+    r: Array  # (..., D) (x - mean) e^(-logvar/2), the residual in standard deviations
+    t: Array | float  # (..., D) e^(-logvar/4), capped (see _standardized); a float when fixed
     scale: float  # 1/B for reduce="mean", else 1
 
 
@@ -158,23 +206,33 @@ def gaussian_nll_forward(
     mean: Array, x: Array, logvar: Array | float, reduce: str = "mean"
 ) -> tuple[Array, GaussianNLLCache]:
     """-log N(x; mean, exp(logvar)) = 0.5 sum_D [ (x - mean)^2 / exp(logvar) + logvar + log 2pi ]
-    mean, x: (..., D); logvar: (..., D) when learned, or a float for a fixed variance."""
-    nll = _reduce(-log_normal(x, mean, logvar), reduce)
-    return nll, GaussianNLLCache(mean, x, logvar, _per_example_scale(reduce, mean.shape[:-1]))
+    mean, x: (..., D); logvar: (..., D) when learned, or a float for a fixed variance. The
+    quadratic term is r^2 (see :func:`_standardized`); r and t are all the backward needs."""
+    r, t = _standardized(x, mean, logvar)
+    return _reduce(_gaussian_nll(r * r, logvar), reduce), GaussianNLLCache(
+        r, t, _per_example_scale(reduce, r.shape[:-1])
+    )
 
 
 @op
 def gaussian_nll_backward(cache: GaussianNLLCache, dloss: Any) -> GaussianNLLGrads:
     """dL/dmean   = dloss * (mean - x) / exp(logvar)              [/ B]
-    dL/dlogvar = dloss * 0.5 * (1 - (x - mean)^2 / exp(logvar))   [/ B]"""
-    mean, x, logvar, scale = cache
-    learned = hasattr(logvar, "shape")
-    inv_var = get_xp(mean).exp(-logvar) if learned else math.exp(-logvar)
-    per_d = _over_features(dloss)
-    dmean = (mean - x) * inv_var * (scale * per_d)
-    if not learned:
+    dL/dlogvar = dloss * 0.5 * (1 - (x - mean)^2 / exp(logvar))   [/ B]
+
+    From the forward's r = (x - mean) e^(-logvar/2) and t = e^(-logvar/4):
+    (mean - x) e^-logvar = -(r t) t and (x - mean)^2 e^-logvar = r^2, neither a product that
+    can be 0 * inf (at x == mean: dmean = 0, dlogvar = dloss / 2 [/ B])."""
+    r, t, scale = cache
+    c = scale * _over_features(dloss)  # a number, or (..., 1) for a per-example dloss
+    dmean = r * t
+    dmean *= t
+    dmean *= -c
+    if not hasattr(t, "shape"):
         return GaussianNLLGrads(dmean, None)
-    return GaussianNLLGrads(dmean, 0.5 * (1 - (x - mean) ** 2 * inv_var) * (scale * per_d))
+    dlogvar = r * r
+    get_xp(r).subtract(1, dlogvar, out=dlogvar)
+    dlogvar *= 0.5 * c
+    return GaussianNLLGrads(dmean, dlogvar)
 
 
 # ---------------------------------------------------------------------------- squared error

@@ -5,6 +5,8 @@ of the model, a second Adam), each with one planted difference; no PyTorch or JA
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np  # numpy-boundary: test arrays
 import pytest
@@ -24,7 +26,9 @@ class Fake:
 
     name = "fake"
 
-    def __init__(self, step, kl_weight=1.0, adam=None, nudge=0.0, x_flip=False) -> None:
+    def __init__(
+        self, step, kl_weight=1.0, adam=None, nudge=0.0, x_flip=False, grad_off=0.0
+    ) -> None:
         bk = step.model.backend
         self.model = VAE(**timing.CONFIGS["mnist"], backend=Backend("numpy", bk.dtype.name, 1))
         for n in step.model.params:
@@ -34,6 +38,7 @@ class Fake:
         if x_flip:
             self.x[0, 0] = 1 - self.x[0, 0]  # another batch
         self.kl_weight = kl_weight
+        self.grad_off = grad_off  # one gradient array this much off, relative
         self.opt = Adam(**({"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8} | (adam or {})))
 
     def weights(self):
@@ -41,7 +46,9 @@ class Fake:
 
     def loss_and_grads(self, eps):
         terms, grads = self.model.loss_and_grads(self.x, {"eps": eps}, self.kl_weight)
-        return float(terms["loss"]), {n: to_numpy(grads[n]).copy() for n in grads}
+        grads = {n: to_numpy(grads[n]).copy() for n in grads}
+        grads["encoder.0.W"] *= 1 + self.grad_off
+        return float(terms["loss"]), grads
 
     def adam(self, grads):
         for g in grads:
@@ -137,3 +144,83 @@ def test_the_update_tolerance_is_the_rounding_of_the_weights_and_the_step() -> N
     )
     assert 1.4e-4 < equivalence.update_tolerance(ones, update, "float32", 2, 0.999) < 1.6e-4
     assert equivalence.update_tolerance(ones, update, "float64", 2, 0.999) < 3e-13
+
+
+@pytest.mark.parametrize("dtype, off", [("float32", 1e-5), ("float64", 3e-14)])
+def test_a_gradient_slightly_off_is_caught(dtype, off) -> None:
+    """The encoder's first weight gradient 1e-5 off relative (float32; 3e-14 in float64):
+    under the one tolerance of 2e-4 (1e-9) for the loss and every gradient, it passed."""
+    step = _step(dtype)
+    assert off < equivalence.EQ_TOL[dtype]  # what let it through
+    row = equivalence.compare(step, Fake(step, grad_off=off))
+    assert row["grad_max_rel_diff"] == pytest.approx(off, rel=0.02)
+    assert row["grad_max_rel_diff"] > row["grad_tolerance"] and not row["ok"], row
+    with pytest.raises(equivalence.ReferenceMismatch, match="its gradients differ by"):
+        equivalence.raise_if_disagrees(row)
+
+
+def test_the_loss_and_gradient_tolerances_are_the_rounding_of_the_products() -> None:
+    """2 u sqrt(K): K the inner dimensions on the way (docstring of step_tolerances), for the
+    MNIST config (784-400-40, 20-400-784); an IWAE bound adds 4 u |loss| to the gradients'."""
+    u = 2.0**-24
+    model = VAE(**timing.CONFIGS["mnist"], backend=Backend("numpy", "float32", 0))
+    loss_tol, grad_tol = equivalence.step_tolerances(model, 128, "float32", 100.0)
+    assert loss_tol == pytest.approx(2 * u * (1604 + 784 + 128) ** 0.5)  # 6.0e-6
+    assert grad_tol == pytest.approx(2 * u * (3228 + 128) ** 0.5)  # 6.9e-6
+    assert grad_tol < 1e-5
+    f64 = equivalence.step_tolerances(model, 128, "float64", 100.0)
+    assert f64 == pytest.approx((loss_tol * 2.0**-29, grad_tol * 2.0**-29))
+    iwae = VAE(784, hidden=[200, 200], latent=50, activation="tanh", objective="iwae", k=50,
+               backend=Backend("numpy", "float32", 0))  # fmt: skip
+    shapes = 984 + 400 + 300 + 250 + 400 + 984  # the six layers' n_in + n_out
+    assert equivalence.step_tolerances(iwae, 20, "float32", -549.0)[1] == pytest.approx(
+        2 * u * (shapes + 50 * 20) ** 0.5 + 4 * u * 549.0
+    )
+
+
+def _committed_rows():
+    """Every compare row in benchmarks/results/*.json (CPU and GPU runs, PyTorch and JAX)."""
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    rows = []
+
+    def walk(o, name):
+        if isinstance(o, dict):
+            if "loss_rel_diff" in o:
+                rows.append((name, o))
+            for v in o.values():
+                walk(v, name)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v, name)
+
+    for path in sorted(results.glob("*.json")):
+        walk(json.loads(path.read_text()), path.name)
+    return rows
+
+
+def test_no_committed_run_would_fail_the_derived_tolerances() -> None:
+    """The measured differences of every genuine run committed (float32 and float64, CPU and
+    GPU) are within the derived tolerances, by a factor of 10 at least; and such old rows,
+    which carry one "tolerance", still read (raise_if_disagrees says nothing)."""
+    rows = _committed_rows()
+    assert len(rows) >= 20 and {r["reference"] for _, r in rows} >= {"torch-cuda", "jax-cpu"}
+    for name, r in rows:
+        model = VAE(**timing.CONFIGS[r["config"]], backend=Backend("numpy", r["dtype"], 0))
+        loss_tol, grad_tol = equivalence.step_tolerances(
+            model, r["batch"], r["dtype"], r["loss_reference"]
+        )
+        where = f"{name} {r['reference']} {r['config']} {r['dtype']} {r['batch']}"
+        assert r["loss_rel_diff"] <= loss_tol / 10, where
+        assert r["grad_max_rel_diff"] <= grad_tol / 10, where
+        equivalence.raise_if_disagrees(r)
+
+
+def test_an_old_row_reads_with_its_one_tolerance() -> None:
+    """A row written before step_tolerances: "tolerance" for the loss, the gradients and (with
+    no per-array figure) the update."""
+    old = {"reference": "torch-cpu", "config": "mnist", "dtype": "float32", "batch": 128,
+           "weights_max_rel_diff": 0.0, "loss_rel_diff": 1e-7, "grad_max_rel_diff": 3e-4,
+           "adam_update_max_rel_diff": 1e-5, "tolerance": 2e-4, "ok": False}  # fmt: skip
+    with pytest.raises(equivalence.ReferenceMismatch, match=r"gradients differ by 3.0e-04 "
+                       r"\(relative; tolerance 2.0e-04\)"):  # fmt: skip
+        equivalence.raise_if_disagrees(old)
