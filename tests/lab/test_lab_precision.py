@@ -275,10 +275,12 @@ def test_a_log_weight_of_plus_inf_is_an_error_in_imputation():
 
 def test_a_nan_log_weight_is_an_error_in_imputation():
     """Reachable with finite parameters: a learned-variance Gaussian decoder with log-variance
-    -100 at a pixel equal to its mean gives (x - m)^2 e^-logvar = 0 * inf = NaN in float32
-    (ops/losses.py's log_normal). The estimate was NaN, silently; now one ValueError."""
-    model = _gaussian_learned_vae(-100.0)
+    -3e38 at an observed pixel of 1 where the mean is 0: ((x - m)/sigma)^2 = +inf beside the
+    log-variances' sum -inf, so the log-likelihood is NaN (not the 0 * inf that
+    ops/losses.py formed at x == m before). The estimate was NaN, silently; now one ValueError."""
+    model = _gaussian_learned_vae(-3e38)
     x, mask = np.zeros((3, 4), dtype=F32), np.ones((3, 4), dtype=bool)
+    x[:, 1] = 1.0
     mask[:, 2:] = False
     with np.errstate(over="ignore", invalid="ignore"):
         with pytest.raises(ValueError, match=r"3 of 3 examples.*NaN"):
