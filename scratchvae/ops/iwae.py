@@ -105,17 +105,23 @@ def iw_latent_backward(
         dmu = path.sum(axis=0)  # (B, L)
         dlogvar = (path * eps).sum(axis=0) * (0.5 * sigma) + 0.5 * dratio.sum(axis=0)
         return xp.concatenate([dmu, dlogvar], axis=-1)
-    dz_total = path + dratio * (eps / sigma)  # stl, dreg: the path into z only
+    # stl, dreg: the path into z only, dz_total = path + dratio eps / sigma, summed in two parts
+    # so that sigma never multiplies eps / sigma (sigma 0 in float32 below logvar -207: the
+    # product inf * 0 = NaN, where dL/dlogvar is finite):
+    #   dL/dmu     = sum_k path + (sum_k dratio eps) / sigma
+    #   dL/dlogvar = (sum_k path eps) sigma / 2 + sum_k dratio eps^2 / 2
     if estimator == "dreg":
         # Why (Tucker et al. 2019; docs/derivations.md, section 10): the score of beta log q
         # carries w~ (in dratio); reparameterized, with d w~/dz = w~ (1 - w~) d log w/dz, it
-        # takes beta w~ (1 - w~) d log w/dz off the path's w~ d log w/dz.
-        # w~ + (1 - beta)(1 - w~) = 1 - beta (1 - w~), exactly w~ at beta = 1 (1 - (1 - w~)
-        # would round a weight under the dtype's eps to 0)
+        # takes beta w~ (1 - w~) d log w/dz off the path's w~ d log w/dz: dz_total, both its
+        # parts, times w~ + (1 - beta)(1 - w~) = 1 - beta (1 - w~), exactly w~ at beta = 1
+        # (1 - (1 - w~) would round a weight under the dtype's eps to 0)
         # (mypy: weights may be None; dreg's callers give them)
-        dz_total = dz_total * (weights + (1 - beta) * (1 - weights))[..., None]  # type: ignore[operator, index]
-    dmu = dz_total.sum(axis=0)  # (B, L)
-    dlogvar = (dz_total * eps).sum(axis=0) * (0.5 * sigma)
+        factor = (weights + (1 - beta) * (1 - weights))[..., None]  # type: ignore[operator, index]
+        path, dratio = path * factor, dratio * factor
+    score = dratio * eps  # (K, B, L)
+    dmu = path.sum(axis=0) + score.sum(axis=0) / sigma  # (B, L)
+    dlogvar = (path * eps).sum(axis=0) * (0.5 * sigma) + 0.5 * (score * eps).sum(axis=0)
     return xp.concatenate([dmu, dlogvar], axis=-1)
 
 

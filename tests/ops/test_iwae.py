@@ -328,3 +328,27 @@ def test_stl_at_k1_takes_the_log_weights_path_and_warm_up_reaches_dreg():
     noise = dreg.draw_noise(3)
     g_dreg = dreg.loss_and_grads(x, noise, kl_weight=0.0)[1].flat.copy()
     np.testing.assert_allclose(g_dreg, stl4.loss_and_grads(x, noise, kl_weight=0.0)[1].flat)
+
+
+@pytest.mark.parametrize("estimator", ["stl", "dreg"])
+def test_stl_and_dreg_dlogvar_is_finite_where_sigma_underflows(estimator):
+    """At logvar -250, sigma = e^-125 is 0 in float32. dz_total = path + dratio eps / sigma,
+    then times eps sigma / 2, was inf * 0 = NaN; the true dL/dlogvar is about
+    sum_k dratio eps^2 / 2 (the path's term, times sigma, vanishes). float32 against the same
+    formula in float64, where sigma is 5e-55."""
+    rng = np.random.default_rng(3)
+    K, B, L = 4, 3, 2
+    h = np.concatenate([rng.standard_normal((B, L)), np.full((B, L), -250.0)], axis=1)
+    eps = rng.standard_normal((K, B, L))
+    dz, dratio = rng.standard_normal((K, B, L)), rng.standard_normal((K, B))
+    w = rng.dirichlet(np.ones(K), B).T  # (K, B)
+    got = {}
+    for dtype in ("float32", "float64"):
+        args = [a.astype(dtype) for a in (h, eps, dz, dratio, w)]
+        _, cache = iwae.iw_latent_forward(args[0], args[1])
+        with np.errstate(divide="ignore"):  # dL/dmu: sum_k dratio eps / sigma overflows, truly
+            got[dtype] = iwae.iw_latent_backward(cache, args[2], args[3], estimator, args[4], 0.5)
+    assert float(np.exp(np.float32(-125.0))) == 0.0
+    dlogvar32, dlogvar64 = got["float32"][:, L:], got["float64"][:, L:]
+    assert np.isfinite(dlogvar32).all(), dlogvar32
+    np.testing.assert_allclose(dlogvar32, dlogvar64, rtol=1e-5)
