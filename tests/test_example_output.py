@@ -181,7 +181,7 @@ def test_help_gives_a_whole_description_and_every_default(name, monkeypatch):
     class Stop(Exception):
         pass
 
-    def parsed(name, argv, p, epochs):
+    def parsed(name, argv, p, epochs, **kwargs):
         seen.append(p)
         raise Stop
 
@@ -286,3 +286,24 @@ def test_a_killed_runs_hidden_folder_is_removed_by_the_next_run(tmp_path):
     assert staged.figures.name.startswith(f".unfinished-{os.getpid()}-")
     assert not killed.exists() and running.exists()
     common._UNFINISHED.remove(staged.staging)  # as a finished run does
+
+
+def test_linear_ae_pca_loads_counts_and_prints_only_the_rows_it_uses(tmp_path, capsys, monkeypatch):
+    """It loaded the test split and counted "/ 297 test rows" on its first line, rows it never
+    uses (a full-batch fit of the training rows); its cap on the training rows (MNIST: 10,000)
+    was said on a second line after the first had counted them all."""
+    module, common = import_example("linear_ae_pca")
+    splits = []
+    load = common.load_dataset
+
+    def recorded(name, split, data_dir=None):
+        splits.append(split)
+        return load(name, split, data_dir)
+
+    monkeypatch.setattr(common, "load_dataset", recorded)
+    monkeypatch.setattr(module, "ROWS", 100, raising=False)  # MNIST's 10,000 of 60,000, on the digits
+    module.main(["--out", str(tmp_path), "--steps", "5", "--k", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert splits == ["train"]
+    assert lines[0].endswith("; 100 train rows; from the first 100 of the 1,500 training rows")
+    assert not any("test rows" in line or "using the first" in line for line in lines), lines
