@@ -308,7 +308,7 @@ def test_linear_ae_pca_loads_counts_and_prints_only_the_rows_it_uses(tmp_path, c
         return load(name, split, data_dir)
 
     monkeypatch.setattr(common, "load_dataset", recorded)
-    monkeypatch.setattr(module, "ROWS", 100, raising=False)  # MNIST's 10,000 of 60,000, on the digits
+    monkeypatch.setattr(module, "ROWS", 100, raising=False)  # as MNIST: 10,000 of 60,000
     module.main(["--out", str(tmp_path), "--steps", "5", "--k", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert splits == ["train"]
