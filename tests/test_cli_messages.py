@@ -28,3 +28,22 @@ def test_a_path_holding_a_newline_gives_one_whole_error_line(tmp_path, capsys, n
     assert line.startswith("scratchvae: error: could not read ")
     assert one_line(str(bad)) in line  # the whole path, its control characters escaped
     assert line.endswith("replace it with an intact copy (np.save writes one)")
+
+
+def test_what_a_command_wrote_is_said_on_one_line_whatever_the_folder_holds(tmp_path, capsys):
+    """The training summary and the figure commands printed the run folder as it is on stdout:
+    a folder named with a newline split the line in two (every error escaped it already)."""
+    run = tmp_path / "two\nlines\x1b[31m"
+    argv = ["--data", "digits", "--epochs", "1", "--hidden", "16", "--no-progress"]
+    assert main(["train", *argv, "--out", str(run)]) == 0
+    assert main(["sample", str(run), "--n", "4", "--out", str(run / "a\nb.png")]) == 0
+    assert main(["plot", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\nlines" not in out
+    summary, sample, plot = [line for line in out.splitlines() if line.startswith("scratchvae:")]
+    assert summary.startswith("scratchvae: 1 epoch, validation loss ")
+    assert summary.endswith(f"in {one_line(str(run))}/")
+    assert sample == f"scratchvae: wrote {one_line(str(run / 'a' / 'b.png'))}".replace(
+        "a/b.png", "a\\nb.png"
+    )
+    assert plot.startswith("scratchvae: wrote ") and one_line(str(run / "curves.png")) in plot
