@@ -9,11 +9,8 @@ Bad input ends the script with ONE line ``NAME.py: error: <what was wrong>`` on 
 status 2, no traceback (Ctrl-C: one line too, status 130): the parser (:class:`Parser`) refuses
 an option's value itself (the types of :mod:`scratchvae.cliargs`), and :func:`run`, which every
 script's ``__main__`` calls, turns the library's errors about the data, the backend or a file
-(``ValueError``, which ``DataError`` is, ``BackendError``, ``OSError``) into that line.
-
-A run's figures are written to a hidden folder inside the output folder and moved into it
-together at the end (:meth:`Setup.finish`): a run that fails or is stopped midway leaves the
-figures of the run before it as they were, not some of them replaced.
+(``ValueError``, which ``DataError`` is, ``BackendError``, ``OSError``) into that line. A run's
+figures are moved into the output folder together at its end (:class:`Staged`).
 """
 
 from __future__ import annotations
@@ -169,7 +166,7 @@ class Setup:
     args: argparse.Namespace
     backend: Backend
     train: Dataset
-    test: Dataset
+    test: Dataset | None  # None: the example uses no test rows (setup's test_split=False)
     out: Path  # the output folder
     epochs: int
     t0: float  # the start: before the data are loaded
@@ -316,14 +313,16 @@ def setup(
     argv: Sequence[str] | None,
     p: argparse.ArgumentParser,
     epochs: dict[str, int] | None,
+    test_split: bool = True,
+    rows: int | None = None,
 ) -> Setup:
     """Parse ``argv``, load the data, pick the epochs (``epochs["digits"]`` or ``["other"]``;
     None for an example that does not train by epochs: ``--epochs`` is refused there).
-
-    The parser's errors name the script (``NAME.py: error: ...``), also when ``main`` is called
-    in a process that is not the script. The backend is made before the data are loaded (or
-    downloaded), so that a missing CuPy is said at once, and so is an output folder that cannot
-    be written (:func:`output_folder`)."""
+    ``test_split=False``: no test rows loaded, counted or held out; ``rows``: the most training
+    rows the example uses. The parser's errors name the script (``NAME.py: error: ...``), also
+    when ``main`` is called in a process that is not the script. The backend is made before the
+    data are loaded (or downloaded), so that a missing CuPy is said at once, and so is an output
+    folder that cannot be written (:func:`output_folder`)."""
     p.prog = f"{name}.py"
     args = p.parse_args(argv)
     if epochs is None and args.epochs is not None:
@@ -331,22 +330,22 @@ def setup(
     t0 = time.perf_counter()
     backend = Backend(args.backend, "float32", seed=args.seed)
     out = output_folder(Path(args.out) if args.out else HERE / "out" / name)  # before a download
-    train = load_dataset(args.data, "train", args.data_dir)
+    train, test = load_dataset(args.data, "train", args.data_dir), None
     try:
-        test = load_dataset(args.data, "test", args.data_dir)
+        test = load_dataset(args.data, "test", args.data_dir) if test_split else None
     except ValueError:  # a single file or folder has no test split: hold out its last 10%
         n_test = max(1, train.n // 10)
         test = _subset(train, slice(train.n - n_test, None))
         train = _subset(train, slice(0, train.n - n_test))
-    n_train_all, n_test_all = train.n, test.n
-    n_train = 300 if args.fast else args.n_train
-    if n_train is not None and n_train < train.n:
+    n_train_all, n_test_all = train.n, 0 if test is None else test.n
+    n_train = min(n for n in (300 if args.fast else args.n_train, rows, train.n) if n)
+    if n_train < train.n:
         train = _subset(train, slice(0, n_train))
-    if args.fast and test.n > 200:
+    if args.fast and test is not None and test.n > 200:
         test = _subset(test, slice(0, 200))
-    for ds in (train, test):  # rows that are not images are drawn as 1 x D strips
+    for ds in (train, test) if test is not None else (train,):  # not images: 1 x D strips
         ds.image_shape = ds.image_shape or (1, ds.n_features)
-    n_epochs, length, rows = 0, "", f"{train.n:,} train"
+    n_epochs, length, counted = 0, "", f"{train.n:,} train"
     if epochs is not None:
         default = epochs["digits"] if train.n_features <= 256 else epochs["other"]
         n_epochs = 2 if args.fast else (default if args.epochs is None else args.epochs)
@@ -354,12 +353,14 @@ def setup(
         # the trainer holds out a validation part (seeded by --seed, as in train()): the rows
         # it trains on are fewer than the training set's
         fit_rows, val_rows = train_val_split(train.n, TrainConfig.val_fraction, args.seed)
-        rows = f"{len(fit_rows):,} train / {len(val_rows):,} validation"
+        counted = f"{len(fit_rows):,} train / {len(val_rows):,} validation"
     # the data set without its full size (the rows used follow), then what was left out of it
     parts = ((train, n_train_all, "training"), (test, n_test_all, "test"))
-    subset = [f"the first {ds.n:,} of the {n:,} {part} rows" for ds, n, part in parts if ds.n < n]
+    subset = [f"the first {ds.n:,} of the {n:,} {part} rows" for ds, n, part in parts
+              if ds is not None and ds.n < n]  # fmt: skip
     used = f"; from {' and '.join(subset)}" if subset else ""
-    print(f"{name}: {describe(train)}; {rows} / {test.n:,} test rows{length}{used}")
+    counted += "" if test is None else f" / {test.n:,} test"
+    print(f"{name}: {describe(train)}; {counted} rows{length}{used}")
     return Setup(args, backend, train, test, out, n_epochs, t0)
 
 

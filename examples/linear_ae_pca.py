@@ -31,6 +31,7 @@ from scratchvae.models import AE  # noqa: E402
 from scratchvae.optim import Adam  # noqa: E402
 
 STEPS = {"digits": 3000, "other": 600}
+ROWS = 10_000  # the training rows used (MNIST: 10,000 of 60,000 suffice); no test rows
 
 
 def train_full_batch(model: AE, x: Any, steps: int, lr: float = 1e-2) -> list[float]:
@@ -64,11 +65,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default=None,
         help="full-batch steps (default 3000 digits, 600 else; --fast: 200)",
     )
-    s = _common.setup("linear_ae_pca", argv, p, None)  # full-batch steps, not epochs
+    # full-batch steps, not epochs; the fit is all it does: no test rows
+    s = _common.setup("linear_ae_pca", argv, p, None, test_split=False, rows=ROWS)
     D, shape, k = s.train.n_features, s.train.image_shape, s.args.k
-    x = s.train.get_batch(slice(0, 10000)).astype(np.float64)  # MNIST: 10,000 rows suffice
-    if len(x) < s.train.n:  # the first line counted them all
-        print(f"  using the first {len(x):,} of the {s.train.n:,} training rows")
+    x = s.train.get_batch(slice(None)).astype(np.float64)  # (<= ROWS, D)
     most = min(x.shape) - 1  # k + 1 principal components: the gap lambda_k / lambda_{k+1}
     if k > most:
         p.error(

@@ -87,15 +87,36 @@ def _reader_gone(stream: Any) -> bool:
 
 def error_message(exc: BaseException) -> str:
     """What a user error says: its message (its type's name when empty), and for an OSError
-    the file it concerns when the message does not name it. A message of several lines (a
-    newline in a path it names) is kept whole: :func:`one_line_error` puts it on one line."""
+    the file it concerns when the message does not name it. A message scratchvae wrote is kept
+    whole, whatever its lines (a newline in a path it names): :func:`one_line_error` puts it on
+    one line. A message of several lines raised by another library (a listing, a report) is
+    its first line, and how many lines were cut."""
     msg = str(exc).strip() or type(exc).__name__
     filename = getattr(exc, "filename", None)
     # Python's own message names it by its repr: 'C:\\data\\x.npy', 'a\\tb', PosixPath('/a')
     named = filename and (str(filename) in msg or repr(filename) in msg)
     if isinstance(exc, OSError) and filename and not named:
         msg = f"{msg}: {filename}"
+    first, *rest = msg.splitlines()
+    if rest and not _raised_by_scratchvae(exc):
+        cut = len(rest)
+        msg = f"{first.rstrip()} ({cut} more line{'s' * (cut > 1)} of the message cut)"
     return msg
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))  # scratchvae/
+
+
+def _raised_by_scratchvae(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by scratchvae's own code (the last frame of its traceback is
+    in the package), not by a library it called; True when there is no traceback."""
+    tb = exc.__traceback__
+    if tb is None:
+        return True
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    where = os.path.abspath(tb.tb_frame.f_code.co_filename)
+    return where.startswith(_PACKAGE + os.sep)
 
 
 @contextmanager

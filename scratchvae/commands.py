@@ -32,7 +32,7 @@ from typing import Any
 
 from .backend import Backend, get_backend
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
-from .cliargs import PROG, CLIError
+from .cliargs import PROG, CLIError, one_line
 from .data import Dataset, binarize, load_dataset, named_dataset
 from .data.splits import train_val_split
 from .init import default_init
@@ -66,7 +66,15 @@ _LARGE_DEFAULTS = ([400], 20, 10, 128, "uniform")  # MNIST-sized: the PyTorch VA
 
 # ============================================================================ helpers
 def _say(msg: str) -> None:
-    print(msg, file=sys.stderr)
+    """A line on stderr, its control characters escaped (a path holding a newline)."""
+    print(one_line(msg), file=sys.stderr)
+
+
+def _tell(msg: str) -> None:
+    """A line on stdout (what a command made), its control characters escaped as every error
+    escapes them (:func:`~scratchvae.cliargs.one_line`): a run folder named with a newline
+    stays on its one line."""
+    print(one_line(msg))
 
 
 def _dataset_defaults(spec: str) -> tuple[list[int], int, int, int, str | None]:
@@ -201,7 +209,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     history = fit(model, data, config, resume=args.resume, replace=args.force)
     args.trained = True  # Ctrl-C from here on: the run is done, its figures are not
     figures = [] if args.no_figures else _figures(model, data, history, out, config.to_dict())
-    print(_summary(history, out, len(figures)))
+    _tell(_summary(history, out, len(figures)))
     return 0
 
 
@@ -335,7 +343,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = _figure_out(args, "samples.png")
     model, _ = load_run(args, seed=args.seed)
     path = plot_samples(model.sample(args.n), _guess_shape(model.n_features), out)
-    print(f"{PROG}: wrote {path}")
+    _tell(f"{PROG}: wrote {path}")
     return 0
 
 
@@ -349,7 +357,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     x = data.get_batch(slice(0, min(args.n, data.n)))
     mode = ckpt.train_config.get("binarize", "none")  # the inputs shown as the run saw them
     path = plot_run_reconstructions(model, x, data.image_shape, out, mode)
-    print(f"{PROG}: wrote {path}")
+    _tell(f"{PROG}: wrote {path}")
     return 0
 
 
@@ -357,5 +365,5 @@ def cmd_plot(args: argparse.Namespace) -> int:
     model, ckpt = load_run(args)
     data = run_data(args, ckpt, model, "train")
     paths = _figures(model, data, ckpt.history, _out_dir(args.run), ckpt.train_config)
-    print(f"{PROG}: wrote {len(paths)} figures: {', '.join(str(p) for p in paths)}")
+    _tell(f"{PROG}: wrote {len(paths)} figures: {', '.join(str(p) for p in paths)}")
     return 0

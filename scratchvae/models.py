@@ -13,7 +13,8 @@ Every model has
 over features, averaged over the batch (nats per example). ``grads`` is the model's own store,
 overwritten by the next call: copy it. A cache made by ``forward(..., ws=workspace)`` holds that
 workspace's arrays: a later forward into the same workspace overwrites it (backward first).
-The AE variants are in :mod:`scratchvae.autoencoders`; the caches in :mod:`.model_caches`.
+The AE variants are in :mod:`scratchvae.autoencoders`; the caches in :mod:`.model_caches`; the
+VAE's k log-weights step (IWAE, stl, dreg) in :mod:`.vae_weighted`.
 """
 
 from __future__ import annotations
@@ -24,15 +25,9 @@ from typing import Any
 from .backend import Backend, get_backend, is_floating, row_chunks
 from .factory import MODEL_KINDS, build_model, model_classes  # noqa: F401 - the public names
 from .inputs import check_backend, check_codes, check_targets, foreign_cache, layer_sizes, whole
-from .mlp import MLP, MLPCache
+from .mlp import MLP
 from .model_caches import AECache, IWCache, VAECache
-from .ops.iwae import (
-    ESTIMATORS,
-    iw_bound_backward,
-    iw_bound_forward,
-    iw_latent_backward,
-    iw_latent_forward,
-)
+from .ops.iwae import ESTIMATORS
 from .ops.losses import Likelihood, weighted
 from .ops.reparam import (
     all_rows,
@@ -45,6 +40,7 @@ from .ops.reparam import (
     repeat_forward,
 )
 from .params import ParamStore, Workspace, scope
+from .vae_weighted import _backward_weighted, _forward_weighted
 
 Array = Any
 OBJECTIVES = ("elbo", "iwae")
@@ -357,35 +353,8 @@ class VAE(AE):
         self.encoder.backward(self.params, self.grads, cache.enc, dh, False, ws)
         return self.grads
 
-    def _forward_weighted(
-        self,
-        x: Array,
-        h: Array,
-        enc: MLPCache,
-        eps: Array,
-        masks: Noise | None,
-        beta: float,
-        ws: Workspace | None,
-    ) -> tuple[Terms, IWCache]:
-        # the k log-weights log w = log p(x|z) + beta (log p(z) - log q(z|x)), combined
-        k, B, L = eps.shape
-        (z, log_ratio), lat = iw_latent_forward(h, eps)  # z (k, B, L), log ratio (k, B)
-        out, dec = self.decoder.forward(self.params, z.reshape(k * B, L), masks, ws)  # (k B, D)
-        nll, lik = self.lik.forward(out.reshape(k, B, -1), x, "none", scope(ws, "lik"))  # (k, B)
-        combine = "logmeanexp" if self.objective == "iwae" else "mean"
-        bound, comb = iw_bound_forward(beta * log_ratio - nll, combine)  # mean over B
-        terms = {"loss": -bound, "recon": nll.mean()}
-        return terms, IWCache(enc, lat, dec, lik, comb, beta)
-
-    def _backward_weighted(self, cache: IWCache, ws: Workspace | None) -> ParamStore:
-        dlog_w = iw_bound_backward(cache.bound, -1.0)  # dL/dlog w, (k, B)
-        dout = self.lik.backward(cache.lik, -dlog_w, scope(ws, "lik"))  # dL/dnll = -dL/dlog w
-        dz = self.decoder.backward(self.params, self.grads, cache.dec, all_rows(dout), ws=ws)
-        dz = dz.reshape(cache.latent.eps.shape)  # type: ignore[union-attr]  # (k, B, L): need_dx
-        w, beta = cache.bound.weights, cache.beta  # dlog_w: -w / B
-        dh = iw_latent_backward(cache.latent, dz, beta * dlog_w, self.estimator, w, beta)  # (B, 2L)
-        self.encoder.backward(self.params, self.grads, cache.enc, dh, False, ws)
-        return self.grads
+    # the k log-weights step (IWAE, stl, dreg): scratchvae/vae_weighted.py
+    _forward_weighted, _backward_weighted = _forward_weighted, _backward_weighted
 
     def encode(self, x: Array) -> tuple[Array, Array]:
         """(mu, logvar) of q(z|x), each (B, L)."""

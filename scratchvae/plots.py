@@ -224,11 +224,12 @@ def plot_curves(history: Sequence[Mapping[str, Any]] | Any, path: PathLike) -> P
             if key in records[0]:
                 ax.plot(epochs, [r[key] for r in records], style, marker=marker, ms=4, label=split)
         ax.set_title(term)
-        if warmup is not None:
+        if warmup is not None:  # said in words: "w" is the code's name, not the reader's
             w0, top, since = warmup
-            ax.axvspan(epochs[0], since, color="0.9", zorder=0, label="KL warm-up")
+            label = f"KL warm-up: KL weight from {w0:.2g} to {top:.2g}"
+            ax.axvspan(epochs[0], since, color="0.9", zorder=0, label=label)
             if term == "loss":
-                ax.set_title(f"loss (train: recon + w KL, w {w0:.2g} -> {top:.2g})")
+                ax.set_title("loss (training: recon + KL weight x KL)")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
         ax.legend()

@@ -181,7 +181,7 @@ def test_help_gives_a_whole_description_and_every_default(name, monkeypatch):
     class Stop(Exception):
         pass
 
-    def parsed(name, argv, p, epochs):
+    def parsed(name, argv, p, epochs, **kwargs):
         seen.append(p)
         raise Stop
 
@@ -241,13 +241,20 @@ def test_a_run_stopped_midway_leaves_the_earlier_runs_figures(tmp_path, capsys, 
         assert exit_.value.code == 2 and "No space left" in captured.err
 
 
-def test_vae_digits_latent_2_trains_its_2d_model_once(tmp_path, capsys):
-    """--latent 2 trained the same 2-D VAE a second time for the manifold (twice the time)."""
+def test_vae_digits_latent_2_trains_its_2d_model_once_and_draws_it_once(tmp_path, capsys):
+    """--latent 2 trained the same 2-D VAE a second time for the manifold (twice the time); then
+    it drew that one model twice under two names: manifold.png (the standard figures of a 2-D
+    VAE) and manifold_2d.png, the same image, and latent.png and latent_2d.png, the same
+    scatter. The ``_2d`` figures are the second, 2-D model's; with --latent 2 there is none."""
     r = run_example("vae_digits", tmp_path, "--latent", "2", "--iw-samples", "0")
     printed = capsys.readouterr().out
     assert printed.count("last epoch") == 1 and "VAE latent=2: the model above" in printed
     assert r["latent2"] is r["latent"]
-    assert (tmp_path / "manifold_2d.png").is_file() and (tmp_path / "latent_2d.png").is_file()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted({*FIGURES["vae_digits"], "interp.png", "manifold.png"}
+                           - {"manifold_2d.png", "latent_2d.png"})  # fmt: skip
+    wrote = [line.split("/")[-1] for line in printed.splitlines() if "wrote" in line]
+    assert sorted(wrote) == names
 
 
 def test_a_run_that_fails_before_its_figures_leaves_no_folder_it_made(tmp_path, capsys):
@@ -286,3 +293,24 @@ def test_a_killed_runs_hidden_folder_is_removed_by_the_next_run(tmp_path):
     assert staged.figures.name.startswith(f".unfinished-{os.getpid()}-")
     assert not killed.exists() and running.exists()
     common._UNFINISHED.remove(staged.staging)  # as a finished run does
+
+
+def test_linear_ae_pca_loads_counts_and_prints_only_the_rows_it_uses(tmp_path, capsys, monkeypatch):
+    """It loaded the test split and counted "/ 297 test rows" on its first line, rows it never
+    uses (a full-batch fit of the training rows); its cap on the training rows (MNIST: 10,000)
+    was said on a second line after the first had counted them all."""
+    module, common = import_example("linear_ae_pca")
+    splits = []
+    load = common.load_dataset
+
+    def recorded(name, split, data_dir=None):
+        splits.append(split)
+        return load(name, split, data_dir)
+
+    monkeypatch.setattr(common, "load_dataset", recorded)
+    monkeypatch.setattr(module, "ROWS", 100, raising=False)  # as MNIST: 10,000 of 60,000
+    module.main(["--out", str(tmp_path), "--steps", "5", "--k", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert splits == ["train"]
+    assert lines[0].endswith("; 100 train rows; from the first 100 of the 1,500 training rows")
+    assert not any("test rows" in line or "using the first" in line for line in lines), lines

@@ -379,8 +379,10 @@ def test_the_curves_mark_the_kl_warm_up(tmp_path, figures):
     plot_curves(history, tmp_path / "c.png")
     plot_curves([{**r, "kl_weight": 1.0} for r in history], tmp_path / "c2.png")
     warm, plain = figures
-    assert warm.axes[0].get_title() == "loss (train: recon + w KL, w 0.25 -> 1)"
-    labels = [t.get_text() for t in warm.axes[0].get_legend().get_texts()]
-    assert "KL warm-up" in labels
+    # was "loss (train: recon + w KL, w 0.25 -> 1)": w is the code's name, not the reader's
+    assert warm.axes[0].get_title() == "loss (training: recon + KL weight x KL)"
+    for ax in warm.axes:
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "KL warm-up: KL weight from 0.25 to 1" in labels
     assert plain.axes[0].get_title() == "loss"
     assert "KL warm-up" not in [t.get_text() for t in plain.axes[0].get_legend().get_texts()]

@@ -5,7 +5,8 @@ and the cost of the importance-weighted evaluation.
 784-400-20 and a wider 784-1024-1024-50 (ReLU, Bernoulli decoder, Adam 1e-3):
 
 * throughput of one training step (draw eps, forward, backward, Adam update) in samples/s,
-  for several batch sizes and dtypes, on the chosen backend (NumPy, or CuPy on a GPU);
+  for several batch sizes and dtypes, on the chosen backend (NumPy, or CuPy on a GPU; on
+  NumPy on the CPU threads a training run would take: the cores other processes leave free);
 * the same step in PyTorch (same architecture, loss, optimizer) and in JAX (``jax.jit``),
   timed in the same run, interleaved repetition by repetition so load changes hit all alike;
   before timing, both are checked to give the same loss, gradients and Adam update for the
@@ -18,8 +19,8 @@ and the cost of the importance-weighted evaluation.
 Results go to ``<out>/<machine>.json`` and ``.md``, and a plot ``<machine>.png``. PyTorch and
 JAX are optional (extra ``bench``); what is missing is skipped and said so: they are imported
 only when a reference runs. Timings are medians of repetitions with their quartiles (and
-min/max); the machine, BLAS, library versions and the load average before and after are
-written next to them.
+min/max); the machine, BLAS, library versions, the load average before and after, and the
+cores other processes kept busy while the steps were timed are written next to them.
 
 The modules, by concern:
 

@@ -4,9 +4,11 @@
 ``benchmarks/run.py``); :func:`run_cli` fills the defaults (``--quick`` or the full suite),
 checks them, runs :func:`run_benchmarks` and writes the results: into ``--out``, else
 ``$SCRATCHVAE_BENCH_OUT``, else a new temporary folder (printed), never into the current
-folder unasked. A machine busier than its cores (load average) is said to be, and a matmul
-fraction above 1, which only a busy machine gives, is printed as "n/a". :func:`run_benchmarks`
-checks and times every (config, dtype, batch) cell, then measures memory and the evaluation.
+folder unasked. A busy machine (other processes' share of the cores while the steps were
+timed, or a load average above the cores) is said to be, and a matmul fraction above 1, which
+only a busy machine gives, is printed as "n/a". :func:`run_benchmarks` checks and times every
+(config, dtype, batch) cell, scratchvae's step on the CPU threads a training run would take
+(the free cores), then measures memory and the evaluation.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..backend import Backend, BackendError
+from ..backend import Backend, BackendError, training_threads, usable_cores
+from ..backend.threads import LoadProbe, ThreadChoice
 from ..cliargs import OneLineParser, one_line_error
 from ..interrupts import Terminated, ignore_interrupts, interrupted, sigterm_interrupts
 from .checks import check_replaces_results_only, prepare_out
@@ -86,10 +89,20 @@ def run_benchmarks(opts: argparse.Namespace, log: Callable[[str], None] = print)
         "memory": [],
         "eval": None,
     }
-    for cfg_name in opts.configs:
-        for dtype in opts.dtypes:
-            for batch in opts.batch_sizes:
-                _bench_cell(results, cfg_name, dtype, batch, opts, torch_device, use_jax, log)
+    # scratchvae's step takes the CPU threads a training run would (training_threads: the
+    # free cores, chosen again after each cell as a run does after each epoch; pinned by
+    # --threads): on a busy host, BLAS on every core waits at each product for a thread that
+    # is not running (benchmarks/README.md, "A busy host"). The references keep their own.
+    probe, numpy = LoadProbe(), opts.backend == "numpy"  # probe: others' load while timed
+    with training_threads(numpy) as choice:
+        for cfg_name in opts.configs:
+            for dtype in opts.dtypes:
+                for batch in opts.batch_sizes:
+                    cell = (cfg_name, dtype, batch)
+                    _bench_cell(results, *cell, opts, torch_device, use_jax, choice, log)
+                    if numpy:
+                        choice.update()
+    results["machine"]["cores_busy_elsewhere"] = probe.others()
     results["memory"] = measure_memory(opts, torch_device, log)
     if opts.eval_k > 0:
         log(f"evaluation: iw bound k={opts.eval_k} on {opts.eval_n} inputs")
@@ -121,9 +134,11 @@ def _bench_cell(
     opts: argparse.Namespace,
     torch_device: str | None,
     use_jax: bool,
+    choice: ThreadChoice,
     log: Callable[[str], None],
 ) -> None:
-    """Check and time one (config, dtype, batch) cell: scratchvae, references, matmul bound."""
+    """Check and time one (config, dtype, batch) cell: scratchvae, references, matmul bound;
+    scratchvae's step on ``choice.count`` threads."""
     config = CONFIGS[cfg_name]
     step = ScratchStep(config, batch, Backend(opts.backend, dtype, seed=0))
     key = {"config": cfg_name, "dtype": dtype, "batch": batch}
@@ -153,11 +168,23 @@ def _bench_cell(
         )
     results["summary"].append(_summary_row(key, timed, scratch))
     row = results["summary"][-1]
+    if opts.backend == "numpy":
+        row["scratchvae_threads"], row["cores_busy_elsewhere"] = choice.count, choice.busy
     log(
         f"{cfg_name:6s} {dtype} B={batch:5d}  scratchvae {batch / timed[scratch]['median']:9.0f}/s"
         + "".join(f"  x{row[k]:.2f} {k[11:]}" for k in row if k.startswith("speedup_vs_"))
         + f"  {_fraction_log(row['matmul_fraction'], row['matmul_fraction_best'])}"
+        + _threads_log(row)
     )
+
+
+def _threads_log(row: dict[str, Any]) -> str:
+    """'  on 1 of 2 threads (1.8 cores busy elsewhere)' when the step took fewer threads than
+    the usable cores because others were busy, else ''."""
+    n, busy = row.get("scratchvae_threads"), row.get("cores_busy_elsewhere")
+    if n is None or busy is None or n >= usable_cores():
+        return ""
+    return f"  on {n} of {usable_cores()} threads ({busy:.1f} cores busy elsewhere)"
 
 
 def _fraction_log(median: float, best: float) -> str:

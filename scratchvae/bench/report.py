@@ -120,16 +120,24 @@ def load_average() -> list[float] | None:
 
 
 def busy_note(machine: dict[str, Any]) -> str | None:
-    """'the machine was busy: load average 3.1 at the start, 2.4 at the end, on 2 cores; ...'
-    when the 1-minute load average exceeded the cores at the start or the end, else None."""
+    """'the machine was busy: ...; the timings are noisy ...' when other processes kept half a
+    core or more busy while the steps were timed (``cores_busy_elsewhere``, measured from
+    /proc/stat), or the 1-minute load average exceeded the cores at the start or the end (it
+    lags a minute behind: a load that began just before the run shows in the first only),
+    else None."""
     cores = machine.get("cores_present") or machine.get("cores") or 1  # the load is the machine's
     start, end = (machine.get(k) or [0.0] for k in ("load_avg_start", "load_avg_end"))
+    load = f"load average {start[0]:.1f} at the start, {end[0]:.1f} at the end"
+    noisy = "the timings are noisy (the fastest repetitions least so)"
+    elsewhere = machine.get("cores_busy_elsewhere")
+    if elsewhere is not None and elsewhere >= 0.5:  # a core counts as taken when half of it is
+        return (
+            f"the machine was busy: other processes kept {elsewhere:.1f} cores busy (of "
+            f"{cores}) while the steps were timed; {load}; {noisy}"
+        )
     if max(start[0], end[0]) <= cores:
         return None
-    return (
-        f"the machine was busy: load average {start[0]:.1f} at the start, {end[0]:.1f} at the "
-        f"end, on {cores} cores; the timings are noisy (the fastest repetitions least so)"
-    )
+    return f"the machine was busy: {load}, on {cores} cores; {noisy}"
 
 
 def fraction_text(fraction: float) -> str:
@@ -230,8 +238,9 @@ def markdown_report(results: dict) -> str:
         "",
     ]
     impls = list(dict.fromkeys(r["impl"] for r in results["throughput"]))
-    head = ["config", "dtype", "batch", *impls, *[f"x vs {i}" for i in impls[1:-1]]]
-    head += ["matmul frac.", "(best reps)"]
+    threads = any("scratchvae_threads" in row for row in results["summary"])  # NumPy's runs
+    head = ["config", "dtype", "batch", *(["threads"] if threads else []), *impls]
+    head += [*[f"x vs {i}" for i in impls[1:-1]], "matmul frac.", "(best reps)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by_key: dict[tuple, dict[str, Any]] = {}
     for r in results["throughput"]:
@@ -239,6 +248,7 @@ def markdown_report(results: dict) -> str:
     for row in results["summary"]:
         cells = by_key[(row["config"], row["dtype"], row["batch"])]
         vals = [row["config"], row["dtype"], str(row["batch"])]
+        vals += [str(row.get("scratchvae_threads", "-"))] if threads else []
         for impl in impls:
             r = cells.get(impl)
             vals.append(_fmt_rate(r) if r else "-")
@@ -255,7 +265,7 @@ def markdown_report(results: dict) -> str:
         "the step's memory-bound part more than the products). "
         "`x vs R` = R's step time / scratchvae's (> 1: scratchvae faster). A fraction above 1 "
         "(`n/a`) means the products alone took longer than the whole step: the machine was "
-        "busy.",
+        "busy." + (THREADS_NOTE if threads else ""),
         "",
     ]
     lines += _md_equivalence(results["equivalence"])
@@ -271,6 +281,12 @@ def markdown_report(results: dict) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+THREADS_NOTE = (
+    " `threads`: scratchvae's step (and the products) on the CPU threads a training run would "
+    "take, the cores not busy elsewhere (`--threads N` pins them); the references on their own."
+)
 
 
 def _fmt_rate(r: dict[str, Any]) -> str:
