@@ -191,7 +191,7 @@ def test_test_file_names_are_unique_across_folders() -> None:
 # The models and the MLP read like the textbook: one op call per line. An op picks its own
 # implementation (scratchvae.backend.op), so these files never mention an array library, a
 # kernel module or a kernel switch.
-TEXTBOOK = ("models.py", "autoencoders.py", "mlp.py")
+TEXTBOOK = ("models.py", "vae_weighted.py", "autoencoders.py", "mlp.py")
 KERNEL_WORDS = ("cupy", "numba", "is_cupy", "is_numpy", "kernels", "compiled", "ElementwiseKernel")
 
 

@@ -4,7 +4,8 @@ Why the step does not leave the threads to BLAS. OpenBLAS splits each matrix pro
 its threads, and every thread waits (spinning) at the end of each product for the others. On
 an idle machine that is fine; when another process takes a core, the product waits for a
 thread that is not running, at every product of the step: with one busy competing process the
-step kept about a third of its speed, with several about 1/40 (issue 15 has the numbers).
+step kept about a third of its speed, with several about 1/40 (benchmarks/README.md, "CPU
+threads", has the numbers).
 
 So on NumPy the step runs BLAS on one thread and splits the *batch* instead
 (:mod:`scratchvae.parallel`): each worker thread runs the forward and backward passes of its

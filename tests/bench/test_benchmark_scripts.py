@@ -97,8 +97,8 @@ def test_iwae_step_checks_the_adam_update_too(monkeypatch):
         iwae.raise_if_disagrees(row)
 
 
-SCRIPTS = ["burda_table1", "compare_versions", "iwae_step", "mnist_epochs", "products",
-           "readme_numbers", "step_phases"]  # fmt: skip
+SCRIPTS = ["burda_table1", "compare_versions", "contention_runs", "iwae_step", "mnist_epochs",
+           "products", "readme_numbers", "step_phases"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
