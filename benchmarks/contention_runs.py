@@ -97,9 +97,11 @@ def summarize(paths: list[Path], out: Path, note: str = "") -> Path:
     """Tabulate the contention results ``paths`` into ``out``; return the table's path."""
     results = [json.loads(p.read_text()) for p in paths]
     names, rows = [], []
+    # each run by its folder (run-N), or by its file's name where two share a folder
+    by_folder = len({p.parent for p in paths}) == len(paths)
     for path, result in zip(paths, results, strict=True):
         for batch in result["settings"]["batch_sizes"]:
-            names.append(path.parent.name or path.stem)
+            names.append((by_folder and path.parent.name) or path.stem)
             rows.append(summary_row(result, batch))
     machine = results[0]["machine"]
     stem = Path(paths[0]).name.removesuffix("-contention.json") + "-contention-runs"

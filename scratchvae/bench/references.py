@@ -13,11 +13,10 @@ from typing import Any
 
 from ..backend import to_numpy
 from ..models import VAE
-from .equivalence import EQ_TOL, compare
+from .equivalence import compare
 from .timing import ADAM, ScratchStep
 
 __all__ = [
-    "EQ_TOL",
     "JaxStep",
     "TorchGraphStep",
     "TorchStep",

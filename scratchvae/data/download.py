@@ -190,6 +190,8 @@ def download_file(
                 "a writable folder with --data-dir or $SCRATCHVAE_DATA"
             ) from None
         http_error = isinstance(exc, urllib.error.HTTPError)
+        if http_error:  # it holds the server's reply and its socket: closed now, not by the GC
+            exc.close()  # type: ignore[union-attr]
         reason = exc if http_error else getattr(exc, "reason", None) or exc
         reason = " ".join(str(reason).split())  # one line: a redirect loop's reason has three
         raise DataError(f"could not download {url} ({reason}); {advice}") from None

@@ -160,8 +160,9 @@ def _refuse_objects(dtype: np.dtype, what: str, save: str) -> None:
     holds something else than numbers, which only a pickle could load."""
     if dtype.hasobject:
         raise DataError(
-            f"{what} holds Python objects (dtype {dtype}), not numbers; save the data as a "
-            f"numeric array, e.g. {save.replace('...', 'np.asarray(x, dtype=np.float32)')}"
+            f"{what} holds Python objects (dtype {dtype}), not numbers; save the data as one "
+            "numeric array, its rows of one length (pad or drop ragged ones), e.g. "
+            f"{save.replace('...', 'np.asarray(x, dtype=np.float32)')}"
         )
 
 

@@ -108,7 +108,7 @@ def iw_latent_backward(
     # stl, dreg: the path into z only, dz_total = path + dratio eps / sigma, summed in two parts
     # so that sigma never multiplies eps / sigma (sigma 0 in float32 below logvar -207: the
     # product inf * 0 = NaN, where dL/dlogvar is finite):
-    #   dL/dmu     = sum_k path + (sum_k dratio eps) / sigma
+    #   dL/dmu     = sum_k path + (sum_k dratio eps) / sigma   (its second term 0 when the sum is)
     #   dL/dlogvar = (sum_k path eps) sigma / 2 + sum_k dratio eps^2 / 2
     if estimator == "dreg":
         # Why (Tucker et al. 2019; docs/derivations.md, section 10): the score of beta log q
@@ -120,7 +120,9 @@ def iw_latent_backward(
         factor = (weights + (1 - beta) * (1 - weights))[..., None]  # type: ignore[operator, index]
         path, dratio = path * factor, dratio * factor
     score = dratio * eps  # (K, B, L)
-    dmu = path.sum(axis=0) + score.sum(axis=0) / sigma  # (B, L)
+    score_sum = score.sum(axis=0)  # (B, L)
+    # a zero sum is 0 whatever sigma (at sigma 0, 0 / 0 was NaN: dratio 0 at KL weight 0)
+    dmu = path.sum(axis=0) + score_sum / xp.where(score_sum == 0, 1, sigma)
     dlogvar = (path * eps).sum(axis=0) * (0.5 * sigma) + 0.5 * (score * eps).sum(axis=0)
     return xp.concatenate([dmu, dlogvar], axis=-1)
 

@@ -63,8 +63,9 @@ def _standardized(z: Array, mu: Array | float, logvar: Array | float) -> tuple[A
     -0.5 (lv + log 2 pi), d/dmu = 0, d/dlv = 1/2). Here the only factor that multiplies z - mu
     is t, finite by the cap, so no product is 0 * inf: z == mu gives r = 0, (r t) t = 0.
     For lv >= -4C the cap is not reached and r, r^2, (r t) t are the formula's values to a few
-    roundings (each product moves monotonically toward the result: t >= 1 for lv <= 0, t < 1
-    above, so none overflows or underflows unless the result does). Past it (lv < -4C) any
+    roundings (4-6 ulp: t's rounding enters four times), and each product moves monotonically
+    toward the result (t >= 1 for lv <= 0, t < 1 above), so none overflows or underflows
+    unless the result does. Past it (lv < -4C) any
     nonzero z - mu, at least the smallest subnormal (e^-103.3; e^-744.4), has r^2 >=
     e^(2 (2C - 103.3)) = e^145 (e^1347 in float64): the true r^2 and (r t) t overflow, and so
     do the capped ones. The cap changes no finite result.
@@ -72,7 +73,10 @@ def _standardized(z: Array, mu: Array | float, logvar: Array | float) -> tuple[A
     d = z - mu  # a new array
     if hasattr(logvar, "shape"):
         xp = get_xp(logvar)
-        t = xp.asarray(xp.multiply(logvar, -0.25))  # (a 0-d logvar: an array still)
+        # in the result's dtype, which the cap must be that of: a float32 logvar beside
+        # float64 data capped at e^88 gave finite values where the true ones are e^48 larger
+        dtype = xp.result_type(d, logvar)
+        t = xp.asarray(xp.multiply(logvar, -0.25, dtype=dtype))  # (a 0-d logvar: an array still)
         xp.minimum(t, _exp_cap(t), out=t)
         xp.exp(t, out=t)
     else:  # a fixed variance: t a Python float, so float32 arrays stay float32
@@ -232,7 +236,18 @@ def gaussian_nll_backward(cache: GaussianNLLCache, dloss: Any) -> GaussianNLLGra
     dlogvar = r * r
     get_xp(r).subtract(1, dlogvar, out=dlogvar)
     dlogvar *= 0.5 * c
+    if dlogvar.shape != t.shape:  # a log-variance broadcast ((B, 1), 0-d): summed where it was
+        dlogvar = _sum_to(dlogvar, t.shape)
     return GaussianNLLGrads(dmean, dlogvar)
+
+
+def _sum_to(a: Array, shape: tuple[int, ...]) -> Array:
+    """``a`` summed over the axes that broadcasting ``shape`` to ``a.shape`` added or widened:
+    the gradient of an input of ``shape`` that entered broadcast."""
+    lead = a.ndim - len(shape)
+    a = a.sum(axis=tuple(range(lead))) if lead else a
+    widened = tuple(i for i, n in enumerate(shape) if n == 1 and a.shape[i] != 1)
+    return a.sum(axis=widened, keepdims=True) if widened else a
 
 
 # ---------------------------------------------------------------------------- squared error

@@ -25,8 +25,8 @@ def test_torch_gives_the_same_loss_gradients_and_adam_update(dtype) -> None:
     pytest.importorskip("torch")
     res = references.check_torch(_step(dtype), "cpu")
     assert res["ok"], res
-    assert res["adam_update_max_rel_diff"] <= references.EQ_TOL[dtype]
-    assert res["weights_max_rel_diff"] == 0
+    worst = res["adam_update_worst"]  # each array's update within its own tolerance
+    assert worst["rel_diff"] <= worst["tolerance"] and res["weights_max_rel_diff"] == 0
 
 
 def test_torch_step_copies_the_weights_and_trains() -> None:
@@ -44,7 +44,8 @@ def test_jax_gives_the_same_loss_and_gradients(dtype) -> None:
     pytest.importorskip("jax")
     res = references.check_jax(_step(dtype))
     assert res["ok"], res
-    assert res["adam_update_max_rel_diff"] <= references.EQ_TOL[dtype]  # was not checked
+    worst = res["adam_update_worst"]  # was not checked
+    assert worst["rel_diff"] <= worst["tolerance"]
 
 
 def test_jax_step_runs_jitted() -> None:
@@ -76,7 +77,7 @@ def test_a_torch_reference_with_a_planted_difference_is_caught(monkeypatch, dtyp
         m.setattr(references, "ADAM", {**timing.ADAM, "eps": 1e-7})
         res = references.check_torch(_step(dtype), "cpu")
     assert not res["ok"] and res["adam_update_max_rel_diff"] > 1e-3, res
-    assert res["grad_max_rel_diff"] <= references.EQ_TOL[dtype]
+    assert res["grad_max_rel_diff"] <= res["grad_tolerance"]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -59,3 +59,15 @@ def test_a_file_that_is_not_a_result_is_one_error_line(tmp_path, monkeypatch, ca
     out, err = capsys.readouterr()
     assert info.value.code == 2 and out == "" and err.count("\n") == 1
     assert err.startswith("contention_runs.py: error: cannot tabulate the runs (KeyError")
+
+
+def test_runs_in_one_folder_are_told_apart_by_their_file_names(tmp_path):
+    paths = []
+    for i in (1, 2):
+        path = tmp_path / f"host-{i}-contention.json"
+        path.write_text(
+            json.dumps(_result(10000.0, 6000.0, 5000.0, 4000.0, 5000.0, 8000.0, 7500.0))
+        )
+        paths.append(path)
+    text = _module().summarize(paths, tmp_path / "out").read_text()
+    assert "| host-1-contention | 128 |" in text and "| host-2-contention | 128 |" in text

@@ -301,5 +301,8 @@ def test_an_array_of_python_objects_is_not_called_damaged(tmp_path, suffix):
     with pytest.raises(DataError) as err:
         load_dataset(str(path))
     message = str(err.value)
-    assert "holds Python objects (dtype object), not numbers; save the data as a numeric" in message
+    assert (
+        "holds Python objects (dtype object), not numbers; save the data as one numeric" in message
+    )
+    assert "its rows of one length (pad or drop ragged ones)" in message
     assert "damaged" not in message and "intact" not in message and "\n" not in message

@@ -151,3 +151,35 @@ def test_one_log_variance_for_every_feature_counts_once_per_feature() -> None:
     want = log_normal(z, mu, np.full((2, 3), -1.0))
     for lv in (np.full((2, 1), -1.0), np.asarray(-1.0), np.float64(-1.0), np.full(3, -1.0)):
         np.testing.assert_allclose(log_normal(z, mu, lv), want, rtol=1e-14)
+
+
+def test_a_broadcast_log_variance_gets_its_own_shape_of_gradient() -> None:
+    """dL/dlogvar of a (B, 1) or 0-d log-variance has that shape, the sum over the features it
+    stood for (was (B, D), the per-feature terms): central differences in float64."""
+    bk = Backend("numpy", "float64", seed=22)
+    mean, x = bk.normal((3, 4)), bk.normal((3, 4))
+    for lv in (np.full((3, 1), -0.7), np.asarray(0.3)):
+        nll, cache = gaussian_nll_forward(mean, x, lv, "mean")
+        dlogvar = gaussian_nll_backward(cache, 1.0).dlogvar
+        assert dlogvar.shape == lv.shape
+        h, want = 1e-6, np.zeros_like(lv)
+        for i in np.ndindex(lv.shape):
+            up, down = lv.copy(), lv.copy()
+            up[i] += h
+            down[i] -= h
+            f = [float(gaussian_nll_forward(mean, x, v, "mean")[0]) for v in (up, down)]
+            want[i] = (f[0] - f[1]) / (2 * h)
+        np.testing.assert_allclose(dlogvar, want, rtol=1e-7)
+
+
+def test_a_float32_log_variance_beside_float64_data_is_capped_in_float64() -> None:
+    """The cap was float32's (e^88) when the log-variance was float32 and the data float64: at
+    logvar -400 the NLL came out finite and e^48 too small (1.9e147 for 1.3e168)."""
+    mean, x = np.zeros((1, 2)), np.array([[1e-3, 2e-3]])
+    lv = np.full((1, 2), -400.0, np.float32)
+    nll, cache = gaussian_nll_forward(mean, x, lv, "none")
+    r2 = x**2 * np.exp(400.0)  # float64: e^400 is finite
+    want = 0.5 * (r2.sum() + lv.astype(np.float64).sum() + 2 * math.log(2 * math.pi))
+    np.testing.assert_allclose(nll, [want], rtol=1e-12)
+    np.testing.assert_allclose(gaussian_nll_backward(cache, 1.0).dmean, -x * np.exp(400.0),
+                               rtol=1e-12)  # fmt: skip

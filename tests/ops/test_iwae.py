@@ -352,3 +352,20 @@ def test_stl_and_dreg_dlogvar_is_finite_where_sigma_underflows(estimator):
     dlogvar32, dlogvar64 = got["float32"][:, L:], got["float64"][:, L:]
     assert np.isfinite(dlogvar32).all(), dlogvar32
     np.testing.assert_allclose(dlogvar32, dlogvar64, rtol=1e-5)
+
+
+@pytest.mark.parametrize("estimator", ["stl", "dreg"])
+def test_stl_and_dreg_dmu_is_the_path_where_sigma_underflows_and_dratio_is_zero(estimator):
+    """dratio 0 (a KL weight of 0) and sigma 0 (logvar -250, float32): dL/dmu's score term
+    (sum_k dratio eps) / sigma was 0 / 0 = NaN; it is 0, so dL/dmu = sum_k dz."""
+    rng = np.random.default_rng(4)
+    K, B, L = 3, 2, 2
+    h = np.concatenate([rng.standard_normal((B, L)), np.full((B, L), -250.0)], axis=1)
+    h, eps = h.astype(np.float32), rng.standard_normal((K, B, L)).astype(np.float32)
+    dz, dratio = rng.standard_normal((K, B, L)).astype(np.float32), np.zeros((K, B), np.float32)
+    w = rng.dirichlet(np.ones(K), B).T.astype(np.float32)
+    _, cache = iwae.iw_latent_forward(h, eps)
+    got = iwae.iw_latent_backward(cache, dz, dratio, estimator, w, 1.0)
+    factor = w[..., None] if estimator == "dreg" else 1.0
+    np.testing.assert_allclose(got[:, :L], (dz * factor).sum(axis=0), rtol=1e-6)
+    assert np.isfinite(got).all()
