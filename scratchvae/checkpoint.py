@@ -85,7 +85,8 @@ class Checkpoint:
 def resolve_path(path: str | os.PathLike) -> Path:
     """A run folder means the ``checkpoint.npz`` inside it; a file path is used as given."""
     path = Path(path).expanduser()
-    return path / CHECKPOINT_NAME if path.is_dir() else path
+    # os.path.isdir: False for a name too long (Path.is_dir raised that OSError)
+    return path / CHECKPOINT_NAME if os.path.isdir(path) else path
 
 
 # ------------------------------------------------------------------------------------ saving

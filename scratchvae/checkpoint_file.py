@@ -10,6 +10,7 @@ This module is an I/O boundary: it uses NumPy to read the file.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def damaged(path: Path, what: str) -> CheckpointError:
 
 def _read_all(path: Path) -> dict[str, Any]:
     """Every array of the .npz, read eagerly (a damaged member fails here, not later)."""
-    if not path.exists():
+    if not os.path.exists(path):  # (Path.exists raised OSError for a name too long)
         raise CheckpointError(
             f"no checkpoint at {path}; train first (scratchvae train --out DIR) or pass the "
             "run folder that holds checkpoint.npz"

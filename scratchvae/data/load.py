@@ -385,7 +385,7 @@ def load_dataset(
         ds = _load_digits(split, likelihood)
     elif key in IDX_SETS:
         ds = _load_standard(key, split, data_dir, download, likelihood, base_url, progress)
-    elif Path(spec).expanduser().exists():
+    elif os.path.exists(os.path.expanduser(spec)):  # False, not OSError, for a name too long
         ds = _load_path(Path(spec).expanduser(), split, likelihood)
     else:
         raise DataError(
