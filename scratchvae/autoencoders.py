@@ -13,13 +13,8 @@ from .inputs import foreign_cache
 from .mlp import MLPCache
 from .models import AE, Noise, Terms
 from .ops.activations import ActivationCache, sigmoid_backward, sigmoid_forward
-from .ops.losses import (
-    LikelihoodCache,
-    SparsityCache,
-    sparsity_kl_backward,
-    sparsity_kl_forward,
-    weighted,
-)
+from .ops.losses import LikelihoodCache, weighted
+from .ops.sparsity import SparsityCache, sparsity_kl_backward, sparsity_kl_forward
 from .params import ParamStore, Workspace, scope
 
 Array = Any

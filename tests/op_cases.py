@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from scratchvae.backend import Backend, get_xp, to_numpy
 from scratchvae.gradcheck import assert_close, numerical_gradient
-from scratchvae.ops import layers, losses, reparam
+from scratchvae.ops import layers, losses, reparam, sparsity
 from scratchvae.ops.activations import get_activation
 
 Array = Any
@@ -248,8 +248,8 @@ def _make_sparsity(bk: Backend, B: int, D: int, scale: float) -> Inputs:
 
 
 def _sparsity_backward(i: Inputs, dloss: Array) -> dict[str, Array]:
-    cache = losses.sparsity_kl_forward(i["h"], i["rho"])[1]
-    return {"h": losses.sparsity_kl_backward(cache, dloss)}
+    cache = sparsity.sparsity_kl_forward(i["h"], i["rho"])[1]
+    return {"h": sparsity.sparsity_kl_backward(cache, dloss)}
 
 
 def _bernoulli_log_prob_backward(i: Inputs, d: Array) -> dict[str, Array]:
@@ -345,9 +345,9 @@ OP_CASES: tuple[OpCase, ...] = (
     ),
     OpCase(
         "sparsity_kl",
-        "losses",
+        "sparsity",
         _make_sparsity,
-        lambda h, rho: losses.sparsity_kl_forward(h, rho)[0],
+        lambda h, rho: sparsity.sparsity_kl_forward(h, rho)[0],
         _sparsity_backward,
         ("h",),
     ),

@@ -56,7 +56,7 @@ def test_every_reference_exists(path, name):
 
 def _public_ops() -> list[tuple[str, str]]:
     ops = []
-    for mod in ("activations", "layers", "reparam", "losses", "iwae"):
+    for mod in ("activations", "layers", "reparam", "losses", "sparsity", "iwae"):
         module = importlib.import_module(f"scratchvae.ops.{mod}")
         for name, fn in inspect.getmembers(module, inspect.isfunction):
             if fn.__module__ != module.__name__ or name.startswith("_"):

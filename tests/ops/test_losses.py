@@ -27,11 +27,10 @@ from scratchvae.ops.losses import (
     kl_standard_normal,
     log_normal,
     log_standard_normal,
-    sparsity_kl_backward,
-    sparsity_kl_forward,
     squared_error_backward,
     squared_error_forward,
 )
+from scratchvae.ops.sparsity import sparsity_kl_backward, sparsity_kl_forward
 from scratchvae.params import Workspace
 
 
