@@ -1,5 +1,5 @@
-"""Issue 15's first item, run after run: ``scratchvae bench --contention`` several times in a
-row (each a fresh process), then one table of what each run says against the item's targets.
+"""The CPU contention figures, run after run: ``scratchvae bench --contention`` several times in a
+row (each a fresh process), then one table of what each run says against the targets.
 
     python benchmarks/contention_runs.py OUT [--runs 6] [--reps 9]
     python benchmarks/contention_runs.py OUT --summarize RUN.json [RUN.json ...] [--note TEXT]
@@ -76,7 +76,7 @@ def markdown(machine: str, names: list[str], rows: list[dict[str, Any]], note: s
         f"# Contention runs, one after the other: {machine}",
         "",
         "Each row is one `scratchvae bench --contention` run (`benchmarks/contention_runs.py`). "
-        f"Issue 15's targets: {TARGETS}.",
+        f"The targets: {TARGETS}.",
         *(["", note] if note else []),
         "",
         "| run | batch | idle /s | idle x torch | idle x jax | busy kept | busy x jax "
@@ -93,15 +93,26 @@ def markdown(machine: str, names: list[str], rows: list[dict[str, Any]], note: s
     return "\n".join(lines) + "\n"
 
 
+def run_names(paths: list[Path]) -> list[str]:
+    """Each run's name: its folder's (run-N) where those differ, else the shortest tail of its
+    path (without .json) that no other run shares."""
+    if len({p.parent.name for p in paths}) == len(paths):
+        return [p.parent.name for p in paths]
+    parts = [p.resolve().with_suffix("").parts for p in paths]
+    for n in range(1, max(len(q) for q in parts) + 1):
+        tails = ["/".join(q[-n:]) for q in parts]
+        if len(set(tails)) == len(tails):
+            return tails
+    return [str(p) for p in paths]  # the same file twice
+
+
 def summarize(paths: list[Path], out: Path, note: str = "") -> Path:
     """Tabulate the contention results ``paths`` into ``out``; return the table's path."""
     results = [json.loads(p.read_text()) for p in paths]
     names, rows = [], []
-    # each run by its folder (run-N), or by its file's name where two share a folder
-    by_folder = len({p.parent for p in paths}) == len(paths)
-    for path, result in zip(paths, results, strict=True):
+    for path, result in zip(run_names(paths), results, strict=True):
         for batch in result["settings"]["batch_sizes"]:
-            names.append((by_folder and path.parent.name) or path.stem)
+            names.append(path)
             rows.append(summary_row(result, batch))
     machine = results[0]["machine"]
     stem = Path(paths[0]).name.removesuffix("-contention.json") + "-contention-runs"
@@ -118,7 +129,7 @@ def summarize(paths: list[Path], out: Path, note: str = "") -> Path:
 
 
 def main() -> None:
-    parser = script_parser(__file__, "issue 15's contention figures, run after run")
+    parser = script_parser(__file__, "the CPU contention figures, run after run")
     parser.add_argument("out", type=Path, help="folder for the runs and the table")
     parser.add_argument("--runs", type=COUNT, default=6)
     parser.add_argument("--reps", type=COUNT, default=9)

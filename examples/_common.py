@@ -203,6 +203,8 @@ class Setup:
     def x_test(self, n: int | None = None) -> Any:
         """The first n test rows as a backend array (all when n is None). The first time that
         is fewer than all of them, a line says so (the first line counted them all)."""
+        if self.test is None:
+            raise ValueError("this example's setup() loaded no test split (test_split=False)")
         if n is not None and n < self.test.n and not self.told_test_rows:
             print(f"  using the first {n:,} of the {self.test.n:,} test rows")
             self.told_test_rows = True

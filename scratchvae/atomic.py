@@ -15,6 +15,7 @@ exits. :func:`remove_temp_files` clears what a process killed while writing left
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -37,6 +38,9 @@ __all__ = [
     "folder_lock",
     "process_running",
     "remove_stale_temp_files",
+    "path_exists",
+    "path_is_dir",
+    "path_is_file",
     "remove_temp_files",
     "special_file",
     "temp_files",
@@ -244,3 +248,29 @@ def special_file(path: str | os.PathLike) -> bool:
     except (OSError, ValueError):  # ValueError: a NUL byte in the name
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def path_exists(path: str | os.PathLike) -> bool:
+    """``Path(path).exists()``, False also for a name longer than the file system allows
+    (ENAMETOOLONG, which Path.exists raises: nothing can be there). Other errors, a folder on
+    the way that one may not search among them, are raised, to be told as what they are."""
+    return _looked_up(Path(path).exists)
+
+
+def path_is_dir(path: str | os.PathLike) -> bool:
+    """``Path(path).is_dir()``, False for a name too long (see :func:`path_exists`)."""
+    return _looked_up(Path(path).is_dir)
+
+
+def path_is_file(path: str | os.PathLike) -> bool:
+    """``Path(path).is_file()``, False for a name too long (see :func:`path_exists`)."""
+    return _looked_up(Path(path).is_file)
+
+
+def _looked_up(check: Any) -> bool:
+    try:
+        return bool(check())
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return False
+        raise

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np  # numpy-boundary: checkpoint file I/O
 
-from .atomic import atomic_write
+from .atomic import atomic_write, path_is_dir
 from .backend import Backend, BackendError, get_backend, to_numpy
 from .checkpoint_checks import check_meta, check_progress, check_rng_state, check_schedule
 from .checkpoint_file import (
@@ -85,8 +85,7 @@ class Checkpoint:
 def resolve_path(path: str | os.PathLike) -> Path:
     """A run folder means the ``checkpoint.npz`` inside it; a file path is used as given."""
     path = Path(path).expanduser()
-    # os.path.isdir: False for a name too long (Path.is_dir raised that OSError)
-    return path / CHECKPOINT_NAME if os.path.isdir(path) else path
+    return path / CHECKPOINT_NAME if path_is_dir(path) else path
 
 
 # ------------------------------------------------------------------------------------ saving

@@ -10,13 +10,12 @@ This module is an I/O boundary: it uses NumPy to read the file.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np  # numpy-boundary: checkpoint file I/O
 
-from .atomic import special_file
+from .atomic import path_exists, special_file
 
 __all__ = [
     "FORMAT",
@@ -51,7 +50,7 @@ def damaged(path: Path, what: str) -> CheckpointError:
 
 def _read_all(path: Path) -> dict[str, Any]:
     """Every array of the .npz, read eagerly (a damaged member fails here, not later)."""
-    if not os.path.exists(path):  # (Path.exists raised OSError for a name too long)
+    if not path_exists(path):
         raise CheckpointError(
             f"no checkpoint at {path}; train first (scratchvae train --out DIR) or pass the "
             "run folder that holds checkpoint.npz"

@@ -30,6 +30,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from .atomic import path_is_dir, path_is_file
 from .backend import Backend, get_backend
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_model
 from .cliargs import PROG, CLIError, one_line
@@ -103,7 +104,7 @@ def _out_dir(run: str) -> Path:
     """The folder a run's figures go to: the run folder, or the folder of a checkpoint file
     (whatever its name: a copy named b.ckpt is a checkpoint all the same)."""
     run_path = Path(run)
-    if run_path.is_file() or (run_path.suffix == ".npz" and not run_path.is_dir()):
+    if path_is_file(run_path) or (run_path.suffix == ".npz" and not path_is_dir(run_path)):
         return run_path.parent
     return run_path
 

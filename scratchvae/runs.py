@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .atomic import path_exists
 from .backend import Backend, BackendError, get_backend
 from .checkpoint import load_checkpoint, load_model
 from .cliargs import PROG, CLIError
@@ -43,7 +44,7 @@ def backend_for(
 def load_run(args: argparse.Namespace, seed: int | None = None) -> tuple[AE, Any]:
     """The model and checkpoint of run folder ``args.run`` (missing folder: one-line error)."""
     run = Path(args.run)
-    if not run.exists():
+    if not path_exists(run):
         raise CLIError(f"no run folder or checkpoint at {run}; train first: scratchvae train")
     ckpt = load_checkpoint(run)
     bk = backend_for(args, ckpt.backend, ckpt.backend.get("seed", 0) if seed is None else seed)

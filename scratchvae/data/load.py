@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np  # numpy-boundary: reading .npy/.npz files and images
 
+from ..atomic import path_exists
 from .dataset import (
     DataError,
     Dataset,
@@ -385,7 +386,7 @@ def load_dataset(
         ds = _load_digits(split, likelihood)
     elif key in IDX_SETS:
         ds = _load_standard(key, split, data_dir, download, likelihood, base_url, progress)
-    elif os.path.exists(os.path.expanduser(spec)):  # False, not OSError, for a name too long
+    elif path_exists(Path(spec).expanduser()):
         ds = _load_path(Path(spec).expanduser(), split, likelihood)
     else:
         raise DataError(

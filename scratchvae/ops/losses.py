@@ -201,8 +201,8 @@ class GaussianNLLCache(NamedTuple):
 
 
 class GaussianNLLGrads(NamedTuple):
-    dmean: Array  # (..., D)
-    dlogvar: Array | None  # (..., D); None for a fixed variance
+    dmean: Array  # (..., D), z - mean's shape (a mean that entered broadcast gets it too)
+    dlogvar: Array | None  # logvar's shape (a broadcast one summed); None: a fixed variance
 
 
 @op

@@ -1,4 +1,4 @@
-"""benchmarks/contention_runs.py: a table of issue 15's figures from contention result files;
+"""benchmarks/contention_runs.py: a table of the contention figures from contention result files;
 a file that is not one is a one-line error."""
 
 import importlib.util
@@ -71,3 +71,14 @@ def test_runs_in_one_folder_are_told_apart_by_their_file_names(tmp_path):
         paths.append(path)
     text = _module().summarize(paths, tmp_path / "out").read_text()
     assert "| host-1-contention | 128 |" in text and "| host-2-contention | 128 |" in text
+
+
+def test_run_names_are_the_shortest_unique_tails():
+    names = _module().run_names
+    assert names([Path("a/run-1/x.json"), Path("a/run-2/x.json")]) == ["run-1", "run-2"]
+    assert names([Path("a/run-1/x.json"), Path("b/run-1/x.json")]) == ["a/run-1/x", "b/run-1/x"]
+    assert names([Path("r/h-1.json"), Path("r/h-2.json"), Path("s/h-3.json")]) == [
+        "h-1",
+        "h-2",
+        "h-3",
+    ]
