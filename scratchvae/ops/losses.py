@@ -198,10 +198,11 @@ class GaussianNLLCache(NamedTuple):
     r: Array  # (..., D) (x - mean) e^(-logvar/2), the residual in standard deviations
     t: Array | float  # (..., D) e^(-logvar/4), capped (see _standardized); a float when fixed
     scale: float  # 1/B for reduce="mean", else 1
+    mean_shape: tuple[int, ...]  # the mean's (it may enter broadcast against x)
 
 
 class GaussianNLLGrads(NamedTuple):
-    dmean: Array  # (..., D), z - mean's shape (a mean that entered broadcast gets it too)
+    dmean: Array  # the mean's shape (a broadcast one summed)
     dlogvar: Array | None  # logvar's shape (a broadcast one summed); None: a fixed variance
 
 
@@ -214,7 +215,7 @@ def gaussian_nll_forward(
     quadratic term is r^2 (see :func:`_standardized`); r and t are all the backward needs."""
     r, t = _standardized(x, mean, logvar)
     return _reduce(_gaussian_nll(r * r, logvar), reduce), GaussianNLLCache(
-        r, t, _per_example_scale(reduce, r.shape[:-1])
+        r, t, _per_example_scale(reduce, r.shape[:-1]), tuple(getattr(mean, "shape", ()))
     )
 
 
@@ -226,17 +227,19 @@ def gaussian_nll_backward(cache: GaussianNLLCache, dloss: Any) -> GaussianNLLGra
     From the forward's r = (x - mean) e^(-logvar/2) and t = e^(-logvar/4):
     (mean - x) e^-logvar = -(r t) t and (x - mean)^2 e^-logvar = r^2, neither a product that
     can be 0 * inf (at x == mean: dmean = 0, dlogvar = dloss / 2 [/ B])."""
-    r, t, scale = cache
+    r, t, scale, mean_shape = cache
     c = scale * _over_features(dloss)  # a number, or (..., 1) for a per-example dloss
     dmean = r * t
     dmean *= t
     dmean *= -c
+    if dmean.shape != mean_shape:  # a mean broadcast against x (one for K draws): summed
+        dmean = _sum_to(dmean, mean_shape)
     if not hasattr(t, "shape"):
         return GaussianNLLGrads(dmean, None)
     dlogvar = r * r
     get_xp(r).subtract(1, dlogvar, out=dlogvar)
     dlogvar *= 0.5 * c
-    if dlogvar.shape != t.shape:  # a log-variance broadcast ((B, 1), 0-d): summed where it was
+    if dlogvar.shape != t.shape:  # a log-variance broadcast ((B, 1), 0-d): summed
         dlogvar = _sum_to(dlogvar, t.shape)
     return GaussianNLLGrads(dmean, dlogvar)
 

@@ -183,3 +183,22 @@ def test_a_float32_log_variance_beside_float64_data_is_capped_in_float64() -> No
     np.testing.assert_allclose(nll, [want], rtol=1e-12)
     np.testing.assert_allclose(gaussian_nll_backward(cache, 1.0).dmean, -x * np.exp(400.0),
                                rtol=1e-12)  # fmt: skip
+
+
+def test_a_broadcast_mean_gets_its_own_shape_of_gradient() -> None:
+    """A mean (B, D) against K draws of x (K, B, D): dL/dmean is (B, D), the sum over the
+    draws (was (K, B, D)); central differences in float64, learned and fixed variance."""
+    bk = Backend("numpy", "float64", seed=23)
+    mean, x = bk.normal((3, 4)), bk.normal((2, 3, 4))
+    for lv in (bk.normal((2, 3, 4)), -0.4):
+        _, cache = gaussian_nll_forward(mean, x, lv, "mean")
+        dmean = gaussian_nll_backward(cache, 1.0).dmean
+        assert dmean.shape == mean.shape
+        h, want = 1e-6, np.zeros_like(mean)
+        for i in np.ndindex(mean.shape):
+            up, down = mean.copy(), mean.copy()
+            up[i] += h
+            down[i] -= h
+            f = [float(gaussian_nll_forward(m, x, lv, "mean")[0]) for m in (up, down)]
+            want[i] = (f[0] - f[1]) / (2 * h)
+        np.testing.assert_allclose(dmean, want, rtol=1e-6, atol=1e-8)
