@@ -119,12 +119,16 @@ def load_average() -> list[float] | None:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
-def busy_note(machine: dict[str, Any]) -> str | None:
+def busy_note(machine: dict[str, Any], with_load: bool = True) -> str | None:
     """'the machine was busy: ...; the timings are noisy ...' when other processes kept half a
     core or more busy while the steps were timed (``cores_busy_elsewhere``, measured from
     /proc/stat), or the 1-minute load average exceeded the cores at the start or the end (it
     lags a minute behind: a load that began just before the run shows in the first only),
-    else None."""
+    else None. ``with_load`` False leaves the load average out of the first form (the
+    Markdown's line states it already).
+
+    Half a core whatever the core count: the references (PyTorch, JAX) take every core, so a
+    core busy elsewhere slows their steps on any machine, not only on a small one."""
     cores = machine.get("cores_present") or machine.get("cores") or 1  # the load is the machine's
     start, end = (machine.get(k) or [0.0] for k in ("load_avg_start", "load_avg_end"))
     load = f"load average {start[0]:.1f} at the start, {end[0]:.1f} at the end"
@@ -133,10 +137,12 @@ def busy_note(machine: dict[str, Any]) -> str | None:
     if elsewhere is not None and elsewhere >= 0.5:  # a core counts as taken when half of it is
         return (
             f"the machine was busy: other processes kept {elsewhere:.1f} cores busy (of "
-            f"{cores}) while the steps were timed; {load}; {noisy}"
+            f"{cores}) while the steps were timed; " + (f"{load}; " if with_load else "") + noisy
         )
     if max(start[0], end[0]) <= cores:
         return None
+    if not with_load:
+        return f"the machine was busy: the load average exceeded its {cores} cores; {noisy}"
     return f"the machine was busy: {load}, on {cores} cores; {noisy}"
 
 
@@ -230,7 +236,7 @@ def markdown_report(results: dict) -> str:
         + ("; compiled kernels (Numba)" if m.get("cpu_kernels") else ""),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
         f"- load average at start {m.get('load_avg_start')}, end {m.get('load_avg_end')}"
-        + (f" ({busy_note(m)})" if busy_note(m) else ""),
+        + (f" ({note})" if (note := busy_note(m, with_load=False)) else ""),
         f"- step = {s['step']}; Adam lr {ADAM['lr']}; {s['reps']} repetitions, median "
         "(interquartile range); repetitions of all implementations interleaved",
         "",

@@ -75,3 +75,18 @@ def test_a_busy_host_is_said_from_what_was_measured_when_the_load_average_lags()
     assert bench.report.busy_note(busy_by_load).startswith(
         "the machine was busy: load average 1.2 at the start, 3.1 at the end, on 2 cores"
     )
+
+
+def test_the_markdown_states_the_load_average_once():
+    """The results file's line already gives the load averages: its busy note did too."""
+    measured = {"cores": 2, "load_avg_start": [1.2, 0, 0], "load_avg_end": [1.9, 0, 0]}
+    note = bench.report.busy_note({**measured, "cores_busy_elsewhere": 1.8}, with_load=False)
+    assert note == (
+        "the machine was busy: other processes kept 1.8 cores busy (of 2) while the steps "
+        "were timed; the timings are noisy (the fastest repetitions least so)"
+    )
+    by_load = {**measured, "load_avg_end": [3.14, 0, 0]}
+    assert "load average 1.2" not in bench.report.busy_note(by_load, with_load=False)
+    assert bench.report.busy_note(by_load, with_load=False).startswith(
+        "the machine was busy: the load average exceeded its 2 cores"
+    )
