@@ -30,7 +30,7 @@ from typing import Any
 from .backend import Backend, get_special, get_xp, to_numpy
 from .data import Dataset
 from .data.dataset import check_float32_range, host_rows
-from .inputs import check_targets, whole
+from .inputs import check_range, check_targets, whole
 from .models import AE, VAE, Model
 from .ops.iwae import iw_latent_forward, why_not_finite
 from .ops.losses import kl_standard_normal
@@ -262,13 +262,16 @@ def evaluate(
     ``progress(stage, done, total)`` is told each stage's start and the bound's progress in
     (example, sample) pairs.
     """
-    if isinstance(x, Dataset):
+    # NaN, or outside [0, 1] for a Bernoulli decoder, refused (one scan of the values)
+    if isinstance(x, Dataset):  # checked when made, but perhaps for another likelihood
         x = x.get_batch(slice(None))
+        check_targets(x, model.lik.kind, "the data")
     elif get_xp(x).__name__ == "numpy":  # a host array or list, read as fit reads it
-        x = host_rows(x)
-        check_float32_range(x, "the data")  # before a cast could make 1e39 Inf
+        x = host_rows(x)  # checked before a cast could make 1e39 Inf
+        check_range(*check_float32_range(x, "the data"), model.lik.kind, "the data")
+    else:  # a device array, checked where it is
+        check_targets(x, model.lik.kind, "the data")
     x = model.backend.asarray(x)
-    check_targets(x, model.lik.kind, "the data")  # NaN, or outside [0, 1] for a Bernoulli decoder
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"expected data of shape (N, D) with N >= 1, got {tuple(x.shape)}")
     iw_samples = whole(iw_samples, "iw_samples (0: skip the bound)", 0)  # 2.5 refused

@@ -269,3 +269,31 @@ def test_values_beyond_float32_are_refused_before_the_cast(recwarn):
     with pytest.raises(ValueError, match=r"beyond float32's range .*; scale them down$"):
         ev.evaluate(m, np.full((3, 4), 1e39))
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_host_data_is_scanned_once_and_refused_as_fit_refuses_it(monkeypatch):
+    """A host array's values were read twice (the float32 range, then the targets)."""
+    np = pytest.importorskip("numpy")  # numpy-boundary: a host array of the user's
+    import scratchvae.data.dataset as dataset_module
+    import scratchvae.inputs as inputs_module
+
+    scans = []
+
+    def counted(real):
+        def value_range(x, *args, **kwargs):
+            scans.append(x.shape)
+            return real(x, *args, **kwargs)
+
+        return value_range
+
+    monkeypatch.setattr(dataset_module, "value_range", counted(dataset_module.value_range))
+    monkeypatch.setattr(inputs_module, "value_range", counted(inputs_module.value_range))
+    m, x = random_bernoulli_vae(n=5)
+    ev.evaluate(m, to_numpy(x), iw_samples=0)
+    assert len(scans) == 1
+    with pytest.raises(
+        ValueError, match=r"the data has values in \[1\.5, 1\.5\] but the Bernoulli"
+    ):
+        ev.evaluate(m, np.full((3, 12), 1.5))  # Bernoulli decoder: [0, 1] only
+    with pytest.raises(ValueError, match="NaN"):
+        ev.evaluate(m, np.full((3, 12), np.nan))
