@@ -17,32 +17,27 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from scratchvae.atomic import process_running
+from _output import Staged, clean_up, output_folder, show  # noqa: F401 - the examples' API
+
 from scratchvae.backend import Backend, BackendError
-from scratchvae.checkpoint import CHECKPOINT_NAME
 from scratchvae.cliargs import (
     COUNT,
     NATURAL,
     checked,
     error_message,
-    one_line,
     one_line_error,
     stdout_gone,
 )
 from scratchvae.data import Dataset, dataset_from_array, load_dataset, train_val_split
 from scratchvae.figure_parts import save_figure as save_atomically
-from scratchvae.history import METRICS_NAME
 from scratchvae.interrupts import Terminated, sigterm_interrupts
 from scratchvae.train import History, TrainConfig, fit
 
@@ -50,11 +45,6 @@ HERE = Path(__file__).resolve().parent
 
 #: What a user can cause and fix (bad data, a missing backend, an unwritable folder): one line.
 USER_ERRORS = (ValueError, BackendError, OSError)
-
-#: the hidden folders of the runs in this process not finished yet (removed when one fails)
-_UNFINISHED: list[Path] = []
-#: the output folders this process made (removed again, where empty, when its run fails)
-_MADE: list[Path] = []
 
 #: --n-train (the trainer holds out 10%, at least one row, and trains on the others) and
 #: --repeats (a variance needs two draws).
@@ -89,74 +79,7 @@ def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None 
         print(f"{prog}: {what}; the output folder keeps what it held", file=sys.stderr)
         raise SystemExit(status) from None
     finally:  # a run that did not finish: its figures are dropped, the earlier run's kept
-        while _UNFINISHED:
-            shutil.rmtree(_UNFINISHED.pop(), ignore_errors=True)
-        while _MADE:  # and the output folders it made go again, if nothing was put in them
-            made = _MADE.pop()
-            if not finished:
-                _remove_empty_folders(made)
-
-
-def _remove_empty_folders(top: Path) -> None:
-    """Remove ``top`` and the folders under it, bottom up, where they hold nothing else."""
-    for folder, _, _ in os.walk(top, topdown=False):
-        try:
-            os.rmdir(folder)
-        except OSError:  # a file in it (or it is gone): kept
-            pass
-
-
-_STAGING = ".unfinished-"  # the hidden folders of the figures of runs not finished yet
-
-
-def _remove_abandoned(out: Path) -> None:
-    """Remove the staging folders in ``out`` whose run's process no longer exists."""
-    for folder in out.glob(f"{_STAGING}*-*"):
-        pid = folder.name[len(_STAGING) :].split("-")[0]
-        if pid.isdigit() and not process_running(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-@dataclass
-class Staged:
-    """A run's figures, written to a hidden folder in the output folder ``out`` and moved into
-    it together when the run has finished (:meth:`move_in`): a run that fails or is stopped
-    midway leaves the figures of the run before it, not a mix of two runs."""
-
-    out: Path
-    staging: Path | None = None  # made when the first figure is written
-    written: list[Path] = field(default_factory=list)
-
-    @property
-    def figures(self) -> Path:
-        """The hidden folder the figures are written to during the run, named after this
-        process (``.unfinished-PID-...``): the folders of runs whose process is gone (killed
-        with SIGKILL, so nothing removed them) are removed first."""
-        if self.staging is None:
-            _remove_abandoned(self.out)
-            prefix = f"{_STAGING}{os.getpid()}-"
-            self.staging = Path(tempfile.mkdtemp(prefix=prefix, dir=self.out))
-            _UNFINISHED.append(self.staging)
-        return self.staging
-
-    def figure(self, name: str) -> Path:
-        """Where to write the figure ``name`` during the run."""
-        return self.figures / name
-
-    def show(self, path: Path) -> None:
-        """Note a figure written (at :meth:`figure`'s path); :meth:`move_in` says where it is."""
-        self.written.append(path)
-
-    def move_in(self) -> None:
-        """Move the figures into the output folder (each replacing the one of the same name)
-        and say which."""
-        for path in self.written:
-            os.replace(path, self.out / path.name)
-        if self.staging is not None:
-            shutil.rmtree(self.staging, ignore_errors=True)
-            _UNFINISHED.remove(self.staging)
-        for path in self.written:
-            show(self.out / path.name)
+        clean_up(finished)
 
 
 @dataclass
@@ -273,33 +196,6 @@ def describe(ds: Dataset) -> str:
     return text if found else f"{text}, {what}"
 
 
-def output_folder(out: Path) -> Path:
-    """``out``, created, once it is known that the figures can be written there: a folder that
-    cannot be written, or a file in the way, is said now, not after the training; a folder
-    holding a ``scratchvae train`` run is refused (its figures have the same names)."""
-    shown = one_line(str(out))
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {shown} is a file, not a folder; give a folder for the figures")
-    if (out / CHECKPOINT_NAME).exists() or (out / METRICS_NAME).exists():
-        raise ValueError(
-            f"--out {shown} holds a scratchvae training run (its {CHECKPOINT_NAME} or "
-            f"{METRICS_NAME}); the example would replace that run's figures: choose another folder"
-        )
-    # the first folder mkdir makes (out or a parent), removed again by run() if the run stops
-    # before its figures are in (a --data that cannot be read left an empty folder behind)
-    made = next((p for p in (*reversed(out.parents), out) if not p.exists()), None)
-    if made is not None:
-        _MADE.append(made)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):  # can a file be written there?
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise OSError(f"cannot write the figures to --out {shown}: {reason}") from None
-    return out
-
-
 def _subset(ds: Dataset, rows: slice) -> Dataset:
     """Some rows of a data set, loaded into memory."""
     y = None if ds.y is None else ds.y[rows]
@@ -387,10 +283,6 @@ def train(
     n, name = len(history), label or type(model).__name__
     print(f"  {name}: {n} epoch{'' if n == 1 else 's'} in {took:.1f} s; last epoch: {shown}")
     return history
-
-
-def show(path: Path) -> None:
-    print(f"  wrote {one_line(str(path))}")  # a newline in --out stays on the line
 
 
 def save_figure(fig: Any, path: Path, title: str | None = None) -> Path:

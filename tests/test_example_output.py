@@ -2,6 +2,8 @@
 moved in together at the end, each saved atomically), --help, the figures' labels."""
 
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -68,7 +70,7 @@ def test_an_output_folder_that_cannot_be_used_is_said_before_the_data_and_traini
     def refused(*args, **kwargs):  # what a read-only folder says (root may write anywhere)
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(common.tempfile, "TemporaryFile", refused)
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
     with pytest.raises(SystemExit) as exit_:
         common.run(module.main, ["--fast", "--out", str(tmp_path / "ro")])
     captured = capsys.readouterr()
@@ -279,7 +281,6 @@ def test_a_killed_runs_hidden_folder_is_removed_by_the_next_run(tmp_path):
     --out for good. The folders are named after their process; a run removes those whose
     process is gone, and keeps a live one's (another run writing to the same folder)."""
     import subprocess
-    import sys
 
     _, common = import_example("sparse_ae")
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -292,7 +293,7 @@ def test_a_killed_runs_hidden_folder_is_removed_by_the_next_run(tmp_path):
     staged = common.Staged(tmp_path)
     assert staged.figures.name.startswith(f".unfinished-{os.getpid()}-")
     assert not killed.exists() and running.exists()
-    common._UNFINISHED.remove(staged.staging)  # as a finished run does
+    sys.modules["_output"]._UNFINISHED.remove(staged.staging)  # as a finished run does
 
 
 def test_linear_ae_pca_loads_counts_and_prints_only_the_rows_it_uses(tmp_path, capsys, monkeypatch):
