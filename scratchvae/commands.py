@@ -338,12 +338,14 @@ def _figure_out(args: argparse.Namespace, default_name: str) -> Path:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .plots import plot_samples
+    from .plots import plot_samples, samples_title
 
     _check_n(args.n, MAX_SAMPLES)
     out = _figure_out(args, "samples.png")
     model, _ = load_run(args, seed=args.seed)
-    path = plot_samples(model.sample(args.n), _guess_shape(model.n_features), out)
+    path = plot_samples(
+        model.sample(args.n), _guess_shape(model.n_features), out, samples_title(model)
+    )
     _tell(f"{PROG}: wrote {path}")
     return 0
 

@@ -76,6 +76,7 @@ __all__ = [
     "plot_reconstructions",
     "plot_run_reconstructions",
     "plot_samples",
+    "samples_title",
     "save_standard_figures",
 ]
 
@@ -99,6 +100,15 @@ def plot_reconstructions(
 #: what :meth:`~scratchvae.models.AE.sample` returns: z drawn from N(0, I), decoded to the
 #: likelihood's mean (a Bernoulli decoder's pixel probabilities), not a draw of x
 SAMPLES_TITLE = "decoded z ~ N(0, I) (the decoder's mean image of each draw)"
+#: the same for a model without a prior (an AE's codes need not look like N(0, I) at all)
+NO_PRIOR_TITLE = "decoded z ~ N(0, I): an AE has no prior, these are not its samples"
+
+
+def samples_title(model: AE) -> str:
+    """:data:`SAMPLES_TITLE` for a VAE; for the other models, a title that says they have no
+    prior (decoded N(0, I) codes are what the AE-vs-VAE comparison shows, not the model's
+    samples)."""
+    return SAMPLES_TITLE if isinstance(model, VAE) else NO_PRIOR_TITLE
 
 
 def plot_samples(
@@ -363,7 +373,7 @@ def save_standard_figures(
     if history is not None and len(history):
         paths.append(plot_curves(history, out / "curves.png"))
     paths.append(plot_run_reconstructions(model, grey, shape, out / "recon.png", binarize))
-    paths.append(plot_samples(model.sample(64), shape, out / "samples.png"))
+    paths.append(plot_samples(model.sample(64), shape, out / "samples.png", samples_title(model)))
     many = _spread(data.n, 2000)
     labels = None if data.y is None else data.y[many]
     names = class_names(data.name)  # Fashion-MNIST's legend: "Trouser", not 1

@@ -386,3 +386,23 @@ def test_the_curves_mark_the_kl_warm_up(tmp_path, figures):
         assert "KL warm-up: KL weight from 0.25 to 1" in labels
     assert plain.axes[0].get_title() == "loss"
     assert "KL warm-up" not in [t.get_text() for t in plain.axes[0].get_legend().get_texts()]
+
+
+def test_decoded_prior_draws_of_an_ae_are_not_called_its_samples(
+    tmp_path, digits, vae2, monkeypatch
+):
+    """A denoising AE's samples.png said "decoded z ~ N(0, I)" as a VAE's does: an AE has no
+    prior, and its codes need not look like N(0, I)."""
+    titles = []
+    real = plots.plot_samples
+
+    def recorded(samples, shape, path, title=plots.SAMPLES_TITLE):
+        titles.append(title)
+        return real(samples, shape, path, title)
+
+    monkeypatch.setattr(plots, "plot_samples", recorded)
+    dae = DenoisingAE(64, hidden=[16], latent=4, backend=Backend(seed=0))
+    save_standard_figures(vae2, digits, None, tmp_path / "v")
+    save_standard_figures(dae, digits, None, tmp_path / "d")
+    assert titles == [plots.SAMPLES_TITLE, plots.NO_PRIOR_TITLE]
+    assert "no prior" in plots.NO_PRIOR_TITLE
