@@ -298,7 +298,9 @@ def _load_path(path: Path, split: str, likelihood: str) -> Dataset:
     check_regular_file(path)
     if path.suffix == ".npz":
         x, y = _read_npz(path, "replace it with an intact copy (np.savez writes one)")
-        return dataset_from_array(x, y, path.name, likelihood)
+        ds = dataset_from_array(x, y, path.name, likelihood)
+        ds.name = official_labels(y) or ds.name  # Fashion-MNIST's legend, as for IDX files
+        return ds
     if path.suffix != ".npy":
         raise DataError(f"cannot read {path}: expected a .npy or .npz file or a folder of images")
     return dataset_from_array(_read_npy(path), None, path.name, likelihood)

@@ -62,3 +62,19 @@ def test_official_labels_needs_exactly_an_official_labels_file(tiny, fashion_tab
     assert official_labels(y.reshape(1, -1)) is None
     assert official_labels([0, 1, 2]) is None
     assert STEMS["train"][1] in fashion_tables
+
+
+def test_an_npz_of_official_labels_gets_the_data_sets_class_names(tmp_path, tiny, fashion_tables):
+    """fashion-mnist-train.npz given by path (x, y as the official files hold them) had digits
+    in its legend: a file's labels tell the data set as a folder's do; its name stays the
+    file's in the description, and a user's own labels keep the file's name."""
+    np = pytest.importorskip("numpy")  # numpy-boundary: writing the user's file
+    x, y = tiny["arrays"]["train"]
+    np.savez(tmp_path / "clothes.npz", x=x, y=y)
+    ds = load_dataset(str(tmp_path / "clothes.npz"))
+    assert ds.name == "fashion-mnist" and class_names(ds.name) == FASHION_MNIST_CLASSES
+    assert ds.description.startswith("clothes.npz")
+    np.savez(tmp_path / "mine.npz", x=x, y=y[::-1].copy())
+    assert load_dataset(str(tmp_path / "mine.npz")).name == "mine.npz"
+    np.savez(tmp_path / "unlabelled.npz", x=x)
+    assert load_dataset(str(tmp_path / "unlabelled.npz")).name == "unlabelled.npz"
