@@ -121,6 +121,14 @@ def _add_data_args(p: argparse.ArgumentParser, default_help: str) -> None:
     )
 
 
+def _add_split_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--split",
+        help="train, test or all, as the data has them (default test; a file or folder given "
+        "by --data that has no test split: all of it)",
+    )
+
+
 def _add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["numpy", "cupy"], help="array backend (default numpy)")
 
@@ -245,9 +253,7 @@ def _add_evaluate(sub: Any) -> None:
     )
     _add_run_dir(p)
     _add_data_args(p, "default: the data it was trained on")
-    p.add_argument(
-        "--split", default="test", help="train, test or all, as the data has them (default test)"
-    )
+    _add_split_arg(p)
     p.add_argument(
         "--iw-samples",
         type=NATURAL,
@@ -298,9 +304,7 @@ def _add_reconstruct(sub: Any) -> None:
     )
     _add_run_dir(p)
     _add_data_args(p, "default: the data it was trained on")
-    p.add_argument(
-        "--split", default="test", help="train, test or all, as the data has them (default test)"
-    )
+    _add_split_arg(p)
     p.add_argument(
         "--n",
         type=up_to(MAX_RECONSTRUCTIONS),

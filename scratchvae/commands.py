@@ -291,7 +291,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .progress import Stages
 
     model, ckpt = load_run(args)
-    data = run_data(args, ckpt, model, args.split)
+    data, split = run_data(args, ckpt, model, args.split)
     mode = args.binarize or ckpt.train_config.get("binarize", "none")
     k = args.iw_samples if args.iw_samples is not None else 1000 if data.n < 5000 else 100
     bk = model.backend
@@ -299,9 +299,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     x = binarize(bk.asarray(data.get_batch(slice(None))), mode, noise_bk)
     with closing(Stages(bar=not args.no_progress, prefix=f"{PROG}: ", unit="pairs")) as shown:
         results = evaluate(model, x, k, args.batch_size, seed=args.seed, progress=shown)
-    results.update(
-        checkpoint=str(ckpt.path), data=data.description, split=args.split, binarize=mode
-    )
+    results.update(checkpoint=str(ckpt.path), data=data.description, split=split, binarize=mode)
     if args.json:
         print(json.dumps(json_numbers(results), allow_nan=False))
     else:
@@ -356,7 +354,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     _check_n(args.n, MAX_RECONSTRUCTIONS)
     out = _figure_out(args, "recon.png")
     model, ckpt = load_run(args)
-    data = run_data(args, ckpt, model, args.split)
+    data, _ = run_data(args, ckpt, model, args.split)
     x = data.get_batch(slice(0, min(args.n, data.n)))
     mode = ckpt.train_config.get("binarize", "none")  # the inputs shown as the run saw them
     path = plot_run_reconstructions(model, x, data.image_shape, out, mode)
@@ -366,7 +364,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     model, ckpt = load_run(args)
-    data = run_data(args, ckpt, model, "train")
+    data, _ = run_data(args, ckpt, model, "train")
     paths = _figures(model, data, ckpt.history, _out_dir(args.run), ckpt.train_config)
     _tell(f"{PROG}: wrote {len(paths)} figures: {', '.join(str(p) for p in paths)}")
     return 0

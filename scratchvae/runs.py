@@ -51,19 +51,28 @@ def load_run(args: argparse.Namespace, seed: int | None = None) -> tuple[AE, Any
     return load_model(ckpt, bk)
 
 
-def run_data(args: argparse.Namespace, ckpt: Any, model: AE, split: str) -> Dataset:
-    """The data set named on the command line, else the one recorded in the checkpoint."""
+def run_data(
+    args: argparse.Namespace, ckpt: Any, model: AE, split: str | None
+) -> tuple[Dataset, str]:
+    """The data set named on the command line, else the one recorded in the checkpoint, and
+    the split read. ``split`` None (no --split): the test split; a file or folder of the
+    user's given by --data that has none is a held-out set in itself, read whole ("all").
+    The run's own data (no --data) is never read whole in its place: that would be its
+    training examples."""
     spec = resume_data(args.data, ckpt.train_config.get("data"), ckpt.path.parent)
     data_dir = args.data_dir or ckpt.train_config.get("data_dir")
+    likelihood = data_likelihood(model)
     try:
-        data = load_dataset(spec, split, data_dir, likelihood=data_likelihood(model))
+        data = load_dataset(spec, split or "test", data_dir, likelihood=likelihood)
     except NoSuchSplit as exc:  # the user's own file: say which flags choose other data
-        raise CLIError(
-            f"{exc.path} is one data set with no {split!r} split; pass --split train to use "
-            "it, or --data FILE with the held-out examples"
-        ) from None
+        if split is not None or args.data is None:
+            raise CLIError(
+                f"{exc.path} is one data set with no {exc.split!r} split; pass --split train "
+                "to use it, or --data FILE with the held-out examples"
+            ) from None
+        split, data = "all", load_dataset(spec, "all", data_dir, likelihood=likelihood)
     check_n_features(data, model.n_features)
-    return data
+    return data, split or "test"
 
 
 def data_likelihood(model: AE) -> str:

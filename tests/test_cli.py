@@ -169,6 +169,25 @@ def test_a_run_on_ones_own_file_names_the_flags_for_held_out_data(tmp_path, caps
     assert main(["reconstruct", run, "--split", "train"]) == 0
 
 
+def test_a_held_out_file_given_by_data_is_read_whole(tmp_path, capsys):
+    """`evaluate RUN --data held-out.npz` said the file had no 'test' split and advised
+    "--data FILE with the held-out examples", which is what it had been given."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "mine.npy", rng.random((60, 16), dtype=np.float32))
+    np.save(tmp_path / "held-out.npy", rng.random((7, 16), dtype=np.float32))
+    run = str(tmp_path / "run")
+    assert main(["train", "--data", str(tmp_path / "mine.npy"), "--out", run, *TINY,
+                 "--no-figures"]) == 0  # fmt: skip
+    capsys.readouterr()
+    held_out = ["--data", str(tmp_path / "held-out.npy")]
+    assert main(["evaluate", run, *held_out, "--iw-samples", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 7 and report["split"] == "all"
+    assert main(["reconstruct", run, *held_out]) == 0
+    assert main(["evaluate", run, *held_out, "--split", "test"]) == 2  # asked for: refused
+    assert "held-out.npy is one data set with no 'test' split" in _error_line(capsys)
+
+
 def test_resume_continues_to_more_epochs(tmp_path, capsys):
     out = str(tmp_path / "r")
     assert main(["train", "--out", out, *TINY, "--no-figures"]) == 0
