@@ -22,13 +22,10 @@ from typing import Any
 from .backend import BackendError
 from .bench import cli as bench  # `scratchvae bench`
 from .checkpoint import CheckpointError
+from .cli_options import add_backend_args, add_data_args, add_run_dir, add_split_arg, add_train
 from .cliargs import (
     COUNT,
-    FRACTION,
     NATURAL,
-    NON_NEGATIVE,
-    OPEN_UNIT,
-    POSITIVE,
     OneLineParser,
     error_message,
     one_line_error,
@@ -46,13 +43,10 @@ from .commands import (
     cmd_plot,
     cmd_reconstruct,
     cmd_sample,
-    cmd_train,
 )
 from .data import BINARIZE_MODES, DataError
 from .interrupts import Terminated, ignore_interrupts, interrupted, sigterm_interrupts
 from .lab import trace  # `scratchvae trace`
-from .models import MODEL_KINDS
-from .ops.activations import ACTIVATIONS
 from .resume import ResumeWarning
 from .train import TrainingDiverged
 
@@ -96,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_train(sub)
+    add_train(sub)
     _add_evaluate(sub)
     _add_sample(sub)
     _add_reconstruct(sub)
@@ -108,142 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_data_args(p: argparse.ArgumentParser, default_help: str) -> None:
-    p.add_argument(
-        "--data",
-        help=f"digits | mnist | fashion-mnist | PATH (.npy, .npz, folder); {default_help}",
-    )
-    p.add_argument(
-        "--data-dir",
-        help="the folder holding mnist/ and fashion-mnist/ (their IDX files, downloaded there "
-        "on first use); default $SCRATCHVAE_DATA, else $XDG_CACHE_HOME/scratchvae, else "
-        "~/.cache/scratchvae",
-    )
-
-
-def _add_split_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--split",
-        help="train, test or all, as the data has them (default test; a file or folder given "
-        "by --data that has no test split: all of it)",
-    )
-
-
-def _add_backend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=["numpy", "cupy"], help="array backend (default numpy)")
-
-
-def _add_train(sub: Any) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a model (the default command)",
-        description="Train a model; writes checkpoint.npz, metrics.jsonl and PNG figures to "
-        "--out. Defaults marked * depend on the data: digits: hidden 256, latent 2, epochs 100, "
-        "batch 64; otherwise hidden 400, latent 20, epochs 10, batch 128, init uniform.",
-    )
-    _add_data_args(p, "default digits")
-    p.add_argument("--model", choices=list(MODEL_KINDS), default="vae", help="default vae")
-    p.add_argument("--hidden", type=COUNT, nargs="+", help="hidden layer sizes*")
-    p.add_argument("--latent", type=COUNT, help="latent dimensions*")
-    p.add_argument(
-        "--activation", choices=list(ACTIVATIONS), default="relu", help="hidden layers' (relu)"
-    )
-    p.add_argument(
-        "--init",
-        choices=["he", "glorot", "uniform"],
-        help="weight init* (he: ReLU family, glorot otherwise; uniform: PyTorch's "
-        "nn.Linear default, used for data other than digits)",
-    )
-    p.add_argument(
-        "--likelihood",
-        choices=["bernoulli", "gaussian"],
-        default="bernoulli",
-        help="the decoder's distribution p(x|z): bernoulli (logits; data in [0, 1]) or "
-        "gaussian (means, unit variance) (default bernoulli)",
-    )
-    p.add_argument("--epochs", type=COUNT, help="epochs*")
-    p.add_argument("--batch-size", type=COUNT, help="batch size*")
-    p.add_argument("--lr", type=POSITIVE, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument(
-        "--optimizer",
-        choices=["adam", "sgd"],
-        default="adam",
-        help="default adam (betas 0.9, 0.999)",
-    )
-    p.add_argument("--momentum", type=FRACTION, default=0.0, help="sgd momentum (default 0)")
-    p.add_argument("--beta", type=NON_NEGATIVE, default=1.0, help="VAE KL weight (default 1)")
-    p.add_argument(
-        "--objective",
-        choices=["elbo", "iwae"],
-        default="elbo",
-        help="vae: the bound trained, elbo (the mean of K single-sample ELBOs) or iwae (the "
-        "importance-weighted bound of Burda et al. 2016) (default elbo)",
-    )
-    p.add_argument(
-        "--k-train", type=COUNT, default=1, help="vae: samples per example in training (1)"
-    )
-    p.add_argument(
-        "--estimator",
-        choices=["pathwise", "stl", "dreg"],
-        default="pathwise",
-        help="vae: the encoder's gradient estimator; stl: sticking the landing, dreg: doubly "
-        "reparameterized (with --objective iwae) (default pathwise)",
-    )
-    p.add_argument(
-        "--warmup-epochs", type=NON_NEGATIVE, default=0.0, help="KL warm-up 0 -> beta (default 0)"
-    )
-    p.add_argument("--clip-norm", type=POSITIVE, help="clip the global gradient norm (default off)")
-    p.add_argument("--patience", type=COUNT, help="early stopping on the validation loss (off)")
-    p.add_argument("--val-fraction", type=FRACTION, default=0.1, help="held-out part (default 0.1)")
-    p.add_argument("--binarize", choices=BINARIZE_MODES, default="none", help="default none")
-    p.add_argument("--noise", choices=["gaussian", "mask"], default="gaussian", help="dae")
-    p.add_argument(
-        "--noise-level", type=NON_NEGATIVE, default=0.3, help="dae: noise std or masked share (0.3)"
-    )
-    p.add_argument("--rho", type=OPEN_UNIT, default=0.05, help="sae target activation (0.05)")
-    p.add_argument(
-        "--sparsity-weight", type=NON_NEGATIVE, default=3.0, help="sae: penalty weight (3)"
-    )
-    p.add_argument(
-        "--seed",
-        type=NATURAL,
-        default=0,
-        help="seed of the weights, the validation split and every random draw (default 0)",
-    )
-    _add_backend_args(p)
-    p.add_argument(
-        "--dtype", choices=["float32", "float64"], default="float32", help="default float32"
-    )
-    p.add_argument(
-        "--out", help="run folder (default runs/<data>-<model>; <data>: a path's file name stem)"
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="start afresh in --out even if it holds a run or a run's files (its checkpoint "
-        "and metrics are removed when the new run starts, its figures written over)",
-    )
-    p.add_argument("--save-every", type=COUNT, default=1, help="checkpoint every N epochs (1)")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out from its checkpoint (its model and settings; "
-        "--epochs may raise the target)",
-    )
-    p.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="no progress bar (one line per epoch is printed all the same; the bar is shown "
-        "only when stderr is a terminal)",
-    )
-    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    p.set_defaults(func=cmd_train)
-
-
-def _add_run_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="DIR", help="run folder (or its checkpoint.npz)")
-
-
 def _add_evaluate(sub: Any) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -251,9 +109,9 @@ def _add_evaluate(sub: Any) -> None:
         description="Evaluate a trained model on held-out data; every figure in nats per "
         "example (sum over features, mean over examples).",
     )
-    _add_run_dir(p)
-    _add_data_args(p, "default: the data it was trained on")
-    _add_split_arg(p)
+    add_run_dir(p)
+    add_data_args(p, "default: the data it was trained on")
+    add_split_arg(p)
     p.add_argument(
         "--iw-samples",
         type=NATURAL,
@@ -263,7 +121,7 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--batch-size", type=COUNT, default=500, help="default 500")
     p.add_argument("--binarize", choices=BINARIZE_MODES, help="default: as trained")
     p.add_argument("--seed", type=NATURAL, default=0, help="seed of the evaluation noise (0)")
-    _add_backend_args(p)
+    add_backend_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=cmd_evaluate)
@@ -283,7 +141,7 @@ def _add_sample(sub: Any) -> None:
         description="Draw codes z ~ N(0, I), decode them and write the images as one PNG "
         "grid (only a VAE is trained towards that prior: other models give poor samples).",
     )
-    _add_run_dir(p)
+    add_run_dir(p)
     p.add_argument(
         "--n",
         type=up_to(MAX_SAMPLES),
@@ -302,9 +160,9 @@ def _add_reconstruct(sub: Any) -> None:
         description="Encode the first --n examples of a split and decode them again; write "
         "the inputs above their reconstructions as one PNG.",
     )
-    _add_run_dir(p)
-    _add_data_args(p, "default: the data it was trained on")
-    _add_split_arg(p)
+    add_run_dir(p)
+    add_data_args(p, "default: the data it was trained on")
+    add_split_arg(p)
     p.add_argument(
         "--n",
         type=up_to(MAX_RECONSTRUCTIONS),
@@ -324,8 +182,8 @@ def _add_plot(sub: Any) -> None:
         "reconstructions, samples, the latent space, an interpolation (and the manifold of a "
         "2-D VAE, the denoising of a DAE).",
     )
-    _add_run_dir(p)
-    _add_data_args(p, "default: the data it was trained on")
+    add_run_dir(p)
+    add_data_args(p, "default: the data it was trained on")
     p.set_defaults(func=cmd_plot)
 
 

@@ -117,6 +117,7 @@ def _build_train_model(args: argparse.Namespace, n_features: int, bk: Backend) -
         latent=latent if args.latent is None else args.latent,
         activation=args.activation,
         likelihood=args.likelihood,
+        decoder_std=args.decoder_std,
         init=args.init or init or default_init(args.activation),
         backend=bk,
     )
@@ -251,11 +252,16 @@ def _start_line(model: AE, data: Dataset, config: TrainConfig, resume: bool) -> 
     sampling = f", {m['objective']} k={m['k']} {m['estimator']}" if "k" in m else ""
     return (
         f"{PROG}: {'resuming' if resume else 'training'} {type(model).__name__} {sizes} "
-        f"({m['activation']}, {m['likelihood']} decoder{sampling}; "
+        f"({m['activation']}, {m['likelihood']} decoder{_std(m)}{sampling}; "
         f"{model.n_params:,} parameters) on "
         f"{title + ')' if cut else data.description}: {data.n - n_val:,} for training, "
         f"{n_val:,} for validation{binarized}; {bk.name} {bk.dtype.name}, seed {config.seed}"
     )
+
+
+def _std(m: dict[str, Any]) -> str:
+    """' (std 0.1)' for a Gaussian decoder of fixed std, else ''."""
+    return f" (std {m['decoder_std']:g})" if m["likelihood"] == "gaussian" else ""
 
 
 def _default_out(spec: str, model: str) -> Path:

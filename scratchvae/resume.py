@@ -74,6 +74,7 @@ _RESUME_FLAGS = {
     "--latent": ("model", "latent"),
     "--activation": ("model", "activation"),
     "--likelihood": ("model", "likelihood"),
+    "--decoder-std": ("model", "decoder_std"),
     "--init": ("model", "init"),
     "--beta": ("vae", "beta"),
     "--objective": ("vae", "objective"),
