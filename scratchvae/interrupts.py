@@ -16,7 +16,13 @@ from .checkpoint import CHECKPOINT_NAME
 from .cliargs import PROG, one_line
 from .history import METRICS_NAME
 
-__all__ = ["Terminated", "ignore_interrupts", "interrupted", "sigterm_interrupts"]
+__all__ = [
+    "Terminated",
+    "ignore_interrupts",
+    "interrupted",
+    "interrupts_deferred",
+    "sigterm_interrupts",
+]
 
 
 class Terminated(KeyboardInterrupt):
@@ -68,3 +74,32 @@ def ignore_interrupts() -> None:
     interpreter shuts down printed a traceback from an exit handler)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait for the end of the block, then act as they would have: files
+    written together stay together (the benchmark's JSON and Markdown: each file is atomic,
+    the set is not), and a compiler calling back into Python is not interrupted inside the
+    callback (:mod:`scratchvae.kernels.compiling`). Outside the main thread, a plain block."""
+    caught: list[int] = []
+    try:
+        previous = {s: signal.signal(s, lambda n, _: caught.append(n)) for s in _DEFERRED}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:  # the first signal, as its own handler would have taken it
+            first = signal.Signals(caught[0])
+            handler = previous[first]
+            if callable(handler):  # Python's: KeyboardInterrupt, Terminated (called in place)
+                handler(first, None)
+            elif handler != signal.SIG_IGN:  # the system's (None: set outside Python): raised
+                signal.raise_signal(first)
+
+
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)

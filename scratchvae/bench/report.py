@@ -16,14 +16,12 @@ import json
 import os
 import platform
 import re
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write
 from ..backend import Backend, kernels_enabled, to_numpy
+from ..interrupts import interrupts_deferred  # re-exported: the bench's writers use it
 from ..kernels import cpu as cpu_kernels
 from .references import import_torch, installed_version
 from .timing import ADAM
@@ -177,33 +175,6 @@ def machine_name(info: dict[str, Any], backend: str) -> str:
 
 
 # ============================================================================ files
-@contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait for the end of the block (then act as they would have), so a
-    signal does not leave a new JSON beside the previous Markdown (a write that fails, a full
-    disk, still can: each file is atomic, the set is not). Outside the main thread, a plain
-    block."""
-    caught: list[int] = []
-    try:
-        previous = {s: signal.signal(s, lambda n, _: caught.append(n)) for s in _DEFERRED}
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if caught:  # the first signal, as its own handler would have taken it
-            first = signal.Signals(caught[0])
-            handler = previous[first]
-            if callable(handler):  # Python's: KeyboardInterrupt, Terminated (called in place)
-                handler(first, None)
-            elif handler != signal.SIG_IGN:  # the system's (None: set outside Python): raised
-                signal.raise_signal(first)
-
-
-_DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 
 def write_outputs(results: dict, out_dir: Path, name: str) -> list[Path]:

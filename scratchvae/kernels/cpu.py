@@ -31,7 +31,10 @@ Array = Any
 try:  # an optional dependency: every op works without it
     import numba
 
+    from .compiling import defer_interrupts_while_compiling
     from .series import SERIES, exp_minus_abs, log1p_unit
+
+    defer_interrupts_while_compiling()  # a Ctrl-C during a compile is not lost (compiling.py)
 except ImportError:  # pragma: no cover - depends on the environment
     numba = None  # type: ignore[assignment, unused-ignore]  # no Numba: the name is None
 
