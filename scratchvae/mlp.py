@@ -123,14 +123,20 @@ class MLP:
         ws: Workspace | None = None,
     ) -> tuple[Array, MLPCache]:
         """x: (B, sizes[0]) -> out: (B, sizes[-1]). ``masks`` None means evaluation (no
-        dropout). With a workspace every result is one of its arrays, reused by the next pass."""
-        masks = masks or {}
+        dropout); in training (``masks`` given) an MLP with dropout needs every hidden layer's
+        mask, of that layer's shape (else a one-line ValueError: not a silent step without
+        dropout, nor one row's mask broadcast over the batch). With a workspace every result
+        is one of its arrays, reused by the next pass."""
+        train = masks is not None and self.dropout > 0  # (no dropout layer: no mask read)
+        masks = (masks or {}) if self.dropout > 0 else {}
         hidden, dropout = [], []
         h = x
         for names in self.names[:-1]:
             lws = scope(ws, names.scope)
             h, layer = self.hidden_forward(h, params[names.W], params[names.b], lws)  # act(hW+b)
             mask = masks.get(names.dropout)  # None: no dropout layer, or evaluation
+            if train:
+                self._check_mask(names.dropout, mask, h.shape)
             h, drop = (
                 dropout_forward(h, mask, scope(lws, "dropout")) if mask is not None else (h, None)
             )
@@ -139,6 +145,15 @@ class MLP:
         last = self.names[-1]
         out, out_cache = dense_forward(h, params[last.W], params[last.b], scope(ws, last.scope))
         return out, MLPCache(hidden, dropout, out_cache)
+
+    @staticmethod
+    def _check_mask(name: str, mask: Array | None, shape: tuple[int, ...]) -> None:
+        if mask is None or tuple(mask.shape) != tuple(shape):
+            got = "none" if mask is None else f"shape {tuple(mask.shape)}"
+            raise ValueError(
+                f"dropout needs the mask {name!r} of shape {tuple(shape)} for this batch, "
+                f"got {got}; use model.draw_noise({shape[0]})"
+            )
 
     def backward(
         self,
