@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from .backend import Backend
 from .init import INITIALISERS, default_init, fan_in_uniform, fan_in_uniform_bias
+from .inputs import real, whole
 from .ops.activations import get_activation
 from .ops.layers import (
     DenseCache,
@@ -58,15 +59,21 @@ class MLP:
         dropout: float = 0.0,
         init: str | None = None,
     ) -> None:
-        if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
-            raise ValueError(f"{prefix}: layer sizes must be >= 1 and at least two, got {sizes}")
+        try:
+            whole_sizes = tuple(whole(s, "size") for s in sizes)  # 2.5 or "2": refused, not cut
+        except ValueError:
+            whole_sizes = ()
+        if len(whole_sizes) < 2:
+            raise ValueError(
+                f"{prefix}: layer sizes must be >= 1 and at least two (whole numbers), got {sizes}"
+            )
         self.prefix = prefix
-        self.sizes = tuple(int(s) for s in sizes)
+        self.sizes = whole_sizes
         self.act = get_activation(activation)  # (an unknown name fails here)
         # a hidden layer's op pair: dense_relu_forward/_backward (one fused op) for "relu",
         # else dense_act_forward/_backward with this activation (ops/layers.py::hidden_layer)
         self.hidden_forward, self.hidden_backward = hidden_layer(activation)
-        self.dropout = float(dropout)
+        self.dropout = float(real(dropout, "dropout"))  # type: ignore[arg-type]  # never None
         if not 0.0 <= self.dropout < 1.0:  # NaN too
             raise ValueError(
                 f"dropout must be in [0, 1) (the fraction of units zeroed), got {dropout}"

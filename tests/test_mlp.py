@@ -70,7 +70,7 @@ def test_names_and_shapes() -> None:
     assert MLP("dec", (2, 7)).shapes() == {"dec.0.W": (2, 7), "dec.0.b": (7,)}
 
 
-@pytest.mark.parametrize("sizes", [(5,), (), (5, 0, 2), (5, -1)])
+@pytest.mark.parametrize("sizes", [(5,), (), (5, 0, 2), (5, -1), (5, 2.5), (5, "2")])
 def test_bad_sizes_and_init_raise(sizes) -> None:
     with pytest.raises(ValueError, match="enc: layer sizes must be >= 1 and at least two"):
         MLP("enc", sizes)
@@ -244,3 +244,12 @@ def test_a_models_training_step_without_its_dropout_masks_is_refused() -> None:
         with pytest.raises(ValueError, match="dropout needs the mask 'encoder.0.dropout'"):
             model.loss_and_grads(x, {})
         model.loss(x, {})  # evaluation: no dropout, no mask needed
+
+
+@pytest.mark.parametrize(
+    "dropout, error", [(None, TypeError), ("0.1", TypeError), (1.0, ValueError)]
+)
+def test_dropout_must_be_a_number_in_0_1(dropout, error: type) -> None:
+    """A string "0.1" was taken as 0.1, None was float()'s own TypeError."""
+    with pytest.raises(error, match="dropout must be"):
+        MLP("enc", (3, 2, 1), dropout=dropout)
