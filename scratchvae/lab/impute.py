@@ -60,6 +60,8 @@ def _fill_value(fill: float | Array, x: Array, name: str = "fill") -> Array:
     fill = get_xp(x).asarray(fill, dtype=x.dtype)
     if fill.shape not in ((), (x.shape[1],), x.shape):
         raise ValueError(f"{name} must be a scalar, ({x.shape[1]},) or {x.shape}, got {fill.shape}")
+    if not bool(get_xp(x).isfinite(fill).all()):  # a NaN guess: every imputed pixel NaN
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
     return fill
 
 

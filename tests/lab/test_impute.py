@@ -268,3 +268,16 @@ def test_the_deterministic_iteration_converges_to_a_fixed_point(trained):
     assert float(abs(a - b).max()) < 1e-4
     again = im.impute(model, x[:50], mask, n_iter=1, sample=False, fill=a)  # from a: one step
     np.testing.assert_allclose(again, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("fill", [np.nan, np.inf, [0.5, 0.5, 0.5, 0.5, 0.5, np.nan]])
+def test_a_first_guess_that_is_not_finite_is_refused(fill):
+    """A NaN fill made every imputed pixel NaN (impute) or blamed the model's parameters
+    (impute_importance); it is one line naming the fill."""
+    model, x, mask = _small_vae()
+    with pytest.raises(ValueError, match="fill must be finite"):
+        im.impute(model, x, mask, n_iter=2, fill=fill)
+    with pytest.raises(ValueError, match="fill must be finite"):
+        im.impute_importance(model, x, mask, k=4, fill=fill)
+    with pytest.raises(ValueError, match="mean image must be finite"):
+        im.mean_fill(x, mask, fill)
