@@ -5,11 +5,12 @@ forward."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from .backend import Backend
-from .inputs import foreign_cache
+from .inputs import foreign_cache, real
 from .mlp import MLPCache
 from .models import AE, Noise, Terms
 from .ops.activations import ActivationCache, sigmoid_backward, sigmoid_forward
@@ -18,6 +19,12 @@ from .ops.sparsity import SparsityCache, sparsity_kl_backward, sparsity_kl_forwa
 from .params import ParamStore, Workspace, scope
 
 Array = Any
+
+
+def _number(value: Any, name: str) -> float:
+    """``value`` as a float, or a one-line TypeError naming ``name`` (a string "0.3" or None
+    would otherwise fail in a comparison with Python's own words)."""
+    return float(real(value, name))  # type: ignore[arg-type]  # not optional: never None
 
 
 # ============================================================================ denoising AE
@@ -42,12 +49,13 @@ class DenoisingAE(AE):
     ) -> None:
         if noise not in ("gaussian", "mask"):
             raise ValueError(f"unknown noise {noise!r}; choose 'gaussian' or 'mask'")
-        if noise == "mask" and not 0.0 <= noise_level < 1.0:
+        level = _number(noise_level, "noise_level")
+        if noise == "mask" and not 0.0 <= level < 1.0:
             raise ValueError(f"masking fraction must be in [0, 1), got {noise_level}")
-        if not noise_level >= 0:  # NaN too
-            raise ValueError(f"noise level must be >= 0, got {noise_level}")
+        if not (level >= 0 and math.isfinite(level)):  # NaN too
+            raise ValueError(f"noise level must be >= 0 and finite, got {noise_level}")
         self.noise = noise
-        self.noise_level = float(noise_level)
+        self.noise_level = level
         super().__init__(n_features, hidden, latent, **kwargs)
 
     @property
@@ -69,12 +77,21 @@ class DenoisingAE(AE):
 
     def corrupt(self, x: Array) -> Array:
         """A corrupted copy of x with fresh noise (for showing what the model is given)."""
-        return self._corrupt(self.prepare(x), self.draw_noise(x.shape[0]))
+        x = self.prepare(x)  # (a list too: its rows counted after the conversion)
+        return self._corrupt(x, self.draw_noise(x.shape[0]))
 
     def _corrupt(self, x: Array, noise: Noise) -> Array:
+        key = "input_noise" if self.noise == "gaussian" else "input_mask"
+        n = noise.get(key)  # (B, D), drawn for this batch: else one line, not a KeyError or a
+        if n is None or tuple(n.shape) != tuple(x.shape):  # broadcast (one mask for every row)
+            got = "none" if n is None else f"shape {tuple(n.shape)}"
+            raise ValueError(
+                f"denoising AE noise needs {key!r} of shape {tuple(x.shape)} for this batch, "
+                f"got {got}; use model.draw_noise({x.shape[0]})"
+            )
         if self.noise == "gaussian":
-            return x + self.noise_level * noise["input_noise"]
-        return x * noise["input_mask"]
+            return x + self.noise_level * n  # x~ = x + sigma n
+        return x * n  # x~ = x * m
 
 
 # ============================================================================ sparse AE
@@ -105,10 +122,10 @@ class SparseAE(AE):
         beta: float = 3.0,
         **kwargs: Any,
     ) -> None:
-        if not 0.0 < rho < 1.0:
+        if not 0.0 < _number(rho, "rho") < 1.0:  # NaN too
             raise ValueError(f"target activation rho must be in (0, 1), got {rho}")
-        if not beta >= 0:  # NaN too
-            raise ValueError(f"sparsity weight beta must be >= 0, got {beta}")
+        if not (_number(beta, "beta") >= 0 and math.isfinite(beta)):  # NaN too
+            raise ValueError(f"sparsity weight beta must be >= 0 and finite, got {beta}")
         self.rho = float(rho)
         self.beta = float(beta)
         super().__init__(n_features, hidden, latent, **kwargs)

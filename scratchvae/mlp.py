@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from .backend import Backend
 from .init import INITIALISERS, default_init, fan_in_uniform, fan_in_uniform_bias
+from .inputs import real, whole
 from .ops.activations import get_activation
 from .ops.layers import (
     DenseCache,
@@ -58,15 +59,21 @@ class MLP:
         dropout: float = 0.0,
         init: str | None = None,
     ) -> None:
-        if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
-            raise ValueError(f"{prefix}: layer sizes must be >= 1 and at least two, got {sizes}")
+        try:
+            whole_sizes = tuple(whole(s, "size") for s in sizes)  # 2.5 or "2": refused, not cut
+        except ValueError:
+            whole_sizes = ()
+        if len(whole_sizes) < 2:
+            raise ValueError(
+                f"{prefix}: layer sizes must be >= 1 and at least two (whole numbers), got {sizes}"
+            )
         self.prefix = prefix
-        self.sizes = tuple(int(s) for s in sizes)
+        self.sizes = whole_sizes
         self.act = get_activation(activation)  # (an unknown name fails here)
         # a hidden layer's op pair: dense_relu_forward/_backward (one fused op) for "relu",
         # else dense_act_forward/_backward with this activation (ops/layers.py::hidden_layer)
         self.hidden_forward, self.hidden_backward = hidden_layer(activation)
-        self.dropout = float(dropout)
+        self.dropout = float(real(dropout, "dropout"))  # type: ignore[arg-type]  # never None
         if not 0.0 <= self.dropout < 1.0:  # NaN too
             raise ValueError(
                 f"dropout must be in [0, 1) (the fraction of units zeroed), got {dropout}"
@@ -123,14 +130,20 @@ class MLP:
         ws: Workspace | None = None,
     ) -> tuple[Array, MLPCache]:
         """x: (B, sizes[0]) -> out: (B, sizes[-1]). ``masks`` None means evaluation (no
-        dropout). With a workspace every result is one of its arrays, reused by the next pass."""
-        masks = masks or {}
+        dropout); in training (``masks`` given) an MLP with dropout needs every hidden layer's
+        mask, of that layer's shape (else a one-line ValueError: not a silent step without
+        dropout, nor one row's mask broadcast over the batch). With a workspace every result
+        is one of its arrays, reused by the next pass."""
+        train = masks is not None and self.dropout > 0  # (no dropout layer: no mask read)
+        masks = (masks or {}) if self.dropout > 0 else {}
         hidden, dropout = [], []
         h = x
         for names in self.names[:-1]:
             lws = scope(ws, names.scope)
             h, layer = self.hidden_forward(h, params[names.W], params[names.b], lws)  # act(hW+b)
             mask = masks.get(names.dropout)  # None: no dropout layer, or evaluation
+            if train:
+                self._check_mask(names.dropout, mask, h.shape)
             h, drop = (
                 dropout_forward(h, mask, scope(lws, "dropout")) if mask is not None else (h, None)
             )
@@ -139,6 +152,15 @@ class MLP:
         last = self.names[-1]
         out, out_cache = dense_forward(h, params[last.W], params[last.b], scope(ws, last.scope))
         return out, MLPCache(hidden, dropout, out_cache)
+
+    @staticmethod
+    def _check_mask(name: str, mask: Array | None, shape: tuple[int, ...]) -> None:
+        if mask is None or tuple(mask.shape) != tuple(shape):
+            got = "none" if mask is None else f"shape {tuple(mask.shape)}"
+            raise ValueError(
+                f"dropout needs the mask {name!r} of shape {tuple(shape)} for this batch, "
+                f"got {got}; use model.draw_noise({shape[0]})"
+            )
 
     def backward(
         self,

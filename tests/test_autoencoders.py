@@ -148,3 +148,47 @@ def test_sparse_ae_bad_rho_raises() -> None:
     for rho in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match=r"rho must be in \(0, 1\)"):
             SparseAE(4, rho=rho)
+
+
+# ------------------------------------------------------------------ bad settings and noise
+@pytest.mark.parametrize(
+    "cls, kwargs, error, words",
+    [
+        (DenoisingAE, {"noise_level": "0.3"}, TypeError, "noise_level must be a number"),
+        (DenoisingAE, {"noise_level": None}, TypeError, "noise_level must be a number"),
+        (DenoisingAE, {"noise_level": float("inf")}, ValueError, "must be >= 0 and finite"),
+        (DenoisingAE, {"noise": "mask", "noise_level": "0.2"}, TypeError, "must be a number"),
+        (SparseAE, {"rho": "0.05"}, TypeError, "rho must be a number, got '0.05'"),
+        (SparseAE, {"rho": None}, TypeError, "rho must be a number, got None"),
+        (SparseAE, {"beta": "3"}, TypeError, "beta must be a number, got '3'"),
+        (SparseAE, {"beta": float("inf")}, ValueError, "beta must be >= 0 and finite, got inf"),
+    ],
+)
+def test_settings_of_the_wrong_type_or_infinite_are_refused_in_one_line(
+    cls: type, kwargs: dict, error: type, words: str
+) -> None:
+    """Not Python's '>=' not supported between 'str' and 'int' (and an infinite sigma or beta
+    is no setting: every loss would be inf or NaN)."""
+    with pytest.raises(error, match=words) as info:
+        cls(4, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("noise_kind", ["gaussian", "mask"])
+def test_dae_noise_for_another_batch_is_refused_in_one_line(noise_kind: str) -> None:
+    """The corruption must be drawn for this batch: a missing key was a KeyError, a mask of
+    one row was broadcast silently over all rows (the same pixels hidden in every image)."""
+    bk = Backend("numpy", "float64", seed=1)
+    model = DenoisingAE(4, (3,), 2, noise=noise_kind, backend=bk)
+    key = {"gaussian": "input_noise", "mask": "input_mask"}[noise_kind]
+    x = bk.uniform((5, 4))
+    good = model.draw_noise(5)[key]
+    for noise, got in [
+        ({}, "none"),
+        ({key: good[:1]}, r"shape \(1, 4\)"),
+        ({key: good[:3]}, r"shape \(3, 4\)"),
+        ({key: good[:, :, None]}, r"shape \(5, 4, 1\)"),
+    ]:
+        with pytest.raises(ValueError, match=rf"needs '{key}' of shape \(5, 4\).*got {got}"):
+            model.loss_and_grads(x, noise)
+    assert model.corrupt([[0.1, 0.2, 0.3, 0.4]]).shape == (1, 4)  # a list: rows counted

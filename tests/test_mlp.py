@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from op_cases import ACTIVATION_NAMES, KINKED
 
+from scratchvae.autoencoders import SparseAE
 from scratchvae.backend import Backend
 from scratchvae.gradcheck import assert_close, numerical_gradient
 from scratchvae.mlp import MLP, LayerNames
+from scratchvae.models import AE
 from scratchvae.params import ParamStore, Workspace
 
 H, RTOL, ATOL = 1e-6, 1e-6, 1e-8
@@ -68,7 +70,7 @@ def test_names_and_shapes() -> None:
     assert MLP("dec", (2, 7)).shapes() == {"dec.0.W": (2, 7), "dec.0.b": (7,)}
 
 
-@pytest.mark.parametrize("sizes", [(5,), (), (5, 0, 2), (5, -1)])
+@pytest.mark.parametrize("sizes", [(5,), (), (5, 0, 2), (5, -1), (5, 2.5), (5, "2")])
 def test_bad_sizes_and_init_raise(sizes) -> None:
     with pytest.raises(ValueError, match="enc: layer sizes must be >= 1 and at least two"):
         MLP("enc", sizes)
@@ -205,3 +207,49 @@ def test_workspace_arrays_are_reused_from_step_to_step(activation: str, kernels:
     x = bk.normal((2, 5))  # another batch size: new arrays under the same names
     out, _ = mlp.forward(params, x, None, ws)
     assert out.shape == (2, 2) and out is not outs[0]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_training_with_dropout_needs_every_mask_of_its_layers_shape(dropout: float) -> None:
+    """Masks given (training) to an MLP with dropout: a missing mask was a silent step without
+    dropout in that layer, and a mask of one row was broadcast over the batch (the same units
+    dropped for every example). Both are one-line ValueErrors; without dropout, or in
+    evaluation (masks None), nothing is needed."""
+    mlp, params, bk = _net(dropout=dropout)
+    x = bk.uniform((6, 5))
+    full = mlp.draw_masks(bk, 6) if dropout else {"enc.0.dropout": np.ones((6, 4))}
+    mlp.forward(params, x, None)
+    mlp.forward(params, x, full)
+    bad = [
+        ({}, "'enc.0.dropout' of shape \\(6, 4\\) for this batch, got none"),
+        ({"enc.0.dropout": full["enc.0.dropout"]}, "'enc.1.dropout' of shape \\(6, 3\\).*none"),
+        ({**full, "enc.0.dropout": full["enc.0.dropout"][:1]}, "got shape \\(1, 4\\)"),
+        ({**full, "enc.1.dropout": np.ones((7, 3))}, "got shape \\(7, 3\\)"),
+    ]
+    for masks, words in bad:
+        if not dropout:
+            mlp.forward(params, x, masks)  # no dropout layer: no mask read
+            continue
+        with pytest.raises(ValueError, match=words) as info:
+            mlp.forward(params, x, masks)
+        assert "\n" not in str(info.value) and "draw_noise(6)" in str(info.value)
+
+
+def test_a_models_training_step_without_its_dropout_masks_is_refused() -> None:
+    """noise={} for an AE with dropout: every model's loss_and_grads refuses it (a VAE already
+    did, for its eps; an AE trained silently without dropout)."""
+    bk = Backend("numpy", "float64", seed=2)
+    x = bk.uniform((4, 6))
+    for model in (AE(6, (5,), 2, dropout=0.5, backend=bk), SparseAE(6, (5,), 2, dropout=0.5)):
+        with pytest.raises(ValueError, match="dropout needs the mask 'encoder.0.dropout'"):
+            model.loss_and_grads(x, {})
+        model.loss(x, {})  # evaluation: no dropout, no mask needed
+
+
+@pytest.mark.parametrize(
+    "dropout, error", [(None, TypeError), ("0.1", TypeError), (1.0, ValueError)]
+)
+def test_dropout_must_be_a_number_in_0_1(dropout, error: type) -> None:
+    """A string "0.1" was taken as 0.1, None was float()'s own TypeError."""
+    with pytest.raises(error, match="dropout must be"):
+        MLP("enc", (3, 2, 1), dropout=dropout)

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..backend import Backend, get_xp
+from ..inputs import whole
 from ..models import AE, VAE
 from ..ops.iwae import why_not_finite
 from ..ops.losses import log_normal_draw, log_standard_normal
@@ -53,13 +54,36 @@ __all__ = [
 MASKS = ("bottom-half", "top-half", "left-half", "right-half", "random")
 
 
-def _fill_value(fill: float | Array, x: Array) -> Array:
+def _fill_value(fill: float | Array, x: Array, name: str = "fill") -> Array:
     """The first guess for missing pixels as an array of x's dtype: a scalar (0.5), or an image
     (D,) such as the training set's mean, or one guess per example (B, D)."""
     fill = get_xp(x).asarray(fill, dtype=x.dtype)
     if fill.shape not in ((), (x.shape[1],), x.shape):
-        raise ValueError(f"fill must be a scalar, ({x.shape[1]},) or {x.shape}, got {fill.shape}")
+        raise ValueError(f"{name} must be a scalar, ({x.shape[1]},) or {x.shape}, got {fill.shape}")
+    if not bool(get_xp(x).isfinite(fill).all()):  # a NaN guess: every imputed pixel NaN
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
     return fill
+
+
+def _observed(mask: Array, x: Array) -> Array:
+    """``mask`` as a boolean array of x's shape (True where observed): booleans, or the numbers
+    0 and 1; anything else (NaN, 0.5) is a one-line ValueError, not silently "observed"."""
+    xp = get_xp(x)
+    m = xp.asarray(mask)
+    if m.shape != x.shape:
+        raise ValueError(f"mask must have the shape of x {tuple(x.shape)}, got {m.shape}")
+    if m.dtype != bool and not bool(((m == 0) | (m == 1)).all()):
+        raise ValueError("mask must be boolean (True where observed) or hold only 0 and 1")
+    return m.astype(bool)
+
+
+def _check_observed(x: Array, observed: Array) -> None:
+    """The observed pixels must be finite (the missing ones may hold anything: NaN marks them)."""
+    bad = int((observed & ~get_xp(x).isfinite(x)).sum())
+    if bad:
+        s = "" if bad == 1 else "s"
+        raise ValueError(f"x has {bad} observed pixel{s} that {'is' if bad == 1 else 'are'} NaN "
+                         "or inf; mark them missing (mask False) or give their values")  # fmt: skip
 
 
 def _code(model: AE, x: Array, sample: bool, backend: Backend) -> Array:
@@ -87,16 +111,16 @@ def impute(
     ``fill``: the first guess (0.5, or the training set's mean image (D,)). ``sample``: draw
     z ~ q(z|x) each step (pseudo-Gibbs) or use z = mu (deterministic). With sampling, the
     missing pixels are the mean of the decoded x_hat over the last ``n_average`` steps.
-    Noise comes from ``backend`` (default: the model's). Observed pixels are returned as given.
+    Noise comes from ``backend`` (default: the model's). Observed pixels are returned as given;
+    they must be finite, the missing ones may hold anything (NaN, say). ``mask``: booleans, or
+    the numbers 0 and 1.
     """
-    if n_iter < 1 or n_average < 1:
-        raise ValueError(f"n_iter and n_average must be >= 1, got {n_iter} and {n_average}")
+    n_iter, n_average = whole(n_iter, "n_iter"), whole(n_average, "n_average")
     bk = backend or model.backend
     x = model.prepare(x)  # (B, D)
     xp = bk.xp
-    observed = xp.asarray(mask, dtype=bool)
-    if observed.shape != x.shape:
-        raise ValueError(f"mask must have the shape of x {tuple(x.shape)}, got {observed.shape}")
+    observed = _observed(mask, x)
+    _check_observed(x, observed)
     x_cur = xp.where(observed, x, _fill_value(fill, x))
     n_avg = min(n_average, n_iter) if sample else 1
     total = xp.zeros_like(x)
@@ -155,7 +179,8 @@ def _conditional_mean(model: VAE, x: Array, observed: Array, x_cur: Array, eps: 
     m = observed.astype(x.dtype)
     if model.lik.kind == "gaussian-learned":
         m = get_xp(x).concatenate([m, m], axis=1)  # mask the [mean | logvar] output
-    log_w = model.lik.log_prob(out * m, x * observed) + log_standard_normal(z)
+    x_obs = get_xp(x).where(observed, x, 0)  # (not x * m: NaN marks a missing pixel)
+    log_w = model.lik.log_prob(out * m, x_obs) + log_standard_normal(z)
     log_w = log_w - log_normal_draw(eps, logvar)  # (K, b)
     weights = _softmax_over_samples(log_w)  # (K, b)
     return (weights[:, :, None] * model.lik.mean(out.reshape(K * b, -1)).reshape(K, b, -1)).sum(0)
@@ -181,15 +206,13 @@ def impute_importance(
     examples so that a chunk holds at most ``budget`` floats of k * D decoder outputs."""
     if not isinstance(model, VAE):
         raise ValueError(f"importance imputation needs a VAE, got a {type(model).__name__}")
-    if k < 1 or n_iter < 0:
-        raise ValueError(f"need k >= 1 samples and n_iter >= 0, got k={k}, n_iter={n_iter}")
+    k, n_iter = whole(k, "k"), whole(n_iter, "n_iter", 0)
     bk = backend or model.backend
     x = model.prepare(x)  # (B, D)
-    observed = bk.xp.asarray(mask, dtype=bool)
-    if observed.shape != x.shape:
-        raise ValueError(f"mask must have the shape of x {tuple(x.shape)}, got {observed.shape}")
+    observed = _observed(mask, x)
+    _check_observed(x, observed)
     if n_iter > 0:
-        x_cur = impute(model, x, mask, n_iter=n_iter, sample=False, fill=fill)
+        x_cur = impute(model, x, observed, n_iter=n_iter, sample=False, fill=fill)
     else:
         x_cur = bk.xp.where(observed, x, _fill_value(fill, x))
     b = max(1, budget // (k * model.lik.n_out(model.n_features)))
@@ -214,8 +237,10 @@ def make_mask(
     with probability ``missing`` (drawn from ``backend``'s generator)."""
     if kind not in MASKS:
         raise ValueError(f"unknown mask {kind!r}; choose one of {', '.join(MASKS)}")
-    bk = backend or Backend()
-    H, W = (int(s) for s in image_shape)
+    bk, n = backend or Backend(), whole(n, "n", 0)
+    if len(image_shape) != 2:
+        raise ValueError(f"image_shape must be (height, width), got {tuple(image_shape)}")
+    H, W = (whole(s, "image_shape's sizes") for s in image_shape)
     if kind == "random":
         if not 0.0 < missing < 1.0:
             raise ValueError(f"the missing fraction must be in (0, 1), got {missing}")
@@ -232,14 +257,13 @@ def make_mask(
 
 def mean_fill(x: Array, mask: Array, mean_image: Array) -> Array:
     """The baseline: missing pixels set to the training set's mean image (D,)."""
-    xp = get_xp(x)
-    return xp.where(xp.asarray(mask, dtype=bool), x, xp.asarray(mean_image, dtype=x.dtype))
+    return get_xp(x).where(_observed(mask, x), x, _fill_value(mean_image, x, "mean image"))
 
 
 def masked_mse(x_filled: Array, x_true: Array, mask: Array) -> float:
     """Mean squared error over the MISSING pixels only (a host float; for reporting)."""
     xp = get_xp(x_filled)
-    missing = ~xp.asarray(mask, dtype=bool)
+    missing = ~_observed(mask, x_filled)
     n = int(missing.sum())
     if n == 0:
         raise ValueError("the mask hides no pixel: nothing was imputed")

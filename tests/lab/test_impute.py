@@ -139,9 +139,9 @@ def test_importance_imputation_with_a_learned_variance_and_a_first_pass():
 def test_more_bad_input_is_rejected(trained):
     model, _, x = trained
     mask = im.make_mask(4, (8, 8))
-    with pytest.raises(ValueError, match="n_iter and n_average must be >= 1, got 0 and 10"):
+    with pytest.raises(ValueError, match=r"n_iter must be >= 1 \(a whole number\), got 0"):
         im.impute(model, x[:4], mask, n_iter=0)
-    with pytest.raises(ValueError, match="need k >= 1 samples and n_iter >= 0, got k=0"):
+    with pytest.raises(ValueError, match=r"k must be >= 1 \(a whole number\), got 0"):
         im.impute_importance(model, x[:4], mask, k=0)
     with pytest.raises(ValueError, match="mask must have the shape of x"):
         im.impute_importance(model, x[:4], im.make_mask(5, (8, 8)))
@@ -172,3 +172,112 @@ def test_imputation_agrees_on_cupy(trained):
     gmask = im.make_mask(30, (8, 8), "random", backend=gpu)
     filled = im.impute(g, gpu.xp.asarray(x[:30]), gmask, n_iter=5, sample=True)
     assert 0 < im.masked_mse(filled, gpu.xp.asarray(x[:30]), gmask) < 1
+
+
+# ------------------------------------------------------------------ edge cases of the mask and x
+def _small_vae():
+    bk = Backend("numpy", "float64", seed=0)
+    model = VAE(6, hidden=(5,), latent=2, backend=bk)
+    mask = np.ones((3, 6), dtype=bool)
+    mask[:, 3:] = False  # the last three pixels missing
+    return model, bk.uniform((3, 6)), mask
+
+
+def test_a_mask_that_is_not_boolean_or_zero_one_is_refused():
+    """A NaN or 0.5 in a float mask was cast to True (observed) without a word."""
+    model, x, mask = _small_vae()
+    for value in (np.nan, 0.5, 2.0, -1.0):
+        bad = mask.astype(np.float64)
+        bad[0, 4] = value
+        for call in (
+            lambda m: im.impute(model, x, m, n_iter=2),
+            lambda m: im.impute_importance(model, x, m, k=4),
+            lambda m: im.mean_fill(x, m, x[0]),
+            lambda m: im.masked_mse(x, x, m),
+        ):
+            with pytest.raises(ValueError, match="mask must be boolean .True where observed."):
+                call(bad)
+    as_numbers = im.impute(model, x, mask.astype(np.int64), n_iter=2, sample=False)
+    np.testing.assert_array_equal(as_numbers, im.impute(model, x, mask, n_iter=2, sample=False))
+
+
+def test_nan_marks_missing_pixels_but_not_observed_ones():
+    """NaN in the missing pixels is ignored by both imputations (the importance one took NaN *
+    0 into log p(x_obs | z) and blamed the model's parameters); NaN or inf in an OBSERVED pixel
+    is refused (it came back as NaN in the result)."""
+    model, x, mask = _small_vae()
+    holes = np.where(mask, x, np.nan)
+    for call in (
+        lambda a: im.impute(model, a, mask, n_iter=3, sample=False),
+        lambda a: im.impute_importance(model, a, mask, k=8, backend=Backend(seed=1)),
+    ):
+        np.testing.assert_array_equal(call(holes), call(x))
+        for value in (np.nan, np.inf):
+            bad = x.copy()
+            bad[1, 0] = value
+            with pytest.raises(ValueError, match="x has 1 observed pixel that is NaN or inf"):
+                call(bad)
+
+
+def test_all_pixels_missing_or_none_missing():
+    """None missing: x itself. All missing: the observed-pixel weights are all equal, so the
+    importance estimate is the proposal's mean decoding; the iteration decodes from the fill."""
+    model, x, _ = _small_vae()
+    everything = np.ones_like(x, dtype=bool)
+    for call in (
+        lambda m: im.impute(model, x, m, n_iter=3),
+        lambda m: im.impute_importance(model, x, m, k=8),
+    ):
+        np.testing.assert_array_equal(call(everything), x)
+        filled = call(~everything)
+        assert filled.shape == x.shape and np.isfinite(filled).all()
+        assert ((filled > 0) & (filled < 1)).all()  # Bernoulli means
+    mf = im.impute(model, x, ~everything, n_iter=1, sample=False, fill=0.25)
+    np.testing.assert_array_equal(mf, model.reconstruct(np.full_like(x, 0.25)))
+
+
+def test_counts_and_shapes_are_refused_in_one_line():
+    model, x, mask = _small_vae()
+    for kwargs, words in [
+        ({"n_iter": 2.5}, r"n_iter must be >= 1 \(a whole number\), got 2.5"),
+        ({"n_iter": "3"}, "n_iter must be >= 1"),
+        ({"n_average": 0}, "n_average must be >= 1"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            im.impute(model, x, mask, **kwargs)
+    with pytest.raises(ValueError, match=r"k must be >= 1 \(a whole number\), got 2.5"):
+        im.impute_importance(model, x, mask, k=2.5)
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        im.make_mask(-1, (2, 2))
+    with pytest.raises(ValueError, match=r"image_shape must be \(height, width\), got \(4,\)"):
+        im.make_mask(2, (4,))
+    with pytest.raises(ValueError, match=r"mean image must be a scalar, \(6,\) or \(3, 6\)"):
+        im.mean_fill(x, mask, np.zeros(5))
+    with pytest.raises(ValueError, match=r"mask must have the shape of x \(3, 6\), got \(6,\)"):
+        im.masked_mse(x, x, mask[0])
+
+
+def test_the_deterministic_iteration_converges_to_a_fixed_point(trained):
+    """z = mu: x_cur -> where(m, x, decode(mu(x_cur))) settles (after 50 steps the step
+    changes nothing visible): one more step from its answer (``fill`` = the answer) gives it
+    back."""
+    model, mean_image, x = trained
+    mask = im.make_mask(50, (8, 8), "bottom-half")
+    a = im.impute(model, x[:50], mask, n_iter=60, sample=False, fill=mean_image)
+    b = im.impute(model, x[:50], mask, n_iter=61, sample=False, fill=mean_image)
+    assert float(abs(a - b).max()) < 1e-4
+    again = im.impute(model, x[:50], mask, n_iter=1, sample=False, fill=a)  # from a: one step
+    np.testing.assert_allclose(again, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("fill", [np.nan, np.inf, [0.5, 0.5, 0.5, 0.5, 0.5, np.nan]])
+def test_a_first_guess_that_is_not_finite_is_refused(fill):
+    """A NaN fill made every imputed pixel NaN (impute) or blamed the model's parameters
+    (impute_importance); it is one line naming the fill."""
+    model, x, mask = _small_vae()
+    with pytest.raises(ValueError, match="fill must be finite"):
+        im.impute(model, x, mask, n_iter=2, fill=fill)
+    with pytest.raises(ValueError, match="fill must be finite"):
+        im.impute_importance(model, x, mask, k=4, fill=fill)
+    with pytest.raises(ValueError, match="mean image must be finite"):
+        im.mean_fill(x, mask, fill)
