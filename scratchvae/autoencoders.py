@@ -148,7 +148,7 @@ class SparseAE(AE):
         h, code = sigmoid_forward(a, scope(ws, "code"))  # the sparse code, in (0, 1)
         out, dec = self.decoder.forward(self.params, h, masks, ws)  # (B, D)
         recon, lik = self.lik.forward(out, x, ws=scope(ws, "lik"))
-        sparsity, sp = sparsity_kl_forward(h, self.rho)  # sum_j KL(rho || mean_B h_j)
+        sparsity, sp = sparsity_kl_forward(a, self.rho)  # sum_j KL(rho || mean_B h_j), from a
         terms = {
             "loss": recon + weighted(self.beta, sparsity),
             "recon": recon,
@@ -162,8 +162,8 @@ class SparseAE(AE):
         isinstance(cache, SparseAECache) or foreign_cache(cache, self)  # else one line
         dout = self.lik.backward(cache.lik, 1.0, scope(ws, "lik"))
         dh = self.decoder.backward(self.params, self.grads, cache.dec, dout, ws=ws)  # (B, latent)
-        dh = dh + sparsity_kl_backward(cache.sparsity, self.beta)  # dL/dsparsity = beta
         da = sigmoid_backward(cache.code, dh, scope(ws, "code"))  # dh * h (1 - h)
+        da = da + sparsity_kl_backward(cache.sparsity, self.beta)  # dL/dsparsity = beta; (B, H)
         self.encoder.backward(self.params, self.grads, cache.enc, da, False, ws)
         return self.grads
 

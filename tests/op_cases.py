@@ -243,13 +243,13 @@ def _gaussian_kl_backward(i: Inputs, dkl: Array) -> dict[str, Array]:
 
 
 def _make_sparsity(bk: Backend, B: int, D: int, scale: float) -> Inputs:
-    # h in (0.1, 0.9): rho_hat stays away from 0 and 1, where the penalty blows up
-    return {"h": 0.1 + 0.8 * bk.uniform((B, D)), "rho": 0.02 + 0.3 * min(scale, 1.0)}
+    # the code's logits: sigmoid(a) from near 0 to near 1 at the larger scales
+    return {"a": scale * bk.normal((B, D)), "rho": 0.02 + 0.3 * min(scale, 1.0)}
 
 
 def _sparsity_backward(i: Inputs, dloss: Array) -> dict[str, Array]:
-    cache = sparsity.sparsity_kl_forward(i["h"], i["rho"])[1]
-    return {"h": sparsity.sparsity_kl_backward(cache, dloss)}
+    cache = sparsity.sparsity_kl_forward(i["a"], i["rho"])[1]
+    return {"a": sparsity.sparsity_kl_backward(cache, dloss)}
 
 
 def _bernoulli_log_prob_backward(i: Inputs, d: Array) -> dict[str, Array]:
@@ -347,9 +347,9 @@ OP_CASES: tuple[OpCase, ...] = (
         "sparsity_kl",
         "sparsity",
         _make_sparsity,
-        lambda h, rho: sparsity.sparsity_kl_forward(h, rho)[0],
+        lambda a, rho: sparsity.sparsity_kl_forward(a, rho)[0],
         _sparsity_backward,
-        ("h",),
+        ("a",),
     ),
     OpCase(
         "bernoulli_log_prob",

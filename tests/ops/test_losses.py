@@ -165,10 +165,11 @@ def test_kl_is_zero_at_the_prior_and_positive_elsewhere() -> None:
 
 
 def test_sparsity_kl_is_zero_at_target_with_zero_gradient() -> None:
-    value, cache = sparsity_kl_forward(np.full((4, 3), 0.2), 0.2)
+    at_target = np.log(0.2 / 0.8)  # sigmoid(a) = 0.2
+    value, cache = sparsity_kl_forward(np.full((4, 3), at_target), 0.2)
     assert float(value) == pytest.approx(0.0, abs=1e-15)
     np.testing.assert_allclose(sparsity_kl_backward(cache, 1.0), 0.0, atol=1e-15)
-    assert float(sparsity_kl_forward(np.full((4, 3), 0.5), 0.2)[0]) > 0
+    assert float(sparsity_kl_forward(np.full((4, 3), 0.0), 0.2)[0]) > 0  # sigmoid(0) = 0.5
 
 
 # ------------------------------------------------------------------ per-example log-densities
@@ -297,3 +298,26 @@ def test_likelihood_backward_writes_into_the_workspace() -> None:
     want = lik.backward(lik.forward(out, x)[1], 1.0)
     np.testing.assert_allclose(dout, 2.0 * want, rtol=1e-15)
     assert dout is lik.backward(lik.forward(out, x)[1], 2.0, ws)
+
+
+@pytest.mark.parametrize("logit", [20.0, -110.0])
+def test_a_unit_saturated_on_every_row_keeps_a_finite_penalty_and_its_restoring_gradient(logit):
+    """In float32 sigmoid(20) rounds to 1 (sigmoid(-110) to 0): with the penalty formed from
+    h, 1 - r_j was 0 and the loss inf (NaN gradients) for a unit saturated on the whole batch
+    (a batch of one, say). From the logits it is finite, and the unit's bias gets the true
+    restoring gradient beta (r - rho), where h (1 - h) = 0 cancelled it."""
+    from scratchvae.autoencoders import SparseAE
+
+    model = SparseAE(4, (), 3, rho=0.05, beta=3.0, backend=Backend("numpy", "float32"))
+    model.params["encoder.0.W"][...] = 0
+    model.params["encoder.0.b"][...] = [logit, 0.0, 0.0]
+    with np.errstate(divide="raise", over="raise", invalid="raise"):  # underflow is the point
+        terms, grads = model.loss_and_grads(model.backend.uniform((8, 4)))
+    assert np.isfinite(float(terms["loss"])) and np.isfinite(grads.flat).all()
+    r = 1.0 if logit > 0 else 0.0  # sigmoid(logit) in float32
+    assert float(grads["encoder.0.b"][0]) == pytest.approx(3.0 * (r - 0.05), rel=1e-5)
+    # KL(0.05 || r) of the saturated unit: 1 - r = e^-20 at logit 20, r = e^-110 at -110
+    log_r, log_1mr = (0.0, -20.0) if logit > 0 else (-110.0, 0.0)
+    saturated = 0.05 * (np.log(0.05) - log_r) + 0.95 * (np.log(0.95) - log_1mr)
+    at_half = 0.05 * np.log(0.05 / 0.5) + 0.95 * np.log(0.95 / 0.5)  # the two units at a = 0
+    assert float(terms["sparsity"]) == pytest.approx(saturated + 2 * at_half, rel=1e-5)
