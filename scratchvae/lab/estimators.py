@@ -47,6 +47,14 @@ from ..ops.losses import (
     log_standard_normal,
 )
 from ..ops.reparam import ReparamCache, reparam_backward, reparam_forward, split_latent
+from .baselines import (
+    BASELINES,
+    RunningBaseline,
+    TooFewSamples,
+    baseline_for,
+    check_samples,
+    leave_one_out,
+)
 
 Array = Any
 Estimate = Callable[[int], dict[str, Array]]
@@ -67,8 +75,6 @@ __all__ = [
     "vae_estimators",
     "vae_gradient_samples",
 ]
-
-BASELINES = ("none", "loo", "running")
 
 
 # ============================================================================ the two kernels
@@ -106,66 +112,6 @@ def score_function_grads(
     score_lv = 0.5 * (eps * eps - 1)
     w = (f - c)[..., None]  # (S, *batch, 1): the same weight for every latent unit
     return w * score_mu, w * score_lv
-
-
-class TooFewSamples(ValueError):
-    """An estimator that cannot work with this few samples (leave-one-out with S = 1)."""
-
-
-def _check_samples(n_samples: int, baseline: str) -> None:
-    if baseline not in BASELINES:
-        raise ValueError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}")
-    if int(n_samples) < 1:
-        raise ValueError(f"the number of samples must be >= 1, got {n_samples}")
-    if baseline == "loo" and n_samples < 2:
-        raise TooFewSamples("the leave-one-out baseline needs n_samples >= 2; use more samples")
-
-
-def leave_one_out(f: Array) -> Array:
-    """The baseline of sample s: the mean of the other S - 1 values, (sum f - f_s) / (S - 1)."""
-    S = f.shape[0]
-    return (f.sum(axis=0, keepdims=True) - f) / (S - 1)
-
-
-class RunningBaseline:
-    """An exponential moving average of f over earlier calls (NVIL-style baseline).
-
-    ``value`` has the shape of one sample of f (one value per example of a fixed batch, as in
-    this lab's studies); the first call, before any update, uses c = 0. The value used by a call
-    is computed before that call's samples, so the estimate stays unbiased.
-    """
-
-    def __init__(self, decay: float = 0.9) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"baseline decay must be in [0, 1), got {decay}")
-        self.decay = float(decay)
-        self.value: Array | None = None
-
-    def current(self, f: Array) -> Array | float:
-        """The baseline for samples f (S, ...): the stored average, or 0 before any update."""
-        if self.value is None or self.value.shape != f.shape[1:]:
-            return 0.0
-        return self.value
-
-    def update(self, f: Array) -> None:
-        """value <- decay * value + (1 - decay) * mean_S f."""
-        m = f.mean(axis=0)
-        if self.value is None or self.value.shape != m.shape:
-            self.value = m
-        else:
-            self.value = self.decay * self.value + (1 - self.decay) * m
-
-
-def _baseline(f: Array, baseline: str, running: RunningBaseline | None) -> Array | float:
-    if baseline == "loo":
-        return leave_one_out(f)
-    if baseline == "running":
-        if running is None:
-            raise ValueError("baseline='running' needs a RunningBaseline (pass running=...)")
-        c = running.current(f)
-        running.update(f)
-        return c
-    return 0.0
 
 
 # ============================================================================ the toy problem
@@ -219,13 +165,13 @@ def toy_samples(
 
     eps: (S, K) standard normal draws; z = mu + exp(lv/2) eps for both estimators.
     """
-    _check_samples(eps.shape[0], baseline if estimator == "score" else "none")
+    check_samples(eps.shape[0], baseline if estimator == "score" else "none")
     z, (eps, sigma) = reparam_forward(mu, logvar, eps)  # (S, K)
     if estimator == "pathwise":
         gmu, glv = pathwise_grads(toy.df_dz(z), eps, sigma)
     elif estimator == "score":
         f = toy.f(z)  # (S, K): one "example" per coordinate, L = 1 latent unit each
-        c = _baseline(f, baseline, running)
+        c = baseline_for(f, baseline, running)
         gmu, glv = score_function_grads(
             f, z[..., None], mu[..., None], logvar[..., None], c, eps[..., None]
         )
@@ -339,7 +285,7 @@ def vae_gradient_samples(
     B = x.shape[0]
     if eps is None:
         eps = model.backend.normal((int(n_samples), B, model.latent))
-    _check_samples(eps.shape[0], baseline if estimator == "score" else "none")
+    check_samples(eps.shape[0], baseline if estimator == "score" else "none")
     z, (eps, sigma) = reparam_forward(mu, logvar, eps)  # (S, B, L)
     f, dz = _decode_samples(model, x, z, need_grad=estimator == "pathwise")
     dmu_kl, dlv_kl = gaussian_kl_backward(GaussianKLCache(mu, logvar), 1.0)  # (B, L), / B
@@ -350,7 +296,7 @@ def vae_gradient_samples(
     else:
         if kl == "mc":
             f = f + beta * (log_standard_normal(z) - log_normal_draw(eps, logvar))
-        c = _baseline(f, baseline, running)
+        c = baseline_for(f, baseline, running)
         gmu, glv = score_function_grads(f, z, mu, logvar, c, eps)  # gradients of E[f]
         gmu, glv = -gmu / B, -glv / B  # of L = -(1/B) sum_b E[f_b]
         if kl == "analytic":
