@@ -32,6 +32,7 @@ Dropout is off throughout (eps is the only noise), so a pathwise sample equals
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -103,15 +104,32 @@ def score_function_grads(
 
     From eps, not z - mu: that difference keeps only the digits of sigma eps that mu's rounding
     leaves (float32, mu 3, logvar -40: z == mu, a score of 0 where eps / sigma is 5e8).
+
+    Either way e^(-lv/2) is never formed (it overflows below lv = -177.4 in float32, -1419.6
+    in float64, and z == mu or eps == 0 then gave 0 * inf = NaN where the score is 0 and -1/2):
+    as ops/losses.py's Gaussian does, with t = e^(-lv/4) capped at e^C (C = 88 float32, 709
+    float64), r = ((z - mu) t) t (or r = eps), d/dmu = (r t) t and d/dlogvar = 0.5 (r^2 - 1).
+    Below lv = -4C, where the cap binds, both overflow for any nonzero z - mu (and any eps above
+    the smallest normal number), as the true values do.
     """
-    xp = get_xp(z)
-    inv_sigma = xp.exp(-0.5 * logvar)  # (*batch, L)   1 / sigma = e^(-lv/2)
+    t = _root_precision(logvar)  # (*batch, L)   e^(-lv/4), finite
     if eps is None:
-        eps = (z - mu) * inv_sigma  # (S, *batch, L)  the draw's noise, as rounded in z
-    score_mu = eps * inv_sigma
-    score_lv = 0.5 * (eps * eps - 1)
+        r = (z - mu) * t  # (S, *batch, L)  then r * t = (z - mu) e^(-lv/2): eps, as rounded in z
+        r *= t
+    else:
+        r = eps
+    score_mu = (r * t) * t  # (z - mu) e^-lv = eps / sigma
+    score_lv = 0.5 * (r * r - 1)
     w = (f - c)[..., None]  # (S, *batch, 1): the same weight for every latent unit
     return w * score_mu, w * score_lv
+
+
+def _root_precision(logvar: Array) -> Array:
+    """t = e^(-lv/4) capped at e^C, C the largest whole number with e^C finite in logvar's
+    dtype (ops/losses.py's _standardized): (a t) t is a e^(-lv/2) with no factor inf."""
+    xp = get_xp(logvar)
+    cap = math.floor(math.log(float(xp.finfo(logvar.dtype).max)))
+    return xp.exp(xp.minimum(-0.25 * logvar, cap))
 
 
 # ============================================================================ the toy problem
