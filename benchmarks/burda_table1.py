@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from scratchvae.atomic import atomic_write  # noqa: E402
 from scratchvae.backend import Backend, to_numpy  # noqa: E402
 from scratchvae.checkpoint import CHECKPOINT_NAME, load_checkpoint  # noqa: E402
-from scratchvae.cliargs import COUNT, NATURAL, one_line_error, script_parser  # noqa: E402
+from scratchvae.cliargs import COUNT, NATURAL, one_line_error, script_parser, up_to  # noqa: E402
 from scratchvae.data import DataError, binarize, load_dataset  # noqa: E402
 from scratchvae.evaluate import iw_bound  # noqa: E402
 from scratchvae.models import VAE  # noqa: E402
@@ -93,7 +93,9 @@ def train(name: str, train_set, run: Path, stages: int, seed: int, log) -> VAE:
 def main(argv: list[str] | None = None) -> int:
     p = script_parser(__file__, __doc__.split("\n\n")[0])
     p.add_argument("--data-dir", required=True, help="folder holding mnist/ (the IDX files)")
-    p.add_argument("--stages", type=COUNT, default=4, help="stages 0 .. N-1 (4: 40 epochs)")
+    p.add_argument(
+        "--stages", type=up_to(8), default=4, help="stages 0 .. N-1, N in 1..8 (4: 40 epochs)"
+    )
     p.add_argument("--models", nargs="+", default=["VAE k=1", "IWAE k=5", "IWAE k=50"],
                    choices=list(MODELS))  # fmt: skip
     p.add_argument("--k-test", type=COUNT, default=5000, help="samples of the test bound (5000)")
@@ -102,8 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--seed", type=NATURAL, default=0)
     args = p.parse_args(argv)
-    if not 1 <= args.stages <= 8:
-        raise SystemExit("burda_table1: --stages must be in 1..8")
 
     def log(msg: str) -> None:
         print(msg, flush=True)
