@@ -41,3 +41,19 @@ def test_stages_out_of_range_is_one_error_line(stages, tmp_path, capsys):
     assert out == "" and err.count("\n") == 1, err
     assert err.startswith("burda_table1.py: error: argument --stages: ") and "1 to 8" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_table_says_which_bound_it_shows():
+    """burda-table1.md (the table the README quotes) showed '-log p(x)' from a quick run
+    (--k-test 500 --n-test 200) exactly as from the paper's k = 5000 on all 10,000 test images:
+    it now says the k and the images under the table, and when they are not the paper's."""
+    burda = _burda()
+    row = {"model": "VAE k=1", "epochs": 1, "test_nll": 128.52, "published": 86.76}
+    quick = burda.markdown([{**row, "k_test": 500, "n_test": 200}])
+    assert "| VAE k=1 | 1 | 128.52 | 86.76 |" in quick
+    assert "k = 500" in quick and "first 200 of the 10,000 test images" in quick
+    assert "not the paper's" in quick
+    full = burda.markdown([{**row, "k_test": 5000, "n_test": 10000}])
+    assert "k = 5000" in full and "all 10,000 test images" in full
+    assert "not the paper's" not in full
+    assert full.rstrip().endswith("Table 1, one stochastic layer.")
