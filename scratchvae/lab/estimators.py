@@ -26,8 +26,9 @@ Per-sample estimates have a leading axis S (one row per draw of eps); an estimat
 is their mean over that axis. :func:`scratchvae.lab.study.estimator_study` measures, for each
 S, the mean and the variance of such S-sample estimates over independent repeats.
 
-Dropout is off throughout (eps is the only noise), so a pathwise sample equals
-``model.loss_and_grads(x, {"eps": eps})`` for the same eps.
+Dropout is off throughout (eps is the only noise), so for a model without dropout a pathwise
+sample equals ``model.loss_and_grads(x, {"eps": eps})`` for the same eps (B, L): the
+one-sample ELBO step, whatever the model's objective, k or estimator.
 """
 
 from __future__ import annotations
