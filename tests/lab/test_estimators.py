@@ -146,8 +146,15 @@ def test_log_likelihood_per_example_sums_to_the_model_nll(likelihood):
         assert_close(per, model.lik.log_prob(out, x), rtol=1e-12)
 
 
-def test_pathwise_samples_equal_the_models_backward():
-    bk, model, x = _vae(seed=6)
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"objective": "iwae", "k": 4, "estimator": "dreg"}, {"estimator": "stl", "beta": 0.5}],
+)
+def test_pathwise_samples_equal_the_models_backward(settings):
+    """The one-sample ELBO step for eps (B, L), whatever the model's objective and estimator."""
+    bk = Backend("numpy", "float64", seed=6)
+    model = VAE(16, hidden=(12,), latent=3, backend=bk, **settings)
+    x = bk.uniform((5, 16))
     eps = bk.normal((3, 5, 3))
     g = vae_gradient_samples(model, x, 3, "pathwise", weights=True, eps=eps)
     assert g.mu.shape == g.logvar.shape == (3, 5, 3)

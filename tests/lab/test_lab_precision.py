@@ -9,7 +9,12 @@ from hypothesis import strategies as st
 
 from scratchvae.backend import Backend
 from scratchvae.lab import impute as im
-from scratchvae.lab.estimators import LinearGaussianToy, toy_samples, vae_gradient_samples
+from scratchvae.lab.estimators import (
+    LinearGaussianToy,
+    score_function_grads,
+    toy_samples,
+    vae_gradient_samples,
+)
 from scratchvae.models import VAE
 
 F32 = np.float32
@@ -79,6 +84,41 @@ def test_vae_score_function_in_float32_matches_float64(logvar, seed):
             got, want = getattr(g32, name), getattr(g64, name)
             scale = float(np.abs(want).max())
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * scale, err_msg=f"{kl} {name}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_score_from_z_alone_is_finite_at_z_equal_to_mu_however_small_sigma(dtype):
+    """score_function_grads without eps forms the score from z - mu. At z == mu (sigma eps
+    under mu's last bit) the true score is d/dmu = 0, d/dlogvar = -1/2; the old
+    (z - mu) e^(-lv/2) was 0 * inf = NaN once e^(-lv/2) overflowed (logvar < -177.4 in
+    float32, < -1419.6 in float64). Beside it, a z - mu of a few ulp: the float64 formula's
+    value (inf where that overflows), and the scores with eps given agree with those from z."""
+    xp_max = np.finfo(dtype).max
+    lvs = np.array([-180.0, -400.0, -1000.0, -1500.0, -3000.0], dtype)
+    mu = np.full(lvs.shape, 3.0, dtype)
+    z = np.stack([mu, np.nextafter(mu, np.inf)])  # (2, L): z == mu, then z one ulp above
+    f = np.array([2.0, -1.5], dtype)
+    with np.errstate(over="ignore"):  # the score of the second row truly overflows
+        gmu, glv = score_function_grads(f, z, mu, lvs)
+    assert gmu.dtype == glv.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(gmu[0], 0.0)  # (z - mu) e^-lv at z == mu
+    np.testing.assert_array_equal(glv[0], f[0] * -0.5)  # 0.5 ((z - mu)^2 e^-lv - 1)
+    d = float(z[1, 0]) - 3.0  # one ulp of 3, exactly
+    with np.errstate(over="ignore"):
+        want_mu = f[1] * d * np.exp(-lvs.astype(np.float64))
+        want_lv = f[1] * 0.5 * (d * d * np.exp(-lvs.astype(np.float64)) - 1)
+    big = np.abs(want_mu) > xp_max  # past the dtype's range the score is +-inf, not NaN
+    assert not np.isnan(gmu).any() and not np.isnan(glv).any(), (gmu, glv)
+    np.testing.assert_array_equal(gmu[1][big], np.copysign(np.inf, want_mu[big]))
+    np.testing.assert_allclose(gmu[1][~big], want_mu[~big], rtol=1e-5)
+    small = np.abs(want_lv) <= xp_max
+    np.testing.assert_allclose(glv[1][small], want_lv[small], rtol=1e-5)
+    np.testing.assert_array_equal(glv[1][~small], np.copysign(np.inf, want_lv[~small]))
+    # eps given: eps == 0 (the z == mu draw's own noise) was 0 * inf = NaN too
+    with np.errstate(over="ignore"):
+        emu, elv = score_function_grads(f, z, mu, lvs, eps=np.zeros_like(z))
+    np.testing.assert_array_equal(emu, 0.0)
+    np.testing.assert_array_equal(elv, np.broadcast_to(f[:, None] * -0.5, elv.shape))
 
 
 # ------------------------------------------------------------------ 2. the importance weights

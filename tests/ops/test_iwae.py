@@ -258,6 +258,23 @@ def test_k1_iwae_and_k1_elbo_are_todays_step():
     assert model.config == plain.config  # the defaults are not written: old files still load
 
 
+@pytest.mark.parametrize("beta", [1.0, 0.4])
+def test_k1_dreg_and_iwae_stl_are_the_elbos_stl_step(beta):
+    """k = 1: the one weight is w~ = 1, so DReG's factor 1 - beta (1 - w~) is 1 and the bound
+    is the ELBO's one log-weight: the IWAE family's estimators are the VAE's STL step, for the
+    same noise (the pathwise ones: test_k1_iwae_and_k1_elbo_are_todays_step)."""
+    base, x = _vae("elbo", 1, "stl", beta=beta)
+    noise = base.draw_noise(3)
+    want_terms, want = base.loss_and_grads(x, noise)
+    want = want.flat.copy()
+    for objective, estimator in (("iwae", "stl"), ("iwae", "dreg")):
+        model, _ = _vae(objective, 1, estimator, beta=beta)
+        model.params.flat[...] = base.params.flat
+        terms, grads = model.loss_and_grads(x, noise)
+        assert float(terms["loss"]) == pytest.approx(float(want_terms["loss"]), rel=1e-15)
+        np.testing.assert_allclose(grads.flat, want, rtol=1e-13, atol=1e-15, err_msg=estimator)
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="dreg estimator needs the iwae"):
         _vae("elbo", 2, "dreg")
