@@ -234,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return interrupted(out, isinstance(exc, Terminated), trained)
     except MemoryError as exc:  # what the checks up front did not foresee
         first = str(exc).splitlines()[0] if str(exc) else "an allocation failed"
-        msg = f"out of memory: {first}; choose a smaller model, --batch-size or --iw-samples"
+        less = _SMALLER.get(args.command, "a smaller model or batch")  # this command's flags
+        msg = f"out of memory: {first}; choose {less}"
         print(one_line_error(msg), file=sys.stderr)
         return 2
     except _USER_ERRORS as exc:
@@ -243,6 +244,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(one_line_error(error_message(exc)), file=sys.stderr)
         return 2
 
+
+#: what to make smaller when a command runs out of memory, in its own flags
+_SMALLER = {
+    "train": "a smaller model (--hidden, --latent), --batch-size or --k-train",
+    "evaluate": "a smaller --batch-size or --iw-samples",
+    "trace": "a smaller --batch-size, --hidden or --k",
+    "sample": "a smaller --n",
+    "reconstruct": "a smaller --n",
+    "bench": "smaller --batch-sizes",
+}
 
 _PROGRAM = False  # True in the scratchvae program (run), False when main is called in a process
 

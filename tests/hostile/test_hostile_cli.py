@@ -375,3 +375,16 @@ def test_an_unforeseen_memory_error_is_one_line(tmp_path, monkeypatch, capsys) -
     err = capsys.readouterr().err.splitlines()  # the start line, then the error
     assert err[-1].startswith("scratchvae: error: out of memory: Unable to allocate 3.00 GiB")
     assert not any("Traceback" in line for line in err)
+
+
+def test_an_unforeseen_memory_error_names_the_commands_own_flags(monkeypatch, capsys) -> None:
+    """Every command was told "--batch-size or --iw-samples"; trace has --k, not --iw-samples."""
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 3.00 GiB")
+
+    monkeypatch.setattr("scratchvae.cli.trace.run_cli", no_memory)  # the parser binds it
+    assert main(["trace", "--objective", "iwae", "--k", "5"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith("choose a smaller --batch-size, --hidden or --k"), line
+    assert "--iw-samples" not in line
