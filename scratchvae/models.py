@@ -19,12 +19,21 @@ VAE's k log-weights step (IWAE, stl, dreg) in :mod:`.vae_weighted`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .backend import Backend, get_backend, is_floating, row_chunks
 from .factory import MODEL_KINDS, build_model, model_classes  # noqa: F401 - the public names
-from .inputs import check_backend, check_codes, check_targets, foreign_cache, layer_sizes, whole
+from .inputs import (
+    check_backend,
+    check_codes,
+    check_targets,
+    foreign_cache,
+    layer_sizes,
+    real,
+    whole,
+)
 from .mlp import MLP
 from .model_caches import AECache, IWCache, VAECache
 from .ops.iwae import ESTIMATORS
@@ -182,7 +191,7 @@ class AE(Model):
     ) -> None:
         self.n_features, self.hidden, self.latent = layer_sizes(n_features, hidden, latent)
         self.activation = activation
-        self.dropout = float(dropout)
+        self.dropout = float(real(dropout, "dropout"))  # type: ignore[arg-type]  # not None
         self.init = init
         self.lik = Likelihood(likelihood, decoder_std)
         self.encoder = MLP("encoder", self._encoder_sizes(), activation, dropout, init)
@@ -279,8 +288,8 @@ class VAE(AE):
         estimator: str = "pathwise",
         **kwargs: Any,
     ) -> None:
-        if not beta >= 0:  # NaN too
-            raise ValueError(f"KL weight beta must be >= 0, got {beta}")
+        if not 0 <= real(beta, "beta") < math.inf:  # type: ignore[operator]  # NaN, "1" too
+            raise ValueError(f"KL weight beta must be >= 0 and finite, got {beta}")
         if objective not in OBJECTIVES or estimator not in ESTIMATORS:
             raise ValueError(
                 f"objective must be one of {', '.join(OBJECTIVES)}, estimator one of "

@@ -261,3 +261,23 @@ def test_backward_of_something_else_than_the_forward_cache_says_so(cls: type) ->
             model.backward(cache)
     _, cache = model.forward(_grey(4))
     assert set(model.backward(cache)) == set(model.params)  # its own cache still works
+
+
+def test_the_decoder_std_kl_weight_and_dropout_are_numbers_finite_where_they_must_be() -> None:
+    """decoder_std NaN or inf gave a NaN or inf loss, beta inf an inf loss; a string or None
+    failed in a comparison or in float() with Python's own words (found by the models audit)."""
+    from scratchvae.models import AE
+
+    for std in (math.nan, math.inf, 0.0, -1.0):
+        with pytest.raises(ValueError, match="decoder std must be > 0 and finite"):
+            AE(4, likelihood="gaussian", decoder_std=std)
+    with pytest.raises(TypeError, match="decoder_std must be a number, got '1'"):
+        AE(4, likelihood="gaussian", decoder_std="1")
+    for beta in (math.inf, math.nan, -1.0):
+        with pytest.raises(ValueError, match="KL weight beta must be >= 0 and finite"):
+            VAE(4, beta=beta)
+    with pytest.raises(TypeError, match="beta must be a number, got '1'"):
+        VAE(4, beta="1")
+    with pytest.raises(TypeError, match="dropout must be a number, got None"):
+        AE(4, dropout=None)
+    assert VAE(4, beta=0).beta == 0.0 and AE(4, decoder_std=2).lik.std == 2.0
