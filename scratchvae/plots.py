@@ -30,7 +30,7 @@ This module is an I/O boundary (it hands host arrays to matplotlib), so it impor
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,10 +41,10 @@ matplotlib.use("Agg")  # files only: no display needed (and none on a server)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402  # numpy-boundary: plotting
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy.stats import norm  # noqa: E402  # numpy-boundary: plotting (prior quantiles)
 
 from .backend import Backend, to_numpy  # noqa: E402
+from .curves import MAX_MARKED_EPOCHS, plot_curves  # noqa: E402, F401 - public here too
 from .data import binarize as binarize_images  # noqa: E402
 from .data.labels import class_names  # noqa: E402
 from .figure_parts import (  # noqa: E402
@@ -79,8 +79,6 @@ __all__ = [
     "samples_title",
     "save_standard_figures",
 ]
-
-MAX_MARKED_EPOCHS = 30  # up to this many epochs, each epoch's point is marked on the curves
 
 
 def _code(model: AE, x: Any) -> np.ndarray:
@@ -204,50 +202,6 @@ def _label_text(label: Any, names: Sequence[str] | None = None) -> str:
     return str(label)
 
 
-def _warmup(records: list[Mapping[str, Any]]) -> tuple[float, float, int] | None:
-    """(first KL weight, largest, the first epoch at the largest) of a history whose KL weight
-    ``w`` (a VAE's ``kl_weight``) rose over the epochs, else None."""
-    if any(r.get("kl_weight") is None for r in records):
-        return None  # an AE, or a history written before the weight was recorded
-    weights = [float(r["kl_weight"]) for r in records]
-    top = max(weights)
-    if min(weights) == top:
-        return None
-    return weights[0], top, int(records[weights.index(top)]["epoch"])
-
-
-def plot_curves(history: Sequence[Mapping[str, Any]] | Any, path: PathLike) -> Path:
-    """Training and validation loss terms per epoch, nats per example. During a KL warm-up
-    the training loss is recon + w KL with w below its final value (validation: the final
-    weight), so the two do not compare there: those epochs are shaded and the title says it."""
-    records = list(history)
-    if not records:
-        raise ValueError("no training history to plot; train for at least one epoch")
-    epochs = [r["epoch"] for r in records]
-    warmup = _warmup(records)
-    terms = [t for t in ("loss", "recon", "kl", "sparsity") if f"train_{t}" in records[0]]
-    marker = "o" if len(records) <= MAX_MARKED_EPOCHS else None  # 1 epoch: a point, no line
-    fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.5), squeeze=False)
-    for ax, term in zip(axes[0], terms, strict=True):
-        for split, style in (("train", "-"), ("val", "--")):
-            key = f"{split}_{term}"
-            if key in records[0]:
-                ax.plot(epochs, [r[key] for r in records], style, marker=marker, ms=4, label=split)
-        ax.set_title(term)
-        if warmup is not None:  # said in words: "w" is the code's name, not the reader's
-            w0, top, since = warmup
-            label = f"KL warm-up: KL weight from {w0:.2g} to {top:.2g}"
-            ax.axvspan(epochs[0], since, color="0.9", zorder=0, label=label)
-            if term == "loss":
-                ax.set_title("loss (training: recon + KL weight x KL)")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
-        ax.legend()
-    axes[0][0].set_ylabel("nats per example")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
 def plot_interpolation(
     model: AE,
     x_a: Any,
@@ -351,6 +305,14 @@ def plot_run_reconstructions(
     return plot_reconstructions(x, model.reconstruct(x), image_shape, path, title)
 
 
+def _split_labels(model: AE) -> dict[str, str] | None:
+    """A denoising AE's curves: its training loss is from corrupted inputs, its validation
+    loss from clean ones (the two need not be close, nor in that order)."""
+    if hasattr(model, "corrupt"):
+        return {"train": "train (corrupted inputs)", "val": "val (clean inputs)"}
+    return None
+
+
 def _spread(n_total: int, k: int) -> np.ndarray:
     """min(k, n_total) distinct indices evenly spread over 0..n_total-1 (sorted)."""
     return np.unique(np.linspace(0, n_total - 1, min(k, n_total)).astype(np.int64))
@@ -371,7 +333,7 @@ def save_standard_figures(
     x_show = as_trained(grey, binarize, bk)
     paths = []
     if history is not None and len(history):
-        paths.append(plot_curves(history, out / "curves.png"))
+        paths.append(plot_curves(history, out / "curves.png", _split_labels(model)))
     paths.append(plot_run_reconstructions(model, grey, shape, out / "recon.png", binarize))
     paths.append(plot_samples(model.sample(64), shape, out / "samples.png", samples_title(model)))
     many = _spread(data.n, 2000)

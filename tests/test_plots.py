@@ -8,7 +8,7 @@ import numpy as np  # numpy-boundary: building test inputs
 import pytest
 from matplotlib.figure import Figure
 
-from scratchvae import figure_parts, plots
+from scratchvae import curves, figure_parts, plots
 from scratchvae.atomic import temp_files
 from scratchvae.autoencoders import DenoisingAE
 from scratchvae.backend import Backend
@@ -127,7 +127,7 @@ def figures(monkeypatch) -> list:
         drawn.append(fig)
         return save(fig, path)
 
-    for module in (plots, figure_parts):  # the figures of both save through _save
+    for module in (plots, figure_parts, curves):  # the figures of all save through _save
         monkeypatch.setattr(module, "_save", keep)
     return drawn
 
@@ -406,3 +406,16 @@ def test_decoded_prior_draws_of_an_ae_are_not_called_its_samples(
     save_standard_figures(dae, digits, None, tmp_path / "d")
     assert titles == [plots.SAMPLES_TITLE, plots.NO_PRIOR_TITLE]
     assert "no prior" in plots.NO_PRIOR_TITLE
+
+
+def test_a_denoising_aes_curves_say_which_inputs_each_loss_is_from(tmp_path, digits, figures):
+    """A DAE's training loss is from corrupted inputs, its validation loss from clean ones: on
+    Fashion-MNIST with mask noise 0.3, val 259.7 above train 231.7 looked like overfitting."""
+    dae = DenoisingAE(64, hidden=[16], latent=4, backend=Backend(seed=0))
+    save_standard_figures(dae, digits, HISTORY, tmp_path / "d")
+    save_standard_figures(VAE(64, hidden=[16], latent=2), digits, HISTORY, tmp_path / "v")
+    curves_of = [f for f in figures if f.axes[0].get_title().startswith("loss")]
+    dae_curves, vae_curves = curves_of
+    labels = [t.get_text() for t in dae_curves.axes[0].get_legend().get_texts()]
+    assert labels == ["train (corrupted inputs)", "val (clean inputs)"]
+    assert [t.get_text() for t in vae_curves.axes[0].get_legend().get_texts()] == ["train", "val"]

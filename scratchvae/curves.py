@@ -1,0 +1,72 @@
+"""The training curves of a run: its loss terms per epoch, training and validation, from the
+history (``metrics.jsonl``), with a KL warm-up's epochs marked. Part of :mod:`scratchvae.plots`,
+which exports :func:`plot_curves` with the other figures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed (and none on a server)
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from .figure_parts import PathLike, _save  # noqa: E402
+
+__all__ = ["MAX_MARKED_EPOCHS", "plot_curves"]
+
+MAX_MARKED_EPOCHS = 30  # up to this many epochs, each epoch's point is marked on the curves
+
+
+def _warmup(records: list[Mapping[str, Any]]) -> tuple[float, float, int] | None:
+    """(first KL weight, largest, the first epoch at the largest) of a history whose KL weight
+    ``w`` (a VAE's ``kl_weight``) rose over the epochs, else None."""
+    if any(r.get("kl_weight") is None for r in records):
+        return None  # an AE, or a history written before the weight was recorded
+    weights = [float(r["kl_weight"]) for r in records]
+    top = max(weights)
+    if min(weights) == top:
+        return None
+    return weights[0], top, int(records[weights.index(top)]["epoch"])
+
+
+def plot_curves(
+    history: Sequence[Mapping[str, Any]] | Any,
+    path: PathLike,
+    labels: Mapping[str, str] | None = None,
+) -> Path:
+    """Training and validation loss terms per epoch, nats per example. During a KL warm-up
+    the training loss is recon + w KL with w below its final value (validation: the final
+    weight), so the two do not compare there: those epochs are shaded and the title says it.
+    ``labels``: the legend's words for "train" and "val" (a denoising AE's say which inputs)."""
+    records = list(history)
+    if not records:
+        raise ValueError("no training history to plot; train for at least one epoch")
+    epochs = [r["epoch"] for r in records]
+    warmup = _warmup(records)
+    terms = [t for t in ("loss", "recon", "kl", "sparsity") if f"train_{t}" in records[0]]
+    marker = "o" if len(records) <= MAX_MARKED_EPOCHS else None  # 1 epoch: a point, no line
+    fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.5), squeeze=False)
+    for ax, term in zip(axes[0], terms, strict=True):
+        for split, style in (("train", "-"), ("val", "--")):
+            key = f"{split}_{term}"
+            if key in records[0]:
+                shown = (labels or {}).get(split, split)
+                ax.plot(epochs, [r[key] for r in records], style, marker=marker, ms=4, label=shown)
+        ax.set_title(term)
+        if warmup is not None:  # said in words: "w" is the code's name, not the reader's
+            w0, top, since = warmup
+            label = f"KL warm-up: KL weight from {w0:.2g} to {top:.2g}"
+            ax.axvspan(epochs[0], since, color="0.9", zorder=0, label=label)
+            if term == "loss":
+                ax.set_title("loss (training: recon + KL weight x KL)")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
+        ax.legend()
+    axes[0][0].set_ylabel("nats per example")
+    fig.tight_layout()
+    return _save(fig, path)
