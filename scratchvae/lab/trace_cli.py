@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the encoder's gradient estimator (pathwise; dreg needs --objective iwae)",
     )
     parser.add_argument(
+        "run",
+        nargs="?",
+        metavar="DIR",
+        help="a run folder or checkpoint to trace, as the other commands take it (= --checkpoint)",
+    )
+    parser.add_argument(
         "--checkpoint",
         default=None,
         help="trace a trained model from this checkpoint (file or run folder): a VAE, or an "
@@ -88,6 +94,10 @@ _MODEL_OPTIONS = {
 def _checkpoint(args: argparse.Namespace) -> Any:
     """The checkpoint of --checkpoint (None without one). Its model is traced as it was
     trained: model flags are refused, and the data, data folder and dtype default to the run's."""
+    if args.run is not None:  # `scratchvae trace RUN`, as `evaluate RUN` (or --checkpoint)
+        if args.checkpoint is not None and args.checkpoint != args.run:
+            raise ValueError(f"two runs to trace ({args.run}, --checkpoint {args.checkpoint})")
+        args.checkpoint = args.run
     if not args.checkpoint:
         return None
     given = [name for name in _MODEL_OPTIONS if getattr(args, name) is not None]

@@ -296,6 +296,22 @@ def test_cli_traces_a_checkpoint(tmp_path, capsys):
         run_cli(_cli("--checkpoint", str(tmp_path)))
 
 
+def test_cli_takes_the_run_as_the_other_commands_do(tmp_path, capsys):
+    """`scratchvae trace RUN` was argparse's "unrecognized arguments: RUN" (evaluate, sample,
+    reconstruct and plot take the run that way; trace only as --checkpoint)."""
+    from scratchvae.checkpoint import save_checkpoint
+
+    model = VAE(64, hidden=(9,), latent=2, backend=Backend("numpy", "float32", seed=3))
+    save_checkpoint(tmp_path / "checkpoint.npz", model)
+    assert run_cli(_cli(str(tmp_path), "--batch-size", "2")) == 0
+    by_position = capsys.readouterr().out
+    assert run_cli(_cli("--checkpoint", str(tmp_path), "--batch-size", "2")) == 0
+    assert capsys.readouterr().out == by_position and "(2, 9)" in by_position
+    assert run_cli(_cli(str(tmp_path), "--checkpoint", str(tmp_path), "--batch-size", "2")) == 0
+    with pytest.raises(ValueError, match="two runs to trace"):
+        run_cli(_cli(str(tmp_path), "--checkpoint", str(tmp_path / "other")))
+
+
 def test_cli_traces_a_checkpoint_on_its_own_data_in_its_dtype(tmp_path, capsys):
     """--checkpoint RUN traced the digits (64 features) whatever the run was trained on: a run
     on MNIST or on one's own file was refused ("pass the --data it was trained on")."""
