@@ -65,7 +65,7 @@ class Optimizer:
     def __init__(self, lr: float, clip_norm: float | None = None) -> None:
         if not 0 < lr < math.inf:  # NaN too
             raise ValueError(f"learning rate must be > 0 and finite, got {lr}")
-        if clip_norm is not None and clip_norm <= 0:
+        if clip_norm is not None and not clip_norm > 0:  # NaN too: it would scale by NaN
             raise ValueError(f"clip norm must be > 0, got {clip_norm}")
         self.lr = float(lr)
         self.clip_norm = clip_norm
@@ -221,9 +221,11 @@ class Adam(Optimizer):
         fused: bool = True,
     ) -> None:
         super().__init__(lr, clip_norm)
-        b1, b2 = betas
+        b1, b2 = betas if len(betas) == 2 else (math.nan, math.nan)  # NaN: refused below
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise ValueError(f"Adam betas must be in [0, 1), got {betas}")
+            raise ValueError(f"Adam betas must be two numbers in [0, 1), got {betas}")
+        if not 0.0 <= eps < math.inf:  # as PyTorch (eps < 0 or NaN: a NaN step)
+            raise ValueError(f"Adam eps must be >= 0 and finite, got {eps}")
         self.b1, self.b2, self.eps = float(b1), float(b2), float(eps)
         self.fused = bool(fused)  # False: the readable reference update (same result to rounding)
 

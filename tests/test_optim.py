@@ -293,6 +293,26 @@ def test_bad_hyperparameters_raise() -> None:
     assert isinstance(build_optimizer("adam", 0.1), Adam)
 
 
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: Adam(clip_norm=float("nan")), "clip norm must be > 0"),
+        (lambda: SGD(0.1, clip_norm=float("nan")), "clip norm must be > 0"),
+        (lambda: Adam(eps=-1e-8), "Adam eps must be >= 0 and finite"),
+        (lambda: Adam(eps=float("nan")), "Adam eps must be >= 0 and finite"),
+        (lambda: Adam(eps=float("inf")), "Adam eps must be >= 0 and finite"),
+        (lambda: Adam(betas=(0.9, 0.99, 0.5)), r"Adam betas must be two numbers in \[0, 1\)"),
+        (lambda: Adam(betas=(0.9, float("nan"))), r"Adam betas must be two numbers in \[0, 1\)"),
+    ],
+)
+def test_hyperparameters_that_would_make_every_step_nan_are_refused(make, message) -> None:
+    """A NaN clip norm scales every gradient by NaN, a NaN or negative eps divides by NaN or
+    by zero: each refused in one line where it is given (PyTorch refuses eps < 0 too), not
+    reported later as a diverged training run."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
 def test_a_subclass_must_define_its_update_and_its_state() -> None:
     """The base class counts steps, clips and checks states; the update of one parameter and
     the state arrays it keeps are a subclass's to define, and a subclass that forgets either
