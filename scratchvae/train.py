@@ -39,7 +39,7 @@ from .fingerprint import data_fingerprint
 from .history import METRICS_NAME, History, write_metrics
 from .inputs import require as _check
 from .models import AE
-from .optim import Optimizer, build_optimizer
+from .optim import Optimizer
 from .progress import Progress, epoch_line, postfix, quiet_float_warnings
 from .resume import check_progress_fits, check_same_data, check_same_run, warn_other_threads
 from .train_config import TrainConfig, kl_weight_at
@@ -85,9 +85,7 @@ class Trainer:
         self._ckpt: Any = None  # the checkpoint the last resume started from
 
     def _build_optimizer(self) -> Optimizer:
-        c = self.config
-        extra = {"momentum": c.momentum} if c.optimizer == "sgd" else {}
-        return build_optimizer(c.optimizer, c.lr, c.clip_norm, **extra)
+        return self.config.make_optimizer()
 
     # ------------------------------------------------------------------ the loop
     def fit(

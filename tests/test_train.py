@@ -247,6 +247,24 @@ def test_bad_configuration_gives_one_line_errors(small):
         Trainer(_vae(n_features=10), small, _cfg())
 
 
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"clip_norm": float("nan")}, "clip norm must be > 0"),
+        ({"clip_norm": -1.0}, "clip norm must be > 0"),
+        ({"warmup_epochs": float("inf")}, "warm-up epochs must be >= 0 and finite"),
+        ({"optimizer": "adamw"}, "unknown optimizer 'adamw'"),
+        ({"optimizer": "sgd", "momentum": 2.0}, r"momentum must be in \[0, 1\)"),
+    ],
+)
+def test_train_config_refuses_what_the_cli_refuses(settings, message):
+    """What `scratchvae train` refuses (--clip-norm nan, --warmup-epochs inf, ...) the API's
+    TrainConfig refuses too, in one line, when it is made: not a run whose KL weight stays 0
+    for ever (an infinite warm-up), or one whose every gradient is scaled by NaN."""
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**settings)
+
+
 def test_memory_mapped_data_trains(tmp_path, digits):
     path = tmp_path / "x.npy"
     np.save(path, (digits.get_batch(slice(0, 200)) * 255).astype(np.uint8))
