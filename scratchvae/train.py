@@ -146,7 +146,8 @@ class Trainer:
                 stop = self.history.out_of_patience(self.config.patience)
                 self._save(epoch, last=stop or epoch == c.epochs)
                 if c.progress and (epoch % every == 0 or stop or epoch == c.epochs):
-                    bar.line(epoch_line(self.history.records[-1], c.epochs))
+                    record = self.history.records[-1]
+                    bar.line(epoch_line(record, c.epochs, self._warmup_of(record)))
                 if stop:
                     self.history.stopped_early = True
                     break
@@ -208,6 +209,13 @@ class Trainer:
             if k not in self._sums:  # the first step, never a captured one
                 self._sums[k] = self.bk.xp.zeros((), dtype="float64")
             accumulate(self._sums[k], v, x.shape[0])
+
+    def _warmup_of(self, record: dict[str, Any]) -> tuple[float, float] | None:
+        """(the KL weight of the epoch's first step, of its last) when the first was below
+        beta: the epoch's training loss is then the warm-up's objective, not recon + beta kl."""
+        beta = self.model.kl_beta
+        first = self.kl_weight(record["step"] - self.steps_per_epoch)
+        return None if beta is None or first >= beta else (first, record["kl_weight"])
 
     def train_step(self, x: Any, kl_weight: float) -> dict[str, Any]:
         """forward + backward + optimizer step on one batch x (B, D); returns device terms."""

@@ -129,6 +129,21 @@ def test_kl_warmup_ramps_linearly_per_step(small):
     assert [r["kl_weight"] for r in history] == pytest.approx([2 * 8 / 18, 2 * 17 / 18, 2.0])
 
 
+def test_epoch_lines_say_when_the_training_loss_is_the_warm_up_objective(small, capsys):
+    """During warm-up the training loss is recon + w kl with w below beta, not what the
+    validation loss is (recon + beta kl): an epoch line whose steps trained with a lower KL
+    weight says which (the first step's and the last's); later lines are as before."""
+    model = _vae(beta=2.0)
+    history = fit(model, small, _cfg(epochs=3, warmup_epochs=2, batch_size=30, progress=True))
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    assert len(lines) == 3
+    assert "train loss" in lines[0] and "; KL weight 0.00 -> 0.89 in warm-up)" in lines[0]
+    assert "; KL weight 1.00 -> 1.89 in warm-up)" in lines[1]
+    assert "warm-up" not in lines[2] and "KL weight" not in lines[2]
+    r = history[0]  # what the line labels: the loss is not recon + kl (nor recon + beta kl)
+    assert r["train_loss"] < r["train_recon"] + r["train_kl"]
+
+
 def test_each_step_passes_its_warm_up_weight_to_the_model(small, monkeypatch):
     """The weight the trainer reports is the weight the step trains with: loss_and_grads
     gets kl_weight(step) for each optimizer step (beta itself once warm-up is over)."""
