@@ -161,6 +161,11 @@ class Trainer:
         t0 = time.perf_counter()
         train = self._train_epoch(epoch, bar)
         seconds_train = time.perf_counter() - t0
+        # the last step's update, which no loss has seen yet (a checkpoint refuses it)
+        if not self.bk.is_finite(self.model.params.flat):
+            raise self._diverged(epoch, "the parameters")
+        if not all(self.bk.is_finite(v) for v in self.optimizer.state.values()):
+            raise self._diverged(epoch, "the optimizer state")
         record: dict[str, Any] = {"epoch": epoch, "step": self.step}
         record.update({f"train_{k}": v for k, v in train.items()})
         if len(self.val_idx):

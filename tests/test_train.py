@@ -193,6 +193,35 @@ def test_non_finite_loss_raises_and_keeps_the_last_good_checkpoint(small, tmp_pa
     assert load_checkpoint(tmp_path).epoch == 3
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("out", [False, True])
+@pytest.mark.parametrize("grad, what", [(np.inf, "parameters"), (1e20, "optimizer state")])
+def test_an_update_that_breaks_the_last_step_is_divergence_not_a_finished_run(
+    small, tmp_path, monkeypatch, out, grad, what
+):
+    """The loss of a step is computed before its update: an infinite gradient in an epoch's
+    last step leaves NaN weights that no training loss shows. Without validation, fit
+    returned them as a finished run (no run folder), or died saving them with 'refusing to
+    save non-finite parameters'; it is divergence, said as such, naming the epoch. A float32
+    gradient of 1e20 leaves the weights finite but Adam's second moment (g^2) infinite: saved,
+    that checkpoint could not be resumed ('holds NaN or infinite values')."""
+    model = _vae()
+    real, calls = model.loss_and_grads, []
+
+    def last_step_inf(x, noise=None, kl_weight=None):
+        terms, grads = real(x, noise, kl_weight)
+        calls.append(1)
+        if len(calls) == 10:  # 300 rows, batch 32: step 10 ends epoch 1
+            grads.flat[:] = grad
+        return terms, grads
+
+    monkeypatch.setattr(model, "loss_and_grads", last_step_inf)
+    cfg = _cfg(epochs=1, val_fraction=0.0, out_dir=str(tmp_path) if out else None)
+    with pytest.raises(TrainingDiverged, match=f"the {what} became NaN or infinite in epoch 1"):
+        fit(model, small, cfg)
+    assert not (tmp_path / "checkpoint.npz").exists()
+
+
 def test_a_non_finite_validation_loss_is_divergence_and_says_what_was_kept(
     small, tmp_path, monkeypatch
 ):
