@@ -306,8 +306,8 @@ def adam_update(
     """Adam's step number ``t`` (>= 1, a 0-d integer array) on p, g, m, v (any shape, the same
     for all), in place, one work buffer:
 
-    m += (1 - b1)(g - m)                    (= b1 m + (1 - b1) g)
-    v += (1 - b2)(g^2 - v)                  (= b2 v + (1 - b2) g^2)
+    m = b1 m + (1 - b1) g
+    v = b2 v + (1 - b2) g^2
     p -= step * m / (sqrt(v) + eps c2)      step = lr c2 / (1 - b1^t),  c2 = sqrt(1 - b2^t)
 
     (the bias corrections m / (1 - b1^t) and v / (1 - b2^t) folded into two scalars:
@@ -326,11 +326,13 @@ def adam_update(
     c2 = xp.sqrt(1 - b2**t)
     step, eps_hat = lr * c2 / (1 - b1**t), eps * c2
     tmp = buffer(ws, "tmp", p.shape, p)
-    xp.subtract(g, m, out=tmp)
-    tmp *= 1 - b1
+    # b1 m + (1 - b1) g as PyTorch: m = g exactly when b1 = 0 (m + (1 - b1)(g - m) was off
+    # by up to ulp(old m)); v's two terms are >= 0, so v is exact to rounding for any b2
+    m *= b1
+    xp.multiply(g, 1 - b1, out=tmp)
     m += tmp
+    v *= b2
     xp.multiply(g, g, out=tmp)
-    tmp -= v
     tmp *= 1 - b2
     v += tmp
     tiny = xp.finfo(p.dtype).tiny  # m = m * 1[|m| >= tiny],  v = v * 1[v >= tiny]

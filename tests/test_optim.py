@@ -97,6 +97,18 @@ def test_adam_first_step_moves_every_parameter_by_lr(kernels: bool) -> None:
     assert (np.sign(delta) == -np.sign(g)).all()
 
 
+def test_adam_without_momentum_keeps_the_gradient_exactly(kernels: bool) -> None:
+    """betas=(0, b2) (common for GANs): m is the gradient itself, as PyTorch's b1 m +
+    (1 - b1) g gives. m + (1 - b1)(g - m) gave 1 + (1e-6 - 1) = 1.013e-6 in float32 after a
+    gradient of 1: a step 1.3% too long."""
+    opt = Adam(0.1, betas=(0.0, 0.99))
+    p = {"w": np.zeros(2, np.float32)}
+    opt.step(p, {"w": np.array([1.0, -3.0], np.float32)})
+    g = np.array([1e-6, 2e-7], np.float32)
+    opt.step(p, {"w": g})
+    np.testing.assert_array_equal(opt.state["m.w"], g)
+
+
 def test_optimizers_work_on_param_stores_and_dicts_alike() -> None:
     bk = Backend("numpy", "float64", seed=4)
     store = ParamStore({"a": (2, 3), "b": (3,)}, bk)
