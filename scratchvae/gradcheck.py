@@ -86,12 +86,16 @@ def max_rel_error(analytic: Array, numerical: Array, floor: float = 1e-8) -> flo
 def assert_close(
     analytic: Array, numerical: Array, rtol: float = 1e-6, atol: float = 1e-9, name: str = ""
 ) -> None:
-    """Raise AssertionError naming the worst entry when |a - n| > atol + rtol * |n| anywhere."""
+    """Raise AssertionError naming the worst entry when |a - n| > atol + rtol * |n| anywhere,
+    or either side is NaN there (the first such entry; equal infinities agree)."""
     a, n = to_numpy(analytic), to_numpy(numerical)
     if a.shape != n.shape:
         raise AssertionError(f"{name}: shape {a.shape} != numerical {n.shape}")
     xp = get_xp(a)
-    err = xp.abs(a - n) - (atol + rtol * xp.abs(n))
+    with xp.errstate(invalid="ignore"):  # inf - inf: NaN, an agreement when a == n
+        err = xp.abs(a - n) - (atol + rtol * xp.abs(n))
+    nan = xp.isnan(a) | xp.isnan(n)  # err > 0 is False for NaN: a NaN gradient passed
+    err = xp.where(a == n, 0.0, xp.where(nan, xp.inf, err))
     if a.size and float(err.max()) > 0:
         i = xp.unravel_index(int(xp.argmax(err)), a.shape)
         raise AssertionError(

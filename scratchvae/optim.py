@@ -65,7 +65,7 @@ class Optimizer:
     def __init__(self, lr: float, clip_norm: float | None = None) -> None:
         if not 0 < lr < math.inf:  # NaN too
             raise ValueError(f"learning rate must be > 0 and finite, got {lr}")
-        if clip_norm is not None and clip_norm <= 0:
+        if clip_norm is not None and not clip_norm > 0:  # NaN too: it would scale by NaN
             raise ValueError(f"clip norm must be > 0, got {clip_norm}")
         self.lr = float(lr)
         self.clip_norm = clip_norm
@@ -221,9 +221,11 @@ class Adam(Optimizer):
         fused: bool = True,
     ) -> None:
         super().__init__(lr, clip_norm)
-        b1, b2 = betas
+        b1, b2 = betas if len(betas) == 2 else (math.nan, math.nan)  # NaN: refused below
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise ValueError(f"Adam betas must be in [0, 1), got {betas}")
+            raise ValueError(f"Adam betas must be two numbers in [0, 1), got {betas}")
+        if not 0.0 <= eps < math.inf:  # as PyTorch (eps < 0 or NaN: a NaN step)
+            raise ValueError(f"Adam eps must be >= 0 and finite, got {eps}")
         self.b1, self.b2, self.eps = float(b1), float(b2), float(eps)
         self.fused = bool(fused)  # False: the readable reference update (same result to rounding)
 
@@ -304,8 +306,8 @@ def adam_update(
     """Adam's step number ``t`` (>= 1, a 0-d integer array) on p, g, m, v (any shape, the same
     for all), in place, one work buffer:
 
-    m += (1 - b1)(g - m)                    (= b1 m + (1 - b1) g)
-    v += (1 - b2)(g^2 - v)                  (= b2 v + (1 - b2) g^2)
+    m = b1 m + (1 - b1) g
+    v = b2 v + (1 - b2) g^2
     p -= step * m / (sqrt(v) + eps c2)      step = lr c2 / (1 - b1^t),  c2 = sqrt(1 - b2^t)
 
     (the bias corrections m / (1 - b1^t) and v / (1 - b2^t) folded into two scalars:
@@ -324,11 +326,13 @@ def adam_update(
     c2 = xp.sqrt(1 - b2**t)
     step, eps_hat = lr * c2 / (1 - b1**t), eps * c2
     tmp = buffer(ws, "tmp", p.shape, p)
-    xp.subtract(g, m, out=tmp)
-    tmp *= 1 - b1
+    # b1 m + (1 - b1) g as PyTorch: m = g exactly when b1 = 0 (m + (1 - b1)(g - m) was off
+    # by up to ulp(old m)); v's two terms are >= 0, so v is exact to rounding for any b2
+    m *= b1
+    xp.multiply(g, 1 - b1, out=tmp)
     m += tmp
+    v *= b2
     xp.multiply(g, g, out=tmp)
-    tmp -= v
     tmp *= 1 - b2
     v += tmp
     tiny = xp.finfo(p.dtype).tiny  # m = m * 1[|m| >= tiny],  v = v * 1[v >= tiny]

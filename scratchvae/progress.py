@@ -171,15 +171,21 @@ def postfix(means: dict[str, float], rate: float) -> dict[str, str]:
     return {**shown, "samples/s": f"{rate:,.0f}"}
 
 
-def epoch_line(r: dict[str, Any], epochs: int) -> str:
+def epoch_line(r: dict[str, Any], epochs: int, warmup: tuple[float, float] | None = None) -> str:
     """'epoch 10/100  train loss 27.04 (recon 25.25, kl 1.79)  val loss 27.50 (recon 25.61,
-    kl 1.89)  [41,503 samples/s; nats per example]' from a history record."""
+    kl 1.89)  [41,503 samples/s; nats per example]' from a history record. ``warmup``: the
+    KL weights of the epoch's first and last steps when they were below their final value:
+    the training loss is then recon + w kl with those w (the validation loss: the final
+    weight), and the line says so: '(recon 47.97, kl 0.77; KL weight 0.00 -> 0.89 in
+    warm-up)'."""
 
     def terms(split: str) -> str:
         parts = {k.split("_", 1)[1]: v for k, v in r.items() if k.startswith(split)}
         if "loss" not in parts:
             return ""
         rest = ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if k != "loss")
+        if split == "train_" and warmup is not None:
+            rest += f"; KL weight {warmup[0]:.2f} -> {warmup[1]:.2f} in warm-up"
         return f"  {split.rstrip('_')} loss {parts['loss']:.2f}" + (f" ({rest})" if rest else "")
 
     return (

@@ -39,7 +39,7 @@ from .fingerprint import data_fingerprint
 from .history import METRICS_NAME, History, write_metrics
 from .inputs import require as _check
 from .models import AE
-from .optim import Optimizer, build_optimizer
+from .optim import Optimizer
 from .progress import Progress, epoch_line, postfix, quiet_float_warnings
 from .resume import check_progress_fits, check_same_data, check_same_run, warn_other_threads
 from .train_config import TrainConfig, kl_weight_at
@@ -85,9 +85,7 @@ class Trainer:
         self._ckpt: Any = None  # the checkpoint the last resume started from
 
     def _build_optimizer(self) -> Optimizer:
-        c = self.config
-        extra = {"momentum": c.momentum} if c.optimizer == "sgd" else {}
-        return build_optimizer(c.optimizer, c.lr, c.clip_norm, **extra)
+        return self.config.make_optimizer()
 
     # ------------------------------------------------------------------ the loop
     def fit(
@@ -148,7 +146,8 @@ class Trainer:
                 stop = self.history.out_of_patience(self.config.patience)
                 self._save(epoch, last=stop or epoch == c.epochs)
                 if c.progress and (epoch % every == 0 or stop or epoch == c.epochs):
-                    bar.line(epoch_line(self.history.records[-1], c.epochs))
+                    record = self.history.records[-1]
+                    bar.line(epoch_line(record, c.epochs, self._warmup_of(record)))
                 if stop:
                     self.history.stopped_early = True
                     break
@@ -162,6 +161,11 @@ class Trainer:
         t0 = time.perf_counter()
         train = self._train_epoch(epoch, bar)
         seconds_train = time.perf_counter() - t0
+        # the last step's update, which no loss has seen yet (a checkpoint refuses it)
+        if not self.bk.is_finite(self.model.params.flat):
+            raise self._diverged(epoch, "the parameters")
+        if not all(self.bk.is_finite(v) for v in self.optimizer.state.values()):
+            raise self._diverged(epoch, "the optimizer state")
         record: dict[str, Any] = {"epoch": epoch, "step": self.step}
         record.update({f"train_{k}": v for k, v in train.items()})
         if len(self.val_idx):
@@ -210,6 +214,13 @@ class Trainer:
             if k not in self._sums:  # the first step, never a captured one
                 self._sums[k] = self.bk.xp.zeros((), dtype="float64")
             accumulate(self._sums[k], v, x.shape[0])
+
+    def _warmup_of(self, record: dict[str, Any]) -> tuple[float, float] | None:
+        """(the KL weight of the epoch's first step, of its last) when the first was below
+        beta: the epoch's training loss is then the warm-up's objective, not recon + beta kl."""
+        beta = self.model.kl_beta
+        first = self.kl_weight(record["step"] - self.steps_per_epoch)
+        return None if beta is None or first >= beta else (first, record["kl_weight"])
 
     def train_step(self, x: Any, kl_weight: float) -> dict[str, Any]:
         """forward + backward + optimizer step on one batch x (B, D); returns device terms."""

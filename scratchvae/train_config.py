@@ -17,6 +17,7 @@ from .checkpoint import CHECKPOINT_NAME
 from .data import BINARIZE_MODES
 from .inputs import real, whole
 from .inputs import require as _check
+from .optim import Optimizer, build_optimizer
 
 __all__ = ["TrainConfig", "kl_weight_at"]
 
@@ -67,7 +68,11 @@ class TrainConfig:
         if self.patience is not None:
             self.patience = whole(self.patience, "patience", 0)  # >= 1: checked below
         _check(0 < self.lr < math.inf, f"learning rate must be > 0 and finite, got {self.lr}")
-        _check(self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}")
+        _check(
+            0 <= self.warmup_epochs < math.inf,  # inf: a KL weight of 0 for ever
+            f"warm-up epochs must be >= 0 and finite, got {self.warmup_epochs}",
+        )
+        self.make_optimizer()  # the optimizer's checks (name, clip norm, momentum), now
         _check(
             self.binarize in BINARIZE_MODES,
             f"unknown binarization {self.binarize!r}; choose one of {', '.join(BINARIZE_MODES)}",
@@ -79,6 +84,11 @@ class TrainConfig:
             self.patience is None or (self.patience >= 1 and self.val_fraction > 0),
             "early stopping needs patience >= 1 and a validation part (val_fraction > 0)",
         )
+
+    def make_optimizer(self) -> Optimizer:
+        """A new optimizer of these settings (a ValueError, one line, for one they refuse)."""
+        extra = {"momentum": self.momentum} if self.optimizer == "sgd" else {}
+        return build_optimizer(self.optimizer, self.lr, self.clip_norm, **extra)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -99,6 +99,18 @@ def _scaled(case, factor: float):
     return dataclasses.replace(case, backward=backward)
 
 
+@pytest.mark.parametrize(
+    "analytic, numerical",
+    [([1.0, np.nan], [1.0, 2.0]), ([1.0, 2.0], [1.0, np.nan]), ([np.nan], [np.nan])],
+)
+def test_assert_close_refuses_nan(analytic, numerical) -> None:
+    """A backward that returns NaN (or a loss that does, for the numerical side) is a failed
+    check: |a - n| > tol is False for NaN, and assert_close passed it silently."""
+    with pytest.raises(AssertionError, match="mismatch at"):
+        assert_close(np.array(analytic), np.array(numerical), name="g")
+    assert_close(np.array([np.inf, 1.0]), np.array([np.inf, 1.0]))  # equal infinities agree
+
+
 @pytest.mark.parametrize("case", OP_CASES, ids=case_ids())
 def test_every_op_check_fails_for_a_backward_off_by_one_part_in_1000(case) -> None:
     """The float64 tolerance is tight: scaling any backward by 1.001 is caught; in float32

@@ -97,6 +97,18 @@ def test_adam_first_step_moves_every_parameter_by_lr(kernels: bool) -> None:
     assert (np.sign(delta) == -np.sign(g)).all()
 
 
+def test_adam_without_momentum_keeps_the_gradient_exactly(kernels: bool) -> None:
+    """betas=(0, b2) (common for GANs): m is the gradient itself, as PyTorch's b1 m +
+    (1 - b1) g gives. m + (1 - b1)(g - m) gave 1 + (1e-6 - 1) = 1.013e-6 in float32 after a
+    gradient of 1: a step 1.3% too long."""
+    opt = Adam(0.1, betas=(0.0, 0.99))
+    p = {"w": np.zeros(2, np.float32)}
+    opt.step(p, {"w": np.array([1.0, -3.0], np.float32)})
+    g = np.array([1e-6, 2e-7], np.float32)
+    opt.step(p, {"w": g})
+    np.testing.assert_array_equal(opt.state["m.w"], g)
+
+
 def test_optimizers_work_on_param_stores_and_dicts_alike() -> None:
     bk = Backend("numpy", "float64", seed=4)
     store = ParamStore({"a": (2, 3), "b": (3,)}, bk)
@@ -291,6 +303,26 @@ def test_bad_hyperparameters_raise() -> None:
     with pytest.raises(ValueError, match="same keys"):
         SGD(0.1).step({"a": np.zeros(1)}, {"b": np.zeros(1)})
     assert isinstance(build_optimizer("adam", 0.1), Adam)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: Adam(clip_norm=float("nan")), "clip norm must be > 0"),
+        (lambda: SGD(0.1, clip_norm=float("nan")), "clip norm must be > 0"),
+        (lambda: Adam(eps=-1e-8), "Adam eps must be >= 0 and finite"),
+        (lambda: Adam(eps=float("nan")), "Adam eps must be >= 0 and finite"),
+        (lambda: Adam(eps=float("inf")), "Adam eps must be >= 0 and finite"),
+        (lambda: Adam(betas=(0.9, 0.99, 0.5)), r"Adam betas must be two numbers in \[0, 1\)"),
+        (lambda: Adam(betas=(0.9, float("nan"))), r"Adam betas must be two numbers in \[0, 1\)"),
+    ],
+)
+def test_hyperparameters_that_would_make_every_step_nan_are_refused(make, message) -> None:
+    """A NaN clip norm scales every gradient by NaN, a NaN or negative eps divides by NaN or
+    by zero: each refused in one line where it is given (PyTorch refuses eps < 0 too), not
+    reported later as a diverged training run."""
+    with pytest.raises(ValueError, match=message):
+        make()
 
 
 def test_a_subclass_must_define_its_update_and_its_state() -> None:

@@ -129,6 +129,21 @@ def test_kl_warmup_ramps_linearly_per_step(small):
     assert [r["kl_weight"] for r in history] == pytest.approx([2 * 8 / 18, 2 * 17 / 18, 2.0])
 
 
+def test_epoch_lines_say_when_the_training_loss_is_the_warm_up_objective(small, capsys):
+    """During warm-up the training loss is recon + w kl with w below beta, not what the
+    validation loss is (recon + beta kl): an epoch line whose steps trained with a lower KL
+    weight says which (the first step's and the last's); later lines are as before."""
+    model = _vae(beta=2.0)
+    history = fit(model, small, _cfg(epochs=3, warmup_epochs=2, batch_size=30, progress=True))
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    assert len(lines) == 3
+    assert "train loss" in lines[0] and "; KL weight 0.00 -> 0.89 in warm-up)" in lines[0]
+    assert "; KL weight 1.00 -> 1.89 in warm-up)" in lines[1]
+    assert "warm-up" not in lines[2] and "KL weight" not in lines[2]
+    r = history[0]  # what the line labels: the loss is not recon + kl (nor recon + beta kl)
+    assert r["train_loss"] < r["train_recon"] + r["train_kl"]
+
+
 def test_each_step_passes_its_warm_up_weight_to_the_model(small, monkeypatch):
     """The weight the trainer reports is the weight the step trains with: loss_and_grads
     gets kl_weight(step) for each optimizer step (beta itself once warm-up is over)."""
@@ -176,6 +191,35 @@ def test_non_finite_loss_raises_and_keeps_the_last_good_checkpoint(small, tmp_pa
     assert "--lr" in message and "--clip-norm" in message
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
     assert load_checkpoint(tmp_path).epoch == 3
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("out", [False, True])
+@pytest.mark.parametrize("grad, what", [(np.inf, "parameters"), (1e20, "optimizer state")])
+def test_an_update_that_breaks_the_last_step_is_divergence_not_a_finished_run(
+    small, tmp_path, monkeypatch, out, grad, what
+):
+    """The loss of a step is computed before its update: an infinite gradient in an epoch's
+    last step leaves NaN weights that no training loss shows. Without validation, fit
+    returned them as a finished run (no run folder), or died saving them with 'refusing to
+    save non-finite parameters'; it is divergence, said as such, naming the epoch. A float32
+    gradient of 1e20 leaves the weights finite but Adam's second moment (g^2) infinite: saved,
+    that checkpoint could not be resumed ('holds NaN or infinite values')."""
+    model = _vae()
+    real, calls = model.loss_and_grads, []
+
+    def last_step_inf(x, noise=None, kl_weight=None):
+        terms, grads = real(x, noise, kl_weight)
+        calls.append(1)
+        if len(calls) == 10:  # 300 rows, batch 32: step 10 ends epoch 1
+            grads.flat[:] = grad
+        return terms, grads
+
+    monkeypatch.setattr(model, "loss_and_grads", last_step_inf)
+    cfg = _cfg(epochs=1, val_fraction=0.0, out_dir=str(tmp_path) if out else None)
+    with pytest.raises(TrainingDiverged, match=f"the {what} became NaN or infinite in epoch 1"):
+        fit(model, small, cfg)
+    assert not (tmp_path / "checkpoint.npz").exists()
 
 
 def test_a_non_finite_validation_loss_is_divergence_and_says_what_was_kept(
@@ -245,6 +289,24 @@ def test_bad_configuration_gives_one_line_errors(small):
         TrainConfig(lr=0)
     with pytest.raises(DataError, match="features"):
         Trainer(_vae(n_features=10), small, _cfg())
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"clip_norm": float("nan")}, "clip norm must be > 0"),
+        ({"clip_norm": -1.0}, "clip norm must be > 0"),
+        ({"warmup_epochs": float("inf")}, "warm-up epochs must be >= 0 and finite"),
+        ({"optimizer": "adamw"}, "unknown optimizer 'adamw'"),
+        ({"optimizer": "sgd", "momentum": 2.0}, r"momentum must be in \[0, 1\)"),
+    ],
+)
+def test_train_config_refuses_what_the_cli_refuses(settings, message):
+    """What `scratchvae train` refuses (--clip-norm nan, --warmup-epochs inf, ...) the API's
+    TrainConfig refuses too, in one line, when it is made: not a run whose KL weight stays 0
+    for ever (an infinite warm-up), or one whose every gradient is scaled by NaN."""
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**settings)
 
 
 def test_memory_mapped_data_trains(tmp_path, digits):

@@ -69,16 +69,16 @@ if numba is not None:
     )
 
     @_jit
-    def _adam(p, g, m, v, one_minus_b1, one_minus_b2, step, eps, tiny, lo, hi):  # noqa: ANN001, ANN202
+    def _adam(p, g, m, v, b1, b2, one_minus_b1, one_minus_b2, step, eps, tiny, lo, hi):  # noqa: ANN001, ANN202
         # per element i in [lo, hi), as optim.adam_update:
-        #     m += (1-b1)(g - m);  v += (1-b2)(g^2 - v);  p -= step * m / (sqrt(v) + eps)
+        #     m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= step * m / (sqrt(v) + eps)
         # and moments below ``tiny`` (the smallest normal number) set to zero, NaN kept: see
         # optim.adam_update
         zero = p.dtype.type(0)
         for i in range(lo, hi):
             gi = g[i]
-            mi = m[i] + one_minus_b1 * (gi - m[i])
-            vi = v[i] + one_minus_b2 * (gi * gi - v[i])
+            mi = b1 * m[i] + one_minus_b1 * gi
+            vi = b2 * v[i] + one_minus_b2 * (gi * gi)
             mi = zero if abs(mi) < tiny else mi
             vi = zero if vi < tiny else vi
             m[i] = mi
@@ -334,7 +334,7 @@ def adam_update(p, g, m, v, t, lr, b1, b2, eps, ws=None):  # noqa: ANN001, ANN20
     step, eps_hat = lr * c2 / (1 - b1 ** int(t)), eps * c2
     f = p.dtype.type  # scalars of the arrays' dtype: float32 arithmetic stays float32
     flat = [a.reshape(-1) for a in (p, g, m, v)]  # views: the dispatch passes C-contiguous arrays
-    scalars = (f(1 - b1), f(1 - b2), f(step), f(eps_hat), f(np.finfo(p.dtype).tiny))
+    scalars = (f(b1), f(b2), f(1 - b1), f(1 - b2), f(step), f(eps_hat), f(np.finfo(p.dtype).tiny))
     _each_slice(_adam, p.size, *flat, *scalars)
 
 

@@ -180,7 +180,7 @@ def adam_update(p, g, m, v, t, lr, b1, b2, eps, ws=None):  # noqa: ANN001, ANN20
     kept (a GPU computes them at full speed), where the op's body stores them as 0: the
     parameters differ by less than step * tiny / eps, far below their rounding."""
     kernel = elementwise(  # the scalars as the CPU forms them: in double, then rounded to T
-        "scratchvae_adam_v2",
+        "scratchvae_adam_v3",
         "T g, raw int64 t, float64 lr, float64 b1, float64 b2, float64 eps, T one_minus_b1, "
         "T one_minus_b2",
         "T p, T m, T v",
@@ -188,8 +188,8 @@ def adam_update(p, g, m, v, t, lr, b1, b2, eps, ws=None):  # noqa: ANN001, ANN20
         double c2 = sqrt(1.0 - pow(b2, n));
         T step = (T)(lr * c2 / (1.0 - pow(b1, n)));
         T eps_hat = (T)(eps * c2);
-        m += one_minus_b1 * (g - m);
-        v += one_minus_b2 * (g * g - v);
+        m = (T)b1 * m + one_minus_b1 * g;
+        v = (T)b2 * v + one_minus_b2 * (g * g);
         p -= step * m / (sqrt(v) + eps_hat);""",
     )
     f, d = p.dtype.type, float  # (1 - b2 in float32 would be 0.00099998713, not 0.001)
