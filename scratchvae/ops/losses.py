@@ -22,10 +22,10 @@ Shapes: B examples, D features (pixels), L latent units, H hidden units.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, NamedTuple
 
 from ..backend import get_special, get_xp, op
+from ..inputs import real
 from ..params import Workspace, buffer
 from .activations import sigmoid_forward
 
@@ -318,8 +318,7 @@ class Likelihood:
     def __init__(self, kind: str = "bernoulli", std: float = 1.0) -> None:
         if kind not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {kind!r}; choose one of {', '.join(LIKELIHOODS)}")
-        if isinstance(std, bool) or not isinstance(std, numbers.Real):  # "1": not a < 0 error
-            raise TypeError(f"decoder_std must be a number, got {std!r}")
+        std = real(std, "decoder_std")  # type: ignore[assignment]  # "1": not a < 0 error
         if not 0 < std < math.inf:  # NaN and inf too (a NaN or inf loss)
             raise ValueError(f"decoder std must be > 0 and finite, got {std}")
         self.kind = kind
