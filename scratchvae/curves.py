@@ -22,16 +22,17 @@ __all__ = ["MAX_MARKED_EPOCHS", "plot_curves"]
 MAX_MARKED_EPOCHS = 30  # up to this many epochs, each epoch's point is marked on the curves
 
 
-def _warmup(records: list[Mapping[str, Any]]) -> tuple[float, float, int] | None:
-    """(first KL weight, largest, the first epoch at the largest) of a history whose KL weight
-    ``w`` (a VAE's ``kl_weight``) rose over the epochs, else None."""
+def _warmup(records: list[Mapping[str, Any]]) -> tuple[float, int] | None:
+    """(the largest KL weight, the first epoch at it) of a history whose KL weight ``w`` (a
+    VAE's ``kl_weight``, recorded at each epoch's last step) rose over the epochs, else None.
+    A warm-up starts from 0 at the run's first step, whatever epoch 1's record says."""
     if any(r.get("kl_weight") is None for r in records):
         return None  # an AE, or a history written before the weight was recorded
     weights = [float(r["kl_weight"]) for r in records]
     top = max(weights)
     if min(weights) == top:
         return None
-    return weights[0], top, int(records[weights.index(top)]["epoch"])
+    return top, int(records[weights.index(top)]["epoch"])
 
 
 def plot_curves(
@@ -59,8 +60,8 @@ def plot_curves(
                 ax.plot(epochs, [r[key] for r in records], style, marker=marker, ms=4, label=shown)
         ax.set_title(term)
         if warmup is not None:  # said in words: "w" is the code's name, not the reader's
-            w0, top, since = warmup
-            label = f"KL warm-up: KL weight from {w0:.2g} to {top:.2g}"
+            top, since = warmup
+            label = f"KL warm-up: KL weight from 0 to {top:.2g}"
             ax.axvspan(epochs[0], since, color="0.9", zorder=0, label=label)
             if term == "loss":
                 ax.set_title("loss (training: recon + KL weight x KL)")

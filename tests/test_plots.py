@@ -383,7 +383,8 @@ def test_the_curves_mark_the_kl_warm_up(tmp_path, figures):
     assert warm.axes[0].get_title() == "loss (training: recon + KL weight x KL)"
     for ax in warm.axes:
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert "KL warm-up: KL weight from 0.25 to 1" in labels
+        # from 0, where the run's first step starts (not 0.25, epoch 1's last step's weight)
+        assert "KL warm-up: KL weight from 0 to 1" in labels
     assert plain.axes[0].get_title() == "loss"
     assert "KL warm-up" not in [t.get_text() for t in plain.axes[0].get_legend().get_texts()]
 
