@@ -127,7 +127,8 @@ def save_checkpoint(
     data it was trained on) to ``path`` atomically.
 
     ``rng_state`` defaults to the model backend's current state. Refuses (CheckpointError) to
-    save non-finite parameters, so a diverged run never overwrites its last good checkpoint,
+    save non-finite parameters or optimizer state, so a diverged run never overwrites its last
+    good checkpoint,
     and a ``history`` that is not one record per epoch done or disagrees with its
     ``train_config`` (:func:`~scratchvae.checkpoint_checks.check_schedule`): a file it could not
     load again. ``warmup_since``: the first epoch trained with ``train_config``'s warm-up (a
@@ -140,6 +141,8 @@ def save_checkpoint(
     try:
         check_progress(int(epoch), int(step), history or [])
         check_schedule(int(epoch), history or [], model.config, train_config or {}, warmup_since)
+        if optimizer is not None:  # as restore_training checks it: else a file it refuses
+            optimizer.check_state({"t": optimizer.t, **optimizer.state}, model.params)
     except ValueError as exc:
         raise CheckpointError(f"refusing to save to {path}: {exc}") from None
     meta = {

@@ -368,3 +368,23 @@ def test_a_history_that_is_not_one_record_per_epoch_is_never_written(tmp_path):
     # a model saved by hand with no history at all is saved and loads, as before
     _save(tmp_path / "checkpoint.npz", model, opt, epoch=3, history=None)
     assert load_checkpoint(tmp_path).epoch == 3
+
+
+def test_save_refuses_an_optimizer_state_that_resuming_refuses(tmp_path) -> None:
+    """A float32 gradient of 1e20 makes Adam's v inf with the weights unchanged: the file was
+    written, and restore_training then refused it ("optimizer state v.flat holds NaN or
+    infinite values"), so the run's last good checkpoint had been replaced by one it cannot
+    resume (found by the training audit)."""
+    import numpy as np  # numpy-boundary: the test's own data
+
+    from scratchvae import VAE, Adam
+    from scratchvae.checkpoint import CheckpointError, save_checkpoint
+
+    model, opt = VAE(16, [8], 2, seed=0), Adam()
+    _, grads = model.loss_and_grads(np.ones((4, 16), np.float32))
+    grads.flat[:] = 1e20
+    opt.step(model.params, grads)  # v = g^2 = inf in float32
+    path = tmp_path / "checkpoint.npz"
+    with pytest.raises(CheckpointError, match=r"refusing to save to .*optimizer state v\..* NaN"):
+        save_checkpoint(path, model, opt, epoch=0, step=1)
+    assert not path.exists()
