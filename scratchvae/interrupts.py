@@ -77,29 +77,51 @@ def ignore_interrupts() -> None:
 
 
 @contextmanager
-def interrupts_deferred() -> Iterator[None]:
+def interrupts_deferred(again_at_once: bool = False) -> Iterator[None]:
     """Ctrl-C and SIGTERM wait for the end of the block, then act as they would have: files
     written together stay together (the benchmark's JSON and Markdown: each file is atomic,
     the set is not), and a compiler calling back into Python is not interrupted inside the
-    callback (:mod:`scratchvae.kernels.compiling`). Outside the main thread, a plain block."""
+    callback (:mod:`scratchvae.kernels.compiling`). ``again_at_once``: a second signal in the
+    block acts at once, and the first is then spent (a user who presses Ctrl-C twice means
+    it). Outside the main thread a plain block; so for a signal whose handler was set outside
+    Python (it could not be put back)."""
     caught: list[int] = []
+    previous: dict[int, Any] = {}  # the handlers to put back (emptied when put back)
+    handlers: dict[int, Any] = {}  # each signal's own handler, for acting later
+
+    def restore() -> None:
+        while previous:
+            sig, handler = previous.popitem()
+            signal.signal(sig, handler)
+
+    def catch(signum: int, _: Any) -> None:
+        caught.append(signum)
+        if again_at_once and len(caught) > 1:
+            caught.clear()
+            restore()
+            _act(signum, handlers[signum])
+
     try:
-        previous = {s: signal.signal(s, lambda n, _: caught.append(n)) for s in _DEFERRED}
+        for sig in _DEFERRED:
+            if signal.getsignal(sig) is not None:
+                handlers[sig] = previous[sig] = signal.signal(sig, catch)
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore()
         if caught:  # the first signal, as its own handler would have taken it
-            first = signal.Signals(caught[0])
-            handler = previous[first]
-            if callable(handler):  # Python's: KeyboardInterrupt, Terminated (called in place)
-                handler(first, None)
-            elif handler != signal.SIG_IGN:  # the system's (None: set outside Python): raised
-                signal.raise_signal(first)
+            _act(caught[0], handlers[caught[0]])
+
+
+def _act(signum: int, handler: Any) -> None:
+    """Do what ``handler`` (a signal's handler before it was deferred) does with ``signum``."""
+    if callable(handler):  # Python's: KeyboardInterrupt, Terminated (called in place)
+        handler(signal.Signals(signum), None)
+    elif handler != signal.SIG_IGN:  # the system's default: raised
+        signal.raise_signal(signum)
 
 
 _DEFERRED = (signal.SIGINT, signal.SIGTERM)

@@ -4,9 +4,12 @@ Numba's compiler calls back into Python while it works (llvmlite's object cache,
 ctypes). A Ctrl-C or SIGTERM handled in such a callback raised KeyboardInterrupt inside it,
 where ctypes printed "Exception ignored on calling ctypes callback function" and a traceback,
 and dropped it: the program went on as if nothing had been pressed. While the main thread
-holds Numba's compiler lock, the two signals now wait for the lock's release, then act as they
-would have (:func:`scratchvae.interrupts.interrupts_deferred`): one line, exit status 130 or 143.
-A compile in another thread needs nothing: Python runs signal handlers in the main thread.
+holds Numba's compiler lock, the first of the two signals now waits for the lock's release,
+then acts as it would have (:func:`scratchvae.interrupts.interrupts_deferred`): one line, exit
+status 130 or 143. A second one acts at once (a long compile of the user's own is not made
+uninterruptible). The lock is released before its end event is sent, so the exception is
+raised with no lock held. A compile in another thread needs nothing: Python runs signal
+handlers in the main thread.
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ class _Deferring(Listener or object):  # type: ignore[misc]
 
     def on_start(self, _: Any) -> None:
         if threading.current_thread() is threading.main_thread():
+            if self.depth == 0:  # entered before it is counted: a failure leaves depth 0
+                stack = ExitStack()
+                stack.enter_context(interrupts_deferred(again_at_once=True))
+                self.stack = stack
             self.depth += 1
-            if self.depth == 1:
-                self.stack = ExitStack()
-                self.stack.enter_context(interrupts_deferred())
 
     def on_end(self, _: Any) -> None:
         if threading.current_thread() is threading.main_thread() and self.depth:

@@ -78,3 +78,49 @@ def test_the_listener_is_registered_once() -> None:
     listeners = event._registered["numba:compiler_lock"]
     compiling.defer_interrupts_while_compiling()
     assert listeners.count(compiling._LISTENER) == 1
+
+
+def test_a_second_ctrl_c_during_a_compile_acts_at_once(ctrl_c) -> None:
+    """A compile of the user's own may take long: the first Ctrl-C waits for its end, a
+    second one interrupts it (found by review: one press waited 17 s)."""
+    event.start_event("numba:compiler_lock")
+    signal.raise_signal(signal.SIGINT)  # the first: deferred
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)  # the second: Python's own handler again
+    event.end_event("numba:compiler_lock")  # nothing pending: the first press is spent
+    assert compiling._LISTENER.depth == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_handler_set_outside_python_is_left_alone(ctrl_c, monkeypatch) -> None:
+    """getsignal() is None for a handler a host program set in C: putting None back raised
+    TypeError out of Numba's lock release, and left the catcher installed for good."""
+    from scratchvae.interrupts import interrupts_deferred
+
+    real = signal.getsignal
+    monkeypatch.setattr(signal, "getsignal", lambda s: None if s == signal.SIGTERM else real(s))
+    before = real(signal.SIGTERM)
+    with interrupts_deferred():
+        assert real(signal.SIGTERM) is before  # not replaced: it could not be put back
+        assert real(signal.SIGINT) is not signal.default_int_handler  # deferred
+    assert real(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_failure_to_start_deferring_does_not_switch_it_off(ctrl_c, monkeypatch) -> None:
+    """The depth was counted before the handlers were installed: an interrupt landing there
+    left it at 1, and no later compile deferred anything."""
+    from contextlib import contextmanager
+
+    real = compiling.interrupts_deferred
+
+    @contextmanager
+    def failing(**kwargs):
+        raise KeyboardInterrupt
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(compiling, "interrupts_deferred", failing)
+    with pytest.raises(KeyboardInterrupt):
+        event.start_event("numba:compiler_lock")  # as Numba's acquire() would: no end follows
+    assert compiling._LISTENER.depth == 0
+    monkeypatch.setattr(compiling, "interrupts_deferred", real)
+    test_a_ctrl_c_during_a_compile_acts_when_the_compiler_lock_is_released(ctrl_c)
