@@ -50,6 +50,7 @@ __all__ = [
     "data_moved",
     "nothing_to_train",
     "resume_data",
+    "same_data",
     "warn_other_threads",
 ]
 
@@ -107,7 +108,7 @@ def _flag_text(flag: str, value: Any) -> str:
     return f"{flag} {'none' if shown is None else shown}"
 
 
-def _same_data(saved: str | None, asked: str) -> bool:
+def same_data(saved: str | None, asked: str) -> bool:
     """A named data set in any case; a file or folder wherever it is written from."""
     if saved is None:  # a run made by the library, which did not record its data
         return True
@@ -125,7 +126,7 @@ def data_moved(ckpt: Checkpoint, asked: str | None) -> bool:
     saved = ckpt.train_config.get("data")
     if asked is None or saved is None or ckpt.data_fingerprint is None:
         return False
-    return not (named_dataset(saved) or named_dataset(asked) or _same_data(saved, asked))
+    return not (named_dataset(saved) or named_dataset(asked) or same_data(saved, asked))
 
 
 def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: TrainConfig) -> None:
@@ -156,7 +157,7 @@ def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: Train
         if where not in saved_values or value is None or not given:
             continue
         saved = saved_values[where].get(key)
-        same = _same_data(saved, value) if flag == "--data" else saved == value
+        same = same_data(saved, value) if flag == "--data" else saved == value
         if not same:
             was.append(_flag_text(flag, saved))
             asked.append(_flag_text(flag, value))
@@ -232,7 +233,11 @@ def check_same_run(ckpt: Checkpoint, config: TrainConfig, allow: Sequence[str] =
 
 
 # flags that only some runs use: flag -> (the option that must have this value, the value)
-_ONLY_FOR = {"--momentum": ("--optimizer", "sgd"), "--warmup-epochs": ("--model", "vae")}
+_ONLY_FOR = {
+    "--momentum": ("--optimizer", "sgd"),
+    "--warmup-epochs": ("--model", "vae"),
+    "--decoder-std": ("--likelihood", "gaussian"),
+}
 
 
 def check_flags_apply(args: argparse.Namespace) -> None:

@@ -14,8 +14,9 @@ from .checkpoint import load_checkpoint, load_model
 from .cliargs import PROG, CLIError
 from .data import Dataset, check_n_features, load_dataset
 from .data.load import NoSuchSplit
+from .fingerprint import data_fingerprint, how_data_differs
 from .models import AE
-from .resume import resume_data
+from .resume import resume_data, same_data
 
 __all__ = ["backend_for", "data_likelihood", "load_run", "run_data"]
 
@@ -71,8 +72,23 @@ def run_data(
                 "to use it, or --data FILE with the held-out examples"
             ) from None
         split, data = "all", load_dataset(spec, "all", data_dir, likelihood=likelihood)
+        if _trained_on(ckpt, data, args.data):  # not held out: refused, as without --data
+            raise CLIError(
+                f"{exc.path} is the data the run was trained on (no test split: every example "
+                "was a training or validation one); pass --data FILE with held-out examples, "
+                "or --split all to read it anyway"
+            ) from None
     check_n_features(data, model.n_features)
     return data, split or "test"
+
+
+def _trained_on(ckpt: Any, data: Dataset, given: str) -> bool:
+    """Whether ``data`` (``given`` by --data) is what the run in ``ckpt`` trained on: its
+    fingerprint, wherever the file is now, else the path the run records."""
+    if ckpt.data_fingerprint is not None:
+        return how_data_differs(ckpt.data_fingerprint, data_fingerprint(data)) is None
+    recorded = ckpt.train_config.get("data")
+    return recorded is not None and same_data(recorded, given)
 
 
 def data_likelihood(model: AE) -> str:

@@ -186,6 +186,14 @@ def test_a_held_out_file_given_by_data_is_read_whole(tmp_path, capsys):
     assert main(["reconstruct", run, *held_out]) == 0
     assert main(["evaluate", run, *held_out, "--split", "test"]) == 2  # asked for: refused
     assert "held-out.npy is one data set with no 'test' split" in _error_line(capsys)
+    # the run's own training file, given by --data (or a copy of it elsewhere), is not held out
+    shutil.copy(tmp_path / "mine.npy", tmp_path / "copy.npy")
+    for own in ("mine.npy", "copy.npy"):
+        assert main(["evaluate", run, "--data", str(tmp_path / own)]) == 2
+        line = _error_line(capsys)
+        assert f"{own} is the data the run was trained on" in line and "--split all" in line
+    assert main(["evaluate", run, "--data", str(tmp_path / "mine.npy"), "--split", "all",
+                 "--iw-samples", "2"]) == 0  # fmt: skip
 
 
 def test_resume_continues_to_more_epochs(tmp_path, capsys):
@@ -514,3 +522,6 @@ def test_the_gaussian_decoders_std_is_a_flag(tmp_path, capsys):
     assert main([*resume, "--decoder-std", "0.1"]) == 0
     assert main(["train", "--decoder-std", "0", "--out", str(tmp_path / "x")]) == 2
     assert "argument --decoder-std: expected a finite number > 0" in _error_line(capsys)
+    # with a Bernoulli decoder it would be ignored (and recorded, then refused on resume)
+    assert main(["train", "--decoder-std", "0.1", "--out", str(tmp_path / "y")]) == 2
+    assert "--decoder-std applies to --likelihood gaussian only" in _error_line(capsys)

@@ -41,11 +41,16 @@ def class_names(name: str) -> tuple[str, ...] | None:
 
 def official_labels(y: Any) -> str | None:
     """The data set (``"mnist"``, ``"fashion-mnist"``) whose official train or test labels are
-    exactly ``y`` (uint8, one dimension), else None: told by the md5 of the raw IDX file that
-    holds them, so gzipped, raw or re-compressed files alike, at the cost of hashing N bytes.
-    The two sets' files have the same names; their labels differ."""
-    if getattr(y, "dtype", None) is None or y.dtype.str != "|u1" or y.ndim != 1:
+    exactly ``y`` (integers of one dimension, uint8 as the file holds them or any other integer
+    dtype), else None: told by the md5 of the raw IDX file that holds them, so gzipped, raw or
+    re-compressed files alike, at the cost of hashing N bytes. The two sets' files have the
+    same names; their labels differ."""
+    if getattr(y, "dtype", None) is None or y.dtype.kind not in "iu" or y.ndim != 1:
         return None
+    if y.dtype.str != "|u1":  # torchvision's targets.numpy() are int64: as the file holds them
+        if len(y) and not (0 <= y.min() and y.max() <= 255):
+            return None
+        y = y.astype("uint8")
     raw = struct.pack(">II", IDX_LABELS_MAGIC, len(y)) + y.tobytes()
     digest = hashlib.md5(raw, usedforsecurity=False).hexdigest()
     for name, table in CHECKSUMS.items():

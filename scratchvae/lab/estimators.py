@@ -110,8 +110,8 @@ def score_function_grads(
     in float64, and z == mu or eps == 0 then gave 0 * inf = NaN where the score is 0 and -1/2):
     as ops/losses.py's Gaussian does, with t = e^(-lv/4) capped at e^C (C = 88 float32, 709
     float64), r = ((z - mu) t) t (or r = eps), d/dmu = (r t) t and d/dlogvar = 0.5 (r^2 - 1).
-    Below lv = -4C, where the cap binds, both overflow for any nonzero z - mu (and any eps above
-    the smallest normal number), as the true values do.
+    Below lv = -4C, where the cap binds, both overflow for any nonzero z - mu (and any eps
+    above about 1.1 times the smallest normal number), as the true values do.
     """
     t = _root_precision(logvar)  # (*batch, L)   e^(-lv/4), finite
     if eps is None:
@@ -126,10 +126,12 @@ def score_function_grads(
 
 
 def _root_precision(logvar: Array) -> Array:
-    """t = e^(-lv/4) capped at e^C, C the largest whole number with e^C finite in logvar's
-    dtype (ops/losses.py's _standardized): (a t) t is a e^(-lv/2) with no factor inf."""
+    """t = e^(-lv/4) capped at e^C, C the largest whole number with e^C finite in the dtype
+    logvar computes in (ops/losses.py's _standardized; an integer logvar or a Python float:
+    float64): (a t) t is a e^(-lv/2) with no factor inf."""
     xp = get_xp(logvar)
-    cap = math.floor(math.log(float(xp.finfo(logvar.dtype).max)))
+    logvar = xp.asarray(logvar)
+    cap = math.floor(math.log(float(xp.finfo(xp.result_type(logvar, 1.0)).max)))
     return xp.exp(xp.minimum(-0.25 * logvar, cap))
 
 

@@ -95,7 +95,7 @@ def _checkpoint(args: argparse.Namespace) -> Any:
     """The checkpoint of --checkpoint (None without one). Its model is traced as it was
     trained: model flags are refused, and the data, data folder and dtype default to the run's."""
     if args.run is not None:  # `scratchvae trace RUN`, as `evaluate RUN` (or --checkpoint)
-        if args.checkpoint is not None and args.checkpoint != args.run:
+        if args.checkpoint is not None and not _same_file(args.run, args.checkpoint):
             raise ValueError(f"two runs to trace ({args.run}, --checkpoint {args.checkpoint})")
         args.checkpoint = args.run
     if not args.checkpoint:
@@ -107,6 +107,13 @@ def _checkpoint(args: argparse.Namespace) -> Any:
     from ..checkpoint import load_checkpoint  # noqa: PLC0415 - the CLI's boundary
 
     return load_checkpoint(args.checkpoint)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two names of a run (its folder, or its checkpoint file) are the same file."""
+    from ..checkpoint import resolve_path  # noqa: PLC0415 - the CLI's boundary
+
+    return resolve_path(a).resolve() == resolve_path(b).resolve()
 
 
 def _cli_model(args: argparse.Namespace, backend: Backend, n_features: int, ckpt: Any) -> AE:

@@ -58,7 +58,11 @@ def test_official_labels_needs_exactly_an_official_labels_file(tiny, fashion_tab
     y = tiny["arrays"]["train"][1]
     assert official_labels(y) == "fashion-mnist"
     assert official_labels(y[:-1]) is None
-    assert official_labels(y.astype("int16")) is None  # not what an official file holds
+    # the same labels in another integer dtype (torchvision's targets.numpy() are int64)
+    assert official_labels(y.astype("int64")) == official_labels(y.astype("int16"))
+    assert official_labels(y.astype("int64")) == "fashion-mnist"
+    assert official_labels(y.astype("int64") + 256) is None  # values no IDX label holds
+    assert official_labels(y.astype("float64")) is None
     assert official_labels(y.reshape(1, -1)) is None
     assert official_labels([0, 1, 2]) is None
     assert STEMS["train"][1] in fashion_tables

@@ -132,6 +132,19 @@ def _bernoulli_vae(logit, features=8, latent=2, seed=0):
     return model
 
 
+def test_the_score_takes_a_logvar_of_any_number_type():
+    """The capped root precision took finfo of logvar's dtype: an integer logvar raised
+    "not inexact" and a Python float an AttributeError, where both worked before (review)."""
+    from scratchvae.lab.estimators import score_function_grads
+
+    f, z, mu = np.ones(3), np.full((3, 2), 0.5), np.zeros(2)
+    expected = score_function_grads(f, z, mu, np.zeros(2))
+    for logvar in (np.zeros(2, dtype=np.int64), 0.0, 0):
+        got = score_function_grads(f, z, mu, logvar)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+
+
 @given(logit=st.floats(1e3, 1e6, **finite), seed=st.integers(0, 2**16))
 def test_importance_weights_sum_to_one_at_a_large_log_weight(logit, seed):
     """The estimate is a convex combination of the decoded means: with every missing pixel's

@@ -307,7 +307,8 @@ def test_cli_takes_the_run_as_the_other_commands_do(tmp_path, capsys):
     by_position = capsys.readouterr().out
     assert run_cli(_cli("--checkpoint", str(tmp_path), "--batch-size", "2")) == 0
     assert capsys.readouterr().out == by_position and "(2, 9)" in by_position
-    assert run_cli(_cli(str(tmp_path), "--checkpoint", str(tmp_path), "--batch-size", "2")) == 0
+    for same in (str(tmp_path), f"{tmp_path}/", str(tmp_path / "checkpoint.npz")):  # one run
+        assert run_cli(_cli(str(tmp_path), "--checkpoint", same, "--batch-size", "2")) == 0
     with pytest.raises(ValueError, match="two runs to trace"):
         run_cli(_cli(str(tmp_path), "--checkpoint", str(tmp_path / "other")))
 
