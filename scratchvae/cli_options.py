@@ -32,8 +32,8 @@ def add_data_args(p: argparse.ArgumentParser, default_help: str) -> None:
 def add_split_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--split",
-        help="train, test or all, as the data has them (default test; a file or folder given "
-        "by --data that has no test split: all of it)",
+        help="train, test or all, as the data has them (default test; a file given by --data "
+        "that has no test split: all of it, unless it is the data the run trained on)",
     )
 
 

@@ -127,10 +127,18 @@ def check_range(
     if likelihood == "bernoulli" and (lo < 0 or hi > 1):
         how = "divide 8-bit grey levels by 255, else " if lo >= 0 and hi <= 255 else ""
         raise error(
-            f"{name} has values in [{lo:g}, {hi:g}] but the Bernoulli likelihood needs [0, 1]; "
+            f"{name} has values in [{_bound(lo)}, {_bound(hi)}] but the Bernoulli likelihood "
+            "needs [0, 1]; "
             f"{how}min-max scale to [0, 1], or use a Gaussian likelihood (--likelihood "
             "gaussian, likelihood='gaussian')"
         )
+
+
+def _bound(v: float) -> str:
+    """``v`` to 6 digits, or all of them where 6 would show 1 or 0 ([0, 1]'s own ends) for a
+    value outside [0, 1] (1.000000000001 is not 1)."""
+    short = f"{v:g}"
+    return repr(float(v)) if (short in ("1", "0", "-0") and v not in (0, 1)) else short
 
 
 def check_targets(x: Any, likelihood: str, name: str = "x") -> None:

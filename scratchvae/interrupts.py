@@ -94,9 +94,9 @@ def interrupts_deferred(again_at_once: bool = False) -> Iterator[None]:
             sig, handler = previous.popitem()
             signal.signal(sig, handler)
 
-    def catch(signum: int, _: Any) -> None:
+    def catch(signum: int, frame: Any) -> None:
         caught.append(signum)
-        if again_at_once and len(caught) > 1:
+        if again_at_once and len(caught) > 1 and not _in_a_callback(frame):
             caught.clear()
             restore()
             _act(signum, handlers[signum])
@@ -106,14 +106,32 @@ def interrupts_deferred(again_at_once: bool = False) -> Iterator[None]:
             if signal.getsignal(sig) is not None:
                 handlers[sig] = previous[sig] = signal.signal(sig, catch)
     except ValueError:  # not the main thread
+        restore()
         yield
         return
+    except BaseException:  # a signal between two installs: none of them left behind
+        restore()
+        raise
     try:
         yield
     finally:
         restore()
         if caught:  # the first signal, as its own handler would have taken it
             _act(caught[0], handlers[caught[0]])
+
+
+def _in_a_callback(frame: Any) -> bool:
+    """Whether ``frame`` runs inside llvmlite's object-cache callbacks, called from C through
+    ctypes while Numba compiles: an exception raised there is printed and dropped, so a signal
+    that would raise one waits (:mod:`scratchvae.kernels.compiling`)."""
+    while frame is not None:
+        if frame.f_code.co_filename.endswith(_CALLBACKS):
+            return True
+        frame = frame.f_back
+    return False
+
+
+_CALLBACKS = ("executionengine.py",)  # llvmlite/binding/: _raw_object_cache_notify & co
 
 
 def _act(signum: int, handler: Any) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .backend import get_xp, op
+from .inputs import real
 from .params import ParamStore, Workspace, buffer
 
 Array = Any
@@ -221,12 +222,16 @@ class Adam(Optimizer):
         fused: bool = True,
     ) -> None:
         super().__init__(lr, clip_norm)
-        b1, b2 = betas if len(betas) == 2 else (math.nan, math.nan)  # NaN: refused below
-        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+        pair = isinstance(betas, (tuple, list)) and len(betas) == 2
+        b1, b2 = (float(real(b, "Adam betas") or 0.0) for b in betas) if pair else (-1.0, -1.0)
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):  # NaN too
             raise ValueError(f"Adam betas must be two numbers in [0, 1), got {betas}")
-        if not 0.0 <= eps < math.inf:  # as PyTorch (eps < 0 or NaN: a NaN step)
-            raise ValueError(f"Adam eps must be >= 0 and finite, got {eps}")
-        self.b1, self.b2, self.eps = float(b1), float(b2), float(eps)
+        # eps > 0: with 0 a gradient of 0 is a step 0/0, and a moment v flushed to 0 below the
+        # smallest normal number (m not) a step of inf, where PyTorch's v stays subnormal
+        eps = float(real(eps, "Adam eps") or 0.0)  # a string: one-line TypeError
+        if not 0.0 < eps < math.inf:  # NaN too
+            raise ValueError(f"Adam eps must be > 0 and finite, got {eps}")
+        self.b1, self.b2, self.eps = b1, b2, eps
         self.fused = bool(fused)  # False: the readable reference update (same result to rounding)
 
     def _update(self, key: str, p: Array, g: Array) -> None:
@@ -326,8 +331,9 @@ def adam_update(
     c2 = xp.sqrt(1 - b2**t)
     step, eps_hat = lr * c2 / (1 - b1**t), eps * c2
     tmp = buffer(ws, "tmp", p.shape, p)
-    # b1 m + (1 - b1) g as PyTorch: m = g exactly when b1 = 0 (m + (1 - b1)(g - m) was off
-    # by up to ulp(old m)); v's two terms are >= 0, so v is exact to rounding for any b2
+    # b1 m + (1 - b1) g, PyTorch's documented formula: m = g exactly when b1 = 0
+    # (m + (1 - b1)(g - m) was off by up to ulp(old m)); v's two terms are >= 0, so v is exact
+    # to rounding for any b2
     m *= b1
     xp.multiply(g, 1 - b1, out=tmp)
     m += tmp

@@ -185,7 +185,7 @@ def epoch_line(r: dict[str, Any], epochs: int, warmup: tuple[float, float] | Non
             return ""
         rest = ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if k != "loss")
         if split == "train_" and warmup is not None:
-            rest += f"; KL weight {warmup[0]:.2f} -> {warmup[1]:.2f} in warm-up"
+            rest += f"; KL weight {warmup[0]:.2g} -> {warmup[1]:.2g} in warm-up"  # 0.001: not 0.00
         return f"  {split.rstrip('_')} loss {parts['loss']:.2f}" + (f" ({rest})" if rest else "")
 
     return (

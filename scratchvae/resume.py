@@ -156,6 +156,13 @@ def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: Train
             )
         if where not in saved_values or value is None or not given:
             continue
+        option, needed = _ONLY_FOR.get(flag, (None, None))  # --decoder-std, --momentum
+        run_has = _run_setting(ckpt, config, option) if option else needed
+        if run_has != needed:  # the run has no such setting: say so, not "trained with 1.0"
+            raise ResumeMismatch(
+                f"{flag} applies to {option} {needed} only, and {ckpt.path} was trained with "
+                f"{option} {run_has}; drop it to resume"
+            )
         saved = saved_values[where].get(key)
         same = same_data(saved, value) if flag == "--data" else saved == value
         if not same:
@@ -166,6 +173,13 @@ def check_resume_flags(args: argparse.Namespace, ckpt: Checkpoint, config: Train
             f"{ckpt.path} was trained with {' '.join(was)}; you asked for {' '.join(asked)}; "
             "drop those flags to resume, or use another --out"
         )
+
+
+def _run_setting(ckpt: Checkpoint, config: TrainConfig, option: str) -> Any:
+    """The run's value of ``option`` (--likelihood, --optimizer, --model) from its checkpoint."""
+    if option == "--optimizer":
+        return config.optimizer
+    return ckpt.model_config.get(option[2:])
 
 
 def resume_data(given: str | None, recorded: str | None, run: Path) -> str:

@@ -281,3 +281,14 @@ def test_the_decoder_std_kl_weight_and_dropout_are_numbers_finite_where_they_mus
     with pytest.raises(TypeError, match="dropout must be a number, got None"):
         AE(4, dropout=None)
     assert VAE(4, beta=0).beta == 0.0 and AE(4, decoder_std=2).lik.std == 2.0
+
+
+def test_a_value_a_hair_above_1_is_shown_as_it_is() -> None:
+    """The refusal read "values in [0.0003, 1] but the Bernoulli likelihood needs [0, 1]":
+    6 digits rounded 1.000000000001 to 1 (review)."""
+    from scratchvae.inputs import check_range
+
+    with pytest.raises(ValueError, match=r"values in \[0\.0003, 1\.000000000001\] but"):
+        check_range(0.0003, 1 + 1e-12, "bernoulli", "x")
+    with pytest.raises(ValueError, match=r"values in \[0, 255\] but"):
+        check_range(0, 255, "bernoulli", "x")

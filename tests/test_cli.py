@@ -525,3 +525,12 @@ def test_the_gaussian_decoders_std_is_a_flag(tmp_path, capsys):
     # with a Bernoulli decoder it would be ignored (and recorded, then refused on resume)
     assert main(["train", "--decoder-std", "0.1", "--out", str(tmp_path / "y")]) == 2
     assert "--decoder-std applies to --likelihood gaussian only" in _error_line(capsys)
+    # on resuming a Bernoulli run it said "trained with --decoder-std 1.0" (its unused default)
+    bernoulli = str(tmp_path / "b")
+    assert main(["train", "--out", bernoulli, *TINY, "--no-figures"]) == 0
+    capsys.readouterr()
+    for flags in (["--decoder-std", "1"], ["--momentum", "0.5"]):
+        assert main(["train", "--out", bernoulli, "--resume", "--epochs", "3", *flags]) == 2
+        line = _error_line(capsys)
+        assert "only, and " in line and "was trained with --" in line and "drop it" in line
+        assert "you asked for" not in line

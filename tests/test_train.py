@@ -137,8 +137,8 @@ def test_epoch_lines_say_when_the_training_loss_is_the_warm_up_objective(small, 
     history = fit(model, small, _cfg(epochs=3, warmup_epochs=2, batch_size=30, progress=True))
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
     assert len(lines) == 3
-    assert "train loss" in lines[0] and "; KL weight 0.00 -> 0.89 in warm-up)" in lines[0]
-    assert "; KL weight 1.00 -> 1.89 in warm-up)" in lines[1]
+    assert "train loss" in lines[0] and "; KL weight 0 -> 0.89 in warm-up)" in lines[0]
+    assert "; KL weight 1 -> 1.9 in warm-up)" in lines[1]
     assert "warm-up" not in lines[2] and "KL weight" not in lines[2]
     r = history[0]  # what the line labels: the loss is not recon + kl (nor recon + beta kl)
     assert r["train_loss"] < r["train_recon"] + r["train_kl"]

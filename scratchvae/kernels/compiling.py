@@ -21,9 +21,10 @@ from typing import Any
 from ..interrupts import interrupts_deferred
 
 try:  # an optional dependency, as in kernels/cpu.py
+    from numba.core.compiler_lock import global_compiler_lock
     from numba.core.event import Listener, register
 except ImportError:  # pragma: no cover - depends on the environment
-    Listener = register = None  # type: ignore[assignment, misc, unused-ignore]
+    Listener = register = global_compiler_lock = None  # type: ignore[assignment, misc, unused-ignore]
 
 __all__ = ["defer_interrupts_while_compiling"]
 
@@ -38,6 +39,8 @@ class _Deferring(Listener or object):  # type: ignore[misc]
 
     def on_start(self, _: Any) -> None:
         if threading.current_thread() is threading.main_thread():
+            if self.depth and not global_compiler_lock.is_locked():  # a stale count: a second
+                self.depth, self.stack = 0, None  # Ctrl-C raised while waiting for the lock
             if self.depth == 0:  # entered before it is counted: a failure leaves depth 0
                 stack = ExitStack()
                 stack.enter_context(interrupts_deferred(again_at_once=True))
