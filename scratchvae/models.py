@@ -150,6 +150,8 @@ class Model:
         Input that is not floating point (uint8 grey levels 0..255, ints, bools, a list) is
         checked against the likelihood (finite; in [0, 1] for Bernoulli); float input is not
         (every training step would pay for it): ``fit`` and ``evaluate`` check their data."""
+        if getattr(getattr(x, "dtype", None), "kind", "") == "c":  # a cast drops the imaginary
+            raise ValueError(f"input has dtype {x.dtype}; expected real numbers (uint8 or float)")
         floating, x = is_floating(x), self.backend.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected input of shape (batch, {self.n_features}), got {x.shape}")

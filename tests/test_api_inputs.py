@@ -292,3 +292,14 @@ def test_a_value_a_hair_above_1_is_shown_as_it_is() -> None:
         check_range(0.0003, 1 + 1e-12, "bernoulli", "x")
     with pytest.raises(ValueError, match=r"values in \[0, 255\] but"):
         check_range(0, 255, "bernoulli", "x")
+
+
+def test_complex_input_is_refused_not_cast(recwarn) -> None:
+    """A complex batch was cast to its real part with only NumPy's ComplexWarning; fit and
+    evaluate already refused complex data (found by the models audit)."""
+    from scratchvae.models import AE
+
+    model = AE(4, hidden=[3], latent=2)
+    with pytest.raises(ValueError, match=r"input has dtype complex128; expected real numbers"):
+        model.loss(np.full((2, 4), 0.5 + 0.5j))
+    assert not [w for w in recwarn if "Complex" in w.category.__name__]
