@@ -150,9 +150,10 @@ class Model:
         Input that is not floating point (uint8 grey levels 0..255, ints, bools, a list) is
         checked against the likelihood (finite; in [0, 1] for Bernoulli); float input is not
         (every training step would pay for it): ``fit`` and ``evaluate`` check their data."""
-        if getattr(getattr(x, "dtype", None), "kind", "") == "c":  # a cast drops the imaginary
+        floating = is_floating(x)  # float input: no check (the step's path stays as it was)
+        if not floating and getattr(getattr(x, "dtype", None), "kind", "") == "c":
             raise ValueError(f"input has dtype {x.dtype}; expected real numbers (uint8 or float)")
-        floating, x = is_floating(x), self.backend.asarray(x)
+        x = self.backend.asarray(x)  # (a complex cast would drop the imaginary part)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected input of shape (batch, {self.n_features}), got {x.shape}")
         if x.shape[0] < min_rows:

@@ -33,7 +33,6 @@ one-sample ELBO step, whatever the model's objective, k or estimator.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +46,8 @@ from ..ops.losses import (
     gaussian_kl_backward,
     log_normal_draw,
     log_standard_normal,
+    root_precision,
+    standardized,
 )
 from ..ops.reparam import ReparamCache, reparam_backward, reparam_forward, split_latent
 from .baselines import (
@@ -108,31 +109,20 @@ def score_function_grads(
 
     Either way e^(-lv/2) is never formed (it overflows below lv = -177.4 in float32, -1419.6
     in float64, and z == mu or eps == 0 then gave 0 * inf = NaN where the score is 0 and -1/2):
-    as ops/losses.py's Gaussian does, with t = e^(-lv/4) capped at e^C (C = 88 float32, 709
-    float64), r = ((z - mu) t) t (or r = eps), d/dmu = (r t) t and d/dlogvar = 0.5 (r^2 - 1).
+    as ops/losses.py's Gaussian does (its ``standardized`` and ``root_precision``), with
+    t = e^(-lv/4) capped at e^C (C = 88 float32, 709 float64), r = ((z - mu) t) t (or
+    r = eps), d/dmu = (r t) t and d/dlogvar = 0.5 (r^2 - 1).
     Below lv = -4C, where the cap binds, both overflow for any nonzero z - mu (and any eps
     above about 1.1 times the smallest normal number), as the true values do.
     """
-    t = _root_precision(logvar)  # (*batch, L)   e^(-lv/4), finite
-    if eps is None:
-        r = (z - mu) * t  # (S, *batch, L)  then r * t = (z - mu) e^(-lv/2): eps, as rounded in z
-        r *= t
+    if eps is None:  # r = ((z - mu) t) t = (z - mu) e^(-lv/2): eps, as rounded in z
+        r, t = standardized(z, mu, logvar)  # (S, *batch, L), t (*batch, L) e^(-lv/4) finite
     else:
-        r = eps
+        r, t = eps, root_precision(logvar, eps)
     score_mu = (r * t) * t  # (z - mu) e^-lv = eps / sigma
     score_lv = 0.5 * (r * r - 1)
     w = (f - c)[..., None]  # (S, *batch, 1): the same weight for every latent unit
     return w * score_mu, w * score_lv
-
-
-def _root_precision(logvar: Array) -> Array:
-    """t = e^(-lv/4) capped at e^C, C the largest whole number with e^C finite in the dtype
-    logvar computes in (ops/losses.py's _standardized; an integer logvar or a Python float:
-    float64): (a t) t is a e^(-lv/2) with no factor inf."""
-    xp = get_xp(logvar)
-    logvar = xp.asarray(logvar)
-    cap = math.floor(math.log(float(xp.finfo(xp.result_type(logvar, 1.0)).max)))
-    return xp.exp(xp.minimum(-0.25 * logvar, cap))
 
 
 # ============================================================================ the toy problem

@@ -52,7 +52,22 @@ def _exp_cap(a: Array) -> int:
     return math.floor(math.log(float(get_xp(a).finfo(a.dtype).max)))
 
 
-def _standardized(z: Array, mu: Array | float, logvar: Array | float) -> tuple[Array, Any]:
+def root_precision(logvar: Array | float, like: Array) -> Array | float:
+    """t = e^(-lv/4) capped at e^C (C = 88 float32, 709 float64: :func:`standardized`), in the
+    dtype of ``logvar`` combined with ``like`` (what t multiplies); a Python float for a float
+    ``logvar`` (a fixed variance), so float32 arrays stay float32."""
+    if hasattr(logvar, "shape"):
+        xp = get_xp(logvar)
+        # in the result's dtype, which the cap must be that of: a float32 logvar beside
+        # float64 data capped at e^88 gave finite values where the true ones are e^48 larger
+        dtype = xp.result_type(like, logvar)
+        t = xp.asarray(xp.multiply(logvar, -0.25, dtype=dtype))  # (a 0-d logvar: an array still)
+        xp.minimum(t, _exp_cap(t), out=t)
+        return xp.exp(t, out=t)
+    return math.exp(min(-0.25 * logvar, _exp_cap(like)))
+
+
+def standardized(z: Array, mu: Array | float, logvar: Array | float) -> tuple[Array, Any]:
     """(r, t): the residual in standard deviations r = (z - mu) e^(-lv/2), formed as
     ((z - mu) t) t with t = e^(-lv/4) capped at e^C, C = 88 (float32) or 709 (float64), the
     largest whole C with e^C finite; t is a float for a float ``logvar``. Then
@@ -72,16 +87,7 @@ def _standardized(z: Array, mu: Array | float, logvar: Array | float) -> tuple[A
     do the capped ones. The cap changes no finite result.
     """
     d = z - mu  # a new array
-    if hasattr(logvar, "shape"):
-        xp = get_xp(logvar)
-        # in the result's dtype, which the cap must be that of: a float32 logvar beside
-        # float64 data capped at e^88 gave finite values where the true ones are e^48 larger
-        dtype = xp.result_type(d, logvar)
-        t = xp.asarray(xp.multiply(logvar, -0.25, dtype=dtype))  # (a 0-d logvar: an array still)
-        xp.minimum(t, _exp_cap(t), out=t)
-        xp.exp(t, out=t)
-    else:  # a fixed variance: t a Python float, so float32 arrays stay float32
-        t = math.exp(min(-0.25 * logvar, _exp_cap(d)))
+    t = root_precision(logvar, d)
     if getattr(t, "shape", d.shape) == d.shape and getattr(t, "dtype", d.dtype) == d.dtype:
         d *= t  # in place (the usual case)
         r = d
@@ -105,10 +111,10 @@ def log_normal(z: Array, mu: Array | float, logvar: Array | float) -> Array:
     """log N(z; mu, diag(exp(logvar))) summed over the last axis.   (..., L) -> (...)
 
     -0.5 sum [ (z - mu)^2 e^-lv + lv + log 2 pi ], with the quadratic term formed as r^2,
-    r = (z - mu) e^(-lv/2) (finite at z == mu however small the variance; see _standardized).
+    r = (z - mu) e^(-lv/2) (finite at z == mu however small the variance; see standardized).
     ``logvar`` an array, or a float for a fixed variance (a Python float keeps float32 arrays
     float32)."""
-    r, _ = _standardized(z, mu, logvar)
+    r, _ = standardized(z, mu, logvar)
     r *= r  # r^2, in place
     return -_gaussian_nll(r, logvar)
 
@@ -197,7 +203,7 @@ def bernoulli_nll_backward(cache: BernoulliCache, dloss: Any, ws: WS = None) -> 
 # ---------------------------------------------------------------------------- Gaussian NLL
 class GaussianNLLCache(NamedTuple):
     r: Array  # (..., D) (x - mean) e^(-logvar/2), the residual in standard deviations
-    t: Array | float  # (..., D) e^(-logvar/4), capped (see _standardized); a float when fixed
+    t: Array | float  # (..., D) e^(-logvar/4), capped (see standardized); a float when fixed
     scale: float  # 1/B for reduce="mean", else 1
     mean_shape: tuple[int, ...]  # the mean's (it may enter broadcast against x)
 
@@ -213,8 +219,8 @@ def gaussian_nll_forward(
 ) -> tuple[Array, GaussianNLLCache]:
     """-log N(x; mean, exp(logvar)) = 0.5 sum_D [ (x - mean)^2 / exp(logvar) + logvar + log 2pi ]
     mean, x: (..., D); logvar: (..., D) when learned, or a float for a fixed variance. The
-    quadratic term is r^2 (see :func:`_standardized`); r and t are all the backward needs."""
-    r, t = _standardized(x, mean, logvar)
+    quadratic term is r^2 (see :func:`standardized`); r and t are all the backward needs."""
+    r, t = standardized(x, mean, logvar)
     return _reduce(_gaussian_nll(r * r, logvar), reduce), GaussianNLLCache(
         r, t, _per_example_scale(reduce, r.shape[:-1]), tuple(getattr(mean, "shape", ()))
     )
