@@ -1,0 +1,277 @@
+"""CuPy's ``ElementwiseKernel`` and ``ReductionKernel`` on the host, for machines without a GPU.
+
+Each kernel's CUDA C is compiled as C++ (``g++``) into a loop over the elements, the same
+statement per element that a CUDA thread runs, and called on NumPy arrays. So the arithmetic of
+every CUDA kernel in :mod:`scratchvae.kernels.gpu` and :mod:`scratchvae.kernels.gpu_random` runs
+in every CI run and is checked against the op it replaces, although only a GPU runs the real
+launch (``pytest -m gpu``). What this cannot see: CUDA's own maths library (its ``exp`` and
+``log`` are within 1-2 ulp, glibc's within 1), the fused multiply-adds NVRTC forms (so results
+agree to rounding, not to the bit), the order of a reduction's sums, and anything about
+launches, streams or graphs.
+
+The subset of CuPy's kernel language used by scratchvae is supported: parameters ``T name``,
+``<dtype> name`` and ``raw <dtype> name``, one type placeholder ``T``, broadcasting of the
+non-raw arguments, outputs given or allocated, ``size=``, a ``preamble``, the element index
+``i``, reductions over the last axis or over everything. :func:`module` returns the stand-in for
+``cupy`` that the tests put where the kernels call ``import_cupy()``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import types
+from math import prod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CXX = shutil.which("g++") or shutil.which("c++")
+
+_C_TYPES = {
+    "float32": "float",
+    "float64": "double",
+    "int32": "int",
+    "int64": "long long",
+    "uint64": "unsigned long long",
+    "bool": "bool",
+}
+
+# What CUDA C offers that C++ spells differently: __device__ functions, max/min of two floats
+# (fmax: the number where the other is NaN, as CUDA's), cospi.
+_PRELUDE = r"""
+#include <cmath>
+#include <cstdint>
+#define __device__
+using std::exp; using std::log; using std::log1p; using std::expm1; using std::sqrt;
+using std::pow; using std::fabs; using std::cos; using std::sin; using std::tanh;
+static inline float max(float a, float b) { return std::fmax(a, b); }
+static inline double max(double a, double b) { return std::fmax(a, b); }
+static inline float min(float a, float b) { return std::fmin(a, b); }
+static inline double min(double a, double b) { return std::fmin(a, b); }
+static inline double cospi(double x) { return std::cos(M_PI * x); }
+static inline float cospi(float x) { return (float)std::cos(M_PI * (double)x); }
+"""
+
+_BUILD = Path(tempfile.gettempdir()) / f"scratchvae-cuda-on-host-{os.getuid()}"
+_LIBRARIES: dict[str, ctypes.CDLL] = {}
+
+
+class Param:
+    """One kernel parameter: ``raw``, its type (``T`` or a dtype name) and its name."""
+
+    def __init__(self, text: str) -> None:
+        words = text.split()
+        self.raw = words[0] == "raw"
+        self.type, self.name = words[-2], words[-1]
+
+    def dtype(self, T: np.dtype | None) -> np.dtype:
+        if self.type == "T":
+            assert T is not None, f"{self.name}: the type placeholder T was not inferred"
+            return T
+        return np.dtype(self.type)
+
+
+def params(text: str) -> list[Param]:
+    return [Param(p) for p in text.split(",") if p.strip()]
+
+
+def _compile(source: str) -> ctypes.CDLL:
+    """The shared library of ``source`` (built once, cached on disk by its hash)."""
+    key = hashlib.sha256(source.encode()).hexdigest()[:20]
+    if key not in _LIBRARIES:
+        _BUILD.mkdir(exist_ok=True)
+        lib = _BUILD / f"k{key}.so"
+        if not lib.exists():
+            src = _BUILD / f"k{key}.cpp"
+            src.write_text(source)
+            tmp = _BUILD / f"k{key}.{os.getpid()}.tmp.so"
+            cmd = [CXX, "-O1", "-std=c++17", "-shared", "-fPIC", "-o", str(tmp), str(src)]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"g++ failed on {src}:\n{done.stderr}")
+            tmp.replace(lib)
+        _LIBRARIES[key] = ctypes.CDLL(str(lib))
+    return _LIBRARIES[key]
+
+
+def usable() -> str | None:
+    """None where kernels can be compiled and loaded here, else why not (a skip's reason)."""
+    if CXX is None:
+        return "needs a C++ compiler (g++)"
+    try:
+        _compile(_source(None, "", "(void)_n; (void)_ptr;"))
+    except (OSError, RuntimeError) as err:
+        return f"cannot build or load a kernel here: {str(err).splitlines()[0]}"
+    return None
+
+
+def _infer_T(plist: list[Param], args: list[Any]) -> np.dtype | None:
+    """T from the first array argument of a T parameter (CuPy: scalars do not decide it)."""
+    for p, a in zip(plist, args, strict=False):
+        if p.type == "T" and isinstance(a, np.ndarray):
+            return a.dtype
+    for p, a in zip(plist, args, strict=False):
+        if p.type == "T" and a is not None:
+            return np.asarray(a).dtype
+    return None
+
+
+def _load(p: Param, k: int, index: str, const: bool = True) -> str:
+    """The C++ line that binds parameter ``p`` (pointer ``k``) for one element."""
+    ctype = "T" if p.type == "T" else _C_TYPES[p.type]
+    if p.raw:
+        return f"{ctype}* {p.name} = ({ctype}*)_ptr[{k}];"
+    return f"{'const ' if const else ''}{ctype} {p.name} = (({ctype}*)_ptr[{k}])[{index}];"
+
+
+def _source(T: np.dtype | None, preamble: str, body: str) -> str:
+    typedef = f"typedef {_C_TYPES[T.name]} T;\n" if T is not None else ""
+    entry = 'extern "C" void run(long long _n, void** _ptr)'
+    return f"{_PRELUDE}{typedef}{preamble}\n{entry} {{\n{body}\n}}\n"
+
+
+class _Call:
+    """The arguments of one call, as contiguous arrays of the parameters' types (the
+    broadcast shape for non-raw ones), with the outputs to copy back afterwards."""
+
+    def __init__(self, in_p, out_p, args, size=None):
+        plist = in_p + out_p
+        args = list(args) + [None] * (len(plist) - len(args))
+        self.T = _infer_T(plist, args)
+        arrays = [np.asarray(a) for p, a in zip(plist, args, strict=True) if a is not None]
+        shapes = [a.shape for a, p in zip(arrays, plist, strict=False) if not p.raw]
+        self.shape = np.broadcast_shapes(*shapes) if shapes else (size,)
+        self.outputs, self.work, self.copy_back = [], [], []
+        for k, (p, a) in enumerate(zip(plist, args, strict=True)):
+            dtype = p.dtype(self.T)
+            if a is None:  # an output not given: allocated
+                a = np.zeros(self.shape, dtype)
+            if k >= len(in_p):
+                self.outputs.append(a)
+            if p.raw:
+                assert isinstance(a, np.ndarray) and a.flags.c_contiguous and a.dtype == dtype
+                self.work.append(a)
+                continue
+            if isinstance(a, np.ndarray) and p.type == "T":
+                assert a.dtype == dtype, f"{p.name}: {a.dtype} where T is {dtype}"
+            w = np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=dtype), self.shape))
+            if k >= len(in_p):
+                w = w.copy()
+                self.copy_back.append((a, w))
+            self.work.append(w)
+
+    def pointers(self) -> Any:
+        return (ctypes.c_void_p * len(self.work))(*(w.ctypes.data for w in self.work))
+
+    def finish(self) -> Any:
+        for out, w in self.copy_back:
+            np.copyto(out, w)
+        return self.outputs[0] if len(self.outputs) == 1 else tuple(self.outputs)
+
+
+class ElementwiseKernel:
+    """``cupy.ElementwiseKernel``: ``operation`` once per element of the broadcast shape."""
+
+    def __init__(self, in_params, out_params, operation, name="kernel", preamble="", **_):
+        self.in_p, self.out_p = params(in_params), params(out_params)
+        self.operation, self.name, self.preamble = operation, name, preamble
+
+    def __call__(self, *args, size=None):
+        call = _Call(self.in_p, self.out_p, args, size)
+        n_in = len(self.in_p)
+        loads = [_load(p, k, "i", k < n_in) for k, p in enumerate(self.in_p + self.out_p)]
+        stores = [
+            f"(({'T' if p.type == 'T' else _C_TYPES[p.type]}*)_ptr[{k}])[i] = {p.name};"
+            for k, p in enumerate(self.in_p + self.out_p)
+            if k >= n_in and not p.raw
+        ]
+        load, store = "\n".join(loads), "\n".join(stores)  # CuPy adds the ; after the operation
+        body = (
+            f"for (long long i = 0; i < _n; ++i) {{\n{load}\n{{\n{self.operation};\n}}\n{store}\n}}"
+        )
+        lib = _compile(_source(call.T, self.preamble, body))
+        lib.run(ctypes.c_longlong(prod(call.shape)), call.pointers())
+        return call.finish()
+
+
+class ReductionKernel:
+    """``cupy.ReductionKernel`` with ``axis=None`` (everything) or ``axis=-1`` (each row):
+    ``a = identity``, then ``a = reduce_expr`` with b = ``map_expr`` of each element, then
+    ``post_map_expr`` (parameters bound to the row's first element: scalars in scratchvae)."""
+
+    def __init__(
+        self,
+        in_params,
+        out_params,
+        map_expr,
+        reduce_expr,
+        post_map_expr,
+        identity,
+        name="reduce",
+        **_,
+    ):
+        self.in_p, self.out_p = params(in_params), params(out_params)
+        self.map, self.reduce, self.post, self.identity = (
+            map_expr,
+            reduce_expr,
+            post_map_expr,
+            identity,
+        )
+        assert len(self.out_p) == 1 and not self.out_p[0].raw, name
+        self.name = name
+
+    def __call__(self, *args, axis=None):
+        assert axis in (None, -1), f"{self.name}: axis {axis}"
+        call = _Call(self.in_p, [], args)
+        shape = call.shape
+        cols = prod(shape) if axis is None else shape[-1]
+        out_shape = () if axis is None else shape[:-1]
+        out = np.empty(out_shape, self.out_p[0].dtype(call.T))
+        assert cols > 0, f"{self.name}: an empty reduction"
+        y = self.out_p[0]
+        ytype = "T" if y.type == "T" else _C_TYPES[y.type]
+        loads = lambda index: "\n".join(_load(p, k, index) for k, p in enumerate(self.in_p))  # noqa: E731
+        # three scopes, as CuPy's: the map sees the parameters, the reduction only a and b,
+        # the post-map the parameters and a (the sum) with y
+        body = f"""long long cols = {cols};
+for (long long r = 0; r * cols < _n; ++r) {{
+    T _acc = (T)({self.identity});
+    for (long long c = 0; c < cols; ++c) {{
+        long long i = r * cols + c;
+        T _b;
+        {{ {loads("i")}
+           _b = (T)({self.map}); }}
+        {{ T a = _acc, b = _b;
+           _acc = {self.reduce}; }}
+    }}
+    {{ long long i = r * cols;
+       {loads("i")}
+       {{ T a = _acc;
+          {ytype} {y.name};
+          {self.post};
+          (({ytype}*)_ptr[{len(self.in_p)}])[r] = {y.name}; }} }}
+}}"""
+        lib = _compile(_source(call.T, "", body))
+        pointers = [w.ctypes.data for w in call.work] + [out.ctypes.data]
+        lib.run(ctypes.c_longlong(prod(shape)), (ctypes.c_void_p * len(pointers))(*pointers))
+        return out
+
+
+def module() -> types.SimpleNamespace:
+    """The stand-in for ``cupy`` the kernels are given: the two kernel classes on the host, and
+    NumPy for the few array functions they call."""
+    return types.SimpleNamespace(
+        ElementwiseKernel=ElementwiseKernel,
+        ReductionKernel=ReductionKernel,
+        empty=np.empty,
+        full=np.full,
+        broadcast_to=np.broadcast_to,
+        uint64=np.uint64,
+        ndarray=np.ndarray,
+    )
