@@ -265,13 +265,91 @@ for (long long r = 0; r * cols < _n; ++r) {{
 
 def module() -> types.SimpleNamespace:
     """The stand-in for ``cupy`` the kernels are given: the two kernel classes on the host, and
-    NumPy for the few array functions they call."""
+    NumPy for the few array functions they call (``ones`` with CuPy's ``.data.ptr``, for the
+    cuBLAS binding)."""
     return types.SimpleNamespace(
         ElementwiseKernel=ElementwiseKernel,
         ReductionKernel=ReductionKernel,
         empty=np.empty,
         full=np.full,
+        ones=lambda n, dtype: host_array(np.ones(n, dtype)),
         broadcast_to=np.broadcast_to,
         uint64=np.uint64,
         ndarray=np.ndarray,
     )
+
+
+# ------------------------------------------------------------------ cuBLAS on the host
+class HostArray(np.ndarray):
+    """A NumPy array with CuPy's ``a.data.ptr`` (the address of its first element)."""
+
+    @property
+    def data(self):
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+
+def host_array(a: Any) -> HostArray:
+    return np.ascontiguousarray(a).view(HostArray)
+
+
+def _column_major(ptr: int, rows: int, cols: int, ld: int, dtype: Any) -> np.ndarray:
+    """The (rows, cols) column-major matrix at address ``ptr``, leading dimension ``ld``."""
+    dtype = np.dtype(dtype)
+    count = ld * (cols - 1) + rows
+    flat = np.frombuffer((ctypes.c_char * (count * dtype.itemsize)).from_address(ptr), dtype)
+    return np.lib.stride_tricks.as_strided(
+        flat, (rows, cols), (dtype.itemsize, ld * dtype.itemsize)
+    )
+
+
+INVALID_VALUE = 7  # CUBLAS_STATUS_INVALID_VALUE
+
+
+class HostCublas:
+    """The four cuBLAS functions :mod:`scratchvae.kernels.cublas` calls, with cuBLAS's
+    column-major semantics and its argument checks (a leading dimension shorter than the
+    stored matrix's rows is CUBLAS_STATUS_INVALID_VALUE), computed by NumPy at the addresses
+    given. So the row-major to column-major mapping (operands swapped, leading dimensions,
+    transposes) is checked without a GPU."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def _gemm(self, dtype, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+        a_rows, b_rows = (m if transa == 0 else k), (k if transb == 0 else n)
+        if min(m, n, k) < 0 or lda < max(1, a_rows) or ldb < max(1, b_rows) or ldc < max(1, m):
+            return INVALID_VALUE
+        a = _column_major(A, a_rows, k if transa == 0 else m, lda, dtype)
+        b = _column_major(B, b_rows, n if transb == 0 else k, ldb, dtype)
+        c = _column_major(C, m, n, ldc, dtype)
+        op_a, op_b = (a if transa == 0 else a.T), (b if transb == 0 else b.T)
+        alpha, beta = alpha._obj.value, beta._obj.value
+        c[...] = alpha * (op_a @ op_b) + (beta * c if beta else 0)  # beta 0: C is not read
+        return 0
+
+    def _gemv(self, dtype, trans, m, n, alpha, A, lda, x, incx, beta, y, incy):
+        if min(m, n) < 0 or lda < max(1, m) or incx != 1 or incy != 1:
+            return INVALID_VALUE  # (scratchvae's calls are unit-stride)
+        a = _column_major(A, m, n, lda, dtype)
+        op_a = a if trans == 0 else a.T
+        xs = _column_major(x, op_a.shape[1], 1, max(1, op_a.shape[1]), dtype)[:, 0]
+        ys = _column_major(y, op_a.shape[0], 1, max(1, op_a.shape[0]), dtype)[:, 0]
+        alpha, beta = alpha._obj.value, beta._obj.value
+        ys[...] = alpha * (op_a @ xs) + (beta * ys if beta else 0)
+        return 0
+
+    def cublasSgemm_v2(self, handle, *args):
+        self.calls.append("sgemm")
+        return self._gemm(np.float32, *args)
+
+    def cublasDgemm_v2(self, handle, *args):
+        self.calls.append("dgemm")
+        return self._gemm(np.float64, *args)
+
+    def cublasSgemv_v2(self, handle, *args):
+        self.calls.append("sgemv")
+        return self._gemv(np.float32, *args)
+
+    def cublasDgemv_v2(self, handle, *args):
+        self.calls.append("dgemv")
+        return self._gemv(np.float64, *args)

@@ -6,7 +6,9 @@ unchecked until the next. Here the same CUDA C (:mod:`scratchvae.kernels.gpu`,
 :mod:`scratchvae.kernels.gpu_random`) is compiled as C++ by ``g++`` and run over NumPy arrays
 (tests/cuda_on_host.py), on the inputs the Numba and GPU kernels are checked on, against the
 op's readable body. The matrix products and column sums, which go to cuBLAS on a GPU, are
-NumPy's here: what is checked is everything around them. Skips without a C++ compiler.
+NumPy's in those tests; the cuBLAS binding's own arithmetic (row-major arrays handed to
+column-major cuBLAS: operands swapped, leading dimensions, transposes) is checked further down
+against a stand-in with cuBLAS's semantics and argument checks. Skips without a C++ compiler.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from cuda_on_host import module, usable
+from cuda_on_host import HostCublas, host_array, module, usable
+from hypothesis import given
+from hypothesis import strategies as st
 from op_cases import kernel_cases
 from test_cpu_kernels import assert_same, make_args, op_of, run
 
-from scratchvae.kernels import gpu, gpu_random
+from scratchvae.kernels import cublas, gpu, gpu_random
 
 WHY_NOT = usable()
 pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
@@ -92,3 +96,52 @@ def test_counter_rng_on_the_host(dtype: str) -> None:
     np.testing.assert_array_equal(again, z)
     assert not np.array_equal(u, u_next) and not np.array_equal(u, other)
     assert abs(np.corrcoef(u, u_next)[0, 1]) < se and abs(np.corrcoef(u, other)[0, 1]) < se
+
+
+# ------------------------------------------------------------------ the cuBLAS binding
+@contextlib.contextmanager
+def cublas_on_host() -> Iterator[HostCublas]:
+    """:mod:`scratchvae.kernels.cublas` calling :class:`HostCublas` instead of libcublas."""
+    lib = HostCublas()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cublas, "_STATE", {})
+        mp.setattr(cublas, "_library", lambda: lib)
+        mp.setattr(cublas, "_handle", lambda: None)
+        mp.setattr(cublas, "import_cupy", module)
+        yield lib
+
+
+sizes = st.integers(0, 9)
+
+
+@given(m=sizes, k=sizes, n=sizes, trans_a=st.booleans(), trans_b=st.booleans(),
+       dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 2**16))  # fmt: skip
+def test_cublas_gemm_on_the_host_equals_numpy(m, k, n, trans_a, trans_b, dtype, seed) -> None:
+    """``gemm(a, b, out, trans_a, trans_b)`` writes op(a) @ op(b) into out through cuBLAS's
+    column-major call, for every transpose pair and every size from 0 (no call: out left, or
+    zeroed when k = 0); the wrong output shape is refused before any call."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    out = host_array(np.full((m, n), np.nan, dtype))
+    with cublas_on_host() as lib:
+        assert cublas.gemm(host_array(a), host_array(b), out, trans_a, trans_b) is out
+        with pytest.raises(ValueError, match="mismatched"):
+            cublas.gemm(host_array(a), host_array(b), host_array(np.empty((m, n + 1), dtype)))
+    want = (a.T if trans_a else a) @ (b.T if trans_b else b)
+    np.testing.assert_allclose(out, want, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-6)
+    assert lib.calls == ([{"float32": "sgemm", "float64": "dgemm"}[dtype]] if m * n * k else [])
+
+
+@given(B=sizes, H=sizes, dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 99))
+def test_cublas_column_sum_on_the_host(B, H, dtype, seed) -> None:
+    """``column_sum(a, out)``: the column sums of a (B, H) by cuBLAS's GEMV on a times ones
+    (zeros for B = 0), into out."""
+    a = np.random.default_rng(seed).standard_normal((B, H)).astype(dtype)
+    out = host_array(np.full(H, np.nan, dtype))
+    with cublas_on_host() as lib:
+        assert cublas.column_sum(host_array(a), out) is out
+        with pytest.raises(ValueError, match="column_sum"):
+            cublas.column_sum(host_array(a), host_array(np.empty(H + 1, dtype)))
+    np.testing.assert_allclose(out, a.sum(axis=0), rtol=1e-5 if dtype == "float32" else 1e-12)
+    assert lib.calls == ([{"float32": "sgemv", "float64": "dgemv"}[dtype]] if B * H else [])
