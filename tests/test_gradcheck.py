@@ -35,6 +35,18 @@ def test_numerical_gradient_of_a_cubic_restores_x() -> None:
     assert len(calls) == 2 * x.size
 
 
+def test_numerical_gradient_divides_by_the_step_x_actually_took() -> None:
+    """float32 x = 1000, h = 1e-3: x + h and x - h round to 16 ulps (0.98e-3) either side, so
+    dividing by 2h gave 0.977 for the slope 1 of sum(x); the step taken gives it exactly. An h
+    below x's rounding is refused, not answered with 0."""
+    x = np.array([1000.0, -3.0], dtype=np.float32)
+    g = numerical_gradient(lambda: x.astype(np.float64).sum(), x, h=1e-3)
+    np.testing.assert_array_equal(g, [1.0, 1.0])
+    with pytest.raises(ValueError, match="below the rounding of x"):
+        numerical_gradient(lambda: x.sum(), x, h=1e-6)
+    np.testing.assert_array_equal(x, [1000.0, -3.0])  # restored after the refusal too
+
+
 def test_numerical_gradient_rejects_a_non_contiguous_view() -> None:
     x = np.zeros((3, 4))[:, :2]  # rows of 2 out of 4: no single stride, reshape copies
     with pytest.raises(ValueError, match="contiguous array"):
