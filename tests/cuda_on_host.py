@@ -112,13 +112,14 @@ def usable() -> str | None:
 
 
 def _infer_T(plist: list[Param], args: list[Any]) -> np.dtype | None:
-    """T from the first array argument of a T parameter (CuPy: scalars do not decide it)."""
+    """T from the first array argument (of one dimension or more) of a T parameter. CuPy does
+    not infer it from scalars or 0-d arrays either: it raises KeyError 'T' (an H200 run found
+    a kernel that relied on it), and so does this."""
     for p, a in zip(plist, args, strict=False):
-        if p.type == "T" and isinstance(a, np.ndarray):
+        if p.type == "T" and isinstance(a, np.ndarray) and a.ndim:
             return a.dtype
-    for p, a in zip(plist, args, strict=False):
-        if p.type == "T" and a is not None:
-            return np.asarray(a).dtype
+    if any(p.type == "T" for p in plist):
+        raise KeyError("T")
     return None
 
 

@@ -71,18 +71,34 @@ class StepGraph:
             self.stream.wait_event(xp.cuda.get_current_stream().record())
             graph = None
             with self.stream:
-                self.stream.begin_capture()
                 try:
-                    self.fn(static_x, *args)  # recorded, not run
-                except Exception as exc:  # noqa: BLE001 - any failure means: run uncaptured
-                    self.fallback_reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-                finally:
-                    try:
-                        graph = self.stream.end_capture()
-                    except Exception as exc:  # noqa: BLE001 - invalidated capture
-                        self.fallback_reason = self.fallback_reason or str(exc).splitlines()[0]
-                        graph = None
+                    self.stream.begin_capture()
+                except Exception as exc:  # noqa: BLE001 - a stream that cannot capture
+                    self.fallback_reason = _why(exc)
+                else:
+                    graph = self._record(static_x, args)
             xp.cuda.get_current_stream().wait_event(self.stream.record())
         if graph is not None and self.fallback_reason is None:
             graph.upload()
             self.graphs[key] = (static_x, graph)
+
+    def _record(self, static_x: Array, args: tuple) -> Any:
+        """The step recorded on the capturing stream; the graph, or None (the reason kept)."""
+        graph = None
+        try:
+            self.fn(static_x, *args)  # recorded, not run
+        except Exception as exc:  # noqa: BLE001 - any failure means: run uncaptured
+            self.fallback_reason = _why(exc)
+        finally:
+            try:
+                graph = self.stream.end_capture()
+            except Exception as exc:  # noqa: BLE001 - invalidated capture
+                self.fallback_reason = self.fallback_reason or _why(exc)
+                graph = None
+        return graph
+
+
+def _why(exc: BaseException) -> str:
+    """An exception in one line: its type, then its message's first line (if any)."""
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

@@ -24,11 +24,11 @@ from scratchvae.kernels.graph import StepGraph
 class FakeCuda:
     """``cupy.cuda``'s streams, events, pools and graphs, each call written to ``log``."""
 
-    def __init__(self, fail_end: bool = False) -> None:
+    def __init__(self, fail_end: bool = False, fail_begin: bool = False) -> None:
         self.log: list[str] = []
         self.capturing = False
         self.allocator = "default"
-        self.fail_end = fail_end
+        self.fail_end, self.fail_begin = fail_end, fail_begin
         cuda = self
 
         class Graph:
@@ -55,6 +55,8 @@ class FakeCuda:
                 cuda.log.append("wait")
 
             def begin_capture(self) -> None:
+                if cuda.fail_begin:
+                    raise RuntimeError("cudaErrorStreamCaptureUnsupported")
                 cuda.capturing = True
                 cuda.log.append("begin")
 
@@ -94,15 +96,15 @@ def cuda(monkeypatch: pytest.MonkeyPatch) -> FakeCuda:
     return fake
 
 
-def recording_step(cuda: FakeCuda, fail_in_capture: bool = False):
+def recording_step(cuda: FakeCuda, fail_in_capture: str | None = None):
     """A step that logs whether it ran or was recorded, on which input and from which pool."""
     seen: list[np.ndarray] = []
 
     def step(x: np.ndarray, *args: object) -> None:
         if cuda.capturing:
             cuda.log.append("record")
-            if fail_in_capture:
-                raise NotImplementedError("calling cuBLAS API during stream capture\nmore text")
+            if fail_in_capture is not None:
+                raise NotImplementedError(fail_in_capture)
             return
         cuda.log.append(f"run({cuda.allocator})")
         seen.append(x)
@@ -149,21 +151,32 @@ def test_a_new_key_runs_plain_until_it_repeats(cuda: FakeCuda) -> None:
     assert len(g.graphs) == 2
 
 
-@pytest.mark.parametrize("where", ["step raises", "capture invalidated"])
+FAILURES = {  # where the capture fails -> the reason kept
+    "step raises": "NotImplementedError: calling cuBLAS API during stream capture",
+    "step raises, no message": "NotImplementedError",
+    "capture invalidated": (
+        "RuntimeError: cudaErrorStreamCaptureInvalidated: operation not permitted"
+    ),
+    "capture refused": "RuntimeError: cudaErrorStreamCaptureUnsupported",
+}
+
+
+@pytest.mark.parametrize("where", sorted(FAILURES))
 def test_a_failed_capture_falls_back_for_good(cuda: FakeCuda, where: str) -> None:
-    """A step that raises while recorded, or a capture that cannot end: the capture is still
-    ended (the stream not left capturing), the reason kept (its first line, the exception's
-    name first), no graph kept, and every later call runs the plain step."""
-    cuda.fail_end = where == "capture invalidated"
-    step, _ = recording_step(cuda, fail_in_capture=where == "step raises")
+    """A step that raises while recorded (with or without a message), a capture that cannot
+    end, or one that cannot begin: a capture begun is ended (the stream not left capturing),
+    the reason kept in one line (the exception's name first), no graph kept, and every later
+    call runs the plain step. (A refused begin raised out of the training step before.)"""
+    cuda.fail_end, cuda.fail_begin = where == "capture invalidated", where == "capture refused"
+    message = {"step raises": "calling cuBLAS API during stream capture\nmore text",
+               "step raises, no message": ""}.get(where)  # fmt: skip
+    step, _ = recording_step(cuda, fail_in_capture=message)
     g = StepGraph(step)
     x = np.zeros((2, 2), np.float32)
     g(x), g(x)
-    assert "end" in cuda.log and not cuda.capturing and not g.graphs
-    if where == "step raises":
-        assert g.fallback_reason == "NotImplementedError: calling cuBLAS API during stream capture"
-    else:
-        assert g.fallback_reason == "cudaErrorStreamCaptureInvalidated: operation not permitted"
+    assert ("end" in cuda.log) == (where != "capture refused")
+    assert not cuda.capturing and not g.graphs
+    assert g.fallback_reason == FAILURES[where]
     cuda.log.clear()
     for _ in range(3):
         g(x)
