@@ -112,6 +112,9 @@ class _Pool:
     def total_bytes(self) -> int:
         return 0
 
+    def free_all_blocks(self) -> None:
+        return None
+
 
 FREE_BYTES = 8 << 30  # what memGetInfo says is free
 
@@ -142,8 +145,8 @@ class _Module(types.ModuleType):
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(np, name)
-        if isinstance(value, types.FunctionType | types.BuiltinFunctionType):
-            return _returning_device_arrays(value)
+        if callable(value) and not isinstance(value, type | np.ufunc):  # (most of NumPy 2's
+            return _returning_device_arrays(value)  # functions are dispatcher objects)
         return value
 
 
