@@ -11,10 +11,11 @@ host (tests/cuda_on_host.py), and cuBLAS is a stand-in with its semantics. So a
 counter-based generator and the step count on the "device", the trainer's data on the device
 and its CUDA graph wrapper, and can be compared with the NumPy run.
 
-What it is not: CuPy. Its arrays accept what NumPy accepts (CuPy refuses some NumPy
-arguments, e.g. ufuncs' ``where=``), nothing runs asynchronously, and a stream capture is
-refused at its start (``begin_capture`` raises), so a training step is never replayed as a
-graph here: the graph's own bookkeeping is tested in tests/kernels/test_graph_on_host.py.
+What it is not: CuPy. Its functions accept what NumPy's accept (CuPy refuses some NumPy
+arguments; of those only the ufuncs' ``where=`` is refused here too), nothing runs
+asynchronously, and a stream capture is refused at its start (``begin_capture`` raises), so a
+training step is never replayed as a graph here: the graph's own bookkeeping is tested in
+tests/kernels/test_graph_on_host.py.
 """
 
 from __future__ import annotations
@@ -140,14 +141,31 @@ def _cuda() -> types.SimpleNamespace:
 
 
 class _Module(types.ModuleType):
-    """``cupy``: the names above, NumPy's functions returning device arrays, NumPy's types
-    and ufuncs as they are (a ufunc of device arrays returns a device array)."""
+    """``cupy``: the names above, NumPy's functions returning device arrays, its ufuncs
+    without ``where=``, its types as they are."""
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(np, name)
-        if callable(value) and not isinstance(value, type | np.ufunc):  # (most of NumPy 2's
-            return _returning_device_arrays(value)  # functions are dispatcher objects)
+        if isinstance(value, np.ufunc):
+            return _Ufunc(value)
+        if callable(value) and not isinstance(value, type):  # (most of NumPy 2's functions
+            return _returning_device_arrays(value)  # are dispatcher objects)
         return value
+
+
+class _Ufunc:
+    """A NumPy ufunc as CuPy's: no ``where=`` (CuPy's ufuncs refuse it)."""
+
+    def __init__(self, ufunc: np.ufunc) -> None:
+        self.ufunc = ufunc
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if "where" in kwargs:
+            raise TypeError(f"{self.ufunc.__name__}: CuPy's ufuncs take no where= argument")
+        return device(self.ufunc(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ufunc, name)
 
 
 class _Elementwise(ElementwiseKernel):
