@@ -58,9 +58,28 @@ def kernels(request: pytest.FixtureRequest) -> Iterator[bool]:
         yield on
 
 
+# SCRATCHVAE_FAKE_CUPY=1: the GPU tests run on a host stand-in for CuPy (tests/fake_cupy.py), to
+# check their own logic before a GPU run; tests that need CuPy itself skip (`needs_real_gpu`).
+FAKE_CUPY = os.environ.get("SCRATCHVAE_FAKE_CUPY") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if FAKE_CUPY:
+        import fake_cupy
+
+        fake_cupy.install_for_the_session()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip tests marked `gpu` cleanly when CuPy or a CUDA device is missing."""
+    """Skip tests marked `gpu` cleanly when CuPy or a CUDA device is missing (and those marked
+    `needs_real_gpu` under the host stand-in)."""
     from scratchvae.backend import cupy_available
+
+    if FAKE_CUPY:
+        real = pytest.mark.skip(reason="needs CuPy itself (SCRATCHVAE_FAKE_CUPY=1)")
+        for item in items:
+            if "needs_real_gpu" in item.keywords:
+                item.add_marker(real)
 
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if not gpu_items or cupy_available():

@@ -197,6 +197,16 @@ def _special() -> types.ModuleType:
     return special
 
 
+def install_for_the_session() -> None:
+    """The stand-in as ``cupy`` for the rest of the process (``SCRATCHVAE_FAKE_CUPY=1 pytest
+    -m gpu``: the GPU tests' own logic checked on the host before a GPU run; see conftest)."""
+    _SESSION.append(installed())  # kept: a context manager collected would be left
+    _SESSION[-1].__enter__()  # never left: the process ends with it
+
+
+_SESSION: list[Any] = []
+
+
 @contextlib.contextmanager
 def installed() -> Iterator[HostCublas]:
     """The stand-in as ``cupy`` (the library's caches of the real one set aside, and back
