@@ -87,8 +87,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         os.replace(tmp, path)
     except OSError as exc:
         if exc.filename is None and exc.errno is not None:  # a write failed (a full disk): name
-            msg = f"{exc.strerror}; what was there before is intact"  # the file it was for
-            raise OSError(exc.errno, msg, str(path)) from exc
+            kept = "what was there before is intact" if os.path.lexists(path) else None
+            msg = f"{exc.strerror}; {kept or 'nothing was written'}"  # (nothing was there)
+            raise OSError(exc.errno, msg, str(path)) from exc  # the file it was for
         raise
     finally:
         tmp.unlink(missing_ok=True)  # still there only when something failed
