@@ -181,7 +181,7 @@ def _flock(folder: Path, path: Path) -> Iterator[Path]:
             yield path
         return
     fd: int | None  # None: no flock on this file system
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    fd = _open_lock(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -201,6 +201,40 @@ def _flock(folder: Path, path: Path) -> Iterator[Path]:
     finally:
         os.ftruncate(fd, 0)  # an empty lock file: nobody holds it
         os.close(fd)  # drops the lock (so does the process's end, however it ends)
+
+
+# never through a link (opened for writing, the file it points to was emptied, then given a
+# pid), never waiting on a pipe
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _not_a_lock(path: Path) -> OSError:
+    return OSError(
+        f"{path} is not a lock file scratchvae made (a link, a folder or a pipe); remove it, "
+        "or use another --out folder"
+    )
+
+
+def _regular_or_absent(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return True
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file ``path`` opened for reading and writing (created if missing), refused
+    (:func:`_not_a_lock`) when it is a link, a folder or a pipe."""
+    try:
+        fd = os.open(path, _LOCK_FLAGS, FILE_MODE)
+    except OSError:
+        if not _regular_or_absent(path):
+            raise _not_a_lock(path) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_a_lock(path)
+    return fd
 
 
 def process_running(pid: int) -> bool:
@@ -224,6 +258,8 @@ def _pid_file_lock(folder: Path, path: Path) -> Iterator[None]:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             break
         except FileExistsError:
+            if not _regular_or_absent(path):  # not ours to read (a pipe waits) or remove
+                raise _not_a_lock(path) from None
             pid = _read_pid(path)
             if pid is not None and process_running(pid):
                 raise _locked(folder, pid) from None
