@@ -113,12 +113,14 @@ def _fsync_folder(folder: Path) -> None:
 def remove_temp_files(folder: str | os.PathLike, names: Sequence[str]) -> list[Path]:
     """Remove the temporary files :func:`atomic_write` left for ``folder/<name>`` (a process
     killed while writing); returns those removed. Only ours: ``.<name>.*.tmp`` for the given
-    names; call it while holding :func:`folder_lock`, so no live writer's file is removed."""
+    names (regular files: a folder or a link of such a name is left alone); call it while
+    holding :func:`folder_lock`, so no live writer's file is removed."""
     removed = []
     for name in names:
         for tmp in temp_files(Path(folder) / name):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+            if _regular_or_absent(tmp):  # a folder or a link of that name is not one we left
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
     return removed
 
 
@@ -129,7 +131,7 @@ def remove_stale_temp_files(path: str | os.PathLike, older_than: float) -> None:
     now = time.time()
     for tmp in temp_files(path):
         try:
-            if now - tmp.stat().st_mtime > older_than:
+            if _regular_or_absent(tmp) and now - tmp.stat().st_mtime > older_than:
                 tmp.unlink()
         except OSError:  # removed meanwhile by another process, or not ours to remove
             pass

@@ -84,3 +84,18 @@ def test_a_first_save_that_fails_says_nothing_was_written(tmp_path, monkeypatch,
     assert "No space left on device; nothing was written" in line and "intact" not in line
     assert not (run / "checkpoint.npz").exists()
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_what_a_killed_save_left_is_cleared_and_only_that(trained, tmp_path):
+    # a save killed part way leaves .checkpoint.npz.<random>.tmp: the next training removes it;
+    # a folder or a link of that name is no file scratchvae left (it stopped the run, EISDIR)
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    left = run / ".checkpoint.npz.x1y2z3.tmp"
+    left.write_bytes((run / "checkpoint.npz").read_bytes()[:3000])
+    (run / ".checkpoint.npz.folder.tmp").mkdir()
+    (run / ".metrics.jsonl.link.tmp").symlink_to(run / "checkpoint.npz")
+    assert main(["train", "--out", str(run), *RESUME]) == 0
+    assert not left.exists() and load_checkpoint(run).epoch == 3
+    assert (run / ".checkpoint.npz.folder.tmp").is_dir()
+    assert (run / ".metrics.jsonl.link.tmp").is_symlink()
