@@ -65,7 +65,7 @@ def _read_all(path: Path) -> dict[str, Any]:
     _refuse_foreign(path)
     try:
         with np.load(path, allow_pickle=False) as z:
-            _check_members(z.zip)  # before NumPy unpacks or allocates anything
+            _check_members(z.zip, path.stat().st_size)  # before NumPy unpacks or allocates
             return {key: _native(z[key]) for key in z.files}
     except Exception as exc:  # noqa: BLE001 - whatever a hostile zip raises (BadZipFile,
         # zlib.error, EOFError, NotImplementedError, MemoryError, ...) means the same here
@@ -84,13 +84,17 @@ _METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 _METHOD_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA"}
 
 
-def _check_members(archive: zipfile.ZipFile) -> None:
+def _check_members(archive: zipfile.ZipFile, size: int) -> None:
     """Raise ValueError (one line) for a member that would unpack or allocate far more than
-    the file holds: a compression NumPy never writes, more than MAX_EXPANSION times its
-    packed size (alone, or all members together: each may pass with a few kB), or an .npy
-    header whose shape needs more bytes than the member unpacks to (NumPy allocates the
-    header's shape before it reads); or that is no .npy at all (NumPy returns its bytes)."""
+    the file (``size`` bytes) holds: packed sizes the file does not hold (the zip claims
+    them), a compression NumPy never writes, more than MAX_EXPANSION times its packed size
+    (alone, or all members together: each may pass with a few kB), or an .npy header whose
+    shape needs more bytes than the member unpacks to (NumPy allocates the header's shape
+    before it reads); or that is no .npy at all (NumPy returns its bytes)."""
     infos = archive.infolist()
+    claimed = sum(i.compress_size for i in infos)
+    if claimed > size:
+        raise ValueError(f"its entries claim {claimed} packed bytes, the file holds {size}")
     for info in infos:
         if info.compress_type not in _METHODS:
             how = _METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")

@@ -162,3 +162,26 @@ def test_a_checkpoint_written_big_endian_resumes_as_the_same_run(sound, tmp_path
         elif key.startswith("optim/") and key != "optim/t":
             assert np.array_equal(opt.state[key.removeprefix("optim/")], a)
     assert opt.t == 3
+
+
+def test_packed_sizes_the_file_does_not_hold_are_refused(sound, tmp_path):
+    # the ratio checks trusted the packed sizes the zip claims: a member claiming 50 MB packed
+    # unpacked its 200 MB (1000 times the file) before the read ran out of bytes
+    members = {**_members(sound), "junk.npy": _npy(np.zeros(16 << 20, np.float32))}
+    path = _write(tmp_path / "c.npz", members, {"junk.npy": zipfile.ZIP_DEFLATED})
+    data = bytearray(path.read_bytes())
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:
+        length = struct.unpack_from("<H", data, at + 28)[0]
+        if data[at + 46 : at + 46 + length] == b"junk.npy":
+            struct.pack_into("<I", data, at + 20, 4 << 20)  # claims 4 MB packed
+        at = data.find(b"PK\x01\x02", at + 4)
+    path.write_bytes(bytes(data))
+    assert path.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        _refused(path, "packed", f"the file holds {path.stat().st_size}")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak
