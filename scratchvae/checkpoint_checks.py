@@ -367,6 +367,8 @@ def check_rng_state(text: str) -> None:
         raise ValueError("entry 'rng_state' is not valid JSON") from None
     if type(state) is not dict:
         raise ValueError("rng_state is not a JSON object")
+    if ("cupy" in state or "cupy_seed" in state) and len(state) != 1:  # nothing beside them
+        raise ValueError("rng_state is neither a NumPy (PCG64) nor a CuPy generator state")
     if "cupy" in state:
         _check_cupy_state(state)
     elif "cupy_seed" in state:
