@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -185,3 +187,20 @@ def test_packed_sizes_the_file_does_not_hold_are_refused(sound, tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 16 << 20, peak
+
+
+def test_the_commands_in_a_real_process_say_one_line(sound, tmp_path):
+    # what the user saw: an AttributeError traceback and exit status 1
+    members = {**_members(sound), "meta.npy": b"not an array at all"}
+    _write(tmp_path / "checkpoint.npz", members)
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    for argv in (["evaluate", str(tmp_path)], ["sample", str(tmp_path), "--out", "s.png"]):
+        code = "import sys; from scratchvae.cli import main; sys.exit(main(sys.argv[1:]))"
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "entry meta.npy is not a NumPy array" in lines[0], lines
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+    assert not (tmp_path / "s.png").exists()
