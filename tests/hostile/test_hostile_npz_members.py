@@ -204,3 +204,18 @@ def test_the_commands_in_a_real_process_say_one_line(sound, tmp_path):
         assert len(lines) == 1 and "entry meta.npy is not a NumPy array" in lines[0], lines
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
     assert not (tmp_path / "s.png").exists()
+
+
+def test_fortran_ordered_arrays_resume_as_the_same_run(sound, tmp_path):
+    # already sound (kept so): NumPy reads a Fortran-ordered .npy as a transposed view, and
+    # the parameters are copied into the model's own buffer
+    with np.load(sound, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    fortran = {k: np.asfortranarray(a) if a.ndim == 2 else a for k, a in arrays.items()}
+    assert not fortran["param/encoder.0.W"].flags.c_contiguous
+    members = {f"{k}.npy": _npy(a) for k, a in fortran.items()}
+    model, ckpt = load_model(_write(tmp_path / "c.npz", members))
+    restore_training(ckpt, model, Adam(1e-2))
+    for key, a in arrays.items():
+        if key.startswith("param/"):
+            assert np.array_equal(model.params[key.removeprefix("param/")], a)
