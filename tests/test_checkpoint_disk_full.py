@@ -99,3 +99,31 @@ def test_what_a_killed_save_left_is_cleared_and_only_that(trained, tmp_path):
     assert not left.exists() and load_checkpoint(run).epoch == 3
     assert (run / ".checkpoint.npz.folder.tmp").is_dir()
     assert (run / ".metrics.jsonl.link.tmp").is_symlink()
+
+
+class _Interrupted(_FullDisk):
+    """Ctrl-C (or SIGTERM, which the program turns into it) after ``room`` bytes."""
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            raise KeyboardInterrupt
+        self.room -= len(data)
+        return self.file.write(data)
+
+
+def test_ctrl_c_while_saving_keeps_the_checkpoint_and_the_run_resumes(
+    trained, tmp_path, monkeypatch, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    before = (run / "checkpoint.npz").read_bytes()
+    savez = np.savez
+    monkeypatch.setattr(np, "savez", lambda f, **arrays: savez(_Interrupted(f, 5000), **arrays))
+    assert main(["train", "--out", str(run), *RESUME]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "checkpoint" in err.strip().splitlines()[-1], err
+    assert (run / "checkpoint.npz").read_bytes() == before
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    assert main(["train", "--out", str(run), *RESUME]) == 0
+    assert load_checkpoint(run).epoch == 3
