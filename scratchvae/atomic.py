@@ -87,8 +87,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         os.replace(tmp, path)
     except OSError as exc:
         if exc.filename is None and exc.errno is not None:  # a write failed (a full disk): name
-            msg = f"{exc.strerror}; what was there before is intact"  # the file it was for
-            raise OSError(exc.errno, msg, str(path)) from exc
+            kept = "what was there before is intact" if os.path.lexists(path) else None
+            msg = f"{exc.strerror}; {kept or 'nothing was written'}"  # (nothing was there)
+            raise OSError(exc.errno, msg, str(path)) from exc  # the file it was for
         raise
     finally:
         tmp.unlink(missing_ok=True)  # still there only when something failed
@@ -112,12 +113,14 @@ def _fsync_folder(folder: Path) -> None:
 def remove_temp_files(folder: str | os.PathLike, names: Sequence[str]) -> list[Path]:
     """Remove the temporary files :func:`atomic_write` left for ``folder/<name>`` (a process
     killed while writing); returns those removed. Only ours: ``.<name>.*.tmp`` for the given
-    names; call it while holding :func:`folder_lock`, so no live writer's file is removed."""
+    names (regular files: a folder or a link of such a name is left alone); call it while
+    holding :func:`folder_lock`, so no live writer's file is removed."""
     removed = []
     for name in names:
         for tmp in temp_files(Path(folder) / name):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+            if _regular_or_absent(tmp):  # a folder or a link of that name is not one we left
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
     return removed
 
 
@@ -128,7 +131,7 @@ def remove_stale_temp_files(path: str | os.PathLike, older_than: float) -> None:
     now = time.time()
     for tmp in temp_files(path):
         try:
-            if now - tmp.stat().st_mtime > older_than:
+            if _regular_or_absent(tmp) and now - tmp.stat().st_mtime > older_than:
                 tmp.unlink()
         except OSError:  # removed meanwhile by another process, or not ours to remove
             pass
@@ -180,7 +183,7 @@ def _flock(folder: Path, path: Path) -> Iterator[Path]:
             yield path
         return
     fd: int | None  # None: no flock on this file system
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    fd = _open_lock(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -200,6 +203,40 @@ def _flock(folder: Path, path: Path) -> Iterator[Path]:
     finally:
         os.ftruncate(fd, 0)  # an empty lock file: nobody holds it
         os.close(fd)  # drops the lock (so does the process's end, however it ends)
+
+
+# never through a link (opened for writing, the file it points to was emptied, then given a
+# pid), never waiting on a pipe
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _not_a_lock(path: Path) -> OSError:
+    return OSError(
+        f"{path} is not a lock file scratchvae made (a link, a folder or a pipe); remove it, "
+        "or use another --out folder"
+    )
+
+
+def _regular_or_absent(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return True
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file ``path`` opened for reading and writing (created if missing), refused
+    (:func:`_not_a_lock`) when it is a link, a folder or a pipe."""
+    try:
+        fd = os.open(path, _LOCK_FLAGS, FILE_MODE)
+    except OSError:
+        if not _regular_or_absent(path):
+            raise _not_a_lock(path) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_a_lock(path)
+    return fd
 
 
 def process_running(pid: int) -> bool:
@@ -223,6 +260,8 @@ def _pid_file_lock(folder: Path, path: Path) -> Iterator[None]:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             break
         except FileExistsError:
+            if not _regular_or_absent(path):  # not ours to read (a pipe waits) or remove
+                raise _not_a_lock(path) from None
             pid = _read_pid(path)
             if pid is not None and process_running(pid):
                 raise _locked(folder, pid) from None

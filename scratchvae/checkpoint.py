@@ -32,7 +32,13 @@ import numpy as np  # numpy-boundary: checkpoint file I/O
 
 from .atomic import atomic_write, path_is_dir
 from .backend import Backend, BackendError, get_backend, to_numpy
-from .checkpoint_checks import check_meta, check_progress, check_rng_state, check_schedule
+from .checkpoint_checks import (
+    MAX_COUNT,
+    check_meta,
+    check_progress,
+    check_rng_state,
+    check_schedule,
+)
 from .checkpoint_file import (
     FORMAT,
     FORMAT_VERSION,
@@ -276,6 +282,11 @@ def _optimizer_state(ckpt: Checkpoint, optimizer: Optimizer, model: AE) -> dict[
             or f"{ckpt.path} is damaged: {one_line(exc)}; train again without --resume"
         ) from None
     saved = ckpt.optim_state
+    if int(saved["t"][()]) > MAX_COUNT:  # its next steps would overflow the int64 counter
+        raise CheckpointError(
+            f"{ckpt.path} is damaged: its optimizer step count {int(saved['t'][()])} is more "
+            "than a run takes (2**53); train again without --resume"
+        )
     state = {k: model.backend.asarray(v, dtype=v.dtype) for k, v in saved.items() if k != "t"}
     return {"t": int(saved["t"][()]), **state}
 

@@ -25,6 +25,7 @@ from .ops.losses import Likelihood
 from .optim import build_optimizer
 
 __all__ = [
+    "MAX_COUNT",
     "OPTIONAL_SETTINGS",
     "check_data_fingerprint",
     "check_meta",
@@ -37,6 +38,9 @@ __all__ = [
 ]
 
 _INT_RANGE = 1 << 63  # whole numbers beyond an int64 are refused: nothing real is that large
+# the most epochs or steps a file may record: no run takes 2**53 steps (285 years at a million
+# a second), and one near 2**63 overflowed the int64 step counter on its resume's next step
+MAX_COUNT = 1 << 53
 # settings a model writes into its config only when they differ from these defaults (a VAE
 # trained with the ELBO, k = 1, pathwise, as every file before the IWAE objective): may be absent
 OPTIONAL_SETTINGS = {"objective": "elbo", "k": 1, "estimator": "pathwise"}
@@ -306,6 +310,8 @@ def check_meta(meta: Any, params: Mapping[str, Any]) -> None:
     for key in ("epoch", "step"):
         if not _whole(meta[key]):
             raise ValueError(f"meta entry {key!r} is {meta[key]!r}, not a whole number >= 0")
+        if meta[key] > MAX_COUNT:
+            raise ValueError(f"meta entry {key!r} is {meta[key]}, more than a run takes (2**53)")
     check_model_config(meta["model_config"], {k: tuple(v.shape) for k, v in params.items()})
     _check_history(meta.get("history", []))  # its types, named as the meta entry
     try:
@@ -361,6 +367,8 @@ def check_rng_state(text: str) -> None:
         raise ValueError("entry 'rng_state' is not valid JSON") from None
     if type(state) is not dict:
         raise ValueError("rng_state is not a JSON object")
+    if ("cupy" in state or "cupy_seed" in state) and len(state) != 1:  # nothing beside them
+        raise ValueError("rng_state is neither a NumPy (PCG64) nor a CuPy generator state")
     if "cupy" in state:
         _check_cupy_state(state)
     elif "cupy_seed" in state:

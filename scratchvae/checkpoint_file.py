@@ -10,8 +10,10 @@ This module is an I/O boundary: it uses NumPy to read the file.
 from __future__ import annotations
 
 import json
+import math
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np  # numpy-boundary: checkpoint file I/O
 
@@ -63,10 +65,8 @@ def _read_all(path: Path) -> dict[str, Any]:
     _refuse_foreign(path)
     try:
         with np.load(path, allow_pickle=False) as z:
-            for info in z.zip.infolist():  # a zip bomb would fill the memory before anything
-                if info.file_size > MAX_EXPANSION * max(info.compress_size, 1 << 16):
-                    raise ValueError(f"entry {info.filename} unpacks {info.file_size} bytes")
-            return {key: z[key] for key in z.files}
+            _check_members(z.zip, path.stat().st_size)  # before NumPy unpacks or allocates
+            return {key: _native(z[key]) for key in z.files}
     except Exception as exc:  # noqa: BLE001 - whatever a hostile zip raises (BadZipFile,
         # zlib.error, EOFError, NotImplementedError, MemoryError, ...) means the same here
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -76,6 +76,67 @@ def _read_all(path: Path) -> dict[str, Any]:
             f"{path} is not a readable scratchvae checkpoint (truncated or not an .npz: "
             f"{reason}); use another checkpoint or train again"
         ) from None
+
+
+# the methods np.savez (stored) and np.savez_compressed (deflate) write; bzip2 and LZMA
+# unpack all a read hands them at once, whatever size the zip claims (a bomb in a few bytes)
+_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+_METHOD_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA"}
+
+
+def _check_members(archive: zipfile.ZipFile, size: int) -> None:
+    """Raise ValueError (one line) for a member that would unpack or allocate far more than
+    the file (``size`` bytes) holds: packed sizes the file does not hold (the zip claims
+    them), a compression NumPy never writes, more than MAX_EXPANSION times its packed size
+    (alone, or all members together: each may pass with a few kB), or an .npy header whose
+    shape needs more bytes than the member unpacks to (NumPy allocates the header's shape
+    before it reads); or that is no .npy at all (NumPy returns its bytes)."""
+    infos = archive.infolist()
+    claimed = sum(i.compress_size for i in infos)
+    if claimed > size:
+        raise ValueError(f"its entries claim {claimed} packed bytes, the file holds {size}")
+    for info in infos:
+        if info.compress_type not in _METHODS:
+            how = _METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
+            raise ValueError(
+                f"entry {info.filename} is compressed with {how}, which NumPy never writes"
+            )
+        if info.file_size > MAX_EXPANSION * max(info.compress_size, 1 << 16):
+            raise ValueError(f"entry {info.filename} unpacks {info.file_size} bytes")
+    unpacked, packed = (sum(getattr(i, k) for i in infos) for k in ("file_size", "compress_size"))
+    if unpacked > MAX_EXPANSION * max(packed, 1 << 16):
+        raise ValueError(f"its entries unpack {unpacked} bytes from {packed}")
+    for info in infos:
+        with archive.open(info) as member:
+            need = _npy_bytes(member)
+        if need is None:
+            raise ValueError(f"entry {info.filename} is not a NumPy array")
+        if need > info.file_size:
+            raise ValueError(
+                f"entry {info.filename}'s header asks for {need} bytes, it holds {info.file_size}"
+            )
+
+
+def _npy_bytes(member: IO[bytes]) -> int | None:
+    """The bytes an .npy's header says its array takes (an item of a size-0 type counted as
+    one byte: NumPy would make any number of them from nothing); None: not an .npy."""
+    try:
+        major, _ = np.lib.format.read_magic(member)
+    except ValueError:
+        return None
+    read = (
+        np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    )
+    shape, _, dtype = read(member)
+    if any(n < 0 for n in shape):
+        raise ValueError(f"an .npy header holds the shape {shape}")
+    return math.prod(shape) * max(dtype.itemsize, 1)
+
+
+def _native(a: Any) -> Any:
+    """``a`` in this machine's byte order (a file written on a big-endian machine holds '>f4':
+    the same numbers, refused where a dtype is compared, unusable on a GPU)."""
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
 
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first member, or an empty zip
@@ -108,6 +169,17 @@ def _text(arrays: dict[str, Any], key: str, path: Path) -> str:
     a = arrays[key]
     if a.ndim != 0 or a.dtype.kind != "U":
         raise damaged(path, f"entry {key!r} is {a.dtype.name}{list(a.shape)}, not text")
+    text = _str(a)
+    if text is None:
+        raise damaged(path, f"entry {key!r} holds code points beyond U+10FFFF, not Unicode")
+    return text
+
+
+def _str(a: Any) -> str | None:
+    """A 0-d text array's string; None when a code point is beyond U+10FFFF (no str holds
+    one: NumPy's conversion raises SystemError, or makes a str from garbage)."""
+    if a.dtype.itemsize and int(np.frombuffer(a.tobytes(), "=u4").max()) > 0x10FFFF:
+        return None
     return str(a[()])
 
 
@@ -121,7 +193,7 @@ def _json(arrays: dict[str, Any], key: str, path: Path) -> Any:
 
 def _version(arrays: dict[str, Any], path: Path) -> None:
     a = arrays.get("__format__")
-    if a is None or a.ndim != 0 or a.dtype.kind != "U" or str(a[()]) != FORMAT:
+    if a is None or a.ndim != 0 or a.dtype.kind != "U" or _str(a) != FORMAT:
         raise CheckpointError(
             f"{path} is not a scratchvae checkpoint (no format marker); pass a checkpoint.npz "
             "written by scratchvae train"

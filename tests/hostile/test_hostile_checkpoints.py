@@ -440,6 +440,10 @@ def test_an_entry_of_another_model_kind_is_not_a_setting(run_dir, tmp_path):
         (json.dumps({"cupy": {"seed": -1, "counter": 0}}), "whole numbers < 2**64"),
         (json.dumps({"cupy": [1]}), "a CuPy state is"),
         (json.dumps({"cupy_seed": "x"}), "CuPy seed"),
+        # a CuPy state with more beside it: passed the checks, then the NumPy backend's setter
+        # refused it naming nothing ("cannot be restored ('state')"), and CuPy's dropped it
+        (json.dumps({"cupy": {"seed": 1, "counter": 0}, **NUMPY_STATE}), "neither a NumPy"),
+        (json.dumps({"cupy_seed": 1, "x": 2}), "neither a NumPy"),
     ],
 )
 def test_malformed_rng_states_are_refused_when_loaded(run_dir, tmp_path, rng_state, needle):

@@ -281,8 +281,11 @@ def test_a_full_disk_leaves_the_figures_that_were_there(run_dir, tmp_path, monke
     for argv in (["reconstruct", str(run)], ["plot", str(run)], ["sample", str(run)]):
         assert main(argv) == 2, argv
         out, err = capsys.readouterr()
-        full = "scratchvae: error: [Errno 28] No space left on device; what was there before is "
-        assert out == "" and err.startswith(full + f"intact: '{run}/") and err.count("\n") == 1
+        full = "scratchvae: error: [Errno 28] No space left on device; "
+        assert out == "" and err.startswith(full) and err.count("\n") == 1
+        name = err.rstrip().rsplit(f"'{run}/", 1)[1].rstrip("'")  # the figure it was writing
+        kept = "what was there before is intact" if name in before else "nothing was written"
+        assert err.startswith(f"{full}{kept}: '{run}/{name}'"), (name, err)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # no temp, no 0 bytes
 
 
