@@ -18,6 +18,7 @@ from typing import IO, Any
 import numpy as np  # numpy-boundary: checkpoint file I/O
 
 from .atomic import path_exists, special_file
+from .zip_members import check_directory
 
 __all__ = [
     "FORMAT",
@@ -78,12 +79,6 @@ def _read_all(path: Path) -> dict[str, Any]:
         ) from None
 
 
-# the methods np.savez (stored) and np.savez_compressed (deflate) write; bzip2 and LZMA
-# unpack all a read hands them at once, whatever size the zip claims (a bomb in a few bytes)
-_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
-_METHOD_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA"}
-
-
 def _check_members(archive: zipfile.ZipFile, size: int) -> None:
     """Raise ValueError (one line) for a member that would unpack or allocate far more than
     the file (``size`` bytes) holds: packed sizes the file does not hold (the zip claims
@@ -92,15 +87,8 @@ def _check_members(archive: zipfile.ZipFile, size: int) -> None:
     shape needs more bytes than the member unpacks to (NumPy allocates the header's shape
     before it reads); or that is no .npy at all (NumPy returns its bytes)."""
     infos = archive.infolist()
-    claimed = sum(i.compress_size for i in infos)
-    if claimed > size:
-        raise ValueError(f"its entries claim {claimed} packed bytes, the file holds {size}")
+    check_directory(infos, size)
     for info in infos:
-        if info.compress_type not in _METHODS:
-            how = _METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
-            raise ValueError(
-                f"entry {info.filename} is compressed with {how}, which NumPy never writes"
-            )
         if info.file_size > MAX_EXPANSION * max(info.compress_size, 1 << 16):
             raise ValueError(f"entry {info.filename} unpacks {info.file_size} bytes")
     unpacked, packed = (sum(getattr(i, k) for i in infos) for k in ("file_size", "compress_size"))

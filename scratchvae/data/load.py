@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np  # numpy-boundary: reading .npy/.npz files and images
 
 from ..atomic import path_exists
+from ..zip_members import check_directory
 from .dataset import (
     DataError,
     Dataset,
@@ -132,10 +133,7 @@ def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, advice: 
 
     Its header's shape and dtype are checked against the member's size and the memory available
     before anything is allocated, and reading to the end checks the member's CRC."""
-    limit = path.stat().st_size
-    if info.compress_size > limit:
-        raise ValueError(f"member {info.filename!r} is larger than the archive")
-    with zf.open(info) as member:
+    with zf.open(info) as member:  # (the sizes the zip claims: checked by check_directory)
         version = np.lib.format.read_magic(member)
         if version not in ((1, 0), (2, 0)):
             raise ValueError(f"member {info.filename!r} is .npy format {version}, not 1.0 or 2.0")
@@ -176,6 +174,7 @@ def _npz_arrays(path: Path, advice: str) -> dict[str, np.ndarray]:
         what = "is empty" if not head else "is not an .npz archive (it is not a zip file)"
         raise DataError(f"{path} {what}; {advice}")
     with zipfile.ZipFile(path) as zf:
+        check_directory(zf.infolist(), path.stat().st_size)  # before any member is unpacked
         return {
             info.filename.removesuffix(".npy"): _npz_member(zf, info, path, advice)
             for info in zf.infolist()

@@ -106,10 +106,10 @@ DAMAGED = {
     "bad-crc-stored": (_flip(STORED, _DATA + _SIZE // 2), "Bad CRC-32 for file 'x.npy'"),
     "bad-crc-deflated": (_flip(DEFLATED, _DATA_Z + _SIZE_Z // 2), "truncated or damaged"),
     "encrypted": (_patch(STORED, _CENTRAL + 8, "<H", 1), "encrypted"),
-    "unknown-method": (_patch(STORED, _CENTRAL + 10, "<H", 99), "compression method"),
+    "unknown-method": (_patch(STORED, _CENTRAL + 10, "<H", 99), "compressed with method 99"),
     "member-larger-than-file": (
         _patch(STORED, _CENTRAL + 20, "<I", 2**31),
-        "larger than the archive",
+        "claim 2147483800 packed bytes, the file holds",
     ),
     "huge-shape": (
         _crafted_member({"descr": "<f8", "fortran_order": False, "shape": (10**12,)}),
