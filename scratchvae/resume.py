@@ -51,6 +51,7 @@ __all__ = [
     "nothing_to_train",
     "resume_data",
     "same_data",
+    "warn_other_kernels",
     "warn_other_threads",
 ]
 
@@ -330,6 +331,29 @@ def warn_other_threads(ckpt: Checkpoint, threads: int) -> None:
         f"{'s' * (threads != 1)} where its last epoch ran on {ran}, so its numbers will differ "
         f"in the last bits from a run that never stopped; SCRATCHVAE_THREADS={ran} reproduces "
         "them",
+        ResumeWarning,
+        stacklevel=4,  # the caller of Trainer.fit
+    )
+
+
+def warn_other_kernels(ckpt: Checkpoint, on: bool) -> None:
+    """Warn (:class:`ResumeWarning`) when the resumed run goes on with the compiled kernels on
+    where its last epoch ran with the ops' bodies, or the other way round (Numba missing,
+    ``SCRATCHVAE_KERNELS=0``): they round differently in the last bits, so its numbers
+    differ from those of a run that never stopped. A run that records nothing: no word."""
+    ran = ckpt.history[-1].get("kernels") if ckpt.history else None
+    if ran is None or bool(ran) == on:
+        return
+    now, before = ("on", "off") if on else ("off", "on")
+    how = (
+        "SCRATCHVAE_KERNELS=0"
+        if on
+        else "the kernels on (Numba installed, SCRATCHVAE_KERNELS unset)"
+    )
+    warnings.warn(
+        f"the run in {ckpt.path.parent} continues with the compiled kernels {now} where its "
+        f"last epoch ran with them {before}, so its numbers will differ in the last bits from "
+        f"a run that never stopped; {how} reproduces them",
         ResumeWarning,
         stacklevel=4,  # the caller of Trainer.fit
     )
