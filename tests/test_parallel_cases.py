@@ -81,9 +81,10 @@ def test_every_kind_splits_to_the_serial_step_float32_to_rounding(name, monkeypa
     scale = np.abs(grads).max()
     for n in (2, 3, 5, 13):
         t, g = _step(model, x, noise, n, w)
-        assert np.abs(g - grads).max() <= 1e-5 * scale, n
+        # a few float32 roundings (eps 1.2e-7; 3e-7 seen): the split's sum in another order
+        assert np.abs(g - grads).max() <= 2e-6 * scale, n
         for k in terms:
-            assert abs(t[k] - terms[k]) <= 1e-5 * max(1.0, abs(terms[k])), (k, n)
+            assert abs(t[k] - terms[k]) <= 2e-6 * max(1.0, abs(terms[k])), (k, n)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
