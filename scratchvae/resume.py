@@ -23,6 +23,8 @@ last epoch goes on with a :class:`ResumeWarning` (:func:`warn_other_threads`).
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -319,6 +321,16 @@ def check_progress_fits(ckpt: Checkpoint, steps_per_epoch: int, allow: Sequence[
         raise damaged(ckpt.path, f"{why} (not as scratchvae writes a checkpoint)")
 
 
+def _users_level() -> int:
+    """The ``stacklevel`` of the first caller outside this package (the user's ``fit(...)`` or
+    ``Trainer.fit(...)`` line), for a warning raised by the function that calls this one."""
+    # level 1: the warning function, 2: its caller (frame 2 from here), ...
+    frame, level, package = sys._getframe(2), 2, str(Path(__file__).parent) + os.sep
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def warn_other_threads(ckpt: Checkpoint, threads: int) -> None:
     """Warn (:class:`ResumeWarning`) when the resumed run goes on with another number of CPU
     threads than its last epoch used: BLAS sums in another order, the batch is split another
@@ -332,7 +344,7 @@ def warn_other_threads(ckpt: Checkpoint, threads: int) -> None:
         f"in the last bits from a run that never stopped; SCRATCHVAE_THREADS={ran} reproduces "
         "them",
         ResumeWarning,
-        stacklevel=4,  # the caller of Trainer.fit
+        stacklevel=_users_level(),
     )
 
 
@@ -355,5 +367,5 @@ def warn_other_kernels(ckpt: Checkpoint, on: bool) -> None:
         f"last epoch ran with them {before}, so its numbers will differ in the last bits from "
         f"a run that never stopped; {how} reproduces them",
         ResumeWarning,
-        stacklevel=4,  # the caller of Trainer.fit
+        stacklevel=_users_level(),
     )

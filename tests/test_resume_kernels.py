@@ -107,3 +107,18 @@ def test_the_cli_says_it_in_one_line_on_stderr(tmp_path, capsys):
     said = [line for line in err.splitlines() if "kernels" in line]
     assert said == [f"scratchvae: {_message(tmp_path, True)}"]
     assert "Warning" not in err and "kernels" not in out
+
+
+@pytest.mark.parametrize("call", ["fit", "Trainer.fit"])
+def test_the_warning_points_at_the_user_s_line(tiny, tmp_path, call):
+    # it pointed into scratchvae/train.py when fit() was called (a level below Trainer.fit)
+    from scratchvae.train import Trainer
+
+    with kernels(False):
+        fit(_vae(), tiny, _config(tmp_path, 1))
+    with kernels(True), pytest.warns(ResumeWarning) as caught:
+        if call == "fit":
+            fit(_vae(), tiny, _config(tmp_path, 2), resume=True)
+        else:
+            Trainer(_vae(), tiny, _config(tmp_path, 2)).fit(resume=True)
+    assert [w.filename for w in caught] == [__file__]
