@@ -21,6 +21,7 @@ from scratchvae.backend.threads import (
 )
 from scratchvae.data import load_dataset
 from scratchvae.models import VAE
+from scratchvae.resume import ResumeWarning
 from scratchvae.train import TrainConfig, Trainer
 
 threads_module = sys.modules["scratchvae.backend.threads"]  # the name is also a function's
@@ -164,8 +165,6 @@ def test_a_count_that_changes_between_epochs_is_recorded_said_and_warned_on_resu
     monkeypatch, capsys, tmp_path
 ):
     # 4 usable cores; busy at the start 0, after epoch 1: 2, after epoch 2: 3, after epoch 3: 0
-    from scratchvae.resume import ResumeWarning
-
     monkeypatch.setattr(threads_module, "_THREADS", None)
     monkeypatch.setattr(threads_module, "usable_cores", lambda: 4)
     monkeypatch.setattr(threads_module.time, "sleep", lambda s: None)

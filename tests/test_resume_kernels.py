@@ -19,7 +19,7 @@ from scratchvae.data import dataset_from_array, load_dataset
 from scratchvae.kernels import cpu
 from scratchvae.models import VAE
 from scratchvae.resume import ResumeWarning
-from scratchvae.train import TrainConfig, fit
+from scratchvae.train import TrainConfig, Trainer, fit
 
 pytestmark = pytest.mark.skipif(cpu.numba is None, reason="the kernels need numba")
 
@@ -112,8 +112,6 @@ def test_the_cli_says_it_in_one_line_on_stderr(tmp_path, capsys):
 @pytest.mark.parametrize("call", ["fit", "Trainer.fit"])
 def test_the_warning_points_at_the_user_s_line(tiny, tmp_path, call):
     # it pointed into scratchvae/train.py when fit() was called (a level below Trainer.fit)
-    from scratchvae.train import Trainer
-
     with kernels(False):
         fit(_vae(), tiny, _config(tmp_path, 1))
     with kernels(True), pytest.warns(ResumeWarning) as caught:
