@@ -28,6 +28,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .checkpoint import Checkpoint
@@ -325,7 +326,8 @@ def _users_level() -> int:
     """The ``stacklevel`` of the first caller outside this package (the user's ``fit(...)`` or
     ``Trainer.fit(...)`` line), for a warning raised by the function that calls this one."""
     # level 1: the warning function, 2: its caller (frame 2 from here), ...
-    frame, level, package = sys._getframe(2), 2, str(Path(__file__).parent) + os.sep
+    frame: FrameType | None = sys._getframe(2)
+    level, package = 2, str(Path(__file__).parent) + os.sep
     while frame is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1
     return level
