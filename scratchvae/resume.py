@@ -54,6 +54,7 @@ __all__ = [
     "nothing_to_train",
     "resume_data",
     "same_data",
+    "warn_other_backend",
     "warn_other_kernels",
     "warn_other_threads",
 ]
@@ -368,6 +369,22 @@ def warn_other_kernels(ckpt: Checkpoint, on: bool) -> None:
         f"the run in {ckpt.path.parent} continues with the compiled kernels {now} where its "
         f"last epoch ran with them {before}, so its numbers will differ in the last bits from "
         f"a run that never stopped; {how} reproduces them",
+        ResumeWarning,
+        stacklevel=_users_level(),
+    )
+
+
+def warn_other_backend(ckpt: Checkpoint, name: str) -> None:
+    """Warn (:class:`ResumeWarning`) when a run trained on one backend is resumed on another
+    (NumPy on CuPy: ``--backend`` may change): NumPy's generator does not continue on CuPy (its
+    generator starts again from the seed and the epochs done), and the arithmetic differs."""
+    ran = ckpt.backend.get("name")
+    if ran is None or ran == name:
+        return
+    warnings.warn(
+        f"the run in {ckpt.path.parent} was trained on {ran} and continues on {name}: another "
+        "generator and other arithmetic, so its numbers will differ from a run that never "
+        f"stopped; --backend {ran} reproduces them",
         ResumeWarning,
         stacklevel=_users_level(),
     )

@@ -46,6 +46,7 @@ from .resume import (
     check_progress_fits,
     check_same_data,
     check_same_run,
+    warn_other_backend,
     warn_other_kernels,
     warn_other_threads,
 )
@@ -136,6 +137,8 @@ class Trainer:
             self.history.stopped_early = True
             return self.history
         c, n = self.config, len(self.train_idx)
+        if resume and start < c.epochs:
+            warn_other_backend(self._ckpt, self.bk.name)  # another generator
         if resume and start < c.epochs and self.bk.name == "numpy":
             warn_other_threads(self._ckpt, self._threads.count)  # another sum order
             warn_other_kernels(self._ckpt, compiled_kernels())  # another rounding
