@@ -20,7 +20,8 @@ METRICS_NAME = "metrics.jsonl"
 @dataclass
 class History:
     """Per-epoch metrics: a list of flat dicts (epoch, step, train_loss, train_recon, train_kl,
-    val_loss, ..., kl_weight, seconds, samples_per_s), all nats per example."""
+    val_loss, ..., kl_weight: nats per example; seconds, samples_per_s; on NumPy threads and
+    kernels, 1 or 0: what the step's last bits depend on)."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False

@@ -68,9 +68,14 @@ def weighted_sum(out: Array, parts: Array, weights: Array) -> None:
     out[...] = total
 
 
+_OWN = ("grads", "workspace", "_replicas")  # a replica's own attributes; the rest: the model's
+
+
 def _replicas(model: Model, n: int) -> tuple[list[Model], Array]:
-    """``n`` replicas of ``model`` (kept on it for the next steps): its parameters, their own
-    workspace, and their own gradients, the rows of one (n, P) array (also returned)."""
+    """``n`` replicas of ``model`` (kept on it for the next steps): its parameters and
+    settings, their own workspace, and their own gradients, the rows of one (n, P) array (also
+    returned). Every call gives them the model's attributes again: a setting changed since
+    the last split (``vae.beta = 2.0``) holds in this one."""
     replicas, grads = model.__dict__.get("_replicas", ([], None))
     if len(replicas) != n:
         grads = model.backend.zeros((n, model.grads.size))
@@ -82,6 +87,9 @@ def _replicas(model: Model, n: int) -> tuple[list[Model], Array]:
             twin.__dict__.pop("_replicas", None)
             replicas.append(twin)
         model.__dict__["_replicas"] = (replicas, grads)
+    shared = {k: v for k, v in model.__dict__.items() if k not in _OWN}
+    for twin in replicas:
+        twin.__dict__.update(shared)
     return replicas, grads
 
 

@@ -23,9 +23,12 @@ last epoch goes on with a :class:`ResumeWarning` (:func:`warn_other_threads`).
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .checkpoint import Checkpoint
@@ -51,6 +54,8 @@ __all__ = [
     "nothing_to_train",
     "resume_data",
     "same_data",
+    "warn_other_backend",
+    "warn_other_kernels",
     "warn_other_threads",
 ]
 
@@ -318,6 +323,17 @@ def check_progress_fits(ckpt: Checkpoint, steps_per_epoch: int, allow: Sequence[
         raise damaged(ckpt.path, f"{why} (not as scratchvae writes a checkpoint)")
 
 
+def _users_level() -> int:
+    """The ``stacklevel`` of the first caller outside this package (the user's ``fit(...)`` or
+    ``Trainer.fit(...)`` line), for a warning raised by the function that calls this one."""
+    # level 1: the warning function, 2: its caller (frame 2 from here), ...
+    frame: FrameType | None = sys._getframe(2)
+    level, package = 2, str(Path(__file__).parent) + os.sep
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def warn_other_threads(ckpt: Checkpoint, threads: int) -> None:
     """Warn (:class:`ResumeWarning`) when the resumed run goes on with another number of CPU
     threads than its last epoch used: BLAS sums in another order, the batch is split another
@@ -331,5 +347,44 @@ def warn_other_threads(ckpt: Checkpoint, threads: int) -> None:
         f"in the last bits from a run that never stopped; SCRATCHVAE_THREADS={ran} reproduces "
         "them",
         ResumeWarning,
-        stacklevel=4,  # the caller of Trainer.fit
+        stacklevel=_users_level(),
+    )
+
+
+def warn_other_kernels(ckpt: Checkpoint, on: bool) -> None:
+    """Warn (:class:`ResumeWarning`) when the resumed run goes on with the compiled kernels on
+    where its last epoch ran with the ops' bodies, or the other way round (Numba missing,
+    ``SCRATCHVAE_KERNELS=0``): they round differently in the last bits, so its numbers
+    differ from those of a run that never stopped. A run that records nothing: no word."""
+    ran = ckpt.history[-1].get("kernels") if ckpt.history else None
+    if ran is None or bool(ran) == on:
+        return
+    now, before = ("on", "off") if on else ("off", "on")
+    how = (
+        "SCRATCHVAE_KERNELS=0"
+        if on
+        else "the kernels on (Numba installed, SCRATCHVAE_KERNELS unset)"
+    )
+    warnings.warn(
+        f"the run in {ckpt.path.parent} continues with the compiled kernels {now} where its "
+        f"last epoch ran with them {before}, so its numbers will differ in the last bits from "
+        f"a run that never stopped; {how} reproduces them",
+        ResumeWarning,
+        stacklevel=_users_level(),
+    )
+
+
+def warn_other_backend(ckpt: Checkpoint, name: str) -> None:
+    """Warn (:class:`ResumeWarning`) when a run trained on one backend is resumed on another
+    (NumPy on CuPy: ``--backend`` may change): NumPy's generator does not continue on CuPy (its
+    generator starts again from the seed and the epochs done), and the arithmetic differs."""
+    ran = ckpt.backend.get("name")
+    if ran is None or ran == name:
+        return
+    warnings.warn(
+        f"the run in {ckpt.path.parent} was trained on {ran} and continues on {name}: another "
+        "generator and other arithmetic, so its numbers will differ from a run that never "
+        f"stopped; --backend {ran} reproduces them",
+        ResumeWarning,
+        stacklevel=_users_level(),
     )

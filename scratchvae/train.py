@@ -18,8 +18,9 @@ terminal (:mod:`scratchvae.progress`). Every random draw comes from
 ``model.backend.rng`` in a fixed order, and a checkpoint stores that generator's state at the
 epoch boundary, so a resumed run equals an uninterrupted one bit for bit (NumPy, with the same
 CPU thread counts: ``backend/threads.py``, and a resume on another count than the run's last
-epoch says so with a ``ResumeWarning``; CuPy's counter-based generator is restored exactly
-too). Validation uses its own generator, reseeded every epoch (the same eps every epoch).
+epoch says so with a ``ResumeWarning``, as one with the compiled kernels switched does;
+CuPy's counter-based generator is restored exactly too). Validation uses its own generator,
+reseeded every epoch (the same eps every epoch).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import folder_lock
-from .backend import Backend, cpu_threads, op, to_numpy, training_threads
+from .backend import Backend, compiled_kernels, cpu_threads, op, to_numpy, training_threads
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_training, save_checkpoint
 from .data import Dataset, as_dataset, binarize, check_n_features, train_val_split
 from .fingerprint import data_fingerprint
@@ -41,7 +42,14 @@ from .inputs import require as _check
 from .models import AE
 from .optim import Optimizer
 from .progress import Progress, epoch_line, postfix, quiet_float_warnings
-from .resume import check_progress_fits, check_same_data, check_same_run, warn_other_threads
+from .resume import (
+    check_progress_fits,
+    check_same_data,
+    check_same_run,
+    warn_other_backend,
+    warn_other_kernels,
+    warn_other_threads,
+)
 from .train_config import TrainConfig, kl_weight_at
 
 __all__ = ["History", "TrainConfig", "Trainer", "TrainingDiverged", "fit", "write_metrics"]
@@ -129,8 +137,11 @@ class Trainer:
             self.history.stopped_early = True
             return self.history
         c, n = self.config, len(self.train_idx)
+        if resume and start < c.epochs:
+            warn_other_backend(self._ckpt, self.bk.name)  # another generator
         if resume and start < c.epochs and self.bk.name == "numpy":
             warn_other_threads(self._ckpt, self._threads.count)  # another sum order
+            warn_other_kernels(self._ckpt, compiled_kernels())  # another rounding
         bar = Progress(
             (c.epochs - start) * n,
             bar=c.progress and c.progress_bar,
@@ -178,6 +189,7 @@ class Trainer:
         record["samples_per_s"] = len(self.train_idx) / max(seconds_train, 1e-9)
         if self.bk.name == "numpy":  # the step's numbers depend on it (backend/threads.py)
             record["threads"] = self._threads.count
+            record["kernels"] = int(compiled_kernels())  # 1: Numba's kernels, 0: the bodies
             if self._threads.probe:  # chosen from the free cores: again, for the next epoch
                 self._threads.update()
         return record

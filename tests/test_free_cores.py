@@ -21,6 +21,7 @@ from scratchvae.backend.threads import (
 )
 from scratchvae.data import load_dataset
 from scratchvae.models import VAE
+from scratchvae.resume import ResumeWarning
 from scratchvae.train import TrainConfig, Trainer
 
 threads_module = sys.modules["scratchvae.backend.threads"]  # the name is also a function's
@@ -148,3 +149,45 @@ def test_a_look_too_soon_after_the_last_tells_nothing():
     probe = LoadProbe()
     assert probe.others() is None
     assert free_threads(None, 4) == 4
+
+
+class Changing:
+    """A probe that reports each of ``cores`` in turn (the last one from then on)."""
+
+    def __init__(self, cores: list[float]) -> None:
+        self.cores = list(cores)
+
+    def others(self) -> float:
+        return self.cores.pop(0) if len(self.cores) > 1 else self.cores[0]
+
+
+def test_a_count_that_changes_between_epochs_is_recorded_said_and_warned_on_resume(
+    monkeypatch, capsys, tmp_path
+):
+    # 4 usable cores; busy at the start 0, after epoch 1: 2, after epoch 2: 3, after epoch 3: 0
+    monkeypatch.setattr(threads_module, "_THREADS", None)
+    monkeypatch.setattr(threads_module, "usable_cores", lambda: 4)
+    monkeypatch.setattr(threads_module.time, "sleep", lambda s: None)
+    probes = [Changing([0.0, 2.0, 3.0, 0.0])]
+    monkeypatch.setattr(threads_module, "LoadProbe", lambda: probes.pop(0))
+    data = load_dataset("digits", "train")
+    config = TrainConfig(epochs=3, batch_size=600, progress=True, progress_bar=False,
+                         out_dir=str(tmp_path))  # fmt: skip  # 600 rows: split on 2 threads
+    history = Trainer(VAE(64, hidden=(16,), latent=2), data, config).fit()
+    assert [r["threads"] for r in history.records] == [4, 2, 1]
+    out = capsys.readouterr()
+    said = [line for line in (out.out + out.err).splitlines() if "CPU thread" in line]
+    assert said == [
+        "scratchvae: 2 CPU thread(s): 2.0 of 4 cores busy with other work "
+        "(SCRATCHVAE_THREADS=N pins the count)",
+        "scratchvae: 1 CPU thread(s): 3.0 of 4 cores busy with other work "
+        "(SCRATCHVAE_THREADS=N pins the count)",
+    ]
+    # resumed where 1 core is busy: 3 threads, where the run's last epoch ran on 1
+    probes.append(Busy(1.0))
+    config.epochs = 4
+    with pytest.warns(
+        ResumeWarning, match="continues on 3 CPU threads where its last epoch ran on 1"
+    ):
+        history = Trainer(VAE(64, hidden=(16,), latent=2), data, config).fit(resume=True)
+    assert [r["threads"] for r in history.records] == [4, 2, 1, 3]

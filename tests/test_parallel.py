@@ -123,6 +123,24 @@ def test_the_same_seed_and_thread_count_give_the_same_numbers_twice(small_chunks
     np.testing.assert_array_equal(run(), run())
 
 
+def test_a_setting_changed_after_a_split_step_reaches_the_next_one():
+    """The replicas that run the chunks follow the model: a VAE whose beta is set after a
+    split step (as a user's own warm-up does) splits the next step with the new beta. They
+    were copies made at the first split and kept the old one (16.97 against 19.17 nats)."""
+    bk = Backend("numpy", "float64", seed=0)
+    model = VAE(20, hidden=[7], latent=3, backend=bk)
+    rows = 2 * threads_module.MIN_ROWS + 1
+    x, noise = bk.uniform((rows, 20)), model.draw_noise(rows)
+    _step(model, x, noise, 2)  # the replicas are made here, with beta 1
+    model.beta = 3.0
+    with threads(2):
+        assert row_chunks(rows) is not None
+    t_split, g_split = _step(model, x, noise, 2)
+    t_serial, g_serial = _step(model, x, noise, 1)
+    assert t_split["loss"] == pytest.approx(t_serial["loss"], rel=1e-12)
+    np.testing.assert_allclose(g_split, g_serial, rtol=1e-12, atol=1e-12 * np.abs(g_serial).max())
+
+
 def test_when_the_batch_is_split(monkeypatch):
     rows = 4 * threads_module.MIN_ROWS
     with threads(1):

@@ -45,6 +45,7 @@ def test_fit_warns_when_a_resume_runs_on_another_thread_count(tmp_path):
     with threads(1), pytest.warns(ResumeWarning) as caught:
         fit(VAE(64, hidden=[8], latent=2), digits, _config(tmp_path, 2), resume=True)
     assert [str(w.message) for w in caught] == [_message(tmp_path, 1, 2)]
+    assert caught[0].filename == __file__  # the user's fit() line, not scratchvae's
     assert _threads(tmp_path) == [2, 1]
     with threads(1), warnings.catch_warnings():  # on the count it last ran on: no word
         warnings.simplefilter("error", ResumeWarning)

@@ -25,7 +25,7 @@ from typing import Any
 
 from .arrays import NUMPY_ARRAY, ROLES, array_role
 
-__all__ = ["kernels", "kernels_enabled", "op", "tracing"]
+__all__ = ["compiled_kernels", "kernels", "kernels_enabled", "op", "tracing"]
 
 
 _KERNELS_ON = os.environ.get("SCRATCHVAE_KERNELS", "1") != "0"
@@ -113,6 +113,13 @@ def op(fn: Callable[..., Any]) -> Callable[..., Any]:
 def kernels_enabled() -> bool:
     """Whether ops use their kernels (``SCRATCHVAE_KERNELS=0`` or :func:`kernels` turn it off)."""
     return _KERNELS_ON
+
+
+def compiled_kernels() -> bool:
+    """Whether ops on NumPy arrays run Numba kernels now: the kernels on and Numba installed.
+    They round in the last bits otherwise than the ops' bodies, so a training run records it
+    with each epoch and a resume that differs says so (:mod:`scratchvae.resume`)."""
+    return _KERNELS_ON and bool(_TABLES.get("numpy") or _table("numpy"))
 
 
 @contextmanager
