@@ -184,7 +184,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise damaged(path, "it holds no parameters")
     try:
         check_meta(meta, params)
-        check_rng_state(rng_state)
+        check_rng_state(rng_state, (meta.get("backend") or {}).get("name"))
     except ValueError as exc:
         raise damaged(path, one_line(exc, 300)) from None
     return Checkpoint(
@@ -330,6 +330,7 @@ def restore_training(ckpt: Checkpoint, model: AE, optimizer: Optimizer) -> None:
     check_params(ckpt, model)
     state = _optimizer_state(ckpt, optimizer, model)
     try:
+        check_rng_state(ckpt.rng_state, ckpt.backend.get("name"))  # the run's own generator's
         model.backend.set_rng_state(ckpt.rng_state, reseed_offset=ckpt.epoch)
     except (BackendError, ValueError) as exc:
         raise CheckpointError(

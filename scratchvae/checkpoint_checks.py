@@ -357,10 +357,11 @@ def _check_numpy_state(state: dict[str, Any]) -> None:
         raise ValueError("rng_state: the PCG64 state's numbers are out of range")
 
 
-def check_rng_state(text: str) -> None:
+def check_rng_state(text: str, trained_on: str | None = None) -> None:
     """The ``rng_state`` entry: JSON of a NumPy (PCG64) or CuPy generator state, or the old
-    CuPy format ``{"cupy_seed": n}``. Whether it fits the backend it is restored on is
-    :meth:`Backend.set_rng_state`'s check."""
+    CuPy format ``{"cupy_seed": n}``; of the backend the run was ``trained_on`` (its meta's
+    name, when it records one). Restored on another backend, it reseeds there
+    (:meth:`Backend.set_rng_state`)."""
     try:
         state = json.loads(text)
     except (ValueError, RecursionError):
@@ -376,3 +377,9 @@ def check_rng_state(text: str) -> None:
             raise ValueError("rng_state: the CuPy seed must be a whole number >= 0")
     else:
         _check_numpy_state(state)
+    cupy = "cupy" in state or "cupy_seed" in state
+    if cupy and trained_on == "numpy" or not cupy and trained_on == "cupy":
+        kind = "a CuPy" if cupy else "a NumPy"
+        raise ValueError(
+            f"rng_state is {kind} generator state, but the run was trained on {trained_on}"
+        )

@@ -93,10 +93,15 @@ def test_rng_state_round_trip_continues_the_same_stream() -> None:
         assert all(np.array_equal(x, y) for x, y in zip(expected, got, strict=True))
 
 
-def test_numpy_backend_rejects_a_cupy_generator_state() -> None:
-    bk = Backend("numpy")
-    with pytest.raises(BackendError, match="resume it on cupy"):
-        bk.set_rng_state(json.dumps({"cupy_seed": 3}))
+@pytest.mark.parametrize("state", [{"cupy_seed": 3}, {"cupy": {"seed": 3, "counter": 7}}])
+def test_a_cupy_generator_state_reseeds_the_numpy_backend(state) -> None:
+    """A GPU run resumed on NumPy: its CuPy stream cannot continue here, so NumPy's generator
+    starts from seed + offset (the epochs done), as CuPy's does from an old-format state."""
+    bk = Backend("numpy", seed=2)
+    bk.set_rng_state(json.dumps(state), reseed_offset=4)
+    np.testing.assert_array_equal(bk.normal((5,)), Backend("numpy", seed=6).normal((5,)))
+    with pytest.raises(BackendError, match="cannot be restored"):
+        bk.set_rng_state(json.dumps({"neither": 1}))  # not a state of either generator
 
 
 def test_unknown_backend_and_dtype_errors() -> None:

@@ -1,8 +1,9 @@
-"""A NumPy run resumed on CuPy (``--backend cupy``, allowed) says so in one line: the NumPy
-generator's stream does not continue on CuPy (its generator starts again from the seed and the
-epochs done) and the arithmetic is another, so the run differs from one that never stopped. It
-went on without a word, where a resume on another CPU thread count is said. (CuPy here: the
-host stand-in, tests/fake_cupy.py.)"""
+"""A run resumed on the other backend (``--backend``, allowed) says so in one line: the
+generator's stream does not continue there (it starts again from the seed and the epochs done)
+and the arithmetic is another, so the run differs from one that never stopped. A NumPy run
+resumed on CuPy went on without a word; a CuPy run resumed on NumPy was refused ("resume it on
+cupy") although the command line advised `--backend numpy` where CuPy cannot run. (CuPy here:
+the host stand-in, tests/fake_cupy.py.)"""
 
 from __future__ import annotations
 
@@ -51,3 +52,22 @@ def test_a_numpy_run_resumed_on_cupy_says_its_numbers_differ(tiny, tmp_path):
     with installed(), warnings.catch_warnings():  # on the backend it last ran on: no word
         warnings.simplefilter("error", ResumeWarning)
         fit(_vae("cupy"), tiny, _config(tmp_path, 3), resume=True)
+
+
+def test_a_cupy_run_resumed_on_numpy_continues_and_says_so(tiny, tmp_path):
+    """The GPU run's checkpoint, resumed on NumPy: a warning, then the same numbers each time
+    (NumPy's generator from seed + epochs), and the checkpoint is a NumPy run's from then on."""
+    with installed():
+        fit(_vae("cupy"), tiny, _config(tmp_path / "gpu", 1))
+    runs = []
+    for copy in ("a", "b"):
+        out = tmp_path / copy
+        out.mkdir()
+        (out / "checkpoint.npz").write_bytes((tmp_path / "gpu" / "checkpoint.npz").read_bytes())
+        with pytest.warns(ResumeWarning, match="trained on cupy and continues on numpy"):
+            fit(_vae("numpy"), tiny, _config(out, 2), resume=True)
+        runs.append(load_checkpoint(out))
+    a, b = runs
+    assert a.backend["name"] == "numpy" and "bit_generator" in a.rng_state
+    assert a.rng_state == b.rng_state
+    assert all((a.params[k] == b.params[k]).all() for k in a.params)

@@ -304,9 +304,11 @@ class Backend:
         return json.dumps({"cupy": self.rng.state()})
 
     def set_rng_state(self, state: str, reseed_offset: int = 0) -> None:
-        """Restore a state from :meth:`rng_state`. (A CuPy state of the old format, the seed
-        alone, reseeds with ``seed + reseed_offset``.) A state that cannot be restored here
-        raises BackendError (one line) and leaves the generator as it was."""
+        """Restore a state from :meth:`rng_state`. A state of the other backend's generator
+        (a run resumed on another backend), and a CuPy state of the old format (the seed
+        alone), reseed with ``seed + reseed_offset``: the stream does not continue. A state
+        that cannot be restored here raises BackendError (one line) and leaves the generator
+        as it was."""
         try:
             data = json.loads(state)
         except (TypeError, ValueError, RecursionError):
@@ -314,9 +316,9 @@ class Backend:
         if not isinstance(data, dict):
             raise BackendError("the generator state is not a JSON object")
         try:
-            if self.name == "numpy":
-                if "bit_generator" not in data:
-                    raise BackendError("checkpoint holds a CuPy generator state; resume it on cupy")
+            if self.name == "numpy" and ("cupy" in data or "cupy_seed" in data):  # a GPU run's
+                self.rng = _generator("numpy", self.seed + int(reseed_offset))  # resumed here
+            elif self.name == "numpy":
                 words = data.get("state")  # NumPy 1 wraps a negative one round silently
                 if isinstance(words, dict) and any(_negative_int(v) for v in words.values()):
                     raise ValueError("a negative number in the PCG64 state")
