@@ -45,7 +45,7 @@ from .resume import (
     nothing_to_train,
     resume_data,
 )
-from .runs import backend_for, data_likelihood, load_run, run_data
+from .runs import backend_for, data_likelihood, load_run, load_run_data, run_data
 from .train import METRICS_NAME, TrainConfig, fit
 
 __all__ = [
@@ -195,7 +195,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             _say(f"{PROG}: nothing to train in {out}: {done}")
             return 0
         spec = resume_data(args.data, config.data, out)
-        data = load_dataset(spec, "train", config.data_dir, likelihood=data_likelihood(model))
+        recorded = None if args.data_dir is not None else config.data_dir
+        data = load_run_data(spec, "train", args.data_dir, recorded, data_likelihood(model))
     else:
         args.data = args.data or "digits"
         out = args.out_dir = Path(args.out or _default_out(args.data, args.model))  # for Ctrl-C

@@ -12,7 +12,7 @@ from .atomic import path_exists
 from .backend import Backend, BackendError, get_backend
 from .checkpoint import load_checkpoint, load_model
 from .cliargs import PROG, CLIError
-from .data import Dataset, check_n_features, load_dataset
+from .data import Dataset, MissingFiles, check_n_features, load_dataset
 from .data.load import NoSuchSplit
 from .fingerprint import data_fingerprint, how_data_differs
 from .models import AE
@@ -61,17 +61,16 @@ def run_data(
     The run's own data (no --data) is never read whole in its place: that would be its
     training examples."""
     spec = resume_data(args.data, ckpt.train_config.get("data"), ckpt.path.parent)
-    data_dir = args.data_dir or ckpt.train_config.get("data_dir")
-    likelihood = data_likelihood(model)
+    recorded, likelihood = ckpt.train_config.get("data_dir"), data_likelihood(model)
     try:
-        data = load_dataset(spec, split or "test", data_dir, likelihood=likelihood)
+        data = load_run_data(spec, split or "test", args.data_dir, recorded, likelihood)
     except NoSuchSplit as exc:  # the user's own file: say which flags choose other data
         if split is not None or args.data is None:
             raise CLIError(
                 f"{exc.path} is one data set with no {exc.split!r} split; pass --split train "
                 "to use it, or --data FILE with the held-out examples"
             ) from None
-        split, data = "all", load_dataset(spec, "all", data_dir, likelihood=likelihood)
+        split, data = "all", load_run_data(spec, "all", args.data_dir, recorded, likelihood)
         if _trained_on(ckpt, data, args.data):  # not held out: refused, as without --data
             raise CLIError(
                 f"{exc.path} is the data the run was trained on (no test split: every example "
@@ -80,6 +79,24 @@ def run_data(
             ) from None
     check_n_features(data, model.n_features)
     return data, split or "test"
+
+
+def load_run_data(
+    spec: str, split: str, given_dir: str | None, recorded_dir: str | None, likelihood: str
+) -> Dataset:
+    """A run's data set: MNIST and Fashion-MNIST from ``--data-dir`` (``given_dir``; downloaded
+    there when missing), else from the folder the run recorded, which is read but never
+    downloaded into: a checkpoint (which may come from anyone) does not choose where files are
+    written."""
+    from_run = given_dir is None and recorded_dir is not None
+    data_dir = given_dir or recorded_dir
+    try:
+        return load_dataset(spec, split, data_dir, download=not from_run, likelihood=likelihood)
+    except MissingFiles as exc:
+        raise CLIError(
+            f"{spec} is not in {exc.folder}, the data folder the run recorded; pass --data-dir "
+            "DIR to read it from DIR or download it there"
+        ) from None
 
 
 def _trained_on(ckpt: Any, data: Dataset, given: str) -> bool:

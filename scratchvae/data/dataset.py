@@ -26,6 +26,7 @@ __all__ = [
     "BINARIZE_MODES",
     "LIKELIHOODS",
     "DataError",
+    "MissingFiles",
     "Dataset",
     "LazyScaled",
     "as_dataset",
@@ -44,6 +45,14 @@ __all__ = [
 
 class DataError(ValueError):
     """Data that cannot be used as given (a one-line message: what is wrong, what to do)."""
+
+
+class MissingFiles(DataError):
+    """Official files not in ``folder``, where downloading them was not allowed."""
+
+    def __init__(self, message: str, folder: Any) -> None:
+        super().__init__(message)
+        self.folder = folder
 
 
 LIKELIHOODS = ("bernoulli", "gaussian")

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np  # numpy-boundary: parsing IDX files
 
-from .dataset import DataError, check_memory, check_regular_file, check_split
+from .dataset import DataError, MissingFiles, check_memory, check_regular_file, check_split
 from .download import check_url, download_file, remove_stale_temps
 
 __all__ = [
@@ -377,9 +377,10 @@ def fetch_idx(
         if path is not None:
             _verify_local(path, table, title)
         elif not download:
-            raise DataError(
+            raise MissingFiles(
                 f"{title} file {stem}.gz not found in {folder}; put the official {files} "
-                "(gzipped or raw) there, or pass download=True"
+                "(gzipped or raw) there, or pass download=True",
+                folder,
             )
         else:
             dest = folder / f"{stem}.gz"

@@ -1,0 +1,51 @@
+"""A checkpoint names the folder its MNIST came from (``train_config.data_dir``); one crafted,
+or from another machine, named a folder of someone else's choosing, and ``evaluate``,
+``reconstruct``, ``plot`` and ``train --resume`` downloaded the data into it (creating it).
+The recorded folder is now read, never downloaded into: missing files are one line asking for
+``--data-dir``, and nothing is created."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np  # numpy-boundary: writing a crafted file
+import pytest
+
+from scratchvae.cli import main
+
+T = ["--hidden", "8", "--latent", "2", "--epochs", "1", "--no-progress", "--no-figures"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data-dir") / "run"
+    assert main(["train", "--out", str(out), *T]) == 0
+    return out
+
+
+def _pointing_at(run: Path, tmp_path: Path, folder: Path) -> Path:
+    """A copy of ``run`` whose checkpoint says it trained on MNIST kept in ``folder``."""
+    with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["train_config"] |= {"data": "mnist", "data_dir": str(folder)}
+    arrays["meta"] = np.array(json.dumps(meta))
+    out = tmp_path / "copied"
+    out.mkdir()
+    (out / "metrics.jsonl").write_bytes((run / "metrics.jsonl").read_bytes())
+    np.savez(out / "checkpoint.npz", **arrays)
+    return out
+
+
+@pytest.mark.parametrize("command", ["evaluate", "reconstruct", "resume"])
+def test_the_folder_a_checkpoint_names_is_never_downloaded_into(run, tmp_path, capsys, command):
+    chosen = tmp_path / "somewhere" / "else"
+    copied = _pointing_at(run, tmp_path, chosen)
+    resume = ["train", "--resume", "--out", str(copied), "--epochs", "2", *T[:-4]]
+    argv = {"evaluate": ["evaluate", str(copied)], "reconstruct": ["reconstruct", str(copied)]}
+    argv["resume"] = resume
+    assert main(argv[command]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "the data folder the run recorded" in err and "--data-dir" in err
+    assert not (tmp_path / "somewhere").exists()
