@@ -22,6 +22,7 @@ import ctypes
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import types
@@ -58,8 +59,38 @@ static inline double cospi(double x) { return std::cos(M_PI * x); }
 static inline float cospi(float x) { return (float)std::cos(M_PI * (double)x); }
 """
 
-_BUILD = Path(tempfile.gettempdir()) / f"scratchvae-cuda-on-host-{os.getuid()}"
 _LIBRARIES: dict[str, ctypes.CDLL] = {}
+_CHOSEN: dict[str, Any] = {}  # "folder": where libraries are built, "compiler": its version
+
+
+def _private(folder: Path) -> bool:
+    """Whether ``folder`` is a real folder of this user's that nobody else can write to: a
+    library found there was built by this user (a shared /tmp folder could hold a planted one,
+    whose constructor would run when loaded)."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = folder.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def _build_folder() -> Path:
+    """$XDG_CACHE_HOME (or ~/.cache)/scratchvae-cuda-on-host where it is private (kept between
+    runs: a build takes about a second a kernel), else a new temporary folder of this process."""
+    if "folder" not in _CHOSEN:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        folder = cache / "scratchvae-cuda-on-host"
+        _CHOSEN["folder"] = folder if _private(folder) else Path(tempfile.mkdtemp(prefix="svae-"))
+    return _CHOSEN["folder"]
+
+
+def _compiler() -> str:
+    """The compiler's version line (part of each library's name: another compiler, a rebuild)."""
+    if "compiler" not in _CHOSEN:
+        done = subprocess.run([CXX, "--version"], capture_output=True, text=True)
+        _CHOSEN["compiler"] = done.stdout.partition("\n")[0]
+    return _CHOSEN["compiler"]
 
 
 class Param:
@@ -83,19 +114,20 @@ def params(text: str) -> list[Param]:
 
 def _compile(source: str) -> ctypes.CDLL:
     """The shared library of ``source`` (built once, cached on disk by its hash)."""
-    key = hashlib.sha256(source.encode()).hexdigest()[:20]
+    folder = _build_folder()
+    key = hashlib.sha256((_compiler() + source).encode()).hexdigest()[:20]
     if key not in _LIBRARIES:
-        _BUILD.mkdir(exist_ok=True)
-        lib = _BUILD / f"k{key}.so"
+        lib = folder / f"k{key}.so"
         if not lib.exists():
-            src = _BUILD / f"k{key}.cpp"
+            src = folder / f"k{key}.{os.getpid()}.cpp"  # each process its own source and output
             src.write_text(source)
-            tmp = _BUILD / f"k{key}.{os.getpid()}.tmp.so"
+            tmp = folder / f"k{key}.{os.getpid()}.tmp.so"
             cmd = [CXX, "-O1", "-std=c++17", "-shared", "-fPIC", "-o", str(tmp), str(src)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode:
                 raise RuntimeError(f"g++ failed on {src}:\n{done.stderr}")
             tmp.replace(lib)
+            src.unlink()
         _LIBRARIES[key] = ctypes.CDLL(str(lib))
     return _LIBRARIES[key]
 
@@ -111,14 +143,16 @@ def usable() -> str | None:
     return None
 
 
-def _infer_T(plist: list[Param], args: list[Any]) -> np.dtype | None:
-    """T from the first array argument (of one dimension or more) of a T parameter. CuPy does
-    not infer it from scalars or 0-d arrays either: it raises KeyError 'T' (an H200 run found
-    a kernel that relied on it), and so does this."""
-    for p, a in zip(plist, args, strict=False):
-        if p.type == "T" and isinstance(a, np.ndarray) and a.ndim:
+def _infer_T(in_p: list[Param], out_p: list[Param], args: list[Any]) -> np.dtype | None:
+    """T as CuPy binds it: from the first array (0-d included) given for a T parameter, the
+    outputs looked at first; scalars (Python's or NumPy's) never bind it, and T left unbound
+    is an error (KeyError 'T' here)."""
+    n_in = len(in_p)
+    for k in [*range(n_in, len(in_p) + len(out_p)), *range(n_in)]:
+        p, a = (in_p + out_p)[k], args[k]
+        if p.type == "T" and isinstance(a, np.ndarray):
             return a.dtype
-    if any(p.type == "T" for p in plist):
+    if any(p.type == "T" for p in in_p + out_p):
         raise KeyError("T")
     return None
 
@@ -139,28 +173,48 @@ def _source(T: np.dtype | None, preamble: str, body: str) -> str:
 
 class _Call:
     """The arguments of one call, as contiguous arrays of the parameters' types (the
-    broadcast shape for non-raw ones), with the outputs to copy back afterwards."""
+    broadcast shape for non-raw ones), with the outputs to copy back afterwards. CuPy's rules
+    are kept where they would catch a mistake: all outputs or none, ``size=`` only without
+    non-raw arrays, an array bound to a parameter of the exact dtype it names (or T's), and
+    (``device``: the array type allowed) no host array where a device one is needed. Outputs
+    allocated here hold NaN (CuPy's hold whatever was in memory): a kernel that reads one
+    before writing it shows."""
 
-    def __init__(self, in_p, out_p, args, size=None):
+    def __init__(self, in_p, out_p, args, size=None, device=np.ndarray):
         plist = in_p + out_p
+        if len(args) not in (len(in_p), len(plist)):
+            raise TypeError(
+                f"Wrong number of arguments: {len(args)} for {len(in_p)} or {len(plist)}"
+            )
         args = list(args) + [None] * (len(plist) - len(args))
-        self.T = _infer_T(plist, args)
-        arrays = [np.asarray(a) for p, a in zip(plist, args, strict=True) if a is not None]
-        shapes = [a.shape for a, p in zip(arrays, plist, strict=False) if not p.raw]
+        for a in args:
+            if isinstance(a, np.ndarray) and not isinstance(a, device):
+                raise TypeError(f"Unsupported type {type(a)}")  # CuPy's words
+        self.T = _infer_T(in_p, out_p, args)
+        self.scalar = [not isinstance(a, np.ndarray) for a in args]  # (CuPy's CScalar)
+        shapes = [
+            np.shape(a) for p, a in zip(plist, args, strict=True) if a is not None and not p.raw
+        ]
+        if size is not None and any(
+            not p.raw and isinstance(a, np.ndarray) for p, a in zip(plist, args)
+        ):
+            raise ValueError("size= is given with array arguments")
         self.shape = np.broadcast_shapes(*shapes) if shapes else (size,)
         self.outputs, self.work, self.copy_back = [], [], []
         for k, (p, a) in enumerate(zip(plist, args, strict=True)):
             dtype = p.dtype(self.T)
             if a is None:  # an output not given: allocated
-                a = np.zeros(self.shape, dtype)
+                a = np.full(self.shape, np.nan if dtype.kind == "f" else 0, dtype).view(device)
             if k >= len(in_p):
                 self.outputs.append(a)
+            if isinstance(a, np.ndarray) and a.dtype != dtype:
+                raise TypeError(
+                    f"Type is mismatched: {p.name} is {a.dtype}, the kernel takes {dtype}"
+                )
             if p.raw:
-                assert isinstance(a, np.ndarray) and a.flags.c_contiguous and a.dtype == dtype
+                assert isinstance(a, np.ndarray) and a.flags.c_contiguous
                 self.work.append(a)
                 continue
-            if isinstance(a, np.ndarray) and p.type == "T":
-                assert a.dtype == dtype, f"{p.name}: {a.dtype} where T is {dtype}"
             w = np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=dtype), self.shape))
             if k >= len(in_p):
                 w = w.copy()
@@ -179,12 +233,14 @@ class _Call:
 class ElementwiseKernel:
     """``cupy.ElementwiseKernel``: ``operation`` once per element of the broadcast shape."""
 
+    device: type = np.ndarray  # the arrays it takes (tests/fake_cupy.py: its device arrays)
+
     def __init__(self, in_params, out_params, operation, name="kernel", preamble="", **_):
         self.in_p, self.out_p = params(in_params), params(out_params)
         self.operation, self.name, self.preamble = operation, name, preamble
 
     def __call__(self, *args, size=None):
-        call = _Call(self.in_p, self.out_p, args, size)
+        call = _Call(self.in_p, self.out_p, args, size, self.device)
         n_in = len(self.in_p)
         loads = [_load(p, k, "i", k < n_in) for k, p in enumerate(self.in_p + self.out_p)]
         stores = [
@@ -203,57 +259,45 @@ class ElementwiseKernel:
 
 class ReductionKernel:
     """``cupy.ReductionKernel`` with ``axis=None`` (everything) or ``axis=-1`` (each row):
-    ``a = identity``, then ``a = reduce_expr`` with b = ``map_expr`` of each element, then
-    ``post_map_expr`` (parameters bound to the row's first element: scalars in scratchvae)."""
+    ``a = identity``, then ``a = reduce_expr`` with b = ``map_expr`` of each element, in the
+    output's type, then ``y = post_map_expr``, which (as in CuPy) sees ``a``, ``y`` and the
+    scalar arguments only."""
 
-    def __init__(
-        self,
-        in_params,
-        out_params,
-        map_expr,
-        reduce_expr,
-        post_map_expr,
-        identity,
-        name="reduce",
-        **_,
-    ):
+    device: type = np.ndarray  # the arrays it takes (tests/fake_cupy.py: its device arrays)
+
+    def __init__(self, in_params, out_params, map_expr, reduce_expr, post_map_expr, identity,
+                 name="reduce", **_):  # fmt: skip
         self.in_p, self.out_p = params(in_params), params(out_params)
-        self.map, self.reduce, self.post, self.identity = (
-            map_expr,
-            reduce_expr,
-            post_map_expr,
-            identity,
-        )
+        self.map, self.reduce, self.post = map_expr, reduce_expr, post_map_expr
+        self.identity, self.name = identity, name
         assert len(self.out_p) == 1 and not self.out_p[0].raw, name
-        self.name = name
 
     def __call__(self, *args, axis=None):
         assert axis in (None, -1), f"{self.name}: axis {axis}"
-        call = _Call(self.in_p, [], args)
+        call = _Call(self.in_p, [], args, device=self.device)
         shape = call.shape
         cols = prod(shape) if axis is None else shape[-1]
-        out_shape = () if axis is None else shape[:-1]
-        out = np.empty(out_shape, self.out_p[0].dtype(call.T))
+        out = np.empty(() if axis is None else shape[:-1], self.out_p[0].dtype(call.T))
         assert cols > 0, f"{self.name}: an empty reduction"
         y = self.out_p[0]
         ytype = "T" if y.type == "T" else _C_TYPES[y.type]
-        loads = lambda index: "\n".join(_load(p, k, index) for k, p in enumerate(self.in_p))  # noqa: E731
+        every = "\n".join(_load(p, k, "i") for k, p in enumerate(self.in_p))
+        scalars = "\n".join(_load(p, k, "0") for k, p in enumerate(self.in_p) if call.scalar[k])
         # three scopes, as CuPy's: the map sees the parameters, the reduction only a and b,
-        # the post-map the parameters and a (the sum) with y
+        # the post-map a (the sum), y and the scalar parameters
         body = f"""long long cols = {cols};
 for (long long r = 0; r * cols < _n; ++r) {{
-    T _acc = (T)({self.identity});
+    {ytype} _acc = ({ytype})({self.identity});
     for (long long c = 0; c < cols; ++c) {{
         long long i = r * cols + c;
-        T _b;
-        {{ {loads("i")}
-           _b = (T)({self.map}); }}
-        {{ T a = _acc, b = _b;
+        {ytype} _b;
+        {{ {every}
+           _b = ({ytype})({self.map}); }}
+        {{ {ytype} a = _acc, b = _b;
            _acc = {self.reduce}; }}
     }}
-    {{ long long i = r * cols;
-       {loads("i")}
-       {{ T a = _acc;
+    {{ {scalars}
+       {{ {ytype} a = _acc;
           {ytype} {y.name};
           {self.post};
           (({ytype}*)_ptr[{len(self.in_p)}])[r] = {y.name}; }} }}

@@ -12,10 +12,10 @@ counter-based generator and the step count on the "device", the trainer's data o
 and its CUDA graph wrapper, and can be compared with the NumPy run.
 
 What it is not: CuPy. Its functions accept what NumPy's accept (CuPy refuses some NumPy
-arguments; of those only the ufuncs' ``where=`` is refused here too), nothing runs
-asynchronously, and a stream capture is refused at its start (``begin_capture`` raises), so a
-training step is never replayed as a graph here: the graph's own bookkeeping is tested in
-tests/kernels/test_graph_on_host.py.
+arguments; of those the ufuncs' ``where=`` and host arrays given to a ufunc or a kernel are
+refused here too), nothing runs asynchronously, and a stream capture is refused at its start
+(``begin_capture`` raises), so a training step is never replayed as a graph here: the graph's
+own bookkeeping is tested in tests/kernels/test_graph_on_host.py.
 """
 
 from __future__ import annotations
@@ -145,12 +145,27 @@ class _Module(types.ModuleType):
     without ``where=``, its types as they are."""
 
     def __getattr__(self, name: str) -> Any:
-        value = getattr(np, name)
-        if isinstance(value, np.ufunc):
-            return _Ufunc(value)
-        if callable(value) and not isinstance(value, type):  # (most of NumPy 2's functions
-            return _returning_device_arrays(value)  # are dispatcher objects)
-        return value
+        return _on_the_device(getattr(np, name))
+
+
+def _on_the_device(value: Any) -> Any:
+    """NumPy's ``value`` as CuPy's: a ufunc without ``where=`` or host arrays, a function
+    returning device arrays, a submodule (``random``, ``linalg``) of such functions."""
+    if isinstance(value, np.ufunc):
+        return _Ufunc(value)
+    if isinstance(value, types.ModuleType):
+        return _Submodule(value)
+    if callable(value) and not isinstance(value, type):  # (most of NumPy 2's functions
+        return _returning_device_arrays(value)  # are dispatcher objects)
+    return value
+
+
+class _Submodule:
+    def __init__(self, module: types.ModuleType) -> None:
+        self.module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return _on_the_device(getattr(self.module, name))
 
 
 class _Ufunc:
@@ -162,6 +177,9 @@ class _Ufunc:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if "where" in kwargs:
             raise TypeError(f"{self.ufunc.__name__}: CuPy's ufuncs take no where= argument")
+        for a in [*args, kwargs.get("out")]:
+            if isinstance(a, np.ndarray) and not isinstance(a, ndarray):
+                raise TypeError(f"Unsupported type {type(a)}")  # CuPy's words: a host array
         return device(self.ufunc(*args, **kwargs))
 
     def __getattr__(self, name: str) -> Any:
@@ -169,11 +187,15 @@ class _Ufunc:
 
 
 class _Elementwise(ElementwiseKernel):
+    device = ndarray
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return device(super().__call__(*args, **kwargs))
 
 
 class _Reduction(ReductionKernel):
+    device = ndarray
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return device(super().__call__(*args, **kwargs))
 

@@ -199,8 +199,9 @@ def adam_update(p, g, m, v, t, lr, b1, b2, eps, ws=None):  # noqa: ANN001, ANN20
 # ------------------------------------------------------------------ the trainer's sums
 def accumulate(total, value, weight):  # noqa: ANN001, ANN201
     """:func:`scratchvae.train.accumulate` in one launch."""
-    kind = value.dtype.name  # named, not a type placeholder: CuPy does not infer one from
-    kernel = elementwise(  # the 0-d arrays this kernel takes (KeyError 'T' on an H200)
+    kind = value.dtype.name  # named, not a type placeholder: with T, an H200 run raised
+    kernel = elementwise(  # KeyError 'T' here (CuPy binds T from arrays, 0-d ones too: a
+        # host number in `value` is the likely cause; the named types take either)
         f"scratchvae_accumulate_{kind}", f"{kind} value, float64 weight", "float64 total",
         "total += (double)value * weight",
     )  # fmt: skip

@@ -99,6 +99,6 @@ class StepGraph:
 
 
 def _why(exc: BaseException) -> str:
-    """An exception in one line: its type, then its message's first line (if any)."""
-    lines = str(exc).splitlines()
+    """An exception in one line: its type, then its message's first non-blank line (if any)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

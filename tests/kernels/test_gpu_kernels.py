@@ -120,6 +120,13 @@ def test_training_step_on_cupy_equals_numpy(kind: str, dtype: str) -> None:
         atol = rtol * float(np.abs(want).max(initial=0.0))
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
 
+    def close_each(got_flat, want_flat, what):  # parameter by parameter: a small one's
+        offset = 0  # error shows beside a large one's values (the flat buffer holds them in
+        for name in m_np.params:  # the store's order)
+            n = m_np.params[name].size
+            close(got_flat[offset : offset + n], want_flat[offset : offset + n], f"{what} {name}")
+            offset += n
+
     for step in range(2):
         x, noise = bk_np.uniform((8, 30)), m_np.draw_noise(8)
         t_np, g_np = m_np.loss_and_grads(x, noise)
@@ -132,11 +139,12 @@ def test_training_step_on_cupy_equals_numpy(kind: str, dtype: str) -> None:
         assert t_cp.keys() == t_np.keys()
         for term in t_np:
             close(to_numpy(t_cp[term]), t_np[term], term)
-        close(g_cp, g_np, f"gradients, step {step}")
-        close(to_numpy(m_cp.params.flat), m_np.params.flat, f"parameters, step {step}")
+        close_each(g_cp, g_np, f"gradients, step {step}:")
+        close_each(to_numpy(m_cp.params.flat), m_np.params.flat, f"parameters, step {step}:")
     state_cp = opt_cp.state_dict()  # the step count read back from the device
     for key, value in opt_np.state_dict().items():
-        close(to_numpy(state_cp[key]), value, key)
+        got = to_numpy(state_cp[key])
+        close_each(got, value, key) if np.ndim(value) else close(got, value, key)
     ran = {name for name, label, _ in tracer.calls if label == "cuda"}
     if kind == "vae-dropout":  # accumulate: the trainer's, not the step's
         assert ran == set(NAMES) - {"accumulate"}, ran

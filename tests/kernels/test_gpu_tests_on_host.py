@@ -10,6 +10,7 @@ captures (marked ``needs_real_gpu``) must pass on the host before it meets a GPU
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,4 +31,4 @@ def test_the_gpu_tests_pass_on_the_host_stand_in_for_cupy() -> None:
     )
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert " passed" in summary and "failed" not in summary and "error" not in summary, summary
+    assert " passed" in summary and not re.search(r"\b\d+ (failed|errors?)\b", summary), summary

@@ -154,6 +154,7 @@ def test_a_new_key_runs_plain_until_it_repeats(cuda: FakeCuda) -> None:
 FAILURES = {  # where the capture fails -> the reason kept
     "step raises": "NotImplementedError: calling cuBLAS API during stream capture",
     "step raises, no message": "NotImplementedError",
+    "step raises, a blank first line": "NotImplementedError: the reason",
     "capture invalidated": (
         "RuntimeError: cudaErrorStreamCaptureInvalidated: operation not permitted"
     ),
@@ -169,7 +170,8 @@ def test_a_failed_capture_falls_back_for_good(cuda: FakeCuda, where: str) -> Non
     call runs the plain step. (A refused begin raised out of the training step before.)"""
     cuda.fail_end, cuda.fail_begin = where == "capture invalidated", where == "capture refused"
     message = {"step raises": "calling cuBLAS API during stream capture\nmore text",
-               "step raises, no message": ""}.get(where)  # fmt: skip
+               "step raises, no message": "",
+               "step raises, a blank first line": "\n  the reason\n"}.get(where)  # fmt: skip
     step, _ = recording_step(cuda, fail_in_capture=message)
     g = StepGraph(step)
     x = np.zeros((2, 2), np.float32)
