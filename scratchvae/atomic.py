@@ -212,8 +212,8 @@ _LOCK_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os
 
 def _not_a_lock(path: Path) -> OSError:
     return OSError(
-        f"{path} is not a lock file scratchvae made (a link, a folder or a pipe); remove it, "
-        "or use another --out folder"
+        f"{path} is not a lock file scratchvae made (a link, hard or symbolic, a folder or a "
+        "pipe); remove it, or use another --out folder"
     )
 
 
@@ -226,15 +226,17 @@ def _regular_or_absent(path: Path) -> bool:
 
 def _open_lock(path: Path) -> int:
     """The lock file ``path`` opened for reading and writing (created if missing), refused
-    (:func:`_not_a_lock`) when it is a link, a folder or a pipe."""
+    (:func:`_not_a_lock`) when it is a link (symbolic, or a hard link to another file), a
+    folder or a pipe."""
     try:
         fd = os.open(path, _LOCK_FLAGS, FILE_MODE)
     except OSError:
         if not _regular_or_absent(path):
             raise _not_a_lock(path) from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a hard link: another file's bytes
+        os.close(fd)  # (a copy made with cp -al; emptied, then given a pid, with the lock)
         raise _not_a_lock(path)
     return fd
 

@@ -187,7 +187,8 @@ def _version(arrays: dict[str, Any], path: Path) -> None:
             "written by scratchvae train"
         )
     v = arrays.get("__version__", np.array(-1))
-    version = int(v[()]) if v.ndim == 0 and v.dtype.kind in "iu" else repr(v.tolist())[:20]
+    whole = v.ndim == 0 and v.dtype.kind in "iu"  # else described, its values never read
+    version = int(v[()]) if whole else f"(an entry of {v.dtype.name}{list(v.shape)})"
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format version {version}, this scratchvae reads version "

@@ -12,21 +12,26 @@ from __future__ import annotations
 
 import zipfile
 
-__all__ = ["check_directory"]
+__all__ = ["UnsupportedArchive", "check_directory"]
 
 _METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 _OTHER_METHODS = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA"}
 
 
+class UnsupportedArchive(ValueError):
+    """A member in a compression NumPy never writes: not damage, a file to save again."""
+
+
 def check_directory(infos: list[zipfile.ZipInfo], size: int) -> None:
     """Raise ValueError (one line) when the members' packed sizes together claim more than the
-    file's ``size`` bytes, or when a member is compressed in a way NumPy never writes."""
+    file's ``size`` bytes, :class:`UnsupportedArchive` when a member is compressed in a way
+    NumPy never writes."""
     claimed = sum(i.compress_size for i in infos)
     if claimed > size:
         raise ValueError(f"its entries claim {claimed} packed bytes, the file holds {size}")
     for info in infos:
         if info.compress_type not in _METHODS:
             how = _OTHER_METHODS.get(info.compress_type, f"method {info.compress_type}")
-            raise ValueError(
+            raise UnsupportedArchive(
                 f"entry {info.filename} is compressed with {how}, which NumPy never writes"
             )

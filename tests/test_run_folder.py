@@ -123,6 +123,7 @@ def _as_gpu_run(run: Path) -> None:
     meta = json.loads(str(arrays["meta"]))
     meta["backend"]["name"] = "cupy"
     arrays["meta"] = np.array(json.dumps(meta))
+    arrays["rng_state"] = np.array(json.dumps({"cupy": {"seed": 0, "counter": 5}}))
     np.savez(path, **arrays)
 
 
@@ -133,6 +134,11 @@ def test_a_gpu_run_is_looked_at_on_numpy_and_resumed_only_when_asked(run, tmp_pa
     assert "trained on cupy, which cannot run here; using numpy" in capsys.readouterr().err
     assert main(["train", "--out", str(run), "--resume", "--epochs", "3"]) == 2
     assert "resume on the CPU with --backend numpy" in _last_line(capsys)
+    on_cpu = ["train", "--out", str(run), "--resume", "--epochs", "3", "--backend", "numpy"]
+    assert main(on_cpu) == 0
+    assert "trained on cupy and continues on numpy" in capsys.readouterr().err
+    assert load_checkpoint(run).backend["name"] == "numpy"  # the advice works (it was refused)
+    _as_gpu_run(run)
     # asked for by name, CuPy is not replaced by NumPy: one line saying why it cannot run
     assert main(["evaluate", str(run), "--backend", "cupy"]) == 2
     line = _last_line(capsys)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np  # numpy-boundary: reading .npy/.npz files and images
 
 from ..atomic import path_exists
-from ..zip_members import check_directory
+from ..zip_members import UnsupportedArchive, check_directory
 from .dataset import (
     DataError,
     Dataset,
@@ -103,16 +103,8 @@ _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip file's first member, or an
 # What a damaged archive raises while it is read: zipfile's own error, zlib's (a damaged deflate
 # stream), NumPy's loader (EOFError, ValueError), unsupported or encrypted members
 # (NotImplementedError, RuntimeError), offsets past any file (OverflowError), the file system.
-_DAMAGE = (
-    zipfile.BadZipFile,
-    zlib.error,
-    EOFError,
-    ValueError,
-    NotImplementedError,
-    RuntimeError,
-    OverflowError,
-    OSError,
-)
+_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError,
+           RuntimeError, OverflowError, OSError)  # fmt: skip
 
 
 def _reason(exc: BaseException) -> str:
@@ -195,6 +187,8 @@ def _read_npz(path: Path, advice: str) -> tuple[np.ndarray, np.ndarray | None]:
         raise DataError(f"cannot read {path} ({exc.strerror}); check its permissions") from None
     except MemoryError:
         raise DataError(f"{path} holds arrays too large for this machine's memory") from None
+    except UnsupportedArchive as exc:  # not damaged: written by another tool than NumPy
+        raise DataError(f"{path}: {exc}; save it with np.savez or np.savez_compressed") from None
     except _DAMAGE as exc:
         raise DataError(f"{path} is truncated or damaged ({_reason(exc)}); {advice}") from None
     if not arrays:

@@ -44,6 +44,7 @@ def test_a_member_in_a_compression_numpy_never_writes_is_refused_unread(
         tracemalloc.stop()
     message = str(err.value)
     assert "\n" not in message and name in message and "NumPy never writes" in message
+    assert "damaged" not in message and "save it with np.savez" in message  # not damage
     assert peak < 16 << 20, peak
 
 

@@ -1,8 +1,8 @@
 """A run folder whose ``.lock`` is not the lock file scratchvae makes: a symbolic link (to a
-file of the user's), a folder, a named pipe. Taking the lock opened it following the link and
-emptied the file it points to, then wrote a pid into it; a folder or a pipe was an OS error
-that did not say which file or what to do. Each is now refused in one line naming the file,
-the link's target untouched, nothing of the run changed."""
+file of the user's), a hard link to one, a folder, a named pipe. Taking the lock opened it
+following the link and emptied the file it points to, then wrote a pid into it; a folder or a
+pipe was an OS error that did not say which file or what to do. Each is now refused in one line
+naming the file, the link's target untouched, nothing of the run changed."""
 
 from __future__ import annotations
 
@@ -30,13 +30,15 @@ def _make(lock: Path, kind: str, target: Path) -> None:
     lock.unlink(missing_ok=True)
     if kind == "link":
         lock.symlink_to(target)
+    elif kind == "hard link":  # (a run folder copied with cp -al, or someone's doing)
+        os.link(target, lock)
     elif kind == "folder":
         lock.mkdir()
     else:
         os.mkfifo(lock)
 
 
-KINDS = ["link", "folder"] + (["pipe"] if hasattr(os, "mkfifo") else [])
+KINDS = ["link", "hard link", "folder"] + (["pipe"] if hasattr(os, "mkfifo") else [])
 
 
 @pytest.mark.parametrize("kind", KINDS)

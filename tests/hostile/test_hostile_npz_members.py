@@ -102,6 +102,21 @@ def test_text_beyond_unicode_is_refused(sound, tmp_path, entry, codes):
     _refused(_write(tmp_path / "c.npz", members), *said)
 
 
+@pytest.mark.parametrize(
+    "version",
+    [np.array([0x110000], "<u4").view("<U1").reshape(()), np.arange(10_000.0), np.array("1")],
+    ids=["beyond-unicode", "a-large-float-array", "text"],
+)
+def test_a_version_entry_of_another_kind_is_described_not_read(sound, tmp_path, version):
+    # its values went through repr(tolist()): text beyond U+10FFFF raised SystemError (a
+    # traceback), a large array was listed whole before the message was cut to 20 characters
+    members = {**_members(sound), "__version__.npy": _npy(version)}
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(_write(tmp_path / "c.npz", members))
+    text = str(info.value)
+    assert "\n" not in text and len(text) < 400 and "format version (an entry of " in text, text
+
+
 def test_a_header_that_claims_more_than_the_member_holds_allocates_nothing(sound, tmp_path):
     # NumPy allocates the header's shape before it reads a byte: 8 GB for a 200-byte member
     header = _npy(np.zeros(0, np.float32)).replace(b"(0,)", b"(2147483648,)")
