@@ -189,7 +189,7 @@ def check_progress(epoch: int, step: int, history: list[dict[str, Any]]) -> None
     saved by hand may have none) holds one record per epoch done, numbered 1 to ``epoch``,
     whose optimizer steps rise (every epoch takes one at least) to ``step``; a record's thread
     count is a whole number >= 1. Raises ValueError (one line) where they disagree, or where
-    a record is not an epoch number with finite numbers."""
+    a record is not an epoch number with finite numbers; its ``kernels`` is 0 or 1."""
     _check_history(history)
     if history and len(history) != epoch:
         n = len(history)
@@ -208,6 +208,10 @@ def check_progress(epoch: int, step: int, history: list[dict[str, Any]]) -> None
             )
         if threads is not None and not (_whole(threads) and threads >= 1):
             raise ValueError(f"its history record {i} has {threads!r} threads")
+        if record.get("kernels") not in (None, 0, 1):  # whether the compiled kernels ran
+            raise ValueError(
+                f"its history record {i} has kernels {record['kernels']!r}, not 0 or 1"
+            )
         before = before if steps is None else steps
     if history and "step" in history[-1] and before != step:
         raise ValueError(f"its step is {step}, but its last epoch ended at step {before}")
