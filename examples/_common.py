@@ -37,6 +37,7 @@ from scratchvae.cliargs import (
     stdout_gone,
 )
 from scratchvae.data import Dataset, dataset_from_array, load_dataset, train_val_split
+from scratchvae.data.load import NoSuchSplit
 from scratchvae.figure_parts import save_figure as save_atomically
 from scratchvae.interrupts import Terminated, sigterm_interrupts
 from scratchvae.train import History, TrainConfig, fit
@@ -228,11 +229,14 @@ def setup(
     t0 = time.perf_counter()
     backend = Backend(args.backend, "float32", seed=args.seed)
     out = output_folder(Path(args.out) if args.out else HERE / "out" / name)  # before a download
-    train, test = load_dataset(args.data, "train", args.data_dir), None
+    train, test, held = load_dataset(args.data, "train", args.data_dir), None, ""
     try:
         test = load_dataset(args.data, "test", args.data_dir) if test_split else None
-    except ValueError:  # a single file or folder has no test split: hold out its last 10%
+    except NoSuchSplit:  # a user's file or folder has no test split: hold out its last 10%
+        # (only that: a test split that fails to load, MNIST's damaged or not downloaded, is
+        # an error, not training rows evaluated as MNIST's test set)
         n_test = max(1, train.n // 10)
+        held = f"; the last {n_test:,} of its {train.n:,} rows held out as the test split"
         test = _subset(train, slice(train.n - n_test, None))
         train = _subset(train, slice(0, train.n - n_test))
     n_train_all, n_test_all = train.n, 0 if test is None else test.n
@@ -258,7 +262,7 @@ def setup(
               if ds is not None and ds.n < n]  # fmt: skip
     used = f"; from {' and '.join(subset)}" if subset else ""
     counted += "" if test is None else f" / {test.n:,} test"
-    print(f"{name}: {describe(train)}; {counted} rows{length}{used}")
+    print(f"{name}: {describe(train)}; {counted} rows{length}{held}{used}")
     return Setup(args, backend, train, test, out, n_epochs, t0)
 
 

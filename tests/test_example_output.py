@@ -38,7 +38,10 @@ def test_the_first_line_of_a_file_with_its_test_part_held_out(tmp_path, capsys):
     assert (
         ", 6 features, " in line
         and "memory-mapped" not in line
-        and line.endswith("; 41 train / 4 validation / 5 test rows, 9 epochs")
+        and line.endswith(
+            "; 41 train / 4 validation / 5 test rows, 9 epochs; "
+            "the last 5 of its 50 rows held out as the test split"
+        )
     )
 
 

@@ -1,0 +1,51 @@
+"""Which test split an example evaluates on: MNIST's own, or (a user's file, which has none)
+the last 10% of the file; never training images standing in for MNIST's test set."""
+
+import numpy as np
+import pytest
+from dead_port import dead_url
+from example_cases import import_example
+
+
+def _mnist_train(folder):
+    """A small stand-in for mnist-train.npz: 40 random 28 x 28 uint8 images with labels."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, size=40, dtype=np.uint8)
+    (folder / "mnist").mkdir(parents=True)
+    np.savez(folder / "mnist" / "mnist-train.npz", x=x, y=y)
+    return folder / "mnist"
+
+
+def _setup(tmp_path, argv):
+    _, common = import_example("sparse_ae")
+    return common, ["--n-train", "10", "--out", str(tmp_path / "out"), *argv]
+
+
+def test_a_damaged_mnist_test_file_is_an_error_not_training_rows(tmp_path, capsys):
+    """The test split's error (here a damaged mnist-test.npz) was taken for "this file has no
+    test split": the last 10% of MNIST's TRAINING set was evaluated as its test set, silently."""
+    mnist = _mnist_train(tmp_path / "data")
+    cut = (mnist / "mnist-train.npz").read_bytes()
+    (mnist / "mnist-test.npz").write_bytes(cut[: len(cut) // 2])  # truncated
+    common, argv = _setup(tmp_path, ["--data", "mnist", "--data-dir", str(tmp_path / "data")])
+    with pytest.raises(ValueError, match="mnist-test.npz"):
+        common.setup("sparse_ae", argv, common.parser("t"), {"digits": 1, "other": 1})
+    assert "test rows" not in capsys.readouterr().out  # no first line: nothing was loaded
+
+
+def test_a_missing_mnist_test_split_is_downloaded_or_an_error(tmp_path, monkeypatch):
+    mnist = _mnist_train(tmp_path / "data")
+    monkeypatch.setenv("SCRATCHVAE_MNIST_MIRROR", dead_url())  # every download refused
+    common, argv = _setup(tmp_path, ["--data", "mnist", "--data-dir", str(mnist.parent)])
+    with pytest.raises(ValueError, match="could not download .*t10k-images"):
+        common.setup("sparse_ae", argv, common.parser("t"), {"digits": 1, "other": 1})
+
+
+def test_a_users_file_has_its_last_tenth_held_out_as_the_test_split(tmp_path, capsys):
+    x = np.random.default_rng(1).random((50, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "mine.npy", x)
+    common, argv = _setup(tmp_path, ["--data", str(tmp_path / "mine.npy")])
+    s = common.setup("sparse_ae", argv, common.parser("t"), {"digits": 1, "other": 1})
+    assert s.test.n == 5 and np.array_equal(s.test.get_batch(slice(None)), x[45:].reshape(5, 64))
+    assert "the last 5 of its 50 rows held out as the test split" in capsys.readouterr().out
