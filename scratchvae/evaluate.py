@@ -283,9 +283,9 @@ def evaluate(
     bk = _noise_backend(model, seed)
     say = progress or (lambda stage, done, total: None)
     n = int(x.shape[0])
-    say("test ELBO", 0, n)
+    say("ELBO", 0, n)  # of whatever x is: a test split, the training rows, a file
     terms = elbo_terms(model, x, batch_size, elbo_samples, bk)
-    say("test ELBO", n, n)
+    say("ELBO", n, n)
     out: dict[str, Any] = {k: _mean(v) for k, v in terms.items()}
     out.update(iw_bound=None, iw_nll=None, iw_samples=int(iw_samples), bits_per_dim=None)
     out["iw_note"] = None  # why the bound is not finite, when it is not

@@ -111,9 +111,17 @@ def test_evaluate_shows_its_progress_on_stderr(run_dir, capsys):
     out, err = capsys.readouterr()
     assert json.loads(out)["iw_samples"] == 30  # stdout: the JSON object alone
     assert err.splitlines() == [
-        "scratchvae: test ELBO ...",
+        "scratchvae: ELBO ...",
         "scratchvae: importance-weighted bound, k=30 ...",
     ]
+
+
+def test_evaluate_of_the_training_split_does_not_call_its_elbo_the_test_elbo(run_dir, capsys):
+    # was: "scratchvae: test ELBO ..." on stderr, whatever --split read
+    assert main(["evaluate", str(run_dir), "--split", "train", "--iw-samples", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert "test" not in err and err.splitlines() == ["scratchvae: ELBO ..."]
+    assert "UCI digits train (1500 x 64)" in out
 
 
 def test_sample_reconstruct_and_plot_write_pngs(run_dir, tmp_path, capsys):

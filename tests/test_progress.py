@@ -30,12 +30,12 @@ def test_a_bar_only_when_asked_and_the_stream_is_a_terminal():
 def test_stages_on_a_terminal_are_bars_without_start_lines():
     term = Terminal()
     stages = Stages(prefix="scratchvae: ", stream=term)
-    stages("test ELBO", 0, 10)
-    stages("test ELBO", 10, 10)
+    stages("ELBO", 0, 10)
+    stages("ELBO", 10, 10)
     stages("importance-weighted bound, k=5", 50, 50)
     stages.close()
     text = term.getvalue()
-    assert "test ELBO" in text and "%|" in text and " ...\n" not in text
+    assert "ELBO" in text and "%|" in text and " ...\n" not in text
 
 
 def test_a_bar_goes_to_the_terminal_and_lines_above_it():
@@ -106,13 +106,13 @@ def test_the_epoch_line_names_each_term_in_nats_per_example():
 def test_stages_say_when_each_stage_starts_in_a_log_file():
     log = io.StringIO()
     stages = Stages(prefix="scratchvae: ", stream=log)
-    stages("test ELBO", 0, 10)
-    stages("test ELBO", 10, 10)
+    stages("ELBO", 0, 10)
+    stages("ELBO", 10, 10)
     stages("importance-weighted bound, k=5", 0, 50)
     stages("importance-weighted bound, k=5", 50, 50)
     stages.close()
     assert log.getvalue() == (
-        "scratchvae: test ELBO ...\nscratchvae: importance-weighted bound, k=5 ...\n"
+        "scratchvae: ELBO ...\nscratchvae: importance-weighted bound, k=5 ...\n"
     )
 
 
