@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from _output import Staged, clean_up, output_folder, show  # noqa: F401 - the examples' API
+from _output import (  # noqa: F401 - the examples' API
+    Staged,
+    clean_up,
+    output_folder,
+    show,
+    without_staging,
+)
 
 from scratchvae.backend import Backend, BackendError
 from scratchvae.cliargs import (
@@ -72,7 +78,8 @@ def run(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None 
     except USER_ERRORS as exc:
         if stdout_gone(exc):  # `python example.py | head`: the reader stopped, no error
             raise SystemExit(1) from None
-        print(one_line_error(error_message(exc), prog), file=sys.stderr)
+        message = without_staging(error_message(exc))  # a figure named where it would go
+        print(one_line_error(message, prog), file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt as exc:  # Ctrl-C: one line, not a traceback from the training
         what, status = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else (

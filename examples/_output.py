@@ -110,6 +110,15 @@ def output_folder(out: Path) -> Path:
     return out
 
 
+def without_staging(text: str) -> str:
+    """``text`` (an error message) with the hidden folders of this process's unfinished runs
+    taken out of its paths: a figure that could not be written is named where it goes in the
+    output folder (whose earlier figure is intact), not in a folder that is removed."""
+    for staging in _UNFINISHED:
+        text = text.replace(f"{staging}{os.sep}", f"{staging.parent}{os.sep}")
+    return text
+
+
 def show(path: Path) -> None:
     print(f"  wrote {one_line(str(path))}")  # a newline in --out stays on the line
 

@@ -49,3 +49,32 @@ def test_a_users_file_has_its_last_tenth_held_out_as_the_test_split(tmp_path, ca
     s = common.setup("sparse_ae", argv, common.parser("t"), {"digits": 1, "other": 1})
     assert s.test.n == 5 and np.array_equal(s.test.get_batch(slice(None)), x[45:].reshape(5, 64))
     assert "the last 5 of its 50 rows held out as the test split" in capsys.readouterr().out
+
+
+def test_a_figure_that_cannot_be_written_is_named_in_the_output_folder(
+    tmp_path, capsys, monkeypatch
+):
+    """A full disk named the hidden staging folder's file (`.unfinished-PID-.../x.png`),
+    which the failed run removes; the figure is named where it goes (its old copy intact)."""
+    import errno
+
+    import scratchvae.atomic
+
+    module, common = import_example("sparse_ae")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(scratchvae.atomic.os, "fsync", full)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "decoder_features.png").write_bytes(b"the earlier run's")
+    with pytest.raises(SystemExit) as exit_:
+        common.run(module.main, ["--fast", "--out", str(out)])
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert ".unfinished-" not in line, line
+    assert line.startswith("sparse_ae.py: error: [Errno 28] No space left on device; what was")
+    assert line.endswith(f"{out / 'decoder_features.png'}'")
+    assert [p.name for p in out.iterdir()] == ["decoder_features.png"]  # no staging folder
+    assert (out / "decoder_features.png").read_bytes() == b"the earlier run's"
