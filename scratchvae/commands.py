@@ -254,10 +254,21 @@ def _start_line(model: AE, data: Dataset, config: TrainConfig, resume: bool) -> 
     return (
         f"{PROG}: {'resuming' if resume else 'training'} {type(model).__name__} {sizes} "
         f"({m['activation']}, {m['likelihood']} decoder{_std(m)}{sampling}; "
-        f"{model.n_params:,} parameters) on "
+        f"{_weights(m)}{model.n_params:,} parameters) on "
         f"{title + ')' if cut else data.description}: {data.n - n_val:,} for training, "
         f"{n_val:,} for validation{binarized}; {bk.name} {bk.dtype.name}, seed {config.seed}"
     )
+
+
+def _weights(m: dict[str, Any]) -> str:
+    """'loss = recon + 2 kl; ' where the loss weighs a term the epoch lines show unweighted
+    (a VAE's beta other than 1, a sparse AE's penalty), else ''. The k-sample IWAE loss is no
+    sum of terms (its line shows the bound and the reconstruction term)."""
+    if "rho" in m:  # the sparse AE
+        return f"loss = recon + {m['beta']:g} sparsity (rho {m['rho']:g}); "
+    if m.get("objective") == "iwae" or m.get("beta", 1.0) == 1.0:
+        return ""
+    return f"loss = recon + {m['beta']:g} kl; "
 
 
 def _std(m: dict[str, Any]) -> str:

@@ -408,6 +408,23 @@ def test_the_start_line_is_one_readable_line():
     )
 
 
+def test_the_start_line_says_the_weight_of_a_loss_term_the_epoch_lines_show_unweighted():
+    """With --beta 2 the epoch lines read 'train loss 38.37 (recon 37.03, kl 0.67)', and a
+    sparse AE's 'loss 29.76 (recon 28.01, sparsity 0.58)': the terms did not add up, and no
+    line said that the loss weighs them (2 kl, 3 sparsity)."""
+    from scratchvae.autoencoders import SparseAE
+
+    bk = Backend("numpy", "float32", seed=0)
+    data, config = load_dataset("digits", "train"), TrainConfig()
+    vae = commands._start_line(VAE(64, [8], 2, backend=bk, beta=2), data, config, False)
+    assert "(relu, bernoulli decoder; loss = recon + 2 kl; 1," in vae
+    sae = SparseAE(64, [8], 2, backend=bk, rho=0.1, beta=3)
+    line = commands._start_line(sae, data, config, False)
+    assert "(relu, bernoulli decoder; loss = recon + 3 sparsity (rho 0.1); " in line
+    plain = commands._start_line(VAE(64, [8], 2, backend=bk), data, config, False)
+    assert "loss =" not in plain  # beta 1: the loss is recon + kl, as the lines show
+
+
 def test_trace_and_bench_are_ordinary_subcommands(capsys):
     assert main(["bench", "--quick", "--help"]) == 0
     out = capsys.readouterr().out
