@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         units = 64 if s.small else 196
     rho = s.args.rho
     model = SparseAE(D, hidden=(), latent=units, rho=rho, beta=s.args.beta, backend=s.backend)
-    _common.train(model, s)
+    # the training line's terms are unweighted: say what the loss adds up
+    _common.train(model, s, label=f"SparseAE (loss = recon + {s.args.beta:g} sparsity)")
 
     h = to_numpy(model.encode(s.x_test(None if s.small else 2000)))  # (N, units) in (0, 1)
     per_unit = h.mean(axis=0)

@@ -78,3 +78,12 @@ def test_a_figure_that_cannot_be_written_is_named_in_the_output_folder(
     assert line.endswith(f"{out / 'decoder_features.png'}'")
     assert [p.name for p in out.iterdir()] == ["decoder_features.png"]  # no staging folder
     assert (out / "decoder_features.png").read_bytes() == b"the earlier run's"
+
+
+def test_the_sparse_aes_training_line_says_how_its_loss_weighs_the_penalty(tmp_path, capsys):
+    """'train_loss 134.900, train_recon 41.923, train_sparsity 30.992' did not add up: the
+    loss is recon + beta sparsity (beta 3), which no line said."""
+    module, _ = import_example("sparse_ae")
+    module.main(["--fast", "--beta", "2.5", "--out", str(tmp_path)])
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "train_loss" in x]
+    assert line.startswith("  SparseAE (loss = recon + 2.5 sparsity): 2 epochs in ")
