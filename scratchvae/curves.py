@@ -39,32 +39,42 @@ def plot_curves(
     history: Sequence[Mapping[str, Any]] | Any,
     path: PathLike,
     labels: Mapping[str, str] | None = None,
+    loss_title: str | None = None,
 ) -> Path:
     """Training and validation loss terms per epoch, nats per example. During a KL warm-up
     the training loss is recon + w KL with w below its final value (validation: the final
     weight), so the two do not compare there: those epochs are shaded and the title says it.
-    ``labels``: the legend's words for "train" and "val" (a denoising AE's say which inputs)."""
+    ``labels``: the legend's words for "train" and "val" (a denoising AE's say which inputs).
+    ``loss_title``: the loss panel's title, for a loss that is not recon + w KL (IWAE's -L_k).
+    A term recorded for one split only (IWAE: the validation KL) gets its panel too."""
     records = list(history)
     if not records:
         raise ValueError("no training history to plot; train for at least one epoch")
     epochs = [r["epoch"] for r in records]
     warmup = _warmup(records)
-    terms = [t for t in ("loss", "recon", "kl", "sparsity") if f"train_{t}" in records[0]]
+    terms = [
+        t
+        for t in ("loss", "recon", "kl", "sparsity")
+        if f"train_{t}" in records[0] or f"val_{t}" in records[0]
+    ]
     marker = "o" if len(records) <= MAX_MARKED_EPOCHS else None  # 1 epoch: a point, no line
     fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.5), squeeze=False)
     for ax, term in zip(axes[0], terms, strict=True):
-        for split, style in (("train", "-"), ("val", "--")):
+        for split, style, color in (("train", "-", "C0"), ("val", "--", "C1")):
             key = f"{split}_{term}"
-            if key in records[0]:
+            if key in records[0]:  # each split its colour in every panel (IWAE: no train KL)
                 shown = (labels or {}).get(split, split)
-                ax.plot(epochs, [r[key] for r in records], style, marker=marker, ms=4, label=shown)
+                values = [r[key] for r in records]
+                ax.plot(epochs, values, style, color=color, marker=marker, ms=4, label=shown)
         ax.set_title(term)
         if warmup is not None:  # said in words: "w" is the code's name, not the reader's
             top, since = warmup
             label = f"KL warm-up: KL weight from 0 to {top:.2g}"
             ax.axvspan(epochs[0], since, color="0.9", zorder=0, label=label)
-            if term == "loss":
+            if term == "loss" and loss_title is None:
                 ax.set_title("loss (training: recon + KL weight x KL)")
+        if term == "loss" and loss_title is not None:
+            ax.set_title(loss_title)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
         ax.legend()

@@ -313,6 +313,14 @@ def _split_labels(model: AE) -> dict[str, str] | None:
     return None
 
 
+def _loss_title(model: AE) -> str | None:
+    """An IWAE run's training loss is -L_k over k draws, its validation loss the one-draw
+    -ELBO (:class:`~scratchvae.train.Trainer`): the curves' loss panel says so."""
+    if isinstance(model, VAE) and model.objective == "iwae":
+        return f"loss (training: -L_{model.k}, the IWAE bound;\nvalidation: one-draw -ELBO)"
+    return None
+
+
 def _spread(n_total: int, k: int) -> np.ndarray:
     """min(k, n_total) distinct indices evenly spread over 0..n_total-1 (sorted)."""
     return np.unique(np.linspace(0, n_total - 1, min(k, n_total)).astype(np.int64))
@@ -333,7 +341,8 @@ def save_standard_figures(
     x_show = as_trained(grey, binarize, bk)
     paths = []
     if history is not None and len(history):
-        paths.append(plot_curves(history, out / "curves.png", _split_labels(model)))
+        labels, title = _split_labels(model), _loss_title(model)
+        paths.append(plot_curves(history, out / "curves.png", labels, title))
     paths.append(plot_run_reconstructions(model, grey, shape, out / "recon.png", binarize))
     paths.append(plot_samples(model.sample(64), shape, out / "samples.png", samples_title(model)))
     many = _spread(data.n, 2000)

@@ -420,3 +420,31 @@ def test_a_denoising_aes_curves_say_which_inputs_each_loss_is_from(tmp_path, dig
     labels = [t.get_text() for t in dae_curves.axes[0].get_legend().get_texts()]
     assert labels == ["train (corrupted inputs)", "val (clean inputs)"]
     assert [t.get_text() for t in vae_curves.axes[0].get_legend().get_texts()] == ["train", "val"]
+
+
+def test_an_iwae_runs_curves_say_what_its_training_loss_is_and_keep_the_val_kl(
+    tmp_path, digits, figures
+):
+    """An IWAE run's training loss is -L_k (no recon + KL, no train_kl), its validation loss a
+    one-draw -ELBO: the panel said nothing (or, with a warm-up, "training: recon + KL weight x
+    KL"), and the KL panel was left out although the validation KL was recorded."""
+    iwae = VAE(64, hidden=[16], latent=2, objective="iwae", k=5, backend=Backend(seed=0))
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 30.0 - e,
+            "train_recon": 31.0 - e,
+            "val_loss": 32.0 - e,
+            "val_recon": 30.0 - e,
+            "val_kl": 2.0,
+            "kl_weight": min(1.0, e / 2),
+        }  # fmt: skip
+        for e in (1, 2, 3)
+    ]
+    save_standard_figures(iwae, digits, history, tmp_path / "i")
+    (fig,) = [f for f in figures if f.axes[0].get_title().startswith("loss")]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "loss (training: -L_5, the IWAE bound;\nvalidation: one-draw -ELBO)"
+    assert titles[1:] == ["recon", "kl"]
+    kl_lines = [(line.get_label(), line.get_color()) for line in fig.axes[2].get_lines()]
+    assert kl_lines == [("val", "C1")]  # the colour of val in the other panels
