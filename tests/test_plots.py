@@ -438,7 +438,7 @@ def test_an_iwae_runs_curves_say_what_its_training_loss_is_and_keep_the_val_kl(
             "val_recon": 30.0 - e,
             "val_kl": 2.0,
             "kl_weight": min(1.0, e / 2),
-        }  # fmt: skip
+        }
         for e in (1, 2, 3)
     ]
     save_standard_figures(iwae, digits, history, tmp_path / "i")
