@@ -263,10 +263,12 @@ def _start_line(model: AE, data: Dataset, config: TrainConfig, resume: bool) -> 
 def _weights(m: dict[str, Any]) -> str:
     """'loss = recon + 2 kl; ' where the loss weighs a term the epoch lines show unweighted
     (a VAE's beta other than 1, a sparse AE's penalty), else ''. The k-sample IWAE loss is no
-    sum of terms (its line shows the bound and the reconstruction term)."""
+    sum of terms: what its training and validation losses are."""
     if "rho" in m:  # the sparse AE
         return f"loss = recon + {m['beta']:g} sparsity (rho {m['rho']:g}); "
-    if m.get("objective") == "iwae" or m.get("beta", 1.0) == 1.0:
+    if m.get("objective") == "iwae":
+        return f"training loss -L_{m['k']}, validation loss the one-draw -ELBO; "
+    if m.get("beta", 1.0) == 1.0:
         return ""
     return f"loss = recon + {m['beta']:g} kl; "
 
