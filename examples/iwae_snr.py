@@ -88,7 +88,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     objective = iwae if s.args.train_objective == "iwae" else {}
     hidden = (64,) if s.small else (200,)
     model = VAE(s.train.n_features, hidden=hidden, latent=4, backend=s.backend, **objective)
-    _common.train(model, s, lr=3e-3)
+    # an IWAE training loss is -L_k, no recon + KL (its val_loss: the one-draw -ELBO)
+    label = f"VAE (train_loss: -L_{s.args.train_k}, the IWAE bound)" if objective else "VAE"
+    _common.train(model, s, lr=3e-3, label=label)
     rows = gradient_snr(model, s.x_test(s.args.batch), ks=ks, repeats=repeats)
     print(format_snr(rows))
     s.show(plot(rows, s.figure("iwae_snr.png")))

@@ -87,3 +87,11 @@ def test_the_sparse_aes_training_line_says_how_its_loss_weighs_the_penalty(tmp_p
     module.main(["--fast", "--beta", "2.5", "--out", str(tmp_path)])
     (line,) = [x for x in capsys.readouterr().out.splitlines() if "train_loss" in x]
     assert line.startswith("  SparseAE (loss = recon + 2.5 sparsity): 2 epochs in ")
+
+
+def test_the_iwae_snr_training_line_says_its_training_loss_is_the_iwae_bound(tmp_path, capsys):
+    """'train_loss 37.874, train_recon 39.246' read as a loss below its own recon term."""
+    module, _ = import_example("iwae_snr")
+    module.main(["--fast", "--train-k", "4", "--ks", "1", "--out", str(tmp_path)])
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "train_loss" in x]
+    assert line.startswith("  VAE (train_loss: -L_4, the IWAE bound): 2 epochs in ")
