@@ -200,8 +200,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         args.data = args.data or "digits"
         out = args.out_dir = Path(args.out or _default_out(args.data, args.model))  # for Ctrl-C
+        check_flags_apply(args)  # a flag's own error first: it does not depend on the folder
         _refuse_to_replace(out, args.force)
-        check_flags_apply(args)
         config = _train_config(args, out)
         data = load_dataset(args.data, "train", args.data_dir, likelihood=args.likelihood)
         bk = get_backend(args.backend or "numpy", args.dtype, args.seed)

@@ -562,3 +562,13 @@ def test_the_gaussian_decoders_std_is_a_flag(tmp_path, capsys):
         line = _error_line(capsys)
         assert "only, and " in line and "was trained with --" in line and "drop it" in line
         assert "you asked for" not in line
+
+
+def test_a_flag_that_does_not_apply_is_said_before_the_folder_is_looked_at(run_dir, capsys):
+    """`train --decoder-std 0.1` into a run folder said "already holds a run"; given another
+    --out, it then said that --decoder-std needs --likelihood gaussian: two tries for one
+    command. The flag is checked first, as it does not depend on the folder."""
+    assert main(["train", "--decoder-std", "0.1", "--out", str(run_dir)]) == 2
+    assert "--decoder-std applies to --likelihood gaussian only" in _error_line(capsys)
+    assert main(["train", "--model", "vae", "--rho", "0.1", "--out", str(run_dir)]) == 2
+    assert "--rho applies to --model sae only" in _error_line(capsys)
