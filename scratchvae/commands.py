@@ -262,8 +262,7 @@ def _start_line(model: AE, data: Dataset, config: TrainConfig, resume: bool) -> 
 
 def _weights(m: dict[str, Any]) -> str:
     """'loss = recon + 2 kl; ' where the loss weighs a term the epoch lines show unweighted
-    (a VAE's beta other than 1, a sparse AE's penalty), else ''. The k-sample IWAE loss is no
-    sum of terms: what its training and validation losses are."""
+    (a VAE's beta other than 1, a sparse AE's penalty); what an IWAE run's losses are."""
     if "rho" in m:  # the sparse AE
         return f"loss = recon + {m['beta']:g} sparsity (rho {m['rho']:g}); "
     if m.get("objective") == "iwae":
@@ -355,15 +354,27 @@ def _figure_out(args: argparse.Namespace, default_name: str) -> Path:
     return figure_path(out)
 
 
+def _image_shape(ckpt: Any, model: AE) -> tuple[int, int] | None:
+    """The (H, W) of a run's images, as ``plot`` draws them: a user's file or folder is read
+    for its own (28 x 24 is no square); else, or when it is gone, the square guess or None."""
+    spec, guess = ckpt.train_config.get("data"), _guess_shape(model.n_features)
+    if not isinstance(spec, str) or named_dataset(spec):
+        return guess
+    try:
+        data = load_dataset(spec, "train", likelihood=data_likelihood(model))
+    except (ValueError, OSError):  # a DataError among them: the file is not as it was
+        return guess
+    return data.image_shape if data.n_features == model.n_features else guess
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from .plots import plot_samples, samples_title
 
     _check_n(args.n, MAX_SAMPLES)
     out = _figure_out(args, "samples.png")
-    model, _ = load_run(args, seed=args.seed)
-    path = plot_samples(
-        model.sample(args.n), _guess_shape(model.n_features), out, samples_title(model)
-    )
+    model, ckpt = load_run(args, seed=args.seed)
+    shape = _image_shape(ckpt, model)
+    path = plot_samples(model.sample(args.n), shape, out, samples_title(model))
     _tell(f"{PROG}: wrote {path}")
     return 0
 
