@@ -24,7 +24,6 @@ from scratchvae.lab.impute import impute, impute_importance, make_mask, masked_m
 from scratchvae.models import VAE
 
 EPOCHS = {"digits": 300, "other": 10}
-KINDS = ("bottom-half", "random")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -49,10 +48,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     n_iter = 5 if s.args.fast else s.args.iters
     k = 10 if s.args.fast else s.args.k
 
+    # an image's bottom half hidden; of rows that are no images (1 x D strips, whose "bottom
+    # half" is all of the one row), the second half of the features
+    half = "bottom-half" if shape[0] > 1 else "second-half"
+    kinds = (half, "random")
     errors: dict[str, dict[str, float]] = {}
-    for kind in KINDS:
+    for kind in kinds:
         mask_bk = Backend(seed=s.args.seed + 1)  # the random mask (seed 0: as published)
-        mask = make_mask(x.shape[0], shape, kind, missing=0.5, backend=mask_bk)
+        hidden = "right-half" if kind == "second-half" else kind  # of a 1 x D strip
+        mask = make_mask(x.shape[0], shape, hidden, missing=0.5, backend=mask_bk)
         mask = s.backend.asarray(mask, dtype=bool)
         bk = Backend(s.backend.name, seed=s.args.seed + 2)  # the imputation's noise
         gibbs = impute(model, x, mask, n_iter, sample=True, fill=mean_image, backend=bk)
@@ -65,14 +69,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"VAE IS, K={k}": masked_mse(cmean, x, mask),
         }
         path = s.figure(f"imputation_{kind}.png")
-        what = "bottom half" if kind == "bottom-half" else "50% of the pixels at random"
+        what = kind.replace("-", " ") if kind != "random" else "50% of the pixels at random"
         title = f"imputation, {what} missing (grey): filled by pseudo-Gibbs"
         s.show(plots.plot_imputation(x[:12], gibbs[:12], x[:12], shape, path, mask[:12], title))
 
     print(f"  squared error per missing pixel ({n_iter} iterations):")
-    print(f"  {'fill':18s} {'bottom half':>12s} {'50% random':>12s}")
-    for name in errors[KINDS[0]]:
-        print(f"  {name:18s} {errors['bottom-half'][name]:12.4f} {errors['random'][name]:12.4f}")
+    print(f"  {'fill':18s} {half.replace('-', ' '):>12s} {'50% random':>12s}")
+    for name in errors[half]:
+        print(f"  {name:18s} {errors[half][name]:12.4f} {errors['random'][name]:12.4f}")
     s.finish()
     return {"errors": errors, "out": s.out}
 

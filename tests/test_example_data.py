@@ -95,3 +95,27 @@ def test_the_iwae_snr_training_line_says_its_training_loss_is_the_iwae_bound(tmp
     module.main(["--fast", "--train-k", "4", "--ks", "1", "--out", str(tmp_path)])
     (line,) = [x for x in capsys.readouterr().out.splitlines() if "train_loss" in x]
     assert line.startswith("  VAE (train_loss: -L_4, the IWAE bound): 2 epochs in ")
+
+
+def test_imputation_of_rows_that_are_not_images_hides_half_of_each_row(
+    tmp_path, capsys, monkeypatch
+):
+    """On (N, D) rows, drawn as 1 x D strips, "the bottom half" of one row of pixels was all of
+    it: every feature hidden, nothing to condition on, and the table still said "bottom half".
+    A strip's second half is hidden instead, and the table says so."""
+    module, _ = import_example("imputation")
+    x = np.random.default_rng(2).random((60, 6)).astype(np.float32)
+    np.save(tmp_path / "rows.npy", x)
+    observed, make_mask = [], module.make_mask
+
+    def recorded(*args, **kwargs):
+        mask = make_mask(*args, **kwargs)
+        observed.append(float(mask.mean()))
+        return mask
+
+    monkeypatch.setattr(module, "make_mask", recorded)
+    r = module.main(["--fast", "--data", str(tmp_path / "rows.npy"), "--out", str(tmp_path / "o")])
+    assert observed[0] == 0.5 and sorted(r["errors"]) == ["random", "second-half"]
+    out = capsys.readouterr().out
+    assert "fill                second half   50% random" in out and "bottom" not in out
+    assert (tmp_path / "o" / "imputation_second-half.png").is_file()
