@@ -140,8 +140,9 @@ class Dataset:
 def check_n_features(dataset: Dataset, expected: int, what: str = "the checkpoint's model") -> None:
     """Raise :class:`DataError` unless the data has ``expected`` features per example."""
     if dataset.n_features != expected:
+        named = dataset.description.partition(" (")[0] or "the data"  # 'mnist-test.npz'
         raise DataError(
-            f"data has {dataset.n_features} features but {what} expects {expected}; "
+            f"{named} has {dataset.n_features} features but {what} expects {expected}; "
             "pass the data it was trained on"
         )
 

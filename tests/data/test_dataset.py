@@ -126,8 +126,8 @@ def test_feature_count_mismatch():
     ds = load_dataset("digits")
     with pytest.raises(DataError) as err:
         check_n_features(ds, 784)
-    assert str(err.value) == (
-        "data has 64 features but the checkpoint's model expects 784; "
+    assert str(err.value) == (  # the data named: `evaluate RUN --data FILE` said "data has"
+        "UCI digits train has 64 features but the checkpoint's model expects 784; "
         "pass the data it was trained on"
     )
     with pytest.raises(DataError, match="64 features but the model expects 784"):
