@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np  # numpy-boundary: images read from files
 
 from .dataset import DataError, Dataset, check_regular_file, dataset_from_array
+from .idx import IDX_SETS
 
 __all__ = ["IMAGE_SUFFIXES", "load_image_folder", "read_gray"]
 
@@ -61,13 +62,26 @@ def _png_bit_depth(im: object, path: Path) -> int | None:
     return head[24] if len(head) == 25 and head[12:16] == b"IHDR" else None
 
 
+def _archives_hint(folder: Path) -> str:
+    """'; it holds mnist-train.npz: pass --data mnist --data-dir FOLDER ...' for a folder of
+    MNIST's or Fashion-MNIST's archives (read by name from a data folder), else ''."""
+    for name in IDX_SETS:
+        held = sorted(p.name for p in folder.glob(f"{name}-*.npz"))
+        if held:
+            return (
+                f"; it holds {', '.join(held)}: pass --data {name} --data-dir {folder} (or "
+                "one .npz as --data)"
+            )
+    return ""
+
+
 def load_image_folder(folder: Path, likelihood: str) -> Dataset:
     """Every image in ``folder`` (sorted by name), grayscale, all the same size, loaded whole."""
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(
             f"{folder} holds no IDX files and no images ({', '.join(IMAGE_SUFFIXES)}); "
-            "point at a .npy/.npz file or a folder of images"
+            f"point at a .npy/.npz file or a folder of images{_archives_hint(folder)}"
         )
     images = [read_gray(p) for p in files]
     for path, image in zip(files, images, strict=True):
