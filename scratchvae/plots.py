@@ -186,7 +186,10 @@ def plot_latent(
         sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="viridis", s=6, alpha=0.8)
         fig.colorbar(sc, ax=ax, label="label")
     ax.set_xlabel(f"{axis}1")
-    ax.set_ylabel(f"{axis}2")
+    if model.latent > 1:
+        ax.set_ylabel(f"{axis}2")
+    else:  # a 1-D code, drawn on the line y = 0: no second axis to name or tick
+        ax.set_yticks([])
     note = "" if axis == "z" else f" (PCA of {model.latent}-D)"
     what = "encoder means" if isinstance(model, VAE) else "encoder codes"  # an AE: no means
     ax.set_title(f"{what}{note}")
