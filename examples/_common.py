@@ -233,6 +233,8 @@ def setup(
     args = p.parse_args(argv)
     if epochs is None and args.epochs is not None:
         p.error("--epochs does not apply to this example (see --help for what sets its length)")
+    if epochs is None and args.batch_size is not None:  # no minibatches: all rows each step
+        p.error("--batch-size does not apply to this example (each step takes all its rows)")
     t0 = time.perf_counter()
     backend = Backend(args.backend, "float32", seed=args.seed)
     out = output_folder(Path(args.out) if args.out else HERE / "out" / name)  # before a download

@@ -74,6 +74,7 @@ BAD_INPUT = [
     ("linear_ae_pca", ["--k", "0"], "argument --k: expected a whole number >= 1"),
     ("linear_ae_pca", ["--steps", "0"], "argument --steps: expected a whole number >= 1"),
     ("linear_ae_pca", ["--epochs", "3"], "--epochs does not apply to this example"),  # ignored
+    ("linear_ae_pca", ["--batch-size", "7"], "--batch-size does not apply to this example"),
     ("imputation", ["--k", "0"], "argument --k: expected a whole number >= 1"),
     ("imputation", ["--iters", "0"], "argument --iters: expected a whole number >= 1"),
     ("iwae_snr", ["--repeats", "1"], "argument --repeats: expected a whole number >= 2"),
