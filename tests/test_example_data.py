@@ -74,7 +74,7 @@ def test_a_figure_that_cannot_be_written_is_named_in_the_output_folder(
     assert exit_.value.code == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert ".unfinished-" not in line, line
-    assert line.startswith("sparse_ae.py: error: [Errno 28] No space left on device; what was")
+    assert line.startswith("sparse_ae.py: error: [Errno 28] No space left on device; ")
     assert line.endswith(f"{out / 'decoder_features.png'}'")
     assert [p.name for p in out.iterdir()] == ["decoder_features.png"]  # no staging folder
     assert (out / "decoder_features.png").read_bytes() == b"the earlier run's"
