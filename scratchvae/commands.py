@@ -37,7 +37,7 @@ from .cliargs import PROG, CLIError, one_line
 from .data import Dataset, binarize, load_dataset, named_dataset
 from .data.splits import train_val_split
 from .init import default_init
-from .models import AE, model_classes
+from .models import AE, VAE, model_classes
 from .resume import (
     check_flags_apply,
     check_resume_flags,
@@ -261,15 +261,12 @@ def _start_line(model: AE, data: Dataset, config: TrainConfig, resume: bool) -> 
 
 
 def _weights(m: dict[str, Any]) -> str:
-    """'loss = recon + 2 kl; ' where the loss weighs a term the epoch lines show unweighted
-    (a VAE's beta other than 1, a sparse AE's penalty); what an IWAE run's losses are."""
+    """'loss = recon + 2 kl; ' where the loss weighs a term the epoch lines show unweighted."""
     if "rho" in m:  # the sparse AE
         return f"loss = recon + {m['beta']:g} sparsity (rho {m['rho']:g}); "
     if m.get("objective") == "iwae":
         return f"training loss -L_{m['k']}, validation loss the one-draw -ELBO; "
-    if m.get("beta", 1.0) == 1.0:
-        return ""
-    return f"loss = recon + {m['beta']:g} kl; "
+    return "" if m.get("beta", 1.0) == 1.0 else f"loss = recon + {m['beta']:g} kl; "
 
 
 def _std(m: dict[str, Any]) -> str:
@@ -310,6 +307,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .progress import Stages
 
     model, ckpt = load_run(args)
+    if args.iw_samples is not None and not isinstance(model, VAE):  # taken, then ignored
+        raise CLIError(f"--iw-samples applies to a VAE's run only, not {type(model).__name__}")
     data, split = run_data(args, ckpt, model, args.split)
     mode = args.binarize or ckpt.train_config.get("binarize", "none")
     k = args.iw_samples if args.iw_samples is not None else 1000 if data.n < 5000 else 100

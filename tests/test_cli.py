@@ -572,3 +572,16 @@ def test_a_flag_that_does_not_apply_is_said_before_the_folder_is_looked_at(run_d
     assert "--decoder-std applies to --likelihood gaussian only" in _error_line(capsys)
     assert main(["train", "--model", "vae", "--rho", "0.1", "--out", str(run_dir)]) == 2
     assert "--rho applies to --model sae only" in _error_line(capsys)
+
+
+def test_evaluate_refuses_iw_samples_for_a_model_without_the_bound(tmp_path, capsys):
+    """`evaluate AE_RUN --iw-samples 50` was taken and ignored: an AE has no bound to compute
+    (the report's note said so only after the work). Refused in one line, as train refuses
+    a flag that does not apply."""
+    run = str(tmp_path / "ae")
+    assert main(["train", "--model", "ae", "--out", run, *TINY, "--no-figures"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", run, "--iw-samples", "50"]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("scratchvae: error: --iw-samples applies to a VAE's run only")
+    assert main(["evaluate", run, "--no-progress"]) == 0  # without it: the reconstruction term
