@@ -35,6 +35,12 @@ def _warmup(records: list[Mapping[str, Any]]) -> tuple[float, int] | None:
     return top, int(records[weights.index(top)]["epoch"])
 
 
+def curve_terms(record: Mapping[str, Any]) -> list[str]:
+    """The loss terms a history record holds for either split, in the panels' order."""
+    terms = ("loss", "recon", "kl", "sparsity")
+    return [t for t in terms if f"train_{t}" in record or f"val_{t}" in record]
+
+
 def plot_curves(
     history: Sequence[Mapping[str, Any]] | Any,
     path: PathLike,
@@ -52,11 +58,9 @@ def plot_curves(
         raise ValueError("no training history to plot; train for at least one epoch")
     epochs = [r["epoch"] for r in records]
     warmup = _warmup(records)
-    terms = [
-        t
-        for t in ("loss", "recon", "kl", "sparsity")
-        if f"train_{t}" in records[0] or f"val_{t}" in records[0]
-    ]
+    terms = curve_terms(records[0])
+    if not terms:  # fit()'s history holds the terms; a library save may hold epochs only
+        raise ValueError("the training history holds no loss terms to plot (epochs only)")
     marker = "o" if len(records) <= MAX_MARKED_EPOCHS else None  # 1 epoch: a point, no line
     fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.5), squeeze=False)
     for ax, term in zip(axes[0], terms, strict=True):

@@ -44,7 +44,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from scipy.stats import norm  # noqa: E402  # numpy-boundary: plotting (prior quantiles)
 
 from .backend import Backend, to_numpy  # noqa: E402
-from .curves import MAX_MARKED_EPOCHS, plot_curves  # noqa: E402, F401 - public here too
+from .curves import MAX_MARKED_EPOCHS, curve_terms, plot_curves  # noqa: E402, F401 - public here too
 from .data import binarize as binarize_images  # noqa: E402
 from .data.labels import class_names  # noqa: E402
 from .figure_parts import (  # noqa: E402
@@ -343,7 +343,8 @@ def save_standard_figures(
     grey = data.get_batch(_spread(data.n, n))  # evenly spread examples: no random state
     x_show = as_trained(grey, binarize, bk)
     paths = []
-    if history is not None and len(history):
+    if history is not None and len(history) and curve_terms(history[0]):  # (a library save
+        # may record epochs only: no curves then, the other figures all the same)
         labels, title = _split_labels(model), _loss_title(model)
         paths.append(plot_curves(history, out / "curves.png", labels, title))
     paths.append(plot_run_reconstructions(model, grey, shape, out / "recon.png", binarize))

@@ -90,6 +90,24 @@ def test_manifold_needs_two_latent_dimensions(tmp_path):
 def test_curves_need_a_history(tmp_path):
     with pytest.raises(ValueError, match="no training history"):
         plot_curves([], tmp_path / "c.png")
+    # a library save may record epochs only: matplotlib's "Number of columns must be a
+    # positive integer, not 0" was the message, and `plot` drew nothing else
+    with pytest.raises(ValueError, match="holds no loss terms"):
+        plot_curves([{"epoch": 1, "step": 3}], tmp_path / "c.png")
+
+
+def test_a_run_whose_history_holds_no_terms_gets_its_other_figures(tmp_path):
+    from scratchvae.checkpoint import save_checkpoint
+    from scratchvae.cli import main
+    from scratchvae.optim import Adam
+
+    model = VAE(64, hidden=[8], latent=2, backend=Backend(seed=0))
+    run = tmp_path / "run"
+    run.mkdir()
+    history = [{"epoch": 1, "step": 3}]
+    save_checkpoint(run / "checkpoint.npz", model, Adam(1e-3), epoch=1, step=3, history=history)
+    assert main(["plot", str(run), "--data", "digits"]) == 0
+    assert (run / "samples.png").exists() and not (run / "curves.png").exists()
 
 
 def test_pca_projects_on_the_directions_of_largest_variance():
