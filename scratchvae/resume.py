@@ -198,6 +198,11 @@ def resume_data(given: str | None, recorded: str | None, run: Path) -> str:
             f"the run in {run} does not record its data (it was trained by fit(), not "
             "scratchvae train); pass --data with the data it was trained on"
         )
+    if given is None and named_dataset(data) is None and not os.path.lexists(data):
+        raise ResumeMismatch(  # (it was "unknown data set ... choose digits, mnist, ...")
+            f"the run in {run} was trained on {data}, which is no longer there; pass --data "
+            "with where it is now (its fingerprint is checked)"
+        )
     return data
 
 

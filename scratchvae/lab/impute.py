@@ -245,6 +245,13 @@ def make_mask(
         if not 0.0 < missing < 1.0:
             raise ValueError(f"the missing fraction must be in (0, 1), got {missing}")
         return bk.uniform((n, H * W)) >= missing
+    across = H if kind in ("bottom-half", "top-half") else W  # the size the mask halves
+    if across < 2:  # half of one row is none or all of it: nothing hidden, or everything
+        other = "left-half or right-half" if across == H else "bottom-half or top-half"
+        raise ValueError(
+            f"a {kind} mask halves {'the rows' if across == H else 'the columns'} of an image, "
+            f"and these images are {H} x {W}; use {other}, or random"
+        )
     rows, cols = bk.xp.meshgrid(bk.xp.arange(H), bk.xp.arange(W), indexing="ij")  # (H, W)
     keep = {
         "bottom-half": rows < H // 2,  # the top is observed, the bottom missing

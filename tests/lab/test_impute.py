@@ -62,6 +62,15 @@ def test_make_mask_hides_the_requested_pixels():
     assert bool(right[:, :3].all()) and not bool(right[:, 3:].any())
     rnd = im.make_mask(200, (8, 8), "random", missing=0.3, backend=bk)
     assert rnd.shape == (200, 64) and abs(1 - float(rnd.mean()) - 0.3) < 0.02
+    # half of one row is all of it or none: bottom-half hid every pixel of a 1 x D strip,
+    # top-half none (and left/right of a D x 1 column); refused, the mask that works named
+    for shape, kind, other in [((1, 6), "bottom-half", "left-half"), ((1, 6), "top-half", "left"),
+                               ((6, 1), "right-half", "bottom-half")]:  # fmt: skip
+        with pytest.raises(
+            ValueError, match=f"these images are {shape[0]} x {shape[1]}; use {other}"
+        ):
+            im.make_mask(2, shape, kind)
+    assert bool(im.make_mask(1, (1, 6), "right-half")[0, :3].all())  # the strip's halves
 
 
 def test_bad_input_is_rejected(trained):
