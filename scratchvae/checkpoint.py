@@ -149,6 +149,8 @@ def save_checkpoint(
         check_schedule(int(epoch), history or [], model.config, train_config or {}, warmup_since)
         if optimizer is not None:  # as restore_training checks it: else a file it refuses
             optimizer.check_state({"t": optimizer.t, **optimizer.state}, model.params)
+        if rng_state is not None:  # another backend's generator: a file resume would refuse
+            check_rng_state(rng_state, bk.name)
     except ValueError as exc:
         raise CheckpointError(f"refusing to save to {path}: {exc}") from None
     meta = {
@@ -184,7 +186,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise damaged(path, "it holds no parameters")
     try:
         check_meta(meta, params)
-        check_rng_state(rng_state, (meta.get("backend") or {}).get("name"))
+        check_rng_state(rng_state)  # (whose backend: restore_training's check, on resume)
     except ValueError as exc:
         raise damaged(path, one_line(exc, 300)) from None
     return Checkpoint(

@@ -382,9 +382,10 @@ def warn_other_kernels(ckpt: Checkpoint, on: bool) -> None:
 def warn_other_backend(ckpt: Checkpoint, name: str) -> None:
     """Warn (:class:`ResumeWarning`) when a run trained on one backend is resumed on another
     (NumPy on CuPy: ``--backend`` may change): NumPy's generator does not continue on CuPy (its
-    generator starts again from the seed and the epochs done), and the arithmetic differs."""
-    ran = ckpt.backend.get("name")
-    if ran is None or ran == name:
+    generator starts again from the seed and the epochs done), and the arithmetic differs.
+    A checkpoint that does not name its backend is told by its generator state's kind."""
+    ran = ckpt.backend.get("name") or ("numpy" if "bit_generator" in ckpt.rng_state else "cupy")
+    if ran == name:
         return
     warnings.warn(
         f"the run in {ckpt.path.parent} was trained on {ran} and continues on {name}: another "

@@ -92,10 +92,11 @@ def load_run_data(
     data_dir = given_dir or recorded_dir
     try:
         return load_dataset(spec, split, data_dir, download=not from_run, likelihood=likelihood)
-    except MissingFiles as exc:
+    except MissingFiles as exc:  # its first clause says which files; then the CLI's advice
+        missing = str(exc).split("; ")[0]
         raise CLIError(
-            f"{spec} is not in {exc.folder}, the data folder the run recorded; pass --data-dir "
-            "DIR to read it from DIR or download it there"
+            f"{missing}, the data folder the run recorded (not downloaded into unasked); pass "
+            f"--data-dir {recorded_dir} to download them there, or another --data-dir"
         ) from None
 
 

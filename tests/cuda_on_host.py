@@ -18,6 +18,7 @@ non-raw arguments, outputs given or allocated, ``size=``, a ``preamble``, the el
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import os
@@ -81,7 +82,10 @@ def _build_folder() -> Path:
     if "folder" not in _CHOSEN:
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         folder = cache / "scratchvae-cuda-on-host"
-        _CHOSEN["folder"] = folder if _private(folder) else Path(tempfile.mkdtemp(prefix="svae-"))
+        if not _private(folder):  # a folder of this process's own, removed at its exit
+            folder = Path(tempfile.mkdtemp(prefix="svae-"))
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _CHOSEN["folder"] = folder
     return _CHOSEN["folder"]
 
 
@@ -192,13 +196,10 @@ class _Call:
                 raise TypeError(f"Unsupported type {type(a)}")  # CuPy's words
         self.T = _infer_T(in_p, out_p, args)
         self.scalar = [not isinstance(a, np.ndarray) for a in args]  # (CuPy's CScalar)
-        shapes = [
-            np.shape(a) for p, a in zip(plist, args, strict=True) if a is not None and not p.raw
-        ]
-        if size is not None and any(
-            not p.raw and isinstance(a, np.ndarray) for p, a in zip(plist, args)
-        ):
-            raise ValueError("size= is given with array arguments")
+        # the loop's size: the non-raw arrays' broadcast shape, else size= (CuPy's rule)
+        shapes = [a.shape for p, a in zip(plist, args) if not p.raw and isinstance(a, np.ndarray)]
+        if (size is None) == (not shapes):
+            raise ValueError("size= is given with arrays" if shapes else "Loop size is undecided.")
         self.shape = np.broadcast_shapes(*shapes) if shapes else (size,)
         self.outputs, self.work, self.copy_back = [], [], []
         for k, (p, a) in enumerate(zip(plist, args, strict=True)):

@@ -389,3 +389,23 @@ def test_save_refuses_an_optimizer_state_that_resuming_refuses(tmp_path) -> None
     with pytest.raises(CheckpointError, match=r"refusing to save to .*optimizer state v\..* NaN"):
         save_checkpoint(path, model, opt, epoch=0, step=1)
     assert not path.exists()
+
+
+def test_another_backends_generator_state_is_refused_when_saved_and_read_when_loaded(tmp_path):
+    """A NumPy model saved with a GPU run's generator state (the load_model-then-save pattern):
+    refused when written, since a resume would refuse the file. One written so by hand still
+    loads (evaluate and plot need no generator); only a resume refuses it."""
+    model, opt = _trained()
+    cupy_state = json.dumps({"cupy": {"seed": 1, "counter": 4}})
+    with pytest.raises(CheckpointError, match="refusing to save .* CuPy generator state"):
+        _save(tmp_path / "c.npz", model, opt, rng_state=cupy_state)
+    assert not (tmp_path / "c.npz").exists()
+    path = _save(tmp_path / "ok.npz", model, opt)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["rng_state"] = np.array(cupy_state)
+    np.savez(tmp_path / "hand.npz", **arrays)
+    ckpt = load_checkpoint(tmp_path / "hand.npz")  # read: its parameters are sound
+    target, target_opt = _trained(seed=1)
+    with pytest.raises(CheckpointError, match="rng_state cannot be used"):
+        restore_training(ckpt, target, target_opt)

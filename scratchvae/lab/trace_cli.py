@@ -145,7 +145,7 @@ def _cli_model(args: argparse.Namespace, backend: Backend, n_features: int, ckpt
 def run_cli(args: argparse.Namespace) -> int:
     """Print the trace of one training step; returns 0, or 1 when --check finds a backward op
     that disagrees with its forward's central differences."""
-    from ..data import load_dataset  # noqa: PLC0415 - the data layer is an I/O boundary
+    from ..runs import load_run_data  # noqa: PLC0415 - the data layer is an I/O boundary
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -154,11 +154,13 @@ def run_cli(args: argparse.Namespace) -> int:
     dtype = args.dtype or (ckpt.backend.get("dtype") if ckpt else None) or "float32"
     backend = get_backend(args.backend, dtype, args.seed)
     lik = "bernoulli" if ckpt is None else ckpt.model_config.get("likelihood", "bernoulli")
-    ds = load_dataset(
+    given_dir = getattr(args, "data_dir", None)  # the run's recorded folder: read, never
+    ds = load_run_data(  # downloaded into (a checkpoint does not choose where files go)
         args.data or run.get("data") or "digits",
         "train",
-        data_dir=getattr(args, "data_dir", None) or run.get("data_dir"),
-        likelihood="bernoulli" if lik == "bernoulli" else "gaussian",
+        given_dir,
+        None if given_dir else run.get("data_dir"),
+        "bernoulli" if lik == "bernoulli" else "gaussian",
     )
     model = _cli_model(args, backend, ds.n_features, ckpt)
     idx = to_numpy(backend.permutation(ds.n))[: args.batch_size]

@@ -198,7 +198,10 @@ CLI_CASES = {
         _rng(json.dumps({"cupy": {"seed": 1, "counter": 0}})),
         "resume",
         [],
-        ["rng_state is a CuPy generator state, but the run was trained on numpy"],
+        [
+            "its rng_state cannot be used: rng_state is a CuPy generator state, but the run was "
+            "trained on numpy"
+        ],
     ),
     "rng-text-number": (_rng(_state(state="x")), "resume", [], ["rng_state", "out of range"]),
     # defect 5: NaN parameters loaded silently, evaluate printed NaN with exit status 0

@@ -1,6 +1,7 @@
 """A checkpoint names the folder its MNIST came from (``train_config.data_dir``); one crafted,
 or from another machine, named a folder of someone else's choosing, and ``evaluate``,
-``reconstruct``, ``plot`` and ``train --resume`` downloaded the data into it (creating it).
+``reconstruct``, ``plot``, ``trace`` and ``train --resume`` downloaded the data into it
+(creating it).
 The recorded folder is now read, never downloaded into: missing files are one line asking for
 ``--data-dir``, and nothing is created."""
 
@@ -38,14 +39,15 @@ def _pointing_at(run: Path, tmp_path: Path, folder: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("command", ["evaluate", "reconstruct", "resume"])
+@pytest.mark.parametrize("command", ["evaluate", "reconstruct", "plot", "trace", "resume"])
 def test_the_folder_a_checkpoint_names_is_never_downloaded_into(run, tmp_path, capsys, command):
     chosen = tmp_path / "somewhere" / "else"
     copied = _pointing_at(run, tmp_path, chosen)
     resume = ["train", "--resume", "--out", str(copied), "--epochs", "2", *T[:-4]]
-    argv = {"evaluate": ["evaluate", str(copied)], "reconstruct": ["reconstruct", str(copied)]}
+    argv = {name: [name, str(copied)] for name in ("evaluate", "reconstruct", "plot", "trace")}
     argv["resume"] = resume
     assert main(argv[command]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "the data folder the run recorded" in err and "--data-dir" in err
+    assert "\n" not in err and "the data folder the run recorded" in err
+    assert "not found in" in err and f"--data-dir {chosen} to download them there" in err
     assert not (tmp_path / "somewhere").exists()

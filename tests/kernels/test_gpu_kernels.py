@@ -126,6 +126,7 @@ def test_training_step_on_cupy_equals_numpy(kind: str, dtype: str) -> None:
             n = m_np.params[name].size
             close(got_flat[offset : offset + n], want_flat[offset : offset + n], f"{what} {name}")
             offset += n
+        assert offset == len(want_flat) == len(got_flat), what  # every element compared
 
     for step in range(2):
         x, noise = bk_np.uniform((8, 30)), m_np.draw_noise(8)

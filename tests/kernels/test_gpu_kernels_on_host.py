@@ -145,3 +145,26 @@ def test_cublas_column_sum_on_the_host(B, H, dtype, seed) -> None:
             cublas.column_sum(host_array(a), host_array(np.empty(H + 1, dtype)))
     np.testing.assert_allclose(out, a.sum(axis=0), rtol=1e-5 if dtype == "float32" else 1e-12)
     assert lib.calls == ([{"float32": "sgemv", "float64": "dgemv"}[dtype]] if B * H else [])
+
+
+def test_the_host_kernels_keep_cupys_rules() -> None:
+    """The stand-in refuses what CuPy refuses (else a kernel passing here could fail on a GPU):
+    a loop size from scalars and raw arrays alone, size= beside arrays, a dtype other than the
+    parameter's, some outputs but not all; T is bound from a 0-d array, as CuPy binds it."""
+    from cuda_on_host import ElementwiseKernel
+
+    fill = ElementwiseKernel("float32 s", "raw float32 out", "out[i] = s", "fill")
+    out = np.zeros(5, np.float32)
+    fill(np.float32(2), out, size=5)
+    np.testing.assert_array_equal(out, 2)
+    with pytest.raises(ValueError, match="Loop size is undecided"):
+        fill(np.float32(2), out)
+    twice = ElementwiseKernel("T x", "T y", "y = x + x", "twice")
+    with pytest.raises(ValueError, match="size= is given with arrays"):
+        twice(np.ones(3, np.float32), size=3)
+    with pytest.raises(TypeError, match="Type is mismatched"):
+        fill(np.float64(2), np.zeros(5), size=5)
+    both = ElementwiseKernel("T x", "T y, T z", "y = x; z = x", "both")
+    with pytest.raises(TypeError, match="Wrong number of arguments"):
+        both(np.ones(3), np.ones(3))
+    assert twice(np.array(1.5, np.float32)).dtype == np.float32  # T from a 0-d array
