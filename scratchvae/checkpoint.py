@@ -86,6 +86,7 @@ class Checkpoint:
     # the first epoch of train_config's warm-up (check_schedule); None: a file from before it
     # was recorded, whose KL weights cannot be checked (a warm-up changed on resume fits none)
     warmup_since: int | None = 1
+    image_shape: tuple[int, int] | None = None  # (H, W) of the training images, if recorded
 
 
 def resolve_path(path: str | os.PathLike) -> Path:
@@ -128,9 +129,10 @@ def save_checkpoint(
     history: list[dict[str, Any]] | None = None,
     data_fingerprint: dict[str, Any] | None = None,
     warmup_since: int = 1,
+    image_shape: tuple[int, int] | None = None,
 ) -> Path:
     """Write ``model`` (+ optimizer state, generator state, progress, the fingerprint of the
-    data it was trained on) to ``path`` atomically.
+    data it was trained on and its images' ``image_shape``) to ``path`` atomically.
 
     ``rng_state`` defaults to the model backend's current state. Refuses (CheckpointError) to
     save non-finite parameters or optimizer state, so a diverged run never overwrites its last
@@ -163,6 +165,8 @@ def save_checkpoint(
         "data_fingerprint": data_fingerprint,
     }
     meta["warmup_since"] = int(warmup_since)  # always: a file without it is an older one
+    if image_shape is not None:  # what `sample` draws in, the data file not read again
+        meta["image_shape"] = [int(n) for n in image_shape]
     state = bk.rng_state() if rng_state is None else rng_state
     with atomic_write(path) as f:
         np.savez(f, **_arrays(model, optimizer, state, meta))
@@ -202,6 +206,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         backend=meta.get("backend", {}),
         data_fingerprint=meta.get("data_fingerprint"),
         warmup_since=meta.get("warmup_since"),
+        image_shape=tuple(meta["image_shape"]) if "image_shape" in meta else None,
     )
 
 

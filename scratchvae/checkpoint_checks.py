@@ -325,6 +325,14 @@ def check_meta(meta: Any, params: Mapping[str, Any]) -> None:
     check_data_fingerprint(meta.get("data_fingerprint"))
     _check_train_config(meta.get("train_config", {}))
     _check_backend(meta.get("backend", {}))
+    shape = meta.get("image_shape")  # None: written before it was recorded
+    n_features = meta["model_config"]["n_features"]
+    if shape is not None and not (
+        type(shape) is list and len(shape) == 2 and all(_whole(n) and n >= 1 for n in shape)
+        and shape[0] * shape[1] == n_features
+    ):  # fmt: skip
+        what = f"{shape!r}"[:40]  # a crafted one may be long
+        raise ValueError(f"meta entry 'image_shape' is {what}, not (H, W) of {n_features} pixels")
     since = meta.get("warmup_since")  # None: written before it was recorded
     if since is not None and not (_whole(since) and 1 <= since <= meta["epoch"] + 1):
         raise ValueError(f"meta entry 'warmup_since' is {since!r}, not an epoch of the run")

@@ -171,9 +171,8 @@ def _resume_setup(args: argparse.Namespace, out: Path) -> tuple[AE, TrainConfig,
         overrides["data_dir"] = _absolute(args.data_dir)
     # --data recorded now: for a run made by fit(), which records none (as a fresh CLI run
     # records it), and for data that moved (its fingerprint says, at the start, if it is the same)
-    if args.data is not None and (
-        ckpt.train_config.get("data") is None or data_moved(ckpt, args.data)
-    ):
+    recorded = ckpt.train_config.get("data")
+    if args.data is not None and (recorded is None or data_moved(ckpt, args.data)):
         overrides["data"] = _absolute(args.data)
     if "save_every" in getattr(args, "typed", ()):  # how often it saves: not the run's numbers
         overrides["save_every"] = args.save_every
@@ -354,11 +353,12 @@ def _figure_out(args: argparse.Namespace, default_name: str) -> Path:
 
 
 def _image_shape(ckpt: Any, model: AE) -> tuple[int, int] | None:
-    """The (H, W) of a run's images, as ``plot`` draws them: a user's file or folder is read
-    for its own (28 x 24 is no square); else, or when it is gone, the square guess or None."""
+    """The (H, W) of a run's images, as ``plot`` draws them: recorded in its checkpoint, else
+    (a run saved before) a user's file or folder is read for its own (28 x 24 is no square);
+    else, or when it is gone, the square guess or None."""
     spec, guess = ckpt.train_config.get("data"), _guess_shape(model.n_features)
-    if not isinstance(spec, str) or named_dataset(spec):
-        return guess
+    if ckpt.image_shape or not isinstance(spec, str) or named_dataset(spec):
+        return ckpt.image_shape or guess
     try:
         data = load_dataset(spec, "train", likelihood=data_likelihood(model))
     except (ValueError, OSError):  # a DataError among them: the file is not as it was

@@ -327,6 +327,7 @@ class Trainer:
                 history=self.history.records,
                 data_fingerprint=self.data_fingerprint(),
                 warmup_since=self._warmup_since,
+                image_shape=self.data.image_shape,
             )
 
     def _resume(self, allow_changes: Sequence[str] = ()) -> int:

@@ -1,9 +1,12 @@
 """`scratchvae sample` draws its images in the shape of the run's data, as `plot` does."""
 
+import json
+
 import numpy as np  # numpy-boundary: writing a user data file
 import pytest
 
 from scratchvae import plots
+from scratchvae.checkpoint import load_checkpoint
 from scratchvae.cli import main
 
 TINY = ["--hidden", "8", "--latent", "2", "--epochs", "1", "--no-progress", "--no-figures"]
@@ -32,7 +35,25 @@ def test_samples_of_a_run_on_images_that_are_not_square_are_drawn_in_their_shape
     assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
     assert main(["plot", str(run)]) == 0
     assert shapes == [(10, 20), (10, 20)]
-    (tmp_path / "rect.npy").unlink()  # the data gone: the square guess (here none: strips)
+    (tmp_path / "rect.npy").unlink()  # the data gone: the shape the checkpoint recorded
+    assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "s2.png")]) == 0
+    assert shapes[-1] == (10, 20) and load_checkpoint(run).image_shape == (10, 20)
+
+
+def test_a_run_saved_before_the_shape_was_recorded_reads_its_data_file(tmp_path, shapes):
+    x = np.random.default_rng(0).random((60, 10, 20)).astype(np.float32)
+    np.save(tmp_path / "rect.npy", x)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "rect.npy"), "--out", str(run), *TINY]) == 0
+    with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["image_shape"]  # as an older scratchvae wrote it
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(run / "checkpoint.npz", **arrays)
+    assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert shapes == [(10, 20)]  # read from the data file
+    (tmp_path / "rect.npy").unlink()  # and that gone too: the square guess (none: strips)
     assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "s2.png")]) == 0
     assert shapes[-1] is None
 

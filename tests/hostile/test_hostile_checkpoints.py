@@ -574,6 +574,8 @@ def _one_more(meta: dict) -> dict:
         (lambda m: _with(m, "history.0.step", 99), "record 0 is at step 99, not after step 0 and"),
         (lambda m: _with(m, "history.1.threads", 0), "its history record 1 has 0 threads"),
         (lambda m: _with(m, "history.0.kernels", 7), "record 0 has kernels 7, not 0 or 1"),
+        (lambda m: _with(m, "image_shape", [3, 5]), "'image_shape' is [3, 5], not (H, W) of 64"),
+        (lambda m: _with(m, "image_shape", [-8, -8]), "'image_shape' is [-8, -8], not (H, W)"),
         (lambda m: _with(m, "data_fingerprint", {"shape": [1]}), "'data_fingerprint' is not a"),
         (lambda m: _with(m, "data_fingerprint.blake2b", "x" * 32), "'data_fingerprint' is not"),
     ],
