@@ -306,7 +306,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .progress import Stages
 
     model, ckpt = load_run(args)
-    if args.iw_samples is not None and not isinstance(model, VAE):  # taken, then ignored
+    if args.iw_samples not in (None, 0) and not isinstance(model, VAE):  # (0: none asked)
         raise CLIError(f"--iw-samples applies to a VAE's run only, not {type(model).__name__}")
     data, split = run_data(args, ckpt, model, args.split)
     mode = args.binarize or ckpt.train_config.get("binarize", "none")

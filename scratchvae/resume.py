@@ -187,11 +187,12 @@ def _run_setting(ckpt: Checkpoint, config: TrainConfig, option: str) -> Any:
     return ckpt.model_config.get(option[2:])
 
 
-def resume_data(given: str | None, recorded: str | None, run: Path) -> str:
+def resume_data(given: str | None, recorded: str | None, run: Path, held_out: bool = False) -> str:
     """The data a run's model is trained on again or evaluated on: ``--data`` (``given``;
     checked against the run's by :func:`check_resume_flags` on resume), else the data the run
     recorded. A run made by ``fit`` records none, so without ``--data`` it is refused (it used
-    to go on with the digits, or be evaluated on them, without a word)."""
+    to go on with the digits, or be evaluated on them, without a word). A recorded file no
+    longer there is named (``held_out``: the test split is wanted, which that file had not)."""
     data = given or recorded
     if data is None:
         raise ResumeMismatch(
@@ -199,9 +200,10 @@ def resume_data(given: str | None, recorded: str | None, run: Path) -> str:
             "scratchvae train); pass --data with the data it was trained on"
         )
     if given is None and named_dataset(data) is None and not os.path.lexists(data):
+        where = "held-out data (it had no test split)" if held_out else "where it is now"
         raise ResumeMismatch(  # (it was "unknown data set ... choose digits, mnist, ...")
             f"the run in {run} was trained on {data}, which is no longer there; pass --data "
-            "with where it is now (its fingerprint is checked)"
+            f"with {where}"
         )
     return data
 

@@ -60,7 +60,8 @@ def run_data(
     user's given by --data that has none is a held-out set in itself, read whole ("all").
     The run's own data (no --data) is never read whole in its place: that would be its
     training examples."""
-    spec = resume_data(args.data, ckpt.train_config.get("data"), ckpt.path.parent)
+    held_out = split in (None, "test")  # a file of the user's: no test split of its own
+    spec = resume_data(args.data, ckpt.train_config.get("data"), ckpt.path.parent, held_out)
     recorded, likelihood = ckpt.train_config.get("data_dir"), data_likelihood(model)
     try:
         data = load_run_data(spec, split or "test", args.data_dir, recorded, likelihood)
@@ -92,11 +93,11 @@ def load_run_data(
     data_dir = given_dir or recorded_dir
     try:
         return load_dataset(spec, split, data_dir, download=not from_run, likelihood=likelihood)
-    except MissingFiles as exc:  # its first clause says which files; then the CLI's advice
-        missing = str(exc).split("; ")[0]
+    except MissingFiles as exc:
         raise CLIError(
-            f"{missing}, the data folder the run recorded (not downloaded into unasked); pass "
-            f"--data-dir {recorded_dir} to download them there, or another --data-dir"
+            f"{exc.files} are not in {exc.folder}, under {recorded_dir}: the data folder the run "
+            f"recorded, never downloaded into unasked; pass --data-dir {recorded_dir} to "
+            "download them there, or another --data-dir"
         ) from None
 
 

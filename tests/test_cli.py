@@ -585,3 +585,4 @@ def test_evaluate_refuses_iw_samples_for_a_model_without_the_bound(tmp_path, cap
     line = _error_line(capsys)
     assert line.startswith("scratchvae: error: --iw-samples applies to a VAE's run only")
     assert main(["evaluate", run, "--no-progress"]) == 0  # without it: the reconstruction term
+    assert main(["evaluate", run, "--iw-samples", "0"]) == 0  # "0 skips it": nothing to skip

@@ -51,6 +51,26 @@ def test_a_users_file_has_its_last_tenth_held_out_as_the_test_split(tmp_path, ca
     assert "the last 5 of its 50 rows held out as the test split" in capsys.readouterr().out
 
 
+def test_a_users_folder_of_idx_training_files_has_its_last_tenth_held_out(tmp_path, capsys):
+    """A folder holding only the train-*-idx files is a data set without a test split, as a
+    file is (it was refused, advising a --split flag the examples do not have)."""
+    import gzip
+
+    from scratchvae.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC
+
+    folder = tmp_path / "idxtrain"
+    folder.mkdir()
+    x = np.random.default_rng(2).integers(0, 256, (30, 8, 8), dtype=np.uint8)
+    y = np.arange(30, dtype=np.uint8) % 10
+    for name, magic, a in [("train-images-idx3-ubyte.gz", IDX_IMAGES_MAGIC, x),
+                           ("train-labels-idx1-ubyte.gz", IDX_LABELS_MAGIC, y)]:  # fmt: skip
+        header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in a.shape)
+        (folder / name).write_bytes(gzip.compress(header + a.tobytes()))
+    common, argv = _setup(tmp_path, ["--data", str(folder)])
+    s = common.setup("sparse_ae", argv, common.parser("t"), {"digits": 1, "other": 1})
+    assert s.test.n == 3 and "the last 3 of its 30 rows held out" in capsys.readouterr().out
+
+
 def test_a_figure_that_cannot_be_written_is_named_in_the_output_folder(
     tmp_path, capsys, monkeypatch
 ):

@@ -143,9 +143,11 @@ def test_a_run_whose_data_file_moved_resumes_from_its_new_place(tmp_path, capsys
     np.save(other, _grey(1))
     before = _files(out)
     resume = ["train", "--resume", "--out", str(out), *FLAGS[-2:]]
-    for command in ([*resume, "--epochs", "2"], ["evaluate", str(out)]):  # without --data
+    for command, where in (([*resume, "--epochs", "2"], "where it is now"),
+                           (["evaluate", str(out)], "held-out data")):  # fmt: skip
         assert main(command) == 2  # (it was "unknown data set ...; choose digits, mnist, ...")
-        assert f"was trained on {old}, which is no longer there; pass --data" in _error_line(capsys)
+        line = _error_line(capsys)
+        assert f"was trained on {old}, which is no longer there; pass --data with {where}" in line
     assert main([*resume, "--epochs", "2", "--data", str(other)]) == 2  # moved, but not the same
     assert "was trained on other data (the same shape" in _error_line(capsys)
     assert _files(out) == before

@@ -48,11 +48,12 @@ class DataError(ValueError):
 
 
 class MissingFiles(DataError):
-    """Official files not in ``folder``, where downloading them was not allowed."""
+    """Official ``files`` (their names, "a and b") not in ``folder``, where downloading them
+    was not allowed."""
 
-    def __init__(self, message: str, folder: Any) -> None:
+    def __init__(self, message: str, folder: Any, files: str) -> None:
         super().__init__(message)
-        self.folder = folder
+        self.folder, self.files = folder, files
 
 
 LIKELIHOODS = ("bernoulli", "gaussian")

@@ -380,8 +380,8 @@ def fetch_idx(
             raise MissingFiles(
                 f"{title} file {stem}.gz not found in {folder}; put the official {files} "
                 "(gzipped or raw) there, or pass download=True",
-                folder,
-            )
+                folder, files,
+            )  # fmt: skip
         else:
             dest = folder / f"{stem}.gz"
             check_url(url, source)

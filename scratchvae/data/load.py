@@ -17,6 +17,7 @@ import math
 import os
 import zipfile
 import zlib
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -58,9 +59,10 @@ class NoSuchSplit(DataError):
     """The user's own file or folder is one data set: it has no test split. A class of its
     own so that the command line can name its flags (--split, --data) instead."""
 
-    def __init__(self, path: Path, split: str) -> None:
+    def __init__(self, path: Path, split: str, message: str | None = None) -> None:
         super().__init__(
-            f"{path} is one data set with no {split!r} split; use the split train (--split "
+            message
+            or f"{path} is one data set with no {split!r} split; use the split train (--split "
             "train, split='train'), and pass a held-out part as a file of its own"
         )
         self.path, self.split = path, split
@@ -255,15 +257,18 @@ def _standard_dataset(
 def _load_idx_folder(path: Path, split: str, likelihood: str) -> Dataset:
     """The images and labels of ``split`` from a folder that holds IDX files (official names,
     gzipped or raw); a file of the pair missing is named, not taken for no IDX files at all."""
+    if split == "all" and not any(local_idx(path, stem) for stem in IDX_STEMS["test"]):
+        split = "train"  # a folder of one split: all of it is that
     check_split(split, tuple(IDX_STEMS), f"the folder of IDX files {path}")
     stems = IDX_STEMS[split]
     missing = [f"{stem}(.gz)" for stem in stems if local_idx(path, stem) is None]
-    if missing:
+    if missing:  # named; none of the split's files: a data set without it, as a file is
         held = sorted(
             p.name for pair in IDX_STEMS.values() for s in pair if (p := local_idx(path, s))
         )
         fix = ", or use the split train (--split train, split='train')" if split == "test" else ""
-        raise DataError(
+        error = partial(NoSuchSplit, path, split) if len(missing) == 2 else DataError
+        raise error(
             f"{path} holds {', '.join(held)} but not {' and '.join(missing)}, which the {split} "
             f"split needs; put the {split} images and labels there{fix}"
         )

@@ -49,5 +49,6 @@ def test_the_folder_a_checkpoint_names_is_never_downloaded_into(run, tmp_path, c
     assert main(argv[command]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "the data folder the run recorded" in err
-    assert "not found in" in err and f"--data-dir {chosen} to download them there" in err
+    assert f"are not in {chosen / 'mnist'}, under {chosen}: the data folder" in err
+    assert f"--data-dir {chosen} to download them there" in err
     assert not (tmp_path / "somewhere").exists()
