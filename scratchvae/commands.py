@@ -72,15 +72,13 @@ def _say(msg: str) -> None:
 
 
 def _tell(msg: str) -> None:
-    """A line on stdout (what a command made), its control characters escaped as every error
-    escapes them (:func:`~scratchvae.cliargs.one_line`): a run folder named with a newline
-    stays on its one line."""
+    """A line on stdout (what a command made), its control characters escaped as an error's
+    (:func:`~scratchvae.cliargs.one_line`): a folder named with a newline stays on one line."""
     print(one_line(msg))
 
 
 def _dataset_defaults(spec: str) -> tuple[list[int], int, int, int, str | None]:
-    key = spec.strip().lower()
-    return _SMALL_DEFAULTS if key == "digits" else _LARGE_DEFAULTS
+    return _SMALL_DEFAULTS if spec.strip().lower() == "digits" else _LARGE_DEFAULTS
 
 
 def _run_name(spec: str) -> str:
@@ -261,11 +259,14 @@ def _start_line(model: AE, data: Dataset, config: TrainConfig, resume: bool) -> 
 
 def _weights(m: dict[str, Any]) -> str:
     """'loss = recon + 2 kl; ' where the loss weighs a term the epoch lines show unweighted."""
+    b = m.get("beta", 1.0)
+    if m.get("objective") == "iwae":  # beta on log p(z)/q(z|x) in each log w and the val KL
+        train = f"-L_{m['k']}" + (f" (KL weight {b:g})" if b != 1.0 else "")
+        val = "the one-draw -ELBO" if b == 1.0 else f"one-draw recon + {b:g} kl"
+        return f"training loss {train}, validation loss {val}; "
     if "rho" in m:  # the sparse AE
-        return f"loss = recon + {m['beta']:g} sparsity (rho {m['rho']:g}); "
-    if m.get("objective") == "iwae":
-        return f"training loss -L_{m['k']}, validation loss the one-draw -ELBO; "
-    return "" if m.get("beta", 1.0) == 1.0 else f"loss = recon + {m['beta']:g} kl; "
+        return f"loss = recon + {b:g} sparsity (rho {m['rho']:g}); "
+    return "" if b == 1.0 else f"loss = recon + {b:g} kl; "
 
 
 def _std(m: dict[str, Any]) -> str:
@@ -353,9 +354,8 @@ def _figure_out(args: argparse.Namespace, default_name: str) -> Path:
 
 
 def _image_shape(ckpt: Any, model: AE) -> tuple[int, int] | None:
-    """The (H, W) of a run's images, as ``plot`` draws them: recorded in its checkpoint, else
-    (a run saved before) a user's file or folder is read for its own (28 x 24 is no square);
-    else, or when it is gone, the square guess or None."""
+    """The (H, W) of a run's images: recorded in its checkpoint, else (an older one) its own
+    data file's (28 x 24 is no square), else the square guess or None."""
     spec, guess = ckpt.train_config.get("data"), _guess_shape(model.n_features)
     if ckpt.image_shape or not isinstance(spec, str) or named_dataset(spec):
         return ckpt.image_shape or guess

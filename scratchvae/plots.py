@@ -316,12 +316,19 @@ def _split_labels(model: AE) -> dict[str, str] | None:
     return None
 
 
-def _loss_title(model: AE) -> str | None:
+def _loss_title(model: AE, history: Any) -> str | None:
     """An IWAE run's training loss is -L_k over k draws, its validation loss the one-draw
-    -ELBO (:class:`~scratchvae.train.Trainer`): the curves' loss panel says so."""
-    if isinstance(model, VAE) and model.objective == "iwae":
+    -ELBO (:class:`~scratchvae.train.Trainer`): the curves' loss panel says so; with a KL
+    weight other than 1 (beta, or a warm-up), on log p(z) - log q(z|x) in each log w and on
+    the validation KL, it says that too."""
+    if not (isinstance(model, VAE) and model.objective == "iwae"):
+        return None
+    if model.beta == 1.0 and all(float(r.get("kl_weight", 1.0)) == 1.0 for r in history):
         return f"loss (training: -L_{model.k}, the IWAE bound;\nvalidation: one-draw -ELBO)"
-    return None
+    return (
+        f"loss (training: -L_{model.k}, log p(z)/q weighted by the KL weight;"
+        "\nvalidation: one-draw recon + KL weight x KL)"
+    )
 
 
 def _spread(n_total: int, k: int) -> np.ndarray:
@@ -345,7 +352,7 @@ def save_standard_figures(
     paths = []
     if history is not None and len(history) and curve_terms(history[0]):  # (a library save
         # may record epochs only: no curves then, the other figures all the same)
-        labels, title = _split_labels(model), _loss_title(model)
+        labels, title = _split_labels(model), _loss_title(model, history)
         paths.append(plot_curves(history, out / "curves.png", labels, title))
     paths.append(plot_run_reconstructions(model, grey, shape, out / "recon.png", binarize))
     paths.append(plot_samples(model.sample(64), shape, out / "samples.png", samples_title(model)))

@@ -424,6 +424,9 @@ def test_the_start_line_says_the_weight_of_a_loss_term_the_epoch_lines_show_unwe
     iwae = VAE(64, [8], 2, backend=bk, objective="iwae", k=5)
     line = commands._start_line(iwae, data, config, False)
     assert "iwae k=5 pathwise; training loss -L_5, validation loss the one-draw -ELBO; " in line
+    iwae = VAE(64, [8], 2, backend=bk, objective="iwae", k=5, beta=2)  # weighted: said
+    line = commands._start_line(iwae, data, config, False)
+    assert "training loss -L_5 (KL weight 2), validation loss one-draw recon + 2 kl; " in line
     plain = commands._start_line(VAE(64, [8], 2, backend=bk), data, config, False)
     assert "loss =" not in plain  # beta 1: the loss is recon + kl, as the lines show
 

@@ -463,7 +463,19 @@ def test_an_iwae_runs_curves_say_what_its_training_loss_is_and_keep_the_val_kl(
     save_standard_figures(iwae, digits, history, tmp_path / "i")
     (fig,) = [f for f in figures if f.axes[0].get_title().startswith("loss")]
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles[0] == "loss (training: -L_5, the IWAE bound;\nvalidation: one-draw -ELBO)"
+    assert titles[0] == (  # a warm-up: the weight is on the log-ratio and the val KL
+        "loss (training: -L_5, log p(z)/q weighted by the KL weight;\n"
+        "validation: one-draw recon + KL weight x KL)"
+    )
+    for r in history:  # without one (and beta 1): the bound and the -ELBO
+        r["kl_weight"] = 1.0
+    figures.clear()
+    save_standard_figures(iwae, digits, history, tmp_path / "j")
+    (fig,) = [f for f in figures if f.axes[0].get_title().startswith("loss")]
+    assert fig.axes[0].get_title() == (
+        "loss (training: -L_5, the IWAE bound;\nvalidation: one-draw -ELBO)"
+    )
+    titles = [ax.get_title() for ax in fig.axes]
     assert titles[1:] == ["recon", "kl"]
     kl_lines = [(line.get_label(), line.get_color()) for line in fig.axes[2].get_lines()]
     assert kl_lines == [("val", "C1")]  # the colour of val in the other panels
