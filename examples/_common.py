@@ -166,8 +166,11 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="folder holding mnist/ or fashion-mnist/ (default $SCRATCHVAE_DATA, else "
         "~/.cache/scratchvae); MNIST is downloaded there when it is not found",
     )
-    p.add_argument("--epochs", type=COUNT, default=None, help="default: per data set")
-    p.add_argument("--batch-size", type=COUNT, default=None, help="default: 64 digits, 128 else")
+    full = " (not for an example that trains in steps on all its rows: linear_ae_pca)"
+    p.add_argument("--epochs", type=COUNT, default=None, help="default: per data set" + full)
+    p.add_argument(
+        "--batch-size", type=COUNT, default=None, help="default: 64 digits, 128 else" + full
+    )
     p.add_argument(
         "--n-train",
         type=AT_LEAST_TWO,

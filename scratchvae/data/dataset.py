@@ -141,7 +141,8 @@ class Dataset:
 def check_n_features(dataset: Dataset, expected: int, what: str = "the checkpoint's model") -> None:
     """Raise :class:`DataError` unless the data has ``expected`` features per example."""
     if dataset.n_features != expected:
-        named = dataset.description.partition(" (")[0] or "the data"  # 'mnist-test.npz'
+        shape = f" ({dataset.n} x {dataset.n_features})"  # the description's, after the name
+        named = dataset.description.partition(shape)[0] or "the data"  # 'rows (v2).npy'
         raise DataError(
             f"{named} has {dataset.n_features} features but {what} expects {expected}; "
             "pass the data it was trained on"

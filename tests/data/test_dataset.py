@@ -133,6 +133,9 @@ def test_feature_count_mismatch():
     with pytest.raises(DataError, match="64 features but the model expects 784"):
         load_dataset("digits", expected_features=784)
     check_n_features(ds, 64)
+    named = dataset_from_array(np.zeros((3, 5), np.float32), name="rows (v2).npy")
+    with pytest.raises(DataError, match=r"^rows \(v2\).npy has 5 features"):  # not "rows has"
+        check_n_features(named, 7)
 
 
 def test_label_count_and_likelihood_checked():
