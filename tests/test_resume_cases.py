@@ -14,6 +14,7 @@ import sys
 
 import numpy as np  # numpy-boundary: comparing host arrays
 import pytest
+from same_run import same_checkpoint
 
 from scratchvae.autoencoders import DenoisingAE, SparseAE
 from scratchvae.backend import Backend, kernels, threads
@@ -70,19 +71,8 @@ def _config(out, opt, epochs, batch_size):
                        out_dir=str(out))  # fmt: skip
 
 
-def _strip(history):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")} for r in history]
-
-
 def _same_run(a, b):
-    ca, cb = load_checkpoint(a), load_checkpoint(b)
-    assert (ca.epoch, ca.step, ca.rng_state) == (cb.epoch, cb.step, cb.rng_state)
-    for name in ca.params:
-        assert np.array_equal(ca.params[name], cb.params[name]), name
-    assert ca.optim_state.keys() == cb.optim_state.keys()
-    for key in ca.optim_state:
-        assert np.array_equal(ca.optim_state[key], cb.optim_state[key]), key
-    assert _strip(ca.history) == _strip(cb.history)
+    same_checkpoint(a, b)
 
 
 def _resumed_equals_never_stopped(tmp_path, data, kind, dtype, opt, batch_size):

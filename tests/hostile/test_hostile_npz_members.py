@@ -60,14 +60,15 @@ def _write(path: Path, members: dict[str, bytes], packed: dict[str, int] | None 
     return path
 
 
-def _claim_size(path: Path, name: str, size: int) -> None:
-    """Make the central directory say that member ``name`` unpacks to ``size`` bytes."""
+def _claim_size(path: Path, name: str, size: int, packed: bool = False) -> None:
+    """Make the central directory say that member ``name`` unpacks to ``size`` bytes (or,
+    ``packed``, that it is stored in ``size`` bytes)."""
     data = bytearray(path.read_bytes())
     at = data.find(b"PK\x01\x02")
     while at >= 0:
         length = struct.unpack_from("<H", data, at + 28)[0]
         if data[at + 46 : at + 46 + length] == name.encode():
-            struct.pack_into("<I", data, at + 24, size)
+            struct.pack_into("<I", data, at + (20 if packed else 24), size)
         at = data.find(b"PK\x01\x02", at + 4)
     path.write_bytes(bytes(data))
 
@@ -80,6 +81,17 @@ def _refused(path: Path, *needles: str) -> str:
     for needle in needles:
         assert needle in text, (needle, text)
     return text
+
+
+def _refused_within(limit: int, path: Path, *needles: str) -> None:
+    """:func:`_refused`, holding under ``limit`` bytes of memory meanwhile (traced)."""
+    tracemalloc.start()
+    try:
+        _refused(path, *needles)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, peak
 
 
 @pytest.mark.parametrize(
@@ -122,13 +134,7 @@ def test_a_header_that_claims_more_than_the_member_holds_allocates_nothing(sound
     header = _npy(np.zeros(0, np.float32)).replace(b"(0,)", b"(2147483648,)")
     members = {**_members(sound), "junk.npy": header + b"\0" * 64}
     path = _write(tmp_path / "c.npz", members)
-    tracemalloc.start()
-    try:
-        _refused(path, "entry junk.npy", "8589934592 bytes")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 50 << 20, peak
+    _refused_within(50 << 20, path, "entry junk.npy", "8589934592 bytes")
 
 
 def test_a_compression_numpy_never_writes_is_refused_before_it_unpacks(sound, tmp_path):
@@ -137,13 +143,7 @@ def test_a_compression_numpy_never_writes_is_refused_before_it_unpacks(sound, tm
     path = _write(tmp_path / "c.npz", members, {"junk.npy": zipfile.ZIP_BZIP2})
     _claim_size(path, "junk.npy", 1 << 20)  # within the ratio the loader allows
     assert path.stat().st_size < 20_000
-    tracemalloc.start()
-    try:
-        _refused(path, "entry junk.npy", "bzip2")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 16 << 20, peak
+    _refused_within(16 << 20, path, "entry junk.npy", "bzip2")
 
 
 def test_many_small_members_may_not_unpack_to_far_more_than_the_file(sound, tmp_path):
@@ -186,22 +186,9 @@ def test_packed_sizes_the_file_does_not_hold_are_refused(sound, tmp_path):
     # unpacked its 200 MB (1000 times the file) before the read ran out of bytes
     members = {**_members(sound), "junk.npy": _npy(np.zeros(16 << 20, np.float32))}
     path = _write(tmp_path / "c.npz", members, {"junk.npy": zipfile.ZIP_DEFLATED})
-    data = bytearray(path.read_bytes())
-    at = data.find(b"PK\x01\x02")
-    while at >= 0:
-        length = struct.unpack_from("<H", data, at + 28)[0]
-        if data[at + 46 : at + 46 + length] == b"junk.npy":
-            struct.pack_into("<I", data, at + 20, 4 << 20)  # claims 4 MB packed
-        at = data.find(b"PK\x01\x02", at + 4)
-    path.write_bytes(bytes(data))
+    _claim_size(path, "junk.npy", 4 << 20, packed=True)  # claims 4 MB packed
     assert path.stat().st_size < 100_000
-    tracemalloc.start()
-    try:
-        _refused(path, "packed", f"the file holds {path.stat().st_size}")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 16 << 20, peak
+    _refused_within(16 << 20, path, "packed", f"the file holds {path.stat().st_size}")
 
 
 def test_the_commands_in_a_real_process_say_one_line(sound, tmp_path):

@@ -5,8 +5,8 @@ on the device."""
 
 from __future__ import annotations
 
-import numpy as np  # numpy-boundary: comparing host arrays
 import pytest
+from same_run import same_checkpoint
 
 from scratchvae.backend import Backend
 from scratchvae.checkpoint import load_checkpoint
@@ -41,13 +41,8 @@ def test_a_gpu_training_resumed_equals_never_stopping(tiny, tmp_path) -> None:
     fit(make(1), tiny, _config(tmp_path / "a"))
     fit(make(1), tiny, _config(tmp_path / "b", epochs=1))
     fit(make(7), tiny, _config(tmp_path / "b"), resume=True)
-    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
-    assert '"cupy"' in a.rng_state and a.rng_state == b.rng_state and a.epoch == b.epoch == 3
-    for name in a.params:
-        np.testing.assert_array_equal(a.params[name], b.params[name], err_msg=name)
-    for key in a.optim_state:
-        np.testing.assert_array_equal(a.optim_state[key], b.optim_state[key], err_msg=key)
-    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+    a, _ = same_checkpoint(tmp_path / "a", tmp_path / "b")
+    assert '"cupy"' in a.rng_state and a.epoch == 3
     assert a.history[-1]["train_loss"] < a.history[0]["train_loss"]
 
 
