@@ -24,7 +24,8 @@ TESTS = Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
 def test_the_gpu_tests_pass_on_the_host_stand_in_for_cupy() -> None:
-    env = {**os.environ, "SCRATCHVAE_FAKE_CUPY": "1"}
+    env = {**os.environ, "SCRATCHVAE_FAKE_CUPY": "1", "SCRATCHVAE_KERNELS": "1"}  # (they
+    # check the CUDA kernels: a suite run with SCRATCHVAE_KERNELS=0 still runs them there)
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", str(TESTS)]
     done = subprocess.run(
         cmd, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=900
