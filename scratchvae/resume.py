@@ -192,7 +192,7 @@ def resume_data(given: str | None, recorded: str | None, run: Path, held_out: bo
     checked against the run's by :func:`check_resume_flags` on resume), else the data the run
     recorded. A run made by ``fit`` records none, so without ``--data`` it is refused (it used
     to go on with the digits, or be evaluated on them, without a word). A recorded file no
-    longer there is named (``held_out``: the test split is wanted, which that file had not)."""
+    longer there is named (``held_out``: the test split is wanted: held-out data first)."""
     data = given or recorded
     if data is None:
         raise ResumeMismatch(
@@ -200,7 +200,7 @@ def resume_data(given: str | None, recorded: str | None, run: Path, held_out: bo
             "scratchvae train); pass --data with the data it was trained on"
         )
     if given is None and named_dataset(data) is None and not os.path.lexists(data):
-        where = "held-out data (it had no test split)" if held_out else "where it is now"
+        where = "held-out data, or with where it is now" if held_out else "where it is now"
         raise ResumeMismatch(  # (it was "unknown data set ... choose digits, mnist, ...")
             f"the run in {run} was trained on {data}, which is no longer there; pass --data "
             f"with {where}"
