@@ -118,16 +118,19 @@ def _rows_figure(
 ) -> Path:
     """One labelled mosaic row per (label, (N, D) array), all N the same, wrapped into blocks
     of rows past MAX_ROW images. The figure takes the mosaics' shape (no blank band above or
-    below a long thin row); 1 x D strips (no image shape) are stretched to a readable height."""
+    below a long thin row); 1 x D strips (no image shape, or one row high) are stretched to a
+    readable height."""
     panels = _wrapped(rows, image_shape)
     mosaic_h, mosaic_w = panels[0][1].shape
     width = max(4.0, 0.6 * _row_length(len(_host(rows[0][1])), len(rows)))
-    row_height = width * mosaic_h / mosaic_w if image_shape else 0.5
+    row_height = width * mosaic_h / mosaic_w if image_shape else 0.0
+    thin = row_height < 0.35  # no image shape, or 1 x D images: stretched, or labels overlap
+    row_height = 0.5 if thin else row_height
     size = (width, len(panels) * row_height * 1.08 + 0.35)  # + the title's line
     fig, axes = plt.subplots(len(panels), 1, figsize=size, layout="constrained")
     # (mypy sees a LayoutEngine or None: "constrained" makes one whose set() takes these)
     fig.get_layout_engine().set(h_pad=0.02, w_pad=0.02, hspace=0.0)  # type: ignore[union-attr, call-arg]
-    aspect = "equal" if image_shape else "auto"
+    aspect = "auto" if thin else "equal"
     for ax, (label, mosaic) in zip(np.atleast_1d(axes), panels, strict=True):
         ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, aspect=aspect)
         ax.set_ylabel(label, rotation=0, ha="right", va="center")

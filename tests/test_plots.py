@@ -479,3 +479,15 @@ def test_an_iwae_runs_curves_say_what_its_training_loss_is_and_keep_the_val_kl(
     assert titles[1:] == ["recon", "kl"]
     kl_lines = [(line.get_label(), line.get_color()) for line in fig.axes[2].get_lines()]
     assert kl_lines == [("val", "C1")]  # the colour of val in the other panels
+
+
+def test_rows_of_one_pixel_high_images_get_a_readable_height(tmp_path, figures):
+    """1 x 60 strips given as images (the imputation example's rows): each mosaic row was
+    width / 60 high (0.1 in), and its label overlapped the next row's. Stretched now, as rows
+    without an image shape are; 8 x 8 images keep their own aspect."""
+    rows = [(name, np.random.default_rng(0).random((4, 60))) for name in ("a", "b", "c")]
+    figure_parts._rows_figure(rows, (1, 60), "strips", tmp_path / "s.png")
+    figure_parts._rows_figure([("a", np.zeros((4, 64)))], (8, 8), "images", tmp_path / "i.png")
+    strips, images = figures
+    assert strips.get_size_inches()[1] >= 3 * 0.5
+    assert strips.axes[0].get_aspect() == "auto" and images.axes[0].get_aspect() == 1.0
