@@ -44,7 +44,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from scipy.stats import norm  # noqa: E402  # numpy-boundary: plotting (prior quantiles)
 
 from .backend import Backend, to_numpy  # noqa: E402
-from .curves import MAX_MARKED_EPOCHS, curve_terms, plot_curves  # noqa: E402, F401 - public here too
+from .curves import MAX_MARKED_EPOCHS, _warmup, curve_terms, plot_curves  # noqa: E402, F401 - public here too
 from .data import binarize as binarize_images  # noqa: E402
 from .data.labels import class_names  # noqa: E402
 from .figure_parts import (  # noqa: E402
@@ -317,12 +317,16 @@ def _split_labels(model: AE) -> dict[str, str] | None:
 
 
 def _loss_title(model: AE, history: Any) -> str | None:
-    """An IWAE run's training loss is -L_k over k draws, its validation loss the one-draw
-    -ELBO (:class:`~scratchvae.train.Trainer`): the curves' loss panel says so; with a KL
-    weight other than 1 (beta, or a warm-up), on log p(z) - log q(z|x) in each log w and on
-    the validation KL, it says that too."""
-    if not (isinstance(model, VAE) and model.objective == "iwae"):
-        return None
+    """The loss panel's title where the loss weighs a term its panel shows unweighted
+    (``loss = recon + 2 kl``, a sparse AE's penalty). An IWAE run's training loss is -L_k
+    over k draws, its validation loss the one-draw -ELBO (:class:`~scratchvae.train.Trainer`):
+    the title says so; with a KL weight other than 1 (beta, or a warm-up), on log p(z) -
+    log q(z|x) in each log w and on the validation KL, it says that too."""
+    beta = float(getattr(model, "beta", 1.0))  # a VAE's KL weight, a sparse AE's penalty's
+    if hasattr(model, "rho"):  # the sparse AE: its epoch lines and panels show the terms
+        return f"loss = recon + {beta:g} sparsity" if beta != 1.0 else None  # unweighted
+    if not (isinstance(model, VAE) and model.objective == "iwae"):  # a warm-up says its own
+        return f"loss = recon + {beta:g} kl" if beta != 1.0 and not _warmup(list(history)) else None
     if model.beta == 1.0 and all(float(r.get("kl_weight", 1.0)) == 1.0 for r in history):
         return f"loss (training: -L_{model.k}, the IWAE bound;\nvalidation: one-draw -ELBO)"
     return (

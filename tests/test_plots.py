@@ -491,3 +491,24 @@ def test_rows_of_one_pixel_high_images_get_a_readable_height(tmp_path, figures):
     strips, images = figures
     assert strips.get_size_inches()[1] >= 3 * 0.5
     assert strips.axes[0].get_aspect() == "auto" and images.axes[0].get_aspect() == 1.0
+
+
+def test_the_loss_panel_says_how_the_loss_weighs_its_terms(tmp_path, digits, figures):
+    """The start line says `loss = recon + 2 kl` (a VAE's beta 2) or `recon + 3 sparsity`;
+    the curves' loss panel said "loss" over curves its other panels did not add up to."""
+    from scratchvae.autoencoders import SparseAE
+
+    history = [{"epoch": e, "train_loss": 30.0 - e, "train_recon": 28.0 - e, "train_kl": 1.0,
+                "val_loss": 31.0 - e, "val_recon": 29.0 - e, "val_kl": 1.0, "kl_weight": 2.0}
+               for e in (1, 2)]  # fmt: skip
+    bk = Backend(seed=0)
+    save_standard_figures(VAE(64, hidden=[8], latent=2, beta=2, backend=bk), digits, history,
+                          tmp_path / "v")  # fmt: skip
+    sae = SparseAE(64, hidden=[], latent=6, beta=3, backend=bk)
+    sparse = [{k.replace("kl", "sparsity"): v for k, v in r.items() if k != "kl_weight"}
+              for r in history]  # fmt: skip
+    save_standard_figures(sae, digits, sparse, tmp_path / "s")
+    plain = [{**r, "kl_weight": 1.0} for r in history]
+    save_standard_figures(VAE(64, hidden=[8], latent=2, backend=bk), digits, plain, tmp_path / "p")
+    titles = [f.axes[0].get_title() for f in figures if f.axes[0].get_title().startswith("loss")]
+    assert titles == ["loss = recon + 2 kl", "loss = recon + 3 sparsity", "loss"]
