@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np  # numpy-boundary: a user data file and a checkpoint's metadata
 import pytest
+from run_files import rewrite_checkpoint
 
 from scratchvae import cli, commands
 from scratchvae.atomic import atomic_write
@@ -117,14 +118,8 @@ def test_a_run_that_stopped_early_stays_stopped(tmp_path, monkeypatch, capsys):
 
 def _as_gpu_run(run: Path) -> None:
     """The run's checkpoint as if trained on CuPy (its metadata says so)."""
-    path = run / "checkpoint.npz"
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
-    meta = json.loads(str(arrays["meta"]))
-    meta["backend"]["name"] = "cupy"
-    arrays["meta"] = np.array(json.dumps(meta))
-    arrays["rng_state"] = np.array(json.dumps({"cupy": {"seed": 0, "counter": 5}}))
-    np.savez(path, **arrays)
+    gpu_state = json.dumps({"cupy": {"seed": 0, "counter": 5}})
+    rewrite_checkpoint(run, lambda meta: meta["backend"].update(name="cupy"), rng_state=gpu_state)
 
 
 @pytest.mark.skipif(cupy_available(), reason="CuPy works here: a GPU run needs no fallback")

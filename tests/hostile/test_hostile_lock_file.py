@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from run_files import cli_run
 
 from scratchvae.atomic import LOCK_NAME, folder_lock
 from scratchvae.cli import main
@@ -21,9 +22,7 @@ RESUME = ["--resume", "--epochs", "3", "--no-progress", "--no-figures"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("lock-file") / "run"
-    assert main(["train", "--out", str(out), *T]) == 0
-    return out
+    return cli_run(tmp_path_factory, "lock-file", T)
 
 
 def _make(lock: Path, kind: str, target: Path) -> None:

@@ -7,12 +7,12 @@ int64's end, and float arithmetic on a step count stays exact."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np  # numpy-boundary: writing crafted files
 import pytest
+from run_files import cli_run, rewrite_checkpoint
 
 from scratchvae.checkpoint import CheckpointError, load_checkpoint, restore_optimizer
 from scratchvae.cli import main
@@ -25,24 +25,18 @@ RESUME = ["--resume", "--epochs", "3", "--no-progress", "--no-figures"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("step-counts") / "run"
-    assert main(["train", "--out", str(out), *T]) == 0
-    return out
+    return cli_run(tmp_path_factory, "step-counts", T)
 
 
 def _at_step(run: Path, out: Path, step: int, t: int | None = None) -> Path:
     """A copy of ``run`` whose progress says ``step`` everywhere (its 2 epochs the last 2 x 22
     steps), its optimizer at step ``t`` (default the same)."""
-    with np.load(run / "checkpoint.npz", allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    meta = json.loads(str(arrays["meta"]))
-    meta["step"], meta["history"][0]["step"], meta["history"][1]["step"] = step, step - 22, step
-    arrays["meta"], arrays["optim/t"] = (
-        np.array(json.dumps(meta)),
-        np.array(step if t is None else t),
-    )
+
+    def at(meta: dict) -> None:
+        meta["step"], meta["history"][0]["step"], meta["history"][1]["step"] = step, step - 22, step
+
     shutil.copytree(run, out)
-    np.savez(out / "checkpoint.npz", **arrays)
+    rewrite_checkpoint(out, at, **{"optim/t": step if t is None else t})
     return out
 
 
